@@ -1,0 +1,11 @@
+//! The pure core of the marketplace: order lifecycle, money, identifiers and users. No I/O.
+
+pub mod ids;
+pub mod money;
+pub mod order;
+pub mod user;
+
+pub use ids::{MerchantId, OrderId, UserId};
+pub use money::Cents;
+pub use order::{DispatchStatus, OrderEvent, OrderState, OrderStatus, TransitionError};
+pub use user::{Email, Role};

@@ -1,0 +1,27 @@
+//! MealKitz Dispatch: a real-time delivery dispatch engine for a food and meal-kit marketplace.
+//!
+//! Customers check out over REST, merchants run a live order board, drivers stream locations
+//! and take offers over WebSockets; every order is journaled before it is acknowledged.
+//!
+//! # Layout
+//! - [`config`]: settings from flags and environment, validated into one [`config::Config`].
+//! - [`cli`]: the `mealkitz` commands (`serve`, `migrate`, `admin create`).
+//! - [`startup`]: [`startup::Application`], one running engine built from a config.
+//! - [`shutdown`]: the signal that starts a graceful stop.
+//! - [`telemetry`]: logs and the Prometheus recorder.
+//! - [`domain`]: pure core — order lifecycle, money, ids, users. No I/O.
+//! - [`api`]: REST routes, auth, extractors and the error table.
+//! - [`store`]: PostgreSQL and SQLite behind one interface.
+//! - [`bus`]: the Redis link between replicas.
+//!
+//! Data flows one way: `api` → `store`; `domain` depends on nothing of ours.
+
+pub mod api;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod shutdown;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
