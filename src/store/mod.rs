@@ -1,0 +1,237 @@
+//! Persistence behind one interface: [`Store`] runs the same operations on PostgreSQL (production)
+//! or an embedded SQLite file (trying it out), chosen by `DATABASE_URL`.
+//!
+//! Most statements are portable (both backends take `$1` placeholders, `RETURNING` and
+//! `ON CONFLICT`), so each operation is written once and [`on_pool!`] runs it against whichever
+//! pool is configured; an operation whose SQL differs matches on [`Store::backend`] instead.
+//!
+//! The pool connects lazily: the process starts even when PostgreSQL is down (a Kubernetes pod
+//! must), [`Store::migrate_until_ready`] keeps trying, and until it succeeds every operation
+//! fails fast with [`StoreError::Unavailable`].
+
+mod settings;
+mod users;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::config::{DatabaseConfig, DatabaseUrl};
+
+pub use users::{NewUser, User, UserWithPassword};
+
+/// How long a request waits for a pooled connection before the store counts as unavailable.
+/// Short, so a dead database turns into a quick 503 rather than a pile of hung requests.
+const ACQUIRE_TIMEOUT_SECS: u64 = 3;
+/// How long SQLite waits on a locked database before giving up.
+const SQLITE_BUSY_TIMEOUT_SECS: u64 = 5;
+/// Time allowed for a readiness probe's query.
+const PING_TIMEOUT_MS: u64 = 2_000;
+/// Back-off bounds between attempts to reach and migrate the database at start-up.
+const CONNECT_RETRY_MIN_MS: u64 = 250;
+const CONNECT_RETRY_MAX_MS: u64 = 5_000;
+
+/// Which database engine a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached, or is not migrated yet. Retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule refused the write; names the rule.
+    #[error("duplicate value for {0}")]
+    Duplicate(String),
+    /// A stored value cannot be read back into our types.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => {
+                StoreError::Duplicate(db.constraint().unwrap_or("unique key").to_owned())
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+pub(crate) enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+struct Inner {
+    pool: Pool,
+    migrated: AtomicBool,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// Runs `$body` with `$pool` bound to the configured pool. The body is compiled once per backend,
+/// so the same query text type-checks against each driver.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store.pool()? {
+            $crate::store::Pool::Postgres($pool) => $body,
+            $crate::store::Pool::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+impl Store {
+    /// Sets up the pool without connecting: the first query, or [`Store::migrate`], connects.
+    pub fn open(config: &DatabaseConfig) -> Result<Store, StoreError> {
+        let pool = match &config.url {
+            DatabaseUrl::Postgres(url) => {
+                let options =
+                    PgConnectOptions::from_str(url.expose())?.application_name("mealkitz");
+                Pool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(config.max_connections)
+                        .acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_SECS))
+                        .connect_lazy_with(options),
+                )
+            }
+            DatabaseUrl::Sqlite(url) => {
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a committed transition survives power loss, not only a crash.
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
+                    .foreign_keys(true);
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(config.max_connections)
+                        .acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_SECS))
+                        .connect_lazy_with(options),
+                )
+            }
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                pool,
+                migrated: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.inner.pool {
+            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// The pool, once the schema is in place.
+    pub(crate) fn pool(&self) -> Result<&Pool, StoreError> {
+        if self.is_migrated() {
+            Ok(&self.inner.pool)
+        } else {
+            Err(StoreError::Unavailable(
+                "not connected and migrated yet".to_owned(),
+            ))
+        }
+    }
+
+    /// Whether migrations have run in this process.
+    pub fn is_migrated(&self) -> bool {
+        self.inner.migrated.load(Ordering::Acquire)
+    }
+
+    /// Applies pending migrations (embedded in the binary). Safe to run from several replicas at
+    /// once: PostgreSQL serialises them with an advisory lock.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let result = match &self.inner.pool {
+            Pool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+            Pool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+        };
+        result.map_err(|error| match error {
+            sqlx::migrate::MigrateError::Execute(error) => StoreError::from(error),
+            other => StoreError::Unavailable(other.to_string()),
+        })?;
+        self.inner.migrated.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Keeps trying to reach and migrate the database, backing off between attempts, until it
+    /// succeeds. Logs each failure so an operator sees why the pod is not ready.
+    pub async fn migrate_until_ready(&self) {
+        let mut delay_ms = CONNECT_RETRY_MIN_MS;
+        loop {
+            match self.migrate().await {
+                Ok(()) => {
+                    tracing::info!(backend = self.backend().as_str(), "database migrated");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        backend = self.backend().as_str(),
+                        error = %error,
+                        retry_in_ms = delay_ms,
+                        "database not reachable yet"
+                    );
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    delay_ms = (delay_ms * 2).min(CONNECT_RETRY_MAX_MS);
+                }
+            }
+        }
+    }
+
+    /// A round trip to the database, for readiness probes.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let query = async {
+            on_pool!(self, |pool| sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map(drop))
+            .map_err(StoreError::from)
+        };
+        tokio::time::timeout(Duration::from_millis(PING_TIMEOUT_MS), query)
+            .await
+            .map_err(|_| StoreError::Unavailable("no answer within 2 s".to_owned()))?
+    }
+
+    /// Closes every connection, waiting for queries in flight. Part of graceful shutdown.
+    pub async fn close(&self) {
+        match &self.inner.pool {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
+        }
+    }
+}

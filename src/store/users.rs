@@ -1,0 +1,131 @@
+//! User accounts in the store.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Store, StoreError, on_pool};
+use crate::domain::{Email, Role, UserId};
+
+/// A user as the rest of the engine sees it: never with the password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user with the stored password hash, for checking a login and nothing else.
+#[derive(Debug, Clone)]
+pub struct UserWithPassword {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// What it takes to create an account.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    email: String,
+    name: String,
+    role: String,
+    password_hash: String,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<UserRow> for UserWithPassword {
+    type Error = StoreError;
+
+    fn try_from(row: UserRow) -> Result<Self, StoreError> {
+        let role = row
+            .role
+            .parse::<Role>()
+            .map_err(|e| StoreError::Corrupt(format!("user {}: {e}", row.id)))?;
+        Ok(UserWithPassword {
+            user: User {
+                id: UserId(row.id),
+                email: row.email,
+                name: row.name,
+                role,
+                created_at: row.created_at,
+            },
+            password_hash: row.password_hash,
+        })
+    }
+}
+
+impl Store {
+    /// Creates an account. A taken email is [`StoreError::Duplicate`].
+    pub async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        let user = User {
+            id: UserId::new(),
+            email: new.email.as_str().to_owned(),
+            name: new.name,
+            role: new.role,
+            // Stored at microsecond precision, like PostgreSQL, so what we return is what we read.
+            created_at: truncate_to_micros(Utc::now()),
+        };
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO users (id, email, name, role, password_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(user.id.as_uuid())
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(user.role.as_str())
+            .bind(&new.password_hash)
+            .bind(user.created_at)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(user)
+    }
+
+    /// The account with this email, with its password hash, if any.
+    pub async fn user_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<UserWithPassword>, StoreError> {
+        let row: Option<UserRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, email, name, role, password_hash, created_at FROM users WHERE email = $1",
+            )
+                .bind(email.as_str())
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(UserWithPassword::try_from).transpose()
+    }
+
+    /// The account with this id, if any.
+    pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, email, name, role, password_hash, created_at FROM users WHERE id = $1",
+            )
+            .bind(id.as_uuid())
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(row
+            .map(UserWithPassword::try_from)
+            .transpose()?
+            .map(|u| u.user))
+    }
+}
+
+/// Drops sub-microsecond precision, which PostgreSQL would drop on write anyway.
+pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
