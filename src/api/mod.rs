@@ -1,0 +1,62 @@
+//! The HTTP surface: routes, the state handlers share, extractors, auth and the error table.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod users;
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+
+use self::auth::Auth;
+use self::error::{ApiError, ErrorCode};
+use crate::bus::Bus;
+use crate::store::Store;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub store: Store,
+    pub auth: Arc<Auth>,
+    /// Redis, when `REDIS_URL` is set.
+    pub bus: Option<Arc<Bus>>,
+}
+
+/// A resource whose unsupported methods answer 405 in the standard error shape.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    ApiError::new(ErrorCode::MethodNotAllowed).error_response()
+}
+
+/// The answer for a path no route matches.
+pub async fn not_found() -> HttpResponse {
+    ApiError::new(ErrorCode::NotFound).error_response()
+}
+
+/// Registers every route and the extractor error handlers.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::PathConfig::default().error_handler(|_, _| ApiError::new(ErrorCode::NotFound).into()),
+    )
+    .app_data(
+        web::QueryConfig::default().error_handler(|error, _: &HttpRequest| {
+            ApiError::new(ErrorCode::InvalidQuery)
+                .with_message(format!("The query string is invalid: {error}"))
+                .into()
+        }),
+    )
+    .service(resource("/health").route(web::get().to(health::health)))
+    .service(resource("/ready").route(web::get().to(health::ready)))
+    .service(resource("/metrics").route(web::get().to(health::metrics)))
+    .service(
+        web::scope("/api/v1")
+            .service(resource("/users").route(web::post().to(users::register)))
+            .service(resource("/sessions").route(web::post().to(users::login)))
+            .service(resource("/me").route(web::get().to(users::me))),
+    );
+}

@@ -1,0 +1,196 @@
+//! Accounts and sessions: sign up (`POST /api/v1/users`), log in (`POST /api/v1/sessions`) and
+//! who am I (`GET /api/v1/me`).
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::auth::{AuthUser, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
+use super::error::{ApiError, ErrorCode};
+use super::extract::ApiJson;
+use crate::domain::{Email, Role, UserId};
+use crate::store::{NewUser, StoreError, User};
+
+/// Longest display name, in characters.
+pub const NAME_MAX_CHARS: usize = 100;
+
+/// A user as the API shows it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UserView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    #[schema(value_type = String, example = "customer")]
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        UserView {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            role: user.role,
+            created_at: user.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct RegisterRequest {
+    pub email: String,
+    pub password: String,
+    pub name: String,
+    /// `customer`, `driver` or `merchant`.
+    pub role: String,
+}
+
+/// A sign-up request whose every field passed validation.
+struct ValidRegistration {
+    email: Email,
+    password: String,
+    name: String,
+    role: Role,
+}
+
+/// Checks the fields every account has, whoever creates it: the normalised email and the
+/// trimmed name, or the first field at fault.
+pub fn validate_account(
+    email: &str,
+    password: &str,
+    name: &str,
+) -> Result<(Email, String), ApiError> {
+    let email = Email::parse(email).map_err(|e| ApiError::invalid_field("email", e))?;
+    let password_chars = password.chars().count();
+    if password_chars < PASSWORD_MIN_CHARS {
+        return Err(ApiError::invalid_field(
+            "password",
+            format!("must be at least {PASSWORD_MIN_CHARS} characters"),
+        ));
+    }
+    if password_chars > PASSWORD_MAX_CHARS {
+        return Err(ApiError::invalid_field(
+            "password",
+            format!("must be at most {PASSWORD_MAX_CHARS} characters"),
+        ));
+    }
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
+        return Err(ApiError::invalid_field(
+            "name",
+            format!("must be 1 to {NAME_MAX_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "must not contain control characters",
+        ));
+    }
+    Ok((email, name))
+}
+
+impl RegisterRequest {
+    fn validate(self) -> Result<ValidRegistration, ApiError> {
+        let (email, name) = validate_account(&self.email, &self.password, &self.name)?;
+        let role = self
+            .role
+            .parse::<Role>()
+            .ok()
+            .filter(|role| role.is_self_service())
+            .ok_or_else(|| {
+                ApiError::invalid_field("role", "must be one of: customer, driver, merchant")
+            })?;
+        Ok(ValidRegistration {
+            email,
+            password: self.password,
+            name,
+            role,
+        })
+    }
+}
+
+/// `POST /api/v1/users`: creates an account → 201 with the user.
+pub async fn register(
+    state: web::Data<AppState>,
+    ApiJson(request): ApiJson<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let valid = request.validate()?;
+    let password_hash = state.auth.passwords.hash(valid.password).await?;
+    let user = state
+        .store
+        .create_user(NewUser {
+            email: valid.email,
+            name: valid.name,
+            role: valid.role,
+            password_hash,
+        })
+        .await
+        .map_err(|error| match error {
+            StoreError::Duplicate(_) => ApiError::new(ErrorCode::EmailTaken),
+            other => other.into(),
+        })?;
+    tracing::info!(user_id = %user.id, role = %user.role, "user registered");
+    Ok(HttpResponse::Created().json(UserView::from(user)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub token_type: String,
+    pub expires_at: DateTime<Utc>,
+    pub user: UserView,
+}
+
+/// `POST /api/v1/sessions`: logs in → 200 with a token. A wrong password and an unknown email
+/// get the same answer after about the same time.
+pub async fn login(
+    state: web::Data<AppState>,
+    ApiJson(request): ApiJson<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let account = match Email::parse(&request.email) {
+        Ok(email) => state.store.user_by_email(&email).await?,
+        Err(_) => None,
+    };
+    let (user, stored_hash) = match account {
+        Some(account) => (Some(account.user), Some(account.password_hash)),
+        None => (None, None),
+    };
+    let matches = state
+        .auth
+        .passwords
+        .verify(request.password, stored_hash)
+        .await?;
+    let user = match user {
+        Some(user) if matches => user,
+        _ => return Err(ApiError::new(ErrorCode::InvalidCredentials)),
+    };
+    let issued = state.auth.tokens.issue(user.id, user.role)?;
+    tracing::info!(user_id = %user.id, "session created");
+    Ok(HttpResponse::Ok().json(SessionView {
+        token: issued.token,
+        token_type: "Bearer".to_owned(),
+        expires_at: issued.expires_at,
+        user: user.into(),
+    }))
+}
+
+/// `GET /api/v1/me`: the caller's account.
+pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
+    let user = state
+        .store
+        .user_by_id(caller.id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken))?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}

@@ -1,0 +1,118 @@
+//! Building and running one engine process: [`Application::build`] wires the store, auth and
+//! HTTP server from a [`Config`]; [`Application::run_until_stopped`] serves until a graceful
+//! stop, then drains and closes the store.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+
+use crate::api::auth::Auth;
+use crate::api::middleware::{json_error_fallback, observe};
+use crate::api::{self, AppState};
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::store::Store;
+use crate::telemetry;
+
+/// How long a graceful stop waits for requests in flight. Kubernetes kills a pod 30 s after
+/// SIGTERM by default; the issue asks for an exit within 10 s, so stay well under both.
+pub const SHUTDOWN_GRACE_SECS: u64 = 8;
+/// Pause between attempts to load the token-signing secret once the database answers.
+const SECRET_RETRY_SECS: u64 = 1;
+
+/// One running engine: HTTP server plus the background start-up work.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    init: actix_web::rt::task::JoinHandle<()>,
+}
+
+impl Application {
+    /// Binds the listener and starts serving. The database may still be down: `/health` answers
+    /// at once and the store connects and migrates in the background.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        telemetry::metrics_handle();
+        let store = Store::open(&config.database).context("cannot open the database")?;
+        let auth_config = config.auth.clone();
+        let auth: Arc<Auth> = web::block(move || Auth::new(&auth_config))
+            .await
+            .context("cannot set up password hashing")?;
+        let bus = config
+            .redis
+            .as_ref()
+            .map(Bus::new)
+            .transpose()
+            .context("cannot set up Redis")?
+            .map(Arc::new);
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            auth: auth.clone(),
+            bus,
+        });
+
+        let listener = TcpListener::bind(config.http.bind)
+            .with_context(|| format!("cannot listen on {}", config.http.bind))?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(ErrorHandlers::new().default_handler(json_error_fallback))
+                .wrap(from_fn(observe))
+                .configure(api::configure)
+                .default_service(web::to(api::not_found))
+        })
+        .workers(config.http.workers)
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        .listen(listener)?
+        .run();
+
+        let init = actix_web::rt::spawn(initialise(store, auth));
+        tracing::info!(
+            port,
+            backend = config.database.url.backend_name(),
+            "mealkitz listening"
+        );
+        Ok(Application {
+            port,
+            server,
+            state,
+            init,
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server: `stop(true)` drains requests in flight, `stop(false)` drops them.
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server is stopped, then closes the store.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let served = self.server.await;
+        self.init.abort();
+        self.state.store.close().await;
+        tracing::info!("mealkitz stopped");
+        served.context("the HTTP server failed")
+    }
+}
+
+/// Start-up work that needs the database: migrations, then the token-signing secret.
+async fn initialise(store: Store, auth: Arc<Auth>) {
+    store.migrate_until_ready().await;
+    while let Err(error) = auth.tokens.load_or_create_secret(&store).await {
+        tracing::warn!(error = %error, "cannot load the token-signing secret yet");
+        tokio::time::sleep(Duration::from_secs(SECRET_RETRY_SECS)).await;
+    }
+}
