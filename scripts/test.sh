@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The test command (README, CI): make sure PostgreSQL and Redis answer on loopback, installing
+# and starting them on a fresh Debian machine, then check formatting and lints and run every
+# test. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The build cache lives outside the clone so a fresh clone (CI) reuses it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mealkitz/target}"
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+wait_for_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 60); do
+    port_open "$port" && return 0
+    sleep 0.5
+  done
+  say "$name did not come up on 127.0.0.1:$port"
+  exit 1
+}
+
+ensure_postgres() {
+  if port_open 5432; then return; fi
+  say "PostgreSQL is not answering on 127.0.0.1:5432; starting it"
+  local installed_now=""
+  if ! ls -d /etc/postgresql/*/main >/dev/null 2>&1; then
+    say "installing PostgreSQL with apt-get"
+    apt_install postgresql
+    installed_now=1
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  if [ -n "$installed_now" ]; then
+    # A server we just installed for tests: let the test user in over loopback without a
+    # password, as on the CI machines.
+    local hba="/etc/postgresql/$version/main/pg_hba.conf"
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  fi
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || as_root pg_ctlcluster "$version" main start
+  wait_for_port 5432 PostgreSQL
+}
+
+ensure_redis() {
+  if port_open 6379; then return; fi
+  say "Redis is not answering on 127.0.0.1:6379; starting it"
+  if ! command -v redis-server >/dev/null; then
+    say "installing Redis with apt-get"
+    apt_install redis-server
+  fi
+  as_root mkdir -p /var/lib/redis /var/log/redis
+  as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/test.log
+  wait_for_port 6379 Redis
+}
+
+ensure_postgres
+ensure_redis
+
+say "cargo fmt --check"
+cargo fmt --all --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+  # nextest does not run doc tests.
+  cargo test --locked --doc
+else
+  cargo test --locked --no-fail-fast
+fi
+say "all checks passed"

@@ -1,0 +1,373 @@
+//! Test harness: fresh databases, an application per test, and request helpers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use mealkitz::config::{
+    AuthConfig, Config, DatabaseConfig, DatabaseUrl, HttpConfig, LogConfig, LogFormat, RedisConfig,
+    Secret,
+};
+use mealkitz::startup::Application;
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+/// The PostgreSQL server tests create their databases on (trust auth, user postgres).
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The Redis server tests use.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists only for one test: a randomly named PostgreSQL database (dropped
+/// after) or a SQLite file in a temporary directory (removed after).
+pub struct TestDb {
+    pub kind: Db,
+    /// The URL the application connects to.
+    pub url: String,
+    name: String,
+    dir: Option<PathBuf>,
+}
+
+impl TestDb {
+    pub async fn create(kind: Db) -> TestDb {
+        let name = format!("mealkitz_test_{}", uuid::Uuid::new_v4().simple());
+        match kind {
+            Db::Postgres => {
+                let admin = postgres_admin_url();
+                let mut connection = PgConnection::connect(&admin)
+                    .await
+                    .expect("PostgreSQL must be reachable at TEST_DATABASE_URL");
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut connection)
+                    .await
+                    .expect("create test database");
+                let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap();
+                TestDb {
+                    kind,
+                    url: format!("{base}/{name}"),
+                    name,
+                    dir: None,
+                }
+            }
+            Db::Sqlite => {
+                let dir = std::env::temp_dir().join(&name);
+                std::fs::create_dir_all(&dir).expect("create temp dir");
+                TestDb {
+                    kind,
+                    url: format!("sqlite://{}", dir.join("mealkitz.db").display()),
+                    name,
+                    dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    pub fn database_url(&self) -> DatabaseUrl {
+        match self.kind {
+            Db::Postgres => DatabaseUrl::Postgres(Secret::new(self.url.clone())),
+            Db::Sqlite => DatabaseUrl::Sqlite(self.url.clone()),
+        }
+    }
+
+    pub fn config(&self) -> DatabaseConfig {
+        DatabaseConfig {
+            url: self.database_url(),
+            max_connections: 5,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs outside any async context we could block on; use a private runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut connection = PgConnection::connect(&postgres_admin_url()).await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut connection)
+                .await
+                .map(drop)
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop test database: {error}");
+        }
+    }
+}
+
+fn init_test_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            mealkitz::telemetry::init_tracing(LogFormat::Pretty);
+        }
+    });
+}
+
+/// A configuration for a test application: port 0 on loopback, one worker, the given database.
+pub fn test_config(db: &TestDb) -> Config {
+    Config {
+        http: HttpConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 1,
+        },
+        database: db.config(),
+        redis: None,
+        auth: AuthConfig {
+            jwt_secret: None,
+            token_ttl_secs: 3600,
+        },
+        log: LogConfig {
+            format: LogFormat::Pretty,
+        },
+    }
+}
+
+pub fn with_redis(mut config: Config, url: &str) -> Config {
+    config.redis = Some(RedisConfig {
+        url: Secret::new(url),
+    });
+    config
+}
+
+/// A running application and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    handle: ServerHandle,
+}
+
+/// Starts an application on a fresh database and waits until it is ready.
+pub async fn spawn_app(kind: Db) -> TestApp {
+    let db = TestDb::create(kind).await;
+    let config = test_config(&db);
+    spawn_app_with(db, config).await
+}
+
+/// Starts an application on `db` with `config` and waits until it is ready.
+pub async fn spawn_app_with(db: TestDb, config: Config) -> TestApp {
+    let app = start(db, config).await;
+    app.wait_until_ready().await;
+    app
+}
+
+/// Starts an application without waiting for readiness.
+pub async fn start(db: TestDb, config: Config) -> TestApp {
+    init_test_logs();
+    let application = Application::build(config)
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let handle = application.server_handle();
+    actix_web::rt::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        db,
+        handle,
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("read body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// The `error.code` of a standard error body.
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("<none>")
+    }
+
+    /// Asserts the standard error shape with `status` and `code`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(self.error_code(), code, "body: {}", self.text);
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "error has no message: {}",
+            self.text
+        );
+        let content_type = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(
+            content_type,
+            Some("application/json"),
+            "body: {}",
+            self.text
+        );
+    }
+}
+
+/// A registered, logged-in user.
+pub struct Session {
+    pub id: String,
+    pub email: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::read(self.client.get(self.url(path)).send().await.expect("GET")).await
+    }
+
+    pub async fn get_authed(&self, path: &str, token: &str) -> Reply {
+        Reply::read(
+            self.client
+                .get(self.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("GET"),
+        )
+        .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
+        Reply::read(
+            self.client
+                .post(self.url(path))
+                .json(body)
+                .send()
+                .await
+                .expect("POST"),
+        )
+        .await
+    }
+
+    pub async fn register(&self, email: &str, password: &str, role: &str) -> Reply {
+        self.post_json(
+            "/api/v1/users",
+            &json!({ "email": email, "password": password, "name": "Test User", "role": role }),
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.post_json(
+            "/api/v1/sessions",
+            &json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// Registers a user with a unique email and `role`, logs in, and returns the session.
+    pub async fn signed_up(&self, role: &str) -> Session {
+        let email = format!("{}-{}@example.com", role, uuid::Uuid::new_v4().simple());
+        let registered = self.register(&email, "correct horse battery", role).await;
+        assert_eq!(registered.status, 201, "{}", registered.text);
+        let session = self.login(&email, "correct horse battery").await;
+        assert_eq!(session.status, 200, "{}", session.text);
+        Session {
+            id: registered.body["id"].as_str().unwrap().to_owned(),
+            email,
+            token: session.body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Polls `/ready` until it answers 200.
+    pub async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = self.get("/ready").await;
+            if reply.status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "application not ready after 30 s: {}",
+                reply.text
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server (dropping requests in flight) and hands back the database, so that a
+    /// second application can start on it.
+    pub async fn stop(self) -> TestDb {
+        self.handle.stop(false).await;
+        self.db
+    }
+}
+
+/// Declares one test per backend: `mod name { postgres(); sqlite(); }`, each with a fresh
+/// application bound to `$app`.
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[actix_web::test]
+                async fn postgres() {
+                    let $app = $crate::helpers::spawn_app($crate::helpers::Db::Postgres).await;
+                    $body
+                }
+
+                #[actix_web::test]
+                async fn sqlite() {
+                    let $app = $crate::helpers::spawn_app($crate::helpers::Db::Sqlite).await;
+                    $body
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_backends;

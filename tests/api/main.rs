@@ -1,0 +1,10 @@
+//! Integration tests: each test starts its own engine on port 0 against a fresh PostgreSQL
+//! database or a fresh SQLite file, and talks to it over real HTTP.
+
+mod helpers;
+
+mod binary;
+mod errors;
+mod health;
+mod store_contract;
+mod users;
