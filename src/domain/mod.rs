@@ -1,10 +1,15 @@
 //! The pure core of the marketplace: order lifecycle, money, identifiers and users. No I/O.
 
+pub mod delivery;
 pub mod ids;
 pub mod money;
 pub mod order;
 pub mod user;
 
+pub use delivery::{
+    Change, HistoryEntry, JournalEntry, LapseReason, NewOrder, OpenOffer, Order, OrderItem,
+    OrderView, Position, ReleaseReason,
+};
 pub use ids::{MerchantId, OrderId, UserId};
 pub use money::Cents;
 pub use order::{DispatchStatus, OrderEvent, OrderState, OrderStatus, TransitionError};

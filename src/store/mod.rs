@@ -9,7 +9,9 @@
 //! must), [`Store::migrate_until_ready`] keeps trying, and until it succeeds every operation
 //! fails fast with [`StoreError::Unavailable`].
 
+mod orders;
 mod settings;
+mod snapshots;
 mod users;
 
 use std::str::FromStr;
@@ -24,6 +26,7 @@ use sqlx::sqlite::{
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
+pub use snapshots::{Snapshot, SnapshotKind};
 pub use users::{NewUser, User, UserWithPassword};
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
@@ -36,6 +39,17 @@ const PING_TIMEOUT_MS: u64 = 2_000;
 /// Back-off bounds between attempts to reach and migrate the database at start-up.
 const CONNECT_RETRY_MIN_MS: u64 = 250;
 const CONNECT_RETRY_MAX_MS: u64 = 5_000;
+
+/// The current time at the precision both backends store (microseconds), so a value written
+/// and read back compares equal to the one kept in memory.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    to_micros(chrono::Utc::now())
+}
+
+/// `at` without sub-microsecond precision.
+pub fn to_micros(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
 
 /// Which database engine a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +76,9 @@ pub enum StoreError {
     /// A uniqueness rule refused the write; names the rule.
     #[error("duplicate value for {0}")]
     Duplicate(String),
+    /// The write lost a race with another writer (the journal moved on); nothing was written.
+    #[error("conflicting write: {0}")]
+    Conflict(String),
     /// A stored value cannot be read back into our types.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

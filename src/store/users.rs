@@ -72,7 +72,7 @@ impl Store {
             name: new.name,
             role: new.role,
             // Stored at microsecond precision, like PostgreSQL, so what we return is what we read.
-            created_at: truncate_to_micros(Utc::now()),
+            created_at: super::now(),
         };
         on_pool!(self, |pool| {
             sqlx::query(
@@ -123,9 +123,4 @@ impl Store {
             .transpose()?
             .map(|u| u.user))
     }
-}
-
-/// Drops sub-microsecond precision, which PostgreSQL would drop on write anyway.
-pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
