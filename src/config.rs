@@ -3,9 +3,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::geo::RegionMap;
 
 /// The embedded store used when no `DATABASE_URL` is given: a SQLite file in the working
 /// directory, created on first start.
@@ -103,6 +108,108 @@ pub struct Settings {
     /// HTTP worker threads; defaults to the number of CPU cores.
     #[arg(long, global = true, env = "MEALKITZ_HTTP_WORKERS")]
     pub http_workers: Option<String>,
+    /// GeoJSON FeatureCollection of region polygons (each with an `id`); unset: the demo city.
+    #[arg(long, global = true, env = "MEALKITZ_REGIONS")]
+    pub regions: Option<PathBuf>,
+    /// How far outside its polygon a region still indexes drivers, in metres.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_BORDER_BAND_M",
+        default_value = "3000"
+    )]
+    pub border_band_m: String,
+    /// First search radius around the pickup, in metres.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_SEARCH_RADIUS_M",
+        default_value = "3000"
+    )]
+    pub search_radius_m: String,
+    /// Largest search radius, in metres.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_MAX_SEARCH_RADIUS_M",
+        default_value = "12000"
+    )]
+    pub max_search_radius_m: String,
+    /// How much the radius grows after a search that found nobody, in metres.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_SEARCH_RADIUS_STEP_M",
+        default_value = "3000"
+    )]
+    pub search_radius_step_m: String,
+    /// Pause between searches while nobody is found, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_SEARCH_RETRY_MS",
+        default_value = "3000"
+    )]
+    pub search_retry_ms: String,
+    /// Nearest drivers considered per search.
+    #[arg(long, global = true, env = "MEALKITZ_CANDIDATES", default_value = "10")]
+    pub candidates: String,
+    /// Average driving speed for pickup-time estimates, in km/h.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_AVERAGE_SPEED_KMH",
+        default_value = "25"
+    )]
+    pub average_speed_kmh: String,
+    /// How long a driver has to answer an offer, in seconds (fractions allowed).
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_OFFER_TIMEOUT_SECS",
+        default_value = "30"
+    )]
+    pub offer_timeout_secs: String,
+    /// An order still searching after this many seconds is counted as stale.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_STALE_SEARCH_SECS",
+        default_value = "600"
+    )]
+    pub stale_search_secs: String,
+    /// Snapshots written per batch at most; a full batch is written at once.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_SNAPSHOT_BATCH",
+        default_value = "256"
+    )]
+    pub snapshot_batch: String,
+    /// Longest a snapshot waits before its batch is written, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_SNAPSHOT_INTERVAL_MS",
+        default_value = "1000"
+    )]
+    pub snapshot_interval_ms: String,
+    /// Restarts of one actor within the window after which it is marked failed.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_RESTART_LIMIT",
+        default_value = "5"
+    )]
+    pub restart_limit: String,
+    /// The window for counting restarts, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_RESTART_WINDOW_SECS",
+        default_value = "60"
+    )]
+    pub restart_window_secs: String,
 }
 
 /// A value that must never reach a log line. `Debug` and `Display` print `[redacted]`.
@@ -134,6 +241,73 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub dispatch: DispatchConfig,
+}
+
+/// How orders find drivers, and how the actors behind them persist and recover.
+#[derive(Clone)]
+pub struct DispatchConfig {
+    /// The service area, split into regions.
+    pub regions: Arc<RegionMap>,
+    /// A region indexes drivers this far outside its polygon, so a driver near a border can
+    /// serve the neighbouring region.
+    pub border_band_m: f64,
+    pub search_radius_m: f64,
+    pub max_search_radius_m: f64,
+    pub search_radius_step_m: f64,
+    /// Pause between searches while nobody is found.
+    pub search_retry: Duration,
+    /// Nearest drivers considered per search (k).
+    pub candidates: usize,
+    pub average_speed_kmh: f64,
+    /// How long a driver has to answer an offer.
+    pub offer_timeout: Duration,
+    /// An order searching longer than this is counted as stale (it keeps searching).
+    pub stale_search: Duration,
+    /// Snapshots per batch write at most.
+    pub snapshot_batch: usize,
+    /// Longest a snapshot waits before it is written.
+    pub snapshot_interval: Duration,
+    /// More restarts than this within `restart_window` mark an actor failed instead of looping.
+    pub restart_limit: u32,
+    pub restart_window: Duration,
+    /// Lets tests make actors panic on purpose. Never set from the command line.
+    pub fault_injection: bool,
+}
+
+impl std::fmt::Debug for DispatchConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DispatchConfig")
+            .field("regions", &self.regions.regions().len())
+            .field("border_band_m", &self.border_band_m)
+            .field("search_radius_m", &self.search_radius_m)
+            .field("max_search_radius_m", &self.max_search_radius_m)
+            .field("offer_timeout", &self.offer_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DispatchConfig {
+    /// The documented defaults, on the demo city.
+    fn default() -> Self {
+        DispatchConfig {
+            regions: Arc::new(RegionMap::demo_city()),
+            border_band_m: 3_000.0,
+            search_radius_m: 3_000.0,
+            max_search_radius_m: 12_000.0,
+            search_radius_step_m: 3_000.0,
+            search_retry: Duration::from_secs(3),
+            candidates: 10,
+            average_speed_kmh: 25.0,
+            offer_timeout: Duration::from_secs(30),
+            stale_search: Duration::from_secs(600),
+            snapshot_batch: 256,
+            snapshot_interval: Duration::from_secs(1),
+            restart_limit: 5,
+            restart_window: Duration::from_secs(60),
+            fault_injection: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -256,6 +430,7 @@ impl Settings {
                 ));
             }
         };
+        let dispatch = self.dispatch_config()?;
         Ok(Config {
             http: HttpConfig { bind, workers },
             database,
@@ -265,7 +440,110 @@ impl Settings {
                 token_ttl_secs,
             },
             log: LogConfig { format },
+            dispatch,
         })
+    }
+
+    fn dispatch_config(&self) -> Result<DispatchConfig, ConfigError> {
+        let regions = match &self.regions {
+            None => RegionMap::demo_city(),
+            Some(path) => {
+                const SETTING: &str = "--regions / MEALKITZ_REGIONS";
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(SETTING, format!("cannot read {}: {e}", path.display()))
+                })?;
+                RegionMap::from_geojson(&text)
+                    .map_err(|e| invalid(SETTING, format!("{}: {e}", path.display())))?
+            }
+        };
+        const EARTH_M: f64 = 40_000_000.0;
+        let search_radius_m = parse_positive_f64(
+            "--search-radius-m / MEALKITZ_SEARCH_RADIUS_M",
+            &self.search_radius_m,
+            EARTH_M,
+        )?;
+        let max_search_radius_m = parse_positive_f64(
+            "--max-search-radius-m / MEALKITZ_MAX_SEARCH_RADIUS_M",
+            &self.max_search_radius_m,
+            EARTH_M,
+        )?;
+        if max_search_radius_m < search_radius_m {
+            return Err(invalid(
+                "--max-search-radius-m / MEALKITZ_MAX_SEARCH_RADIUS_M",
+                "must not be smaller than the search radius",
+            ));
+        }
+        Ok(DispatchConfig {
+            regions: Arc::new(regions),
+            border_band_m: parse_positive_f64(
+                "--border-band-m / MEALKITZ_BORDER_BAND_M",
+                &self.border_band_m,
+                1_000_000.0,
+            )?,
+            search_radius_m,
+            max_search_radius_m,
+            search_radius_step_m: parse_positive_f64(
+                "--search-radius-step-m / MEALKITZ_SEARCH_RADIUS_STEP_M",
+                &self.search_radius_step_m,
+                EARTH_M,
+            )?,
+            search_retry: Duration::from_millis(parse_positive(
+                "--search-retry-ms / MEALKITZ_SEARCH_RETRY_MS",
+                &self.search_retry_ms,
+                3_600_000,
+            )?),
+            candidates: parse_positive(
+                "--candidates / MEALKITZ_CANDIDATES",
+                &self.candidates,
+                1_000,
+            )?,
+            average_speed_kmh: parse_positive_f64(
+                "--average-speed-kmh / MEALKITZ_AVERAGE_SPEED_KMH",
+                &self.average_speed_kmh,
+                500.0,
+            )?,
+            offer_timeout: Duration::from_secs_f64(parse_positive_f64(
+                "--offer-timeout-secs / MEALKITZ_OFFER_TIMEOUT_SECS",
+                &self.offer_timeout_secs,
+                86_400.0,
+            )?),
+            stale_search: Duration::from_secs(parse_positive(
+                "--stale-search-secs / MEALKITZ_STALE_SEARCH_SECS",
+                &self.stale_search_secs,
+                86_400 * 7,
+            )?),
+            snapshot_batch: parse_positive(
+                "--snapshot-batch / MEALKITZ_SNAPSHOT_BATCH",
+                &self.snapshot_batch,
+                100_000,
+            )?,
+            snapshot_interval: Duration::from_millis(parse_positive(
+                "--snapshot-interval-ms / MEALKITZ_SNAPSHOT_INTERVAL_MS",
+                &self.snapshot_interval_ms,
+                3_600_000,
+            )?),
+            restart_limit: parse_positive(
+                "--restart-limit / MEALKITZ_RESTART_LIMIT",
+                &self.restart_limit,
+                1_000_000,
+            )?,
+            restart_window: Duration::from_secs(parse_positive(
+                "--restart-window-secs / MEALKITZ_RESTART_WINDOW_SECS",
+                &self.restart_window_secs,
+                86_400,
+            )?),
+            fault_injection: false,
+        })
+    }
+}
+
+fn parse_positive_f64(setting: &'static str, raw: &str, max: f64) -> Result<f64, ConfigError> {
+    match raw.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n <= max => Ok(n),
+        _ => Err(invalid(
+            setting,
+            format!("{raw:?} is not a positive number up to {max}"),
+        )),
     }
 }
 
@@ -384,6 +662,23 @@ mod tests {
                 &["--db-max-connections", "lots"],
                 "--db-max-connections / MEALKITZ_DB_MAX_CONNECTIONS",
             ),
+            (
+                &["--regions", "/no/such/regions.geojson"],
+                "--regions / MEALKITZ_REGIONS",
+            ),
+            (
+                &["--offer-timeout-secs", "0"],
+                "--offer-timeout-secs / MEALKITZ_OFFER_TIMEOUT_SECS",
+            ),
+            (
+                &["--search-radius-m", "NaN"],
+                "--search-radius-m / MEALKITZ_SEARCH_RADIUS_M",
+            ),
+            (
+                &["--max-search-radius-m", "1000"],
+                "--max-search-radius-m / MEALKITZ_MAX_SEARCH_RADIUS_M",
+            ),
+            (&["--candidates", "0"], "--candidates / MEALKITZ_CANDIDATES"),
         ];
         for (args, setting) in cases {
             let err = settings(args)

@@ -10,17 +10,22 @@
 //! - [`shutdown`]: the signal that starts a graceful stop.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //! - [`domain`]: pure core — order lifecycle, money, ids, users. No I/O.
+//! - [`geo`]: regions, distances, the driver R-tree index, ETAs. No I/O.
+//! - [`actors`]: the dispatch engine — region supervisors, order/driver/merchant actors,
+//!   supervision, snapshots — behind the [`actors::Engine`] handle.
 //! - [`api`]: REST routes, auth, extractors and the error table.
 //! - [`store`]: PostgreSQL and SQLite behind one interface.
 //! - [`bus`]: the Redis link between replicas.
 //!
 //! Data flows one way: `api` → `store`; `domain` depends on nothing of ours.
 
+pub mod actors;
 pub mod api;
 pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod geo;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

@@ -11,6 +11,7 @@ use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
+use crate::actors::Engine;
 use crate::api::auth::Auth;
 use crate::api::middleware::{json_error_fallback, observe};
 use crate::api::{self, AppState};
@@ -22,8 +23,8 @@ use crate::telemetry;
 /// How long a graceful stop waits for requests in flight. Kubernetes kills a pod 30 s after
 /// SIGTERM by default; the issue asks for an exit within 10 s, so stay well under both.
 pub const SHUTDOWN_GRACE_SECS: u64 = 8;
-/// Pause between attempts to load the token-signing secret once the database answers.
-const SECRET_RETRY_SECS: u64 = 1;
+/// Pause between attempts at start-up work once the database answers.
+const INIT_RETRY_SECS: u64 = 1;
 
 /// One running engine: HTTP server plus the background start-up work.
 pub struct Application {
@@ -50,10 +51,12 @@ impl Application {
             .transpose()
             .context("cannot set up Redis")?
             .map(Arc::new);
+        let engine = Engine::start(config.dispatch.clone(), store.clone());
         let state = web::Data::new(AppState {
             store: store.clone(),
             auth: auth.clone(),
             bus,
+            engine: engine.clone(),
         });
 
         let listener = TcpListener::bind(config.http.bind)
@@ -74,7 +77,7 @@ impl Application {
         .listen(listener)?
         .run();
 
-        let init = actix_web::rt::spawn(initialise(store, auth));
+        let init = actix_web::rt::spawn(initialise(store, auth, engine));
         tracing::info!(
             port,
             backend = config.database.url.backend_name(),
@@ -98,21 +101,32 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server is stopped, then closes the store.
+    /// The dispatch engine (for tests and embedding).
+    pub fn engine(&self) -> Engine {
+        self.state.engine.clone()
+    }
+
+    /// Serves until the server is stopped, then flushes snapshots and closes the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let served = self.server.await;
         self.init.abort();
+        self.state.engine.shutdown().await;
         self.state.store.close().await;
         tracing::info!("mealkitz stopped");
         served.context("the HTTP server failed")
     }
 }
 
-/// Start-up work that needs the database: migrations, then the token-signing secret.
-async fn initialise(store: Store, auth: Arc<Auth>) {
+/// Start-up work that needs the database: migrations, the token-signing secret, then the
+/// recovery of every open order.
+async fn initialise(store: Store, auth: Arc<Auth>, engine: Engine) {
     store.migrate_until_ready().await;
     while let Err(error) = auth.tokens.load_or_create_secret(&store).await {
         tracing::warn!(error = %error, "cannot load the token-signing secret yet");
-        tokio::time::sleep(Duration::from_secs(SECRET_RETRY_SECS)).await;
+        tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;
+    }
+    while let Err(error) = engine.recover().await {
+        tracing::warn!(error = %error, "cannot recover open orders yet");
+        tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;
     }
 }

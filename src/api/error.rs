@@ -180,7 +180,7 @@ impl From<StoreError> for ApiError {
                 source: Some(error.into()),
                 ..ApiError::new(ErrorCode::StoreUnavailable).retry_after(1)
             },
-            StoreError::Duplicate(_) => ApiError {
+            StoreError::Duplicate(_) | StoreError::Conflict(_) => ApiError {
                 source: Some(error.into()),
                 ..ApiError::new(ErrorCode::Conflict)
             },

@@ -42,6 +42,12 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         }
     });
     record(&mut checks, &mut failing, "database", database);
+    let dispatch = if state.engine.is_ready() {
+        Ok(())
+    } else {
+        Err("recovering open orders".to_owned())
+    };
+    record(&mut checks, &mut failing, "dispatch", dispatch);
     if let Some(bus) = &state.bus {
         record(&mut checks, &mut failing, "redis", bus.ping().await);
     }

@@ -13,6 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use self::auth::Auth;
 use self::error::{ApiError, ErrorCode};
+use crate::actors::Engine;
 use crate::bus::Bus;
 use crate::store::Store;
 
@@ -22,6 +23,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Redis, when `REDIS_URL` is set.
     pub bus: Option<Arc<Bus>>,
+    pub engine: Engine,
 }
 
 /// A resource whose unsupported methods answer 405 in the standard error shape.

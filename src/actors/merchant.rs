@@ -1,0 +1,148 @@
+//! The merchant actor: one per merchant with open orders or an open board. It keeps the board —
+//! every open order of the merchant — current from the order actors' updates, and fans each
+//! change out to the merchant's board subscribers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use super::feed::Feed;
+use super::services::Services;
+use super::supervision::{ChildGuard, Entity};
+use crate::domain::{MerchantId, OrderId, OrderView};
+
+/// How often an idle merchant actor checks whether it can stop (no open orders, nobody
+/// watching).
+const MERCHANT_IDLE_CHECK_SECS: u64 = 30;
+
+/// An order of this merchant changed; `version` orders updates that race.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BoardUpdate {
+    pub version: i64,
+    pub view: OrderView,
+}
+
+/// The board (every open order) and a feed of changes to it.
+#[derive(Message)]
+#[rtype(result = "(Vec<OrderView>, mpsc::Receiver<OrderView>)")]
+pub struct SubscribeBoard;
+
+/// Test hook: the actor panics on receipt (fault injection must be enabled).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CrashMerchant;
+
+pub struct MerchantActor {
+    id: MerchantId,
+    services: Arc<Services>,
+    guard: ChildGuard,
+    board: BTreeMap<OrderId, (i64, OrderView)>,
+    feed: Feed<OrderView>,
+}
+
+impl MerchantActor {
+    /// Starts the actor on the merchant's home event loop; it loads the open orders first.
+    pub fn start(id: MerchantId, services: Arc<Services>) -> Addr<MerchantActor> {
+        let home = services.home_of(&id);
+        let arbiter = services.arbiter(&home);
+        MerchantActor::start_in_arbiter(&arbiter, move |_| MerchantActor {
+            guard: ChildGuard::new(Entity::Merchant(id), home, services.clone()),
+            id,
+            services,
+            board: BTreeMap::new(),
+            feed: Feed::new("board"),
+        })
+    }
+}
+
+impl Actor for MerchantActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.services.config.fault_injection
+            && self.services.faults.take(&Entity::Merchant(self.id))
+        {
+            panic!("injected fault: merchant {} panics on start", self.id);
+        }
+        let store = self.services.store.clone();
+        let id = self.id;
+        ctx.wait(
+            async move {
+                let ids = store.open_order_ids_of_merchant(id).await?;
+                let mut orders = Vec::with_capacity(ids.len());
+                for order_id in ids {
+                    if let Some(order) = store.load_order(order_id).await? {
+                        orders.push(order);
+                    }
+                }
+                Ok::<_, crate::store::StoreError>(orders)
+            }
+            .into_actor(self)
+            .map(|loaded, act, _| match loaded {
+                Ok(orders) => {
+                    for order in orders.into_iter().filter(|o| o.is_open()) {
+                        act.board
+                            .entry(order.id)
+                            .or_insert((order.version, order.view()));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(merchant_id = %act.id, error = %error, "cannot load the board")
+                }
+            }),
+        );
+        ctx.run_interval(Duration::from_secs(MERCHANT_IDLE_CHECK_SECS), |act, ctx| {
+            if act.board.is_empty() && !act.feed.has_subscribers() {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.services.merchants.remove_if(&self.id, &ctx.address());
+        self.guard.disarm();
+    }
+}
+
+impl Handler<BoardUpdate> for MerchantActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BoardUpdate, _: &mut Self::Context) {
+        let stale = self
+            .board
+            .get(&msg.view.id)
+            .is_some_and(|(version, _)| *version >= msg.version);
+        if stale {
+            return;
+        }
+        self.feed.publish(&msg.view);
+        if msg.view.status.is_final() {
+            self.board.remove(&msg.view.id);
+        } else {
+            self.board.insert(msg.view.id, (msg.version, msg.view));
+        }
+    }
+}
+
+impl Handler<SubscribeBoard> for MerchantActor {
+    type Result = MessageResult<SubscribeBoard>;
+
+    fn handle(&mut self, _: SubscribeBoard, _: &mut Self::Context) -> Self::Result {
+        let orders = self.board.values().map(|(_, view)| view.clone()).collect();
+        MessageResult((orders, self.feed.subscribe()))
+    }
+}
+
+impl Handler<CrashMerchant> for MerchantActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CrashMerchant, _: &mut Self::Context) {
+        if self.services.config.fault_injection {
+            panic!("injected fault: merchant {} panics", self.id);
+        }
+    }
+}

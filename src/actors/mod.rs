@@ -1,0 +1,57 @@
+//! The dispatch engine as actors (actix 0.13): a region supervisor per region with its driver
+//! R-tree; an actor per open order (the order's single writer), per active driver and per
+//! merchant with open orders or a board; our own supervision (restart from persisted state, give
+//! up on a crash loop); and the snapshot writer behind the journal. [`Engine`] is the one handle
+//! the layers above use.
+
+mod driver;
+mod engine;
+mod feed;
+mod merchant;
+mod order;
+mod region;
+mod services;
+mod snapshot_writer;
+mod supervision;
+
+pub use driver::{DriverFeed, DriverStatus, OfferView};
+pub use engine::Engine;
+pub use feed::FEED_CAPACITY;
+pub use order::{Canceller, OrderFeed};
+pub use region::Candidate;
+pub use supervision::{Entity, FailedActor};
+
+use crate::domain::{OrderStatus, TransitionError};
+use crate::geo::InvalidLocation;
+use crate::store::StoreError;
+
+/// Why the engine refused or could not carry out a command.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the location is outside the service area")]
+    OutsideServiceArea,
+    #[error(transparent)]
+    InvalidLocation(#[from] InvalidLocation),
+    #[error("no such order")]
+    OrderNotFound,
+    #[error("the order is already {0}")]
+    OrderClosed(OrderStatus),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("no such offer")]
+    OfferNotFound,
+    #[error("the offer has expired")]
+    OfferExpired,
+    #[error("the driver already has work")]
+    DriverBusy,
+    #[error("the location is older than the last one")]
+    StaleLocation,
+    #[error("{0} failed repeatedly and is stopped until an admin looks at it")]
+    Failed(String),
+    #[error("dispatch is briefly unavailable: {0}")]
+    Unavailable(String),
+    #[error("dispatch is recovering open orders; try again shortly")]
+    Recovering,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

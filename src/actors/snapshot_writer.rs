@@ -1,0 +1,141 @@
+//! Writes actor snapshots behind the journal: actors hand snapshots over without waiting, the
+//! writer keeps the newest per actor and upserts them in batches — when a batch fills or the
+//! interval passes, whichever comes first — and once more at shutdown.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::store::{Snapshot, SnapshotKind, Store};
+
+/// Snapshots waiting to be handed to the writer at most. Snapshots only speed up recovery (the
+/// journal holds every fact), so when the writer falls this far behind new ones are dropped and
+/// counted rather than queued without bound.
+const SNAPSHOT_QUEUE_CAPACITY: usize = 65_536;
+/// Snapshots the writer keeps after failed writes at most, for the same reason.
+const SNAPSHOT_PENDING_MAX: usize = 200_000;
+
+/// Hands snapshots to the writer.
+#[derive(Clone)]
+pub struct SnapshotSender {
+    tx: mpsc::Sender<Snapshot>,
+    flush_tx: mpsc::Sender<oneshot::Sender<()>>,
+}
+
+impl SnapshotSender {
+    /// Queues a snapshot; never waits.
+    pub fn send(&self, snapshot: Snapshot) {
+        if self.tx.try_send(snapshot).is_err() {
+            metrics::counter!("snapshot_dropped_total").increment(1);
+        }
+    }
+
+    /// Writes everything queued so far; returns once it is in the store (or the write failed).
+    pub async fn flush(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.flush_tx.send(done_tx).await.is_ok() {
+            let _ = done_rx.await;
+        }
+    }
+}
+
+/// Starts the writer task on the current runtime.
+pub fn spawn(store: Store, batch: usize, interval: Duration) -> SnapshotSender {
+    let (tx, rx) = mpsc::channel(SNAPSHOT_QUEUE_CAPACITY);
+    let (flush_tx, flush_rx) = mpsc::channel(8);
+    actix::spawn(run(store, batch, interval, rx, flush_rx));
+    SnapshotSender { tx, flush_tx }
+}
+
+struct Pending {
+    snapshots: HashMap<(SnapshotKind, Uuid), Snapshot>,
+    oldest: Option<Instant>,
+}
+
+impl Pending {
+    fn insert(&mut self, snapshot: Snapshot) {
+        let key = (snapshot.kind, snapshot.id);
+        let newer = self
+            .snapshots
+            .get(&key)
+            .is_none_or(|held| held.version <= snapshot.version);
+        if newer
+            && (self.snapshots.len() < SNAPSHOT_PENDING_MAX || self.snapshots.contains_key(&key))
+        {
+            self.snapshots.insert(key, snapshot);
+            self.oldest.get_or_insert_with(Instant::now);
+        } else if newer {
+            metrics::counter!("snapshot_dropped_total").increment(1);
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    batch: usize,
+    interval: Duration,
+    mut rx: mpsc::Receiver<Snapshot>,
+    mut flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
+) {
+    let mut pending = Pending {
+        snapshots: HashMap::new(),
+        oldest: None,
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            received = rx.recv() => match received {
+                Some(snapshot) => {
+                    pending.insert(snapshot);
+                    if pending.snapshots.len() >= batch {
+                        write(&store, &mut pending).await;
+                    }
+                }
+                None => {
+                    write(&store, &mut pending).await;
+                    return;
+                }
+            },
+            _ = ticker.tick() => {
+                if !pending.snapshots.is_empty() {
+                    write(&store, &mut pending).await;
+                }
+            }
+            Some(done) = flush_rx.recv() => {
+                while let Ok(snapshot) = rx.try_recv() {
+                    pending.insert(snapshot);
+                }
+                write(&store, &mut pending).await;
+                let _ = done.send(());
+            }
+        }
+        metrics::gauge!("snapshot_pending").set(pending.snapshots.len() as f64);
+    }
+}
+
+async fn write(store: &Store, pending: &mut Pending) {
+    if pending.snapshots.is_empty() {
+        return;
+    }
+    let lag = pending.oldest.map_or(0.0, |at| at.elapsed().as_secs_f64());
+    let batch: Vec<Snapshot> = pending.snapshots.drain().map(|(_, s)| s).collect();
+    let oldest = pending.oldest.take();
+    let started = Instant::now();
+    match store.save_snapshots(&batch).await {
+        Ok(()) => {
+            metrics::gauge!("snapshot_lag_seconds").set(lag);
+            metrics::histogram!("snapshot_write_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("snapshots_written_total").increment(batch.len() as u64);
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, count = batch.len(), "snapshot write failed; will retry");
+            for snapshot in batch {
+                pending.insert(snapshot);
+            }
+            pending.oldest = oldest;
+        }
+    }
+}
