@@ -6,9 +6,10 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
+use mealkitz::actors::Engine;
 use mealkitz::config::{
-    AuthConfig, Config, DatabaseConfig, DatabaseUrl, HttpConfig, LogConfig, LogFormat, RedisConfig,
-    Secret,
+    AuthConfig, Config, DatabaseConfig, DatabaseUrl, DispatchConfig, HttpConfig, LogConfig,
+    LogFormat, RedisConfig, Secret,
 };
 use mealkitz::startup::Application;
 use serde_json::{Value, json};
@@ -132,12 +133,20 @@ fn init_test_logs() {
 
 /// A configuration for a test application: port 0 on loopback, one worker, the given database.
 pub fn test_config(db: &TestDb) -> Config {
+    config_for(db.database_url())
+}
+
+/// The test configuration for any database URL.
+pub fn config_for(url: DatabaseUrl) -> Config {
     Config {
         http: HttpConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             workers: 1,
         },
-        database: db.config(),
+        database: DatabaseConfig {
+            url,
+            max_connections: 5,
+        },
         redis: None,
         auth: AuthConfig {
             jwt_secret: None,
@@ -145,6 +154,10 @@ pub fn test_config(db: &TestDb) -> Config {
         },
         log: LogConfig {
             format: LogFormat::Pretty,
+        },
+        dispatch: DispatchConfig {
+            fault_injection: true,
+            ..DispatchConfig::default()
         },
     }
 }
@@ -161,6 +174,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub db: TestDb,
+    pub engine: Engine,
     handle: ServerHandle,
 }
 
@@ -178,6 +192,34 @@ pub async fn spawn_app_with(db: TestDb, config: Config) -> TestApp {
     app
 }
 
+/// A running application whose database the caller owns (the child engine of recovery tests).
+pub struct Running {
+    pub engine: Engine,
+}
+
+impl Running {
+    pub async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.engine.is_ready() {
+            assert!(Instant::now() < deadline, "engine not ready after 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Starts an application on a database that someone else owns.
+pub async fn start_without_db(config: Config) -> Running {
+    init_test_logs();
+    let application = Application::build(config)
+        .await
+        .expect("application builds");
+    let running = Running {
+        engine: application.engine(),
+    };
+    actix_web::rt::spawn(application.run_until_stopped());
+    running
+}
+
 /// Starts an application without waiting for readiness.
 pub async fn start(db: TestDb, config: Config) -> TestApp {
     init_test_logs();
@@ -186,9 +228,11 @@ pub async fn start(db: TestDb, config: Config) -> TestApp {
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let handle = application.server_handle();
+    let engine = application.engine();
     actix_web::rt::spawn(application.run_until_stopped());
     TestApp {
         address,
+        engine,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

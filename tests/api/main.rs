@@ -4,7 +4,10 @@
 mod helpers;
 
 mod binary;
+mod dispatch;
 mod errors;
 mod health;
+mod recovery;
 mod store_contract;
+mod supervision;
 mod users;

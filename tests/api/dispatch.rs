@@ -1,0 +1,583 @@
+//! Dispatch through the engine interface, on PostgreSQL and SQLite: who gets an offer, what
+//! happens on decline, expiry and acceptance, border drivers, simultaneous orders, widening
+//! searches, and full deliveries.
+
+use std::time::Duration;
+
+use mealkitz::actors::{DriverFeed, EngineError, OfferView};
+use mealkitz::config::DispatchConfig;
+use mealkitz::domain::{
+    Cents, MerchantId, NewOrder, OrderId, OrderItem, OrderStatus, OrderView, Position, UserId,
+};
+use tokio::sync::mpsc::Receiver;
+
+use crate::helpers::{Db, TestApp, TestDb, spawn_app_with, test_config};
+
+/// Metres per degree of latitude (and of longitude at the demo city's latitude).
+const M_PER_DEG_LAT: f64 = 111_195.0;
+const DEMO_LAT: f64 = 40.75;
+const DEMO_LON: f64 = -73.98;
+/// How long a test waits for something that should happen promptly.
+pub const PROMPTLY_SECS: u64 = 5;
+const PROMPTLY: Duration = Duration::from_secs(PROMPTLY_SECS);
+
+/// A point `north_m` and `east_m` metres from the demo city's centre (the corner of its four
+/// regions: nw, ne, sw, se).
+pub fn at(north_m: f64, east_m: f64) -> Position {
+    Position {
+        lat: DEMO_LAT + north_m / M_PER_DEG_LAT,
+        lon: DEMO_LON + east_m / (M_PER_DEG_LAT * DEMO_LAT.to_radians().cos()),
+    }
+}
+
+/// Starts an application with dispatch settings adjusted by `tune`.
+pub async fn dispatch_app(kind: Db, tune: impl FnOnce(&mut DispatchConfig)) -> TestApp {
+    let db = TestDb::create(kind).await;
+    let mut config = test_config(&db);
+    tune(&mut config.dispatch);
+    spawn_app_with(db, config).await
+}
+
+pub struct Driver {
+    pub id: UserId,
+    pub feed: Receiver<DriverFeed>,
+}
+
+impl TestApp {
+    pub async fn user_id(&self, role: &str) -> UserId {
+        self.signed_up(role).await.id.parse().unwrap()
+    }
+
+    /// A driver online and available at `position`, with its feed open.
+    pub async fn driver_at(&self, position: Position) -> Driver {
+        let id = self.user_id("driver").await;
+        let (_, _, feed) = self.engine.subscribe_driver(id).await.unwrap();
+        self.engine.driver_availability(id, true).await.unwrap();
+        self.engine
+            .driver_location(id, position.lat, position.lon, None)
+            .await
+            .unwrap();
+        Driver { id, feed }
+    }
+
+    /// Places an order picked up at `pickup` and delivered 1 km north of it.
+    pub async fn place_at(
+        &self,
+        customer: UserId,
+        merchant: MerchantId,
+        pickup: Position,
+    ) -> OrderView {
+        let dropoff = Position {
+            lat: pickup.lat + 1_000.0 / M_PER_DEG_LAT,
+            lon: pickup.lon,
+        };
+        self.engine
+            .place_order(NewOrder {
+                id: OrderId::new(),
+                merchant_id: merchant,
+                customer_id: customer,
+                items: vec![OrderItem {
+                    menu_item_id: None,
+                    name: "Meal kit".into(),
+                    quantity: 1,
+                    unit_price_cents: Cents(1500),
+                }],
+                total_cents: Cents(1999),
+                pickup,
+                dropoff,
+                dropoff_address: "1 Test Street".into(),
+            })
+            .await
+            .expect("order placed")
+    }
+}
+
+/// The next offer on a driver's feed, skipping other messages.
+pub async fn next_offer(driver: &mut Driver, within: Duration) -> Option<OfferView> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, driver.feed.recv()).await {
+            Ok(Some(DriverFeed::Offer(offer))) => return Some(offer),
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// Waits for the driver's feed to say its offer expired.
+pub async fn offer_expired(driver: &mut Driver, offer_id: uuid::Uuid, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, driver.feed.recv()).await {
+            Ok(Some(DriverFeed::OfferExpired { offer_id: id })) if id == offer_id => return true,
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
+/// Asserts nothing is offered to `driver` for a little while.
+async fn assert_no_offer(driver: &mut Driver) {
+    if let Some(offer) = next_offer(driver, Duration::from_millis(300)).await {
+        panic!("unexpected offer {offer:?}");
+    }
+}
+
+macro_rules! dispatch_tests {
+    ($($name:ident => $case:ident;)*) => {
+        $(
+            mod $name {
+                #[actix_web::test]
+                async fn postgres() {
+                    super::$case(crate::helpers::Db::Postgres).await;
+                }
+
+                #[actix_web::test]
+                async fn sqlite() {
+                    super::$case(crate::helpers::Db::Sqlite).await;
+                }
+            }
+        )*
+    };
+}
+
+dispatch_tests! {
+    the_nearest_driver_gets_the_offer => nearest_driver_gets_the_offer;
+    a_decline_passes_the_order_to_the_next_nearest => decline_passes_to_next;
+    an_expired_offer_passes_to_the_next_nearest_and_a_late_accept_is_refused => expiry_passes_to_next;
+    a_driver_in_the_border_band_serves_the_neighbouring_region => border_driver_serves_neighbour;
+    simultaneous_orders_never_get_the_same_driver => simultaneous_orders_distinct_drivers;
+    a_widened_radius_finds_a_far_driver => widened_radius_finds_far_driver;
+    a_delivery_runs_to_the_end_and_frees_the_driver => full_delivery;
+    bad_commands_get_typed_errors => bad_commands;
+}
+
+async fn nearest_driver_gets_the_offer(kind: Db) {
+    let app = dispatch_app(kind, |_| {}).await;
+    let pickup = at(-5_000.0, -5_000.0);
+    let mut far = app.driver_at(at(-5_000.0, -3_000.0)).await;
+    let mut near = app.driver_at(at(-5_400.0, -5_000.0)).await;
+    let mut middle = app.driver_at(at(-5_000.0, -6_000.0)).await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let order = app.place_at(customer, merchant, pickup).await;
+    assert_eq!(order.status, OrderStatus::Placed);
+    assert_no_offer(&mut near).await;
+
+    let accepted = app
+        .engine
+        .merchant_accept(merchant, order.id, 10)
+        .await
+        .unwrap();
+    assert_eq!(accepted.status, OrderStatus::Accepted);
+    let offer = next_offer(&mut near, PROMPTLY)
+        .await
+        .expect("nearest driver offered");
+    assert_eq!(offer.order_id, order.id);
+    assert!(offer.expires_at > chrono::Utc::now());
+    assert_no_offer(&mut middle).await;
+    assert_no_offer(&mut far).await;
+    let view = app.engine.order(order.id).await.unwrap();
+    assert_eq!(view.dispatch_status.to_string(), "offered");
+}
+
+async fn decline_passes_to_next(kind: Db) {
+    let app = dispatch_app(kind, |_| {}).await;
+    let pickup = at(-5_000.0, -5_000.0);
+    let mut first = app.driver_at(at(-5_300.0, -5_000.0)).await;
+    let mut second = app.driver_at(at(-5_000.0, -5_800.0)).await;
+    let mut third = app.driver_at(at(-5_000.0, -7_000.0)).await;
+    let merchant = MerchantId::new();
+    let order = app
+        .place_at(app.user_id("customer").await, merchant, pickup)
+        .await;
+    app.engine
+        .merchant_accept(merchant, order.id, 10)
+        .await
+        .unwrap();
+
+    let offer = next_offer(&mut first, PROMPTLY)
+        .await
+        .expect("first offered");
+    app.engine
+        .decline_offer(first.id, offer.offer_id)
+        .await
+        .unwrap();
+    let offer = next_offer(&mut second, PROMPTLY)
+        .await
+        .expect("second offered after decline");
+    assert_eq!(offer.order_id, order.id);
+    app.engine
+        .decline_offer(second.id, offer.offer_id)
+        .await
+        .unwrap();
+    let offer = next_offer(&mut third, PROMPTLY)
+        .await
+        .expect("third offered");
+    // A driver who declined is not asked again.
+    assert_no_offer(&mut first).await;
+    let assigned = app
+        .engine
+        .accept_offer(third.id, offer.offer_id)
+        .await
+        .unwrap();
+    assert_eq!(assigned.driver_id, Some(third.id));
+}
+
+async fn expiry_passes_to_next(kind: Db) {
+    let app = dispatch_app(kind, |d| d.offer_timeout = Duration::from_millis(600)).await;
+    let pickup = at(-5_000.0, -5_000.0);
+    let mut first = app.driver_at(at(-5_200.0, -5_000.0)).await;
+    let mut second = app.driver_at(at(-5_000.0, -6_000.0)).await;
+    let merchant = MerchantId::new();
+    let order = app
+        .place_at(app.user_id("customer").await, merchant, pickup)
+        .await;
+    app.engine
+        .merchant_accept(merchant, order.id, 10)
+        .await
+        .unwrap();
+
+    let offer = next_offer(&mut first, PROMPTLY)
+        .await
+        .expect("first offered");
+    assert!(
+        offer_expired(&mut first, offer.offer_id, PROMPTLY).await,
+        "offer_expired sent"
+    );
+    let late = app.engine.accept_offer(first.id, offer.offer_id).await;
+    assert!(matches!(late, Err(EngineError::OfferExpired)), "{late:?}");
+    let next = next_offer(&mut second, PROMPTLY)
+        .await
+        .expect("second offered after expiry");
+    assert_eq!(next.order_id, order.id);
+    let assigned = app
+        .engine
+        .accept_offer(second.id, next.offer_id)
+        .await
+        .unwrap();
+    assert_eq!(assigned.driver_id, Some(second.id));
+
+    let journal = app.engine.order(order.id).await.unwrap().events;
+    let dispatch: Vec<String> = journal
+        .iter()
+        .filter_map(|e| e.dispatch_status.map(|d| d.to_string()))
+        .collect();
+    assert_eq!(
+        dispatch,
+        ["searching", "offered", "searching", "offered", "assigned"]
+    );
+}
+
+async fn border_driver_serves_neighbour(kind: Db) {
+    let app = dispatch_app(kind, |_| {}).await;
+    // Pickup in the south-west region, 500 m west of the border with the south-east region;
+    // the only driver is 1.5 km east of that border, inside the south-east region.
+    let pickup = at(-5_000.0, -500.0);
+    let mut driver = app.driver_at(at(-5_000.0, 1_500.0)).await;
+    let sw = mealkitz::geo::RegionId::from("sw");
+    let se = mealkitz::geo::RegionId::from("se");
+    assert_eq!(
+        app.engine.indexed_drivers(&sw).await.unwrap(),
+        1,
+        "in the sw band"
+    );
+    assert_eq!(
+        app.engine.indexed_drivers(&se).await.unwrap(),
+        1,
+        "home region se"
+    );
+    let merchant = MerchantId::new();
+    let order = app
+        .place_at(app.user_id("customer").await, merchant, pickup)
+        .await;
+    app.engine
+        .merchant_accept(merchant, order.id, 5)
+        .await
+        .unwrap();
+    let offer = next_offer(&mut driver, PROMPTLY)
+        .await
+        .expect("border driver offered");
+    let assigned = app
+        .engine
+        .accept_offer(driver.id, offer.offer_id)
+        .await
+        .unwrap();
+    assert_eq!(assigned.driver_id, Some(driver.id));
+    // Taken, the driver leaves both indexes.
+    assert_eq!(app.engine.indexed_drivers(&sw).await.unwrap(), 0);
+    assert_eq!(app.engine.indexed_drivers(&se).await.unwrap(), 0);
+}
+
+async fn simultaneous_orders_distinct_drivers(kind: Db) {
+    let app = dispatch_app(kind, |d| d.search_retry = Duration::from_millis(100)).await;
+    let customer = app.user_id("customer").await;
+    // Orders on both sides of the sw/se border, all accepted at once; drivers straddle it, so
+    // both regions see every driver and their orders race for the same nearest ones.
+    const N: usize = 8;
+    let mut drivers = Vec::new();
+    for i in 0..N {
+        drivers.push(app.driver_at(at(-5_000.0 + 100.0 * i as f64, 0.0)).await);
+    }
+    let mut orders = Vec::new();
+    for i in 0..N {
+        let side = if i % 2 == 0 { -300.0 } else { 300.0 };
+        let merchant = MerchantId::new();
+        let order = app.place_at(customer, merchant, at(-5_000.0, side)).await;
+        orders.push((merchant, order.id));
+    }
+    let accepts = orders
+        .iter()
+        .map(|(merchant, order)| app.engine.merchant_accept(*merchant, *order, 5));
+    for accepted in futures_util::future::join_all(accepts).await {
+        accepted.unwrap();
+    }
+    // Every driver gets exactly one offer and takes it.
+    let mut assigned_orders = Vec::new();
+    for driver in &mut drivers {
+        let offer = next_offer(driver, PROMPTLY)
+            .await
+            .expect("every driver gets one offer");
+        let view = app
+            .engine
+            .accept_offer(driver.id, offer.offer_id)
+            .await
+            .unwrap();
+        assert_eq!(view.driver_id, Some(driver.id));
+        assigned_orders.push(view.id);
+    }
+    for driver in &mut drivers {
+        assert_no_offer(driver).await;
+    }
+    assigned_orders.sort();
+    assigned_orders.dedup();
+    assert_eq!(
+        assigned_orders.len(),
+        N,
+        "each order went to a different driver"
+    );
+    let mut assigned_drivers = Vec::new();
+    for (_, order) in &orders {
+        let view = app.engine.order(*order).await.unwrap();
+        assigned_drivers.push(view.driver_id.expect("assigned"));
+    }
+    assigned_drivers.sort();
+    assigned_drivers.dedup();
+    assert_eq!(assigned_drivers.len(), N, "no driver has two orders");
+}
+
+async fn widened_radius_finds_far_driver(kind: Db) {
+    let app = dispatch_app(kind, |d| {
+        d.search_retry = Duration::from_millis(100);
+        d.search_radius_m = 3_000.0;
+        d.search_radius_step_m = 3_000.0;
+        d.max_search_radius_m = 12_000.0;
+    })
+    .await;
+    let pickup = at(-8_000.0, -8_000.0);
+    // 7 km away: outside the first radius, inside the third.
+    let mut far = app.driver_at(at(-8_000.0, -1_000.0)).await;
+    let merchant = MerchantId::new();
+    let order = app
+        .place_at(app.user_id("customer").await, merchant, pickup)
+        .await;
+    app.engine
+        .merchant_accept(merchant, order.id, 5)
+        .await
+        .unwrap();
+    let offer = next_offer(&mut far, PROMPTLY)
+        .await
+        .expect("found after widening");
+    assert_eq!(offer.order_id, order.id);
+}
+
+async fn full_delivery(kind: Db) {
+    let app = dispatch_app(kind, |_| {}).await;
+    let pickup = at(5_000.0, 5_000.0);
+    let mut driver = app.driver_at(at(5_500.0, 5_000.0)).await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let order = app.place_at(customer, merchant, pickup).await;
+    let (_, mut tracker) = app.engine.subscribe_order(order.id).await.unwrap();
+    let (board, mut board_feed) = app.engine.subscribe_board(merchant).await.unwrap();
+    assert_eq!(board.iter().map(|o| o.id).collect::<Vec<_>>(), [order.id]);
+
+    app.engine
+        .merchant_accept(merchant, order.id, 12)
+        .await
+        .unwrap();
+    let offer = next_offer(&mut driver, PROMPTLY).await.unwrap();
+    app.engine
+        .accept_offer(driver.id, offer.offer_id)
+        .await
+        .unwrap();
+    app.engine
+        .driver_location(driver.id, pickup.lat, pickup.lon, None)
+        .await
+        .unwrap();
+    app.engine.merchant_ready(merchant, order.id).await.unwrap();
+    let picked = app.engine.picked_up(driver.id, order.id).await.unwrap();
+    assert_eq!(picked.status, OrderStatus::PickedUp);
+    let delivered = app.engine.delivered(driver.id, order.id).await.unwrap();
+    assert_eq!(delivered.status, OrderStatus::Delivered);
+
+    // The tracker saw every status in order, and the driver's location on the way.
+    let mut statuses = Vec::new();
+    let mut saw_location = false;
+    while let Ok(Some(update)) = tokio::time::timeout(PROMPTLY, tracker.recv()).await {
+        match update {
+            mealkitz::actors::OrderFeed::Update(view) => {
+                if statuses.last() != Some(&view.status) {
+                    statuses.push(view.status);
+                }
+            }
+            mealkitz::actors::OrderFeed::DriverLocation { eta_seconds, .. } => {
+                assert!(eta_seconds >= 0.0);
+                saw_location = true;
+            }
+        }
+    }
+    use OrderStatus::*;
+    assert_eq!(statuses, [Accepted, Ready, PickedUp, Delivered]);
+    assert!(saw_location);
+    // The board saw the order leave.
+    let mut last = None;
+    while let Ok(Some(view)) =
+        tokio::time::timeout(Duration::from_millis(500), board_feed.recv()).await
+    {
+        last = Some(view.status);
+    }
+    assert_eq!(last, Some(Delivered));
+    // The driver is free again: a new order nearby is offered to it.
+    let second = app.place_at(customer, merchant, pickup).await;
+    app.engine
+        .merchant_accept(merchant, second.id, 5)
+        .await
+        .unwrap();
+    let offer = next_offer(&mut driver, PROMPTLY)
+        .await
+        .expect("free driver offered again");
+    assert_eq!(offer.order_id, second.id);
+    // The journal holds every transition of the first order.
+    let stored = app.engine.order(order.id).await.unwrap();
+    assert_eq!(stored.status, Delivered);
+    assert_eq!(stored.driver_id, Some(driver.id));
+}
+
+async fn bad_commands(kind: Db) {
+    let app = dispatch_app(kind, |_| {}).await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let outside = Position {
+        lat: 41.5,
+        lon: -73.98,
+    };
+    let placed = app
+        .engine
+        .place_order(NewOrder {
+            id: OrderId::new(),
+            merchant_id: merchant,
+            customer_id: customer,
+            items: vec![],
+            total_cents: Cents(100),
+            pickup: outside,
+            dropoff: at(0.0, 100.0),
+            dropoff_address: "x".into(),
+        })
+        .await;
+    assert!(
+        matches!(placed, Err(EngineError::OutsideServiceArea)),
+        "{placed:?}"
+    );
+    let bad = app
+        .engine
+        .driver_location(customer, f64::NAN, 0.0, None)
+        .await;
+    assert!(
+        matches!(bad, Err(EngineError::InvalidLocation(_))),
+        "{bad:?}"
+    );
+    let bad = app.engine.driver_location(customer, 91.0, 0.0, None).await;
+    assert!(
+        matches!(bad, Err(EngineError::InvalidLocation(_))),
+        "{bad:?}"
+    );
+
+    let order = app.place_at(customer, merchant, at(1_000.0, 1_000.0)).await;
+    let wrong_merchant = app
+        .engine
+        .merchant_accept(MerchantId::new(), order.id, 5)
+        .await;
+    assert!(
+        matches!(wrong_merchant, Err(EngineError::OrderNotFound)),
+        "{wrong_merchant:?}"
+    );
+    let unknown = app
+        .engine
+        .merchant_accept(merchant, OrderId::new(), 5)
+        .await;
+    assert!(
+        matches!(unknown, Err(EngineError::OrderNotFound)),
+        "{unknown:?}"
+    );
+    let not_ready = app.engine.merchant_ready(merchant, order.id).await;
+    assert!(
+        matches!(not_ready, Err(EngineError::Transition(_))),
+        "{not_ready:?}"
+    );
+    let stranger = app.user_id("driver").await;
+    let pickup = app.engine.picked_up(stranger, order.id).await;
+    assert!(
+        matches!(pickup, Err(EngineError::OrderNotFound)),
+        "{pickup:?}"
+    );
+    let no_offer = app
+        .engine
+        .accept_offer(stranger, uuid::Uuid::now_v7())
+        .await;
+    assert!(
+        matches!(no_offer, Err(EngineError::OfferNotFound)),
+        "{no_offer:?}"
+    );
+
+    app.engine
+        .driver_location(stranger, 40.7, -74.0, Some(2_000))
+        .await
+        .unwrap();
+    let stale = app
+        .engine
+        .driver_location(stranger, 40.7, -74.0, Some(1_000))
+        .await;
+    assert!(
+        matches!(stale, Err(EngineError::StaleLocation)),
+        "{stale:?}"
+    );
+
+    app.engine
+        .merchant_accept(merchant, order.id, 5)
+        .await
+        .unwrap();
+    let late_cancel = app
+        .engine
+        .cancel_order(
+            order.id,
+            mealkitz::actors::Canceller::Customer(customer),
+            String::new(),
+        )
+        .await;
+    assert!(
+        matches!(late_cancel, Err(EngineError::Transition(_))),
+        "{late_cancel:?}"
+    );
+    let cancelled = app
+        .engine
+        .cancel_order(order.id, mealkitz::actors::Canceller::Admin, "test".into())
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    let after = app.engine.merchant_ready(merchant, order.id).await;
+    assert!(
+        matches!(after, Err(EngineError::OrderClosed(OrderStatus::Cancelled))),
+        "{after:?}"
+    );
+}

@@ -1,0 +1,448 @@
+//! Crash recovery: an engine in a child process is killed with SIGKILL (no shutdown, no final
+//! snapshot) with orders in every state; a new engine on the same database must find every order
+//! as it was — same status, same dispatch status, same driver — re-issue open offers, resume
+//! searches, and let assigned drivers carry on.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use mealkitz::actors::{DriverFeed, Engine};
+use mealkitz::config::{DatabaseUrl, Secret};
+use mealkitz::domain::{Email, MerchantId, OrderId, OrderView, Role, UserId};
+use mealkitz::store::{NewUser, Store};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use crate::dispatch::{Driver, at, next_offer};
+use crate::helpers::{Db, TestDb, spawn_app_with};
+
+const CHILD_DB_ENV: &str = "MEALKITZ_CHILD_DATABASE_URL";
+
+fn child_config(url: &str) -> mealkitz::config::Config {
+    let db_url = if url.starts_with("postgres") {
+        DatabaseUrl::Postgres(Secret::new(url))
+    } else {
+        DatabaseUrl::Sqlite(url.to_owned())
+    };
+    let mut config = crate::helpers::config_for(db_url);
+    tune(&mut config.dispatch);
+    config
+}
+
+/// Settings shared by the killed engine and its successor.
+fn tune(dispatch: &mut mealkitz::config::DispatchConfig) {
+    dispatch.offer_timeout = Duration::from_secs(120);
+    dispatch.search_retry = Duration::from_millis(200);
+    dispatch.snapshot_interval = Duration::from_millis(200);
+}
+
+/// Not a test: the engine that the recovery tests start as a child process and kill. It reads
+/// one JSON command per line on stdin and answers one JSON line on stdout.
+#[test]
+#[ignore = "started by the recovery tests as a child process"]
+fn child_engine() {
+    let Ok(url) = std::env::var(CHILD_DB_ENV) else {
+        return;
+    };
+    actix_web::rt::System::new().block_on(async move {
+        let app = crate::helpers::start_without_db(child_config(&url)).await;
+        app.wait_until_ready().await;
+        let engine = app.engine.clone();
+        let mut feeds: std::collections::HashMap<UserId, Driver> = Default::default();
+        let mut stdout = tokio::io::stdout();
+        stdout.write_all(b"{\"ready\":true}\n").await.unwrap();
+        stdout.flush().await.unwrap();
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let command: Value = serde_json::from_str(&line).unwrap();
+            let reply = match run(&engine, &mut feeds, &command).await {
+                Ok(value) => json!({ "ok": value }),
+                Err(error) => json!({ "error": error }),
+            };
+            stdout
+                .write_all(format!("{reply}\n").as_bytes())
+                .await
+                .unwrap();
+            stdout.flush().await.unwrap();
+        }
+    });
+}
+
+fn field<T: serde::de::DeserializeOwned>(command: &Value, name: &str) -> T {
+    serde_json::from_value(command[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+async fn run(
+    engine: &Engine,
+    feeds: &mut std::collections::HashMap<UserId, Driver>,
+    command: &Value,
+) -> Result<Value, String> {
+    let err = |e: mealkitz::actors::EngineError| e.to_string();
+    let view = |v: OrderView| serde_json::to_value(v).unwrap();
+    match command["cmd"].as_str().unwrap() {
+        "driver_up" => {
+            let id: UserId = field(command, "driver");
+            let (_, _, feed) = engine.subscribe_driver(id).await.map_err(err)?;
+            engine.driver_availability(id, true).await.map_err(err)?;
+            engine
+                .driver_location(id, field(command, "lat"), field(command, "lon"), None)
+                .await
+                .map_err(err)?;
+            feeds.insert(id, Driver { id, feed });
+            Ok(Value::Null)
+        }
+        "place" => {
+            let new = mealkitz::domain::NewOrder {
+                id: field(command, "id"),
+                merchant_id: field(command, "merchant"),
+                customer_id: field(command, "customer"),
+                items: vec![],
+                total_cents: mealkitz::domain::Cents(1234),
+                pickup: field(command, "pickup"),
+                dropoff: field(command, "dropoff"),
+                dropoff_address: "2 Recovery Road".into(),
+            };
+            engine.place_order(new).await.map(view).map_err(err)
+        }
+        "accept" => engine
+            .merchant_accept(field(command, "merchant"), field(command, "order"), 10)
+            .await
+            .map(view)
+            .map_err(err),
+        "reject" => engine
+            .merchant_reject(
+                field(command, "merchant"),
+                field(command, "order"),
+                "closed".into(),
+            )
+            .await
+            .map(view)
+            .map_err(err),
+        "ready" => engine
+            .merchant_ready(field(command, "merchant"), field(command, "order"))
+            .await
+            .map(view)
+            .map_err(err),
+        "cancel" => engine
+            .cancel_order(
+                field(command, "order"),
+                mealkitz::actors::Canceller::Admin,
+                "test".into(),
+            )
+            .await
+            .map(view)
+            .map_err(err),
+        "next_offer" => {
+            let id: UserId = field(command, "driver");
+            let driver = feeds.get_mut(&id).unwrap();
+            let offer = next_offer(driver, Duration::from_secs(5))
+                .await
+                .ok_or("no offer")?;
+            Ok(serde_json::to_value(offer).unwrap())
+        }
+        "accept_offer" => engine
+            .accept_offer(field(command, "driver"), field(command, "offer_id"))
+            .await
+            .map(view)
+            .map_err(err),
+        "picked_up" => engine
+            .picked_up(field(command, "driver"), field(command, "order"))
+            .await
+            .map(view)
+            .map_err(err),
+        "delivered" => engine
+            .delivered(field(command, "driver"), field(command, "order"))
+            .await
+            .map(view)
+            .map_err(err),
+        other => Err(format!("unknown command {other}")),
+    }
+}
+
+/// The parent's end of the child engine.
+struct ChildEngine {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ChildEngine {
+    fn start(database_url: &str) -> ChildEngine {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "recovery::child_engine",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DB_ENV, database_url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the child engine");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        // libtest prints its own lines first; wait for ours.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "child engine exited early"
+            );
+            if line.trim_end().ends_with("{\"ready\":true}") {
+                break;
+            }
+        }
+        ChildEngine {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn call(&mut self, command: Value) -> Value {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let reply: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("bad reply {line:?}"));
+        assert!(reply.get("error").is_none(), "{command} failed: {reply}");
+        reply["ok"].clone()
+    }
+
+    fn kill(mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap();
+    }
+}
+
+struct Scenario {
+    customer: UserId,
+    drivers: Vec<UserId>,
+}
+
+async fn create_users(db: &TestDb, drivers: usize) -> Scenario {
+    let store = Store::open(&db.config()).unwrap();
+    store.migrate().await.unwrap();
+    let create = |role: Role| {
+        let store = store.clone();
+        async move {
+            store
+                .create_user(NewUser {
+                    email: Email::parse(&format!("{}@example.com", uuid::Uuid::new_v4())).unwrap(),
+                    name: "Recovery".into(),
+                    role,
+                    password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                })
+                .await
+                .unwrap()
+                .id
+        }
+    };
+    let customer = create(Role::Customer).await;
+    let mut ids = Vec::new();
+    for _ in 0..drivers {
+        ids.push(create(Role::Driver).await);
+    }
+    store.close().await;
+    Scenario {
+        customer,
+        drivers: ids,
+    }
+}
+
+fn order_id(view: &Value) -> OrderId {
+    serde_json::from_value(view["id"].clone()).unwrap()
+}
+
+fn killed_with_orders_in_every_state_then_recovered(kind: Db) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDb::create(kind));
+    let scenario = runtime.block_on(create_users(&db, 6));
+    let [
+        d_offered,
+        d_assigned,
+        d_ready,
+        d_picked,
+        d_delivered,
+        d_spare,
+    ] = scenario.drivers[..]
+    else {
+        unreachable!()
+    };
+    let customer = scenario.customer;
+    let merchant = MerchantId::new();
+    let mut engine = ChildEngine::start(&db.url);
+
+    // Each driver waits near its own pickup in the north-west; the searching order is placed
+    // in the far south-east, out of every driver's reach.
+    let place = |engine: &mut ChildEngine, north: f64, east: f64| {
+        let pickup = at(north, east);
+        let dropoff = at(north + 800.0, east);
+        engine.call(
+            json!({"cmd": "place", "id": OrderId::new(), "customer": customer,
+            "merchant": merchant, "pickup": pickup, "dropoff": dropoff}),
+        )
+    };
+    let mut orders: Vec<(&str, OrderId)> = Vec::new();
+    let placed = place(&mut engine, 4_000.0, -4_000.0);
+    orders.push(("placed", order_id(&placed)));
+    let searching = place(&mut engine, -13_000.0, 13_000.0);
+    engine.call(json!({"cmd": "accept", "merchant": merchant, "order": order_id(&searching)}));
+    orders.push(("searching", order_id(&searching)));
+    let rejected = place(&mut engine, 4_000.0, -4_100.0);
+    engine.call(json!({"cmd": "reject", "merchant": merchant, "order": order_id(&rejected)}));
+    orders.push(("rejected", order_id(&rejected)));
+    let cancelled = place(&mut engine, 4_000.0, -4_200.0);
+    engine.call(json!({"cmd": "cancel", "order": order_id(&cancelled)}));
+    orders.push(("cancelled", order_id(&cancelled)));
+
+    let steps: [(&str, UserId, f64); 5] = [
+        ("offered", d_offered, -2_000.0),
+        ("assigned", d_assigned, -3_000.0),
+        ("ready", d_ready, -4_000.0),
+        ("picked_up", d_picked, -5_000.0),
+        ("delivered", d_delivered, -6_000.0),
+    ];
+    let mut offers = std::collections::HashMap::new();
+    for (name, driver, east) in steps {
+        let pickup = at(6_000.0, east);
+        engine.call(
+            json!({"cmd": "driver_up", "driver": driver, "lat": pickup.lat, "lon": pickup.lon}),
+        );
+        let order = place(&mut engine, 6_000.0, east);
+        let id = order_id(&order);
+        engine.call(json!({"cmd": "accept", "merchant": merchant, "order": id}));
+        let offer = engine.call(json!({"cmd": "next_offer", "driver": driver}));
+        assert_eq!(
+            offer["order_id"],
+            json!(id),
+            "{name}: offered to its own driver"
+        );
+        offers.insert(name, offer.clone());
+        if name != "offered" {
+            engine.call(
+                json!({"cmd": "accept_offer", "driver": driver, "offer_id": offer["offer_id"]}),
+            );
+        }
+        if matches!(name, "ready" | "picked_up" | "delivered") {
+            engine.call(json!({"cmd": "ready", "merchant": merchant, "order": id}));
+        }
+        if matches!(name, "picked_up" | "delivered") {
+            engine.call(json!({"cmd": "picked_up", "driver": driver, "order": id}));
+        }
+        if name == "delivered" {
+            engine.call(json!({"cmd": "delivered", "driver": driver, "order": id}));
+        }
+        orders.push((name, id));
+    }
+    // Let some snapshots land, then change more after them, so recovery needs both the
+    // snapshots and the journal written after them.
+    std::thread::sleep(Duration::from_millis(600));
+    let late = place(&mut engine, -12_500.0, 12_000.0);
+    engine.call(json!({"cmd": "accept", "merchant": merchant, "order": order_id(&late)}));
+    orders.push(("searching_late", order_id(&late)));
+
+    engine.kill();
+
+    actix_web::rt::System::new().block_on(async move {
+        let config = child_config(&db.url);
+        let app = spawn_app_with(db, config).await;
+        let engine = &app.engine;
+        let mut before_after = Vec::new();
+        for (name, id) in &orders {
+            let view = engine.order(*id).await.unwrap();
+            before_after.push((name, view));
+        }
+        let expect = |name: &str, status: &str, dispatch: &str, driver: Option<UserId>| {
+            let (_, view) = before_after.iter().find(|(n, _)| **n == name).unwrap();
+            assert_eq!(view.status.to_string(), status, "{name}");
+            assert_eq!(view.dispatch_status.to_string(), dispatch, "{name}");
+            assert_eq!(view.driver_id, driver, "{name}");
+        };
+        expect("placed", "placed", "unassigned", None);
+        expect("searching", "accepted", "searching", None);
+        expect("searching_late", "accepted", "searching", None);
+        expect("rejected", "rejected", "unassigned", None);
+        expect("cancelled", "cancelled", "unassigned", None);
+        expect("offered", "accepted", "offered", None);
+        expect("assigned", "accepted", "assigned", Some(d_assigned));
+        expect("ready", "ready", "assigned", Some(d_ready));
+        expect("picked_up", "picked_up", "assigned", Some(d_picked));
+        expect("delivered", "delivered", "assigned", Some(d_delivered));
+
+        // The open offer is issued again to its driver when it reconnects, same id and deadline.
+        let (status, _, mut feed) = engine.subscribe_driver(d_offered).await.unwrap();
+        let original = &offers["offered"];
+        let reissued = match status.offer {
+            Some(offer) => offer,
+            None => match tokio::time::timeout(Duration::from_secs(5), feed.recv()).await {
+                Ok(Some(DriverFeed::Offer(offer))) => offer,
+                other => panic!("no re-issued offer: {other:?}"),
+            },
+        };
+        assert_eq!(json!(reissued.offer_id), original["offer_id"]);
+        assert_eq!(json!(reissued.expires_at), original["expires_at"]);
+        let assigned = engine
+            .accept_offer(d_offered, reissued.offer_id)
+            .await
+            .unwrap();
+        assert_eq!(assigned.driver_id, Some(d_offered));
+
+        // Assigned drivers come back offline and resume their order on reconnecting.
+        let (status, active, _) = engine.subscribe_driver(d_picked).await.unwrap();
+        assert_eq!(status.active_order_id, active.as_ref().map(|o| o.id));
+        let picked_order = active.expect("active order back");
+        let delivered = engine.delivered(d_picked, picked_order.id).await.unwrap();
+        assert_eq!(delivered.status.to_string(), "delivered");
+
+        // A searching order resumes its search: a driver appearing near it gets the offer.
+        let searching_id = orders
+            .iter()
+            .find(|(n, _)| *n == "searching_late")
+            .unwrap()
+            .1;
+        let searching_view = engine.order(searching_id).await.unwrap();
+        let (_, _, feed) = engine.subscribe_driver(d_spare).await.unwrap();
+        let mut spare = Driver { id: d_spare, feed };
+        engine.driver_availability(d_spare, true).await.unwrap();
+        let near = searching_view.pickup;
+        engine
+            .driver_location(d_spare, near.lat, near.lon, None)
+            .await
+            .unwrap();
+        let offer = next_offer(&mut spare, Duration::from_secs(5))
+            .await
+            .expect("search resumed");
+        // Both recovered searching orders are within reach; either may win the driver.
+        let earlier = orders.iter().find(|(n, _)| *n == "searching").unwrap().1;
+        assert!(
+            offer.order_id == searching_id || offer.order_id == earlier,
+            "offer for a recovered searching order, got {:?}",
+            offer.order_id
+        );
+        drop(app);
+    });
+}
+
+#[test]
+fn postgres_engine_killed_with_sigkill_recovers_every_order_as_it_was() {
+    killed_with_orders_in_every_state_then_recovered(Db::Postgres);
+}
+
+#[test]
+fn sqlite_engine_killed_with_sigkill_recovers_every_order_as_it_was() {
+    killed_with_orders_in_every_state_then_recovered(Db::Sqlite);
+}
