@@ -76,7 +76,7 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
 
 async fn serve(config: Config) -> Result<(), Failure> {
     let app = Application::build(config).await?;
-    let handle = app.server_handle();
+    let handle = app.stop_handle();
     actix_web::rt::spawn(async move {
         shutdown::signal().await;
         let graceful = handle.stop(true);

@@ -210,6 +210,26 @@ pub struct Settings {
         default_value = "60"
     )]
     pub restart_window_secs: String,
+    /// How long a driver whose socket dropped stays matchable, waiting for it to reconnect.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_DRIVER_GRACE_SECS",
+        default_value = "60"
+    )]
+    pub driver_grace_secs: String,
+    /// Origins allowed to open WebSockets from a browser, comma-separated (e.g.
+    /// https://app.example.com); unset: the same origin only; `*`: any.
+    #[arg(long, global = true, env = "MEALKITZ_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// Messages per second one socket may send; the excess is dropped.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_WS_RATE_PER_SEC",
+        default_value = "20"
+    )]
+    pub ws_rate_per_sec: String,
 }
 
 /// A value that must never reach a log line. `Debug` and `Display` print `[redacted]`.
@@ -242,6 +262,39 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub dispatch: DispatchConfig,
+    pub gateway: GatewayConfig,
+}
+
+/// Interval between the server's pings on every WebSocket.
+pub const HEARTBEAT_INTERVAL_SECS: u64 = 15;
+/// A WebSocket silent (no frame, not even a pong) for this long is closed.
+pub const CLIENT_TIMEOUT_SECS: u64 = 45;
+
+/// The WebSocket gateway's policies.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Browser origins allowed to connect. Empty: only the origin the request was sent to.
+    pub allowed_origins: Vec<String>,
+    /// Any origin (`*`).
+    pub any_origin: bool,
+    /// Messages per second one socket may send before the excess is dropped.
+    pub rate_per_sec: u32,
+    /// Ping interval ([`HEARTBEAT_INTERVAL_SECS`]; shorter only in tests).
+    pub heartbeat_interval: Duration,
+    /// Silence after which a socket is closed ([`CLIENT_TIMEOUT_SECS`]; shorter only in tests).
+    pub client_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            allowed_origins: Vec::new(),
+            any_origin: false,
+            rate_per_sec: 20,
+            heartbeat_interval: Duration::from_secs(HEARTBEAT_INTERVAL_SECS),
+            client_timeout: Duration::from_secs(CLIENT_TIMEOUT_SECS),
+        }
+    }
 }
 
 /// How orders find drivers, and how the actors behind them persist and recover.
@@ -271,6 +324,8 @@ pub struct DispatchConfig {
     /// More restarts than this within `restart_window` mark an actor failed instead of looping.
     pub restart_limit: u32,
     pub restart_window: Duration,
+    /// A driver whose socket dropped stays matchable this long, waiting for it to come back.
+    pub driver_grace: Duration,
     /// Lets tests make actors panic on purpose. Never set from the command line.
     pub fault_injection: bool,
 }
@@ -305,6 +360,7 @@ impl Default for DispatchConfig {
             snapshot_interval: Duration::from_secs(1),
             restart_limit: 5,
             restart_window: Duration::from_secs(60),
+            driver_grace: Duration::from_secs(60),
             fault_injection: false,
         }
     }
@@ -431,6 +487,7 @@ impl Settings {
             }
         };
         let dispatch = self.dispatch_config()?;
+        let gateway = self.gateway_config()?;
         Ok(Config {
             http: HttpConfig { bind, workers },
             database,
@@ -441,6 +498,7 @@ impl Settings {
             },
             log: LogConfig { format },
             dispatch,
+            gateway,
         })
     }
 
@@ -532,8 +590,52 @@ impl Settings {
                 &self.restart_window_secs,
                 86_400,
             )?),
+            driver_grace: Duration::from_secs(parse_positive(
+                "--driver-grace-secs / MEALKITZ_DRIVER_GRACE_SECS",
+                &self.driver_grace_secs,
+                86_400,
+            )?),
             fault_injection: false,
         })
+    }
+
+    fn gateway_config(&self) -> Result<GatewayConfig, ConfigError> {
+        const ORIGINS: &str = "--allowed-origins / MEALKITZ_ALLOWED_ORIGINS";
+        let mut config = GatewayConfig {
+            rate_per_sec: parse_positive(
+                "--ws-rate-per-sec / MEALKITZ_WS_RATE_PER_SEC",
+                &self.ws_rate_per_sec,
+                100_000,
+            )?,
+            ..GatewayConfig::default()
+        };
+        for origin in self
+            .allowed_origins
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            if origin == "*" {
+                config.any_origin = true;
+                continue;
+            }
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin
+                    .trim_end_matches('/')
+                    .contains(|c: char| c.is_whitespace())
+                && origin.splitn(4, '/').nth(3).is_none_or(str::is_empty);
+            if !valid {
+                return Err(invalid(
+                    ORIGINS,
+                    format!("{origin:?} is not an origin such as https://app.example.com"),
+                ));
+            }
+            config
+                .allowed_origins
+                .push(origin.trim_end_matches('/').to_ascii_lowercase());
+        }
+        Ok(config)
     }
 }
 
@@ -679,6 +781,22 @@ mod tests {
                 "--max-search-radius-m / MEALKITZ_MAX_SEARCH_RADIUS_M",
             ),
             (&["--candidates", "0"], "--candidates / MEALKITZ_CANDIDATES"),
+            (
+                &["--allowed-origins", "example.com"],
+                "--allowed-origins / MEALKITZ_ALLOWED_ORIGINS",
+            ),
+            (
+                &["--allowed-origins", "https://a.com/path"],
+                "--allowed-origins / MEALKITZ_ALLOWED_ORIGINS",
+            ),
+            (
+                &["--ws-rate-per-sec", "0"],
+                "--ws-rate-per-sec / MEALKITZ_WS_RATE_PER_SEC",
+            ),
+            (
+                &["--driver-grace-secs", "x"],
+                "--driver-grace-secs / MEALKITZ_DRIVER_GRACE_SECS",
+            ),
         ];
         for (args, setting) in cases {
             let err = settings(args)

@@ -32,6 +32,23 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     init: actix_web::rt::task::JoinHandle<()>,
+    sockets_shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Stops a running application.
+#[derive(Clone)]
+pub struct StopHandle {
+    server: ServerHandle,
+    sockets_shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl StopHandle {
+    /// Closes every WebSocket (1001, going away) and stops the server: `graceful` lets
+    /// requests in flight finish (up to [`SHUTDOWN_GRACE_SECS`]), otherwise they are dropped.
+    pub async fn stop(&self, graceful: bool) {
+        let _ = self.sockets_shutdown.send(true);
+        self.server.stop(graceful).await;
+    }
 }
 
 impl Application {
@@ -52,11 +69,14 @@ impl Application {
             .context("cannot set up Redis")?
             .map(Arc::new);
         let engine = Engine::start(config.dispatch.clone(), store.clone());
+        let (sockets_shutdown_tx, sockets_shutdown) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
             store: store.clone(),
             auth: auth.clone(),
             bus,
             engine: engine.clone(),
+            gateway: Arc::new(config.gateway.clone()),
+            sockets_shutdown,
         });
 
         let listener = TcpListener::bind(config.http.bind)
@@ -88,6 +108,7 @@ impl Application {
             server,
             state,
             init,
+            sockets_shutdown: Arc::new(sockets_shutdown_tx),
         })
     }
 
@@ -96,9 +117,12 @@ impl Application {
         self.port
     }
 
-    /// Stops the server: `stop(true)` drains requests in flight, `stop(false)` drops them.
-    pub fn server_handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// A handle that stops the application (sockets first, then the server).
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            server: self.server.handle(),
+            sockets_shutdown: self.sockets_shutdown.clone(),
+        }
     }
 
     /// The dispatch engine (for tests and embedding).

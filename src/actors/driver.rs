@@ -93,6 +93,12 @@ pub struct SetAvailability {
 #[rtype(result = "()")]
 pub struct GoOffline;
 
+/// One of the driver's sockets closed. Unless a socket is open again when the grace period
+/// ends, the driver goes offline (out of the indexes); an active order stays assigned.
+#[derive(Clone, Message)]
+#[rtype(result = "()")]
+pub struct SessionClosed;
+
 /// A feed of the driver's offers and order updates, with the current state; marks the driver
 /// online.
 #[derive(Clone, Message)]
@@ -447,6 +453,20 @@ impl Handler<GoOffline> for DriverActor {
     }
 }
 
+impl Handler<SessionClosed> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, _: SessionClosed, ctx: &mut Self::Context) {
+        ctx.run_later(self.services.config.driver_grace, |act, _| {
+            if act.online && !act.feed.has_subscribers() {
+                tracing::info!(driver_id = %act.id, "driver offline after the grace period");
+                act.online = false;
+                act.reindex();
+            }
+        });
+    }
+}
+
 impl Handler<SubscribeDriver> for DriverActor {
     type Result = MessageResult<SubscribeDriver>;
 
@@ -587,16 +607,11 @@ impl Handler<ReportProgress> for DriverActor {
                 Box::pin(order.send(order::ConfirmDelivery { driver_id: self.id }))
             }
         };
+        // The order's own `OrderChanged` (queued behind this reply) updates the feed and,
+        // after delivery, frees the driver.
         AtomicResponse::new(Box::pin(request.into_actor(self).map(
-            move |answer, act, _| match answer {
-                Ok(Ok(view)) => {
-                    if view.status.is_final() && act.active_order == Some(view.id) {
-                        act.active_order = None;
-                        act.reindex();
-                    }
-                    Ok(view)
-                }
-                Ok(Err(error)) => Err(error),
+            move |answer, _, _| match answer {
+                Ok(reply) => reply,
                 Err(_) => Err(EngineError::Unavailable(format!(
                     "order {} is restarting",
                     msg.order_id

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::EngineError;
 use super::driver::{
     AnswerOffer, CrashDriver, DriverActor, DriverFeed, DriverStatus, GetDriverStatus, GoOffline,
-    Progress, ReportProgress, SetAvailability, SubscribeDriver, UpdateLocation,
+    Progress, ReportProgress, SessionClosed, SetAvailability, SubscribeDriver, UpdateLocation,
 };
 use super::merchant::{BoardUpdate, CrashMerchant, MerchantActor, SubscribeBoard};
 use super::order::{
@@ -303,6 +303,14 @@ impl Engine {
     /// The driver's app is gone (after its grace period): out of the indexes.
     pub async fn driver_offline(&self, driver: UserId) -> Result<(), EngineError> {
         self.call_driver(driver, GoOffline).await
+    }
+
+    /// A socket of the driver closed: it goes offline after the grace period unless it
+    /// reconnects.
+    pub fn driver_disconnected(&self, driver: UserId) {
+        if let Some(addr) = self.services.drivers.get(&driver) {
+            addr.do_send(SessionClosed);
+        }
     }
 
     /// The driver accepts its open offer: the order is assigned to it.

@@ -11,7 +11,9 @@ mod merchant;
 mod order;
 mod region;
 mod services;
+pub mod sessions;
 mod snapshot_writer;
+mod socket;
 mod supervision;
 
 pub use driver::{DriverFeed, DriverStatus, OfferView};
@@ -19,6 +21,7 @@ pub use engine::Engine;
 pub use feed::FEED_CAPACITY;
 pub use order::{Canceller, OrderFeed};
 pub use region::Candidate;
+pub use socket::{MAX_FRAME_BYTES, OUTBOX_CAPACITY, SOCKET_ERROR_CODES};
 pub use supervision::{Entity, FailedActor};
 
 use crate::domain::{OrderStatus, TransitionError};
@@ -54,4 +57,39 @@ pub enum EngineError {
     Recovering,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl EngineError {
+    /// The error code clients see (REST and WebSocket alike); every code is a row of the API's
+    /// error table.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::OutsideServiceArea => "outside_service_area",
+            EngineError::InvalidLocation(_) => "invalid_location",
+            EngineError::OrderNotFound | EngineError::OfferNotFound => "not_found",
+            EngineError::OrderClosed(_) | EngineError::Transition(_) => "invalid_transition",
+            EngineError::OfferExpired => "offer_expired",
+            EngineError::DriverBusy => "driver_busy",
+            EngineError::StaleLocation => "stale_location",
+            EngineError::Failed(_) => "actor_failed",
+            EngineError::Unavailable(_) | EngineError::Recovering => "dispatch_unavailable",
+            EngineError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            EngineError::Store(_) => "internal_error",
+        }
+    }
+
+    /// Every code [`EngineError::code`] can return.
+    pub const CODES: &'static [&'static str] = &[
+        "outside_service_area",
+        "invalid_location",
+        "not_found",
+        "invalid_transition",
+        "offer_expired",
+        "driver_busy",
+        "stale_location",
+        "actor_failed",
+        "dispatch_unavailable",
+        "store_unavailable",
+        "internal_error",
+    ];
 }

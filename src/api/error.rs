@@ -54,9 +54,18 @@ error_table! {
     PayloadTooLarge      => PAYLOAD_TOO_LARGE,      "payload_too_large",      "The request body is larger than 64 KiB.";
     UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json.";
     InvalidField         => UNPROCESSABLE_ENTITY,   "invalid_field",          "A field of the request is missing or invalid.";
+    OutsideServiceArea   => UNPROCESSABLE_ENTITY,   "outside_service_area",   "The location is outside the service area.";
+    InvalidLocation      => UNPROCESSABLE_ENTITY,   "invalid_location",       "Latitude must be within -90..90 and longitude within -180..180.";
+    InvalidTransition    => CONFLICT,               "invalid_transition",     "The order is not in a state that allows this.";
+    OfferExpired         => CONFLICT,               "offer_expired",          "The offer has expired.";
+    DriverBusy           => CONFLICT,               "driver_busy",            "The driver already has an offer or an order.";
+    StaleLocation        => CONFLICT,               "stale_location",         "The location is older than the last one received.";
+    BadMessage           => BAD_REQUEST,            "bad_message",            "The WebSocket message is not understood.";
     RateLimited          => TOO_MANY_REQUESTS,      "rate_limited",           "Too many requests; slow down.";
     Internal             => INTERNAL_SERVER_ERROR,  "internal_error",         "Something went wrong on our side; it has been logged.";
     StoreUnavailable     => SERVICE_UNAVAILABLE,    "store_unavailable",      "The database is not available right now; try again shortly.";
+    DispatchUnavailable  => SERVICE_UNAVAILABLE,    "dispatch_unavailable",   "Dispatch is briefly unavailable; try again shortly.";
+    ActorFailed          => SERVICE_UNAVAILABLE,    "actor_failed",           "This order failed repeatedly and awaits an operator.";
     NotReady             => SERVICE_UNAVAILABLE,    "not_ready",              "The service is not ready.";
 }
 
@@ -75,6 +84,29 @@ impl ErrorCode {
             StatusCode::SERVICE_UNAVAILABLE => ErrorCode::NotReady,
             status if status.is_client_error() => ErrorCode::BadRequest,
             _ => ErrorCode::Internal,
+        }
+    }
+}
+
+impl ErrorCode {
+    /// The row for a code string, if the table has one.
+    pub fn from_code(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code)
+    }
+}
+
+impl From<crate::actors::EngineError> for ApiError {
+    fn from(error: crate::actors::EngineError) -> Self {
+        use crate::actors::EngineError;
+        let code = ErrorCode::from_code(error.code()).unwrap_or(ErrorCode::Internal);
+        match error {
+            EngineError::Store(store) => ApiError::from(store),
+            EngineError::Unavailable(_) | EngineError::Recovering | EngineError::Failed(_) => {
+                ApiError::new(code)
+                    .with_message(error.to_string())
+                    .retry_after(1)
+            }
+            other => ApiError::new(code).with_message(other.to_string()),
         }
     }
 }
@@ -253,6 +285,19 @@ mod tests {
                 "{name} is not an error status"
             );
             assert!(!code.default_message().is_empty(), "{name} has no message");
+        }
+    }
+
+    #[test]
+    fn every_engine_and_socket_error_code_is_in_the_table() {
+        for code in crate::actors::EngineError::CODES
+            .iter()
+            .chain(crate::actors::SOCKET_ERROR_CODES)
+        {
+            assert!(
+                ErrorCode::from_code(code).is_some(),
+                "{code} missing from the table"
+            );
         }
     }
 

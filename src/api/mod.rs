@@ -6,6 +6,7 @@ pub mod extract;
 pub mod health;
 pub mod middleware;
 pub mod users;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use self::auth::Auth;
 use self::error::{ApiError, ErrorCode};
 use crate::actors::Engine;
 use crate::bus::Bus;
+use crate::config::GatewayConfig;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -24,6 +26,10 @@ pub struct AppState {
     /// Redis, when `REDIS_URL` is set.
     pub bus: Option<Arc<Bus>>,
     pub engine: Engine,
+    /// WebSocket policies.
+    pub gateway: Arc<GatewayConfig>,
+    /// Turns true when the server shuts down, so every socket closes with 1001.
+    pub sockets_shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A resource whose unsupported methods answer 405 in the standard error shape.
@@ -55,6 +61,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/health").route(web::get().to(health::health)))
     .service(resource("/ready").route(web::get().to(health::ready)))
     .service(resource("/metrics").route(web::get().to(health::metrics)))
+    .service(resource("/ws/driver").route(web::get().to(ws::driver)))
+    .service(resource("/ws/merchant").route(web::get().to(ws::merchant)))
+    .service(resource("/ws/orders/{order_id}").route(web::get().to(ws::order)))
     .service(
         web::scope("/api/v1")
             .service(resource("/users").route(web::post().to(users::register)))

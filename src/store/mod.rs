@@ -9,6 +9,7 @@
 //! must), [`Store::migrate_until_ready`] keeps trying, and until it succeeds every operation
 //! fails fast with [`StoreError::Unavailable`].
 
+mod merchants;
 mod orders;
 mod settings;
 mod snapshots;
@@ -26,6 +27,7 @@ use sqlx::sqlite::{
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
+pub use merchants::Merchant;
 pub use snapshots::{Snapshot, SnapshotKind};
 pub use users::{NewUser, User, UserWithPassword};
 

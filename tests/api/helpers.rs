@@ -5,13 +5,12 @@ use std::path::PathBuf;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
 use mealkitz::actors::Engine;
 use mealkitz::config::{
-    AuthConfig, Config, DatabaseConfig, DatabaseUrl, DispatchConfig, HttpConfig, LogConfig,
-    LogFormat, RedisConfig, Secret,
+    AuthConfig, Config, DatabaseConfig, DatabaseUrl, DispatchConfig, GatewayConfig, HttpConfig,
+    LogConfig, LogFormat, RedisConfig, Secret,
 };
-use mealkitz::startup::Application;
+use mealkitz::startup::{Application, StopHandle};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -159,6 +158,7 @@ pub fn config_for(url: DatabaseUrl) -> Config {
             fault_injection: true,
             ..DispatchConfig::default()
         },
+        gateway: GatewayConfig::default(),
     }
 }
 
@@ -175,7 +175,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: TestDb,
     pub engine: Engine,
-    handle: ServerHandle,
+    handle: StopHandle,
 }
 
 /// Starts an application on a fresh database and waits until it is ready.
@@ -227,7 +227,7 @@ pub async fn start(db: TestDb, config: Config) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", application.port());
-    let handle = application.server_handle();
+    let handle = application.stop_handle();
     let engine = application.engine();
     actix_web::rt::spawn(application.run_until_stopped());
     TestApp {
@@ -380,6 +380,11 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Stops the application gracefully (sockets are told first).
+    pub async fn stop_gracefully(&self) {
+        self.handle.stop(true).await;
     }
 
     /// Stops the server (dropping requests in flight) and hands back the database, so that a

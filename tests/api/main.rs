@@ -11,3 +11,4 @@ mod recovery;
 mod store_contract;
 mod supervision;
 mod users;
+mod ws;

@@ -1,0 +1,218 @@
+//! The driver app's socket: locations, availability and answers in; offers, the assigned order
+//! and its updates out.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_ws::{CloseCode, Message, ProtocolError};
+use chrono::Utc;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{InboundMessage, SessionSetup, inbound_messages, parse_message, shutting_down};
+use crate::actors::EngineError;
+use crate::actors::driver::DriverFeed;
+use crate::actors::engine::Engine;
+use crate::actors::socket::{Inbound, MAX_FRAME_BYTES, Outbound, Socket, SocketCore, feed_stream};
+use crate::domain::{OrderId, UserId};
+
+/// Pause before subscribing again after the driver's feed ended (its actor restarted).
+const RESUBSCRIBE_DELAY_MS: u64 = 100;
+
+#[derive(Deserialize)]
+pub(super) struct Location {
+    lat: f64,
+    lon: f64,
+    /// When the fix was taken, unix milliseconds.
+    #[serde(default)]
+    ts: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Availability {
+    available: bool,
+}
+
+#[derive(Deserialize)]
+pub(super) struct OfferAnswer {
+    offer_id: Uuid,
+}
+
+#[derive(Deserialize)]
+pub(super) struct OrderStep {
+    order_id: OrderId,
+}
+
+inbound_messages! {
+    /// What the driver app sends.
+    DriverIn {
+        "location" => Location(Location),
+        "availability" => Availability(Availability),
+        "accept_offer" => AcceptOffer(OfferAnswer),
+        "decline_offer" => DeclineOffer(OfferAnswer),
+        "picked_up" => PickedUp(OrderStep),
+        "delivered" => Delivered(OrderStep),
+    }
+}
+
+pub struct DriverSession {
+    core: SocketCore,
+    engine: Engine,
+    driver_id: UserId,
+    setup: Option<(actix_ws::MessageStream, tokio::sync::watch::Receiver<bool>)>,
+}
+
+impl DriverSession {
+    pub fn start(setup: SessionSetup, driver_id: UserId) -> Addr<DriverSession> {
+        let SessionSetup {
+            session,
+            stream,
+            engine,
+            config,
+            token_expires_at,
+            shutdown,
+        } = setup;
+        DriverSession {
+            core: SocketCore::new("driver", session, config, token_expires_at),
+            engine,
+            driver_id,
+            setup: Some((stream, shutdown)),
+        }
+        .start()
+    }
+
+    fn subscribe(&mut self, ctx: &mut Context<Self>) {
+        let engine = self.engine.clone();
+        let driver = self.driver_id;
+        ctx.wait(
+            async move { engine.subscribe_driver(driver).await }
+                .into_actor(self)
+                .map(|subscribed, act, ctx| match subscribed {
+                    Ok((status, active, feed)) => {
+                        // Resume: the open offer or the active order, as on the first connect.
+                        if let Some(offer) = status.offer.filter(|o| o.expires_at > Utc::now()) {
+                            act.core.send(&Outbound::Offer(&offer));
+                        }
+                        if let Some(order) = &active {
+                            act.core.send(&Outbound::Assigned { order });
+                        }
+                        ctx.add_stream(feed_stream(feed));
+                    }
+                    Err(error) => {
+                        act.core.error(error.code(), &error.to_string());
+                        act.close(ctx, CloseCode::Error, "dispatch unavailable");
+                    }
+                }),
+        );
+    }
+
+    fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let message = match parse_message::<DriverIn>(text) {
+            Ok(message) => message,
+            Err((code, problem)) => {
+                metrics::counter!("ws_messages_in_total", "kind" => "driver", "type" => "invalid")
+                    .increment(1);
+                self.core.error(code, &problem);
+                return;
+            }
+        };
+        metrics::counter!("ws_messages_in_total", "kind" => "driver", "type" => message.label())
+            .increment(1);
+        let engine = self.engine.clone();
+        let driver = self.driver_id;
+        // One message at a time, in order: the socket is not read while this one is handled.
+        let work = async move {
+            match message {
+                DriverIn::Location(Location { lat, lon, ts }) => {
+                    engine.driver_location(driver, lat, lon, ts).await
+                }
+                DriverIn::Availability(Availability { available }) => engine
+                    .driver_availability(driver, available)
+                    .await
+                    .map(drop),
+                DriverIn::AcceptOffer(OfferAnswer { offer_id }) => {
+                    engine.accept_offer(driver, offer_id).await.map(drop)
+                }
+                DriverIn::DeclineOffer(OfferAnswer { offer_id }) => {
+                    engine.decline_offer(driver, offer_id).await
+                }
+                DriverIn::PickedUp(OrderStep { order_id }) => {
+                    engine.picked_up(driver, order_id).await.map(drop)
+                }
+                DriverIn::Delivered(OrderStep { order_id }) => {
+                    engine.delivered(driver, order_id).await.map(drop)
+                }
+            }
+        };
+        ctx.wait(work.into_actor(self).map(|outcome, act, _| match outcome {
+            Ok(()) => {}
+            Err(EngineError::StaleLocation) => {
+                metrics::counter!("ws_messages_dropped_total", "kind" => "driver", "reason" => "stale_location")
+                    .increment(1);
+            }
+            Err(error) => act.core.error(error.code(), &error.to_string()),
+        }));
+    }
+}
+
+impl Actor for DriverSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_socket(ctx);
+        if let Some((stream, shutdown)) = self.setup.take() {
+            ctx.add_stream(stream.max_frame_size(MAX_FRAME_BYTES));
+            ctx.spawn(
+                shutting_down(shutdown)
+                    .into_actor(self)
+                    .map(|(), act, ctx| {
+                        act.close(ctx, CloseCode::Away, "server shutting down");
+                    }),
+            );
+        }
+        self.subscribe(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.stop_socket();
+        self.engine.driver_disconnected(self.driver_id);
+    }
+}
+
+impl Socket for DriverSession {
+    fn core(&mut self) -> &mut SocketCore {
+        &mut self.core
+    }
+}
+
+impl StreamHandler<Result<Message, ProtocolError>> for DriverSession {
+    fn handle(&mut self, frame: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
+        if let Inbound::Text(text) = self.inbound(frame, ctx) {
+            self.handle_text(&text, ctx);
+        }
+    }
+}
+
+impl StreamHandler<Option<DriverFeed>> for DriverSession {
+    fn handle(&mut self, item: Option<DriverFeed>, ctx: &mut Self::Context) {
+        match item {
+            Some(DriverFeed::Offer(offer)) => self.core.send(&Outbound::Offer(&offer)),
+            Some(DriverFeed::OfferExpired { offer_id }) => {
+                self.core.send(&Outbound::OfferExpired { offer_id })
+            }
+            Some(DriverFeed::Assigned(order)) => {
+                self.core.send(&Outbound::Assigned { order: &order })
+            }
+            Some(DriverFeed::OrderUpdate(order)) => {
+                self.core.send(&Outbound::OrderUpdate { order: &order })
+            }
+            None => {
+                ctx.run_later(Duration::from_millis(RESUBSCRIBE_DELAY_MS), |act, ctx| {
+                    act.subscribe(ctx);
+                });
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}

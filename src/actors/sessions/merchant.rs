@@ -1,0 +1,251 @@
+//! The merchant board's socket: the board (every open order of the merchants shown) first, then
+//! every change; accept, reject and ready in.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_ws::{CloseCode, Message, ProtocolError};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::{InboundMessage, SessionSetup, inbound_messages, parse_message, shutting_down};
+use crate::actors::engine::Engine;
+use crate::actors::socket::{Inbound, MAX_FRAME_BYTES, Outbound, Socket, SocketCore, feed_stream};
+use crate::domain::{MerchantId, OrderId, OrderView};
+
+/// Longest preparation time a merchant may promise, in minutes.
+pub const PREP_MINUTES_MAX: u32 = 240;
+/// Longest rejection reason, in characters.
+pub const REASON_MAX_CHARS: usize = 500;
+/// Pause before subscribing again after a board feed ended (its actor restarted).
+const RESUBSCRIBE_DELAY_MS: u64 = 100;
+
+#[derive(Deserialize)]
+pub(super) struct Accept {
+    order_id: OrderId,
+    prep_minutes: u32,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Reject {
+    order_id: OrderId,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Ready {
+    order_id: OrderId,
+}
+
+inbound_messages! {
+    /// What the merchant board sends.
+    MerchantIn {
+        "accept_order" => AcceptOrder(Accept),
+        "reject_order" => RejectOrder(Reject),
+        "order_ready" => OrderReady(Ready),
+    }
+}
+
+impl MerchantIn {
+    fn order_id(&self) -> OrderId {
+        match self {
+            MerchantIn::AcceptOrder(Accept { order_id, .. })
+            | MerchantIn::RejectOrder(Reject { order_id, .. })
+            | MerchantIn::OrderReady(Ready { order_id }) => *order_id,
+        }
+    }
+
+    /// What is wrong with the values, beyond their types.
+    fn problem(&self) -> Option<String> {
+        match self {
+            MerchantIn::AcceptOrder(Accept { prep_minutes, .. })
+                if *prep_minutes == 0 || *prep_minutes > PREP_MINUTES_MAX =>
+            {
+                Some(format!("prep_minutes: must be 1 to {PREP_MINUTES_MAX}"))
+            }
+            MerchantIn::RejectOrder(Reject { reason, .. })
+                if reason.chars().count() > REASON_MAX_CHARS =>
+            {
+                Some(format!(
+                    "reason: must be at most {REASON_MAX_CHARS} characters"
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A board update, or the end of one merchant's feed.
+struct BoardItem {
+    merchant_id: MerchantId,
+    update: Option<OrderView>,
+}
+
+pub struct MerchantSession {
+    core: SocketCore,
+    engine: Engine,
+    merchants: Vec<MerchantId>,
+    setup: Option<(actix_ws::MessageStream, tokio::sync::watch::Receiver<bool>)>,
+}
+
+impl MerchantSession {
+    pub fn start(setup: SessionSetup, merchants: Vec<MerchantId>) -> Addr<MerchantSession> {
+        let SessionSetup {
+            session,
+            stream,
+            engine,
+            config,
+            token_expires_at,
+            shutdown,
+        } = setup;
+        MerchantSession {
+            core: SocketCore::new("merchant", session, config, token_expires_at),
+            engine,
+            merchants,
+            setup: Some((stream, shutdown)),
+        }
+        .start()
+    }
+
+    /// Subscribes to the boards of `merchants`; with `announce`, sends the combined board.
+    fn subscribe(&mut self, merchants: Vec<MerchantId>, announce: bool, ctx: &mut Context<Self>) {
+        let engine = self.engine.clone();
+        ctx.wait(
+            async move {
+                let mut boards = Vec::with_capacity(merchants.len());
+                for merchant_id in merchants {
+                    boards.push((merchant_id, engine.subscribe_board(merchant_id).await?));
+                }
+                Ok::<_, crate::actors::EngineError>(boards)
+            }
+            .into_actor(self)
+            .map(move |subscribed, act, ctx| match subscribed {
+                Ok(boards) => {
+                    let mut orders = Vec::new();
+                    for (merchant_id, (board, feed)) in boards {
+                        orders.extend(board);
+                        ctx.add_stream(feed_stream(feed).map(move |update| BoardItem {
+                            merchant_id,
+                            update,
+                        }));
+                    }
+                    if announce {
+                        orders.sort_by_key(|order| order.id);
+                        act.core.send(&Outbound::Board { orders: &orders });
+                    }
+                }
+                Err(error) => {
+                    act.core.error(error.code(), &error.to_string());
+                    act.close(ctx, CloseCode::Error, "dispatch unavailable");
+                }
+            }),
+        );
+    }
+
+    fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let message = match parse_message::<MerchantIn>(text) {
+            Ok(message) => message,
+            Err((code, problem)) => {
+                metrics::counter!("ws_messages_in_total", "kind" => "merchant", "type" => "invalid")
+                    .increment(1);
+                self.core.error(code, &problem);
+                return;
+            }
+        };
+        metrics::counter!("ws_messages_in_total", "kind" => "merchant", "type" => message.label())
+            .increment(1);
+        if let Some(problem) = message.problem() {
+            self.core.error("bad_message", &problem);
+            return;
+        }
+        let engine = self.engine.clone();
+        let mine: HashSet<MerchantId> = self.merchants.iter().copied().collect();
+        let work = async move {
+            let order = engine.order(message.order_id()).await?;
+            // Another merchant's order is answered exactly like one that does not exist.
+            if !mine.contains(&order.merchant_id) {
+                return Err(crate::actors::EngineError::OrderNotFound);
+            }
+            let merchant = order.merchant_id;
+            match message {
+                MerchantIn::AcceptOrder(Accept {
+                    order_id,
+                    prep_minutes,
+                }) => {
+                    engine
+                        .merchant_accept(merchant, order_id, prep_minutes)
+                        .await
+                }
+                MerchantIn::RejectOrder(Reject { order_id, reason }) => {
+                    engine.merchant_reject(merchant, order_id, reason).await
+                }
+                MerchantIn::OrderReady(Ready { order_id }) => {
+                    engine.merchant_ready(merchant, order_id).await
+                }
+            }
+        };
+        ctx.wait(work.into_actor(self).map(|outcome, act, _| {
+            if let Err(error) = outcome {
+                act.core.error(error.code(), &error.to_string());
+            }
+        }));
+    }
+}
+
+impl Actor for MerchantSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_socket(ctx);
+        if let Some((stream, shutdown)) = self.setup.take() {
+            ctx.add_stream(stream.max_frame_size(MAX_FRAME_BYTES));
+            ctx.spawn(
+                shutting_down(shutdown)
+                    .into_actor(self)
+                    .map(|(), act, ctx| {
+                        act.close(ctx, CloseCode::Away, "server shutting down");
+                    }),
+            );
+        }
+        self.subscribe(self.merchants.clone(), true, ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.stop_socket();
+    }
+}
+
+impl Socket for MerchantSession {
+    fn core(&mut self) -> &mut SocketCore {
+        &mut self.core
+    }
+}
+
+impl StreamHandler<Result<Message, ProtocolError>> for MerchantSession {
+    fn handle(&mut self, frame: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
+        if let Inbound::Text(text) = self.inbound(frame, ctx) {
+            self.handle_text(&text, ctx);
+        }
+    }
+}
+
+impl StreamHandler<BoardItem> for MerchantSession {
+    fn handle(&mut self, item: BoardItem, ctx: &mut Self::Context) {
+        match item.update {
+            Some(order) => self.core.send(&Outbound::OrderUpdate { order: &order }),
+            None => {
+                let merchant = item.merchant_id;
+                ctx.run_later(
+                    Duration::from_millis(RESUBSCRIBE_DELAY_MS),
+                    move |act, ctx| {
+                        act.subscribe(vec![merchant], false, ctx);
+                    },
+                );
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}

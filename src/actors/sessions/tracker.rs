@@ -1,0 +1,152 @@
+//! An order's tracking socket: the order now, every change, and the driver's location
+//! (coalesced: a slow tracker gets the latest, not a backlog).
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_ws::{CloseCode, Message, ProtocolError};
+
+use super::{SessionSetup, shutting_down};
+use crate::actors::engine::Engine;
+use crate::actors::order::OrderFeed;
+use crate::actors::socket::{Inbound, MAX_FRAME_BYTES, Outbound, Socket, SocketCore, feed_stream};
+use crate::domain::OrderId;
+
+/// Pause before subscribing again after the order's feed ended (its actor restarted).
+const RESUBSCRIBE_DELAY_MS: u64 = 100;
+
+/// The tracking socket takes no messages: any `type` is unknown here.
+enum TrackerIn {}
+
+impl super::InboundMessage for TrackerIn {
+    const TYPES: &'static [&'static str] = &[];
+
+    fn from_value(kind: &str, _: serde_json::Value) -> Result<Self, String> {
+        Err(format!("unknown message type {kind:?}"))
+    }
+
+    fn label(&self) -> &'static str {
+        match *self {}
+    }
+}
+
+pub struct TrackerSession {
+    core: SocketCore,
+    engine: Engine,
+    order_id: OrderId,
+    /// The order reached a final status: its feed has ended for good.
+    finished: bool,
+    setup: Option<(actix_ws::MessageStream, tokio::sync::watch::Receiver<bool>)>,
+}
+
+impl TrackerSession {
+    pub fn start(setup: SessionSetup, order_id: OrderId) -> Addr<TrackerSession> {
+        let SessionSetup {
+            session,
+            stream,
+            engine,
+            config,
+            token_expires_at,
+            shutdown,
+        } = setup;
+        TrackerSession {
+            core: SocketCore::new("tracker", session, config, token_expires_at),
+            engine,
+            order_id,
+            finished: false,
+            setup: Some((stream, shutdown)),
+        }
+        .start()
+    }
+
+    fn subscribe(&mut self, ctx: &mut Context<Self>) {
+        let engine = self.engine.clone();
+        let order_id = self.order_id;
+        ctx.wait(
+            async move { engine.subscribe_order(order_id).await }
+                .into_actor(self)
+                .map(|subscribed, act, ctx| match subscribed {
+                    Ok((order, feed)) => {
+                        act.finished = order.status.is_final();
+                        act.core.send(&Outbound::OrderUpdate { order: &order });
+                        ctx.add_stream(feed_stream(feed));
+                    }
+                    Err(error) => {
+                        act.core.error(error.code(), &error.to_string());
+                        act.close(ctx, CloseCode::Error, "dispatch unavailable");
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for TrackerSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_socket(ctx);
+        if let Some((stream, shutdown)) = self.setup.take() {
+            ctx.add_stream(stream.max_frame_size(MAX_FRAME_BYTES));
+            ctx.spawn(
+                shutting_down(shutdown)
+                    .into_actor(self)
+                    .map(|(), act, ctx| {
+                        act.close(ctx, CloseCode::Away, "server shutting down");
+                    }),
+            );
+        }
+        self.subscribe(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.stop_socket();
+    }
+}
+
+impl Socket for TrackerSession {
+    fn core(&mut self) -> &mut SocketCore {
+        &mut self.core
+    }
+}
+
+impl StreamHandler<Result<Message, ProtocolError>> for TrackerSession {
+    fn handle(&mut self, frame: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
+        if let Inbound::Text(text) = self.inbound(frame, ctx) {
+            metrics::counter!("ws_messages_in_total", "kind" => "tracker", "type" => "invalid")
+                .increment(1);
+            let code = super::parse_message::<TrackerIn>(&text)
+                .err()
+                .map_or("bad_message", |(code, _)| code);
+            self.core
+                .error(code, "The tracking socket takes no messages.");
+        }
+    }
+}
+
+impl StreamHandler<Option<OrderFeed>> for TrackerSession {
+    fn handle(&mut self, item: Option<OrderFeed>, ctx: &mut Self::Context) {
+        match item {
+            Some(OrderFeed::Update(order)) => {
+                self.finished = order.status.is_final();
+                self.core.send(&Outbound::OrderUpdate { order: &order });
+            }
+            Some(OrderFeed::DriverLocation {
+                lat,
+                lon,
+                eta_seconds,
+            }) => self.core.send_location(&Outbound::DriverLocation {
+                lat,
+                lon,
+                eta_seconds,
+            }),
+            None if self.finished => {}
+            None => {
+                ctx.run_later(Duration::from_millis(RESUBSCRIBE_DELAY_MS), |act, ctx| {
+                    act.subscribe(ctx);
+                });
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}

@@ -1,0 +1,182 @@
+//! WebSocket endpoints: the handshake checks the token (header or `?token=`), the browser's
+//! origin, the role and access to what is asked for, then hands the socket to a session actor.
+//! A refused handshake is an ordinary JSON error response: no upgrade happens.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::{AuthUser, bearer_token};
+use super::error::{ApiError, ErrorCode};
+use crate::actors::sessions::{DriverSession, MerchantSession, SessionSetup, TrackerSession};
+use crate::config::GatewayConfig;
+use crate::domain::{MerchantId, OrderId, Role};
+
+#[derive(Deserialize)]
+struct SocketQuery {
+    token: Option<String>,
+    merchant_id: Option<String>,
+}
+
+fn query(req: &HttpRequest) -> Result<SocketQuery, ApiError> {
+    web::Query::<SocketQuery>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| {
+            ApiError::new(ErrorCode::InvalidQuery)
+                .with_message(format!("The query string is invalid: {e}"))
+        })
+}
+
+/// The caller, from `Authorization: Bearer` or, for browsers (which cannot set headers on a
+/// WebSocket), `?token=`.
+fn caller(req: &HttpRequest, state: &AppState, query: &SocketQuery) -> Result<AuthUser, ApiError> {
+    let token = match (bearer_token(req), &query.token) {
+        (Ok(token), _) => token.to_owned(),
+        (Err(_), Some(token)) if !token.is_empty() => token.clone(),
+        (Err(error), _) => return Err(error),
+    };
+    let claims = state.auth.tokens.verify(&token)?;
+    Ok(AuthUser {
+        id: claims.sub,
+        role: claims.role,
+        expires_at: claims.exp,
+    })
+}
+
+/// Browsers send `Origin`; it must be the page's own origin or one on the allowlist. Clients
+/// that are not browsers send none and are let through (they cannot be tricked into
+/// connecting with someone else's cookies, and we use no cookies anyway).
+fn check_origin(req: &HttpRequest, gateway: &GatewayConfig) -> Result<(), ApiError> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let refused = || {
+        ApiError::new(ErrorCode::Forbidden)
+            .with_message("This origin may not open a WebSocket here.")
+    };
+    let origin = origin
+        .to_str()
+        .map_err(|_| refused())?
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    if gateway.any_origin || gateway.allowed_origins.contains(&origin) {
+        return Ok(());
+    }
+    let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    if gateway.allowed_origins.is_empty() && host.as_deref() == Some(authority) {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
+fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+    caller: &AuthUser,
+) -> Result<(HttpResponse, SessionSetup), ApiError> {
+    let (response, session, stream) = actix_ws::handle(req, body).map_err(|e| {
+        ApiError::new(ErrorCode::BadRequest).with_message(format!("Not a WebSocket handshake: {e}"))
+    })?;
+    Ok((
+        response,
+        SessionSetup {
+            session,
+            stream,
+            engine: state.engine.clone(),
+            config: state.gateway.clone(),
+            token_expires_at: caller.expires_at,
+            shutdown: state.sockets_shutdown.clone(),
+        },
+    ))
+}
+
+/// `GET /ws/driver`: the driver app.
+pub async fn driver(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query(&req)?;
+    let caller = caller(&req, &state, &query)?;
+    check_origin(&req, &state.gateway)?;
+    caller.require(&[Role::Driver])?;
+    let (response, setup) = upgrade(&req, body, &state, &caller)?;
+    DriverSession::start(setup, caller.id);
+    Ok(response)
+}
+
+/// `GET /ws/merchant`: the live board of every merchant the caller owns, or of `?merchant_id=`.
+pub async fn merchant(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query(&req)?;
+    let caller = caller(&req, &state, &query)?;
+    check_origin(&req, &state.gateway)?;
+    caller.require(&[Role::Merchant])?;
+    let owned = state.store.merchants_of_owner(caller.id).await?;
+    let merchants: Vec<MerchantId> = match &query.merchant_id {
+        Some(raw) => {
+            let wanted: MerchantId = raw
+                .parse()
+                .map_err(|_| ApiError::new(ErrorCode::NotFound))?;
+            // Someone else's merchant is answered like one that does not exist.
+            if !owned.iter().any(|m| m.id == wanted) {
+                return Err(ApiError::new(ErrorCode::NotFound).with_message("No such merchant."));
+            }
+            vec![wanted]
+        }
+        None => owned.iter().map(|m| m.id).collect(),
+    };
+    if merchants.is_empty() {
+        return Err(ApiError::new(ErrorCode::NotFound).with_message("You own no merchant yet."));
+    }
+    let (response, setup) = upgrade(&req, body, &state, &caller)?;
+    MerchantSession::start(setup, merchants);
+    Ok(response)
+}
+
+/// `GET /ws/orders/{order_id}`: tracking, for the order's customer, its merchant's owner, its
+/// driver, and admins. Anyone else gets 404, as if the order did not exist.
+pub async fn order(
+    req: HttpRequest,
+    body: web::Payload,
+    path: web::Path<OrderId>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query(&req)?;
+    let caller = caller(&req, &state, &query)?;
+    check_origin(&req, &state.gateway)?;
+    let order_id = path.into_inner();
+    let not_found = || ApiError::new(ErrorCode::NotFound).with_message("No such order.");
+    let order = match state.engine.order(order_id).await {
+        Ok(order) => order,
+        Err(crate::actors::EngineError::OrderNotFound) => return Err(not_found()),
+        Err(error) => return Err(error.into()),
+    };
+    let allowed = match caller.role {
+        Role::Admin => true,
+        Role::Customer => order.customer_id == caller.id,
+        Role::Driver => order.driver_id == Some(caller.id),
+        Role::Merchant => state
+            .store
+            .merchant(order.merchant_id)
+            .await?
+            .is_some_and(|merchant| merchant.owner_id == caller.id),
+    };
+    if !allowed {
+        return Err(not_found());
+    }
+    let (response, setup) = upgrade(&req, body, &state, &caller)?;
+    TrackerSession::start(setup, order_id);
+    Ok(response)
+}
