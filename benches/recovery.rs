@@ -140,6 +140,7 @@ async fn run(count: usize, backend: String) {
                 quantity: 1,
                 unit_price_cents: Cents(1200),
             }],
+            delivery_fee_cents: Cents(0),
             total_cents: Cents(1500),
             pickup,
             dropoff: spread(i + 1),
@@ -219,7 +220,7 @@ async fn run(count: usize, backend: String) {
         search_retry: Duration::from_secs(3600),
         ..DispatchConfig::default()
     };
-    let engine = Engine::start(config, store.clone());
+    let engine = Engine::start(config, store.clone(), Default::default());
     let started = Instant::now();
     let recovered = engine.recover().await.unwrap();
     let loaded = started.elapsed();

@@ -38,7 +38,10 @@ const SEQ_STEP_DEG: f64 = 1e-7;
 const CONNECT_CONCURRENCY: usize = 100;
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn token(user: UserId, role: Role) -> String {
@@ -83,7 +86,8 @@ fn main() {
 }
 
 async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
-    let dir = std::env::temp_dir().join(format!("mealkitz-fanout-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("mealkitz-fanout-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("fanout.db").display());
     let store = Store::open(&DatabaseConfig {
@@ -114,9 +118,13 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
                 merchant_id: MerchantId::new(),
                 customer_id: customer,
                 items: vec![],
+                delivery_fee_cents: Cents(0),
                 total_cents: Cents(1000),
                 pickup,
-                dropoff: Position { lat: pickup.lat + 0.01, lon: pickup.lon },
+                dropoff: Position {
+                    lat: pickup.lat + 0.01,
+                    lon: pickup.lon,
+                },
                 dropoff_address: "Fan-out Street".into(),
             },
             "sw".into(),
@@ -132,7 +140,10 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
                 driver_id: *driver_id,
                 expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
             },
-            Change::DriverAssigned { offer_id, driver_id: *driver_id },
+            Change::DriverAssigned {
+                offer_id,
+                driver_id: *driver_id,
+            },
         ] {
             let entry = order.decide(change, mealkitz::store::now()).unwrap();
             order.apply(&entry).unwrap();
@@ -167,7 +178,9 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
             }
         }
     });
-    let port = port_rx.recv_timeout(Duration::from_secs(60)).expect("server port");
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server port");
     let http = reqwest::Client::new();
     while http
         .get(format!("http://127.0.0.1:{port}/ready"))
@@ -193,8 +206,12 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
             let token = customer_token.clone();
             async move {
                 let mut request = url.into_client_request().unwrap();
-                request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-                let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("tracker connects");
+                request
+                    .headers_mut()
+                    .insert("authorization", format!("Bearer {token}").parse().unwrap());
+                let (socket, _) = tokio_tungstenite::connect_async(request)
+                    .await
+                    .expect("tracker connects");
                 (order_index, socket)
             }
         })
@@ -208,15 +225,22 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
         tokio::spawn(async move {
             let base = spot(order_index).lat;
             while let Some(Ok(message)) = socket.next().await {
-                let Message::Text(text) = message else { continue };
-                let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    continue;
+                };
                 if value["type"] != "driver_location" {
                     continue;
                 }
                 let seq = ((value["lat"].as_f64().unwrap() - base) / SEQ_STEP_DEG).round() as u64;
                 let at = sent.lock().unwrap().get(&(order_index, seq)).copied();
                 if let Some(at) = at {
-                    latencies.lock().unwrap().push(at.elapsed().as_secs_f64() * 1e3);
+                    latencies
+                        .lock()
+                        .unwrap()
+                        .push(at.elapsed().as_secs_f64() * 1e3);
                 }
             }
         });
@@ -224,10 +248,16 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
 
     let mut driver_sockets = Vec::new();
     for (i, driver_id) in driver_ids.iter().enumerate() {
-        let mut request = format!("ws://127.0.0.1:{port}/ws/driver").into_client_request().unwrap();
+        let mut request = format!("ws://127.0.0.1:{port}/ws/driver")
+            .into_client_request()
+            .unwrap();
         let bearer = format!("Bearer {}", token(*driver_id, Role::Driver));
-        request.headers_mut().insert("authorization", bearer.parse().unwrap());
-        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("driver connects");
+        request
+            .headers_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("driver connects");
         driver_sockets.push((i, socket));
     }
     println!(
@@ -243,7 +273,10 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
             let (mut write, mut read) = socket.split();
             tokio::spawn(async move { while read.next().await.is_some() {} });
             // Spread the drivers over the second.
-            tokio::time::sleep(Duration::from_millis((i * 1000 / driver_count.max(1)) as u64)).await;
+            tokio::time::sleep(Duration::from_millis(
+                (i * 1000 / driver_count.max(1)) as u64,
+            ))
+            .await;
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             for seq in 1..=seconds as u64 {
                 ticker.tick().await;
@@ -251,7 +284,11 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
                 let lat = base.lat + seq as f64 * SEQ_STEP_DEG;
                 sent.lock().unwrap().insert((i, seq), Instant::now());
                 let message = json!({"type": "location", "lat": lat, "lon": base.lon});
-                if write.send(Message::text(message.to_string())).await.is_err() {
+                if write
+                    .send(Message::text(message.to_string()))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }

@@ -230,6 +230,46 @@ pub struct Settings {
         default_value = "20"
     )]
     pub ws_rate_per_sec: String,
+    /// Secret that signs payment webhooks (Mealkitz-Signature); unset: webhooks are refused.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
+    /// Farthest a dropoff may be from the merchant, in metres.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_MAX_DELIVERY_DISTANCE_M",
+        default_value = "10000"
+    )]
+    pub max_delivery_distance_m: String,
+    /// Login attempts per minute for one email address.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_LOGIN_ATTEMPTS_PER_MINUTE",
+        default_value = "10"
+    )]
+    pub login_attempts_per_minute: String,
+    /// Login attempts per minute from one client address.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+        default_value = "60"
+    )]
+    pub login_attempts_per_address_per_minute: String,
+    /// Checkouts per minute for one customer.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_CHECKOUTS_PER_MINUTE",
+        default_value = "20"
+    )]
+    pub checkouts_per_minute: String,
 }
 
 /// A value that must never reach a log line. `Debug` and `Display` print `[redacted]`.
@@ -263,6 +303,34 @@ pub struct Config {
     pub log: LogConfig,
     pub dispatch: DispatchConfig,
     pub gateway: GatewayConfig,
+    pub checkout: CheckoutConfig,
+}
+
+/// Checkout, payments and abuse limits.
+#[derive(Debug, Clone)]
+pub struct CheckoutConfig {
+    /// Farthest a dropoff may be from the merchant.
+    pub max_delivery_distance_m: f64,
+    /// Signs payment webhooks; `None` refuses every webhook.
+    pub webhook_secret: Option<Secret>,
+    /// Login attempts per minute per email address, against password guessing.
+    pub login_attempts_per_minute: u32,
+    /// Login attempts per minute per client address, against credential stuffing.
+    pub login_attempts_per_address_per_minute: u32,
+    /// Checkouts per minute per customer, against card testing.
+    pub checkouts_per_minute: u32,
+}
+
+impl Default for CheckoutConfig {
+    fn default() -> Self {
+        CheckoutConfig {
+            max_delivery_distance_m: 10_000.0,
+            webhook_secret: None,
+            login_attempts_per_minute: 10,
+            login_attempts_per_address_per_minute: 60,
+            checkouts_per_minute: 20,
+        }
+    }
 }
 
 /// Interval between the server's pings on every WebSocket.
@@ -488,6 +556,38 @@ impl Settings {
         };
         let dispatch = self.dispatch_config()?;
         let gateway = self.gateway_config()?;
+        let checkout = CheckoutConfig {
+            max_delivery_distance_m: parse_positive_f64(
+                "--max-delivery-distance-m / MEALKITZ_MAX_DELIVERY_DISTANCE_M",
+                &self.max_delivery_distance_m,
+                1_000_000.0,
+            )?,
+            webhook_secret: match &self.webhook_secret {
+                Some(secret) if secret.len() < 16 => {
+                    return Err(invalid(
+                        "--webhook-secret / MEALKITZ_WEBHOOK_SECRET",
+                        "must be at least 16 bytes long",
+                    ));
+                }
+                Some(secret) => Some(Secret::new(secret.clone())),
+                None => None,
+            },
+            login_attempts_per_minute: parse_positive(
+                "--login-attempts-per-minute / MEALKITZ_LOGIN_ATTEMPTS_PER_MINUTE",
+                &self.login_attempts_per_minute,
+                1_000_000,
+            )?,
+            login_attempts_per_address_per_minute: parse_positive(
+                "--login-attempts-per-address-per-minute / MEALKITZ_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+                &self.login_attempts_per_address_per_minute,
+                1_000_000,
+            )?,
+            checkouts_per_minute: parse_positive(
+                "--checkouts-per-minute / MEALKITZ_CHECKOUTS_PER_MINUTE",
+                &self.checkouts_per_minute,
+                1_000_000,
+            )?,
+        };
         Ok(Config {
             http: HttpConfig { bind, workers },
             database,
@@ -499,6 +599,7 @@ impl Settings {
             log: LogConfig { format },
             dispatch,
             gateway,
+            checkout,
         })
     }
 

@@ -14,6 +14,7 @@
 //! - [`actors`]: the dispatch engine — region supervisors, order/driver/merchant actors,
 //!   supervision, snapshots — behind the [`actors::Engine`] handle.
 //! - [`api`]: REST routes, auth, extractors and the error table.
+//! - [`payments`]: the payment gateway (sandbox), webhook signatures, settlement.
 //! - [`store`]: PostgreSQL and SQLite behind one interface.
 //! - [`bus`]: the Redis link between replicas.
 //!
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod geo;
+pub mod payments;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

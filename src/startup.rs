@@ -11,18 +11,23 @@ use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
-use crate::actors::Engine;
+use crate::actors::{Engine, EngineHooks};
 use crate::api::auth::Auth;
+use crate::api::limits::Limits;
 use crate::api::middleware::{json_error_fallback, observe};
 use crate::api::{self, AppState};
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::payments::sandbox::SandboxGateway;
+use crate::payments::{PaymentGateway, settlement};
 use crate::store::Store;
 use crate::telemetry;
 
 /// How long a graceful stop waits for requests in flight. Kubernetes kills a pod 30 s after
 /// SIGTERM by default; the issue asks for an exit within 10 s, so stay well under both.
 pub const SHUTDOWN_GRACE_SECS: u64 = 8;
+/// How often expired idempotency keys are deleted.
+const IDEMPOTENCY_PURGE_INTERVAL_SECS: u64 = 3_600;
 /// Pause between attempts at start-up work once the database answers.
 const INIT_RETRY_SECS: u64 = 1;
 
@@ -68,7 +73,15 @@ impl Application {
             .transpose()
             .context("cannot set up Redis")?
             .map(Arc::new);
-        let engine = Engine::start(config.dispatch.clone(), store.clone());
+        let payments: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new());
+        let order_closed = settlement::spawn(store.clone(), payments.clone());
+        let engine = Engine::start(
+            config.dispatch.clone(),
+            store.clone(),
+            EngineHooks {
+                order_closed: Some(order_closed),
+            },
+        );
         let (sockets_shutdown_tx, sockets_shutdown) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
             store: store.clone(),
@@ -77,6 +90,9 @@ impl Application {
             engine: engine.clone(),
             gateway: Arc::new(config.gateway.clone()),
             sockets_shutdown,
+            payments,
+            checkout: Arc::new(config.checkout.clone()),
+            limits: Arc::new(Limits::new(&config.checkout)),
         });
 
         let listener = TcpListener::bind(config.http.bind)
@@ -152,5 +168,14 @@ async fn initialise(store: Store, auth: Arc<Auth>, engine: Engine) {
     while let Err(error) = engine.recover().await {
         tracing::warn!(error = %error, "cannot recover open orders yet");
         tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;
+    }
+    // Keys live 24 h; sweep the expired ones now and then.
+    loop {
+        match store.purge_expired_idempotency_keys().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired idempotency keys removed"),
+            Err(error) => tracing::warn!(error = %error, "cannot purge idempotency keys"),
+        }
+        tokio::time::sleep(Duration::from_secs(IDEMPOTENCY_PURGE_INTERVAL_SECS)).await;
     }
 }

@@ -21,7 +21,7 @@ use super::order::{
     OrderActor, OrderFeed, SubscribeOrder,
 };
 use super::region::{CrashRegion, IndexSize};
-use super::services::Services;
+use super::services::{EngineHooks, Services};
 use super::snapshot_writer;
 use super::supervision::{Entity, FailedActor};
 use crate::config::DispatchConfig;
@@ -44,7 +44,7 @@ pub struct Engine {
 impl Engine {
     /// Starts one event loop and one region supervisor per region, and the snapshot writer.
     /// Must run inside an actix system. Commands wait for [`Engine::recover`].
-    pub fn start(config: DispatchConfig, store: Store) -> Engine {
+    pub fn start(config: DispatchConfig, store: Store, hooks: EngineHooks) -> Engine {
         let arbiters = config
             .regions
             .regions()
@@ -56,7 +56,7 @@ impl Engine {
             config.snapshot_batch,
             config.snapshot_interval,
         );
-        let services = Services::new(config, store, snapshots, arbiters);
+        let services = Services::new(config, hooks, store, snapshots, arbiters);
         for id in services.region_ids() {
             services.start_region(id);
         }

@@ -21,6 +21,7 @@ pub use engine::Engine;
 pub use feed::FEED_CAPACITY;
 pub use order::{Canceller, OrderFeed};
 pub use region::Candidate;
+pub use services::EngineHooks;
 pub use socket::{MAX_FRAME_BYTES, OUTBOX_CAPACITY, SOCKET_ERROR_CODES};
 pub use supervision::{Entity, FailedActor};
 

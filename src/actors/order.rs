@@ -325,6 +325,9 @@ impl OrderActor {
         }
         self.sync_gauges(false);
         if !self.order.is_open() {
+            if let Some(closed) = &self.services.hooks.order_closed {
+                closed.notify_one();
+            }
             ctx.stop();
         }
     }

@@ -89,9 +89,18 @@ impl<K: Eq + Hash + Copy, A: Actor> Directory<K, A> {
     }
 }
 
+/// What the engine tells the rest of the service about.
+#[derive(Clone, Default)]
+pub struct EngineHooks {
+    /// Notified whenever an order reaches a final status (delivered, rejected, cancelled):
+    /// settlement then makes the money follow.
+    pub order_closed: Option<Arc<tokio::sync::Notify>>,
+}
+
 /// Shared by every dispatch actor.
 pub struct Services {
     pub config: DispatchConfig,
+    pub hooks: EngineHooks,
     pub store: Store,
     pub snapshots: SnapshotSender,
     pub supervision: Supervision,
@@ -107,11 +116,13 @@ pub struct Services {
 impl Services {
     pub fn new(
         config: DispatchConfig,
+        hooks: EngineHooks,
         store: Store,
         snapshots: SnapshotSender,
         arbiters: Vec<(RegionId, ArbiterHandle)>,
     ) -> Arc<Services> {
         Arc::new(Services {
+            hooks,
             supervision: Supervision::new(config.restart_limit, config.restart_window),
             config,
             store,

@@ -61,6 +61,17 @@ error_table! {
     DriverBusy           => CONFLICT,               "driver_busy",            "The driver already has an offer or an order.";
     StaleLocation        => CONFLICT,               "stale_location",         "The location is older than the last one received.";
     BadMessage           => BAD_REQUEST,            "bad_message",            "The WebSocket message is not understood.";
+    IdempotencyKeyRequired => BAD_REQUEST,          "idempotency_key_required", "Send an Idempotency-Key header (a unique string per checkout).";
+    InvalidIdempotencyKey => BAD_REQUEST,           "invalid_idempotency_key", "The Idempotency-Key must be 1 to 255 visible ASCII characters.";
+    IdempotencyKeyReused => UNPROCESSABLE_ENTITY,   "idempotency_key_reused", "This Idempotency-Key was used with a different request.";
+    RequestInProgress    => CONFLICT,               "request_in_progress",    "A request with this Idempotency-Key is still being processed.";
+    MerchantClosed       => CONFLICT,               "merchant_closed",        "The merchant is closed and takes no orders.";
+    DropoffTooFar        => UNPROCESSABLE_ENTITY,   "dropoff_too_far",        "The dropoff is too far from the merchant.";
+    PaymentDeclined      => PAYMENT_REQUIRED,       "payment_declined",       "The card was declined.";
+    InsufficientFunds    => PAYMENT_REQUIRED,       "insufficient_funds",     "The card was declined for insufficient funds.";
+    PaymentGatewayUnavailable => SERVICE_UNAVAILABLE, "payment_gateway_unavailable", "The payment gateway is unavailable; try again shortly.";
+    InvalidSignature     => BAD_REQUEST,            "invalid_signature",      "The webhook signature is missing, malformed, expired or wrong.";
+    WebhooksDisabled     => SERVICE_UNAVAILABLE,    "webhooks_disabled",      "Webhooks are not configured (MEALKITZ_WEBHOOK_SECRET).";
     RateLimited          => TOO_MANY_REQUESTS,      "rate_limited",           "Too many requests; slow down.";
     Internal             => INTERNAL_SERVER_ERROR,  "internal_error",         "Something went wrong on our side; it has been logged.";
     StoreUnavailable     => SERVICE_UNAVAILABLE,    "store_unavailable",      "The database is not available right now; try again shortly.";

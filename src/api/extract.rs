@@ -18,7 +18,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// (`items[2].quantity: invalid type: string "2", expected i64`).
 pub struct ApiJson<T>(pub T);
 
-fn is_json(req: &HttpRequest) -> bool {
+/// Whether the request declares a JSON body (`application/json` or `application/*+json`).
+pub fn is_json(req: &HttpRequest) -> bool {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
         return false;
     };

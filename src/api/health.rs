@@ -9,23 +9,40 @@ use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use crate::telemetry;
 
-/// `GET /health`: the process is up and serving. Deliberately checks nothing else, so a
-/// database outage does not make Kubernetes restart healthy pods.
-pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+/// Liveness.
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
 }
 
-#[derive(Serialize)]
-struct Readiness {
-    status: &'static str,
-    /// Each dependency: `ok`, or why it failed.
-    checks: BTreeMap<&'static str, String>,
+/// `GET /health`: the process is up and serving. Deliberately checks nothing else, so a
+/// database outage does not make Kubernetes restart healthy pods.
+#[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, body = Health)))]
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+/// Readiness, with each dependency's state.
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Each dependency (`database`, `dispatch`, `redis`): `ok`, or why it failed.
+    pub checks: BTreeMap<String, String>,
+    /// When not ready: `not_ready`, naming the failing checks.
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<super::error::ErrorDetail>,
+    pub error: Option<super::error::ErrorDetail>,
 }
 
 /// `GET /ready`: 200 when the store (and Redis, if configured) answer; otherwise 503 naming
 /// each failing check.
+#[utoipa::path(
+    get, path = "/ready", tag = "service",
+    responses((status = 200, body = Readiness), (status = 503, description = "A dependency is down", body = Readiness))
+)]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let mut checks = BTreeMap::new();
     let mut failing = Vec::new();
@@ -53,14 +70,14 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
     if failing.is_empty() {
         return HttpResponse::Ok().json(Readiness {
-            status: "ready",
+            status: "ready".to_owned(),
             checks,
             error: None,
         });
     }
     let message = format!("not ready: {} unavailable", failing.join(", "));
     HttpResponse::ServiceUnavailable().json(Readiness {
-        status: "not_ready",
+        status: "not_ready".to_owned(),
         checks,
         error: Some(
             ApiError::new(ErrorCode::NotReady)
@@ -72,23 +89,27 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 fn record(
-    checks: &mut BTreeMap<&'static str, String>,
+    checks: &mut BTreeMap<String, String>,
     failing: &mut Vec<&'static str>,
     name: &'static str,
     outcome: Result<(), String>,
 ) {
     match outcome {
         Ok(()) => {
-            checks.insert(name, "ok".to_owned());
+            checks.insert(name.to_owned(), "ok".to_owned());
         }
         Err(reason) => {
-            checks.insert(name, reason);
+            checks.insert(name.to_owned(), reason);
             failing.push(name);
         }
     }
 }
 
 /// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(
+    get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
 pub async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -4,7 +4,12 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod limits;
+pub mod merchants;
 pub mod middleware;
+pub mod openapi;
+pub mod orders;
+pub mod payments;
 pub mod users;
 pub mod ws;
 
@@ -14,9 +19,11 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use self::auth::Auth;
 use self::error::{ApiError, ErrorCode};
+use self::limits::Limits;
 use crate::actors::Engine;
 use crate::bus::Bus;
-use crate::config::GatewayConfig;
+use crate::config::{CheckoutConfig, GatewayConfig};
+use crate::payments::PaymentGateway;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -30,6 +37,10 @@ pub struct AppState {
     pub gateway: Arc<GatewayConfig>,
     /// Turns true when the server shuts down, so every socket closes with 1001.
     pub sockets_shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The payment gateway (the sandbox unless another is configured).
+    pub payments: Arc<dyn PaymentGateway>,
+    pub checkout: Arc<CheckoutConfig>,
+    pub limits: Arc<Limits>,
 }
 
 /// A resource whose unsupported methods answer 405 in the standard error shape.
@@ -51,6 +62,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::PathConfig::default().error_handler(|_, _| ApiError::new(ErrorCode::NotFound).into()),
     )
+    .app_data(web::PayloadConfig::new(extract::MAX_BODY_BYTES))
     .app_data(
         web::QueryConfig::default().error_handler(|error, _: &HttpRequest| {
             ApiError::new(ErrorCode::InvalidQuery)
@@ -64,10 +76,41 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/ws/driver").route(web::get().to(ws::driver)))
     .service(resource("/ws/merchant").route(web::get().to(ws::merchant)))
     .service(resource("/ws/orders/{order_id}").route(web::get().to(ws::order)))
+    .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
+    .service(
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+            .config(utoipa_swagger_ui::Config::from("/openapi.json")),
+    )
     .service(
         web::scope("/api/v1")
             .service(resource("/users").route(web::post().to(users::register)))
             .service(resource("/sessions").route(web::post().to(users::login)))
-            .service(resource("/me").route(web::get().to(users::me))),
+            .service(resource("/me").route(web::get().to(users::me)))
+            .service(
+                resource("/merchants")
+                    .route(web::post().to(merchants::create))
+                    .route(web::get().to(merchants::nearby)),
+            )
+            .service(resource("/merchants/{merchant_id}").route(web::get().to(merchants::get)))
+            .service(
+                resource("/merchants/{merchant_id}/open").route(web::post().to(merchants::open)),
+            )
+            .service(
+                resource("/merchants/{merchant_id}/close").route(web::post().to(merchants::close)),
+            )
+            .service(
+                resource("/merchants/{merchant_id}/menu")
+                    .route(web::put().to(merchants::set_menu))
+                    .route(web::get().to(merchants::menu)),
+            )
+            .service(
+                resource("/orders")
+                    .route(web::post().to(orders::checkout))
+                    .route(web::get().to(orders::list)),
+            )
+            .service(resource("/orders/{order_id}").route(web::get().to(orders::get)))
+            .service(resource("/orders/{order_id}/payment").route(web::get().to(orders::payment)))
+            .service(resource("/orders/{order_id}/cancel").route(web::post().to(orders::cancel)))
+            .service(resource("/payments/webhook").route(web::post().to(payments::webhook))),
     );
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::{AuthUser, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
-use super::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::ApiJson;
 use crate::domain::{Email, Role, UserId};
 use crate::store::{NewUser, StoreError, User};
@@ -114,6 +114,16 @@ impl RegisterRequest {
 }
 
 /// `POST /api/v1/users`: creates an account → 201 with the user.
+#[utoipa::path(
+    post, path = "/api/v1/users", tag = "users", request_body = RegisterRequest,
+    responses(
+        (status = 201, body = UserView),
+        (status = 400, body = ErrorBody), (status = 409, description = "email_taken", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, description = "invalid_field, naming the field", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn register(
     state: web::Data<AppState>,
     ApiJson(request): ApiJson<RegisterRequest>,
@@ -154,10 +164,31 @@ pub struct SessionView {
 
 /// `POST /api/v1/sessions`: logs in → 200 with a token. A wrong password and an unknown email
 /// get the same answer after about the same time.
+#[utoipa::path(
+    post, path = "/api/v1/sessions", tag = "users", request_body = LoginRequest,
+    responses(
+        (status = 200, body = SessionView),
+        (status = 400, body = ErrorBody), (status = 401, description = "invalid_credentials", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "Too many attempts for this email or from this address", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn login(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(address) = req.peer_addr() {
+        state
+            .limits
+            .login_per_address
+            .check(&address.ip().to_string())?;
+    }
+    state
+        .limits
+        .login_per_email
+        .check(&request.email.trim().to_lowercase())?;
     let account = match Email::parse(&request.email) {
         Ok(email) => state.store.user_by_email(&email).await?,
         Err(_) => None,
@@ -186,6 +217,10 @@ pub async fn login(
 }
 
 /// `GET /api/v1/me`: the caller's account.
+#[utoipa::path(
+    get, path = "/api/v1/me", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
 pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
     let user = state
         .store

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::{AuthUser, bearer_token};
-use super::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use crate::actors::sessions::{DriverSession, MerchantSession, SessionSetup, TrackerSession};
 use crate::config::GatewayConfig;
 use crate::domain::{MerchantId, OrderId, Role};
@@ -98,7 +98,16 @@ fn upgrade(
     ))
 }
 
-/// `GET /ws/driver`: the driver app.
+/// `GET /ws/driver`: the driver app's WebSocket (messages: docs/protocol.md).
+#[utoipa::path(
+    get, path = "/ws/driver", tag = "websockets", security(("bearer" = [])),
+    params(("token" = Option<String>, Query, description = "The token, for browsers that cannot set Authorization")),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open"),
+        (status = 400, description = "Not a WebSocket handshake", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, description = "Not a driver, or a browser origin not allowed", body = ErrorBody),
+    )
+)]
 pub async fn driver(
     req: HttpRequest,
     body: web::Payload,
@@ -114,6 +123,18 @@ pub async fn driver(
 }
 
 /// `GET /ws/merchant`: the live board of every merchant the caller owns, or of `?merchant_id=`.
+#[utoipa::path(
+    get, path = "/ws/merchant", tag = "websockets", security(("bearer" = [])),
+    params(
+        ("token" = Option<String>, Query, description = "The token, for browsers"),
+        ("merchant_id" = Option<String>, Query, description = "Only this merchant's board"),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "A merchant the caller does not own, or none owned", body = ErrorBody),
+    )
+)]
 pub async fn merchant(
     req: HttpRequest,
     body: web::Payload,
@@ -147,6 +168,15 @@ pub async fn merchant(
 
 /// `GET /ws/orders/{order_id}`: tracking, for the order's customer, its merchant's owner, its
 /// driver, and admins. Anyone else gets 404, as if the order did not exist.
+#[utoipa::path(
+    get, path = "/ws/orders/{order_id}", tag = "websockets", security(("bearer" = [])),
+    params(("order_id" = uuid::Uuid, Path), ("token" = Option<String>, Query, description = "The token, for browsers")),
+    responses(
+        (status = 101, description = "Switching protocols: the socket is open"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
 pub async fn order(
     req: HttpRequest,
     body: web::Payload,

@@ -152,6 +152,8 @@ pub struct NewOrder {
     pub merchant_id: MerchantId,
     pub customer_id: UserId,
     pub items: Vec<OrderItem>,
+    /// Part of the total: the delivery fee.
+    pub delivery_fee_cents: Cents,
     pub total_cents: Cents,
     pub pickup: Position,
     pub dropoff: Position,
@@ -166,6 +168,8 @@ pub struct Order {
     pub merchant_id: MerchantId,
     pub customer_id: UserId,
     pub items: Vec<OrderItem>,
+    #[serde(default)]
+    pub delivery_fee_cents: Cents,
     pub total_cents: Cents,
     pub pickup: Position,
     pub dropoff: Position,
@@ -194,6 +198,7 @@ impl Order {
             merchant_id: new.merchant_id,
             customer_id: new.customer_id,
             items: new.items,
+            delivery_fee_cents: new.delivery_fee_cents,
             total_cents: new.total_cents,
             pickup: new.pickup,
             dropoff: new.dropoff,
@@ -346,6 +351,7 @@ impl Order {
             customer_id: self.customer_id,
             driver_id: self.driver_id,
             items: self.items.clone(),
+            delivery_fee_cents: self.delivery_fee_cents,
             total_cents: self.total_cents,
             pickup: self.pickup,
             dropoff: self.dropoff,
@@ -374,6 +380,10 @@ pub struct OrderView {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub driver_id: Option<UserId>,
     pub items: Vec<OrderItem>,
+    /// Part of `total_cents`.
+    #[schema(value_type = i64)]
+    pub delivery_fee_cents: Cents,
+    /// Items plus the delivery fee.
     #[schema(value_type = i64)]
     pub total_cents: Cents,
     pub pickup: Position,
@@ -403,6 +413,7 @@ mod tests {
                 quantity: 2,
                 unit_price_cents: Cents(1250),
             }],
+            delivery_fee_cents: Cents(490),
             total_cents: Cents(2990),
             pickup: Position {
                 lat: 40.75,

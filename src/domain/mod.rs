@@ -4,6 +4,7 @@ pub mod delivery;
 pub mod ids;
 pub mod money;
 pub mod order;
+pub mod pricing;
 pub mod user;
 
 pub use delivery::{

@@ -47,6 +47,38 @@ impl LatLon {
     pub fn is_valid(&self) -> bool {
         LatLon::new(self.lat, self.lon).is_ok()
     }
+
+    /// The south-west and north-east corners of a box holding every point within `radius_m`
+    /// (great-circle) of this one: a cheap pre-filter before exact distances. Near a pole, or
+    /// when the box would cross ±180°, it spans every longitude.
+    pub fn bounding_box(&self, radius_m: f64) -> (LatLon, LatLon) {
+        let radius_m = radius_m.max(0.0);
+        let dlat = (radius_m / EARTH_RADIUS_M).to_degrees();
+        let min_lat = (self.lat - dlat).max(-90.0);
+        let max_lat = (self.lat + dlat).min(90.0);
+        let widest = self.lat.abs().max(min_lat.abs()).max(max_lat.abs());
+        let cos = widest.to_radians().cos();
+        let dlon = if cos > 1e-9 {
+            (radius_m / (EARTH_RADIUS_M * cos)).to_degrees()
+        } else {
+            360.0
+        };
+        let (min_lon, max_lon) = if self.lon - dlon < -180.0 || self.lon + dlon > 180.0 {
+            (-180.0, 180.0)
+        } else {
+            (self.lon - dlon, self.lon + dlon)
+        };
+        (
+            LatLon {
+                lat: min_lat,
+                lon: min_lon,
+            },
+            LatLon {
+                lat: max_lat,
+                lon: max_lon,
+            },
+        )
+    }
 }
 
 /// Great-circle distance in metres.
@@ -193,6 +225,28 @@ fn wrap_degrees(deg: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bounding_box_holds_every_point_within_the_radius() {
+        let centre = LatLon::new(40.75, -73.98).unwrap();
+        let (min, max) = centre.bounding_box(5_000.0);
+        for bearing in 0..360 {
+            let theta = f64::from(bearing).to_radians();
+            // A point 4,999 m away in each direction (equirectangular step, then checked).
+            let dlat = (4_999.0 * theta.cos() / EARTH_RADIUS_M).to_degrees();
+            let dlon = (4_999.0 * theta.sin() / (EARTH_RADIUS_M * centre.lat.to_radians().cos()))
+                .to_degrees();
+            let p = LatLon::new(centre.lat + dlat, centre.lon + dlon).unwrap();
+            if haversine_m(centre, p) <= 5_000.0 {
+                assert!(
+                    p.lat >= min.lat && p.lat <= max.lat && p.lon >= min.lon && p.lon <= max.lon,
+                    "bearing {bearing}"
+                );
+            }
+        }
+        let (min, max) = LatLon::new(0.0, 179.99).unwrap().bounding_box(10_000.0);
+        assert_eq!((min.lon, max.lon), (-180.0, 180.0));
+    }
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 

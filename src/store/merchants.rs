@@ -113,6 +113,29 @@ impl Store {
         Ok(rows.into_iter().map(Merchant::from).collect())
     }
 
+    /// Merchants whose location lies in the box `min`..`max` (degrees), at most `limit`.
+    pub async fn merchants_in_box(
+        &self,
+        min: Position,
+        max: Position,
+        limit: i64,
+    ) -> Result<Vec<Merchant>, StoreError> {
+        let rows: Vec<MerchantRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, owner_id, name, address, lat, lon, is_open, created_at FROM merchants \
+                 WHERE lat BETWEEN $1 AND $2 AND lon BETWEEN $3 AND $4 LIMIT $5",
+            )
+            .bind(min.lat)
+            .bind(max.lat)
+            .bind(min.lon)
+            .bind(max.lon)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(Merchant::from).collect())
+    }
+
     /// Opens or closes a merchant; false when there is no such merchant.
     pub async fn set_merchant_open(&self, id: MerchantId, open: bool) -> Result<bool, StoreError> {
         let changed = on_pool!(self, |pool| {

@@ -9,8 +9,11 @@
 //! must), [`Store::migrate_until_ready`] keeps trying, and until it succeeds every operation
 //! fails fast with [`StoreError::Unavailable`].
 
+mod idempotency;
+mod menus;
 mod merchants;
 mod orders;
+mod payments;
 mod settings;
 mod snapshots;
 mod users;
@@ -27,7 +30,11 @@ use sqlx::sqlite::{
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
+pub use idempotency::{IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim};
+pub use menus::MenuItem;
 pub use merchants::Merchant;
+pub use orders::OrderFilter;
+pub use payments::{Payment, PaymentEvent, PaymentStatus};
 pub use snapshots::{Snapshot, SnapshotKind};
 pub use users::{NewUser, User, UserWithPassword};
 

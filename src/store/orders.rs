@@ -16,6 +16,17 @@ use crate::domain::{
     OrderStatus, Position, UserId,
 };
 
+/// Whose orders a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderFilter {
+    Customer(UserId),
+    Driver(UserId),
+    /// Orders of every merchant this user owns.
+    MerchantOwner(UserId),
+    /// Every order (admins).
+    All,
+}
+
 /// Statuses of orders that are still open, as SQL.
 const OPEN_STATUSES_SQL: &str = "('placed', 'accepted', 'ready', 'picked_up')";
 
@@ -26,6 +37,7 @@ struct OrderRow {
     merchant_id: Uuid,
     customer_id: Uuid,
     items: Json<Vec<OrderItem>>,
+    delivery_fee_cents: i64,
     total_cents: i64,
     pickup_lat: f64,
     pickup_lon: f64,
@@ -44,6 +56,7 @@ impl OrderRow {
             merchant_id: MerchantId(self.merchant_id),
             customer_id: UserId(self.customer_id),
             items: self.items.0,
+            delivery_fee_cents: Cents(self.delivery_fee_cents),
             total_cents: Cents(self.total_cents),
             pickup: Position {
                 lat: self.pickup_lat,
@@ -86,7 +99,7 @@ struct SnapshotRow {
 }
 
 const ORDER_COLUMNS: &str = "o.id, o.region_id, o.merchant_id, o.customer_id, o.items, \
-    o.total_cents, o.pickup_lat, o.pickup_lon, o.dropoff_lat, o.dropoff_lon, o.dropoff_address, \
+    o.delivery_fee_cents, o.total_cents, o.pickup_lat, o.pickup_lon, o.dropoff_lat, o.dropoff_lon, o.dropoff_address, \
     o.created_at";
 
 /// Folds journal rows (sorted by order, then seq) onto their orders.
@@ -123,8 +136,8 @@ impl Store {
             sqlx::query(
                 "INSERT INTO orders (id, region_id, merchant_id, customer_id, items, total_cents, \
                  pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, dropoff_address, status, \
-                 dispatch_status, driver_id, version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                 dispatch_status, driver_id, version, created_at, updated_at, delivery_fee_cents) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
             )
             .bind(order.id.as_uuid())
             .bind(&order.region_id)
@@ -143,6 +156,7 @@ impl Store {
             .bind(order.version)
             .bind(order.created_at)
             .bind(order.updated_at)
+            .bind(order.delivery_fee_cents.0)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -308,7 +322,8 @@ impl Store {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO orders (id, region_id, merchant_id, customer_id, items, total_cents, \
                      pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, dropoff_address, status, \
-                     dispatch_status, driver_id, version, created_at, updated_at) ",
+                     dispatch_status, driver_id, version, created_at, updated_at, \
+                     delivery_fee_cents) ",
                 );
                 insert.push_values(chunk, |mut row, (order, _)| {
                     row.push_bind(order.id.as_uuid())
@@ -327,7 +342,8 @@ impl Store {
                         .push_bind(order.driver_id.map(|d| d.as_uuid()))
                         .push_bind(order.version)
                         .push_bind(order.created_at)
-                        .push_bind(order.updated_at);
+                        .push_bind(order.updated_at)
+                        .push_bind(order.delivery_fee_cents.0);
                 });
                 insert.build().execute(&mut *tx).await?;
                 let entries: Vec<(OrderId, &JournalEntry)> = chunk
@@ -351,6 +367,76 @@ impl Store {
             tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// A page of orders, newest first: those with ids below `before` (the cursor), at most
+    /// `limit`. Each is rebuilt from its journal.
+    pub async fn orders_page(
+        &self,
+        filter: OrderFilter,
+        before: Option<OrderId>,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError> {
+        let before = before.map_or(Uuid::max(), |id| id.as_uuid());
+        let ids: Vec<(Uuid,)> = on_pool!(self, |pool| {
+            let mut query = sqlx::QueryBuilder::new("SELECT o.id FROM orders o ");
+            match filter {
+                OrderFilter::Customer(user) => {
+                    query
+                        .push("WHERE o.customer_id = ")
+                        .push_bind(user.as_uuid());
+                }
+                OrderFilter::Driver(user) => {
+                    query.push("WHERE o.driver_id = ").push_bind(user.as_uuid());
+                }
+                OrderFilter::MerchantOwner(user) => {
+                    query
+                        .push("JOIN merchants m ON m.id = o.merchant_id WHERE m.owner_id = ")
+                        .push_bind(user.as_uuid());
+                }
+                OrderFilter::All => {
+                    query.push("WHERE 1 = 1");
+                }
+            }
+            query
+                .push(" AND o.id < ")
+                .push_bind(before)
+                .push(" ORDER BY o.id DESC LIMIT ")
+                .push_bind(limit);
+            query.build_query_as().fetch_all(pool).await?
+        });
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = ids.into_iter().map(|(id,)| id).collect();
+        let rows: Vec<OrderRow> = on_pool!(self, |pool| {
+            let mut query = sqlx::QueryBuilder::new(format!(
+                "SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id IN ("
+            ));
+            let mut list = query.separated(", ");
+            for id in &ids {
+                list.push_bind(*id);
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(pool).await?
+        });
+        let events: Vec<EventRow> = on_pool!(self, |pool| {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT order_id, seq, detail, at FROM order_events WHERE seq > 1 AND order_id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in &ids {
+                list.push_bind(*id);
+            }
+            query.push(") ORDER BY order_id, seq");
+            query.build_query_as().fetch_all(pool).await?
+        });
+        let mut orders: HashMap<Uuid, Order> = rows
+            .into_iter()
+            .map(|row| (row.id, row.genesis()))
+            .collect();
+        fold(&mut orders, events)?;
+        Ok(ids.iter().filter_map(|id| orders.remove(id)).collect())
     }
 
     /// The ids of a merchant's open orders, oldest first.

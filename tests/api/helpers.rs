@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use mealkitz::actors::Engine;
 use mealkitz::config::{
-    AuthConfig, Config, DatabaseConfig, DatabaseUrl, DispatchConfig, GatewayConfig, HttpConfig,
-    LogConfig, LogFormat, RedisConfig, Secret,
+    AuthConfig, CheckoutConfig, Config, DatabaseConfig, DatabaseUrl, DispatchConfig, GatewayConfig,
+    HttpConfig, LogConfig, LogFormat, RedisConfig, Secret,
 };
 use mealkitz::startup::{Application, StopHandle};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+/// The webhook secret of test applications.
+pub const TEST_WEBHOOK_SECRET: &str = "whsec_test_0123456789abcdef";
 
 /// The PostgreSQL server tests create their databases on (trust auth, user postgres).
 pub fn postgres_admin_url() -> String {
@@ -159,6 +162,13 @@ pub fn config_for(url: DatabaseUrl) -> Config {
             ..DispatchConfig::default()
         },
         gateway: GatewayConfig::default(),
+        checkout: CheckoutConfig {
+            webhook_secret: Some(Secret::new(TEST_WEBHOOK_SECRET)),
+            // Tests sign many users in from one address; the limits get their own tests.
+            login_attempts_per_address_per_minute: 100_000,
+            checkouts_per_minute: 100_000,
+            ..CheckoutConfig::default()
+        },
     }
 }
 
@@ -176,6 +186,9 @@ pub struct TestApp {
     pub db: TestDb,
     pub engine: Engine,
     handle: StopHandle,
+    /// The service's OpenAPI document, fetched on first use: every response the helpers see is
+    /// checked against it.
+    openapi: tokio::sync::OnceCell<Value>,
 }
 
 /// Starts an application on a fresh database and waits until it is ready.
@@ -239,6 +252,7 @@ pub async fn start(db: TestDb, config: Config) -> TestApp {
             .unwrap(),
         db,
         handle,
+        openapi: tokio::sync::OnceCell::new(),
     }
 }
 
@@ -307,32 +321,71 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// Sends a request and checks the response against the OpenAPI document.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method.parse().unwrap(), self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let reply = Reply::read(request.send().await.expect("request sent")).await;
+        if path != "/openapi.json" {
+            let doc = self
+                .openapi
+                .get_or_init(|| async {
+                    let response = self
+                        .client
+                        .get(self.url("/openapi.json"))
+                        .send()
+                        .await
+                        .unwrap();
+                    response.json().await.unwrap()
+                })
+                .await;
+            crate::openapi::check_response(
+                doc,
+                method,
+                path,
+                reply.status,
+                &reply.body,
+                &reply.text,
+            );
+        }
+        reply
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
-        Reply::read(self.client.get(self.url(path)).send().await.expect("GET")).await
+        self.request("GET", path, None, &[], None).await
     }
 
     pub async fn get_authed(&self, path: &str, token: &str) -> Reply {
-        Reply::read(
-            self.client
-                .get(self.url(path))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("GET"),
-        )
-        .await
+        self.request("GET", path, Some(token), &[], None).await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
-        Reply::read(
-            self.client
-                .post(self.url(path))
-                .json(body)
-                .send()
-                .await
-                .expect("POST"),
-        )
-        .await
+        self.request("POST", path, None, &[], Some(body)).await
+    }
+
+    pub async fn post_authed(&self, path: &str, token: &str, body: &Value) -> Reply {
+        self.request("POST", path, Some(token), &[], Some(body))
+            .await
+    }
+
+    pub async fn put_authed(&self, path: &str, token: &str, body: &Value) -> Reply {
+        self.request("PUT", path, Some(token), &[], Some(body))
+            .await
     }
 
     pub async fn register(&self, email: &str, password: &str, role: &str) -> Reply {

@@ -4,9 +4,12 @@
 mod helpers;
 
 mod binary;
+mod checkout;
 mod dispatch;
 mod errors;
 mod health;
+mod merchants;
+mod openapi;
 mod recovery;
 mod store_contract;
 mod supervision;

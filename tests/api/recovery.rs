@@ -98,6 +98,7 @@ async fn run(
                 merchant_id: field(command, "merchant"),
                 customer_id: field(command, "customer"),
                 items: vec![],
+                delivery_fee_cents: mealkitz::domain::Cents(0),
                 total_cents: mealkitz::domain::Cents(1234),
                 pickup: field(command, "pickup"),
                 dropoff: field(command, "dropoff"),

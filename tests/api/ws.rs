@@ -131,27 +131,28 @@ pub async fn store_of(app: &TestApp) -> Store {
     store
 }
 
-/// Everyone a delivery needs.
+/// Everyone a delivery needs: a merchant with a menu (made through REST), a customer, a driver.
 pub struct Cast {
     pub merchant_owner: Session,
     pub merchant_id: MerchantId,
+    pub shop: crate::merchants::Shop,
     pub pickup: Position,
     pub customer: Session,
     pub driver: Session,
 }
 
 pub async fn cast(app: &TestApp, pickup: Position) -> Cast {
-    let merchant_owner = app.signed_up("merchant").await;
-    let store = store_of(app).await;
-    let owner: UserId = merchant_owner.id.parse().unwrap();
-    let merchant = store
-        .create_merchant(owner, "Noodle Lab", "1 Test Street", pickup)
-        .await
-        .unwrap();
-    store.close().await;
+    let north_m = (pickup.lat - 40.75) * 111_195.0;
+    let east_m = (pickup.lon + 73.98) * 111_195.0 * 40.75_f64.to_radians().cos();
+    let shop = crate::merchants::open_shop(app, north_m, east_m).await;
     Cast {
-        merchant_owner,
-        merchant_id: merchant.id,
+        merchant_owner: Session {
+            id: shop.owner.id.clone(),
+            email: shop.owner.email.clone(),
+            token: shop.owner.token.clone(),
+        },
+        merchant_id: shop.merchant_id.parse().unwrap(),
+        shop,
         pickup,
         customer: app.signed_up("customer").await,
         driver: app.signed_up("driver").await,
@@ -183,11 +184,22 @@ pub async fn driver_online(app: &TestApp, driver: &Session, position: Position) 
 }
 
 impl Cast {
+    /// Checks out an order through REST, delivered 1 km north of the merchant.
     pub async fn place(&self, app: &TestApp) -> OrderId {
-        let customer: UserId = self.customer.id.parse().unwrap();
-        app.place_at(customer, self.merchant_id, self.pickup)
-            .await
-            .id
+        let dropoff = Position {
+            lat: self.pickup.lat + 1_000.0 / 111_195.0,
+            lon: self.pickup.lon,
+        };
+        let body = crate::checkout::order_body(&self.shop, dropoff, "pm_card_visa");
+        let placed = crate::checkout::checkout(
+            app,
+            &self.customer.token,
+            &crate::checkout::new_key(),
+            &body,
+        )
+        .await;
+        assert_eq!(placed.status, 201, "{}", placed.text);
+        placed.body["id"].as_str().unwrap().parse().unwrap()
     }
 }
 
@@ -824,6 +836,7 @@ async fn place_fat_order(app: &TestApp, customer: UserId, merchant: MerchantId, 
             merchant_id: merchant,
             customer_id: customer,
             items,
+            delivery_fee_cents: mealkitz::domain::Cents(0),
             total_cents: mealkitz::domain::Cents(99_900),
             pickup,
             dropoff: Position {

@@ -1,0 +1,78 @@
+//! The OpenAPI description of every route (`GET /openapi.json`) and the Swagger UI (`/docs`),
+//! served from assets inside the binary.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{error, health, merchants, orders, payments, users, ws};
+use crate::domain;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "MealKitz Dispatch API",
+        version = "1",
+        description = "Checkout, orders, merchants and menus, payments, and the handshakes of the \
+            real-time WebSockets (their messages are described in docs/protocol.md). Every error \
+            is `{\"error\":{\"code\",\"message\"}}`; see docs/api.md for the table of codes."
+    ),
+    paths(
+        health::health, health::ready, health::metrics,
+        users::register, users::login, users::me,
+        merchants::create, merchants::nearby, merchants::get, merchants::open, merchants::close,
+        merchants::set_menu, merchants::menu,
+        orders::checkout, orders::list, orders::get, orders::payment, orders::cancel,
+        payments::webhook,
+        ws::driver, ws::merchant, ws::order,
+        openapi_json,
+    ),
+    components(schemas(
+        error::ErrorBody, error::ErrorDetail,
+        health::Health, health::Readiness,
+        users::RegisterRequest, users::LoginRequest, users::UserView, users::SessionView,
+        merchants::CreateMerchantRequest, merchants::MerchantView, merchants::NearbyMerchant,
+        merchants::NearbyMerchants, merchants::SetMenuRequest, merchants::MenuItemInput,
+        merchants::MenuView, merchants::MenuItemView,
+        orders::CheckoutRequest, orders::CheckoutLine, orders::DropoffInput, orders::CancelRequest,
+        orders::OrderPage, orders::PaymentView, orders::PaymentEventView,
+        payments::WebhookEvent, payments::WebhookData, payments::WebhookAck,
+        domain::OrderView, domain::OrderItem, domain::Position, domain::HistoryEntry,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "service", description = "Health, readiness, metrics, this document"),
+        (name = "users", description = "Accounts and login"),
+        (name = "merchants", description = "Merchants and menus"),
+        (name = "orders", description = "Checkout and orders"),
+        (name = "payments", description = "Gateway webhooks"),
+        (name = "websockets", description = "Handshakes of the real-time sockets"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// This document.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "service",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
+)]
+pub async fn openapi_json() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,362 @@
+//! Payments: one per order (or per declined checkout), its current status, and every change
+//! of status with the idempotency key of the gateway call that made it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Store, StoreError, on_pool};
+use crate::domain::{Cents, OrderId, OrderStatus, UserId};
+
+/// Where a payment is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Money held on the card, not yet taken.
+    Authorised,
+    /// The card was refused; no order exists.
+    Declined,
+    /// Taken, at delivery.
+    Captured,
+    /// The hold was released (cancelled or rejected before capture).
+    Voided,
+    /// Taken and given back.
+    Refunded,
+    /// The gateway reported a later failure (e.g. a capture that did not go through).
+    Failed,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Authorised => "authorised",
+            PaymentStatus::Declined => "declined",
+            PaymentStatus::Captured => "captured",
+            PaymentStatus::Voided => "voided",
+            PaymentStatus::Refunded => "refunded",
+            PaymentStatus::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        [
+            PaymentStatus::Authorised,
+            PaymentStatus::Declined,
+            PaymentStatus::Captured,
+            PaymentStatus::Voided,
+            PaymentStatus::Refunded,
+            PaymentStatus::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown payment status {s:?}")))
+    }
+}
+
+/// A payment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payment {
+    pub id: Uuid,
+    pub order_id: OrderId,
+    pub customer_id: UserId,
+    pub amount_cents: Cents,
+    pub payment_method: String,
+    pub status: PaymentStatus,
+    /// The gateway's id for the authorisation.
+    pub gateway_ref: Option<String>,
+    /// Why the card was refused.
+    pub decline_code: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One change of a payment's status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentEvent {
+    pub seq: i64,
+    pub status: PaymentStatus,
+    pub idempotency_key: Option<String>,
+    /// `checkout`, `settlement` or `webhook`.
+    pub source: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PaymentRow {
+    id: Uuid,
+    order_id: Uuid,
+    customer_id: Uuid,
+    amount_cents: i64,
+    payment_method: String,
+    status: String,
+    gateway_ref: Option<String>,
+    decline_code: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<PaymentRow> for Payment {
+    type Error = StoreError;
+
+    fn try_from(row: PaymentRow) -> Result<Self, StoreError> {
+        Ok(Payment {
+            id: row.id,
+            order_id: OrderId(row.order_id),
+            customer_id: UserId(row.customer_id),
+            amount_cents: Cents(row.amount_cents),
+            payment_method: row.payment_method,
+            status: row.status.parse()?,
+            gateway_ref: row.gateway_ref,
+            decline_code: row.decline_code,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    status: String,
+    idempotency_key: Option<String>,
+    source: String,
+    at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SettleRow {
+    #[sqlx(flatten)]
+    payment: PaymentRow,
+    order_status: Option<String>,
+}
+
+/// An authorisation whose checkout never placed its order (and was never retried) is released
+/// after this long.
+pub const ORPHAN_AUTHORISATION_HOURS: i64 = 1;
+
+const PAYMENT_COLUMNS: &str = "p.id, p.order_id, p.customer_id, p.amount_cents, p.payment_method, \
+    p.status, p.gateway_ref, p.decline_code, p.created_at, p.updated_at";
+
+impl Store {
+    /// Records a new payment and its first event.
+    pub async fn create_payment(
+        &self,
+        payment: &Payment,
+        idempotency_key: &str,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO payments (id, order_id, customer_id, amount_cents, payment_method, status, \
+                 gateway_ref, decline_code, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(payment.id)
+            .bind(payment.order_id.as_uuid())
+            .bind(payment.customer_id.as_uuid())
+            .bind(payment.amount_cents.0)
+            .bind(&payment.payment_method)
+            .bind(payment.status.as_str())
+            .bind(&payment.gateway_ref)
+            .bind(&payment.decline_code)
+            .bind(payment.created_at)
+            .bind(payment.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO payment_events (payment_id, seq, status, idempotency_key, source, at) \
+                 VALUES ($1, 1, $2, $3, $4, $5)",
+            )
+            .bind(payment.id)
+            .bind(payment.status.as_str())
+            .bind(idempotency_key)
+            .bind(source)
+            .bind(payment.created_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Moves a payment to `to` if it is in one of `from`; records the change. False when the
+    /// payment was not in any of `from` (someone else moved it first): nothing is written.
+    pub async fn set_payment_status(
+        &self,
+        id: Uuid,
+        from: &[PaymentStatus],
+        to: PaymentStatus,
+        idempotency_key: Option<&str>,
+        source: &str,
+    ) -> Result<bool, StoreError> {
+        let now = super::now();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut update = sqlx::QueryBuilder::new("UPDATE payments SET status = ");
+            update
+                .push_bind(to.as_str())
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(" WHERE id = ")
+                .push_bind(id)
+                .push(" AND status IN (");
+            let mut statuses = update.separated(", ");
+            for status in from {
+                statuses.push_bind(status.as_str());
+            }
+            update.push(")");
+            let moved = update.build().execute(&mut *tx).await?.rows_affected();
+            if moved != 1 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO payment_events (payment_id, seq, status, idempotency_key, source, at) \
+                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM payment_events WHERE payment_id = $1",
+            )
+            .bind(id)
+            .bind(to.as_str())
+            .bind(idempotency_key)
+            .bind(source)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// The payment of an order, if any.
+    pub async fn payment_for_order(&self, order: OrderId) -> Result<Option<Payment>, StoreError> {
+        let row: Option<PaymentRow> = on_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments p WHERE p.order_id = $1"
+            )))
+            .bind(order.as_uuid())
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(Payment::try_from).transpose()
+    }
+
+    /// A payment by our id or by the gateway's.
+    pub async fn payment_by_ref(&self, reference: &str) -> Result<Option<Payment>, StoreError> {
+        let id = Uuid::parse_str(reference).ok();
+        let row: Option<PaymentRow> = on_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments p WHERE p.gateway_ref = $1 OR p.id = $2"
+            )))
+            .bind(reference)
+            .bind(id.unwrap_or(Uuid::nil()))
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(Payment::try_from).transpose()
+    }
+
+    /// Every change of a payment, oldest first.
+    pub async fn payment_events(&self, payment: Uuid) -> Result<Vec<PaymentEvent>, StoreError> {
+        let rows: Vec<EventRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT seq, status, idempotency_key, source, at FROM payment_events \
+                 WHERE payment_id = $1 ORDER BY seq",
+            )
+            .bind(payment)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|row| {
+                Ok(PaymentEvent {
+                    seq: row.seq,
+                    status: row.status.parse()?,
+                    idempotency_key: row.idempotency_key,
+                    source: row.source,
+                    at: row.at,
+                })
+            })
+            .collect()
+    }
+
+    /// Payments whose order has ended but whose money has not followed yet: authorised for a
+    /// delivered order (to capture), authorised or captured for a cancelled or rejected one (to
+    /// void or refund), and authorisations whose order was never placed (to void).
+    pub async fn payments_to_settle(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(Payment, OrderStatus)>, StoreError> {
+        let rows: Vec<SettleRow> = on_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {PAYMENT_COLUMNS}, o.status AS order_status FROM payments p \
+                 LEFT JOIN orders o ON o.id = p.order_id \
+                 WHERE (p.status = 'authorised' AND o.status IN ('delivered', 'cancelled', 'rejected')) \
+                 OR (p.status = 'captured' AND o.status IN ('cancelled', 'rejected')) \
+                 OR (p.status = 'authorised' AND o.id IS NULL AND p.created_at < $2) \
+                 ORDER BY p.updated_at LIMIT $1"
+            )))
+            .bind(limit)
+            .bind(super::now() - chrono::Duration::hours(ORPHAN_AUTHORISATION_HOURS))
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|row| {
+                // No order at all: checkout authorised, then failed to place it and was never
+                // retried. Release the hold as for a cancellation.
+                let status = match row.order_status.as_deref() {
+                    Some("delivered") => OrderStatus::Delivered,
+                    Some("rejected") => OrderStatus::Rejected,
+                    _ => OrderStatus::Cancelled,
+                };
+                Ok((Payment::try_from(row.payment)?, status))
+            })
+            .collect()
+    }
+
+    /// Records a webhook event id; false when it was seen before.
+    pub async fn record_webhook_event(
+        &self,
+        id: &str,
+        event_type: &str,
+    ) -> Result<bool, StoreError> {
+        let now = super::now();
+        let inserted = on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO webhook_events (id, event_type, received_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(event_type)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+
+    /// Forgets a webhook event id (its processing failed; the sender will retry).
+    pub async fn forget_webhook_event(&self, id: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool| {
+            sqlx::query("DELETE FROM webhook_events WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
