@@ -22,14 +22,21 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 const SECRET: &str = "checkout-load-secret-0123456789abcdef!!";
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn token(user: UserId, role: Role) -> String {
     let exp = chrono::Utc::now().timestamp() + 3_600;
     let claims = json!({"sub": user, "role": role, "exp": exp, "iat": exp - 3_600});
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
-        .unwrap()
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -57,7 +64,9 @@ async fn run(clients: usize, seconds: usize) {
     let admin = std::env::var("BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let name = format!("mealkitz_bench_checkout_{}", uuid::Uuid::new_v4().simple());
-    let mut connection = PgConnection::connect(&admin).await.expect("PostgreSQL reachable");
+    let mut connection = PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL reachable");
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut connection)
         .await
@@ -70,7 +79,10 @@ async fn run(clients: usize, seconds: usize) {
         .env("MEALKITZ_JWT_SECRET", SECRET)
         .env("MEALKITZ_CHECKOUTS_PER_MINUTE", "1000000")
         .env("MEALKITZ_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,mealkitz::api::middleware=warn,mealkitz::api::orders=warn")
+        .env(
+            "RUST_LOG",
+            "info,mealkitz::api::middleware=warn,mealkitz::api::orders=warn",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -86,10 +98,22 @@ async fn run(clients: usize, seconds: usize) {
             }
         }
     });
-    let port = port_rx.recv_timeout(Duration::from_secs(60)).expect("server port");
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server port");
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
-    while http.get(format!("{base}/ready")).send().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .unwrap();
+    while http
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -109,11 +133,17 @@ async fn run(clients: usize, seconds: usize) {
     let owner = store.create_user(user(Role::Merchant, 0)).await.unwrap().id;
     let mut customers = Vec::new();
     for i in 0..clients {
-        customers.push(token(store.create_user(user(Role::Customer, i)).await.unwrap().id, Role::Customer));
+        customers.push(token(
+            store.create_user(user(Role::Customer, i)).await.unwrap().id,
+            Role::Customer,
+        ));
     }
     store.close().await;
     let owner_token = token(owner, Role::Merchant);
-    let location = Position { lat: 40.70, lon: -74.02 };
+    let location = Position {
+        lat: 40.70,
+        lon: -74.02,
+    };
     let merchant: serde_json::Value = http
         .post(format!("{base}/api/v1/merchants"))
         .bearer_auth(&owner_token)
@@ -198,11 +228,16 @@ async fn run(clients: usize, seconds: usize) {
         at(0.99),
         latencies.last().copied().unwrap_or(0.0)
     );
-    println!("server CPU {:.0} % of one core ({cpu:.1} s)", cpu / elapsed * 100.0);
+    println!(
+        "server CPU {:.0} % of one core ({cpu:.1} s)",
+        cpu / elapsed * 100.0
+    );
     let _ = child.kill();
     let _ = child.wait();
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")))
-        .execute(&mut connection)
-        .await
-        .unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut connection)
+    .await
+    .unwrap();
 }
