@@ -73,8 +73,20 @@ ensure_redis() {
   wait_for_port 6379 Redis
 }
 
+ensure_browser() {
+  if [ ! -x /usr/bin/chromium ]; then
+    say "installing Chromium with apt-get (for the browser tests)"
+    apt_install chromium
+  fi
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "installing Node.js with apt-get (for the browser tests)"
+    apt_install nodejs npm
+  fi
+}
+
 ensure_postgres
 ensure_redis
+ensure_browser
 
 say "cargo fmt --check"
 cargo fmt --all --check
@@ -90,4 +102,10 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --no-fail-fast
 fi
+say "browser tests (Chromium + playwright-core)"
+cargo build --locked
+(cd web/tests && npm ci --no-audit --no-fund --loglevel=error)
+MEALKITZ_BIN="$CARGO_TARGET_DIR/debug/mealkitz" SCREENSHOT_DIR="$PWD/target/screenshots" \
+  node --test --test-concurrency=1 web/tests/
+say "screenshots in target/screenshots/"
 say "all checks passed"

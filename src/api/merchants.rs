@@ -72,6 +72,11 @@ pub struct NearbyMerchants {
     pub merchants: Vec<NearbyMerchant>,
 }
 
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MyMerchants {
+    pub merchants: Vec<MerchantView>,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateMerchantRequest {
     pub name: String,
@@ -204,6 +209,30 @@ pub async fn create(
         .await?;
     tracing::info!(merchant_id = %merchant.id, owner_id = %caller.id, "merchant created");
     Ok(HttpResponse::Created().json(MerchantView::from(merchant)))
+}
+
+/// The merchants the caller owns.
+#[utoipa::path(
+    get, path = "/api/v1/me/merchants", tag = "merchants", security(("bearer" = [])),
+    responses((status = 200, body = MyMerchants), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn mine(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Merchant])?;
+    let merchants = state.store.merchants_of_owner(caller.id).await?;
+    Ok(HttpResponse::Ok().json(MyMerchants {
+        merchants: merchants.into_iter().map(MerchantView::from).collect(),
+    }))
+}
+
+/// The service area: every region's polygon, as a GeoJSON FeatureCollection (for maps).
+#[utoipa::path(
+    get, path = "/api/v1/regions", tag = "merchants",
+    responses((status = 200, description = "GeoJSON FeatureCollection; each feature has an `id` property", content_type = "application/geo+json"))
+)]
+pub async fn regions(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/geo+json")
+        .body(state.engine.regions().to_geojson().to_string())
 }
 
 /// One merchant.

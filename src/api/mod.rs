@@ -9,6 +9,7 @@ pub mod merchants;
 pub mod middleware;
 pub mod openapi;
 pub mod orders;
+pub mod pages;
 pub mod payments;
 pub mod users;
 pub mod ws;
@@ -77,6 +78,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/ws/merchant").route(web::get().to(ws::merchant)))
     .service(resource("/ws/orders/{order_id}").route(web::get().to(ws::order)))
     .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
+    .service(resource("/").route(web::get().to(pages::index)))
+    .service(resource("/merchant").route(web::get().to(pages::merchant)))
+    .service(resource("/order").route(web::get().to(pages::order)))
+    .service(resource("/track/{order_id}").route(web::get().to(pages::track)))
+    .service(resource("/driver").route(web::get().to(pages::driver)))
+    .service(resource("/assets/{name}").route(web::get().to(pages::asset)))
     .service(
         utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
             .config(utoipa_swagger_ui::Config::from("/openapi.json")),
@@ -86,6 +93,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/users").route(web::post().to(users::register)))
             .service(resource("/sessions").route(web::post().to(users::login)))
             .service(resource("/me").route(web::get().to(users::me)))
+            .service(resource("/me/merchants").route(web::get().to(merchants::mine)))
+            .service(resource("/regions").route(web::get().to(merchants::regions)))
             .service(
                 resource("/merchants")
                     .route(web::post().to(merchants::create))

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, merchants, orders, payments, users, ws};
+use super::{error, health, merchants, orders, pages, payments, users, ws};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -19,12 +19,14 @@ use crate::domain;
     paths(
         health::health, health::ready, health::metrics,
         users::register, users::login, users::me,
-        merchants::create, merchants::nearby, merchants::get, merchants::open, merchants::close,
+        merchants::create, merchants::nearby, merchants::mine, merchants::regions, merchants::get,
+        merchants::open, merchants::close,
         merchants::set_menu, merchants::menu,
         orders::checkout, orders::list, orders::get, orders::payment, orders::cancel,
         payments::webhook,
         ws::driver, ws::merchant, ws::order,
         openapi_json,
+        pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::asset,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -32,7 +34,7 @@ use crate::domain;
         users::RegisterRequest, users::LoginRequest, users::UserView, users::SessionView,
         merchants::CreateMerchantRequest, merchants::MerchantView, merchants::NearbyMerchant,
         merchants::NearbyMerchants, merchants::SetMenuRequest, merchants::MenuItemInput,
-        merchants::MenuView, merchants::MenuItemView,
+        merchants::MenuView, merchants::MenuItemView, merchants::MyMerchants,
         orders::CheckoutRequest, orders::CheckoutLine, orders::DropoffInput, orders::CancelRequest,
         orders::OrderPage, orders::PaymentView, orders::PaymentEventView,
         payments::WebhookEvent, payments::WebhookData, payments::WebhookAck,
@@ -46,6 +48,7 @@ use crate::domain;
         (name = "orders", description = "Checkout and orders"),
         (name = "payments", description = "Gateway webhooks"),
         (name = "websockets", description = "Handshakes of the real-time sockets"),
+        (name = "pages", description = "The web pages and their assets"),
     )
 )]
 pub struct ApiDoc;

@@ -10,6 +10,7 @@ mod errors;
 mod health;
 mod merchants;
 mod openapi;
+mod pages;
 mod recovery;
 mod store_contract;
 mod supervision;

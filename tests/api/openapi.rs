@@ -183,6 +183,14 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("GET", "/api/v1/orders/{order_id}/payment"),
         ("POST", "/api/v1/orders/{order_id}/cancel"),
         ("POST", "/api/v1/payments/webhook"),
+        ("GET", "/api/v1/me/merchants"),
+        ("GET", "/api/v1/regions"),
+        ("GET", "/"),
+        ("GET", "/merchant"),
+        ("GET", "/order"),
+        ("GET", "/track/{order_id}"),
+        ("GET", "/driver"),
+        ("GET", "/assets/{name}"),
     ];
     for (method, path) in registered {
         assert!(
@@ -193,7 +201,8 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         // route="unmatched"; a wrong method answers 405).
         let concrete = path
             .replace("{order_id}", &uuid::Uuid::now_v7().to_string())
-            .replace("{merchant_id}", &uuid::Uuid::now_v7().to_string());
+            .replace("{merchant_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{name}", "app.css");
         let response = app
             .client
             .request(method.parse().unwrap(), app.url(&concrete))

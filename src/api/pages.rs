@@ -1,0 +1,99 @@
+//! The web pages, served from assets compiled into the binary: the landing page, the merchant
+//! board, the customer's checkout, order tracking, and the driver app. Plain HTML, CSS and
+//! JavaScript modules; nothing is loaded from anywhere else.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+
+use super::error::{ApiError, ErrorCode};
+
+/// Only our own origin: no CDN, no inline script, no third-party connection.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'";
+
+macro_rules! assets {
+    ($($name:literal => $mime:literal),* $(,)?) => {
+        /// Every static asset: name, content type, bytes.
+        const ASSETS: &[(&str, &str, &str)] = &[
+            $(($name, $mime, include_str!(concat!("../../web/", $name)))),*
+        ];
+    };
+}
+
+assets! {
+    "index.html" => "text/html; charset=utf-8",
+    "merchant.html" => "text/html; charset=utf-8",
+    "order.html" => "text/html; charset=utf-8",
+    "track.html" => "text/html; charset=utf-8",
+    "driver.html" => "text/html; charset=utf-8",
+    "app.css" => "text/css; charset=utf-8",
+    "common.js" => "text/javascript; charset=utf-8",
+    "map.js" => "text/javascript; charset=utf-8",
+    "merchant.js" => "text/javascript; charset=utf-8",
+    "order.js" => "text/javascript; charset=utf-8",
+    "track.js" => "text/javascript; charset=utf-8",
+    "driver.js" => "text/javascript; charset=utf-8",
+    "icon.svg" => "image/svg+xml",
+}
+
+fn serve(name: &str) -> Result<HttpResponse, ApiError> {
+    let (_, mime, body) = ASSETS
+        .iter()
+        .find(|(asset, _, _)| *asset == name)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    Ok(HttpResponse::Ok()
+        .content_type(*mime)
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(*body))
+}
+
+/// `GET /`: what this is, and the way in.
+#[utoipa::path(get, path = "/", tag = "pages", responses((status = 200, description = "HTML page", content_type = "text/html")))]
+pub async fn index() -> Result<HttpResponse, ApiError> {
+    serve("index.html")
+}
+
+/// `GET /merchant`: the live order board.
+#[utoipa::path(get, path = "/merchant", tag = "pages", responses((status = 200, description = "HTML page", content_type = "text/html")))]
+pub async fn merchant() -> Result<HttpResponse, ApiError> {
+    serve("merchant.html")
+}
+
+/// `GET /order`: the customer's checkout.
+#[utoipa::path(get, path = "/order", tag = "pages", responses((status = 200, description = "HTML page", content_type = "text/html")))]
+pub async fn order() -> Result<HttpResponse, ApiError> {
+    serve("order.html")
+}
+
+/// `GET /track/{order_id}`: live tracking of one order.
+#[utoipa::path(
+    get, path = "/track/{order_id}", tag = "pages",
+    params(("order_id" = String, Path)),
+    responses((status = 200, description = "HTML page (it checks access itself)", content_type = "text/html"))
+)]
+pub async fn track(_: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    serve("track.html")
+}
+
+/// `GET /driver`: the driver app.
+#[utoipa::path(get, path = "/driver", tag = "pages", responses((status = 200, description = "HTML page", content_type = "text/html")))]
+pub async fn driver() -> Result<HttpResponse, ApiError> {
+    serve("driver.html")
+}
+
+/// `GET /assets/{name}`: the pages' styles and scripts.
+#[utoipa::path(
+    get, path = "/assets/{name}", tag = "pages",
+    params(("name" = String, Path)),
+    responses((status = 200, description = "CSS or JavaScript"), (status = 404, body = super::error::ErrorBody))
+)]
+pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    if name.ends_with(".html") {
+        return Err(ApiError::new(ErrorCode::NotFound));
+    }
+    serve(&name)
+}

@@ -1,0 +1,189 @@
+// The merchant's live order board: New / Accepted / Ready / Out for delivery / Done today.
+
+import { api, clearSession, clock, el, field, getSession, liveSocket, money, mountAuth, shortId, showError, statusBadge } from "/assets/common.js";
+
+const ROLE = "merchant";
+const root = document.getElementById("app");
+const statusNode = document.getElementById("status");
+const logout = document.getElementById("logout");
+
+const COLUMNS = [
+  ["new", "New"],
+  ["accepted", "Accepted"],
+  ["ready", "Ready"],
+  ["out", "Out for delivery"],
+  ["done", "Done today"],
+];
+
+function columnOf(order) {
+  switch (order.status) {
+    case "placed": return "new";
+    case "accepted": return "accepted";
+    case "ready": return "ready";
+    case "picked_up": return "out";
+    default: return "done";
+  }
+}
+
+/** A short chime for a new order (WebAudio; no sound file). */
+let audio = null;
+function chime() {
+  try {
+    audio ??= new AudioContext();
+    const now = audio.currentTime;
+    for (const [i, frequency] of [880, 1320].entries()) {
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.frequency.value = frequency;
+      gain.gain.setValueAtTime(0.0001, now + i * 0.18);
+      gain.gain.exponentialRampToValueAtTime(0.2, now + i * 0.18 + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, now + i * 0.18 + 0.3);
+      osc.connect(gain).connect(audio.destination);
+      osc.start(now + i * 0.18);
+      osc.stop(now + i * 0.18 + 0.32);
+    }
+  } catch { /* no audio: the highlight still shows */ }
+}
+
+function start(session) {
+  logout.classList.remove("hidden");
+  logout.onclick = () => { clearSession(ROLE); location.reload(); };
+  loadMerchants(session);
+}
+
+async function loadMerchants(session) {
+  try {
+    const { merchants } = await api("/api/v1/me/merchants", { token: session.token });
+    if (merchants.length === 0) openKitchen(session);
+    else board(session, merchants);
+  } catch (error) {
+    root.replaceChildren(el("div", { class: "alert error", role: "alert" }, error.message));
+  }
+}
+
+/** First visit: open a kitchen (prefilled with a spot in the demo city) and its menu. */
+function openKitchen(session) {
+  const name = field("Kitchen name", { name: "name", value: "Demo Kitchen", required: true });
+  const address = field("Address", { name: "address", value: "350 5th Ave", required: true });
+  const lat = field("Latitude", { name: "lat", type: "number", step: "any", value: "40.7484" });
+  const lon = field("Longitude", { name: "lon", type: "number", step: "any", value: "-73.9857" });
+  const menuId = "menu-lines";
+  const menu = el("textarea", { id: menuId, rows: 4 }, "Ramen kit, 12.50\nGyoza (6), 5.99\nMiso soup, 3.50");
+  const error = el("div", { class: "alert error hidden", role: "alert" });
+  const submit = el("button", { type: "submit" }, "Open kitchen");
+  const form = el("form", { class: "card" },
+    el("h2", {}, "Open your kitchen"),
+    name.label, name.input, address.label, address.input,
+    el("div", { class: "row" }, el("div", {}, lat.label, lat.input), el("div", {}, lon.label, lon.input)),
+    el("label", { for: menuId }, "Menu (one item per line: name, price)"), menu,
+    error, submit);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    showError(error, null);
+    try {
+      const items = menu.value.split("\n").map((line) => line.trim()).filter(Boolean).map((line) => {
+        const cut = line.lastIndexOf(",");
+        const price = Math.round(parseFloat(line.slice(cut + 1)) * 100);
+        if (cut < 0 || !Number.isFinite(price)) throw new Error(`Cannot read the price in "${line}".`);
+        return { name: line.slice(0, cut).trim(), price_cents: price };
+      });
+      const merchant = await api("/api/v1/merchants", { method: "POST", token: session.token, body: {
+        name: name.input.value, address: address.input.value,
+        location: { lat: parseFloat(lat.input.value), lon: parseFloat(lon.input.value) },
+      } });
+      await api(`/api/v1/merchants/${merchant.id}/menu`, { method: "PUT", token: session.token, body: { items } });
+      loadMerchants(session);
+    } catch (e) {
+      showError(error, e);
+    }
+  });
+  root.replaceChildren(form);
+}
+
+function board(session, merchants) {
+  const orders = new Map();
+  const fresh = new Set();
+  const error = el("div", { class: "alert error hidden", role: "alert" });
+  const lists = new Map();
+  const grid = el("div", { class: "board" }, COLUMNS.map(([key, title]) => {
+    const list = el("div", { "data-column": key });
+    lists.set(key, list);
+    return el("section", { class: "column", "aria-label": title }, el("h2", {}, title, " ", el("span", { class: "pill", "data-count": key }, "0")), list);
+  }));
+  root.replaceChildren(
+    el("p", { class: "muted" }, "Kitchens: ", merchants.map((m) => m.name).join(", ")),
+    error, grid);
+  statusNode.classList.remove("hidden");
+
+  const socket = liveSocket("/ws/merchant", session.token, {
+    onStatus: (state, detail) => statusBadge(statusNode, state, detail),
+    onMessage(message) {
+      if (message.type === "board") {
+        // A (re)connect: the open orders as they are now; keep today's finished ones.
+        for (const [id, order] of orders) if (columnOf(order) !== "done") orders.delete(id);
+        for (const order of message.orders) orders.set(order.id, order);
+        render();
+      } else if (message.type === "order_update") {
+        const isNew = !orders.has(message.order.id) && message.order.status === "placed";
+        orders.set(message.order.id, message.order);
+        if (isNew) { fresh.add(message.order.id); chime(); }
+        render();
+      } else if (message.type === "error") {
+        showError(error, new Error(message.message));
+      }
+    },
+  });
+
+  function send(message) {
+    showError(error, null);
+    if (!socket.send(message)) showError(error, new Error("Not connected; try again in a moment."));
+  }
+
+  function card(order) {
+    const actions = el("div", { class: "actions" });
+    if (order.status === "placed") {
+      const prepId = `prep-${order.id}`;
+      const prep = el("input", { id: prepId, type: "number", min: 1, max: 240, value: 15 });
+      actions.append(
+        el("div", {}, el("label", { for: prepId }, "Prep (min)"), prep),
+        el("button", { type: "button", onclick: () => send({ type: "accept_order", order_id: order.id, prep_minutes: parseInt(prep.value, 10) }) }, "Accept"),
+        el("button", { type: "button", class: "danger", onclick: () => {
+          const reason = prompt("Why reject this order?", "Out of stock");
+          if (reason !== null) send({ type: "reject_order", order_id: order.id, reason });
+        } }, "Reject"));
+    } else if (order.status === "accepted") {
+      actions.append(el("button", { type: "button", onclick: () => send({ type: "order_ready", order_id: order.id }) }, "Mark ready"));
+    }
+    const dispatch = {
+      unassigned: "", searching: "Finding a driver…", offered: "Offering to a driver…", assigned: "Driver on the way",
+    }[order.dispatch_status];
+    const node = el("article", { class: "order" + (fresh.has(order.id) ? " fresh" : ""), "data-order": order.id, "data-status": order.status },
+      el("h3", {}, `${shortId(order.id)} · ${money(order.total_cents)}`),
+      el("div", { class: "muted" }, `Placed ${clock(order.created_at)}`, order.prep_minutes ? ` · prep ${order.prep_minutes} min` : ""),
+      el("ul", {}, order.items.map((item) => el("li", {}, `${item.quantity} × ${item.name}`))),
+      dispatch && columnOf(order) !== "done" ? el("div", { class: "pill" }, dispatch) : null,
+      columnOf(order) === "done" ? el("div", { class: "pill" }, order.status.replace("_", " ")) : null,
+      actions);
+    return node;
+  }
+
+  function render() {
+    const today = new Date().toDateString();
+    for (const [key] of COLUMNS) lists.get(key).replaceChildren();
+    const sorted = [...orders.values()].sort((a, b) => a.created_at.localeCompare(b.created_at));
+    for (const order of sorted) {
+      const column = columnOf(order);
+      if (column === "done" && new Date(order.updated_at).toDateString() !== today) continue;
+      lists.get(column).append(card(order));
+    }
+    for (const [key] of COLUMNS) {
+      document.querySelector(`[data-count="${key}"]`).textContent = lists.get(key).children.length;
+    }
+    // Highlight a new order once.
+    setTimeout(() => fresh.clear(), 5000);
+  }
+}
+
+const session = getSession(ROLE);
+if (session) start(session);
+else mountAuth(root, ROLE, start);
