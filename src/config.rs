@@ -254,14 +254,14 @@ pub struct Settings {
         default_value = "10"
     )]
     pub login_attempts_per_minute: String,
-    /// Login attempts per minute from one client address.
+    /// Failed login attempts per minute from one client address.
     #[arg(
         long,
         global = true,
-        env = "MEALKITZ_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
+        env = "MEALKITZ_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE",
         default_value = "60"
     )]
-    pub login_attempts_per_address_per_minute: String,
+    pub login_failures_per_address_per_minute: String,
     /// Checkouts per minute for one customer.
     #[arg(
         long,
@@ -315,8 +315,9 @@ pub struct CheckoutConfig {
     pub webhook_secret: Option<Secret>,
     /// Login attempts per minute per email address, against password guessing.
     pub login_attempts_per_minute: u32,
-    /// Login attempts per minute per client address, against credential stuffing.
-    pub login_attempts_per_address_per_minute: u32,
+    /// Failed login attempts per minute per client address, against credential stuffing.
+    /// Only failures count, so many people behind one address (or a load tool) can log in.
+    pub login_failures_per_address_per_minute: u32,
     /// Checkouts per minute per customer, against card testing.
     pub checkouts_per_minute: u32,
 }
@@ -327,7 +328,7 @@ impl Default for CheckoutConfig {
             max_delivery_distance_m: 10_000.0,
             webhook_secret: None,
             login_attempts_per_minute: 10,
-            login_attempts_per_address_per_minute: 60,
+            login_failures_per_address_per_minute: 60,
             checkouts_per_minute: 20,
         }
     }
@@ -577,9 +578,9 @@ impl Settings {
                 &self.login_attempts_per_minute,
                 1_000_000,
             )?,
-            login_attempts_per_address_per_minute: parse_positive(
-                "--login-attempts-per-address-per-minute / MEALKITZ_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE",
-                &self.login_attempts_per_address_per_minute,
+            login_failures_per_address_per_minute: parse_positive(
+                "--login-failures-per-address-per-minute / MEALKITZ_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE",
+                &self.login_failures_per_address_per_minute,
                 1_000_000,
             )?,
             checkouts_per_minute: parse_positive(

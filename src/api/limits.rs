@@ -27,8 +27,22 @@ impl RateLimiter {
         }
     }
 
+    /// Refuses with `429` when `key` is at its limit, without counting this request.
+    pub fn ensure_below(&self, key: &str) -> Result<(), ApiError> {
+        self.count(key, false)
+    }
+
+    /// Counts one event for `key` (e.g. a failed login), whatever the limit.
+    pub fn record(&self, key: &str) {
+        let _ = self.count(key, true);
+    }
+
     /// Counts one request for `key`; over the limit, `429 rate_limited` with `Retry-After`.
     pub fn check(&self, key: &str) -> Result<(), ApiError> {
+        self.count(key, true)
+    }
+
+    fn count(&self, key: &str, increment: bool) -> Result<(), ApiError> {
         let now = Instant::now();
         let window = Duration::from_secs(WINDOW_SECS);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
@@ -48,7 +62,9 @@ impl RateLimiter {
             metrics::counter!("rate_limited_total").increment(1);
             return Err(ApiError::new(ErrorCode::RateLimited).retry_after(retry_after));
         }
-        *count += 1;
+        if increment {
+            *count += 1;
+        }
         Ok(())
     }
 }
@@ -56,7 +72,7 @@ impl RateLimiter {
 /// Every limit the API applies.
 pub struct Limits {
     pub login_per_email: RateLimiter,
-    pub login_per_address: RateLimiter,
+    pub login_failures_per_address: RateLimiter,
     pub checkout_per_customer: RateLimiter,
 }
 
@@ -64,7 +80,9 @@ impl Limits {
     pub fn new(config: &CheckoutConfig) -> Self {
         Limits {
             login_per_email: RateLimiter::new(config.login_attempts_per_minute),
-            login_per_address: RateLimiter::new(config.login_attempts_per_address_per_minute),
+            login_failures_per_address: RateLimiter::new(
+                config.login_failures_per_address_per_minute,
+            ),
             checkout_per_customer: RateLimiter::new(config.checkouts_per_minute),
         }
     }
@@ -83,5 +101,16 @@ mod tests {
         let refused = limiter.check("a").unwrap_err();
         assert_eq!(refused.code(), ErrorCode::RateLimited);
         assert!(limiter.check("b").is_ok(), "keys are counted apart");
+    }
+
+    #[test]
+    fn ensure_below_does_not_count_and_record_does() {
+        let limiter = RateLimiter::new(2);
+        for _ in 0..5 {
+            assert!(limiter.ensure_below("a").is_ok());
+        }
+        limiter.record("a");
+        limiter.record("a");
+        assert!(limiter.ensure_below("a").is_err());
     }
 }

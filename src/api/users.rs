@@ -179,11 +179,12 @@ pub async fn login(
     state: web::Data<AppState>,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(address) = req.peer_addr() {
+    let address = req.peer_addr().map(|a| a.ip().to_string());
+    if let Some(address) = &address {
         state
             .limits
-            .login_per_address
-            .check(&address.ip().to_string())?;
+            .login_failures_per_address
+            .ensure_below(address)?;
     }
     state
         .limits
@@ -204,7 +205,12 @@ pub async fn login(
         .await?;
     let user = match user {
         Some(user) if matches => user,
-        _ => return Err(ApiError::new(ErrorCode::InvalidCredentials)),
+        _ => {
+            if let Some(address) = &address {
+                state.limits.login_failures_per_address.record(address);
+            }
+            return Err(ApiError::new(ErrorCode::InvalidCredentials));
+        }
     };
     let issued = state.auth.tokens.issue(user.id, user.role)?;
     tracing::info!(user_id = %user.id, "session created");

@@ -562,3 +562,31 @@ async fn logins_are_rate_limited_per_email_and_checkouts_per_customer() {
         .await
         .assert_error(429, "rate_limited");
 }
+
+#[actix_web::test]
+async fn failed_logins_from_one_address_are_limited_but_successes_are_not_counted() {
+    let db = TestDb::create(Db::Sqlite).await;
+    let mut config = test_config(&db);
+    config.checkout.login_failures_per_address_per_minute = 2;
+    config.checkout.login_attempts_per_minute = 100;
+    let app = spawn_app_with(db, config).await;
+    app.register("fine@example.com", "correct horse battery", "customer")
+        .await;
+    for _ in 0..5 {
+        assert_eq!(
+            app.login("fine@example.com", "correct horse battery")
+                .await
+                .status,
+            200
+        );
+    }
+    app.login("a@example.com", "wrong password")
+        .await
+        .assert_error(401, "invalid_credentials");
+    app.login("b@example.com", "wrong password")
+        .await
+        .assert_error(401, "invalid_credentials");
+    app.login("fine@example.com", "correct horse battery")
+        .await
+        .assert_error(429, "rate_limited");
+}

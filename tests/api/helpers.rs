@@ -165,7 +165,7 @@ pub fn config_for(url: DatabaseUrl) -> Config {
         checkout: CheckoutConfig {
             webhook_secret: Some(Secret::new(TEST_WEBHOOK_SECRET)),
             // Tests sign many users in from one address; the limits get their own tests.
-            login_attempts_per_address_per_minute: 100_000,
+            login_failures_per_address_per_minute: 100_000,
             checkouts_per_minute: 100_000,
             ..CheckoutConfig::default()
         },

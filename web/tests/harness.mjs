@@ -51,7 +51,7 @@ export class Server {
         RUST_LOG: process.env.TEST_LOG ? "info" : "warn",
         MEALKITZ_OFFER_TIMEOUT_SECS: "60",
         MEALKITZ_SEARCH_RETRY_MS: "500",
-        MEALKITZ_LOGIN_ATTEMPTS_PER_ADDRESS_PER_MINUTE: "10000",
+        MEALKITZ_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE: "10000",
       },
       stdio: ["ignore", "ignore", process.env.TEST_LOG ? "inherit" : "ignore"],
     });
