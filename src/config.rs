@@ -270,6 +270,23 @@ pub struct Settings {
         default_value = "20"
     )]
     pub checkouts_per_minute: String,
+    /// How orders are matched to drivers: greedy (each order takes the best free driver at
+    /// once) or batched (orders collected for a window, then assigned together).
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_MATCHING",
+        default_value = "greedy"
+    )]
+    pub matching: String,
+    /// The batching window, in milliseconds (batched matching only).
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_BATCH_WINDOW_MS",
+        default_value = "2000"
+    )]
+    pub batch_window_ms: String,
 }
 
 /// A value that must never reach a log line. `Debug` and `Display` print `[redacted]`.
@@ -395,6 +412,8 @@ pub struct DispatchConfig {
     pub restart_window: Duration,
     /// A driver whose socket dropped stays matchable this long, waiting for it to come back.
     pub driver_grace: Duration,
+    /// How orders are matched to drivers.
+    pub matching: Matching,
     /// Lets tests make actors panic on purpose. Never set from the command line.
     pub fault_injection: bool,
 }
@@ -430,9 +449,20 @@ impl Default for DispatchConfig {
             restart_limit: 5,
             restart_window: Duration::from_secs(60),
             driver_grace: Duration::from_secs(60),
+            matching: Matching::Greedy,
             fault_injection: false,
         }
     }
+}
+
+/// How orders are matched to drivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matching {
+    /// Each order, when it needs a driver, takes the best free one at once.
+    Greedy,
+    /// Orders that need a driver are collected for `window`, then assigned together to minimise
+    /// the total estimated pickup time.
+    Batched { window: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -697,6 +727,22 @@ impl Settings {
                 &self.driver_grace_secs,
                 86_400,
             )?),
+            matching: match self.matching.trim() {
+                "greedy" => Matching::Greedy,
+                "batched" => Matching::Batched {
+                    window: Duration::from_millis(parse_positive(
+                        "--batch-window-ms / MEALKITZ_BATCH_WINDOW_MS",
+                        &self.batch_window_ms,
+                        60_000,
+                    )?),
+                },
+                other => {
+                    return Err(invalid(
+                        "--matching / MEALKITZ_MATCHING",
+                        format!("{other:?} is not one of: greedy, batched"),
+                    ));
+                }
+            },
             fault_injection: false,
         })
     }
@@ -883,6 +929,11 @@ mod tests {
                 "--max-search-radius-m / MEALKITZ_MAX_SEARCH_RADIUS_M",
             ),
             (&["--candidates", "0"], "--candidates / MEALKITZ_CANDIDATES"),
+            (&["--matching", "random"], "--matching / MEALKITZ_MATCHING"),
+            (
+                &["--matching", "batched", "--batch-window-ms", "0"],
+                "--batch-window-ms / MEALKITZ_BATCH_WINDOW_MS",
+            ),
             (
                 &["--allowed-origins", "example.com"],
                 "--allowed-origins / MEALKITZ_ALLOWED_ORIGINS",

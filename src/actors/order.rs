@@ -18,7 +18,7 @@ use super::driver::{
 };
 use super::feed::Feed;
 use super::merchant::{BoardUpdate, MerchantActor};
-use super::region::{Candidate, FindCandidates};
+use super::region::{Candidate, FindCandidates, MatchOutcome, RequestMatch};
 use super::services::Services;
 use super::supervision::{ChildGuard, Entity};
 use crate::domain::{
@@ -379,6 +379,10 @@ impl OrderActor {
             self.retry_search(ctx);
             return done(());
         };
+        let batched = matches!(
+            self.services.config.matching,
+            crate::config::Matching::Batched { .. }
+        );
         let Some(driver) = self.services.drivers.get(&candidate.driver_id) else {
             return self.offer_to_best(candidates, ctx);
         };
@@ -398,6 +402,11 @@ impl OrderActor {
             async move { reserve.await.unwrap_or(false) }
                 .into_actor(self)
                 .then(move |reserved, act, ctx| {
+                    if !reserved && batched {
+                        // The batch's driver was taken meanwhile: join the next window.
+                        ctx.notify(SearchTick);
+                        return done(());
+                    }
                     if !reserved {
                         return act.offer_to_best(candidates, ctx);
                     }
@@ -702,11 +711,38 @@ impl Handler<SearchTick> for OrderActor {
             self.retry_search(ctx);
             return atomic!(done(()));
         };
+        let radius_m = self.radius_m;
+        let k = self.services.config.candidates;
+        let exclude = self.order.passed_over.clone();
+        if let crate::config::Matching::Batched { .. } = self.services.config.matching {
+            // Batched: wait for the region's window to close and take the driver it assigns.
+            let request = region.send(RequestMatch {
+                pickup,
+                radius_m,
+                k,
+                exclude,
+            });
+            return atomic!(Box::pin(
+                async move { request.await.unwrap_or(MatchOutcome::NoneInRange) }
+                    .into_actor(self)
+                    .then(|outcome, act, ctx| match outcome {
+                        MatchOutcome::Driver(candidate) => {
+                            act.offer_to_best(vec![candidate].into_iter(), ctx)
+                        }
+                        // Drivers were near but went to other orders: join the next window.
+                        MatchOutcome::Outbid => {
+                            ctx.notify(SearchTick);
+                            done(())
+                        }
+                        MatchOutcome::NoneInRange => act.offer_to_best(Vec::new().into_iter(), ctx),
+                    })
+            ));
+        }
         let query = region.send(FindCandidates {
             pickup,
-            radius_m: self.radius_m,
-            k: self.services.config.candidates,
-            exclude: self.order.passed_over.clone(),
+            radius_m,
+            k,
+            exclude,
         });
         atomic!(Box::pin(
             async move { query.await.unwrap_or_default() }

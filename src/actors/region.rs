@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use super::driver::{DriverActor, Reannounce};
 use super::merchant::MerchantActor;
@@ -51,6 +52,28 @@ pub struct FindCandidates {
     pub exclude: Vec<UserId>,
 }
 
+/// What a batch decided for one order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MatchOutcome {
+    /// This driver is the order's in the batch's best assignment.
+    Driver(Candidate),
+    /// There were drivers in range, but the assignment gave them to other orders: try again
+    /// in the next window.
+    Outbid,
+    /// Nobody in range: widen the search.
+    NoneInRange,
+}
+
+/// Batched matching: joins the current window's batch; answered when the window closes.
+#[derive(Message)]
+#[rtype(result = "MatchOutcome")]
+pub struct RequestMatch {
+    pub pickup: LatLon,
+    pub radius_m: f64,
+    pub k: usize,
+    pub exclude: Vec<UserId>,
+}
+
 /// A supervised child of this region ended abnormally: restart it or give up on it.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -73,6 +96,8 @@ pub struct RegionActor {
     services: Arc<Services>,
     index: DriverIndex<UserId>,
     guard: ChildGuard,
+    /// Requests waiting for the current batching window to close.
+    batch: Vec<(RequestMatch, oneshot::Sender<MatchOutcome>)>,
 }
 
 impl RegionActor {
@@ -88,6 +113,88 @@ impl RegionActor {
             index: DriverIndex::new(projection),
             id,
             services,
+            batch: Vec::new(),
+        }
+    }
+
+    /// The `k` best available drivers within `radius_m` of `pickup`, by estimated pickup time.
+    fn candidates(
+        &self,
+        pickup: LatLon,
+        radius_m: f64,
+        k: usize,
+        exclude: &[UserId],
+    ) -> Vec<Candidate> {
+        let speed_kmh = self.services.config.average_speed_kmh;
+        // With one average speed the ETA order is the distance order; the ETA is what a
+        // smarter estimator (traffic, vehicle) would change, so rank by it.
+        let mut candidates: Vec<Candidate> = self
+            .index
+            .nearest_within(pickup, k, radius_m, |driver| exclude.contains(driver))
+            .into_iter()
+            .map(|n| Candidate {
+                driver_id: n.key,
+                distance_m: n.distance_m,
+                pickup_eta_secs: travel_secs(n.distance_m, speed_kmh),
+            })
+            .collect();
+        candidates.sort_by(|a, b| a.pickup_eta_secs.total_cmp(&b.pickup_eta_secs));
+        candidates
+    }
+
+    /// Closes the window: assigns the batch's orders to drivers so that the total estimated
+    /// pickup time is least (and as many orders as possible get one), then answers each.
+    fn run_batch(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let sets: Vec<Vec<Candidate>> = batch
+            .iter()
+            .map(|(request, _)| {
+                self.candidates(
+                    request.pickup,
+                    request.radius_m,
+                    request.k,
+                    &request.exclude,
+                )
+            })
+            .collect();
+        let mut drivers: Vec<UserId> = Vec::new();
+        let mut column_of: std::collections::HashMap<UserId, usize> = Default::default();
+        for set in &sets {
+            for candidate in set {
+                column_of.entry(candidate.driver_id).or_insert_with(|| {
+                    drivers.push(candidate.driver_id);
+                    drivers.len() - 1
+                });
+            }
+        }
+        let cost: Vec<Vec<Option<f64>>> = sets
+            .iter()
+            .map(|set| {
+                let mut row = vec![None; drivers.len()];
+                for candidate in set {
+                    row[column_of[&candidate.driver_id]] = Some(candidate.pickup_eta_secs);
+                }
+                row
+            })
+            .collect();
+        let assigned = crate::domain::assignment::assign(&cost);
+        metrics::histogram!("dispatch_batch_orders").record(batch.len() as f64);
+        metrics::histogram!("dispatch_batch_solve_seconds").record(started.elapsed().as_secs_f64());
+        for (((_, reply), set), column) in batch.into_iter().zip(&sets).zip(assigned) {
+            let outcome = match column {
+                Some(column) => set
+                    .iter()
+                    .find(|c| c.driver_id == drivers[column])
+                    .copied()
+                    .map_or(MatchOutcome::Outbid, MatchOutcome::Driver),
+                None if set.is_empty() => MatchOutcome::NoneInRange,
+                None => MatchOutcome::Outbid,
+            };
+            let _ = reply.send(outcome);
         }
     }
 
@@ -147,24 +254,24 @@ impl Handler<FindCandidates> for RegionActor {
     type Result = MessageResult<FindCandidates>;
 
     fn handle(&mut self, msg: FindCandidates, _: &mut Self::Context) -> Self::Result {
-        let speed_kmh = self.services.config.average_speed_kmh;
-        let neighbours = self
-            .index
-            .nearest_within(msg.pickup, msg.k, msg.radius_m, |driver| {
-                msg.exclude.contains(driver)
-            });
-        // With one average speed the ETA order is the distance order; the ETA is what a
-        // smarter estimator (traffic, vehicle) would change, so rank by it.
-        let mut candidates: Vec<Candidate> = neighbours
-            .into_iter()
-            .map(|n| Candidate {
-                driver_id: n.key,
-                distance_m: n.distance_m,
-                pickup_eta_secs: travel_secs(n.distance_m, speed_kmh),
-            })
-            .collect();
-        candidates.sort_by(|a, b| a.pickup_eta_secs.total_cmp(&b.pickup_eta_secs));
-        MessageResult(candidates)
+        MessageResult(self.candidates(msg.pickup, msg.radius_m, msg.k, &msg.exclude))
+    }
+}
+
+impl Handler<RequestMatch> for RegionActor {
+    type Result = ResponseFuture<MatchOutcome>;
+
+    fn handle(&mut self, msg: RequestMatch, ctx: &mut Self::Context) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        if self.batch.is_empty() {
+            let window = match self.services.config.matching {
+                crate::config::Matching::Batched { window } => window,
+                crate::config::Matching::Greedy => std::time::Duration::ZERO,
+            };
+            ctx.run_later(window, |act, _| act.run_batch());
+        }
+        self.batch.push((msg, reply));
+        Box::pin(async move { answer.await.unwrap_or(MatchOutcome::NoneInRange) })
     }
 }
 

@@ -1,5 +1,6 @@
 //! The pure core of the marketplace: order lifecycle, money, identifiers and users. No I/O.
 
+pub mod assignment;
 pub mod delivery;
 pub mod ids;
 pub mod money;

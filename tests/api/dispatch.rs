@@ -151,6 +151,7 @@ dispatch_tests! {
     a_widened_radius_finds_a_far_driver => widened_radius_finds_far_driver;
     a_delivery_runs_to_the_end_and_frees_the_driver => full_delivery;
     bad_commands_get_typed_errors => bad_commands;
+    batched_matching_minimises_the_total_pickup_time => batched_beats_greedy;
 }
 
 async fn nearest_driver_gets_the_offer(kind: Db) {
@@ -582,4 +583,43 @@ async fn bad_commands(kind: Db) {
         matches!(after, Err(EngineError::OrderClosed(OrderStatus::Cancelled))),
         "{after:?}"
     );
+}
+
+async fn batched_beats_greedy(kind: Db) {
+    let app = dispatch_app(kind, |d| {
+        d.matching = mealkitz::config::Matching::Batched {
+            window: Duration::from_millis(400),
+        };
+    })
+    .await;
+    // On one street: greedy would give order `a` the driver at 0 m (900 m away) and leave order
+    // `b` the driver at 2,000 m (2,100 m away): 3,000 m in all. The best pairing is 1,200 m.
+    let mut west = app.driver_at(at(-5_000.0, -6_000.0)).await;
+    let mut east = app.driver_at(at(-5_000.0, -4_000.0)).await;
+    let customer = app.user_id("customer").await;
+    let (ma, mb) = (MerchantId::new(), MerchantId::new());
+    let a = app.place_at(customer, ma, at(-5_000.0, -5_100.0)).await;
+    let b = app.place_at(customer, mb, at(-5_000.0, -6_100.0)).await;
+    let (ra, rb) = tokio::join!(
+        app.engine.merchant_accept(ma, a.id, 5),
+        app.engine.merchant_accept(mb, b.id, 5)
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let to_east = next_offer(&mut east, PROMPTLY)
+        .await
+        .expect("east driver offered");
+    let to_west = next_offer(&mut west, PROMPTLY)
+        .await
+        .expect("west driver offered");
+    assert_eq!(
+        to_east.order_id, a.id,
+        "order a goes to the east driver (1,100 m)"
+    );
+    assert_eq!(
+        to_west.order_id, b.id,
+        "order b goes to the west driver (100 m)"
+    );
+    let metrics = app.get("/metrics").await.text;
+    assert!(metrics.contains("dispatch_batch_orders"), "{metrics}");
 }
