@@ -7,7 +7,7 @@ use clap::Parser;
 
 use crate::api::auth::Passwords;
 use crate::api::users::validate_account;
-use crate::config::{AdminCommand, Cli, Command, Config};
+use crate::config::{AdminCommand, Cli, Command, Config, DemoArgs, SimulateArgs};
 use crate::domain::Role;
 use crate::startup::Application;
 use crate::store::{NewUser, Store, StoreError};
@@ -39,7 +39,17 @@ pub fn main() -> ExitCode {
     };
     telemetry::init_tracing(config.log.format);
     let command = cli.command.unwrap_or(Command::Serve);
-    let outcome = actix_web::rt::System::new().block_on(run(command, config));
+    let outcome = match command {
+        // The simulator is only a client: a multi-threaded runtime, no actor system.
+        Command::Simulate(args) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(simulate(args)),
+            Err(error) => Err(Failure::Runtime(error.into())),
+        },
+        command => actix_web::rt::System::new().block_on(run(command, config)),
+    };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
@@ -71,7 +81,98 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                     name,
                 },
         } => create_admin(&config, &email, password, &name).await,
+        Command::Demo(args) => demo(config, args).await,
+        Command::Simulate(_) => unreachable!("run on its own runtime in main"),
     }
+}
+
+async fn simulate(args: SimulateArgs) -> Result<(), Failure> {
+    let sim = args.to_sim().map_err(|e| Failure::Usage(e.to_string()))?;
+    let report = crate::sim::run(sim, |_| {}).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    if report.clean() {
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow::anyhow!(
+            "the simulation saw errors or left orders open (see the report)"
+        )))
+    }
+}
+
+/// The engine on its configured store (the embedded one by default) with a small simulated
+/// fleet, until Ctrl-C.
+async fn demo(config: Config, args: DemoArgs) -> Result<(), Failure> {
+    let bind = config.http.bind;
+    let app = Application::build(config).await?;
+    let port = app.port();
+    let host = if bind.ip().is_unspecified() {
+        "localhost".to_owned()
+    } else {
+        bind.ip().to_string()
+    };
+    let base = format!("http://{host}:{port}");
+    let sim = args
+        .to_sim(format!("http://127.0.0.1:{port}"))
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let handle = app.stop_handle();
+    let server = actix_web::rt::spawn(app.run_until_stopped());
+    // Wait for the engine to be ready before the fleet logs in.
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        let ready = client
+            .get(format!("http://127.0.0.1:{port}/ready"))
+            .send()
+            .await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let base_for_print = base.clone();
+    let fleet = actix_web::rt::spawn(async move {
+        crate::sim::run(sim, move |started| {
+            let crate::sim::Started {
+                merchant_email,
+                customer_email,
+                mut first_order,
+            } = started;
+            println!("MealKitz demo is running at {base_for_print}/");
+            println!(
+                "  Merchant board:  {base_for_print}/merchant   (log in as {merchant_email} / {})",
+                crate::sim::SIM_PASSWORD
+            );
+            println!(
+                "  Driver app:      {base_for_print}/driver     (create your own driver account)"
+            );
+            println!(
+                "  Order food:      {base_for_print}/order      (log in as {customer_email} / {})",
+                crate::sim::SIM_PASSWORD
+            );
+            actix_web::rt::spawn(async move {
+                if first_order.wait_for(Option::is_some).await.is_ok()
+                    && let Some(id) = first_order.borrow().clone()
+                {
+                    println!(
+                        "  Live tracking:   {base_for_print}/track/{id}   (as {customer_email})"
+                    );
+                }
+            });
+            println!("Press Ctrl-C to stop.");
+        })
+        .await
+    });
+    shutdown::signal().await;
+    fleet.abort();
+    handle.stop(true).await;
+    let _ = server.await;
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {

@@ -40,6 +40,55 @@ pub enum Command {
         #[command(subcommand)]
         action: AdminCommand,
     },
+    /// Run a simulated city (merchants, drivers, customers) against a running engine.
+    Simulate(SimulateArgs),
+    /// Serve on the embedded store with a simulated fleet running, for a first look.
+    Demo(DemoArgs),
+}
+
+/// `mealkitz simulate`: a fleet and its customers as real clients of the engine at `--url`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// The engine to load.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    #[arg(long, default_value = "200")]
+    pub drivers: String,
+    #[arg(long, default_value = "20")]
+    pub merchants: String,
+    /// Customers placing the orders (default: one per 5 orders a minute, at least 10).
+    #[arg(long)]
+    pub customers: Option<String>,
+    #[arg(long, default_value = "60")]
+    pub orders_per_minute: String,
+    /// How long customers keep ordering, e.g. 120s, 5m; then open orders are finished.
+    #[arg(long, default_value = "60s")]
+    pub duration: String,
+    /// Same seed, same city and same demand.
+    #[arg(long, default_value = "7")]
+    pub seed: String,
+    /// Share of offers drivers accept, 0 to 1.
+    #[arg(long, default_value = "0.9")]
+    pub accept_rate: String,
+    /// Simulated seconds per real second, for driving and cooking.
+    #[arg(long, default_value = "30")]
+    pub time_scale: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mealkitz demo`: the engine plus a small simulated fleet, in one process.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value = "40")]
+    pub drivers: String,
+    #[arg(long, default_value = "6")]
+    pub merchants: String,
+    #[arg(long, default_value = "6")]
+    pub orders_per_minute: String,
+    #[arg(long, default_value = "10")]
+    pub time_scale: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -787,6 +836,90 @@ impl Settings {
     }
 }
 
+/// A duration such as `90`, `90s`, `5m` or `1h`.
+pub fn parse_duration(setting: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    let raw = raw.trim();
+    let (number, unit_secs) = match raw.char_indices().last() {
+        Some((i, 's')) => (&raw[..i], 1.0),
+        Some((i, 'm')) => (&raw[..i], 60.0),
+        Some((i, 'h')) => (&raw[..i], 3_600.0),
+        _ => (raw, 1.0),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n * unit_secs <= 7.0 * 86_400.0 => {
+            Ok(Duration::from_secs_f64(n * unit_secs))
+        }
+        _ => Err(invalid(
+            setting,
+            format!("{raw:?} is not a duration such as 120s, 5m or 1h"),
+        )),
+    }
+}
+
+impl SimulateArgs {
+    /// Checks the arguments and builds the simulation settings.
+    pub fn to_sim(&self) -> Result<crate::sim::SimConfig, ConfigError> {
+        let orders_per_minute =
+            parse_positive_f64("--orders-per-minute", &self.orders_per_minute, 100_000.0)?;
+        let accept_rate = match self.accept_rate.trim().parse::<f64>() {
+            Ok(rate) if (0.0..=1.0).contains(&rate) => rate,
+            _ => {
+                return Err(invalid(
+                    "--accept-rate",
+                    format!("{:?} is not a number from 0 to 1", self.accept_rate),
+                ));
+            }
+        };
+        let url = self.url.trim().trim_end_matches('/').to_owned();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "--url",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        let customers = match &self.customers {
+            Some(raw) => parse_positive("--customers", raw, 1_000_000)?,
+            None => ((orders_per_minute / 5.0).ceil() as usize).max(10),
+        };
+        Ok(crate::sim::SimConfig {
+            url,
+            drivers: parse_positive("--drivers", &self.drivers, 1_000_000)?,
+            merchants: parse_positive("--merchants", &self.merchants, 100_000)?,
+            customers,
+            orders_per_minute,
+            duration: parse_duration("--duration", &self.duration)?,
+            seed: self
+                .seed
+                .trim()
+                .parse()
+                .map_err(|_| invalid("--seed", format!("{:?} is not a whole number", self.seed)))?,
+            accept_rate,
+            time_scale: parse_positive_f64("--time-scale", &self.time_scale, 10_000.0)?,
+            progress: !self.json,
+        })
+    }
+}
+
+impl DemoArgs {
+    /// The demo's simulation, against the engine at `url`; it runs until stopped.
+    pub fn to_sim(&self, url: String) -> Result<crate::sim::SimConfig, ConfigError> {
+        let orders_per_minute =
+            parse_positive_f64("--orders-per-minute", &self.orders_per_minute, 10_000.0)?;
+        Ok(crate::sim::SimConfig {
+            url,
+            drivers: parse_positive("--drivers", &self.drivers, 100_000)?,
+            merchants: parse_positive("--merchants", &self.merchants, 10_000)?,
+            customers: 5,
+            orders_per_minute,
+            duration: Duration::from_secs(7 * 86_400),
+            seed: 1,
+            accept_rate: 0.9,
+            time_scale: parse_positive_f64("--time-scale", &self.time_scale, 1_000.0)?,
+            progress: false,
+        })
+    }
+}
+
 fn parse_positive_f64(setting: &'static str, raw: &str, max: f64) -> Result<f64, ConfigError> {
     match raw.trim().parse::<f64>() {
         Ok(n) if n.is_finite() && n > 0.0 && n <= max => Ok(n),
@@ -958,6 +1091,23 @@ mod tests {
             assert_eq!(err.setting, *setting, "case {args:?}");
             let line = err.to_string();
             assert!(!line.contains('\n'), "case {args:?}: {line}");
+        }
+    }
+
+    #[test]
+    fn durations_take_seconds_minutes_and_hours() {
+        assert_eq!(
+            parse_duration("x", "120s").unwrap(),
+            Duration::from_secs(120)
+        );
+        assert_eq!(parse_duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("x", "90").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("x", "1h").unwrap(),
+            Duration::from_secs(3_600)
+        );
+        for bad in ["", "s", "-5s", "abc", "10d", "0"] {
+            assert!(parse_duration("x", bad).is_err(), "case {bad:?}");
         }
     }
 

@@ -15,6 +15,7 @@
 //!   supervision, snapshots — behind the [`actors::Engine`] handle.
 //! - [`api`]: REST routes, auth, extractors and the error table.
 //! - [`payments`]: the payment gateway (sandbox), webhook signatures, settlement.
+//! - [`sim`]: the fleet simulator (`mealkitz simulate`, `mealkitz demo`).
 //! - [`store`]: PostgreSQL and SQLite behind one interface.
 //! - [`bus`]: the Redis link between replicas.
 //!
@@ -29,6 +30,7 @@ pub mod domain;
 pub mod geo;
 pub mod payments;
 pub mod shutdown;
+pub mod sim;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

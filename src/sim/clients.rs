@@ -1,0 +1,403 @@
+//! The simulated people: a driver app, a merchant board, and customers checking out — each a
+//! real client of the engine's WebSockets and REST API.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use super::city::{MENU, PlannedOrder};
+use super::report::Stats;
+use crate::domain::Position;
+use crate::geo::{LatLon, haversine_m};
+
+/// How often a simulated driver moves and its app reports the location.
+const DRIVER_TICK_MS: u64 = 250;
+const LOCATION_EVERY_TICKS: u32 = 4;
+/// Close enough to a stop to count as there.
+const ARRIVED_M: f64 = 15.0;
+/// Reconnect pause after a dropped socket.
+const RECONNECT_MS: u64 = 500;
+
+type Shared = Arc<Mutex<Stats>>;
+
+fn lock(stats: &Shared) -> std::sync::MutexGuard<'_, Stats> {
+    stats.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn point(p: Position) -> LatLon {
+    LatLon {
+        lat: p.lat,
+        lon: p.lon,
+    }
+}
+
+fn position(value: &Value) -> Option<Position> {
+    Some(Position {
+        lat: value["lat"].as_f64()?,
+        lon: value["lon"].as_f64()?,
+    })
+}
+
+/// One step of `metres` from `from` towards `to`.
+fn step(from: Position, to: Position, metres: f64) -> Position {
+    let distance = haversine_m(point(from), point(to));
+    if distance <= metres || distance < 1e-6 {
+        return to;
+    }
+    let f = metres / distance;
+    Position {
+        lat: from.lat + (to.lat - from.lat) * f,
+        lon: from.lon + (to.lon - from.lon) * f,
+    }
+}
+
+async fn connect(
+    url: &str,
+    token: &str,
+) -> Option<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
+    let mut request = url.into_client_request().ok()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().ok()?);
+    tokio_tungstenite::connect_async(request)
+        .await
+        .ok()
+        .map(|(socket, _)| socket)
+}
+
+struct Delivery {
+    id: String,
+    pickup: Position,
+    dropoff: Position,
+    status: String,
+    sent_pickup: bool,
+    sent_delivery: bool,
+}
+
+/// A driver: online, wandering while idle, answering offers (accepting `accept_rate` of them
+/// after a moment's thought), driving to the pickup, waiting for the food, driving to the door.
+#[allow(clippy::too_many_arguments)]
+pub async fn driver(
+    url: String,
+    token: String,
+    start: Position,
+    speed_kmh: f64,
+    seed: u64,
+    accept_rate: f64,
+    time_scale: f64,
+    stats: Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut at = start;
+    let mut wander = start;
+    let mut delivery: Option<Delivery> = None;
+    let mut answer: Option<(Instant, String, bool)> = None;
+    let metres_per_tick = speed_kmh / 3.6 * time_scale * DRIVER_TICK_MS as f64 / 1_000.0;
+    while !*stop.borrow() {
+        let Some(socket) = connect(&url, &token).await else {
+            tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+            continue;
+        };
+        let (mut write, mut read) = socket.split();
+        let hello = [
+            json!({"type": "availability", "available": true}),
+            json!({"type": "location", "lat": at.lat, "lon": at.lon}),
+        ];
+        for message in hello {
+            let _ = write.send(Message::text(message.to_string())).await;
+            lock(&stats).ws_out += 1;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(DRIVER_TICK_MS));
+        let mut ticks: u32 = 0;
+        loop {
+            let mut outgoing: Vec<Value> = Vec::new();
+            tokio::select! {
+                _ = stop.changed() => return,
+                incoming = read.next() => {
+                    let Some(Ok(Message::Text(text))) = incoming else {
+                        if matches!(incoming, Some(Ok(_))) { continue; }
+                        break;
+                    };
+                    let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
+                    lock(&stats).ws_in += 1;
+                    match message["type"].as_str() {
+                        Some("offer") => {
+                            let order = message["order_id"].as_str().unwrap_or_default().to_owned();
+                            {
+                                let mut stats = lock(&stats);
+                                let trace = stats.trace(&order);
+                                trace.first_offer_at.get_or_insert_with(Instant::now);
+                            }
+                            let think = Duration::from_millis(rng.random_range(200..1_200));
+                            let accept = rng.random_bool(accept_rate.clamp(0.0, 1.0));
+                            answer = Some((Instant::now() + think, message["offer_id"].as_str().unwrap_or_default().to_owned(), accept));
+                        }
+                        Some("assigned") => {
+                            let order = &message["order"];
+                            let id = order["id"].as_str().unwrap_or_default().to_owned();
+                            let (Some(pickup), Some(dropoff)) = (position(&order["pickup"]), position(&order["dropoff"])) else { continue };
+                            {
+                                let mut stats = lock(&stats);
+                                let trace = stats.trace(&id);
+                                if trace.assigned_at.is_none() {
+                                    trace.assigned_at = Some(Instant::now());
+                                    trace.pickup_distance_m = Some(haversine_m(point(at), point(pickup)));
+                                }
+                            }
+                            let status = order["status"].as_str().unwrap_or_default().to_owned();
+                            let resumed = delivery.as_ref().is_some_and(|d| d.id == id);
+                            if !resumed {
+                                delivery = Some(Delivery { id, pickup, dropoff, status, sent_pickup: false, sent_delivery: false });
+                            }
+                        }
+                        Some("order_update") => {
+                            let order = &message["order"];
+                            let status = order["status"].as_str().unwrap_or_default();
+                            if let Some(d) = delivery.as_mut().filter(|d| Some(d.id.as_str()) == order["id"].as_str()) {
+                                d.status = status.to_owned();
+                                if status == "picked_up" {
+                                    lock(&stats).trace(&d.id).picked_up_at.get_or_insert_with(Instant::now);
+                                }
+                                if matches!(status, "delivered" | "cancelled" | "rejected") {
+                                    let mut stats = lock(&stats);
+                                    let trace = stats.trace(&d.id);
+                                    if status == "delivered" {
+                                        trace.delivered_at.get_or_insert_with(Instant::now);
+                                    } else {
+                                        trace.closed_otherwise = true;
+                                    }
+                                    delivery = None;
+                                }
+                            }
+                        }
+                        Some("offer_expired")
+                            if answer.as_ref().is_some_and(|(_, id, _)| Some(id.as_str()) == message["offer_id"].as_str()) =>
+                        {
+                            answer = None;
+                        }
+                        Some("error") => {
+                            lock(&stats).error(message["code"].as_str().unwrap_or("unknown"));
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    ticks = ticks.wrapping_add(1);
+                    if let Some((due, offer_id, accept)) = answer.take() {
+                        if Instant::now() >= due {
+                            let kind = if accept { "accept_offer" } else { "decline_offer" };
+                            outgoing.push(json!({"type": kind, "offer_id": offer_id}));
+                        } else {
+                            answer = Some((due, offer_id, accept));
+                        }
+                    }
+                    match delivery.as_mut() {
+                        Some(d) if d.status != "picked_up" => {
+                            at = step(at, d.pickup, metres_per_tick);
+                            let there = haversine_m(point(at), point(d.pickup)) < ARRIVED_M;
+                            if there {
+                                lock(&stats).trace(&d.id).at_pickup_at.get_or_insert_with(Instant::now);
+                            }
+                            if there && d.status == "ready" && !d.sent_pickup {
+                                d.sent_pickup = true;
+                                outgoing.push(json!({"type": "picked_up", "order_id": d.id}));
+                            }
+                        }
+                        Some(d) => {
+                            at = step(at, d.dropoff, metres_per_tick);
+                            if haversine_m(point(at), point(d.dropoff)) < ARRIVED_M && !d.sent_delivery {
+                                d.sent_delivery = true;
+                                outgoing.push(json!({"type": "delivered", "order_id": d.id}));
+                            }
+                        }
+                        None => {
+                            // Idle: drift towards a spot nearby, like a driver waiting for work.
+                            if haversine_m(point(at), point(wander)) < ARRIVED_M {
+                                wander = Position {
+                                    lat: start.lat + rng.random_range(-0.01..0.01),
+                                    lon: start.lon + rng.random_range(-0.01..0.01),
+                                };
+                            }
+                            at = step(at, wander, metres_per_tick / 3.0);
+                        }
+                    }
+                    if ticks.is_multiple_of(LOCATION_EVERY_TICKS) {
+                        outgoing.push(json!({"type": "location", "lat": at.lat, "lon": at.lon}));
+                    }
+                }
+            }
+            let mut failed = false;
+            for message in outgoing {
+                if write
+                    .send(Message::text(message.to_string()))
+                    .await
+                    .is_err()
+                {
+                    failed = true;
+                    break;
+                }
+                lock(&stats).ws_out += 1;
+            }
+            if failed {
+                break;
+            }
+        }
+        // The socket dropped: clear resend flags so the next connection can finish the job.
+        if let Some(d) = delivery.as_mut() {
+            d.sent_pickup = false;
+            d.sent_delivery = false;
+        }
+        tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+    }
+}
+
+/// A merchant's board: accepts each new order after a moment with a preparation time, and
+/// marks it ready when that time (scaled) has passed.
+pub async fn merchant(
+    url: String,
+    token: String,
+    seed: u64,
+    time_scale: f64,
+    stats: Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut seen = std::collections::HashSet::new();
+    // (due, message) to send.
+    let mut pending: Vec<(Instant, Value)> = Vec::new();
+    while !*stop.borrow() {
+        let Some(socket) = connect(&url, &token).await else {
+            tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+            continue;
+        };
+        let (mut write, mut read) = socket.split();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                incoming = read.next() => {
+                    let Some(Ok(Message::Text(text))) = incoming else {
+                        if matches!(incoming, Some(Ok(_))) { continue; }
+                        break;
+                    };
+                    let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
+                    lock(&stats).ws_in += 1;
+                    let orders: Vec<&Value> = match message["type"].as_str() {
+                        Some("board") => message["orders"].as_array().map(|o| o.iter().collect()).unwrap_or_default(),
+                        Some("order_update") => vec![&message["order"]],
+                        Some("error") => {
+                            lock(&stats).error(message["code"].as_str().unwrap_or("unknown"));
+                            Vec::new()
+                        }
+                        _ => Vec::new(),
+                    };
+                    for order in orders {
+                        let Some(id) = order["id"].as_str() else { continue };
+                        if order["status"] == "placed" && seen.insert(id.to_owned()) {
+                            let prep_minutes: u32 = rng.random_range(5..=15);
+                            let accept_at = Instant::now() + Duration::from_millis(rng.random_range(300..1_500));
+                            pending.push((accept_at, json!({"type": "accept_order", "order_id": id, "prep_minutes": prep_minutes})));
+                            let ready_after = Duration::from_secs_f64(f64::from(prep_minutes) * 60.0 / time_scale);
+                            pending.push((accept_at + ready_after, json!({"type": "order_ready", "order_id": id})));
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let (due, later): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(at, _)| *at <= now);
+                    pending = later;
+                    let mut failed = false;
+                    for (_, message) in due {
+                        if message["type"] == "accept_order" {
+                            let id = message["order_id"].as_str().unwrap_or_default().to_owned();
+                            lock(&stats).trace(&id).accepted_at.get_or_insert_with(Instant::now);
+                        }
+                        if write.send(Message::text(message.to_string())).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                        lock(&stats).ws_out += 1;
+                    }
+                    if failed {
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+    }
+}
+
+/// The customers: each planned order is checked out at its time.
+#[derive(Clone)]
+pub struct Customers {
+    pub api_base: String,
+    pub http: reqwest::Client,
+    pub tokens: Vec<String>,
+    /// (merchant id, menu item ids) per merchant.
+    pub merchants: Vec<(String, Vec<String>)>,
+    pub stats: Shared,
+}
+
+impl Customers {
+    /// Checks out order `n`; its id when placed.
+    pub async fn place(&self, n: usize, planned: &PlannedOrder) -> Option<String> {
+        let (merchant_id, items) = &self.merchants[planned.merchant];
+        let lines: Vec<Value> = planned
+            .lines
+            .iter()
+            .filter(|(line, _)| *line < items.len().min(MENU.len()))
+            .map(|(line, quantity)| json!({"menu_item_id": items[*line], "quantity": quantity}))
+            .collect();
+        let body = json!({
+            "merchant_id": merchant_id,
+            "items": lines,
+            "dropoff": {"lat": planned.dropoff.lat, "lon": planned.dropoff.lon, "address": format!("{n} Sim Street")},
+            "payment_method": "pm_card_visa",
+        });
+        let sent = Instant::now();
+        let response = self
+            .http
+            .post(format!("{}/api/v1/orders", self.api_base))
+            .bearer_auth(&self.tokens[planned.customer])
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&body)
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().as_u16() == 201 => {
+                let order: Value = response.json().await.unwrap_or(Value::Null);
+                let id = order["id"].as_str()?.to_owned();
+                lock(&self.stats).trace(&id).placed_at.get_or_insert(sent);
+                Some(id)
+            }
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                let code = body["error"]["code"]
+                    .as_str()
+                    .map_or_else(|| format!("http_{status}"), str::to_owned);
+                let mut stats = lock(&self.stats);
+                stats.failed_checkouts += 1;
+                stats.error(&code);
+                None
+            }
+            Err(_) => {
+                let mut stats = lock(&self.stats);
+                stats.failed_checkouts += 1;
+                stats.error("network");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The fleet simulator: a city of merchants, drivers and customers as real clients of a running
+//! engine, over HTTP and WebSockets. Merchants run their boards, drivers drive (faster than real
+//! time, by `time_scale`) and answer offers, customers check out at a steady rate; at the end a
+//! report of what happened. `mealkitz simulate` and `mealkitz demo` run it.
+
+mod city;
+mod clients;
+mod report;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+pub use city::City;
+pub use report::Report;
+
+use self::clients::{Customers, driver, merchant};
+use self::report::Stats;
+
+/// The password of every simulated account.
+pub const SIM_PASSWORD: &str = "simulated-password";
+/// Accounts set up at once (the server hashes at most a few passwords at a time).
+const SETUP_CONCURRENCY: usize = 8;
+/// Tries at a rate-limited or briefly unavailable account endpoint, a second apart.
+const RATE_LIMIT_RETRIES: usize = 60;
+/// After the demand ends, how long the run waits for open orders to be delivered.
+const DRAIN_LIMIT_SECS: u64 = 300;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The engine, e.g. http://127.0.0.1:8000.
+    pub url: String,
+    pub drivers: usize,
+    pub merchants: usize,
+    pub customers: usize,
+    pub orders_per_minute: f64,
+    pub duration: Duration,
+    pub seed: u64,
+    /// Share of offers a driver accepts (the rest are declined).
+    pub accept_rate: f64,
+    /// Simulated seconds per real second, for driving and preparing food.
+    pub time_scale: f64,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Accounts and tokens of the simulated people, and the merchants they run.
+struct Cast {
+    merchants: Vec<(String, Vec<String>)>,
+    merchant_tokens: Vec<String>,
+    driver_tokens: Vec<String>,
+    customer_tokens: Vec<String>,
+    /// Credentials to show in the demo: (merchant email, customer email).
+    first_merchant_email: String,
+    first_customer_email: String,
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// Registers the account (a rerun with the same seed finds it taken, which is fine), then
+    /// logs in. Registering first means no failed logins, which the server would rate-limit.
+    async fn account(&self, role: &str, email: &str) -> anyhow::Result<String> {
+        let user = json!({"email": email, "password": SIM_PASSWORD, "name": email, "role": role});
+        let credentials = json!({"email": email, "password": SIM_PASSWORD});
+        for _ in 0..RATE_LIMIT_RETRIES {
+            let (status, body) = self
+                .call(reqwest::Method::POST, "/api/v1/users", None, Some(&user))
+                .await?;
+            match status {
+                201 | 409 => break,
+                429 | 503 => tokio::time::sleep(Duration::from_secs(1)).await,
+                _ => bail!("cannot register {email}: {status} {body}"),
+            }
+        }
+        for _ in 0..RATE_LIMIT_RETRIES {
+            let (status, body) = self
+                .call(
+                    reqwest::Method::POST,
+                    "/api/v1/sessions",
+                    None,
+                    Some(&credentials),
+                )
+                .await?;
+            match status {
+                200 => return Ok(body["token"].as_str().unwrap_or_default().to_owned()),
+                429 | 503 => tokio::time::sleep(Duration::from_secs(1)).await,
+                _ => bail!("cannot log in {email}: {status} {body}"),
+            }
+        }
+        bail!("cannot log in {email}: still rate-limited")
+    }
+}
+
+fn email(seed: u64, role: &str, i: usize) -> String {
+    format!("sim-{seed}-{role}-{i}@sim.mealkitz.test")
+}
+
+async fn cast(api: &Api, config: &SimConfig, city: &City) -> anyhow::Result<Cast> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let logins = |role: &'static str, count: usize| {
+        futures_util::stream::iter(0..count)
+            .map(move |i| {
+                let email = email(config.seed, role, i);
+                async move { api.account(role, &email).await }
+            })
+            .buffered(SETUP_CONCURRENCY)
+            .try_collect::<Vec<String>>()
+    };
+    let merchant_tokens = logins("merchant", config.merchants).await?;
+    let mut merchants = Vec::new();
+    for (i, token) in merchant_tokens.iter().enumerate() {
+        let (_, mine) = api
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/me/merchants",
+                Some(token),
+                None,
+            )
+            .await?;
+        let id = match mine["merchants"].as_array().and_then(|m| m.first()) {
+            Some(existing) => existing["id"].as_str().unwrap_or_default().to_owned(),
+            None => {
+                let spot = city.merchants[i];
+                let body = json!({"name": format!("Sim Kitchen {i}"), "address": format!("{i} Simulation Ave"), "location": spot});
+                let (status, created) = api
+                    .call(
+                        reqwest::Method::POST,
+                        "/api/v1/merchants",
+                        Some(token),
+                        Some(&body),
+                    )
+                    .await?;
+                if status != 201 {
+                    bail!("cannot create merchant {i}: {status} {created}");
+                }
+                created["id"].as_str().unwrap_or_default().to_owned()
+            }
+        };
+        let items: Vec<Value> = city::MENU
+            .iter()
+            .map(|(name, price)| json!({"name": name, "price_cents": price}))
+            .collect();
+        let (status, menu) = api
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/merchants/{id}/menu"),
+                Some(token),
+                Some(&json!({"items": items})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("cannot set the menu of merchant {i}: {status} {menu}");
+        }
+        let ids = menu["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| item["id"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        merchants.push((id, ids));
+    }
+    let driver_tokens = logins("driver", config.drivers).await?;
+    let customer_tokens = logins("customer", city.customers).await?;
+    Ok(Cast {
+        merchants,
+        merchant_tokens,
+        driver_tokens,
+        customer_tokens,
+        first_merchant_email: email(config.seed, "merchant", 0),
+        first_customer_email: email(config.seed, "customer", 0),
+    })
+}
+
+/// What the demo prints once the fleet is running.
+pub struct Started {
+    pub merchant_email: String,
+    pub customer_email: String,
+    pub first_order: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// Runs the simulation to the end and reports. `on_started` is told once the fleet is online.
+pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow::Result<Report> {
+    if config.merchants == 0 || config.drivers == 0 || config.customers == 0 {
+        bail!("the simulation needs at least one merchant, driver and customer");
+    }
+    let base = config.url.trim_end_matches('/').to_owned();
+    let api = Api {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?,
+        base: base.clone(),
+    };
+    let (status, _) = api.call(reqwest::Method::GET, "/ready", None, None).await?;
+    if status != 200 {
+        bail!("{base} is not ready (GET /ready answered {status})");
+    }
+    let city = City::new(
+        config.seed,
+        config.merchants,
+        config.drivers,
+        config.customers,
+        config.orders_per_minute,
+        config.duration.as_secs_f64(),
+    );
+    let setup_started = Instant::now();
+    let cast = cast(&api, &config, &city).await?;
+    let setup_secs = setup_started.elapsed().as_secs_f64();
+    let ws_base = base.replacen("http", "ws", 1);
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let stop = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (i, token) in cast.merchant_tokens.iter().enumerate() {
+        tasks.push(tokio::spawn(merchant(
+            format!("{ws_base}/ws/merchant"),
+            token.clone(),
+            config.seed ^ (i as u64).wrapping_mul(0x9e37_79b9),
+            config.time_scale,
+            stats.clone(),
+            stop.1.clone(),
+        )));
+    }
+    for (i, token) in cast.driver_tokens.iter().enumerate() {
+        tasks.push(tokio::spawn(driver(
+            format!("{ws_base}/ws/driver"),
+            token.clone(),
+            city.drivers[i],
+            city.driver_speeds_kmh[i],
+            config.seed ^ ((i as u64) << 20),
+            config.accept_rate,
+            config.time_scale,
+            stats.clone(),
+            stop.1.clone(),
+        )));
+    }
+    let (first_order_tx, first_order_rx) = tokio::sync::watch::channel(None);
+    on_started(Started {
+        merchant_email: cast.first_merchant_email.clone(),
+        customer_email: cast.first_customer_email.clone(),
+        first_order: first_order_rx,
+    });
+    // Give the sockets a moment to connect and the drivers to go online.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let progress = if config.progress {
+        let bar = ProgressBar::new(city.orders.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} placed · {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let customers = Customers {
+        api_base: base.clone(),
+        http: api.http.clone(),
+        tokens: cast.customer_tokens.clone(),
+        merchants: cast.merchants.clone(),
+        stats: stats.clone(),
+    };
+    for (n, planned) in city.orders.iter().enumerate() {
+        let due = started + Duration::from_secs_f64(planned.at_secs);
+        tokio::time::sleep_until(due.into()).await;
+        let customers = customers.clone();
+        let planned = planned.clone();
+        let first = first_order_tx.clone();
+        tokio::spawn(async move {
+            if let Some(id) = customers.place(n, &planned).await {
+                first.send_if_modified(|current| {
+                    if current.is_none() {
+                        *current = Some(id);
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+        });
+        progress.set_position(n as u64 + 1);
+        let delivered = stats.lock().unwrap_or_else(|e| e.into_inner()).delivered();
+        progress.set_message(format!("{delivered} delivered"));
+    }
+    let demand_secs = started
+        .elapsed()
+        .as_secs_f64()
+        .max(config.duration.as_secs_f64());
+    // Drain: wait for the orders placed to finish, while they still make progress.
+    let drain_started = Instant::now();
+    let mut last = (usize::MAX, Instant::now());
+    loop {
+        let open = stats.lock().unwrap_or_else(|e| e.into_inner()).open();
+        progress.set_message(format!("draining: {open} orders still open"));
+        if open == 0 || drain_started.elapsed() > Duration::from_secs(DRAIN_LIMIT_SECS) {
+            break;
+        }
+        if open != last.0 {
+            last = (open, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    progress.finish_and_clear();
+    let _ = stop.0.send(true);
+    let total_secs = started.elapsed().as_secs_f64();
+    for task in tasks {
+        task.abort();
+    }
+    let stats = std::mem::take(&mut *stats.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(stats.report(&config, &city, setup_secs, demand_secs, total_secs))
+}
