@@ -162,6 +162,8 @@ pub struct OrderActor {
     counted_searching: bool,
     counted_stale: bool,
     last_driver_location: Option<OrderFeed>,
+    /// Everyone in reach has passed on this order: ask them again rather than wait forever.
+    second_round: bool,
 }
 
 type Reply = Result<OrderView, EngineError>;
@@ -197,6 +199,7 @@ impl OrderActor {
             counted_searching: false,
             counted_stale: false,
             last_driver_location: None,
+            second_round: false,
         })
     }
 
@@ -374,6 +377,9 @@ impl OrderActor {
         }
         let Some(candidate) = candidates.next() else {
             let config = &self.services.config;
+            if self.radius_m >= config.max_search_radius_m && !self.order.passed_over.is_empty() {
+                self.second_round = true;
+            }
             self.radius_m =
                 (self.radius_m + config.search_radius_step_m).min(config.max_search_radius_m);
             self.retry_search(ctx);
@@ -713,7 +719,13 @@ impl Handler<SearchTick> for OrderActor {
         };
         let radius_m = self.radius_m;
         let k = self.services.config.candidates;
-        let exclude = self.order.passed_over.clone();
+        // Drivers who passed on this order are not asked again, unless nobody else is left
+        // within the largest radius: then a second round asks them too.
+        let exclude = if self.second_round {
+            Vec::new()
+        } else {
+            self.order.passed_over.clone()
+        };
         if let crate::config::Matching::Batched { .. } = self.services.config.matching {
             // Batched: wait for the region's window to close and take the driver it assigns.
             let request = region.send(RequestMatch {

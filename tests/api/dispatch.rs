@@ -152,6 +152,7 @@ dispatch_tests! {
     a_delivery_runs_to_the_end_and_frees_the_driver => full_delivery;
     bad_commands_get_typed_errors => bad_commands;
     batched_matching_minimises_the_total_pickup_time => batched_beats_greedy;
+    when_everyone_in_reach_declined_they_are_asked_again => second_round;
 }
 
 async fn nearest_driver_gets_the_offer(kind: Db) {
@@ -622,4 +623,37 @@ async fn batched_beats_greedy(kind: Db) {
     );
     let metrics = app.get("/metrics").await.text;
     assert!(metrics.contains("dispatch_batch_orders"), "{metrics}");
+}
+
+async fn second_round(kind: Db) {
+    let app = dispatch_app(kind, |d| {
+        d.search_retry = Duration::from_millis(100);
+        d.search_radius_m = 3_000.0;
+        d.max_search_radius_m = 3_000.0;
+    })
+    .await;
+    let mut only = app.driver_at(at(5_000.0, 5_200.0)).await;
+    let merchant = MerchantId::new();
+    let order = app
+        .place_at(
+            app.user_id("customer").await,
+            merchant,
+            at(5_000.0, 5_000.0),
+        )
+        .await;
+    app.engine
+        .merchant_accept(merchant, order.id, 5)
+        .await
+        .unwrap();
+    let first = next_offer(&mut only, PROMPTLY).await.expect("offered");
+    app.engine
+        .decline_offer(only.id, first.offer_id)
+        .await
+        .unwrap();
+    // Nobody else in reach: rather than search forever, the order comes back to the same driver.
+    let again = next_offer(&mut only, PROMPTLY)
+        .await
+        .expect("offered again");
+    assert_eq!(again.order_id, order.id);
+    assert_ne!(again.offer_id, first.offer_id);
 }
