@@ -411,6 +411,8 @@ impl Handler<UpdateLocation> for DriverActor {
             && ts < last
         {
             metrics::counter!("driver_locations_stale_total").increment(1);
+            metrics::counter!("ws_messages_dropped_total", "kind" => "driver", "reason" => "stale_location")
+                .increment(1);
             return Err(EngineError::StaleLocation);
         }
         if msg.ts_ms.is_some() {

@@ -290,6 +290,23 @@ impl Engine {
             .await?
     }
 
+    /// A driver's GPS fix, without waiting for the driver's actor: the hot path of the driver
+    /// app's socket. The coordinates are checked here; a stale fix is dropped (and counted) by
+    /// the actor. Ordering with the driver's other messages is kept (one mailbox).
+    pub fn driver_location_nowait(
+        &self,
+        driver: UserId,
+        lat: f64,
+        lon: f64,
+        ts_ms: Option<i64>,
+    ) -> Result<(), EngineError> {
+        self.ensure_ready()?;
+        let location = LatLon::new(lat, lon)?;
+        self.driver(driver)
+            .do_send(UpdateLocation { location, ts_ms });
+        Ok(())
+    }
+
     /// The driver goes on or off duty. Matchable once on duty with a location.
     pub async fn driver_availability(
         &self,

@@ -186,7 +186,15 @@ pub async fn driver(
                             answer = None;
                         }
                         Some("error") => {
-                            lock(&stats).error(message["code"].as_str().unwrap_or("unknown"));
+                            let code = message["code"].as_str().unwrap_or("unknown");
+                            lock(&stats).error(code);
+                            // A passing failure: send the step again, as a real app would.
+                            if matches!(code, "store_unavailable" | "dispatch_unavailable")
+                                && let Some(d) = delivery.as_mut()
+                            {
+                                d.sent_pickup = false;
+                                d.sent_delivery = false;
+                            }
                         }
                         _ => {}
                     }

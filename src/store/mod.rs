@@ -106,6 +106,13 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(ref db) if db.is_unique_violation() => {
                 StoreError::Duplicate(db.constraint().unwrap_or("unique key").to_owned())
             }
+            // SQLite's SQLITE_BUSY (5) and SQLITE_LOCKED (6): another writer held the database
+            // past the busy timeout. Passing, like a pool timeout: the caller may retry.
+            sqlx::Error::Database(ref db)
+                if matches!(db.code().as_deref(), Some("5" | "6" | "517" | "262")) =>
+            {
+                StoreError::Unavailable(error.to_string())
+            }
             other => StoreError::Database(other),
         }
     }

@@ -120,12 +120,18 @@ impl DriverSession {
             .increment(1);
         let engine = self.engine.clone();
         let driver = self.driver_id;
+        if let DriverIn::Location(Location { lat, lon, ts }) = message {
+            // The hot path: hand the fix over and read on; a stale fix is dropped and counted
+            // by the driver's actor.
+            if let Err(error) = engine.driver_location_nowait(driver, lat, lon, ts) {
+                self.core.error(error.code(), &error.to_string());
+            }
+            return;
+        }
         // One message at a time, in order: the socket is not read while this one is handled.
         let work = async move {
             match message {
-                DriverIn::Location(Location { lat, lon, ts }) => {
-                    engine.driver_location(driver, lat, lon, ts).await
-                }
+                DriverIn::Location(_) => Ok(()),
                 DriverIn::Availability(Availability { available }) => engine
                     .driver_availability(driver, available)
                     .await
@@ -146,10 +152,7 @@ impl DriverSession {
         };
         ctx.wait(work.into_actor(self).map(|outcome, act, _| match outcome {
             Ok(()) => {}
-            Err(EngineError::StaleLocation) => {
-                metrics::counter!("ws_messages_dropped_total", "kind" => "driver", "reason" => "stale_location")
-                    .increment(1);
-            }
+            Err(EngineError::StaleLocation) => {}
             Err(error) => act.core.error(error.code(), &error.to_string()),
         }));
     }
