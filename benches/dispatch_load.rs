@@ -1,0 +1,2 @@
+//! Placeholder replaced by the dispatch-under-load tool.
+fn main() {}
