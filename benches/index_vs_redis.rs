@@ -362,7 +362,11 @@ fn measure_regional_updates(data: &Arc<Data>, window: Duration) -> f64 {
     const THREADS: usize = 2;
     let regions = Arc::new(mealkitz::geo::RegionMap::demo_city());
     let owned: Vec<Vec<usize>> = (0..THREADS)
-        .map(|t| (0..regions.regions().len()).filter(|r| r % THREADS == t).collect())
+        .map(|t| {
+            (0..regions.regions().len())
+                .filter(|r| r % THREADS == t)
+                .collect()
+        })
         .collect();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let barrier = Arc::new(std::sync::Barrier::new(THREADS + 1));

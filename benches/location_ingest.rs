@@ -125,6 +125,19 @@ fn stat_ticks(path: &str) -> Option<(String, u64)> {
     ))
 }
 
+/// Resident memory of `pid` in KiB (`VmRSS`), 0 if unreadable.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn cpu_ticks(pid: u32) -> u64 {
     stat_ticks(&format!("/proc/{pid}")).map_or(0, |(_, ticks)| ticks)
 }
@@ -494,6 +507,7 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("server pid {server_pid} on port {port}");
+    let rss_idle_kib = rss_kib(server_pid);
 
     // Homes uniform over the demo square (seeded), each driver starting at a random point of
     // its circle so that the first updates are spread out too.
@@ -551,6 +565,15 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
         "{} drivers connected and available in {:.1} s ({connect_failures} failed to connect)",
         connected.len(),
         started.elapsed().as_secs_f64()
+    );
+    // Let the last availability messages reach the driver and region actors before weighing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_online_kib = rss_kib(server_pid);
+    println!(
+        "server resident memory {:.0} MiB idle -> {:.0} MiB with the drivers online: {:.1} KiB per online driver (socket session, driver actor, index entries, buffers)",
+        rss_idle_kib as f64 / 1024.0,
+        rss_online_kib as f64 / 1024.0,
+        rss_online_kib.saturating_sub(rss_idle_kib) as f64 / connected.len().max(1) as f64
     );
 
     // Split each socket: its read half to a task of its own, its write half to a writer task.
