@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_ws::{CloseCode, CloseReason, Message, ProtocolError, Session};
+use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::driver::OfferView;
 use crate::config::GatewayConfig;
@@ -229,6 +229,8 @@ pub struct SocketCore {
     kind: &'static str,
     outbox: Arc<Outbox>,
     session: Option<Session>,
+    /// The client's frames and the server's shutdown signal, until the actor starts.
+    incoming: Option<(MessageStream, watch::Receiver<bool>)>,
     config: Arc<GatewayConfig>,
     last_heard: Instant,
     limit: RateLimit,
@@ -241,9 +243,12 @@ pub struct SocketCore {
 }
 
 impl SocketCore {
+    /// `shutdown` turns true when the server shuts down: the socket then closes with 1001.
     pub fn new(
         kind: &'static str,
         session: Session,
+        stream: MessageStream,
+        shutdown: watch::Receiver<bool>,
         config: Arc<GatewayConfig>,
         token_expires_at: i64,
     ) -> Self {
@@ -251,6 +256,7 @@ impl SocketCore {
             kind,
             outbox: Arc::default(),
             session: Some(session),
+            incoming: Some((stream, shutdown)),
             limit: RateLimit::new(config.rate_per_sec),
             config,
             last_heard: Instant::now(),
@@ -258,6 +264,11 @@ impl SocketCore {
             token_expires_at,
             closing: false,
         }
+    }
+
+    /// `driver`, `merchant` or `tracker`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// Queues a message. A full queue means the client cannot keep up: it is closed with 1013.
@@ -316,14 +327,32 @@ pub enum Inbound {
     Handled,
 }
 
+/// Resolves when the server starts shutting down.
+async fn shutting_down(mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// A WebSocket session actor.
 pub trait Socket:
     Actor<Context = Context<Self>> + StreamHandler<Result<Message, ProtocolError>>
 {
     fn core(&mut self) -> &mut SocketCore;
 
-    /// Starts the writer, the heartbeat and the token-expiry timer.
+    /// Starts reading frames, the writer, the heartbeat, the token-expiry timer and the
+    /// watch for server shutdown.
     fn start_socket(&mut self, ctx: &mut Context<Self>) {
+        if let Some((stream, shutdown)) = self.core().incoming.take() {
+            ctx.add_stream(stream.max_frame_size(MAX_FRAME_BYTES));
+            ctx.spawn(
+                shutting_down(shutdown)
+                    .into_actor(self)
+                    .map(|(), act, ctx| act.close(ctx, CloseCode::Away, "server shutting down")),
+            );
+        }
         let core = self.core();
         let kind = core.kind;
         metrics::gauge!("ws_connections", "kind" => kind).increment(1.0);

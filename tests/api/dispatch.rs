@@ -124,25 +124,7 @@ async fn assert_no_offer(driver: &mut Driver) {
     }
 }
 
-macro_rules! dispatch_tests {
-    ($($name:ident => $case:ident;)*) => {
-        $(
-            mod $name {
-                #[actix_web::test]
-                async fn postgres() {
-                    super::$case(crate::helpers::Db::Postgres).await;
-                }
-
-                #[actix_web::test]
-                async fn sqlite() {
-                    super::$case(crate::helpers::Db::Sqlite).await;
-                }
-            }
-        )*
-    };
-}
-
-dispatch_tests! {
+crate::helpers::each_backend! {
     the_nearest_driver_gets_the_offer => nearest_driver_gets_the_offer;
     a_decline_passes_the_order_to_the_next_nearest => decline_passes_to_next;
     an_expired_offer_passes_to_the_next_nearest_and_a_late_accept_is_refused => expiry_passes_to_next;

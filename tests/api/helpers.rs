@@ -473,3 +473,24 @@ macro_rules! on_both_backends {
     };
 }
 pub(crate) use on_both_backends;
+
+/// Declares one test per backend for cases written as `async fn case(db: Db)`:
+/// `test_name => case;` becomes `mod test_name { postgres(); sqlite(); }`.
+macro_rules! each_backend {
+    ($($name:ident => $case:ident;)*) => {
+        $(
+            mod $name {
+                #[actix_web::test]
+                async fn postgres() {
+                    super::$case($crate::helpers::Db::Postgres).await;
+                }
+
+                #[actix_web::test]
+                async fn sqlite() {
+                    super::$case($crate::helpers::Db::Sqlite).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use each_backend;

@@ -21,25 +21,7 @@ fn new_user(email: &str, role: Role) -> NewUser {
     }
 }
 
-macro_rules! contract {
-    ($($name:ident => $case:ident;)*) => {
-        $(
-            mod $name {
-                #[actix_web::test]
-                async fn postgres() {
-                    super::$case(super::Db::Postgres).await;
-                }
-
-                #[actix_web::test]
-                async fn sqlite() {
-                    super::$case(super::Db::Sqlite).await;
-                }
-            }
-        )*
-    };
-}
-
-contract! {
+crate::helpers::each_backend! {
     operations_before_migration_are_unavailable => before_migration;
     migrating_twice_is_harmless => migrate_twice;
     a_created_user_reads_back_by_id_and_email => create_and_read;

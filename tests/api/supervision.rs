@@ -24,25 +24,7 @@ where
     }
 }
 
-macro_rules! supervision_tests {
-    ($($name:ident => $case:ident;)*) => {
-        $(
-            mod $name {
-                #[actix_web::test]
-                async fn postgres() {
-                    super::$case(crate::helpers::Db::Postgres).await;
-                }
-
-                #[actix_web::test]
-                async fn sqlite() {
-                    super::$case(crate::helpers::Db::Sqlite).await;
-                }
-            }
-        )*
-    };
-}
-
-supervision_tests! {
+crate::helpers::each_backend! {
     a_panicking_order_restarts_from_its_journal_while_others_keep_dispatching => order_panic_is_contained;
     a_crash_looping_order_is_marked_failed_after_the_limit => crash_loop_marks_failed;
     a_crashed_region_restarts_and_rebuilds_its_index => region_restart_rebuilds_index;

@@ -203,25 +203,7 @@ impl Cast {
     }
 }
 
-macro_rules! ws_tests {
-    ($($name:ident => $case:ident;)*) => {
-        $(
-            mod $name {
-                #[actix_web::test]
-                async fn postgres() {
-                    super::$case(crate::helpers::Db::Postgres).await;
-                }
-
-                #[actix_web::test]
-                async fn sqlite() {
-                    super::$case(crate::helpers::Db::Sqlite).await;
-                }
-            }
-        )*
-    };
-}
-
-ws_tests! {
+crate::helpers::each_backend! {
     a_whole_delivery_runs_over_the_three_sockets => whole_delivery;
     each_client_kind_resumes_after_reconnecting => resume_after_reconnect;
 }

@@ -9,11 +9,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{InboundMessage, SessionSetup, inbound_messages, parse_message, shutting_down};
+use super::{SessionSetup, inbound_messages, receive};
 use crate::actors::EngineError;
 use crate::actors::driver::DriverFeed;
 use crate::actors::engine::Engine;
-use crate::actors::socket::{Inbound, MAX_FRAME_BYTES, Outbound, Socket, SocketCore, feed_stream};
+use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
 use crate::domain::{OrderId, UserId};
 
 /// Pause before subscribing again after the driver's feed ended (its actor restarted).
@@ -59,24 +59,15 @@ pub struct DriverSession {
     core: SocketCore,
     engine: Engine,
     driver_id: UserId,
-    setup: Option<(actix_ws::MessageStream, tokio::sync::watch::Receiver<bool>)>,
 }
 
 impl DriverSession {
     pub fn start(setup: SessionSetup, driver_id: UserId) -> Addr<DriverSession> {
-        let SessionSetup {
-            session,
-            stream,
-            engine,
-            config,
-            token_expires_at,
-            shutdown,
-        } = setup;
+        let (core, engine) = setup.into_core("driver");
         DriverSession {
-            core: SocketCore::new("driver", session, config, token_expires_at),
+            core,
             engine,
             driver_id,
-            setup: Some((stream, shutdown)),
         }
         .start()
     }
@@ -107,17 +98,9 @@ impl DriverSession {
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let message = match parse_message::<DriverIn>(text) {
-            Ok(message) => message,
-            Err((code, problem)) => {
-                metrics::counter!("ws_messages_in_total", "kind" => "driver", "type" => "invalid")
-                    .increment(1);
-                self.core.error(code, &problem);
-                return;
-            }
+        let Some(message) = receive::<DriverIn>(&mut self.core, text) else {
+            return;
         };
-        metrics::counter!("ws_messages_in_total", "kind" => "driver", "type" => message.label())
-            .increment(1);
         let engine = self.engine.clone();
         let driver = self.driver_id;
         if let DriverIn::Location(Location { lat, lon, ts }) = message {
@@ -163,16 +146,6 @@ impl Actor for DriverSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.start_socket(ctx);
-        if let Some((stream, shutdown)) = self.setup.take() {
-            ctx.add_stream(stream.max_frame_size(MAX_FRAME_BYTES));
-            ctx.spawn(
-                shutting_down(shutdown)
-                    .into_actor(self)
-                    .map(|(), act, ctx| {
-                        act.close(ctx, CloseCode::Away, "server shutting down");
-                    }),
-            );
-        }
         self.subscribe(ctx);
     }
 

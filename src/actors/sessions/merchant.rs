@@ -9,9 +9,9 @@ use actix_ws::{CloseCode, Message, ProtocolError};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{InboundMessage, SessionSetup, inbound_messages, parse_message, shutting_down};
+use super::{SessionSetup, inbound_messages, receive};
 use crate::actors::engine::Engine;
-use crate::actors::socket::{Inbound, MAX_FRAME_BYTES, Outbound, Socket, SocketCore, feed_stream};
+use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
 use crate::domain::{MerchantId, OrderId, OrderView};
 
 /// Longest preparation time a merchant may promise, in minutes.
@@ -87,24 +87,15 @@ pub struct MerchantSession {
     core: SocketCore,
     engine: Engine,
     merchants: Vec<MerchantId>,
-    setup: Option<(actix_ws::MessageStream, tokio::sync::watch::Receiver<bool>)>,
 }
 
 impl MerchantSession {
     pub fn start(setup: SessionSetup, merchants: Vec<MerchantId>) -> Addr<MerchantSession> {
-        let SessionSetup {
-            session,
-            stream,
-            engine,
-            config,
-            token_expires_at,
-            shutdown,
-        } = setup;
+        let (core, engine) = setup.into_core("merchant");
         MerchantSession {
-            core: SocketCore::new("merchant", session, config, token_expires_at),
+            core,
             engine,
             merchants,
-            setup: Some((stream, shutdown)),
         }
         .start()
     }
@@ -145,17 +136,9 @@ impl MerchantSession {
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let message = match parse_message::<MerchantIn>(text) {
-            Ok(message) => message,
-            Err((code, problem)) => {
-                metrics::counter!("ws_messages_in_total", "kind" => "merchant", "type" => "invalid")
-                    .increment(1);
-                self.core.error(code, &problem);
-                return;
-            }
+        let Some(message) = receive::<MerchantIn>(&mut self.core, text) else {
+            return;
         };
-        metrics::counter!("ws_messages_in_total", "kind" => "merchant", "type" => message.label())
-            .increment(1);
         if let Some(problem) = message.problem() {
             self.core.error("bad_message", &problem);
             return;
@@ -199,16 +182,6 @@ impl Actor for MerchantSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.start_socket(ctx);
-        if let Some((stream, shutdown)) = self.setup.take() {
-            ctx.add_stream(stream.max_frame_size(MAX_FRAME_BYTES));
-            ctx.spawn(
-                shutting_down(shutdown)
-                    .into_actor(self)
-                    .map(|(), act, ctx| {
-                        act.close(ctx, CloseCode::Away, "server shutting down");
-                    }),
-            );
-        }
         self.subscribe(self.merchants.clone(), true, ctx);
     }
 

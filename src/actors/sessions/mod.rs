@@ -16,6 +16,7 @@ use actix_ws::{MessageStream, Session};
 use tokio::sync::watch;
 
 use super::engine::Engine;
+use super::socket::SocketCore;
 use crate::config::GatewayConfig;
 
 /// What every session is started with.
@@ -28,6 +29,22 @@ pub struct SessionSetup {
     pub token_expires_at: i64,
     /// Turns true when the server shuts down: sessions close with 1001.
     pub shutdown: watch::Receiver<bool>,
+}
+
+impl SessionSetup {
+    /// The socket state for a session of `kind` (`driver`, `merchant`, `tracker`), and the
+    /// engine handle it talks to.
+    fn into_core(self, kind: &'static str) -> (SocketCore, Engine) {
+        let core = SocketCore::new(
+            kind,
+            self.session,
+            self.stream,
+            self.shutdown,
+            self.config,
+            self.token_expires_at,
+        );
+        (core, self.engine)
+    }
 }
 
 /// A kind of message a socket takes, as an enum with one variant per `type`.
@@ -124,11 +141,20 @@ fn parse_message<T: InboundMessage>(text: &str) -> Result<T, (&'static str, Stri
     T::from_value(&kind, value).map_err(|problem| ("bad_message", problem))
 }
 
-/// Resolves when the server starts shutting down.
-async fn shutting_down(mut shutdown: watch::Receiver<bool>) {
-    while !*shutdown.borrow_and_update() {
-        if shutdown.changed().await.is_err() {
-            std::future::pending::<()>().await;
+/// Parses an inbound text frame and counts it in `ws_messages_in_total` under its `type`; one
+/// that does not parse is counted as `invalid` and answered with an `error` message.
+fn receive<T: InboundMessage>(core: &mut SocketCore, text: &str) -> Option<T> {
+    match parse_message::<T>(text) {
+        Ok(message) => {
+            metrics::counter!("ws_messages_in_total", "kind" => core.kind(), "type" => message.label())
+                .increment(1);
+            Some(message)
+        }
+        Err((code, problem)) => {
+            metrics::counter!("ws_messages_in_total", "kind" => core.kind(), "type" => "invalid")
+                .increment(1);
+            core.error(code, &problem);
+            None
         }
     }
 }

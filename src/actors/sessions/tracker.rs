@@ -6,10 +6,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_ws::{CloseCode, Message, ProtocolError};
 
-use super::{SessionSetup, shutting_down};
+use super::SessionSetup;
 use crate::actors::engine::Engine;
 use crate::actors::order::OrderFeed;
-use crate::actors::socket::{Inbound, MAX_FRAME_BYTES, Outbound, Socket, SocketCore, feed_stream};
+use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
 use crate::domain::OrderId;
 
 /// Pause before subscribing again after the order's feed ended (its actor restarted).
@@ -36,25 +36,16 @@ pub struct TrackerSession {
     order_id: OrderId,
     /// The order reached a final status: its feed has ended for good.
     finished: bool,
-    setup: Option<(actix_ws::MessageStream, tokio::sync::watch::Receiver<bool>)>,
 }
 
 impl TrackerSession {
     pub fn start(setup: SessionSetup, order_id: OrderId) -> Addr<TrackerSession> {
-        let SessionSetup {
-            session,
-            stream,
-            engine,
-            config,
-            token_expires_at,
-            shutdown,
-        } = setup;
+        let (core, engine) = setup.into_core("tracker");
         TrackerSession {
-            core: SocketCore::new("tracker", session, config, token_expires_at),
+            core,
             engine,
             order_id,
             finished: false,
-            setup: Some((stream, shutdown)),
         }
         .start()
     }
@@ -85,16 +76,6 @@ impl Actor for TrackerSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.start_socket(ctx);
-        if let Some((stream, shutdown)) = self.setup.take() {
-            ctx.add_stream(stream.max_frame_size(MAX_FRAME_BYTES));
-            ctx.spawn(
-                shutting_down(shutdown)
-                    .into_actor(self)
-                    .map(|(), act, ctx| {
-                        act.close(ctx, CloseCode::Away, "server shutting down");
-                    }),
-            );
-        }
         self.subscribe(ctx);
     }
 
