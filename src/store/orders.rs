@@ -123,6 +123,37 @@ fn fold(orders: &mut HashMap<Uuid, Order>, events: Vec<EventRow>) -> Result<(), 
     Ok(())
 }
 
+/// The head of an `orders` insert; [`push_order_row!`] binds one row's values in this order.
+const INSERT_ORDERS: &str = "INSERT INTO orders (id, region_id, merchant_id, customer_id, items, \
+     total_cents, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, dropoff_address, status, \
+     dispatch_status, driver_id, version, created_at, updated_at, delivery_fee_cents) ";
+
+/// Binds an order's columns (see [`INSERT_ORDERS`]) to a `push_values` row; a macro because the
+/// row's type differs per backend.
+macro_rules! push_order_row {
+    ($row:ident, $order:expr) => {{
+        let order: &Order = $order;
+        $row.push_bind(order.id.as_uuid())
+            .push_bind(&order.region_id)
+            .push_bind(order.merchant_id.as_uuid())
+            .push_bind(order.customer_id.as_uuid())
+            .push_bind(Json(&order.items))
+            .push_bind(order.total_cents.0)
+            .push_bind(order.pickup.lat)
+            .push_bind(order.pickup.lon)
+            .push_bind(order.dropoff.lat)
+            .push_bind(order.dropoff.lon)
+            .push_bind(&order.dropoff_address)
+            .push_bind(order.state.status.as_str())
+            .push_bind(order.state.dispatch.as_str())
+            .push_bind(order.driver_id.map(|d| d.as_uuid()))
+            .push_bind(order.version)
+            .push_bind(order.created_at)
+            .push_bind(order.updated_at)
+            .push_bind(order.delivery_fee_cents.0);
+    }};
+}
+
 impl Store {
     /// Journals a new order: its row and its first entry, in one transaction.
     pub async fn create_order(
@@ -133,32 +164,9 @@ impl Store {
         let started = Instant::now();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO orders (id, region_id, merchant_id, customer_id, items, total_cents, \
-                 pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, dropoff_address, status, \
-                 dispatch_status, driver_id, version, created_at, updated_at, delivery_fee_cents) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-            )
-            .bind(order.id.as_uuid())
-            .bind(&order.region_id)
-            .bind(order.merchant_id.as_uuid())
-            .bind(order.customer_id.as_uuid())
-            .bind(Json(&order.items))
-            .bind(order.total_cents.0)
-            .bind(order.pickup.lat)
-            .bind(order.pickup.lon)
-            .bind(order.dropoff.lat)
-            .bind(order.dropoff.lon)
-            .bind(&order.dropoff_address)
-            .bind(order.state.status.as_str())
-            .bind(order.state.dispatch.as_str())
-            .bind(order.driver_id.map(|d| d.as_uuid()))
-            .bind(order.version)
-            .bind(order.created_at)
-            .bind(order.updated_at)
-            .bind(order.delivery_fee_cents.0)
-            .execute(&mut *tx)
-            .await?;
+            let mut insert = sqlx::QueryBuilder::new(INSERT_ORDERS);
+            insert.push_values([order], |mut row, order| push_order_row!(row, order));
+            insert.build().execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO order_events (order_id, seq, event, detail, at) VALUES ($1, $2, $3, $4, $5)",
             )
@@ -319,32 +327,8 @@ impl Store {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             for chunk in orders.chunks(ORDERS_PER_STATEMENT) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO orders (id, region_id, merchant_id, customer_id, items, total_cents, \
-                     pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, dropoff_address, status, \
-                     dispatch_status, driver_id, version, created_at, updated_at, \
-                     delivery_fee_cents) ",
-                );
-                insert.push_values(chunk, |mut row, (order, _)| {
-                    row.push_bind(order.id.as_uuid())
-                        .push_bind(&order.region_id)
-                        .push_bind(order.merchant_id.as_uuid())
-                        .push_bind(order.customer_id.as_uuid())
-                        .push_bind(Json(&order.items))
-                        .push_bind(order.total_cents.0)
-                        .push_bind(order.pickup.lat)
-                        .push_bind(order.pickup.lon)
-                        .push_bind(order.dropoff.lat)
-                        .push_bind(order.dropoff.lon)
-                        .push_bind(&order.dropoff_address)
-                        .push_bind(order.state.status.as_str())
-                        .push_bind(order.state.dispatch.as_str())
-                        .push_bind(order.driver_id.map(|d| d.as_uuid()))
-                        .push_bind(order.version)
-                        .push_bind(order.created_at)
-                        .push_bind(order.updated_at)
-                        .push_bind(order.delivery_fee_cents.0);
-                });
+                let mut insert = sqlx::QueryBuilder::new(INSERT_ORDERS);
+                insert.push_values(chunk, |mut row, (order, _)| push_order_row!(row, order));
                 insert.build().execute(&mut *tx).await?;
                 let entries: Vec<(OrderId, &JournalEntry)> = chunk
                     .iter()
