@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::EngineError;
 use super::feed::Feed;
+use super::mailbox::SelfMessages;
 use super::order::{self, OrderActor};
 use super::region::{RemoveDriver, UpsertDriver};
 use super::services::Services;
@@ -335,9 +336,14 @@ impl DriverActor {
         // The driver's side of the deadline: after it, an accept is refused here without asking
         // the order (which expires the offer on its own clock as well).
         let remaining = (view.expires_at - Utc::now()).to_std().unwrap_or_default();
-        held.timer = Some(ctx.run_later(remaining, move |act, ctx| {
-            act.clear_offer(ctx, offer_id, true);
-        }));
+        // Through the mailbox, so that it never runs while an accept is being answered.
+        held.timer = Some(ctx.enqueue_later(
+            WithdrawOffer {
+                offer_id,
+                notify: true,
+            },
+            remaining,
+        ));
         self.feed.publish(&DriverFeed::Offer(view));
     }
 

@@ -7,6 +7,7 @@
 mod driver;
 mod engine;
 mod feed;
+mod mailbox;
 mod merchant;
 mod order;
 mod region;

@@ -17,6 +17,7 @@ use super::driver::{
     OfferView, OrderChanged, PublishOffer, ReserveOffer, RestoreWork, WithdrawOffer,
 };
 use super::feed::Feed;
+use super::mailbox::SelfMessages;
 use super::merchant::{BoardUpdate, MerchantActor};
 use super::region::{Candidate, FindCandidates, MatchOutcome, RequestMatch};
 use super::services::Services;
@@ -338,7 +339,7 @@ impl OrderActor {
     fn retry_search(&mut self, ctx: &mut Context<Self>) {
         if self.search_timer.is_none() {
             self.search_timer =
-                Some(ctx.notify_later(SearchTick, self.services.config.search_retry));
+                Some(ctx.enqueue_later(SearchTick, self.services.config.search_retry));
         }
     }
 
@@ -347,7 +348,7 @@ impl OrderActor {
             ctx.cancel_future(timer);
         }
         let remaining = (offer.expires_at - Utc::now()).to_std().unwrap_or_default();
-        self.offer_timer = Some(ctx.notify_later(
+        self.offer_timer = Some(ctx.enqueue_later(
             ExpireOffer {
                 offer_id: offer.offer_id,
             },
@@ -410,7 +411,7 @@ impl OrderActor {
                 .then(move |reserved, act, ctx| {
                     if !reserved && batched {
                         // The batch's driver was taken meanwhile: join the next window.
-                        ctx.notify(SearchTick);
+                        ctx.enqueue(SearchTick);
                         return done(());
                     }
                     if !reserved {
@@ -475,11 +476,11 @@ impl OrderActor {
                                 notify: true,
                             });
                         }
-                        ctx.notify(SearchTick);
+                        ctx.enqueue(SearchTick);
                     }
                     // Still open in the journal: try again shortly.
                     Err(_) => {
-                        act.offer_timer = Some(ctx.notify_later(
+                        act.offer_timer = Some(ctx.enqueue_later(
                             ExpireOffer {
                                 offer_id: offer.offer_id,
                             },
@@ -504,7 +505,7 @@ impl OrderActor {
                     .do_send(RestoreWork::Offer(view));
                 self.arm_offer_timer(offer, ctx);
             } else {
-                ctx.notify(ExpireOffer {
+                ctx.enqueue(ExpireOffer {
                     offer_id: offer.offer_id,
                 });
             }
@@ -519,7 +520,7 @@ impl OrderActor {
                 .do_send(RestoreWork::Assigned(self.order.id));
         }
         if self.searching() {
-            ctx.notify(SearchTick);
+            ctx.enqueue(SearchTick);
         }
     }
 
@@ -578,7 +579,7 @@ impl Handler<MerchantAccept> for OrderActor {
         atomic!(Box::pin(self.commit(changes).map(|reply, act, ctx| {
             if reply.is_ok() {
                 act.accepted_at = Some(Instant::now());
-                ctx.notify(SearchTick);
+                ctx.enqueue(SearchTick);
             }
             reply
         })))
@@ -692,9 +693,13 @@ impl Handler<ExpireOffer> for OrderActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: ExpireOffer, _: &mut Self::Context) -> Self::Result {
-        self.offer_timer = None;
+        // A stale expiry (its offer already ended) may arrive after the next offer's timer was
+        // armed: that timer stays.
         match self.order.offer.filter(|o| o.offer_id == msg.offer_id) {
-            Some(offer) => atomic!(self.lapse(offer, LapseReason::Expired)),
+            Some(offer) => {
+                self.offer_timer = None;
+                atomic!(self.lapse(offer, LapseReason::Expired))
+            }
             None => atomic!(done(())),
         }
     }
@@ -743,7 +748,7 @@ impl Handler<SearchTick> for OrderActor {
                         }
                         // Drivers were near but went to other orders: join the next window.
                         MatchOutcome::Outbid => {
-                            ctx.notify(SearchTick);
+                            ctx.enqueue(SearchTick);
                             done(())
                         }
                         MatchOutcome::NoneInRange => act.offer_to_best(Vec::new().into_iter(), ctx),

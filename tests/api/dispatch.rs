@@ -135,6 +135,7 @@ crate::helpers::each_backend! {
     bad_commands_get_typed_errors => bad_commands;
     batched_matching_minimises_the_total_pickup_time => batched_beats_greedy;
     when_everyone_in_reach_declined_they_are_asked_again => second_round;
+    ready_marked_while_the_accept_is_journaled_does_not_collide_with_the_first_offer => ready_during_accept;
 }
 
 async fn nearest_driver_gets_the_offer(kind: Db) {
@@ -164,6 +165,40 @@ async fn nearest_driver_gets_the_offer(kind: Db) {
     assert_no_offer(&mut far).await;
     let view = app.engine.order(order.id).await.unwrap();
     assert_eq!(view.dispatch_status.to_string(), "offered");
+}
+
+/// The merchant marks the order ready while its accept is still being journaled, so the ready
+/// waits in the order's mailbox while the accept starts the driver search. Both commands and the
+/// offer must each journal on top of the other, never from the same version.
+async fn ready_during_accept(kind: Db) {
+    let app = dispatch_app(kind, |_| {}).await;
+    let pickup = at(-5_000.0, 5_000.0);
+    let mut driver = app.driver_at(at(-5_300.0, 5_000.0)).await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let order = app.place_at(customer, merchant, pickup).await;
+
+    let (accepted, ready) = tokio::join!(
+        app.engine.merchant_accept(merchant, order.id, 10),
+        app.engine.merchant_ready(merchant, order.id),
+    );
+    assert_eq!(
+        accepted.expect("accept journaled").status,
+        OrderStatus::Accepted
+    );
+    assert_eq!(ready.expect("ready journaled").status, OrderStatus::Ready);
+    let offer = next_offer(&mut driver, PROMPTLY)
+        .await
+        .expect("the driver is offered the order");
+    let view = app.engine.order(order.id).await.unwrap();
+    assert_eq!(view.status, OrderStatus::Ready);
+    assert_eq!(view.dispatch_status.to_string(), "offered");
+    let assigned = app
+        .engine
+        .accept_offer(driver.id, offer.offer_id)
+        .await
+        .expect("assigned");
+    assert_eq!(assigned.driver_id, Some(driver.id));
 }
 
 async fn decline_passes_to_next(kind: Db) {
