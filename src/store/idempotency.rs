@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_writer};
 use crate::domain::{OrderId, UserId};
 
 /// How long a key and its response are kept.
@@ -47,7 +47,7 @@ impl Store {
     ) -> Result<KeyClaim, StoreError> {
         let now = super::now();
         let proposed = OrderId::new();
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             // An expired key is free again.
             sqlx::query(
@@ -126,7 +126,7 @@ impl Store {
         status: u16,
         body: &str,
     ) -> Result<(), StoreError> {
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             sqlx::query(
                 "UPDATE idempotency_keys SET state = 'completed', response_status = $1, response_body = $2 \
                  WHERE user_id = $3 AND key = $4",
@@ -144,7 +144,7 @@ impl Store {
     /// Frees `key` (the request failed before anything happened, or transiently): the next
     /// request with it is processed afresh.
     pub async fn release_idempotency_key(&self, user: UserId, key: &str) -> Result<(), StoreError> {
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND state = 'in_progress'")
                 .bind(user.as_uuid())
                 .bind(key)
@@ -157,7 +157,7 @@ impl Store {
     /// Deletes expired keys; returns how many.
     pub async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {
         let now = super::now();
-        let purged = on_pool!(self, |pool| {
+        let purged = on_writer!(self, |pool| {
             sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < $1")
                 .bind(now)
                 .execute(pool)

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool, on_writer};
 use crate::domain::{Cents, MerchantId};
 
 /// One item on a menu.
@@ -56,7 +56,7 @@ impl Store {
                 created_at: now,
             })
             .collect();
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE menu_items SET active = $1 WHERE merchant_id = $2 AND active = $3")
                 .bind(false)

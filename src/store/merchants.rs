@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool, on_writer};
 use crate::domain::{MerchantId, Position, UserId};
 
 /// A merchant (a restaurant or meal-kit kitchen).
@@ -66,7 +66,7 @@ impl Store {
             is_open: true,
             created_at: super::now(),
         };
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO merchants (id, owner_id, name, address, lat, lon, is_open, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -138,7 +138,7 @@ impl Store {
 
     /// Opens or closes a merchant; false when there is no such merchant.
     pub async fn set_merchant_open(&self, id: MerchantId, open: bool) -> Result<bool, StoreError> {
-        let changed = on_pool!(self, |pool| {
+        let changed = on_writer!(self, |pool| {
             sqlx::query("UPDATE merchants SET is_open = $1 WHERE id = $2")
                 .bind(open)
                 .bind(id.as_uuid())

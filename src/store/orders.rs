@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::snapshots::SnapshotKind;
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool, on_writer};
 use crate::domain::{
     Cents, Change, HistoryEntry, JournalEntry, MerchantId, Order, OrderId, OrderItem, OrderState,
     OrderStatus, Position, UserId,
@@ -162,7 +162,7 @@ impl Store {
         entry: &JournalEntry,
     ) -> Result<(), StoreError> {
         let started = Instant::now();
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let mut insert = sqlx::QueryBuilder::new(INSERT_ORDERS);
             insert.push_values([order], |mut row, order| push_order_row!(row, order));
@@ -192,7 +192,7 @@ impl Store {
         };
         let expected_version = first.seq - 1;
         let started = Instant::now();
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let moved = sqlx::query(
                 "UPDATE orders SET status = $1, dispatch_status = $2, driver_id = $3, version = $4, \
@@ -324,7 +324,7 @@ impl Store {
         orders: &[(Order, Vec<JournalEntry>)],
     ) -> Result<(), StoreError> {
         const ORDERS_PER_STATEMENT: usize = 1_000;
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             for chunk in orders.chunks(ORDERS_PER_STATEMENT) {
                 let mut insert = sqlx::QueryBuilder::new(INSERT_ORDERS);

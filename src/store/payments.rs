@@ -7,7 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool, on_writer};
 use crate::domain::{Cents, OrderId, OrderStatus, UserId};
 
 /// Where a payment is.
@@ -159,7 +159,7 @@ impl Store {
         idempotency_key: &str,
         source: &str,
     ) -> Result<(), StoreError> {
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO payments (id, order_id, customer_id, amount_cents, payment_method, status, \
@@ -205,7 +205,7 @@ impl Store {
         source: &str,
     ) -> Result<bool, StoreError> {
         let now = super::now();
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let mut update = sqlx::QueryBuilder::new("UPDATE payments SET status = ");
             update
@@ -334,7 +334,7 @@ impl Store {
         event_type: &str,
     ) -> Result<bool, StoreError> {
         let now = super::now();
-        let inserted = on_pool!(self, |pool| {
+        let inserted = on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO webhook_events (id, event_type, received_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (id) DO NOTHING",
@@ -351,7 +351,7 @@ impl Store {
 
     /// Forgets a webhook event id (its processing failed; the sender will retry).
     pub async fn forget_webhook_event(&self, id: &str) -> Result<(), StoreError> {
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             sqlx::query("DELETE FROM webhook_events WHERE id = $1")
                 .bind(id)
                 .execute(pool)

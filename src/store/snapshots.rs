@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool, on_writer};
 
 /// Rows per multi-row upsert; keeps each statement well under both backends' bind limits.
 const SNAPSHOT_ROWS_PER_STATEMENT: usize = 500;
@@ -63,7 +63,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             for chunk in batch.chunks(SNAPSHOT_ROWS_PER_STATEMENT) {
                 let mut query = sqlx::QueryBuilder::new(

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, on_pool, on_writer};
 use crate::domain::{Email, Role, UserId};
 
 /// A user as the rest of the engine sees it: never with the password hash.
@@ -74,7 +74,7 @@ impl Store {
             // Stored at microsecond precision, like PostgreSQL, so what we return is what we read.
             created_at: super::now(),
         };
-        on_pool!(self, |pool| {
+        on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO users (id, email, name, role, password_hash, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
