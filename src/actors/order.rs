@@ -370,28 +370,53 @@ impl OrderActor {
     /// then shown to the driver. Nobody free: widen the radius and search again later.
     fn offer_to_best(
         &mut self,
-        mut candidates: vec::IntoIter<Candidate>,
-        ctx: &mut Context<Self>,
+        candidates: vec::IntoIter<Candidate>,
     ) -> ResponseActFuture<Self, ()> {
         if !self.searching() {
             return done(());
         }
-        let Some(candidate) = candidates.next() else {
-            let config = &self.services.config;
-            if self.radius_m >= config.max_search_radius_m && !self.order.passed_over.is_empty() {
-                self.second_round = true;
-            }
-            self.radius_m =
-                (self.radius_m + config.search_radius_step_m).min(config.max_search_radius_m);
-            self.retry_search(ctx);
-            return done(());
-        };
+        let had_candidates = candidates.len() > 0;
         let batched = matches!(
             self.services.config.matching,
             crate::config::Matching::Batched { .. }
         );
+        Box::pin(
+            self.reserve_and_offer(Vec::new(), candidates)
+                .map(move |outcome, act, ctx| match outcome {
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => act.retry_search(ctx),
+                    // The batch's driver was taken meanwhile: join the next window.
+                    None if batched && had_candidates => ctx.enqueue(SearchTick),
+                    None => act.widen_search(ctx),
+                }),
+        )
+    }
+
+    /// Nobody free within the radius: widen it (up to the largest) and search again later.
+    fn widen_search(&mut self, ctx: &mut Context<Self>) {
+        let config = &self.services.config;
+        if self.radius_m >= config.max_search_radius_m && !self.order.passed_over.is_empty() {
+            self.second_round = true;
+        }
+        self.radius_m =
+            (self.radius_m + config.search_radius_step_m).min(config.max_search_radius_m);
+        self.retry_search(ctx);
+    }
+
+    /// Reserves the first candidate that is still free and journals `prefix` followed by the
+    /// offer to it, in one transaction; then shows the offer to the driver. `None` when no
+    /// candidate could be reserved (nothing journaled); otherwise the journal write's reply
+    /// (on failure the reservation is released).
+    fn reserve_and_offer(
+        &mut self,
+        prefix: Vec<Change>,
+        mut candidates: vec::IntoIter<Candidate>,
+    ) -> ResponseActFuture<Self, Option<Reply>> {
+        let Some(candidate) = candidates.next() else {
+            return done(None);
+        };
         let Some(driver) = self.services.drivers.get(&candidate.driver_id) else {
-            return self.offer_to_best(candidates, ctx);
+            return self.reserve_and_offer(prefix, candidates);
         };
         let offer = OpenOffer {
             offer_id: Uuid::now_v7(),
@@ -408,46 +433,70 @@ impl OrderActor {
         Box::pin(
             async move { reserve.await.unwrap_or(false) }
                 .into_actor(self)
-                .then(move |reserved, act, ctx| {
-                    if !reserved && batched {
-                        // The batch's driver was taken meanwhile: join the next window.
-                        ctx.enqueue(SearchTick);
-                        return done(());
-                    }
+                .then(move |reserved, act, _| {
                     if !reserved {
-                        return act.offer_to_best(candidates, ctx);
+                        return act.reserve_and_offer(prefix, candidates);
                     }
-                    let change = Change::Offered {
+                    let mut changes = prefix;
+                    changes.push(Change::Offered {
                         offer_id: offer.offer_id,
                         driver_id: offer.driver_id,
                         expires_at: offer.expires_at,
-                    };
-                    Box::pin(
-                        act.commit(vec![change])
-                            .map(move |written, act, ctx| match written {
-                                Ok(_) => {
-                                    driver.do_send(PublishOffer {
-                                        offer_id: offer.offer_id,
-                                    });
-                                    act.arm_offer_timer(offer, ctx);
-                                    metrics::counter!("dispatch_offers_total", "outcome" => "sent")
-                                        .increment(1);
-                                    if let Some(accepted_at) = act.accepted_at.take() {
-                                        metrics::histogram!("dispatch_latency_seconds")
-                                            .record(accepted_at.elapsed().as_secs_f64());
-                                    }
+                    });
+                    Box::pin(act.commit(changes).map(move |written, act, ctx| {
+                        match &written {
+                            Ok(_) => {
+                                driver.do_send(PublishOffer {
+                                    offer_id: offer.offer_id,
+                                });
+                                act.arm_offer_timer(offer, ctx);
+                                metrics::counter!("dispatch_offers_total", "outcome" => "sent")
+                                    .increment(1);
+                                if let Some(accepted_at) = act.accepted_at.take() {
+                                    metrics::histogram!("dispatch_latency_seconds")
+                                        .record(accepted_at.elapsed().as_secs_f64());
                                 }
-                                Err(_) => {
-                                    driver.do_send(WithdrawOffer {
-                                        offer_id: offer.offer_id,
-                                        notify: false,
-                                    });
-                                    act.retry_search(ctx);
-                                }
+                            }
+                            Err(_) => driver.do_send(WithdrawOffer {
+                                offer_id: offer.offer_id,
+                                notify: false,
                             }),
-                    )
+                        }
+                        Some(written)
+                    }))
                 }),
         )
+    }
+
+    /// Whether `changes` would be accepted now, in order (decided on a copy; nothing changes).
+    fn accepts(&self, changes: &[Change]) -> bool {
+        let now = crate::store::now();
+        let mut next = self.order.clone();
+        changes.iter().all(|change| {
+            next.decide(change.clone(), now)
+                .and_then(|entry| next.apply(&entry))
+                .is_ok()
+        })
+    }
+
+    /// The region to search and the pickup to search around; `None` when the region is down or
+    /// the pickup unusable.
+    fn search_target(&self) -> Option<(Addr<super::region::RegionActor>, LatLon)> {
+        let region = self
+            .services
+            .region(&RegionId(self.order.region_id.clone()))?;
+        let pickup = LatLon::new(self.order.pickup.lat, self.order.pickup.lon).ok()?;
+        Some((region, pickup))
+    }
+
+    /// Drivers who passed on this order are not asked again, unless nobody else is left within
+    /// the largest radius: then a second round asks them too.
+    fn excluded_drivers(&self) -> Vec<UserId> {
+        if self.second_round {
+            Vec::new()
+        } else {
+            self.order.passed_over.clone()
+        }
     }
 
     /// Ends the open offer without an assignment and searches on.
@@ -576,13 +625,53 @@ impl Handler<MerchantAccept> for OrderActor {
             },
             Change::SearchStarted,
         ];
-        atomic!(Box::pin(self.commit(changes).map(|reply, act, ctx| {
-            if reply.is_ok() {
-                act.accepted_at = Some(Instant::now());
-                ctx.enqueue(SearchTick);
-            }
-            reply
-        })))
+        // Greedy matching looks for a driver right away and journals the first offer with the
+        // acceptance: one journal write between the merchant's accept and the driver's offer
+        // instead of two. (Batched matching waits for its window, which an accept must not.)
+        let greedy = matches!(
+            self.services.config.matching,
+            crate::config::Matching::Greedy
+        );
+        let target = self.search_target().filter(|_| greedy);
+        let Some((region, pickup)) = target.filter(|_| self.accepts(&changes)) else {
+            return atomic!(Box::pin(self.commit(changes).map(|reply, act, ctx| {
+                if reply.is_ok() {
+                    act.accepted_at = Some(Instant::now());
+                    ctx.enqueue(SearchTick);
+                }
+                reply
+            })));
+        };
+        self.accepted_at = Some(Instant::now());
+        let query = region.send(FindCandidates {
+            pickup,
+            radius_m: self.radius_m,
+            k: self.services.config.candidates,
+            exclude: self.excluded_drivers(),
+        });
+        atomic!(Box::pin(
+            async move { query.await.unwrap_or_default() }
+                .into_actor(self)
+                .then(move |candidates, act, _| {
+                    act.reserve_and_offer(changes.clone(), candidates.into_iter())
+                        .then(move |outcome, act, _| match outcome {
+                            Some(reply) => {
+                                if reply.is_err() {
+                                    act.accepted_at = None;
+                                }
+                                done(reply)
+                            }
+                            // Nobody free nearby: journal the acceptance, then search as usual.
+                            None => Box::pin(act.commit(changes).map(|reply, act, ctx| {
+                                match reply {
+                                    Ok(_) => act.widen_search(ctx),
+                                    Err(_) => act.accepted_at = None,
+                                }
+                                reply
+                            })),
+                        })
+                })
+        ))
     }
 }
 
@@ -714,23 +803,13 @@ impl Handler<SearchTick> for OrderActor {
             return atomic!(done(()));
         }
         self.sync_gauges(false);
-        let region = self
-            .services
-            .region(&RegionId(self.order.region_id.clone()));
-        let pickup = LatLon::new(self.order.pickup.lat, self.order.pickup.lon);
-        let (Some(region), Ok(pickup)) = (region, pickup) else {
+        let Some((region, pickup)) = self.search_target() else {
             self.retry_search(ctx);
             return atomic!(done(()));
         };
         let radius_m = self.radius_m;
         let k = self.services.config.candidates;
-        // Drivers who passed on this order are not asked again, unless nobody else is left
-        // within the largest radius: then a second round asks them too.
-        let exclude = if self.second_round {
-            Vec::new()
-        } else {
-            self.order.passed_over.clone()
-        };
+        let exclude = self.excluded_drivers();
         if let crate::config::Matching::Batched { .. } = self.services.config.matching {
             // Batched: wait for the region's window to close and take the driver it assigns.
             let request = region.send(RequestMatch {
@@ -744,14 +823,14 @@ impl Handler<SearchTick> for OrderActor {
                     .into_actor(self)
                     .then(|outcome, act, ctx| match outcome {
                         MatchOutcome::Driver(candidate) => {
-                            act.offer_to_best(vec![candidate].into_iter(), ctx)
+                            act.offer_to_best(vec![candidate].into_iter())
                         }
                         // Drivers were near but went to other orders: join the next window.
                         MatchOutcome::Outbid => {
                             ctx.enqueue(SearchTick);
                             done(())
                         }
-                        MatchOutcome::NoneInRange => act.offer_to_best(Vec::new().into_iter(), ctx),
+                        MatchOutcome::NoneInRange => act.offer_to_best(Vec::new().into_iter()),
                     })
             ));
         }
@@ -764,7 +843,7 @@ impl Handler<SearchTick> for OrderActor {
         atomic!(Box::pin(
             async move { query.await.unwrap_or_default() }
                 .into_actor(self)
-                .then(|candidates, act, ctx| act.offer_to_best(candidates.into_iter(), ctx))
+                .then(|candidates, act, _| act.offer_to_best(candidates.into_iter()))
         ))
     }
 }

@@ -156,6 +156,8 @@ async fn nearest_driver_gets_the_offer(kind: Db) {
         .await
         .unwrap();
     assert_eq!(accepted.status, OrderStatus::Accepted);
+    // Journaled together with the acceptance: the merchant's answer already shows the offer.
+    assert_eq!(accepted.dispatch_status.to_string(), "offered");
     let offer = next_offer(&mut near, PROMPTLY)
         .await
         .expect("nearest driver offered");
