@@ -127,9 +127,26 @@ pub struct Settings {
         default_value = "10"
     )]
     pub db_max_connections: String,
-    /// redis://… ; optional. When set, /ready checks it.
+    /// redis://… ; optional. When set, /ready checks it, rate limits are shared through it and
+    /// every order transition is appended to its order-event stream.
     #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key the engine uses (lets several deployments share one Redis).
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_REDIS_KEY_PREFIX",
+        default_value = "mealkitz:"
+    )]
+    pub redis_key_prefix: String,
+    /// Entries the order-event stream keeps, about (older ones are trimmed).
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_ORDER_EVENTS_MAXLEN",
+        default_value = "100000"
+    )]
+    pub order_events_maxlen: String,
     /// Secret for signing tokens (at least 32 bytes). Unset: generated once and kept in the database.
     #[arg(
         long,
@@ -547,6 +564,21 @@ impl DatabaseUrl {
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub url: Secret,
+    /// Put before every key, e.g. `mealkitz:` gives `mealkitz:order-events`.
+    pub key_prefix: String,
+    /// Length the order-event stream is trimmed to (approximately, as `MAXLEN ~`).
+    pub order_events_maxlen: usize,
+}
+
+impl RedisConfig {
+    /// The defaults for a Redis at `url` (assumed valid).
+    pub fn new(url: &str) -> RedisConfig {
+        RedisConfig {
+            url: Secret::new(url),
+            key_prefix: "mealkitz:".to_owned(),
+            order_events_maxlen: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -607,7 +639,18 @@ impl Settings {
                 10_000,
             )?,
         };
-        let redis = self.redis_url.as_deref().map(parse_redis_url).transpose()?;
+        let redis = match self.redis_url.as_deref() {
+            None => None,
+            Some(raw) => Some(RedisConfig {
+                url: parse_redis_url(raw)?,
+                key_prefix: parse_key_prefix(&self.redis_key_prefix)?,
+                order_events_maxlen: parse_positive(
+                    "--order-events-maxlen / MEALKITZ_ORDER_EVENTS_MAXLEN",
+                    &self.order_events_maxlen,
+                    100_000_000,
+                )?,
+            }),
+        };
         let jwt_secret = match &self.jwt_secret {
             Some(secret) if secret.len() < JWT_SECRET_MIN_BYTES => {
                 return Err(invalid(
@@ -975,16 +1018,26 @@ fn parse_database_url(raw: Option<&str>) -> Result<DatabaseUrl, ConfigError> {
     }
 }
 
-fn parse_redis_url(raw: &str) -> Result<RedisConfig, ConfigError> {
+fn parse_key_prefix(raw: &str) -> Result<String, ConfigError> {
+    let ok = raw.len() <= 64 && raw.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(invalid(
+            "--redis-key-prefix / MEALKITZ_REDIS_KEY_PREFIX",
+            "must be at most 64 printable ASCII characters without spaces",
+        ))
+    }
+}
+
+fn parse_redis_url(raw: &str) -> Result<Secret, ConfigError> {
     const SETTING: &str = "--redis-url / REDIS_URL";
     let raw = raw.trim();
     if !(raw.starts_with("redis://") || raw.starts_with("rediss://")) {
         return Err(invalid(SETTING, "must start with redis:// or rediss://"));
     }
     redis::Client::open(raw).map_err(|_| invalid(SETTING, "is not a valid redis:// URL"))?;
-    Ok(RedisConfig {
-        url: Secret::new(raw),
-    })
+    Ok(Secret::new(raw))
 }
 
 #[cfg(test)]

@@ -75,24 +75,29 @@ impl Application {
             .map(Arc::new);
         let payments: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new());
         let order_closed = settlement::spawn(store.clone(), payments.clone());
+        let order_events = bus
+            .as_ref()
+            .zip(config.redis.as_ref())
+            .map(|(bus, redis)| crate::bus::events::spawn(bus.clone(), redis.order_events_maxlen));
         let engine = Engine::start(
             config.dispatch.clone(),
             store.clone(),
             EngineHooks {
                 order_closed: Some(order_closed),
+                order_events,
             },
         );
         let (sockets_shutdown_tx, sockets_shutdown) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
             store: store.clone(),
             auth: auth.clone(),
-            bus,
+            bus: bus.clone(),
             engine: engine.clone(),
             gateway: Arc::new(config.gateway.clone()),
             sockets_shutdown,
             payments,
             checkout: Arc::new(config.checkout.clone()),
-            limits: Arc::new(Limits::new(&config.checkout)),
+            limits: Arc::new(Limits::new(&config.checkout, bus.clone())),
         });
 
         let listener = TcpListener::bind(config.http.bind)

@@ -137,7 +137,11 @@ impl Engine {
         }
         let (order, entry) = Order::place(new, region.id().to_string(), crate::store::now());
         match self.services.store.create_order(&order, &entry).await {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(events) = &self.services.hooks.order_events {
+                    events.publish(&order, std::slice::from_ref(&entry));
+                }
+            }
             Err(StoreError::Duplicate(_)) => return self.order(id).await,
             Err(error) => return Err(EngineError::Store(error)),
         }

@@ -269,10 +269,13 @@ impl OrderActor {
         }
         let store = self.services.store.clone();
         Box::pin(
-            async move { store.append(&next, &entries).await.map(|()| next) }
+            async move { store.append(&next, &entries).await.map(|()| (next, entries)) }
                 .into_actor(self)
                 .map(|written, act, ctx| match written {
-                    Ok(next) => {
+                    Ok((next, entries)) => {
+                        if let Some(events) = &act.services.hooks.order_events {
+                            events.publish(&next, &entries);
+                        }
                         act.install(next, ctx);
                         Ok(act.order.view())
                     }

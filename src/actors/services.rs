@@ -95,6 +95,8 @@ pub struct EngineHooks {
     /// Notified whenever an order reaches a final status (delivered, rejected, cancelled):
     /// settlement then makes the money follow.
     pub order_closed: Option<Arc<tokio::sync::Notify>>,
+    /// Given every journaled transition, for the order-event stream (when Redis is set).
+    pub order_events: Option<crate::bus::events::OrderEventSink>,
 }
 
 /// Shared by every dispatch actor.

@@ -1,48 +1,100 @@
 //! Abuse limits: fixed one-minute windows counted per key (an email, a client address, a
-//! customer). In one process; with several replicas each counts its own share.
+//! customer). With Redis configured the windows are counted there, so a limit holds across
+//! replicas; without it, or while Redis fails, each process counts its own share.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 use super::error::{ApiError, ErrorCode};
+use crate::bus::Bus;
 use crate::config::CheckoutConfig;
 
 /// Length of a counting window.
 const WINDOW_SECS: u64 = 60;
 /// Keys tracked before expired windows are swept out.
 const SWEEP_AT_KEYS: usize = 10_000;
+/// Longest a request waits on Redis for its count before counting locally instead.
+const REDIS_COUNT_DEADLINE_MS: u64 = 250;
 
 /// Counts requests per key in one-minute windows.
 pub struct RateLimiter {
+    /// Names the limit in shared keys.
+    name: &'static str,
     per_minute: u32,
+    bus: Option<Arc<Bus>>,
     windows: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 impl RateLimiter {
+    /// A limit counted in this process only.
     pub fn new(per_minute: u32) -> Self {
+        Self::shared("local", per_minute, None)
+    }
+
+    /// A limit counted in Redis under `name` when `bus` is set.
+    pub fn shared(name: &'static str, per_minute: u32, bus: Option<Arc<Bus>>) -> Self {
         RateLimiter {
+            name,
             per_minute,
+            bus,
             windows: Mutex::new(HashMap::new()),
         }
     }
 
     /// Refuses with `429` when `key` is at its limit, without counting this request.
-    pub fn ensure_below(&self, key: &str) -> Result<(), ApiError> {
-        self.count(key, false)
+    pub async fn ensure_below(&self, key: &str) -> Result<(), ApiError> {
+        self.count(key, false).await
     }
 
     /// Counts one event for `key` (e.g. a failed login), whatever the limit.
-    pub fn record(&self, key: &str) {
-        let _ = self.count(key, true);
+    pub async fn record(&self, key: &str) {
+        let _ = self.count(key, true).await;
     }
 
     /// Counts one request for `key`; over the limit, `429 rate_limited` with `Retry-After`.
-    pub fn check(&self, key: &str) -> Result<(), ApiError> {
-        self.count(key, true)
+    pub async fn check(&self, key: &str) -> Result<(), ApiError> {
+        self.count(key, true).await
     }
 
-    fn count(&self, key: &str, increment: bool) -> Result<(), ApiError> {
+    async fn count(&self, key: &str, increment: bool) -> Result<(), ApiError> {
+        if let Some(bus) = self.bus.as_ref().filter(|bus| !bus.recently_failed()) {
+            // Keys are hashed: emails and addresses do not belong in Redis in the clear.
+            let hashed = format!("{}:{:x}", self.name, Sha256::digest(key.as_bytes()));
+            match bus
+                .count_in_window(&hashed, WINDOW_SECS, increment, REDIS_COUNT_DEADLINE_MS)
+                .await
+            {
+                Ok((count, ends_in_secs)) => {
+                    // Counted: this request is already in `count`; not counted: it is not.
+                    let seen = if increment {
+                        count.saturating_sub(1)
+                    } else {
+                        count
+                    };
+                    return self.verdict(seen, ends_in_secs);
+                }
+                Err(error) => {
+                    metrics::counter!("rate_limit_fallbacks_total").increment(1);
+                    tracing::warn!(error = %error, "rate limit counted in this process: Redis failed");
+                }
+            }
+        }
+        self.count_locally(key, increment)
+    }
+
+    /// 429 when `seen` earlier events already reach the limit.
+    fn verdict(&self, seen: u64, ends_in_secs: u64) -> Result<(), ApiError> {
+        if seen >= u64::from(self.per_minute) {
+            metrics::counter!("rate_limited_total").increment(1);
+            return Err(ApiError::new(ErrorCode::RateLimited).retry_after(ends_in_secs.max(1)));
+        }
+        Ok(())
+    }
+
+    fn count_locally(&self, key: &str, increment: bool) -> Result<(), ApiError> {
         let now = Instant::now();
         let window = Duration::from_secs(WINDOW_SECS);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
@@ -77,13 +129,24 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn new(config: &CheckoutConfig) -> Self {
+    /// The limits in `config`, counted in Redis when `bus` is set.
+    pub fn new(config: &CheckoutConfig, bus: Option<Arc<Bus>>) -> Self {
         Limits {
-            login_per_email: RateLimiter::new(config.login_attempts_per_minute),
-            login_failures_per_address: RateLimiter::new(
-                config.login_failures_per_address_per_minute,
+            login_per_email: RateLimiter::shared(
+                "login-email",
+                config.login_attempts_per_minute,
+                bus.clone(),
             ),
-            checkout_per_customer: RateLimiter::new(config.checkouts_per_minute),
+            login_failures_per_address: RateLimiter::shared(
+                "login-failures-address",
+                config.login_failures_per_address_per_minute,
+                bus.clone(),
+            ),
+            checkout_per_customer: RateLimiter::shared(
+                "checkout-customer",
+                config.checkouts_per_minute,
+                bus,
+            ),
         }
     }
 }
@@ -92,25 +155,25 @@ impl Limits {
 mod tests {
     use super::*;
 
-    #[test]
-    fn allows_the_limit_then_refuses_with_a_retry_after() {
+    #[actix_web::test]
+    async fn allows_the_limit_then_refuses_with_a_retry_after() {
         let limiter = RateLimiter::new(3);
         for _ in 0..3 {
-            assert!(limiter.check("a").is_ok());
+            assert!(limiter.check("a").await.is_ok());
         }
-        let refused = limiter.check("a").unwrap_err();
+        let refused = limiter.check("a").await.unwrap_err();
         assert_eq!(refused.code(), ErrorCode::RateLimited);
-        assert!(limiter.check("b").is_ok(), "keys are counted apart");
+        assert!(limiter.check("b").await.is_ok(), "keys are counted apart");
     }
 
-    #[test]
-    fn ensure_below_does_not_count_and_record_does() {
+    #[actix_web::test]
+    async fn ensure_below_does_not_count_and_record_does() {
         let limiter = RateLimiter::new(2);
         for _ in 0..5 {
-            assert!(limiter.ensure_below("a").is_ok());
+            assert!(limiter.ensure_below("a").await.is_ok());
         }
-        limiter.record("a");
-        limiter.record("a");
-        assert!(limiter.ensure_below("a").is_err());
+        limiter.record("a").await;
+        limiter.record("a").await;
+        assert!(limiter.ensure_below("a").await.is_err());
     }
 }

@@ -376,7 +376,8 @@ pub async fn checkout(
     state
         .limits
         .checkout_per_customer
-        .check(&caller.id.to_string())?;
+        .check(&caller.id.to_string())
+        .await?;
     let key = idempotency_key(&req)?;
     if !is_json(&req) {
         return Err(ErrorCode::UnsupportedMediaType.into());

@@ -184,12 +184,14 @@ pub async fn login(
         state
             .limits
             .login_failures_per_address
-            .ensure_below(address)?;
+            .ensure_below(address)
+            .await?;
     }
     state
         .limits
         .login_per_email
-        .check(&request.email.trim().to_lowercase())?;
+        .check(&request.email.trim().to_lowercase())
+        .await?;
     let account = match Email::parse(&request.email) {
         Ok(email) => state.store.user_by_email(&email).await?,
         Err(_) => None,
@@ -207,7 +209,11 @@ pub async fn login(
         Some(user) if matches => user,
         _ => {
             if let Some(address) = &address {
-                state.limits.login_failures_per_address.record(address);
+                state
+                    .limits
+                    .login_failures_per_address
+                    .record(address)
+                    .await;
             }
             return Err(ApiError::new(ErrorCode::InvalidCredentials));
         }

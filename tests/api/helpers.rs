@@ -172,9 +172,11 @@ pub fn config_for(url: DatabaseUrl) -> Config {
     }
 }
 
+/// `config` with Redis at `url`, under a key prefix of its own so that tests run in parallel.
 pub fn with_redis(mut config: Config, url: &str) -> Config {
     config.redis = Some(RedisConfig {
-        url: Secret::new(url),
+        key_prefix: format!("test-{}:", uuid::Uuid::new_v4().simple()),
+        ..RedisConfig::new(url)
     });
     config
 }

@@ -12,6 +12,7 @@ mod merchants;
 mod openapi;
 mod pages;
 mod recovery;
+mod redis_bus;
 mod simulator;
 mod store_contract;
 mod supervision;
