@@ -236,6 +236,19 @@ pub struct Settings {
         default_value = "30"
     )]
     pub offer_timeout_secs: String,
+    /// This replica's name in region leases. Unset: the host name (a pod's name) and a random
+    /// suffix, new at every start.
+    #[arg(long, global = true, env = "MEALKITZ_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Seconds a region lease lasts unless renewed (every third of it): how long regions of a
+    /// replica that died stay without an owner.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_LEASE_TTL_SECS",
+        default_value = "10"
+    )]
+    pub lease_ttl_secs: String,
     /// An order still searching after this many seconds is counted as stale.
     #[arg(
         long,
@@ -480,6 +493,10 @@ pub struct DispatchConfig {
     pub driver_grace: Duration,
     /// How orders are matched to drivers.
     pub matching: Matching,
+    /// This replica's name in region leases; unique per process start.
+    pub node_id: String,
+    /// How long a region lease lasts unless renewed.
+    pub lease_ttl: Duration,
     /// Lets tests make actors panic on purpose. Never set from the command line.
     pub fault_injection: bool,
 }
@@ -516,9 +533,24 @@ impl Default for DispatchConfig {
             restart_window: Duration::from_secs(60),
             driver_grace: Duration::from_secs(60),
             matching: Matching::Greedy,
+            node_id: generated_node_id(),
+            lease_ttl: Duration::from_secs(10),
             fault_injection: false,
         }
     }
+}
+
+/// A node id for this process: the host name (in Kubernetes, the pod's name) and a random
+/// suffix, so a restarted process never mistakes its predecessor's leases for its own.
+pub fn generated_node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "mealkitz".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
 }
 
 /// How orders are matched to drivers.
@@ -835,6 +867,25 @@ impl Settings {
                     ));
                 }
             },
+            node_id: match self.node_id.as_deref().map(str::trim) {
+                None | Some("") => generated_node_id(),
+                Some(id) if id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic()) => {
+                    // A fixed name must still differ between starts: a restarted process must
+                    // not take its predecessor's leases for its own.
+                    format!("{id}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+                }
+                Some(_) => {
+                    return Err(invalid(
+                        "--node-id / MEALKITZ_NODE_ID",
+                        "must be at most 128 printable ASCII characters without spaces",
+                    ));
+                }
+            },
+            lease_ttl: Duration::from_secs(parse_positive(
+                "--lease-ttl-secs / MEALKITZ_LEASE_TTL_SECS",
+                &self.lease_ttl_secs,
+                3_600,
+            )?),
             fault_injection: false,
         })
     }

@@ -25,6 +25,7 @@ pub mod actors;
 pub mod api;
 pub mod bus;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod geo;

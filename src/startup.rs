@@ -17,6 +17,7 @@ use crate::api::limits::Limits;
 use crate::api::middleware::{json_error_fallback, observe};
 use crate::api::{self, AppState};
 use crate::bus::Bus;
+use crate::cluster::{Cluster, LeaseState};
 use crate::config::Config;
 use crate::payments::sandbox::SandboxGateway;
 use crate::payments::{PaymentGateway, settlement};
@@ -87,12 +88,26 @@ impl Application {
                 order_events,
             },
         );
+        let regions = config
+            .dispatch
+            .regions
+            .regions()
+            .iter()
+            .map(|region| region.id().to_string())
+            .collect();
+        let cluster = Arc::new(Cluster::new(
+            config.dispatch.node_id.clone(),
+            config.dispatch.lease_ttl,
+            regions,
+            store.clone(),
+        ));
         let (sockets_shutdown_tx, sockets_shutdown) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
             store: store.clone(),
             auth: auth.clone(),
             bus: bus.clone(),
             engine: engine.clone(),
+            cluster: cluster.clone(),
             gateway: Arc::new(config.gateway.clone()),
             sockets_shutdown,
             payments,
@@ -118,7 +133,7 @@ impl Application {
         .listen(listener)?
         .run();
 
-        let init = actix_web::rt::spawn(initialise(store, auth, engine));
+        let init = actix_web::rt::spawn(initialise(store, auth, engine, cluster));
         tracing::info!(
             port,
             backend = config.database.url.backend_name(),
@@ -151,25 +166,50 @@ impl Application {
         self.state.engine.clone()
     }
 
-    /// Serves until the server is stopped, then flushes snapshots and closes the store.
+    /// Serves until the server is stopped, then flushes snapshots, gives up the region leases
+    /// and closes the store. Losing the region leases to another replica stops the server at
+    /// once and returns an error (the process should exit; restarted, it stands by).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await;
+        let handle = self.server.handle();
+        let mut leases = self.state.cluster.subscribe();
+        let lost = async move {
+            loop {
+                if let LeaseState::Lost(why) = &*leases.borrow_and_update() {
+                    return why.clone();
+                }
+                if leases.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let served = tokio::select! {
+            served = self.server => served.context("the HTTP server failed"),
+            why = lost => {
+                let _ = self.sockets_shutdown.send(true);
+                handle.stop(false).await;
+                Err(anyhow::anyhow!("region leases lost: {why}"))
+            }
+        };
         self.init.abort();
         self.state.engine.shutdown().await;
+        self.state.cluster.release().await;
         self.state.store.close().await;
         tracing::info!("mealkitz stopped");
-        served.context("the HTTP server failed")
+        served
     }
 }
 
-/// Start-up work that needs the database: migrations, the token-signing secret, then the
-/// recovery of every open order.
-async fn initialise(store: Store, auth: Arc<Auth>, engine: Engine) {
+/// Start-up work that needs the database: migrations, the token-signing secret, the region
+/// leases (standing by while another replica holds them), then the recovery of every open order.
+async fn initialise(store: Store, auth: Arc<Auth>, engine: Engine, cluster: Arc<Cluster>) {
     store.migrate_until_ready().await;
     while let Err(error) = auth.tokens.load_or_create_secret(&store).await {
         tracing::warn!(error = %error, "cannot load the token-signing secret yet");
         tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;
     }
+    cluster.claim().await;
+    let holder = cluster.clone();
+    actix_web::rt::spawn(async move { holder.hold().await });
     while let Err(error) = engine.recover().await {
         tracing::warn!(error = %error, "cannot recover open orders yet");
         tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;

@@ -219,7 +219,7 @@ impl From<ErrorCode> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) => ApiError {
+            StoreError::Unavailable(_) | StoreError::LeaseLost(_) => ApiError {
                 source: Some(error.into()),
                 ..ApiError::new(ErrorCode::StoreUnavailable).retry_after(1)
             },

@@ -59,10 +59,10 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         }
     });
     record(&mut checks, &mut failing, "database", database);
-    let dispatch = if state.engine.is_ready() {
-        Ok(())
-    } else {
-        Err("recovering open orders".to_owned())
+    let dispatch = match state.cluster.state().not_ready_reason() {
+        Some(reason) => Err(reason),
+        None if state.engine.is_ready() => Ok(()),
+        None => Err("recovering open orders".to_owned()),
     };
     record(&mut checks, &mut failing, "dispatch", dispatch);
     if let Some(bus) = &state.bus {

@@ -34,6 +34,8 @@ pub struct AppState {
     /// Redis, when `REDIS_URL` is set.
     pub bus: Option<Arc<Bus>>,
     pub engine: Engine,
+    /// This replica's region leases.
+    pub cluster: Arc<crate::cluster::Cluster>,
     /// WebSocket policies.
     pub gateway: Arc<GatewayConfig>,
     /// Turns true when the server shuts down, so every socket closes with 1001.

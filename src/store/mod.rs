@@ -10,6 +10,7 @@
 //! fails fast with [`StoreError::Unavailable`].
 
 mod idempotency;
+mod leases;
 mod menus;
 mod merchants;
 mod orders;
@@ -31,6 +32,7 @@ use sqlx::sqlite::{
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
 pub use idempotency::{IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim};
+pub use leases::{Claim, Lease, unix_ms};
 pub use menus::MenuItem;
 pub use merchants::Merchant;
 pub use orders::OrderFilter;
@@ -88,6 +90,10 @@ pub enum StoreError {
     /// The write lost a race with another writer (the journal moved on); nothing was written.
     #[error("conflicting write: {0}")]
     Conflict(String),
+    /// This replica no longer holds the lease of the order's region (another took it over):
+    /// nothing was written. The new owner serves the order.
+    #[error("region lease lost: {0}")]
+    LeaseLost(String),
     /// A stored value cannot be read back into our types.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -132,6 +138,8 @@ struct Inner {
     /// connection, they run back to back instead.
     writer: Pool,
     migrated: AtomicBool,
+    /// Set once this process holds region leases: every journal write is checked against it.
+    fence: std::sync::RwLock<Option<leases::Fence>>,
 }
 
 /// Handle to the database; cheap to clone.
@@ -202,6 +210,7 @@ impl Store {
                 pool,
                 writer,
                 migrated: AtomicBool::new(false),
+                fence: std::sync::RwLock::new(None),
             }),
         })
     }

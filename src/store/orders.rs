@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::leases::check_fence;
 use super::snapshots::SnapshotKind;
 use super::{Store, StoreError, on_pool, on_writer};
 use crate::domain::{
@@ -162,8 +163,10 @@ impl Store {
         entry: &JournalEntry,
     ) -> Result<(), StoreError> {
         let started = Instant::now();
+        let fence = self.fence_check(&order.region_id)?;
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
+            check_fence!(fence, tx);
             let mut insert = sqlx::QueryBuilder::new(INSERT_ORDERS);
             insert.push_values([order], |mut row, order| push_order_row!(row, order));
             insert.build().execute(&mut *tx).await?;
@@ -192,8 +195,10 @@ impl Store {
         };
         let expected_version = first.seq - 1;
         let started = Instant::now();
+        let fence = self.fence_check(&after.region_id)?;
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
+            check_fence!(fence, tx);
             let moved = sqlx::query(
                 "UPDATE orders SET status = $1, dispatch_status = $2, driver_id = $3, version = $4, \
                  updated_at = $5 WHERE id = $6 AND version = $7",

@@ -207,9 +207,12 @@ pub async fn spawn_app_with(db: TestDb, config: Config) -> TestApp {
     app
 }
 
-/// A running application whose database the caller owns (the child engine of recovery tests).
+/// A running application whose database the caller owns (the child engine of recovery tests,
+/// a second replica on a shared database).
 pub struct Running {
     pub engine: Engine,
+    pub address: String,
+    pub handle: StopHandle,
 }
 
 impl Running {
@@ -230,6 +233,8 @@ pub async fn start_without_db(config: Config) -> Running {
         .expect("application builds");
     let running = Running {
         engine: application.engine(),
+        address: format!("http://127.0.0.1:{}", application.port()),
+        handle: application.stop_handle(),
     };
     actix_web::rt::spawn(application.run_until_stopped());
     running

@@ -5,6 +5,7 @@ mod helpers;
 
 mod binary;
 mod checkout;
+mod cluster;
 mod dispatch;
 mod errors;
 mod health;

@@ -35,7 +35,12 @@ fn tune(dispatch: &mut mealkitz::config::DispatchConfig) {
     dispatch.offer_timeout = Duration::from_secs(120);
     dispatch.search_retry = Duration::from_millis(200);
     dispatch.snapshot_interval = Duration::from_millis(200);
+    // A successor takes over a killed engine's regions after this.
+    dispatch.lease_ttl = Duration::from_secs(FAILOVER_LEASE_TTL_SECS);
 }
+
+/// Lease TTL of the engines in these tests.
+const FAILOVER_LEASE_TTL_SECS: u64 = 3;
 
 /// Not a test: the engine that the recovery tests start as a child process and kill. It reads
 /// one JSON command per line on stdin and answers one JSON line on stdout.
@@ -169,7 +174,15 @@ struct ChildEngine {
 }
 
 impl ChildEngine {
+    /// Starts a child engine and waits until it is ready (it holds the region leases).
     fn start(database_url: &str) -> ChildEngine {
+        let mut engine = ChildEngine::spawn(database_url);
+        engine.wait_ready();
+        engine
+    }
+
+    /// Starts a child engine without waiting for it.
+    fn spawn(database_url: &str) -> ChildEngine {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "recovery::child_engine",
@@ -185,23 +198,26 @@ impl ChildEngine {
             .spawn()
             .expect("start the child engine");
         let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        // libtest prints its own lines first; wait for ours.
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        ChildEngine {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Waits for the child to report ready (libtest prints its own lines first).
+    fn wait_ready(&mut self) {
         let mut line = String::new();
         loop {
             line.clear();
             assert!(
-                stdout.read_line(&mut line).unwrap() > 0,
+                self.stdout.read_line(&mut line).unwrap() > 0,
                 "child engine exited early"
             );
             if line.trim_end().ends_with("{\"ready\":true}") {
                 break;
             }
-        }
-        ChildEngine {
-            child,
-            stdin,
-            stdout,
         }
     }
 
@@ -446,4 +462,147 @@ fn postgres_engine_killed_with_sigkill_recovers_every_order_as_it_was() {
 #[test]
 fn sqlite_engine_killed_with_sigkill_recovers_every_order_as_it_was() {
     killed_with_orders_in_every_state_then_recovered(Db::Sqlite);
+}
+
+/// Two engines on one PostgreSQL database: the first owns the regions, the second stands by.
+/// The owner is killed with SIGKILL mid-delivery; within the lease TTL plus recovery the standby
+/// owns the regions and the delivery completes there. The journal then shows no order with two
+/// drivers, no driver with two active orders, and every acknowledged transition.
+#[test]
+fn the_owner_killed_mid_delivery_hands_its_regions_to_the_standby() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime.block_on(TestDb::create(Db::Postgres));
+    let scenario = runtime.block_on(create_users(&db, 2));
+    let [driver, other_driver] = scenario.drivers[..] else {
+        unreachable!()
+    };
+    let merchant = MerchantId::new();
+    let mut owner = ChildEngine::start(&db.url);
+    let mut standby = ChildEngine::spawn(&db.url);
+
+    // Every reply acknowledges a transition: (order, the journal event it must have written).
+    let mut acknowledged: Vec<(OrderId, &str)> = Vec::new();
+    let mut ack = |view: &Value, event: &'static str| {
+        acknowledged.push((order_id(view), event));
+        view.clone()
+    };
+    let pickup = at(6_000.0, -3_000.0);
+    owner.call(json!({"cmd": "driver_up", "driver": driver, "lat": pickup.lat, "lon": pickup.lon}));
+    let far = at(-6_000.0, 6_000.0);
+    owner.call(json!({"cmd": "driver_up", "driver": other_driver, "lat": far.lat, "lon": far.lon}));
+    let placed = ack(
+        &owner.call(json!({"cmd": "place", "id": OrderId::new(),
+        "customer": scenario.customer, "merchant": merchant, "pickup": pickup,
+        "dropoff": at(6_800.0, -3_000.0)})),
+        "placed",
+    );
+    let id = order_id(&placed);
+    ack(
+        &owner.call(json!({"cmd": "accept", "merchant": merchant, "order": id})),
+        "merchant_accepted",
+    );
+    let offer = owner.call(json!({"cmd": "next_offer", "driver": driver}));
+    ack(
+        &owner
+            .call(json!({"cmd": "accept_offer", "driver": driver, "offer_id": offer["offer_id"]})),
+        "driver_assigned",
+    );
+    ack(
+        &owner.call(json!({"cmd": "ready", "merchant": merchant, "order": id})),
+        "marked_ready",
+    );
+    // A second order, still searching far from both drivers' reach at the kill.
+    let searching = ack(
+        &owner.call(json!({"cmd": "place", "id": OrderId::new(),
+        "customer": scenario.customer, "merchant": merchant, "pickup": at(-13_000.0, 13_000.0),
+        "dropoff": at(-12_500.0, 13_000.0)})),
+        "placed",
+    );
+    ack(
+        &owner.call(json!({"cmd": "accept", "merchant": merchant, "order": order_id(&searching)})),
+        "merchant_accepted",
+    );
+
+    let killed_at = std::time::Instant::now();
+    owner.kill();
+    standby.wait_ready();
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(FAILOVER_LEASE_TTL_SECS + 10),
+        "standby took {took:?} to take over"
+    );
+    eprintln!(
+        "failover: standby ready {} ms after SIGKILL",
+        took.as_millis()
+    );
+
+    // The driver reconnects to the new owner and finishes the delivery.
+    standby
+        .call(json!({"cmd": "driver_up", "driver": driver, "lat": pickup.lat, "lon": pickup.lon}));
+    let picked = ack(
+        &standby.call(json!({"cmd": "picked_up", "driver": driver, "order": id})),
+        "picked_up",
+    );
+    assert_eq!(picked["status"], "picked_up");
+    let delivered = ack(
+        &standby.call(json!({"cmd": "delivered", "driver": driver, "order": id})),
+        "delivered",
+    );
+    assert_eq!(delivered["status"], "delivered");
+    assert_eq!(delivered["driver_id"], json!(driver));
+    standby.kill();
+
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let mut raw = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        // No order ever had two drivers assigned without a release between them.
+        let assignments: Vec<(uuid::Uuid, String, Value)> = sqlx::query_as(
+            "SELECT order_id, event, detail FROM order_events \
+             WHERE event IN ('driver_assigned', 'driver_released') ORDER BY order_id, seq",
+        )
+        .fetch_all(&mut raw)
+        .await
+        .unwrap();
+        let mut holder: std::collections::HashMap<uuid::Uuid, Option<Value>> = Default::default();
+        for (order, event, detail) in assignments {
+            let current = holder.entry(order).or_default();
+            if event == "driver_assigned" {
+                assert!(current.is_none(), "order {order} assigned twice: {detail}");
+                *current = Some(detail["driver_id"].clone());
+            } else {
+                *current = None;
+            }
+        }
+        // No driver holds two active orders.
+        let doubled: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+            "SELECT driver_id, COUNT(*) FROM orders WHERE driver_id IS NOT NULL \
+             AND status IN ('accepted', 'ready', 'picked_up') GROUP BY driver_id HAVING COUNT(*) > 1",
+        )
+        .fetch_all(&mut raw)
+        .await
+        .unwrap();
+        assert!(doubled.is_empty(), "{doubled:?}");
+        // Every acknowledged transition is in the journal.
+        for (order, event) in &acknowledged {
+            let (found,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM order_events WHERE order_id = $1 AND event = $2",
+            )
+            .bind(order.as_uuid())
+            .bind(*event)
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+            assert_eq!(found, 1, "order {order}: acknowledged {event}, journaled {found} times");
+        }
+        // The new owner holds every region under a newer epoch.
+        let leases: Vec<(String, i64)> =
+            sqlx::query_as("SELECT owner, epoch FROM region_leases")
+                .fetch_all(&mut raw)
+                .await
+                .unwrap();
+        assert!(leases.iter().all(|(_, epoch)| *epoch == 2), "{leases:?}");
+    });
 }

@@ -1,0 +1,247 @@
+//! Region leases across replicas sharing one database: claims are all or nothing, a standby
+//! takes over when the owner stops, and a replica whose lease was taken can no longer journal.
+//! (The SIGKILL failover is in `recovery.rs`, with the child-engine harness.)
+
+use std::time::{Duration, Instant};
+
+use mealkitz::domain::{
+    Cents, Change, JournalEntry, MerchantId, NewOrder, Order, OrderId, Position, Role,
+};
+use mealkitz::store::{Claim, Store, StoreError};
+use serde_json::Value;
+use sqlx::Connection;
+
+use crate::dispatch::at;
+use crate::helpers::{Db, TestDb, config_for, spawn_app_with, start_without_db, test_config};
+
+async fn migrated_store(db: &TestDb) -> Store {
+    let store = Store::open(&db.config()).unwrap();
+    store.migrate().await.expect("migrations apply");
+    store
+}
+
+/// A customer row and an order placed in region `ne` for them (not yet stored).
+async fn placed_order(store: &Store) -> (Order, JournalEntry) {
+    let customer = store
+        .create_user(mealkitz::store::NewUser {
+            email: mealkitz::domain::Email::parse(&format!("{}@example.com", uuid::Uuid::new_v4()))
+                .unwrap(),
+            name: "Lease".into(),
+            role: Role::Customer,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        })
+        .await
+        .unwrap();
+    let pickup = at(5_000.0, 5_000.0);
+    let new = NewOrder {
+        id: OrderId::new(),
+        merchant_id: MerchantId::new(),
+        customer_id: customer.id,
+        items: vec![],
+        delivery_fee_cents: Cents(0),
+        total_cents: Cents(1000),
+        pickup,
+        dropoff: Position {
+            lat: pickup.lat + 0.01,
+            lon: pickup.lon,
+        },
+        dropoff_address: "1 Lease Lane".into(),
+    };
+    Order::place(new, "ne".into(), mealkitz::store::now())
+}
+
+/// `order` with `change` applied as its next journal entry.
+fn next(order: &Order, change: Change) -> (Order, JournalEntry) {
+    let mut after = order.clone();
+    let entry = after.decide(change, mealkitz::store::now()).unwrap();
+    after.apply(&entry).unwrap();
+    (after, entry)
+}
+
+crate::helpers::each_backend! {
+    a_claim_is_all_or_nothing_and_a_stale_epoch_cannot_journal => claim_and_fence;
+}
+
+async fn claim_and_fence(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let first = migrated_store(&db).await;
+    let second = migrated_store(&db).await;
+    let regions = vec!["ne".to_owned(), "nw".to_owned()];
+    let ttl = Duration::from_secs(60);
+
+    let Claim::Granted(leases) = first.claim_regions("a", &regions, ttl).await.unwrap() else {
+        panic!("free regions are granted");
+    };
+    assert_eq!(leases.iter().map(|l| l.epoch).collect::<Vec<_>>(), [1, 1]);
+    // One region held is enough to refuse the whole claim.
+    let held = second
+        .claim_regions("b", &["sw".to_owned(), "ne".to_owned()], ttl)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&held, Claim::Held { owner, region_id, .. } if owner == "a" && region_id == "ne"),
+        "{held:?}"
+    );
+    let sw_left_free = second.claim_regions("c", &["sw".to_owned()], ttl).await;
+    assert!(
+        matches!(sw_left_free, Ok(Claim::Granted(_))),
+        "a refused claim takes nothing: {sw_left_free:?}"
+    );
+
+    first.fence("a", &leases);
+    let (order, placed) = placed_order(&first).await;
+    first.create_order(&order, &placed).await.unwrap();
+    assert_eq!(first.renew_regions("a", ttl).await.unwrap(), 2);
+
+    // "a" stops cleanly; "b" takes over under new epochs.
+    first.release_regions("a").await.unwrap();
+    let Claim::Granted(taken) = second.claim_regions("b", &regions, ttl).await.unwrap() else {
+        panic!("released regions are granted");
+    };
+    assert_eq!(taken.iter().map(|l| l.epoch).collect::<Vec<_>>(), [2, 2]);
+    second.fence("b", &taken);
+
+    // "a", still running on its old epoch, can neither journal nor renew.
+    let (accepted, entry) = next(&order, Change::MerchantAccepted { prep_minutes: 5 });
+    let refused = first
+        .append(&accepted, std::slice::from_ref(&entry))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::LeaseLost(_)), "{refused:?}");
+    let (other, other_placed) = placed_order(&first).await;
+    let refused = first.create_order(&other, &other_placed).await.unwrap_err();
+    assert!(matches!(refused, StoreError::LeaseLost(_)), "{refused:?}");
+    assert_eq!(first.renew_regions("a", ttl).await.unwrap(), 0);
+    // The new owner's write of the same transition goes through.
+    second.append(&accepted, &[entry]).await.unwrap();
+    let stored = second.load_order(order.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    // A region the process does not own is refused before touching the database.
+    let mut elsewhere = other.clone();
+    elsewhere.region_id = "se".into();
+    let refused = second
+        .create_order(&elsewhere, &other_placed)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::LeaseLost(_)), "{refused:?}");
+}
+
+async fn ready_body(client: &reqwest::Client, address: &str) -> (u16, Value) {
+    let reply = client.get(format!("{address}/ready")).send().await.unwrap();
+    let status = reply.status().as_u16();
+    (status, reply.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn a_standby_replica_takes_over_at_once_when_the_owner_stops_gracefully() {
+    let db = TestDb::create(Db::Postgres).await;
+    let url = db.database_url();
+    let owner = spawn_app_with(db, {
+        let mut config = config_for(url.clone());
+        config.dispatch.lease_ttl = Duration::from_secs(30);
+        config
+    })
+    .await;
+    let standby = start_without_db({
+        let mut config = config_for(url);
+        config.dispatch.lease_ttl = Duration::from_secs(30);
+        config
+    })
+    .await;
+    let client = reqwest::Client::new();
+    // The standby serves HTTP but is not ready: it names the owner.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, body) = loop {
+        let (status, body) = ready_body(&client, &standby.address).await;
+        if body["checks"]["dispatch"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("standby"))
+            || Instant::now() > deadline
+        {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["checks"]["dispatch"]
+            .as_str()
+            .unwrap()
+            .contains("leased to"),
+        "{body}"
+    );
+
+    let customer = owner.user_id("customer").await;
+    let order = owner
+        .place_at(customer, MerchantId::new(), at(5_000.0, 5_000.0))
+        .await;
+    owner.stop_gracefully().await;
+
+    // With the leases released, the standby does not wait for the 30 s TTL.
+    let stopped = Instant::now();
+    standby.wait_until_ready().await;
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(5), "took over in {took:?}");
+    eprintln!(
+        "handover: standby ready {} ms after the owner stopped",
+        took.as_millis()
+    );
+    let recovered = standby.engine.order(order.id).await.unwrap();
+    assert_eq!(recovered.id, order.id);
+    assert_eq!(ready_body(&client, &standby.address).await.0, 200);
+    standby.handle.stop(true).await;
+}
+
+#[actix_web::test]
+async fn a_replica_whose_lease_was_taken_over_writes_nothing_and_stops() {
+    let db = TestDb::create(Db::Postgres).await;
+    let mut config = test_config(&db);
+    config.dispatch.lease_ttl = Duration::from_secs(3);
+    let app = spawn_app_with(db, config).await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let order = app.place_at(customer, merchant, at(5_000.0, 5_000.0)).await;
+
+    // Another replica takes the regions over (as if this one had been paused past its lease).
+    let intruder = migrated_store(&app.db).await;
+    let regions: Vec<String> = app
+        .engine
+        .regions()
+        .regions()
+        .iter()
+        .map(|r| r.id().to_string())
+        .collect();
+    let mut raw = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("UPDATE region_leases SET expires_at_ms = 0")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    assert!(matches!(
+        intruder
+            .claim_regions("intruder", &regions, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Claim::Granted(_)
+    ));
+
+    let refused = app.engine.merchant_accept(merchant, order.id, 10).await;
+    assert!(refused.is_err(), "a fenced replica journaled: {refused:?}");
+    let events: Vec<(String,)> =
+        sqlx::query_as("SELECT event FROM order_events WHERE order_id = $1 ORDER BY seq")
+            .bind(order.id.as_uuid())
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
+    assert_eq!(events, [("placed".to_owned(),)]);
+
+    // Its next renewal finds the lease gone: it stops serving.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = format!("{}/health", app.address);
+    while app.client.get(&health).send().await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still serving 10 s after losing its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
