@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): make sure PostgreSQL and Redis answer on loopback, installing
-# and starting them on a fresh Debian machine, then check formatting and lints and run every
-# test. Exits non-zero on the first failure.
+# and starting them on a fresh Debian machine, then validate the Kubernetes manifests, check
+# formatting and lints and run every test. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -87,6 +87,11 @@ ensure_browser() {
 ensure_postgres
 ensure_redis
 ensure_browser
+
+# Offline: renders k8s/overlays/* and checks them against the Kubernetes schemas (a few seconds;
+# the first run installs kubernetes-validate from PyPI into ~/.cache/mealkitz/).
+say "Kubernetes manifests (scripts/validate-k8s.sh)"
+./scripts/validate-k8s.sh
 
 say "cargo fmt --check"
 cargo fmt --all --check

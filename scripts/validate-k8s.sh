@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Validates the Kubernetes manifests in k8s/ offline (part of ./scripts/test.sh): renders each
+# overlay with kustomize (or kubectl's built-in kustomize) and checks every object against the
+# Kubernetes JSON schemas of the PyPI package kubernetes-validate, the CRD schemas in
+# scripts/k8s-schemas/, and the cross-references no schema sees (scripts/validate_k8s.py).
+#
+# The package lives in a venv under ~/.cache/mealkitz/ (created on first use from PyPI; nothing
+# else is downloaded). Skips, with a message, only when python3 is absent.
+#
+#   ./scripts/validate-k8s.sh                     # Kubernetes 1.30 and 1.37 schemas
+#   K8S_VERSIONS="1.32" ./scripts/validate-k8s.sh  # others
+#   ./scripts/validate-k8s.sh -v                  # also list the secret keys read, etc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+KUBERNETES_VALIDATE_VERSION=1.37.0
+CACHE_DIR="${MEALKITZ_CACHE_DIR:-$HOME/.cache/mealkitz}"
+VENV="$CACHE_DIR/k8s-validate-$KUBERNETES_VALIDATE_VERSION"
+
+if ! command -v python3 >/dev/null 2>&1; then
+  say "SKIPPED: Kubernetes manifest validation needs python3, which is not installed"
+  exit 0
+fi
+
+started_ns=$(date +%s%N)
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import kubernetes_validate' 2>/dev/null; then
+  say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VENV (from PyPI)"
+  rm -rf "$VENV"
+  mkdir -p "$CACHE_DIR"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    # Debian splits venv out of python3.
+    rm -rf "$VENV"
+    if command -v apt-get >/dev/null 2>&1; then
+      say "python3 cannot create a venv; installing python3-venv with apt-get"
+      pyver=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+      as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+      as_root apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv "python$pyver-venv" >/dev/null \
+        || DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+    fi
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+
+status=0
+"$VENV/bin/python" scripts/validate_k8s.py "$@" || status=$?
+
+elapsed_ms=$((($(date +%s%N) - started_ns) / 1000000))
+elapsed="$((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000)) | cut -c1)"
+if [ "$status" = 0 ]; then
+  say "Kubernetes manifests valid (${elapsed} s)"
+else
+  say "Kubernetes manifests INVALID (${elapsed} s)"
+fi
+exit "$status"
