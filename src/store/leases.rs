@@ -54,17 +54,10 @@ impl Store {
         regions.sort();
         let now_ms = unix_ms();
         let expires_at_ms = now_ms + ttl.as_millis() as i64;
-        let exclusive_lock = match self.backend() {
-            Backend::Postgres => Some(LEASE_EXCLUSIVE_LOCK_SQL),
-            Backend::Sqlite => None,
-        };
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let mut leases = Vec::with_capacity(regions.len());
             for region in &regions {
-                if let Some(lock) = exclusive_lock {
-                    sqlx::query(lock).bind(region).execute(&mut *tx).await?;
-                }
                 sqlx::query(
                     "INSERT INTO region_leases (region_id, owner, epoch, expires_at_ms) \
                      VALUES ($1, '', 0, 0) ON CONFLICT (region_id) DO NOTHING",
@@ -181,12 +174,19 @@ impl Store {
                 "this replica does not own region {region}"
             )));
         };
+        // On PostgreSQL the lease row is share-locked until the transaction ends: a takeover
+        // (which updates the row) waits for this write to commit, so its recovery reads it, and
+        // a check that meets a takeover waits for it and re-reads the row (READ COMMITTED), so
+        // it sees the new epoch. SQLite runs one writer at a time, which gives the same order.
         Ok(Some(FenceCheck {
-            lock_sql: match self.backend() {
-                Backend::Postgres => Some(LEASE_SHARED_LOCK_SQL),
-                Backend::Sqlite => None,
+            sql: match self.backend() {
+                Backend::Postgres => {
+                    "SELECT epoch FROM region_leases WHERE region_id = $1 AND owner = $2 FOR SHARE"
+                }
+                Backend::Sqlite => {
+                    "SELECT epoch FROM region_leases WHERE region_id = $1 AND owner = $2"
+                }
             },
-            sql: "SELECT epoch FROM region_leases WHERE region_id = $1 AND owner = $2",
             region: region.to_owned(),
             node: fence.node,
             epoch,
@@ -194,29 +194,11 @@ impl Store {
     }
 }
 
-/// Namespace of the advisory locks that order journal writes against lease takeovers (the
-/// two-key form; sqlx's migration lock uses the one-key form, a separate space).
-/// (1297764435 = 0x4D4B4C53, "MKLS".)
-/// Taken (shared) by every journal transaction before it reads its epoch, and (exclusive) by a
-/// claim before it moves the epoch: a takeover waits for journal writes already past their
-/// check to commit, so its recovery reads them, and writes after it see the new epoch. Shared
-/// advisory locks live in the lock manager: unlike `FOR SHARE` on the lease row, which rewrote
-/// the row for every writer and put ~100 ms on each journal write at 200 orders/s, they cost
-/// nothing under contention.
-const LEASE_SHARED_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock_shared(1297764435, hashtext($1))";
-const LEASE_EXCLUSIVE_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(1297764435, hashtext($1))";
-
 /// Runs the [`FenceCheck`] `$fence` (an `Option`) in the transaction `$tx`; returns the
 /// refusal from the enclosing function.
 macro_rules! check_fence {
     ($fence:expr, $tx:ident) => {
         if let Some(fence) = &$fence {
-            if let Some(lock) = fence.lock_sql {
-                sqlx::query(lock)
-                    .bind(&fence.region)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
             let held = sqlx::query_as(fence.sql)
                 .bind(&fence.region)
                 .bind(&fence.node)
@@ -228,11 +210,9 @@ macro_rules! check_fence {
 }
 pub(crate) use check_fence;
 
-/// A lease check for one journal transaction: run [`FenceCheck::lock_sql`] (when set), then
-/// [`FenceCheck::sql`] as a separate statement (so its snapshot is taken after the lock), both
-/// bound to `region` (and `node`), and hand the row to [`FenceCheck::verify`].
+/// A lease check for one journal transaction: run [`FenceCheck::sql`] in it, bound to `region`
+/// and `node`, and hand the row to [`FenceCheck::verify`].
 pub(crate) struct FenceCheck {
-    pub lock_sql: Option<&'static str>,
     pub sql: &'static str,
     pub region: String,
     pub node: String,
@@ -244,10 +224,20 @@ impl FenceCheck {
     pub fn verify(&self, held: Option<(i64,)>) -> Result<(), StoreError> {
         match held {
             Some((current,)) if current == self.epoch => Ok(()),
-            _ => Err(StoreError::LeaseLost(format!(
-                "region {} is no longer leased to this replica under epoch {}",
-                self.region, self.epoch
-            ))),
+            _ => Err(self.refusal()),
         }
+    }
+
+    /// The epoch this process holds the region under.
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// The error for a write the lease no longer covers.
+    pub fn refusal(&self) -> StoreError {
+        StoreError::LeaseLost(format!(
+            "region {} is no longer leased to this replica under epoch {}",
+            self.region, self.epoch
+        ))
     }
 }

@@ -180,8 +180,12 @@ impl Store {
             DatabaseUrl::Postgres(url) => {
                 let options =
                     PgConnectOptions::from_str(url.expose())?.application_name("mealkitz");
+                // No test query before handing out a pooled connection: it cost a round trip on
+                // every operation, and a broken connection fails the operation anyway (callers
+                // see `store_unavailable` and retry).
                 let pool = PgPoolOptions::new()
                     .max_connections(config.max_connections)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_SECS))
                     .connect_lazy_with(options);
                 (Pool::Postgres(pool.clone()), Pool::Postgres(pool))

@@ -202,27 +202,18 @@ async fn a_replica_whose_lease_was_taken_over_writes_nothing_and_stops() {
     let merchant = MerchantId::new();
     let order = app.place_at(customer, merchant, at(5_000.0, 5_000.0)).await;
 
-    // Another replica takes the regions over (as if this one had been paused past its lease).
-    let intruder = migrated_store(&app.db).await;
-    let regions: Vec<String> = app
-        .engine
-        .regions()
-        .regions()
-        .iter()
-        .map(|r| r.id().to_string())
-        .collect();
+    // Another replica takes the regions over (as if this one had been paused past its lease),
+    // in one statement, as a claim of expired leases does: new owner, next epoch.
     let mut raw = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
-    sqlx::query("UPDATE region_leases SET expires_at_ms = 0")
-        .execute(&mut raw)
-        .await
-        .unwrap();
-    assert!(matches!(
-        intruder
-            .claim_regions("intruder", &regions, Duration::from_secs(60))
-            .await
-            .unwrap(),
-        Claim::Granted(_)
-    ));
+    let taken = sqlx::query(
+        "UPDATE region_leases SET owner = 'intruder', epoch = epoch + 1, expires_at_ms = $1",
+    )
+    .bind(mealkitz::store::unix_ms() + 60_000)
+    .execute(&mut raw)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(taken, 4);
 
     let refused = app.engine.merchant_accept(merchant, order.id, 10).await;
     assert!(refused.is_err(), "a fenced replica journaled: {refused:?}");
