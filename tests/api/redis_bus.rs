@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use mealkitz::domain::{MerchantId, OrderId};
+use mealkitz::actors::OfferView;
+use mealkitz::domain::{MerchantId, OrderId, OrderView, Position};
 use sqlx::{Connection, PgConnection};
 
-use crate::dispatch::{PROMPTLY_SECS, at, next_offer};
+use crate::dispatch::{Driver, PROMPTLY_SECS, at, next_offer};
 use crate::helpers::{
     Db, TestApp, TestDb, redis_url, spawn_app_with, start, test_config, with_redis,
 };
@@ -49,6 +50,27 @@ async fn journaled_events(app: &TestApp, order: OrderId) -> Vec<(i64, String)> {
         .unwrap()
 }
 
+/// An order placed at `pickup`, accepted by its merchant, and the offer its nearby driver got.
+async fn offered(app: &TestApp, pickup: Position) -> (Driver, MerchantId, OrderView, OfferView) {
+    let mut driver = app
+        .driver_at(Position {
+            lat: pickup.lat + 0.002,
+            lon: pickup.lon,
+        })
+        .await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let order = app.place_at(customer, merchant, pickup).await;
+    app.engine
+        .merchant_accept(merchant, order.id, 10)
+        .await
+        .unwrap();
+    let offer = next_offer(&mut driver, Duration::from_secs(PROMPTLY_SECS))
+        .await
+        .expect("an offer");
+    (driver, merchant, order, offer)
+}
+
 fn prefix_of(config: &mealkitz::config::Config) -> String {
     config.redis.as_ref().unwrap().key_prefix.clone()
 }
@@ -60,18 +82,7 @@ async fn every_journaled_transition_is_appended_to_the_order_event_stream() {
     let stream = format!("{}order-events", prefix_of(&config));
     let app = spawn_app_with(db, config).await;
 
-    let pickup = at(5_000.0, 5_000.0);
-    let mut driver = app.driver_at(at(5_300.0, 5_000.0)).await;
-    let customer = app.user_id("customer").await;
-    let merchant = MerchantId::new();
-    let order = app.place_at(customer, merchant, pickup).await;
-    app.engine
-        .merchant_accept(merchant, order.id, 10)
-        .await
-        .unwrap();
-    let offer = next_offer(&mut driver, Duration::from_secs(PROMPTLY_SECS))
-        .await
-        .expect("an offer");
+    let (driver, merchant, order, offer) = offered(&app, at(5_000.0, 5_000.0)).await;
     app.engine
         .accept_offer(driver.id, offer.offer_id)
         .await
@@ -159,18 +170,7 @@ async fn with_redis_down_orders_still_flow_and_limits_are_counted_locally() {
     }
 
     // Dispatch does not wait on the stream.
-    let pickup = at(-5_000.0, -5_000.0);
-    let mut driver = app.driver_at(at(-5_200.0, -5_000.0)).await;
-    let customer = app.user_id("customer").await;
-    let merchant = MerchantId::new();
-    let order = app.place_at(customer, merchant, pickup).await;
-    app.engine
-        .merchant_accept(merchant, order.id, 10)
-        .await
-        .unwrap();
-    let offer = next_offer(&mut driver, Duration::from_secs(PROMPTLY_SECS))
-        .await
-        .expect("an offer with Redis down");
+    let (_, _, order, offer) = offered(&app, at(-5_000.0, -5_000.0)).await;
     assert_eq!(offer.order_id, order.id);
 
     // Limits fall back to this process's count: still enforced.
