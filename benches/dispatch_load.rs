@@ -1321,7 +1321,15 @@ impl BenchStore {
     fn url(&self) -> String {
         match self {
             BenchStore::Postgres { admin, database } => {
-                format!("{}/{database}", admin.rsplit_once('/').unwrap().0)
+                // Keep the admin URL's options (e.g. `?sslmode=disable`) for the fresh database.
+                let (base, last) = admin.rsplit_once('/').unwrap();
+                let options = last.split_once('?').map_or("", |(_, q)| q);
+                let options = if options.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{options}")
+                };
+                format!("{base}/{database}{options}")
             }
             BenchStore::Sqlite { dir } => format!("sqlite://{}", dir.join("dispatch.db").display()),
         }
