@@ -462,13 +462,20 @@ async fn bad_input_gets_the_stated_answer_and_the_socket_stays_open() {
         next["code"], "bad_message",
         "the stale location produced no error: {next}"
     );
-    let metrics = app.get("/metrics").await.text;
-    assert!(
+    // The driver's actor drops and counts the stale fix on its own event loop, which may be
+    // after the session answered the next frame: wait for the count.
+    let counted = |metrics: &str| {
         metrics
             .lines()
-            .any(|l| l.starts_with("ws_messages_dropped_total") && l.contains("stale_location")),
-        "{metrics}"
-    );
+            .any(|l| l.starts_with("ws_messages_dropped_total") && l.contains("stale_location"))
+    };
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    let mut metrics = app.get("/metrics").await.text;
+    while !counted(&metrics) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        metrics = app.get("/metrics").await.text;
+    }
+    assert!(counted(&metrics), "{metrics}");
 
     // The merchant's socket: values out of range, another merchant's order.
     let mut board = ws_connect(&app, "/ws/merchant", Some(&cast.merchant_owner.token), None)
