@@ -50,6 +50,18 @@ fi
 status=0
 "$VENV/bin/python" scripts/validate_k8s.py "$@" || status=$?
 
+# The check must be able to fail: a copy with one misspelt field must be refused.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+mkdir -p "$scratch/scripts"
+cp -r k8s src "$scratch/"
+cp -r scripts/validate_k8s.py scripts/k8s-schemas "$scratch/scripts/"
+sed -i '0,/timeoutSeconds:/s//timeoutSecond:/' "$scratch/k8s/base/deployment.yaml"
+if "$VENV/bin/python" "$scratch/scripts/validate_k8s.py" >/dev/null 2>&1; then
+  say "the validator accepted a deliberately broken Deployment (timeoutSecond)"
+  status=1
+fi
+
 elapsed_ms=$((($(date +%s%N) - started_ns) / 1000000))
 elapsed="$((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000)) | cut -c1)"
 if [ "$status" = 0 ]; then
