@@ -8,46 +8,21 @@
 //! PostgreSQL is reached at `BENCH_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/postgres);
 //! a fresh database is created for the run and dropped after.
 
+mod common;
+
+use common::{cpu_ticks, env_or, token};
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mealkitz::config::{DatabaseConfig, DatabaseUrl, Secret};
-use mealkitz::domain::{Email, Position, Role, UserId};
+use mealkitz::domain::{Email, Position, Role};
 use mealkitz::store::{NewUser, Store};
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 const SECRET: &str = "checkout-load-secret-0123456789abcdef!!";
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn token(user: UserId, role: Role) -> String {
-    let exp = chrono::Utc::now().timestamp() + 3_600;
-    let claims = json!({"sub": user, "role": role, "exp": exp, "iat": exp - 3_600});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
-}
 
 fn main() {
     let clients = env_or("CHECKOUT_CLIENTS", 50);
@@ -134,12 +109,13 @@ async fn run(clients: usize, seconds: usize) {
     let mut customers = Vec::new();
     for i in 0..clients {
         customers.push(token(
+            SECRET,
             store.create_user(user(Role::Customer, i)).await.unwrap().id,
             Role::Customer,
         ));
     }
     store.close().await;
-    let owner_token = token(owner, Role::Merchant);
+    let owner_token = token(SECRET, owner, Role::Merchant);
     let location = Position {
         lat: 40.70,
         lon: -74.02,

@@ -38,6 +38,10 @@
 //! in the driver index within milliseconds. Client and server share the machine's cores: the
 //! tool reports both processes' CPU so that the figures can be read with that in mind.
 
+mod common;
+
+use common::{MachineTicks, cpu_ticks, env_f64_or, env_or, machine_ticks, thread_ticks, token};
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -46,7 +50,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mealkitz::config::{DatabaseConfig, DatabaseUrl, Secret};
 use mealkitz::domain::{Email, Role, UserId};
 use mealkitz::geo::region::{DEMO_CITY_CENTRE_LAT_DEG, DEMO_CITY_CENTRE_LON_DEG, DEMO_CITY_SIDE_M};
@@ -110,95 +113,8 @@ const PROBLEM_LINES_KEPT: usize = 20;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn env_f64_or(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn token(user: UserId, role: Role) -> String {
-    let exp = chrono::Utc::now().timestamp() + 3_600;
-    let claims = json!({"sub": user, "role": role, "exp": exp, "iat": exp - 3_600});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 // ---------------------------------------------------------------------------------------------
-// CPU accounting (from /proc), as in the location ingest tool.
-
-/// utime + stime of a process (or, with a `task/<tid>` path, of one thread), in clock ticks,
-/// with its command name.
-fn stat_ticks(path: &str) -> Option<(String, u64)> {
-    let stat = std::fs::read_to_string(format!("{path}/stat")).ok()?;
-    let (head, tail) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_owned();
-    let fields: Vec<&str> = tail.split_whitespace().collect();
-    Some((
-        comm,
-        fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
-    ))
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    stat_ticks(&format!("/proc/{pid}")).map_or(0, |(_, ticks)| ticks)
-}
-
-/// Every thread of `pid`: tid → (name, ticks).
-fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return HashMap::new();
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| {
-            let tid = task.file_name().to_string_lossy().into_owned();
-            Some((tid, stat_ticks(&task.path().to_string_lossy())?))
-        })
-        .collect()
-}
-
-/// The whole machine from /proc/stat, ticks over all cores.
-#[derive(Clone, Copy)]
-struct MachineTicks {
-    busy: u64,
-    /// Disk waits: a store that flushes on every commit shows here.
-    iowait: u64,
-    steal: u64,
-    total: u64,
-}
-
-fn machine_ticks() -> MachineTicks {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
-    // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let total: u64 = (0..8).map(at).sum();
-    MachineTicks {
-        busy: total - at(3) - at(4),
-        iowait: at(4),
-        steal: at(7),
-        total,
-    }
-}
+// CPU accounting (from /proc; the counters are in benches/common).
 
 /// CPU counters at one instant.
 struct CpuSample {
@@ -920,7 +836,7 @@ async fn run(knobs: Knobs) {
     let mut merchants = Vec::new();
     let mut owner_tokens = Vec::new();
     for (i, owner) in owner_ids.iter().enumerate() {
-        let owner_token = token(*owner, Role::Merchant);
+        let owner_token = token(SECRET, *owner, Role::Merchant);
         let at = [
             rng.random_range(-half_m..=half_m),
             rng.random_range(-half_m..=half_m),
@@ -975,7 +891,7 @@ async fn run(knobs: Knobs) {
             let (url, shared, connect_failures) = (&driver_url, &shared, &connect_failures);
             async move {
                 let online = async {
-                    let mut socket = connect(url, &token(driver_id, Role::Driver)).await?;
+                    let mut socket = connect(url, &token(SECRET, driver_id, Role::Driver)).await?;
                     socket
                         .send(Message::text(r#"{"type":"availability","available":true}"#))
                         .await?;
@@ -1045,7 +961,7 @@ async fn run(knobs: Knobs) {
         url: format!("{base}/api/v1/orders"),
         customers: customer_ids
             .iter()
-            .map(|id| token(*id, Role::Customer))
+            .map(|id| token(SECRET, *id, Role::Customer))
             .collect(),
         merchants,
         projection,

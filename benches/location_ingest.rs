@@ -30,6 +30,10 @@
 //! checks that every driver is in the driver index of each region covering its last location
 //! (`dispatch_available_drivers`) and that no socket was closed on it.
 
+mod common;
+
+use common::{MachineTicks, cpu_ticks, env_f64_or, env_or, machine_ticks, thread_ticks, token};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -39,7 +43,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mealkitz::config::{DatabaseConfig, DatabaseUrl};
 use mealkitz::domain::{Email, Role, UserId};
 use mealkitz::geo::region::{DEMO_CITY_CENTRE_LAT_DEG, DEMO_CITY_CENTRE_LON_DEG, DEMO_CITY_SIDE_M};
@@ -47,7 +50,6 @@ use mealkitz::geo::{DEFAULT_BORDER_BAND_M, LatLon, LocalProjection, RegionMap};
 use mealkitz::store::{NewUser, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -87,44 +89,6 @@ const LOCATION_SERIES: (&str, &[(&str, &str)]) = (
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn env_f64_or(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn token(user: UserId, role: Role) -> String {
-    let exp = chrono::Utc::now().timestamp() + 3_600;
-    let claims = json!({"sub": user, "role": role, "exp": exp, "iat": exp - 3_600});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-/// utime + stime of a process (or, with a `task/<tid>` path, of one thread), in clock ticks,
-/// with its command name.
-fn stat_ticks(path: &str) -> Option<(String, u64)> {
-    let stat = std::fs::read_to_string(format!("{path}/stat")).ok()?;
-    let (head, tail) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_owned();
-    let fields: Vec<&str> = tail.split_whitespace().collect();
-    Some((
-        comm,
-        fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
-    ))
-}
-
 /// Resident memory of `pid` in KiB (`VmRSS`), 0 if unreadable.
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -136,56 +100,6 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    stat_ticks(&format!("/proc/{pid}")).map_or(0, |(_, ticks)| ticks)
-}
-
-/// Every thread of `pid`: tid → (name, ticks).
-fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return HashMap::new();
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| {
-            let tid = task.file_name().to_string_lossy().into_owned();
-            let stat = stat_ticks(&task.path().to_string_lossy())?;
-            Some((tid, stat))
-        })
-        .collect()
-}
-
-/// The whole machine from /proc/stat, ticks over all cores.
-#[derive(Clone, Copy)]
-struct MachineTicks {
-    busy: u64,
-    /// Interrupts and softirqs (loopback TCP is largely processed there).
-    irq: u64,
-    steal: u64,
-    total: u64,
-}
-
-fn machine_ticks() -> MachineTicks {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
-    // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let total: u64 = (0..8).map(at).sum();
-    MachineTicks {
-        busy: total - at(3) - at(4),
-        irq: at(5) + at(6),
-        steal: at(7),
-        total,
-    }
 }
 
 /// Every series of metric `name` in a Prometheus text page whose labels include `labels`:
@@ -533,7 +447,7 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
             let connect_failures = &connect_failures;
             async move {
                 let mut request = url.into_client_request().unwrap();
-                let bearer = format!("Bearer {}", token(driver_id, Role::Driver));
+                let bearer = format!("Bearer {}", token(SECRET, driver_id, Role::Driver));
                 request
                     .headers_mut()
                     .insert("authorization", bearer.parse().unwrap());

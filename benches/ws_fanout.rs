@@ -12,6 +12,10 @@
 //! latitude carries its sequence number, so each tracker knows when it was sent; latency is
 //! measured on one clock, in this process.
 
+mod common;
+
+use common::{cpu_ticks, env_or, token};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,10 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mealkitz::config::{DatabaseConfig, DatabaseUrl};
 use mealkitz::domain::{
-    Cents, Change, Email, MerchantId, NewOrder, Order, OrderId, Position, Role, UserId,
+    Cents, Change, Email, MerchantId, NewOrder, Order, OrderId, Position, Role,
 };
 use mealkitz::store::{NewUser, Store};
 use serde_json::json;
@@ -37,40 +40,12 @@ const SEQ_STEP_DEG: f64 = 1e-7;
 /// Sockets connecting at once (stays under the listen backlog).
 const CONNECT_CONCURRENCY: usize = 100;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn token(user: UserId, role: Role) -> String {
-    let exp = chrono::Utc::now().timestamp() + 3_600;
-    let claims = json!({"sub": user, "role": role, "exp": exp, "iat": exp - 3_600});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 /// Where driver `i` drives: its own spot in the south-west of the demo city.
 fn spot(i: usize) -> Position {
     Position {
         lat: BASE_LAT + (i / 50) as f64 * 0.001,
         lon: BASE_LON + (i % 50) as f64 * 0.001,
     }
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
 }
 
 fn main() {
@@ -196,7 +171,7 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
     // Send times by (order index, sequence), and the latencies trackers observe.
     let sent: Arc<Mutex<HashMap<(usize, u64), Instant>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let customer_token = token(customer, Role::Customer);
+    let customer_token = token(SECRET, customer, Role::Customer);
 
     let connect_started = Instant::now();
     let trackers: Vec<_> = futures_util::stream::iter(0..tracker_count)
@@ -251,7 +226,7 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
         let mut request = format!("ws://127.0.0.1:{port}/ws/driver")
             .into_client_request()
             .unwrap();
-        let bearer = format!("Bearer {}", token(*driver_id, Role::Driver));
+        let bearer = format!("Bearer {}", token(SECRET, *driver_id, Role::Driver));
         request
             .headers_mut()
             .insert("authorization", bearer.parse().unwrap());

@@ -23,7 +23,8 @@ use super::region::{Candidate, FindCandidates, MatchOutcome, RequestMatch};
 use super::services::Services;
 use super::supervision::{ChildGuard, Entity};
 use crate::domain::{
-    Change, DispatchStatus, LapseReason, MerchantId, OpenOffer, Order, OrderView, UserId,
+    Change, DispatchStatus, JournalEntry, LapseReason, MerchantId, OpenOffer, Order, OrderView,
+    TransitionError, UserId,
 };
 use crate::geo::{LatLon, RegionId, haversine_m, travel_secs};
 use crate::store::{Snapshot, SnapshotKind, StoreError};
@@ -254,19 +255,10 @@ impl OrderActor {
     /// announces them. The actor handles nothing else meanwhile (callers wrap this in an
     /// `AtomicResponse`).
     fn commit(&mut self, changes: Vec<Change>) -> ResponseActFuture<Self, Reply> {
-        let now = crate::store::now();
-        let mut next = self.order.clone();
-        let mut entries = Vec::with_capacity(changes.len());
-        for change in changes {
-            let decided = next.decide(change, now).and_then(|entry| {
-                next.apply(&entry)?;
-                Ok(entry)
-            });
-            match decided {
-                Ok(entry) => entries.push(entry),
-                Err(error) => return done(Err(EngineError::Transition(error))),
-            }
-        }
+        let (next, entries) = match self.decide_all(changes) {
+            Ok(decided) => decided,
+            Err(error) => return done(Err(EngineError::Transition(error))),
+        };
         let store = self.services.store.clone();
         Box::pin(
             async move { store.append(&next, &entries).await.map(|()| (next, entries)) }
@@ -471,15 +463,28 @@ impl OrderActor {
         )
     }
 
-    /// Whether `changes` would be accepted now, in order (decided on a copy; nothing changes).
-    fn accepts(&self, changes: &[Change]) -> bool {
+    /// Decides `changes` in order on a copy of the order: the order they would make and their
+    /// journal entries, or the first refusal. Nothing changes here.
+    fn decide_all(
+        &self,
+        changes: impl IntoIterator<Item = Change>,
+    ) -> Result<(Order, Vec<JournalEntry>), TransitionError> {
         let now = crate::store::now();
         let mut next = self.order.clone();
-        changes.iter().all(|change| {
-            next.decide(change.clone(), now)
-                .and_then(|entry| next.apply(&entry))
-                .is_ok()
-        })
+        let entries = changes
+            .into_iter()
+            .map(|change| {
+                let entry = next.decide(change, now)?;
+                next.apply(&entry)?;
+                Ok(entry)
+            })
+            .collect::<Result<Vec<_>, TransitionError>>()?;
+        Ok((next, entries))
+    }
+
+    /// Whether `changes` would be accepted now, in order.
+    fn accepts(&self, changes: &[Change]) -> bool {
+        self.decide_all(changes.iter().cloned()).is_ok()
     }
 
     /// The region to search and the pickup to search around; `None` when the region is down or

@@ -2,6 +2,7 @@
 //! epoch; and the fence every journal write passes (see the `region_leases` migration).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Backend, Store, StoreError, on_pool, on_writer};
@@ -151,10 +152,11 @@ impl Store {
                 .map(|lease| (lease.region_id.clone(), lease.epoch))
                 .collect(),
         };
-        *self.inner.fence.write().unwrap_or_else(|e| e.into_inner()) = Some(fence);
+        *self.inner.fence.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(fence));
     }
 
-    fn current_fence(&self) -> Option<Fence> {
+    /// The fence, shared: journal writes take it on every transition, so no copy of its map.
+    fn current_fence(&self) -> Option<Arc<Fence>> {
         self.inner
             .fence
             .read()
@@ -188,7 +190,7 @@ impl Store {
                 }
             },
             region: region.to_owned(),
-            node: fence.node,
+            node: fence.node.clone(),
             epoch,
         }))
     }

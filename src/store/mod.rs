@@ -139,7 +139,7 @@ struct Inner {
     writer: Pool,
     migrated: AtomicBool,
     /// Set once this process holds region leases: every journal write is checked against it.
-    fence: std::sync::RwLock<Option<leases::Fence>>,
+    fence: std::sync::RwLock<Option<Arc<leases::Fence>>>,
 }
 
 /// Handle to the database; cheap to clone.

@@ -12,24 +12,17 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use crate::dispatch::at;
-use crate::helpers::{Db, TestDb, config_for, spawn_app_with, start_without_db, test_config};
-
-async fn migrated_store(db: &TestDb) -> Store {
-    let store = Store::open(&db.config()).unwrap();
-    store.migrate().await.expect("migrations apply");
-    store
-}
+use crate::helpers::{
+    Db, TestDb, config_for, migrated_store, new_user, spawn_app_with, start_without_db, test_config,
+};
 
 /// A customer row and an order placed in region `ne` for them (not yet stored).
 async fn placed_order(store: &Store) -> (Order, JournalEntry) {
     let customer = store
-        .create_user(mealkitz::store::NewUser {
-            email: mealkitz::domain::Email::parse(&format!("{}@example.com", uuid::Uuid::new_v4()))
-                .unwrap(),
-            name: "Lease".into(),
-            role: Role::Customer,
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-        })
+        .create_user(new_user(
+            &format!("{}@example.com", uuid::Uuid::new_v4()),
+            Role::Customer,
+        ))
         .await
         .unwrap();
     let pickup = at(5_000.0, 5_000.0);

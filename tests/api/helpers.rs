@@ -10,7 +10,9 @@ use mealkitz::config::{
     AuthConfig, CheckoutConfig, Config, DatabaseConfig, DatabaseUrl, DispatchConfig, GatewayConfig,
     HttpConfig, LogConfig, LogFormat, RedisConfig, Secret,
 };
+use mealkitz::domain::{Email, Role};
 use mealkitz::startup::{Application, StopHandle};
+use mealkitz::store::{NewUser, Store};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -131,6 +133,24 @@ fn init_test_logs() {
             mealkitz::telemetry::init_tracing(LogFormat::Pretty);
         }
     });
+}
+
+/// A store handle on `db`, migrated: for setting up rows directly.
+pub async fn migrated_store(db: &TestDb) -> Store {
+    let store = Store::open(&db.config()).unwrap();
+    store.migrate().await.expect("migrations apply");
+    store
+}
+
+/// A user row to create directly in a store (the password hash is a placeholder: such users
+/// do not log in).
+pub fn new_user(email: &str, role: Role) -> NewUser {
+    NewUser {
+        email: Email::parse(email).unwrap(),
+        name: "Test".to_owned(),
+        role,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+    }
 }
 
 /// A configuration for a test application: port 0 on loopback, one worker, the given database.

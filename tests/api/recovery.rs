@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use mealkitz::actors::{DriverFeed, Engine};
 use mealkitz::config::{DatabaseUrl, Secret};
-use mealkitz::domain::{Email, MerchantId, OrderId, OrderView, Role, UserId};
-use mealkitz::store::{NewUser, Store};
+use mealkitz::domain::{MerchantId, OrderId, OrderView, Role, UserId};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
@@ -248,18 +247,15 @@ struct Scenario {
 }
 
 async fn create_users(db: &TestDb, drivers: usize) -> Scenario {
-    let store = Store::open(&db.config()).unwrap();
-    store.migrate().await.unwrap();
+    let store = crate::helpers::migrated_store(db).await;
     let create = |role: Role| {
         let store = store.clone();
         async move {
             store
-                .create_user(NewUser {
-                    email: Email::parse(&format!("{}@example.com", uuid::Uuid::new_v4())).unwrap(),
-                    name: "Recovery".into(),
+                .create_user(crate::helpers::new_user(
+                    &format!("{}@example.com", uuid::Uuid::new_v4()),
                     role,
-                    password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-                })
+                ))
                 .await
                 .unwrap()
                 .id

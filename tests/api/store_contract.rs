@@ -2,24 +2,9 @@
 //! [`Store`], so both backends are held to one behaviour.
 
 use mealkitz::domain::{Email, Role, UserId};
-use mealkitz::store::{NewUser, Store, StoreError};
+use mealkitz::store::{Store, StoreError};
 
-use crate::helpers::{Db, TestDb};
-
-async fn migrated_store(db: &TestDb) -> Store {
-    let store = Store::open(&db.config()).unwrap();
-    store.migrate().await.expect("migrations apply");
-    store
-}
-
-fn new_user(email: &str, role: Role) -> NewUser {
-    NewUser {
-        email: Email::parse(email).unwrap(),
-        name: "Contract".to_owned(),
-        role,
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
-    }
-}
+use crate::helpers::{Db, TestDb, migrated_store, new_user};
 
 crate::helpers::each_backend! {
     operations_before_migration_are_unavailable => before_migration;

@@ -126,9 +126,7 @@ impl Ws {
 
 /// A second handle on the test database, for setting up rows the REST API does not create yet.
 pub async fn store_of(app: &TestApp) -> Store {
-    let store = Store::open(&app.db.config()).unwrap();
-    store.migrate().await.unwrap();
-    store
+    crate::helpers::migrated_store(&app.db).await
 }
 
 /// Everyone a delivery needs: a merchant with a menu (made through REST), a customer, a driver.

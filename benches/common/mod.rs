@@ -1,0 +1,104 @@
+//! What the load tools share: settings from the environment, login tokens signed with the
+//! server's secret, and CPU accounting from /proc. (Each bench uses part of it.)
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mealkitz::domain::{Role, UserId};
+use serde_json::json;
+
+/// A whole-number setting from the environment, or `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A number setting from the environment, or `default`.
+pub fn env_f64_or(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A login token for `user` as `role`, valid for an hour, signed with `secret` (the server's
+/// `MEALKITZ_JWT_SECRET`), so that the tool needs no login round trip per user.
+pub fn token(secret: &str, user: UserId, role: Role) -> String {
+    let exp = chrono::Utc::now().timestamp() + 3_600;
+    let claims = json!({"sub": user, "role": role, "exp": exp, "iat": exp - 3_600});
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// utime + stime of a process (or, with a `task/<tid>` path, of one thread), in clock ticks,
+/// with its command name.
+pub fn stat_ticks(path: &str) -> Option<(String, u64)> {
+    let stat = std::fs::read_to_string(format!("{path}/stat")).ok()?;
+    let (head, tail) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    Some((
+        comm,
+        fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
+    ))
+}
+
+/// CPU ticks a process has used, 0 if unreadable.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    stat_ticks(&format!("/proc/{pid}")).map_or(0, |(_, ticks)| ticks)
+}
+
+/// Every thread of `pid`: tid → (name, ticks).
+pub fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return HashMap::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| {
+            let tid = task.file_name().to_string_lossy().into_owned();
+            Some((tid, stat_ticks(&task.path().to_string_lossy())?))
+        })
+        .collect()
+}
+
+/// The whole machine from /proc/stat, ticks over all cores.
+#[derive(Clone, Copy)]
+pub struct MachineTicks {
+    pub busy: u64,
+    /// Disk waits: a store that flushes on every commit shows here.
+    pub iowait: u64,
+    /// Interrupts and softirqs (loopback TCP is largely processed there).
+    pub irq: u64,
+    pub steal: u64,
+    pub total: u64,
+}
+
+pub fn machine_ticks() -> MachineTicks {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: u64 = (0..8).map(at).sum();
+    MachineTicks {
+        busy: total - at(3) - at(4),
+        iowait: at(4),
+        irq: at(5) + at(6),
+        steal: at(7),
+        total,
+    }
+}
