@@ -11,6 +11,7 @@ use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
+use crate::actors::remote::Router;
 use crate::actors::{Engine, EngineHooks};
 use crate::api::auth::Auth;
 use crate::api::limits::Limits;
@@ -31,6 +32,9 @@ pub const SHUTDOWN_GRACE_SECS: u64 = 8;
 const IDEMPOTENCY_PURGE_INTERVAL_SECS: u64 = 3_600;
 /// Pause between attempts at start-up work once the database answers.
 const INIT_RETRY_SECS: u64 = 1;
+/// A command for another replica's region is resent for the lease TTL plus this long: a
+/// failover takes the TTL plus the recovery of the region's orders.
+const ROUTE_DEADLINE_MARGIN_SECS: u64 = 5;
 
 /// One running engine: HTTP server plus the background start-up work.
 pub struct Application {
@@ -101,6 +105,19 @@ impl Application {
             regions,
             store.clone(),
         ));
+        // With Redis, regions are shared among the live replicas and commands travel to their
+        // owner; a command keeps being resent for as long as a failover can take.
+        let router = bus.as_ref().map(|bus| {
+            let router = Router::start(
+                bus.clone(),
+                config.dispatch.node_id.clone(),
+                cluster.ownership(),
+                config.dispatch.lease_ttl + Duration::from_secs(ROUTE_DEADLINE_MARGIN_SECS),
+                engine.clone(),
+            );
+            engine.attach_router(router.clone());
+            router
+        });
         let (sockets_shutdown_tx, sockets_shutdown) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
             store: store.clone(),
@@ -108,6 +125,7 @@ impl Application {
             bus: bus.clone(),
             engine: engine.clone(),
             cluster: cluster.clone(),
+            router: router.clone(),
             gateway: Arc::new(config.gateway.clone()),
             sockets_shutdown,
             payments,
@@ -133,7 +151,7 @@ impl Application {
         .listen(listener)?
         .run();
 
-        let init = actix_web::rt::spawn(initialise(store, auth, engine, cluster));
+        let init = actix_web::rt::spawn(initialise(store, auth, engine, cluster, router.is_some()));
         tracing::info!(
             port,
             backend = config.database.url.backend_name(),
@@ -201,18 +219,30 @@ impl Application {
 
 /// Start-up work that needs the database: migrations, the token-signing secret, the region
 /// leases (standing by while another replica holds them), then the recovery of every open order.
-async fn initialise(store: Store, auth: Arc<Auth>, engine: Engine, cluster: Arc<Cluster>) {
+async fn initialise(
+    store: Store,
+    auth: Arc<Auth>,
+    engine: Engine,
+    cluster: Arc<Cluster>,
+    shared: bool,
+) {
     store.migrate_until_ready().await;
     while let Err(error) = auth.tokens.load_or_create_secret(&store).await {
         tracing::warn!(error = %error, "cannot load the token-signing secret yet");
         tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;
     }
-    cluster.claim().await;
-    let holder = cluster.clone();
-    actix_web::rt::spawn(async move { holder.hold().await });
-    while let Err(error) = engine.recover().await {
-        tracing::warn!(error = %error, "cannot recover open orders yet");
-        tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;
+    if shared {
+        let sharer = cluster.clone();
+        let engine = engine.clone();
+        actix_web::rt::spawn(async move { sharer.share(&engine).await });
+    } else {
+        cluster.claim().await;
+        let holder = cluster.clone();
+        actix_web::rt::spawn(async move { holder.hold().await });
+        while let Err(error) = engine.recover().await {
+            tracing::warn!(error = %error, "cannot recover open orders yet");
+            tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;
+        }
     }
     // Keys live 24 h; sweep the expired ones now and then.
     loop {

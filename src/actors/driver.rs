@@ -41,7 +41,7 @@ pub struct OfferView {
 }
 
 /// What a driver's feed carries.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum DriverFeed {
     /// A new offer to answer before `expires_at`.
     Offer(OfferView),
@@ -54,7 +54,7 @@ pub enum DriverFeed {
 }
 
 /// A driver's state as the engine reports it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DriverStatus {
     pub driver_id: UserId,
     pub online: bool,
@@ -150,6 +150,17 @@ pub enum Progress {
     Delivered,
 }
 
+impl Progress {
+    /// Whether an order in `status` has already gone through this step.
+    fn done_in(self, status: crate::domain::OrderStatus) -> bool {
+        use crate::domain::OrderStatus;
+        match self {
+            Progress::PickedUp => matches!(status, OrderStatus::PickedUp | OrderStatus::Delivered),
+            Progress::Delivered => status == OrderStatus::Delivered,
+        }
+    }
+}
+
 /// The driver reports picking up or delivering its active order.
 #[derive(Clone, Message)]
 #[rtype(result = "Result<OrderView, EngineError>")]
@@ -237,6 +248,21 @@ impl DriverActor {
             && self.location.is_some()
             && self.offer.is_none()
             && self.active_order.is_none()
+    }
+
+    /// Whether the driver, free of work, is in a region this replica does not hold while
+    /// regions are shared.
+    fn left_our_regions(&self) -> bool {
+        self.services.is_sharing()
+            && self.offer.is_none()
+            && self.active_order.is_none()
+            && self.location.is_some_and(|location| {
+                self.services
+                    .config
+                    .regions
+                    .locate(location)
+                    .is_some_and(|region| !self.services.is_active(region.id()))
+            })
     }
 
     /// Puts the driver into (or takes it out of) the regions' indexes to match its state.
@@ -412,7 +438,7 @@ impl Actor for DriverActor {
 impl Handler<UpdateLocation> for DriverActor {
     type Result = Result<(), EngineError>;
 
-    fn handle(&mut self, msg: UpdateLocation, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: UpdateLocation, ctx: &mut Self::Context) -> Self::Result {
         if let (Some(ts), Some(last)) = (msg.ts_ms, self.last_fix_ms)
             && ts < last
         {
@@ -435,9 +461,60 @@ impl Handler<UpdateLocation> for DriverActor {
                 location: msg.location,
             });
         }
+        if self.left_our_regions() {
+            // Idle in a region another replica holds: its owner serves the driver from now on
+            // (the session's feed ends, and it subscribes again there).
+            self.snapshot(true);
+            self.guard.disarm();
+            ctx.stop();
+            return Ok(());
+        }
         self.snapshot(false);
         Ok(())
     }
+}
+
+impl Handler<super::services::Retire> for DriverActor {
+    type Result = bool;
+
+    /// Stops if the driver works in the region handed off (it is there, or its offer or order
+    /// is), or its supervisor was that region.
+    fn handle(&mut self, msg: super::services::Retire, ctx: &mut Self::Context) -> bool {
+        let located_there = self.location.is_some_and(|location| {
+            self.services
+                .config
+                .regions
+                .locate(location)
+                .is_some_and(|region| region.id() == &msg.region)
+        });
+        let retire = located_there
+            || self.guard.supervisor() == &msg.region
+            || self.indexed_in.contains(&msg.region)
+            || self.active_order.is_some_and(|id| msg.orders.contains(&id))
+            || self
+                .offer
+                .as_ref()
+                .is_some_and(|held| msg.orders.contains(&held.view.order_id));
+        if retire {
+            self.snapshot(true);
+            self.guard.disarm();
+            ctx.stop();
+        }
+        retire
+    }
+}
+
+/// Where the driver was last seen, from its snapshot (for routing a driver not seen lately).
+pub(super) async fn last_known_location(
+    store: &crate::store::Store,
+    driver: UserId,
+) -> Option<LatLon> {
+    let snapshot = store
+        .snapshot_state::<DriverSnapshot>(SnapshotKind::Driver, driver.as_uuid())
+        .await
+        .ok()??;
+    let position = snapshot.location?;
+    LatLon::new(position.lat, position.lon).ok()
 }
 
 impl Handler<SetAvailability> for DriverActor {
@@ -593,13 +670,41 @@ impl Handler<AnswerOffer> for DriverActor {
 impl Handler<ReportProgress> for DriverActor {
     type Result = AtomicResponse<Self, Result<OrderView, EngineError>>;
 
-    fn handle(&mut self, msg: ReportProgress, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ReportProgress, ctx: &mut Self::Context) -> Self::Result {
         let ready = |result| AtomicResponse::new(Box::pin(fut::ready(result)));
         if self.active_order != Some(msg.order_id) {
-            return ready(Err(EngineError::OrderNotFound));
+            // A report sent again (its answer was lost, or the order's replica changed) after
+            // it took effect is answered with the order as it is: reports are idempotent.
+            let store = self.services.store.clone();
+            let driver = self.id;
+            return AtomicResponse::new(Box::pin(
+                async move {
+                    match store.load_order(msg.order_id).await? {
+                        Some(order)
+                            if order.driver_id == Some(driver)
+                                && msg.step.done_in(order.status()) =>
+                        {
+                            Ok(order.view())
+                        }
+                        _ => Err(EngineError::OrderNotFound),
+                    }
+                }
+                .into_actor(self),
+            ));
         }
         let order = match self.order_addr(&msg.order_id) {
             Ok(order) => order,
+            Err(_) if self.services.is_sharing() => {
+                // The order runs on another replica (its region moved while this actor was
+                // away from it): this actor steps aside so the report is sent there.
+                self.snapshot(true);
+                self.guard.disarm();
+                ctx.stop();
+                return ready(Err(EngineError::NotOwner(format!(
+                    "order {} (another replica serves it)",
+                    msg.order_id
+                ))));
+            }
             Err(error) => return ready(Err(error)),
         };
         type Pending = std::pin::Pin<

@@ -2,8 +2,9 @@
 //! command to the actor that owns the entity, and hands out bounded subscriptions. Behind it, a
 //! region supervisor per region runs on its own event loop.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -21,7 +22,8 @@ use super::order::{
     OrderActor, OrderFeed, SubscribeOrder,
 };
 use super::region::{CrashRegion, IndexSize};
-use super::services::{EngineHooks, Services};
+use super::remote::{self, Call, Reply, RouteKey, Router};
+use super::services::{EngineHooks, Retire, Services};
 use super::snapshot_writer;
 use super::supervision::{Entity, FailedActor};
 use crate::config::DispatchConfig;
@@ -34,11 +36,53 @@ use crate::store::{Store, StoreError};
 const RESTART_WAIT_ATTEMPTS: u32 = 40;
 const RESTART_WAIT_MS: u64 = 25;
 
+/// Route caches kept below this many entries (cleared when full: they refill from the store).
+const ROUTE_CACHE_ENTRIES: usize = 100_000;
+
 /// The dispatch engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     services: Arc<Services>,
     recovered: Arc<AtomicBool>,
+    /// Set when regions are shared with other replicas: commands for their regions go there.
+    router: Arc<OnceLock<Arc<Router>>>,
+    routes: Arc<Routes>,
+}
+
+/// Where this replica last saw entities, for routing: an order's and a merchant's region never
+/// change; a driver's is where its last fix was, and a driver served by another replica keeps
+/// going there while that subscription lives.
+#[derive(Default)]
+struct Routes {
+    orders: Mutex<HashMap<OrderId, RegionId>>,
+    merchants: Mutex<HashMap<MerchantId, RegionId>>,
+    driver_regions: Mutex<HashMap<UserId, RegionId>>,
+    /// Driver → (replica serving it, the subscription that binds it there).
+    driver_nodes: Mutex<HashMap<UserId, (String, Uuid)>>,
+}
+
+fn remember<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= ROUTE_CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
+fn recall<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: &K) -> Option<V> {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .cloned()
+}
+
+/// Where a command runs.
+enum Target {
+    Here,
+    Replica(String),
+    /// Nobody holds the region now (its owner died and its lease has not expired or been
+    /// claimed yet): the command waits for the next owner.
+    Unowned,
 }
 
 impl Engine {
@@ -57,13 +101,87 @@ impl Engine {
             config.snapshot_interval,
         );
         let services = Services::new(config, hooks, store, snapshots, arbiters);
-        for id in services.region_ids() {
-            services.start_region(id);
-        }
         Engine {
             services,
             recovered: Arc::new(AtomicBool::new(false)),
+            router: Arc::new(OnceLock::new()),
+            routes: Arc::new(Routes::default()),
         }
+    }
+
+    /// From now on, regions this replica does not hold are served by other replicas through
+    /// `router`.
+    pub fn attach_router(&self, router: Arc<Router>) {
+        self.services.sharing.store(true, Ordering::Release);
+        let _ = self.router.set(router);
+    }
+
+    fn router(&self) -> Option<&Arc<Router>> {
+        self.router.get()
+    }
+
+    /// Takes region `region` on (its lease was granted): starts its supervisor, rebuilds its open
+    /// orders from their snapshots and journals, and then takes its commands. Returns how many
+    /// orders came back.
+    pub async fn activate_region(&self, region: &RegionId) -> Result<usize, StoreError> {
+        let started = Instant::now();
+        let orders = self.services.store.open_orders(region.as_str()).await?;
+        self.services.start_region(region.clone());
+        let count = orders.len();
+        for order in orders {
+            let services = self.services.clone();
+            self.services.orders.get_or_start(order.id, move || {
+                OrderActor::start_recovered(order, services)
+            });
+        }
+        self.services.set_active(region, true);
+        tracing::info!(region = %region, orders = count, elapsed_ms = started.elapsed().as_millis() as u64, "region taken on");
+        Ok(count)
+    }
+
+    /// Hands region `region` off (a rebalance): takes no more commands for it, stops its orders
+    /// and the drivers and merchants working there, writes their pending snapshots, and leaves
+    /// the journal as the new owner will read it. Sessions whose feeds end subscribe again and
+    /// reach the new owner.
+    pub async fn deactivate_region(&self, region: &RegionId) {
+        let started = Instant::now();
+        self.services.set_active(region, false);
+        let mut retired = HashSet::new();
+        let none = Arc::new(HashSet::new());
+        for (id, addr) in self.services.orders.all() {
+            let message = Retire {
+                region: region.clone(),
+                orders: none.clone(),
+            };
+            if let Ok(true) = addr.send(message).await {
+                retired.insert(id);
+            }
+        }
+        let orders = Arc::new(retired);
+        for (_, addr) in self.services.drivers.all() {
+            let _ = addr
+                .send(Retire {
+                    region: region.clone(),
+                    orders: orders.clone(),
+                })
+                .await;
+        }
+        for (_, addr) in self.services.merchants.all() {
+            let _ = addr
+                .send(Retire {
+                    region: region.clone(),
+                    orders: orders.clone(),
+                })
+                .await;
+        }
+        self.services.stop_region(region).await;
+        self.services.snapshots.flush().await;
+        tracing::info!(region = %region, orders = orders.len(), elapsed_ms = started.elapsed().as_millis() as u64, "region handed off");
+    }
+
+    /// Marks the engine as taking commands (the cluster has made its first round).
+    pub fn set_ready(&self) {
+        self.recovered.store(true, Ordering::Release);
     }
 
     /// Rebuilds every open order from its snapshot and journal and restarts its actor: offers
@@ -79,6 +197,9 @@ impl Engine {
         });
         let regions = futures_util::future::try_join_all(loads).await?;
         let read = started.elapsed();
+        for id in self.services.region_ids() {
+            self.services.start_region(id);
+        }
         let mut recovered = 0;
         for orders in regions {
             recovered += orders.len();
@@ -88,6 +209,9 @@ impl Engine {
                     OrderActor::start_recovered(order, services)
                 });
             }
+        }
+        for id in self.services.region_ids() {
+            self.services.set_active(&id, true);
         }
         self.recovered.store(true, Ordering::Release);
         let elapsed = started.elapsed();
@@ -120,7 +244,7 @@ impl Engine {
 
     /// Hands a checked-out order to dispatch: journals it as `placed`, starts its actor and puts
     /// it on the merchant's board. Placing the same order id again returns the order as it is.
-    pub async fn place_order(&self, new: NewOrder) -> Result<OrderView, EngineError> {
+    pub(crate) async fn place_order_local(&self, new: NewOrder) -> Result<OrderView, EngineError> {
         self.ensure_ready()?;
         let pickup = LatLon::new(new.pickup.lat, new.pickup.lon)?;
         let dropoff = LatLon::new(new.dropoff.lat, new.dropoff.lon)?;
@@ -132,6 +256,9 @@ impl Engine {
             .locate(dropoff)
             .ok_or(EngineError::OutsideServiceArea)?;
         let id = new.id;
+        if !self.services.is_active(region.id()) {
+            return Err(EngineError::NotOwner(format!("region {}", region.id())));
+        }
         if self.services.orders.get(&id).is_some() {
             return self.order(id).await;
         }
@@ -195,12 +322,19 @@ impl Engine {
         match self.services.store.load_order(id).await? {
             None => Err(EngineError::OrderNotFound),
             Some(order) if !order.is_open() => Err(EngineError::OrderClosed(order.status())),
+            Some(order)
+                if !self
+                    .services
+                    .is_active(&RegionId::from(order.region_id.as_str())) =>
+            {
+                Err(EngineError::NotOwner(format!("region {}", order.region_id)))
+            }
             Some(_) => Ok(()),
         }
     }
 
     /// The merchant accepts with a preparation time; dispatch starts looking for a driver.
-    pub async fn merchant_accept(
+    pub(crate) async fn merchant_accept_local(
         &self,
         merchant_id: MerchantId,
         order_id: OrderId,
@@ -217,7 +351,7 @@ impl Engine {
     }
 
     /// The merchant rejects the order.
-    pub async fn merchant_reject(
+    pub(crate) async fn merchant_reject_local(
         &self,
         merchant_id: MerchantId,
         order_id: OrderId,
@@ -234,7 +368,7 @@ impl Engine {
     }
 
     /// The merchant marks the order ready for pickup.
-    pub async fn merchant_ready(
+    pub(crate) async fn merchant_ready_local(
         &self,
         merchant_id: MerchantId,
         order_id: OrderId,
@@ -243,7 +377,7 @@ impl Engine {
     }
 
     /// Cancels the order (the customer before acceptance; an admin before pickup).
-    pub async fn cancel_order(
+    pub(crate) async fn cancel_order_local(
         &self,
         order_id: OrderId,
         by: Canceller,
@@ -282,7 +416,7 @@ impl Engine {
     }
 
     /// A driver's GPS fix. Coordinates must be valid; a fix older than the last is refused.
-    pub async fn driver_location(
+    pub(crate) async fn driver_location_local(
         &self,
         driver: UserId,
         lat: f64,
@@ -297,7 +431,7 @@ impl Engine {
     /// A driver's GPS fix, without waiting for the driver's actor: the hot path of the driver
     /// app's socket. The coordinates are checked here; a stale fix is dropped (and counted) by
     /// the actor. Ordering with the driver's other messages is kept (one mailbox).
-    pub fn driver_location_nowait(
+    fn driver_location_nowait_local(
         &self,
         driver: UserId,
         lat: f64,
@@ -312,7 +446,7 @@ impl Engine {
     }
 
     /// The driver goes on or off duty. Matchable once on duty with a location.
-    pub async fn driver_availability(
+    pub(crate) async fn driver_availability_local(
         &self,
         driver: UserId,
         available: bool,
@@ -322,20 +456,20 @@ impl Engine {
     }
 
     /// The driver's app is gone (after its grace period): out of the indexes.
-    pub async fn driver_offline(&self, driver: UserId) -> Result<(), EngineError> {
+    pub(crate) async fn driver_offline_local(&self, driver: UserId) -> Result<(), EngineError> {
         self.call_driver(driver, GoOffline).await
     }
 
     /// A socket of the driver closed: it goes offline after the grace period unless it
     /// reconnects.
-    pub fn driver_disconnected(&self, driver: UserId) {
+    fn driver_disconnected_local(&self, driver: UserId) {
         if let Some(addr) = self.services.drivers.get(&driver) {
             addr.do_send(SessionClosed);
         }
     }
 
     /// The driver accepts its open offer: the order is assigned to it.
-    pub async fn accept_offer(
+    pub(crate) async fn accept_offer_local(
         &self,
         driver: UserId,
         offer_id: Uuid,
@@ -353,7 +487,11 @@ impl Engine {
     }
 
     /// The driver declines its open offer: the order goes to the next candidate.
-    pub async fn decline_offer(&self, driver: UserId, offer_id: Uuid) -> Result<(), EngineError> {
+    pub(crate) async fn decline_offer_local(
+        &self,
+        driver: UserId,
+        offer_id: Uuid,
+    ) -> Result<(), EngineError> {
         self.call_driver(
             driver,
             AnswerOffer {
@@ -366,7 +504,7 @@ impl Engine {
     }
 
     /// The driver collected its active order.
-    pub async fn picked_up(
+    pub(crate) async fn picked_up_local(
         &self,
         driver: UserId,
         order_id: OrderId,
@@ -382,7 +520,7 @@ impl Engine {
     }
 
     /// The driver delivered its active order.
-    pub async fn delivered(
+    pub(crate) async fn delivered_local(
         &self,
         driver: UserId,
         order_id: OrderId,
@@ -398,12 +536,15 @@ impl Engine {
     }
 
     /// A driver's state, as the engine sees it.
-    pub async fn driver_status(&self, driver: UserId) -> Result<DriverStatus, EngineError> {
+    pub(crate) async fn driver_status_local(
+        &self,
+        driver: UserId,
+    ) -> Result<DriverStatus, EngineError> {
         self.call_driver(driver, GetDriverStatus).await
     }
 
     /// The driver's feed (offers, assignment, order updates), its state, and its active order.
-    pub async fn subscribe_driver(
+    pub(crate) async fn subscribe_driver_local(
         &self,
         driver: UserId,
     ) -> Result<(DriverStatus, Option<OrderView>, mpsc::Receiver<DriverFeed>), EngineError> {
@@ -432,7 +573,7 @@ impl Engine {
 
     /// The order now and a feed of its changes (and of its driver's location). For a closed
     /// order the feed ends at once.
-    pub async fn subscribe_order(
+    pub(crate) async fn subscribe_order_local(
         &self,
         id: OrderId,
     ) -> Result<(OrderView, mpsc::Receiver<OrderFeed>), EngineError> {
@@ -459,7 +600,7 @@ impl Engine {
     }
 
     /// The merchant's board (every open order) and a feed of changes to it.
-    pub async fn subscribe_board(
+    pub(crate) async fn subscribe_board_local(
         &self,
         merchant_id: MerchantId,
     ) -> Result<(Vec<OrderView>, mpsc::Receiver<OrderView>), EngineError> {
@@ -488,7 +629,10 @@ impl Engine {
     }
 
     /// Drivers in a region's index now.
-    pub async fn indexed_drivers(&self, region: &RegionId) -> Result<usize, EngineError> {
+    pub(crate) async fn indexed_drivers_local(
+        &self,
+        region: &RegionId,
+    ) -> Result<usize, EngineError> {
         let addr = self
             .services
             .region(region)
@@ -496,6 +640,558 @@ impl Engine {
         addr.send(IndexSize)
             .await
             .map_err(|_| EngineError::Unavailable(format!("region {region} is restarting")))
+    }
+
+    // ---- Routing: every command runs on the replica that holds its entity's region. ----
+
+    /// Where a command about `key` runs: here when regions are not shared or this replica
+    /// holds the region, else on its owner. `hint` is a driver's fresh fix.
+    async fn target(&self, key: &RouteKey) -> Result<Target, EngineError> {
+        let Some(router) = self.router() else {
+            return Ok(Target::Here);
+        };
+        let region = match key {
+            RouteKey::Driver(driver) => return self.driver_target(router, *driver).await,
+            RouteKey::Region(region) => region.clone(),
+            RouteKey::Order(id) => match recall(&self.routes.orders, id) {
+                Some(region) => region,
+                None => {
+                    let region = self
+                        .services
+                        .store
+                        .order_region(*id)
+                        .await?
+                        .ok_or(EngineError::OrderNotFound)?;
+                    let region = RegionId::from(region);
+                    remember(&self.routes.orders, *id, region.clone());
+                    region
+                }
+            },
+            RouteKey::Merchant(id) => match self.merchant_region(*id).await? {
+                Some(region) => region,
+                // An unknown merchant has an empty board, served here.
+                None => return Ok(Target::Here),
+            },
+        };
+        Ok(self.region_target(router, &region))
+    }
+
+    fn region_target(&self, router: &Router, region: &RegionId) -> Target {
+        if self.services.is_active(region) {
+            return Target::Here;
+        }
+        match router.ownership().owner(region.as_str()) {
+            Some(owner) if owner != router.node() => Target::Replica(owner),
+            // Ours, still recovering: answered here (`recovering`).
+            Some(_) => Target::Here,
+            None => Target::Unowned,
+        }
+    }
+
+    async fn merchant_region(&self, id: MerchantId) -> Result<Option<RegionId>, EngineError> {
+        if let Some(region) = recall(&self.routes.merchants, &id) {
+            return Ok(Some(region));
+        }
+        let Some(merchant) = self.services.store.merchant(id).await? else {
+            return Ok(None);
+        };
+        let region = LatLon::new(merchant.location.lat, merchant.location.lon)
+            .ok()
+            .and_then(|point| self.regions().locate(point))
+            .map(|region| region.id().clone());
+        if let Some(region) = &region {
+            remember(&self.routes.merchants, id, region.clone());
+        }
+        Ok(region)
+    }
+
+    /// A driver is served where its actor is: here if it runs here, else where its live
+    /// subscription is; otherwise by the owner of its active order's region (a driver works
+    /// next to its order), else of the region of its last fix or stored location; a driver
+    /// known nowhere is served here.
+    async fn driver_target(&self, router: &Router, driver: UserId) -> Result<Target, EngineError> {
+        if let Some(target) = self.driver_bound(router, driver) {
+            return Ok(target);
+        }
+        let store = &self.services.store;
+        let region = match store.active_order_of_driver(driver).await? {
+            Some(order) => store.order_region(order).await?.map(RegionId::from),
+            None => match recall(&self.routes.driver_regions, &driver) {
+                Some(region) => Some(region),
+                None => super::driver::last_known_location(store, driver)
+                    .await
+                    .and_then(|point| self.regions().locate(point))
+                    .map(|region| region.id().clone()),
+            },
+        };
+        Ok(match region {
+            Some(region) => self.region_target(router, &region),
+            None => Target::Here,
+        })
+    }
+
+    /// Where the driver's actor is known to run: here, or at the replica serving its live
+    /// subscription.
+    fn driver_bound(&self, router: &Router, driver: UserId) -> Option<Target> {
+        if self.services.drivers.get(&driver).is_some() {
+            return Some(Target::Here);
+        }
+        let (node, sub) = recall(&self.routes.driver_nodes, &driver)?;
+        if router.has_feed(sub) {
+            return Some(Target::Replica(node));
+        }
+        self.routes
+            .driver_nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&driver);
+        None
+    }
+
+    /// Runs `call` where `key` lives.
+    async fn dispatch(&self, key: RouteKey, call: Call) -> Result<Reply, EngineError> {
+        self.ensure_ready()?;
+        match self.target(&key).await? {
+            Target::Here => self.execute_local(call).await,
+            Target::Replica(_) | Target::Unowned => {
+                let Some(router) = self.router() else {
+                    return self.execute_local(call).await;
+                };
+                router.call(call, || self.resolve(key.clone())).await
+            }
+        }
+    }
+
+    fn node(&self) -> String {
+        self.router()
+            .map(|router| router.node().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Runs a command on this replica (it holds the entity's region, or another replica sent
+    /// it here).
+    pub(crate) async fn execute_local(&self, call: Call) -> Result<Reply, EngineError> {
+        let order = |view: OrderView| Reply::Order { order: view };
+        match call {
+            Call::PlaceOrder { order: new } => self.place_order_local(new).await.map(order),
+            Call::MerchantAccept {
+                merchant_id,
+                order_id,
+                prep_minutes,
+            } => self
+                .merchant_accept_local(merchant_id, order_id, prep_minutes)
+                .await
+                .map(order),
+            Call::MerchantReject {
+                merchant_id,
+                order_id,
+                reason,
+            } => self
+                .merchant_reject_local(merchant_id, order_id, reason)
+                .await
+                .map(order),
+            Call::MerchantReady {
+                merchant_id,
+                order_id,
+            } => self
+                .merchant_ready_local(merchant_id, order_id)
+                .await
+                .map(order),
+            Call::CancelOrder {
+                order_id,
+                by,
+                reason,
+            } => self
+                .cancel_order_local(order_id, by, reason)
+                .await
+                .map(order),
+            Call::GetOrder { order_id } => self.order(order_id).await.map(order),
+            Call::DriverLocation {
+                driver,
+                lat,
+                lon,
+                ts_ms,
+            } => self
+                .driver_location_local(driver, lat, lon, ts_ms)
+                .await
+                .map(|()| Reply::Done),
+            Call::DriverAvailability { driver, available } => self
+                .driver_availability_local(driver, available)
+                .await
+                .map(|status| Reply::Driver { status }),
+            Call::DriverOffline { driver } => self
+                .driver_offline_local(driver)
+                .await
+                .map(|()| Reply::Done),
+            Call::DriverDisconnected { driver } => {
+                self.driver_disconnected_local(driver);
+                Ok(Reply::Done)
+            }
+            Call::AnswerOffer {
+                driver,
+                offer_id,
+                accept: true,
+            } => self.accept_offer_local(driver, offer_id).await.map(order),
+            Call::AnswerOffer {
+                driver,
+                offer_id,
+                accept: false,
+            } => self
+                .decline_offer_local(driver, offer_id)
+                .await
+                .map(|()| Reply::Done),
+            Call::PickedUp { driver, order_id } => {
+                self.picked_up_local(driver, order_id).await.map(order)
+            }
+            Call::Delivered { driver, order_id } => {
+                self.delivered_local(driver, order_id).await.map(order)
+            }
+            Call::DriverStatus { driver } => self
+                .driver_status_local(driver)
+                .await
+                .map(|status| Reply::Driver { status }),
+            Call::IndexedDrivers { region } => self
+                .indexed_drivers_local(&region)
+                .await
+                .map(|count| Reply::Count { count }),
+            Call::SubscribeOrder { .. }
+            | Call::SubscribeBoard { .. }
+            | Call::SubscribeDriver { .. } => Err(EngineError::Unavailable(
+                "a subscription cannot be run without a subscriber".to_owned(),
+            )),
+        }
+    }
+
+    /// Hands a checked-out order to dispatch: journals it as `placed`, starts its actor and puts
+    /// it on the merchant's board. Placing the same order id again returns the order as it is.
+    pub async fn place_order(&self, new: NewOrder) -> Result<OrderView, EngineError> {
+        self.ensure_ready()?;
+        let pickup = LatLon::new(new.pickup.lat, new.pickup.lon)?;
+        let region = self
+            .regions()
+            .locate(pickup)
+            .ok_or(EngineError::OutsideServiceArea)?
+            .id()
+            .clone();
+        remember(&self.routes.orders, new.id, region.clone());
+        into_order(
+            self.dispatch(RouteKey::Region(region), Call::PlaceOrder { order: new })
+                .await?,
+        )
+    }
+
+    /// The merchant accepts with a preparation time; dispatch starts looking for a driver.
+    pub async fn merchant_accept(
+        &self,
+        merchant_id: MerchantId,
+        order_id: OrderId,
+        prep_minutes: u32,
+    ) -> Result<OrderView, EngineError> {
+        let call = Call::MerchantAccept {
+            merchant_id,
+            order_id,
+            prep_minutes,
+        };
+        into_order(self.dispatch(RouteKey::Order(order_id), call).await?)
+    }
+
+    /// The merchant rejects the order.
+    pub async fn merchant_reject(
+        &self,
+        merchant_id: MerchantId,
+        order_id: OrderId,
+        reason: String,
+    ) -> Result<OrderView, EngineError> {
+        let call = Call::MerchantReject {
+            merchant_id,
+            order_id,
+            reason,
+        };
+        into_order(self.dispatch(RouteKey::Order(order_id), call).await?)
+    }
+
+    /// The merchant marks the order ready for pickup.
+    pub async fn merchant_ready(
+        &self,
+        merchant_id: MerchantId,
+        order_id: OrderId,
+    ) -> Result<OrderView, EngineError> {
+        let call = Call::MerchantReady {
+            merchant_id,
+            order_id,
+        };
+        into_order(self.dispatch(RouteKey::Order(order_id), call).await?)
+    }
+
+    /// Cancels the order (the customer before acceptance; an admin before pickup).
+    pub async fn cancel_order(
+        &self,
+        order_id: OrderId,
+        by: Canceller,
+        reason: String,
+    ) -> Result<OrderView, EngineError> {
+        let call = Call::CancelOrder {
+            order_id,
+            by,
+            reason,
+        };
+        into_order(self.dispatch(RouteKey::Order(order_id), call).await?)
+    }
+
+    /// Notes the region of a driver's fix, which decides where an idle driver is served.
+    fn note_driver_fix(&self, driver: UserId, location: LatLon) {
+        if self.router().is_some()
+            && let Some(region) = self.regions().locate(location)
+        {
+            remember(&self.routes.driver_regions, driver, region.id().clone());
+        }
+    }
+
+    /// A driver's GPS fix. Coordinates must be valid; a fix older than the last is refused.
+    pub async fn driver_location(
+        &self,
+        driver: UserId,
+        lat: f64,
+        lon: f64,
+        ts_ms: Option<i64>,
+    ) -> Result<(), EngineError> {
+        self.note_driver_fix(driver, LatLon::new(lat, lon)?);
+        let call = Call::DriverLocation {
+            driver,
+            lat,
+            lon,
+            ts_ms,
+        };
+        self.dispatch(RouteKey::Driver(driver), call)
+            .await
+            .map(drop)
+    }
+
+    /// A driver's GPS fix, without waiting for the driver's actor: the hot path of the driver
+    /// app's socket. The coordinates are checked here; a stale fix is dropped (and counted) by
+    /// the actor. Ordering with the driver's other messages is kept (one mailbox). A driver
+    /// served by another replica gets it best-effort.
+    pub fn driver_location_nowait(
+        &self,
+        driver: UserId,
+        lat: f64,
+        lon: f64,
+        ts_ms: Option<i64>,
+    ) -> Result<(), EngineError> {
+        self.ensure_ready()?;
+        let location = LatLon::new(lat, lon)?;
+        self.note_driver_fix(driver, location);
+        if let Some(router) = self.router() {
+            match self.driver_bound(router, driver) {
+                Some(Target::Here) => {}
+                Some(Target::Replica(node)) => {
+                    let call = Call::DriverLocation {
+                        driver,
+                        lat,
+                        lon,
+                        ts_ms,
+                    };
+                    router.cast(&node, call);
+                    return Ok(());
+                }
+                None | Some(Target::Unowned) => {
+                    // Not served anywhere known yet: find where (it may take the store).
+                    let engine = self.clone();
+                    actix_web::rt::spawn(async move {
+                        if let Err(error) = engine.driver_location(driver, lat, lon, ts_ms).await {
+                            tracing::debug!(%driver, error = %error, "driver fix not delivered");
+                        }
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        self.driver_location_nowait_local(driver, lat, lon, ts_ms)
+    }
+
+    /// The driver goes on or off duty. Matchable once on duty with a location.
+    pub async fn driver_availability(
+        &self,
+        driver: UserId,
+        available: bool,
+    ) -> Result<DriverStatus, EngineError> {
+        let call = Call::DriverAvailability { driver, available };
+        into_status(self.dispatch(RouteKey::Driver(driver), call).await?)
+    }
+
+    /// The driver's app is gone (after its grace period): out of the indexes.
+    pub async fn driver_offline(&self, driver: UserId) -> Result<(), EngineError> {
+        self.dispatch(RouteKey::Driver(driver), Call::DriverOffline { driver })
+            .await
+            .map(drop)
+    }
+
+    /// A socket of the driver closed: it goes offline after the grace period unless it
+    /// reconnects.
+    pub fn driver_disconnected(&self, driver: UserId) {
+        if let Some(router) = self.router()
+            && let Some(Target::Replica(node)) = self.driver_bound(router, driver)
+        {
+            router.cast(&node, Call::DriverDisconnected { driver });
+            return;
+        }
+        self.driver_disconnected_local(driver);
+    }
+
+    /// The driver accepts its open offer: the order is assigned to it.
+    pub async fn accept_offer(
+        &self,
+        driver: UserId,
+        offer_id: Uuid,
+    ) -> Result<OrderView, EngineError> {
+        let call = Call::AnswerOffer {
+            driver,
+            offer_id,
+            accept: true,
+        };
+        into_order(self.dispatch(RouteKey::Driver(driver), call).await?)
+    }
+
+    /// The driver declines its open offer: the order goes to the next candidate.
+    pub async fn decline_offer(&self, driver: UserId, offer_id: Uuid) -> Result<(), EngineError> {
+        let call = Call::AnswerOffer {
+            driver,
+            offer_id,
+            accept: false,
+        };
+        self.dispatch(RouteKey::Driver(driver), call)
+            .await
+            .map(drop)
+    }
+
+    /// The driver collected its active order.
+    pub async fn picked_up(
+        &self,
+        driver: UserId,
+        order_id: OrderId,
+    ) -> Result<OrderView, EngineError> {
+        let call = Call::PickedUp { driver, order_id };
+        into_order(self.dispatch(RouteKey::Driver(driver), call).await?)
+    }
+
+    /// The driver delivered its active order.
+    pub async fn delivered(
+        &self,
+        driver: UserId,
+        order_id: OrderId,
+    ) -> Result<OrderView, EngineError> {
+        let call = Call::Delivered { driver, order_id };
+        into_order(self.dispatch(RouteKey::Driver(driver), call).await?)
+    }
+
+    /// A driver's state, as the engine sees it.
+    pub async fn driver_status(&self, driver: UserId) -> Result<DriverStatus, EngineError> {
+        into_status(
+            self.dispatch(RouteKey::Driver(driver), Call::DriverStatus { driver })
+                .await?,
+        )
+    }
+
+    /// Drivers in a region's index now.
+    pub async fn indexed_drivers(&self, region: &RegionId) -> Result<usize, EngineError> {
+        let call = Call::IndexedDrivers {
+            region: region.clone(),
+        };
+        match self
+            .dispatch(RouteKey::Region(region.clone()), call)
+            .await?
+        {
+            Reply::Count { count } => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The driver's feed (offers, assignment, order updates), its state, and its active order.
+    pub async fn subscribe_driver(
+        &self,
+        driver: UserId,
+    ) -> Result<(DriverStatus, Option<OrderView>, mpsc::Receiver<DriverFeed>), EngineError> {
+        self.ensure_ready()?;
+        let key = RouteKey::Driver(driver);
+        let (Some(router), Target::Replica(_) | Target::Unowned) =
+            (self.router(), self.target(&key).await?)
+        else {
+            return self.subscribe_driver_local(driver).await;
+        };
+        let (reply, feed, sub, node) = router
+            .subscribe(
+                |sub| Call::SubscribeDriver { driver, sub },
+                None,
+                remote::driver_sink,
+                || self.resolve(key.clone()),
+            )
+            .await?;
+        remember(&self.routes.driver_nodes, driver, (node, sub));
+        match reply {
+            Reply::DriverFeed { status, active } => Ok((status, active, feed)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The replica a resent command goes to.
+    async fn resolve(&self, key: RouteKey) -> Result<Option<String>, EngineError> {
+        Ok(match self.target(&key).await? {
+            Target::Replica(node) => Some(node),
+            Target::Here => Some(self.node()),
+            Target::Unowned => None,
+        })
+    }
+
+    /// The order now and a feed of its changes (and of its driver's location). For a closed
+    /// order the feed ends at once.
+    pub async fn subscribe_order(
+        &self,
+        id: OrderId,
+    ) -> Result<(OrderView, mpsc::Receiver<OrderFeed>), EngineError> {
+        self.ensure_ready()?;
+        let key = RouteKey::Order(id);
+        let (Some(router), Target::Replica(_) | Target::Unowned) =
+            (self.router(), self.target(&key).await?)
+        else {
+            return self.subscribe_order_local(id).await;
+        };
+        let region = recall(&self.routes.orders, &id).map(|r| r.to_string());
+        let (reply, feed, _, _) = router
+            .subscribe(
+                |sub| Call::SubscribeOrder { order_id: id, sub },
+                region,
+                remote::order_sink,
+                || self.resolve(key.clone()),
+            )
+            .await?;
+        into_order(reply).map(|view| (view, feed))
+    }
+
+    /// The merchant's board (every open order) and a feed of changes to it.
+    pub async fn subscribe_board(
+        &self,
+        merchant_id: MerchantId,
+    ) -> Result<(Vec<OrderView>, mpsc::Receiver<OrderView>), EngineError> {
+        self.ensure_ready()?;
+        let key = RouteKey::Merchant(merchant_id);
+        let (Some(router), Target::Replica(_) | Target::Unowned) =
+            (self.router(), self.target(&key).await?)
+        else {
+            return self.subscribe_board_local(merchant_id).await;
+        };
+        let region = recall(&self.routes.merchants, &merchant_id).map(|r| r.to_string());
+        let (reply, feed, _, _) = router
+            .subscribe(
+                |sub| Call::SubscribeBoard { merchant_id, sub },
+                region,
+                remote::board_sink,
+                || self.resolve(key.clone()),
+            )
+            .await?;
+        match reply {
+            Reply::Board { orders } => Ok((orders, feed)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Actors that crash-looped and were left down, for an admin to look at.
@@ -547,5 +1243,23 @@ impl Engine {
         self.recovered.store(false, Ordering::Release);
         self.services.stop_all();
         self.services.snapshots.flush().await;
+    }
+}
+
+fn unexpected(reply: Reply) -> EngineError {
+    EngineError::Unavailable(format!("unexpected answer from another replica: {reply:?}"))
+}
+
+fn into_order(reply: Reply) -> Result<OrderView, EngineError> {
+    match reply {
+        Reply::Order { order } => Ok(order),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn into_status(reply: Reply) -> Result<DriverStatus, EngineError> {
+    match reply {
+        Reply::Driver { status } => Ok(status),
+        other => Err(unexpected(other)),
     }
 }

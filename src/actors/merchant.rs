@@ -137,6 +137,22 @@ impl Handler<SubscribeBoard> for MerchantActor {
     }
 }
 
+impl Handler<super::services::Retire> for MerchantActor {
+    type Result = bool;
+
+    /// Stops if its board holds an order of the region handed off, or its supervisor was that
+    /// region: its sessions subscribe again, at the new owner.
+    fn handle(&mut self, msg: super::services::Retire, ctx: &mut Self::Context) -> bool {
+        let retire = self.guard.supervisor() == &msg.region
+            || self.board.keys().any(|id| msg.orders.contains(id));
+        if retire {
+            self.guard.disarm();
+            ctx.stop();
+        }
+        retire
+    }
+}
+
 impl Handler<CrashMerchant> for MerchantActor {
     type Result = ();
 

@@ -11,6 +11,7 @@ mod mailbox;
 mod merchant;
 mod order;
 mod region;
+pub mod remote;
 mod services;
 pub mod sessions;
 mod snapshot_writer;
@@ -57,6 +58,11 @@ pub enum EngineError {
     Unavailable(String),
     #[error("dispatch is recovering open orders; try again shortly")]
     Recovering,
+    #[error("this replica does not hold {0}; try again shortly")]
+    NotOwner(String),
+    /// An error another replica answered with: its code and message.
+    #[error("{message}")]
+    Remote { code: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -74,7 +80,10 @@ impl EngineError {
             EngineError::DriverBusy => "driver_busy",
             EngineError::StaleLocation => "stale_location",
             EngineError::Failed(_) => "actor_failed",
-            EngineError::Unavailable(_) | EngineError::Recovering => "dispatch_unavailable",
+            EngineError::Unavailable(_) | EngineError::Recovering | EngineError::NotOwner(_) => {
+                "dispatch_unavailable"
+            }
+            EngineError::Remote { code, .. } => code,
             EngineError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             EngineError::Store(_) => "internal_error",
         }

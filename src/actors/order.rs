@@ -30,7 +30,7 @@ use crate::geo::{LatLon, RegionId, haversine_m, travel_secs};
 use crate::store::{Snapshot, SnapshotKind, StoreError};
 
 /// What an order's subscribers receive.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum OrderFeed {
     /// The order changed (journaled first).
     Update(OrderView),
@@ -44,7 +44,7 @@ pub enum OrderFeed {
 }
 
 /// Who cancels an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Canceller {
     /// The order's customer: allowed before the merchant accepts.
     Customer(UserId),
@@ -920,6 +920,21 @@ impl Handler<GetOrder> for OrderActor {
 
     fn handle(&mut self, _: GetOrder, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.order.view())
+    }
+}
+
+impl Handler<super::services::Retire> for OrderActor {
+    type Result = bool;
+
+    /// Stops if the order is of the region handed off (its journal is where the new owner
+    /// picks it up).
+    fn handle(&mut self, msg: super::services::Retire, ctx: &mut Self::Context) -> bool {
+        let retire = self.order.region_id == msg.region.as_str();
+        if retire {
+            self.guard.disarm();
+            ctx.stop();
+        }
+        retire
     }
 }
 

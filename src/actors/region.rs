@@ -283,6 +283,17 @@ impl Handler<IndexSize> for RegionActor {
     }
 }
 
+impl Handler<super::services::Retire> for RegionActor {
+    type Result = bool;
+
+    /// The region is handed off: its supervisor and index stop.
+    fn handle(&mut self, _: super::services::Retire, ctx: &mut Self::Context) -> bool {
+        self.guard.disarm();
+        ctx.stop();
+        true
+    }
+}
+
 impl Handler<CrashRegion> for RegionActor {
     type Result = ();
 

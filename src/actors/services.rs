@@ -2,8 +2,9 @@
 //! bookkeeping, and the registry of live actors by entity. Registry lookups take a lock for a
 //! map read and never across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
@@ -89,6 +90,15 @@ impl<K: Eq + Hash + Copy, A: Actor> Directory<K, A> {
     }
 }
 
+/// The region is handed to another replica: an actor working there stops (answering whether
+/// it did). `orders` are the orders of the region that stopped, for drivers working on them.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Retire {
+    pub region: RegionId,
+    pub orders: Arc<HashSet<OrderId>>,
+}
+
 /// What the engine tells the rest of the service about.
 #[derive(Clone, Default)]
 pub struct EngineHooks {
@@ -111,6 +121,12 @@ pub struct Services {
     pub drivers: Directory<UserId, DriverActor>,
     pub merchants: Directory<MerchantId, MerchantActor>,
     regions: RwLock<HashMap<RegionId, Addr<RegionActor>>>,
+    /// The regions whose commands this replica takes now (all of them unless regions are
+    /// shared with other replicas).
+    active: RwLock<HashSet<RegionId>>,
+    /// Whether regions are shared with other replicas (then an idle driver whose fixes leave
+    /// this replica's regions is handed to their owner).
+    pub sharing: AtomicBool,
     /// One event loop (thread) per region; a region's actors run on its arbiter.
     arbiters: Vec<(RegionId, ArbiterHandle)>,
 }
@@ -134,6 +150,8 @@ impl Services {
             drivers: Directory::default(),
             merchants: Directory::default(),
             regions: RwLock::new(HashMap::new()),
+            active: RwLock::new(HashSet::new()),
+            sharing: AtomicBool::new(false),
             arbiters,
         })
     }
@@ -149,12 +167,64 @@ impl Services {
 
     /// The region whose event loop runs (and supervises) a driver's or merchant's actor.
     /// Drivers roam and merchants need no location to open a board, so both are spread over
-    /// the regions' event loops by id rather than pinned to a place.
+    /// the event loops of the regions this replica holds, by id rather than pinned to a place.
     pub fn home_of<K: Hash>(&self, key: &K) -> RegionId {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
-        let index = (hasher.finish() % self.arbiters.len() as u64) as usize;
-        self.arbiters[index].0.clone()
+        let hash = hasher.finish();
+        let mut active: Vec<RegionId> = self
+            .active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if active.is_empty() {
+            let index = (hash % self.arbiters.len() as u64) as usize;
+            return self.arbiters[index].0.clone();
+        }
+        active.sort();
+        active.swap_remove((hash % active.len() as u64) as usize)
+    }
+
+    /// Whether this replica takes the commands of region `id` now.
+    pub fn is_active(&self, id: &RegionId) -> bool {
+        self.active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    pub fn set_active(&self, id: &RegionId, active: bool) {
+        let mut set = self.active.write().unwrap_or_else(|e| e.into_inner());
+        if active {
+            set.insert(id.clone());
+        } else {
+            set.remove(id);
+        }
+        metrics::gauge!("dispatch_regions_active").set(set.len() as f64);
+    }
+
+    /// Whether regions are shared with other replicas.
+    pub fn is_sharing(&self) -> bool {
+        self.sharing.load(Ordering::Acquire)
+    }
+
+    /// Stops the supervisor of region `id` (a hand-off): its index goes with it.
+    pub async fn stop_region(&self, id: &RegionId) {
+        let addr = self
+            .regions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(addr) = addr {
+            let _ = addr
+                .send(Retire {
+                    region: id.clone(),
+                    orders: Arc::new(HashSet::new()),
+                })
+                .await;
+        }
     }
 
     pub fn region(&self, id: &RegionId) -> Option<Addr<RegionActor>> {

@@ -68,6 +68,11 @@ impl ChildGuard {
         }
     }
 
+    /// The region whose supervisor restarts this child.
+    pub fn supervisor(&self) -> &RegionId {
+        &self.supervisor
+    }
+
     /// The actor is stopping on purpose; its end is not a crash.
     pub fn disarm(&mut self) {
         self.armed = false;

@@ -112,7 +112,18 @@ impl From<crate::actors::EngineError> for ApiError {
         let code = ErrorCode::from_code(error.code()).unwrap_or(ErrorCode::Internal);
         match error {
             EngineError::Store(store) => ApiError::from(store),
-            EngineError::Unavailable(_) | EngineError::Recovering | EngineError::Failed(_) => {
+            EngineError::Unavailable(_)
+            | EngineError::Recovering
+            | EngineError::NotOwner(_)
+            | EngineError::Failed(_) => ApiError::new(code)
+                .with_message(error.to_string())
+                .retry_after(1),
+            EngineError::Remote { code: remote, .. }
+                if matches!(
+                    remote,
+                    "dispatch_unavailable" | "store_unavailable" | "actor_failed"
+                ) =>
+            {
                 ApiError::new(code)
                     .with_message(error.to_string())
                     .retry_after(1)

@@ -65,8 +65,27 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         None => Err("recovering open orders".to_owned()),
     };
     record(&mut checks, &mut failing, "dispatch", dispatch);
+    // Redis is reported, not required: without it, the regions this replica holds keep
+    // working and only commands for other replicas' regions fail. Taking every replica out of
+    // the load balancer when Redis is down would stop those too.
     if let Some(bus) = &state.bus {
-        record(&mut checks, &mut failing, "redis", bus.ping().await);
+        let redis = bus.ping().await;
+        let routing = state.router.as_ref().map(|router| router.health());
+        checks.insert(
+            "redis".to_owned(),
+            match redis {
+                Ok(()) => "ok".to_owned(),
+                Err(reason) => {
+                    format!("degraded: {reason}; work for other replicas' regions fails")
+                }
+            },
+        );
+        if let Some(routing) = routing {
+            checks.insert(
+                "routing".to_owned(),
+                routing.map_or_else(|reason| format!("degraded: {reason}"), |()| "ok".to_owned()),
+            );
+        }
     }
     if failing.is_empty() {
         return HttpResponse::Ok().json(Readiness {

@@ -36,6 +36,8 @@ pub struct AppState {
     pub engine: Engine,
     /// This replica's region leases.
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// The link to the other replicas, when regions are shared (Redis is set).
+    pub router: Option<Arc<crate::actors::remote::Router>>,
     /// WebSocket policies.
     pub gateway: Arc<GatewayConfig>,
     /// Turns true when the server shuts down, so every socket closes with 1001.

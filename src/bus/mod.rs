@@ -58,6 +58,11 @@ impl Bus {
         })
     }
 
+    /// The client, for connections of their own (a pub/sub subscription).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     /// The full name of the key `name`, with the configured prefix.
     pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)

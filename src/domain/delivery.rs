@@ -146,7 +146,7 @@ pub struct HistoryEntry {
 }
 
 /// What checkout hands to the engine.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewOrder {
     pub id: OrderId,
     pub merchant_id: MerchantId,

@@ -34,6 +34,9 @@ pub(crate) struct Fence {
     epochs: HashMap<String, i64>,
 }
 
+/// A replica whose membership expired this long ago is deleted by the next graceful leave.
+const MEMBER_FORGOTTEN_AFTER_MS: i64 = 24 * 3_600_000;
+
 /// Milliseconds since the Unix epoch, by this machine's clock. Replicas compare lease expiries
 /// by their own clocks: skew shortens or lengthens a takeover by as much, but never lets two
 /// replicas write, because writes are fenced by epoch, not by time.
@@ -102,19 +105,80 @@ impl Store {
         })
     }
 
-    /// Extends every lease `node` holds to `ttl` from now; returns how many it still holds
+    /// Extends every lease `node` holds to `ttl` from now; returns the regions it still holds
     /// (fewer than it claimed: another replica took some over).
-    pub async fn renew_regions(&self, node: &str, ttl: Duration) -> Result<u64, StoreError> {
+    pub async fn renew_regions(
+        &self,
+        node: &str,
+        ttl: Duration,
+    ) -> Result<Vec<String>, StoreError> {
         let expires_at_ms = unix_ms() + ttl.as_millis() as i64;
         on_writer!(self, |pool| {
-            Ok(
-                sqlx::query("UPDATE region_leases SET expires_at_ms = $1 WHERE owner = $2")
-                    .bind(expires_at_ms)
-                    .bind(node)
-                    .execute(pool)
-                    .await?
-                    .rows_affected(),
+            let held: Vec<(String,)> = sqlx::query_as(
+                "UPDATE region_leases SET expires_at_ms = $1 WHERE owner = $2 AND expires_at_ms > 0 \
+                 RETURNING region_id",
             )
+            .bind(expires_at_ms)
+            .bind(node)
+            .fetch_all(pool)
+            .await?;
+            Ok(held.into_iter().map(|(region,)| region).collect())
+        })
+    }
+
+    /// Gives up one region `node` holds (a rebalance hand-off, after its actors stopped and
+    /// their snapshots were written): another replica may claim it at once.
+    pub async fn release_region(&self, node: &str, region: &str) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE region_leases SET expires_at_ms = 0 WHERE owner = $1 AND region_id = $2",
+            )
+            .bind(node)
+            .bind(region)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Records that `node` is alive for `ttl` from now (see the `cluster_members` migration).
+    pub async fn heartbeat_member(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
+        let expires_at_ms = unix_ms() + ttl.as_millis() as i64;
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO cluster_members (node, expires_at_ms) VALUES ($1, $2) \
+                 ON CONFLICT (node) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
+            )
+            .bind(node)
+            .bind(expires_at_ms)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Removes `node` from the live replicas (a graceful stop), and forgets replicas long dead.
+    pub async fn leave_cluster(&self, node: &str) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query("DELETE FROM cluster_members WHERE node = $1 OR expires_at_ms < $2")
+                .bind(node)
+                .bind(unix_ms() - MEMBER_FORGOTTEN_AFTER_MS)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// The replicas alive now, sorted by node id.
+    pub async fn live_members(&self) -> Result<Vec<String>, StoreError> {
+        on_pool!(self, |pool| {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT node FROM cluster_members WHERE expires_at_ms > $1 ORDER BY node",
+            )
+            .bind(unix_ms())
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|(node,)| node).collect())
         })
     }
 
@@ -153,6 +217,24 @@ impl Store {
                 .collect(),
         };
         *self.inner.fence.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(fence));
+    }
+
+    /// Adds (`Some` epoch) or removes (`None`) one region of the fence of `node`, creating the
+    /// fence if there is none yet: the regions of a replica change as replicas come and go.
+    pub fn refence(&self, node: &str, region: &str, epoch: Option<i64>) {
+        let mut slot = self.inner.fence.write().unwrap_or_else(|e| e.into_inner());
+        let mut epochs = slot
+            .as_ref()
+            .map(|fence| fence.epochs.clone())
+            .unwrap_or_default();
+        match epoch {
+            Some(epoch) => epochs.insert(region.to_owned(), epoch),
+            None => epochs.remove(region),
+        };
+        *slot = Some(Arc::new(Fence {
+            node: node.to_owned(),
+            epochs,
+        }));
     }
 
     /// The fence, shared: journal writes take it on every transition, so no copy of its map.

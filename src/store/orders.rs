@@ -465,6 +465,17 @@ impl Store {
         Ok(id.map(|(id,)| OrderId(id)))
     }
 
+    /// The region of an order (which decides the replica that runs it), if it exists.
+    pub async fn order_region(&self, id: OrderId) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = on_pool!(self, |pool| {
+            sqlx::query_as("SELECT region_id FROM orders WHERE id = $1")
+                .bind(id.as_uuid())
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(region,)| region))
+    }
+
     /// The journal of one order, oldest first.
     pub async fn journal(&self, id: OrderId) -> Result<Vec<JournalEntry>, StoreError> {
         let rows: Vec<EventRow> = on_pool!(self, |pool| {

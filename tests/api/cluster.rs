@@ -84,7 +84,7 @@ async fn claim_and_fence(kind: Db) {
     first.fence("a", &leases);
     let (order, placed) = placed_order(&first).await;
     first.create_order(&order, &placed).await.unwrap();
-    assert_eq!(first.renew_regions("a", ttl).await.unwrap(), 2);
+    assert_eq!(first.renew_regions("a", ttl).await.unwrap().len(), 2);
 
     // "a" stops cleanly; "b" takes over under new epochs.
     first.release_regions("a").await.unwrap();
@@ -104,7 +104,7 @@ async fn claim_and_fence(kind: Db) {
     let (other, other_placed) = placed_order(&first).await;
     let refused = first.create_order(&other, &other_placed).await.unwrap_err();
     assert!(matches!(refused, StoreError::LeaseLost(_)), "{refused:?}");
-    assert_eq!(first.renew_regions("a", ttl).await.unwrap(), 0);
+    assert_eq!(first.renew_regions("a", ttl).await.unwrap().len(), 0);
     // The new owner's write of the same transition goes through.
     second.append(&accepted, &[entry]).await.unwrap();
     let stored = second.load_order(order.id).await.unwrap().unwrap();

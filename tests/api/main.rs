@@ -14,6 +14,7 @@ mod openapi;
 mod pages;
 mod recovery;
 mod redis_bus;
+mod replicas;
 mod simulator;
 mod store_contract;
 mod supervision;

@@ -1,0 +1,975 @@
+//! Routing between replicas through Redis: a command for an entity whose region another replica
+//! owns is published to that replica's channel and answered on ours; a subscription's updates
+//! are forwarded by the owner to the replica holding the socket.
+//!
+//! Every replica subscribes to its own channel `<prefix>node:<node id>`. State-changing commands
+//! are delivered at least once: the caller resends the same command id until it is answered (to
+//! whichever replica owns the region by then) or its deadline passes, and the owner answers a
+//! repeated id from its table of recent answers instead of running the command twice. Location
+//! fixes are best-effort: they wait in a bounded queue and are dropped (and counted) when it is
+//! full, so they never pile up behind a slow Redis.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+use super::EngineError;
+use super::driver::{DriverFeed, DriverStatus};
+use super::engine::Engine;
+use super::feed::FEED_CAPACITY;
+use super::order::{Canceller, OrderFeed};
+use crate::bus::Bus;
+use crate::domain::{MerchantId, NewOrder, OrderId, OrderView, UserId};
+use crate::geo::RegionId;
+use crate::store::{StoreError, unix_ms};
+
+/// How long one attempt waits for an answer before the command is sent again.
+const ATTEMPT_TIMEOUT_MS: u64 = 2_000;
+/// Pause before the next attempt when the owner is unknown, restarting or not listening.
+const RETRY_PAUSE_MS: u64 = 200;
+/// Answers kept for repeated command ids, and for how long.
+const ANSWERS_KEPT: usize = 50_000;
+const ANSWER_KEPT_SECS: u64 = 600;
+/// Location fixes waiting to be published to other replicas; more are dropped.
+const LOCATION_QUEUE: usize = 20_000;
+/// Fixes published in one pipeline.
+const LOCATION_BATCH: usize = 256;
+/// Deadline of one publish.
+const PUBLISH_DEADLINE_MS: u64 = 1_000;
+/// Pause before subscribing to our channel again after the connection dropped.
+const LISTEN_RETRY_MS: u64 = 500;
+/// How often subscriptions served by other replicas are checked against the leases.
+const FEED_CHECK_MS: u64 = 500;
+
+/// Who owns what, as this replica last read it: kept by the cluster, read by the router.
+#[derive(Default)]
+pub struct Ownership {
+    /// Region → (owner, lease expiry in Unix ms).
+    owners: RwLock<HashMap<String, (String, i64)>>,
+}
+
+impl Ownership {
+    /// Replaces the view with `leases` (`(region, owner, epoch, expires_at_ms)` rows).
+    pub fn update(&self, leases: &[(String, String, i64, i64)]) {
+        let owners = leases
+            .iter()
+            .map(|(region, owner, _, expires)| (region.clone(), (owner.clone(), *expires)))
+            .collect();
+        *self.owners.write().unwrap_or_else(|e| e.into_inner()) = owners;
+    }
+
+    /// The replica holding `region` now, if any.
+    pub fn owner(&self, region: &str) -> Option<String> {
+        let now_ms = unix_ms();
+        self.owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(region)
+            .filter(|(_, expires)| *expires > now_ms)
+            .map(|(owner, _)| owner.clone())
+    }
+
+    /// Any replica that holds a region now (for work not tied to a place).
+    pub fn any_owner(&self) -> Option<String> {
+        let now_ms = unix_ms();
+        let owners = self.owners.read().unwrap_or_else(|e| e.into_inner());
+        let mut live: Vec<&String> = owners
+            .values()
+            .filter(|(_, expires)| *expires > now_ms)
+            .map(|(owner, _)| owner)
+            .collect();
+        live.sort();
+        live.first().map(|owner| (*owner).clone())
+    }
+
+    /// Whether `node` holds some region now.
+    fn is_owner(&self, node: &str) -> bool {
+        let now_ms = unix_ms();
+        self.owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|(owner, expires)| owner == node && *expires > now_ms)
+    }
+}
+
+/// What the command is about, which decides the replica that runs it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouteKey {
+    Region(RegionId),
+    Order(OrderId),
+    Merchant(MerchantId),
+    Driver(UserId),
+}
+
+/// A command one replica sends another: the engine's operations.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Call {
+    PlaceOrder {
+        order: NewOrder,
+    },
+    MerchantAccept {
+        merchant_id: MerchantId,
+        order_id: OrderId,
+        prep_minutes: u32,
+    },
+    MerchantReject {
+        merchant_id: MerchantId,
+        order_id: OrderId,
+        reason: String,
+    },
+    MerchantReady {
+        merchant_id: MerchantId,
+        order_id: OrderId,
+    },
+    CancelOrder {
+        order_id: OrderId,
+        by: Canceller,
+        reason: String,
+    },
+    GetOrder {
+        order_id: OrderId,
+    },
+    DriverLocation {
+        driver: UserId,
+        lat: f64,
+        lon: f64,
+        ts_ms: Option<i64>,
+    },
+    DriverAvailability {
+        driver: UserId,
+        available: bool,
+    },
+    DriverOffline {
+        driver: UserId,
+    },
+    DriverDisconnected {
+        driver: UserId,
+    },
+    AnswerOffer {
+        driver: UserId,
+        offer_id: Uuid,
+        accept: bool,
+    },
+    PickedUp {
+        driver: UserId,
+        order_id: OrderId,
+    },
+    Delivered {
+        driver: UserId,
+        order_id: OrderId,
+    },
+    DriverStatus {
+        driver: UserId,
+    },
+    IndexedDrivers {
+        region: RegionId,
+    },
+    SubscribeOrder {
+        order_id: OrderId,
+        sub: Uuid,
+    },
+    SubscribeBoard {
+        merchant_id: MerchantId,
+        sub: Uuid,
+    },
+    SubscribeDriver {
+        driver: UserId,
+        sub: Uuid,
+    },
+}
+
+impl Call {
+    /// Whether repeating it could change state twice: such commands are answered from the
+    /// table of recent answers when their id comes again.
+    fn changes_state(&self) -> bool {
+        !matches!(
+            self,
+            Call::GetOrder { .. } | Call::DriverStatus { .. } | Call::IndexedDrivers { .. }
+        )
+    }
+}
+
+/// What a command answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    Done,
+    Order {
+        order: OrderView,
+    },
+    MaybeOrder {
+        order: Option<OrderView>,
+    },
+    Driver {
+        status: DriverStatus,
+    },
+    DriverFeed {
+        status: DriverStatus,
+        active: Option<OrderView>,
+    },
+    Board {
+        orders: Vec<OrderView>,
+    },
+    Count {
+        count: usize,
+    },
+}
+
+/// An error as it crosses replicas: its code (a row of the error table), its message, and
+/// whether the command should be sent again (the owner is changing or restarting).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteError {
+    pub code: String,
+    pub message: String,
+    pub retry: bool,
+}
+
+impl From<&EngineError> for RemoteError {
+    fn from(error: &EngineError) -> Self {
+        let retry = matches!(
+            error,
+            EngineError::NotOwner(_)
+                | EngineError::Recovering
+                | EngineError::Unavailable(_)
+                | EngineError::Store(StoreError::LeaseLost(_))
+        );
+        RemoteError {
+            code: error.code().to_owned(),
+            message: error.to_string(),
+            retry,
+        }
+    }
+}
+
+impl From<RemoteError> for EngineError {
+    fn from(error: RemoteError) -> Self {
+        let code = EngineError::CODES
+            .iter()
+            .copied()
+            .find(|code| *code == error.code)
+            .unwrap_or("internal_error");
+        EngineError::Remote {
+            code,
+            message: error.message,
+        }
+    }
+}
+
+/// One update of a subscription served by another replica.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "feed", rename_all = "snake_case")]
+pub enum FeedItem {
+    Order { item: OrderFeed },
+    Board { order: OrderView },
+    Driver { item: DriverFeed },
+}
+
+/// A message on a replica's channel.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+enum Envelope {
+    /// A command to run here; answer on `from`'s channel.
+    Call { id: Uuid, from: String, call: Call },
+    /// A command to run here without an answer (best-effort).
+    Cast { call: Call },
+    /// The answer to our command `id`.
+    Reply {
+        id: Uuid,
+        result: Result<Reply, RemoteError>,
+    },
+    /// An update of our subscription `sub`.
+    Feed { sub: Uuid, item: FeedItem },
+    /// Our subscription `sub` ended at its owner (the entity closed or moved).
+    End { sub: Uuid },
+    /// The subscriber of `sub` (a subscription we serve) is gone.
+    Unsubscribe { sub: Uuid },
+}
+
+/// A subscription another replica serves for a socket here.
+struct RemoteFeed {
+    /// Where this replica's session reads the updates.
+    sink: FeedSink,
+    /// The replica serving it.
+    node: String,
+    /// The region it depends on (none for drivers: their replica need not own a region).
+    region: Option<String>,
+}
+
+/// The channel an update is delivered into.
+pub enum FeedSink {
+    Order(mpsc::Sender<OrderFeed>),
+    Board(mpsc::Sender<OrderView>),
+    Driver(mpsc::Sender<DriverFeed>),
+}
+
+/// An answer already given, or a command still running (a repeat of it is not run again).
+enum Answered {
+    Running,
+    Done(Result<Reply, RemoteError>),
+}
+
+/// The router: this replica's end of the Redis link between replicas.
+pub struct Router {
+    bus: Arc<Bus>,
+    node: String,
+    ownership: Arc<Ownership>,
+    deadline: Duration,
+    pending: Mutex<HashMap<Uuid, oneshot::Sender<Result<Reply, RemoteError>>>>,
+    answers: Mutex<(HashMap<Uuid, Answered>, VecDeque<(Uuid, Instant)>)>,
+    feeds: Mutex<HashMap<Uuid, RemoteFeed>>,
+    forwards: Mutex<HashMap<Uuid, AbortHandle>>,
+    locations: mpsc::Sender<(String, String)>,
+    /// Whether our channel is subscribed now (cross-replica work needs it).
+    listening: std::sync::atomic::AtomicBool,
+}
+
+impl Router {
+    /// Starts listening on this replica's channel; commands that arrive run on `engine`.
+    /// `deadline` bounds how long a command keeps being resent (a failover takes a lease TTL
+    /// plus recovery).
+    pub fn start(
+        bus: Arc<Bus>,
+        node: String,
+        ownership: Arc<Ownership>,
+        deadline: Duration,
+        engine: Engine,
+    ) -> Arc<Router> {
+        let (locations, queue) = mpsc::channel(LOCATION_QUEUE);
+        let router = Arc::new(Router {
+            bus,
+            node,
+            ownership,
+            deadline,
+            pending: Mutex::new(HashMap::new()),
+            answers: Mutex::new((HashMap::new(), VecDeque::new())),
+            feeds: Mutex::new(HashMap::new()),
+            forwards: Mutex::new(HashMap::new()),
+            locations,
+            listening: std::sync::atomic::AtomicBool::new(false),
+        });
+        actix_web::rt::spawn(router.clone().listen(engine));
+        actix_web::rt::spawn(router.clone().publish_locations(queue));
+        actix_web::rt::spawn(router.clone().check_feeds());
+        router
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+
+    /// Whether this replica can reach the others now, for `/ready`.
+    pub fn health(&self) -> Result<(), String> {
+        if !self.listening.load(std::sync::atomic::Ordering::Acquire) {
+            return Err("not subscribed to this replica's Redis channel".to_owned());
+        }
+        if self.bus.recently_failed() {
+            return Err("Redis failed a moment ago".to_owned());
+        }
+        Ok(())
+    }
+
+    fn channel(&self, node: &str) -> String {
+        self.bus.key(&format!("node:{node}"))
+    }
+
+    /// Publishes `envelope` to `node`; returns how many replicas received it (0: none listens).
+    async fn publish(&self, node: &str, envelope: &Envelope) -> Result<u64, EngineError> {
+        let payload = serde_json::to_string(envelope)
+            .map_err(|e| EngineError::Unavailable(format!("cannot encode a command: {e}")))?;
+        let mut pipeline = redis::pipe();
+        pipeline.publish(self.channel(node), payload);
+        let (receivers,): (u64,) =
+            self.bus
+                .run(&pipeline, PUBLISH_DEADLINE_MS)
+                .await
+                .map_err(|e| {
+                    metrics::counter!("route_failures_total", "reason" => "redis").increment(1);
+                    EngineError::Unavailable(format!("cannot reach other replicas: {e}"))
+                })?;
+        Ok(receivers)
+    }
+
+    /// Runs `call` on the replica `resolve` names (asked again before every attempt), resending
+    /// it under the same id until it is answered or the deadline passes.
+    pub async fn call<F, Fut>(&self, call: Call, mut resolve: F) -> Result<Reply, EngineError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, EngineError>>,
+    {
+        let id = Uuid::new_v4();
+        let started = Instant::now();
+        let mut last_problem = String::from("no replica owns it");
+        metrics::counter!("route_calls_total").increment(1);
+        while started.elapsed() < self.deadline {
+            let node = match resolve().await? {
+                Some(node) => node,
+                None => {
+                    tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
+                    continue;
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, tx);
+            let envelope = Envelope::Call {
+                id,
+                from: self.node.clone(),
+                call: call.clone(),
+            };
+            let sent = self.publish(&node, &envelope).await;
+            let outcome = match sent {
+                Err(error) => {
+                    self.forget(id);
+                    return Err(error);
+                }
+                Ok(0) => {
+                    last_problem = format!("replica {node} is not listening");
+                    None
+                }
+                Ok(_) => {
+                    match tokio::time::timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS), rx).await
+                    {
+                        Ok(Ok(result)) => Some(result),
+                        _ => {
+                            last_problem = format!("replica {node} did not answer");
+                            None
+                        }
+                    }
+                }
+            };
+            self.forget(id);
+            match outcome {
+                Some(Ok(reply)) => return Ok(reply),
+                Some(Err(error)) if !error.retry => return Err(error.into()),
+                Some(Err(error)) => last_problem = error.message,
+                None => {}
+            }
+            metrics::counter!("route_retries_total").increment(1);
+            tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
+        }
+        metrics::counter!("route_failures_total", "reason" => "deadline").increment(1);
+        Err(EngineError::Unavailable(format!(
+            "no answer from the owning replica within {} s: {last_problem}",
+            self.deadline.as_secs()
+        )))
+    }
+
+    fn forget(&self, id: Uuid) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Sends `call` to `node` without waiting (location fixes): queued, dropped when the queue
+    /// is full.
+    pub fn cast(&self, node: &str, call: Call) {
+        let Ok(payload) = serde_json::to_string(&Envelope::Cast { call }) else {
+            return;
+        };
+        if self
+            .locations
+            .try_send((self.channel(node), payload))
+            .is_err()
+        {
+            metrics::counter!("route_casts_dropped_total").increment(1);
+        }
+    }
+
+    /// Publishes queued casts, many per round trip.
+    async fn publish_locations(self: Arc<Self>, mut queue: mpsc::Receiver<(String, String)>) {
+        let mut batch = Vec::with_capacity(LOCATION_BATCH);
+        while queue.recv_many(&mut batch, LOCATION_BATCH).await > 0 {
+            let mut pipeline = redis::pipe();
+            for (channel, payload) in batch.drain(..) {
+                pipeline.publish(channel, payload).ignore();
+            }
+            if self
+                .bus
+                .run::<()>(&pipeline, PUBLISH_DEADLINE_MS)
+                .await
+                .is_err()
+            {
+                metrics::counter!("route_casts_dropped_total").increment(1);
+            }
+        }
+    }
+
+    /// Registers subscription `sub`, served by `node` (empty until the command is sent).
+    fn open_feed(&self, sub: Uuid, node: String, region: Option<String>, sink: FeedSink) {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sub, RemoteFeed { sink, node, region });
+    }
+
+    fn close_feed(&self, sub: Uuid) -> Option<RemoteFeed> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sub)
+    }
+
+    /// Subscribes to an order, a board or a driver served by `node` (`region` is what the
+    /// subscription depends on); returns the answer and the feed.
+    pub async fn subscribe<T, F, Fut>(
+        &self,
+        make_call: impl Fn(Uuid) -> Call,
+        region: Option<String>,
+        wrap: fn(mpsc::Sender<T>) -> FeedSink,
+        mut resolve: F,
+    ) -> Result<(Reply, mpsc::Receiver<T>, Uuid, String), EngineError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>, EngineError>>,
+    {
+        let sub = Uuid::new_v4();
+        let (tx, rx) = mpsc::channel(FEED_CAPACITY);
+        // The feed is registered before the command goes out, since updates may overtake the
+        // answer; it is bound to each replica the command is sent to in turn.
+        self.open_feed(sub, String::new(), region, wrap(tx));
+        let reply = self
+            .call(make_call(sub), || {
+                let next = resolve();
+                async move {
+                    let node = next.await?;
+                    if let Some(node) = &node {
+                        self.bind_feed(sub, node);
+                    }
+                    Ok(node)
+                }
+            })
+            .await;
+        match reply {
+            Ok(reply) => match self.feed_node(sub) {
+                Some(node) => Ok((reply, rx, sub, node)),
+                None => Err(EngineError::Unavailable(
+                    "the subscription ended as it started; subscribe again".to_owned(),
+                )),
+            },
+            Err(error) => {
+                self.close_feed(sub);
+                Err(error)
+            }
+        }
+    }
+
+    fn bind_feed(&self, sub: Uuid, node: &str) {
+        if let Some(feed) = self
+            .feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&sub)
+        {
+            feed.node = node.to_owned();
+        }
+    }
+
+    fn feed_node(&self, sub: Uuid) -> Option<String> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&sub)
+            .map(|feed| feed.node.clone())
+    }
+
+    /// Whether subscription `sub` is still being served.
+    pub fn has_feed(&self, sub: Uuid) -> bool {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&sub)
+    }
+
+    /// Ends subscriptions whose serving replica no longer holds what they depend on (it died
+    /// or handed the region off): the session then subscribes again, to the new owner.
+    async fn check_feeds(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(FEED_CHECK_MS));
+        loop {
+            tick.tick().await;
+            let stale: Vec<Uuid> = self
+                .feeds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(_, feed)| !feed.node.is_empty())
+                .filter(|(_, feed)| match &feed.region {
+                    Some(region) => {
+                        self.ownership.owner(region).as_deref() != Some(feed.node.as_str())
+                    }
+                    None => !self.ownership.is_owner(&feed.node),
+                })
+                .map(|(sub, _)| *sub)
+                .collect();
+            for sub in stale {
+                if let Some(feed) = self.close_feed(sub) {
+                    metrics::counter!("route_feeds_moved_total").increment(1);
+                    tracing::debug!(%sub, node = %feed.node, "remote feed ended: its owner moved");
+                }
+            }
+        }
+    }
+
+    /// Listens on this replica's channel, reconnecting while Redis is away.
+    async fn listen(self: Arc<Self>, engine: Engine) {
+        let channel = self.channel(&self.node);
+        loop {
+            let pubsub = async {
+                let mut pubsub = self.bus.client().get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            match tokio::time::timeout(Duration::from_millis(PUBLISH_DEADLINE_MS * 2), pubsub).await
+            {
+                Ok(Ok(pubsub)) => {
+                    self.listening
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    tracing::info!(node = %self.node, "listening for commands from other replicas");
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(message) = messages.next().await {
+                        let Ok(payload) = message.get_payload::<String>() else {
+                            continue;
+                        };
+                        match serde_json::from_str::<Envelope>(&payload) {
+                            Ok(envelope) => self.clone().receive(envelope, &engine),
+                            Err(error) => {
+                                tracing::warn!(error = %error, "unreadable message from another replica")
+                            }
+                        }
+                    }
+                    self.listening
+                        .store(false, std::sync::atomic::Ordering::Release);
+                    tracing::warn!("lost the Redis channel; subscribing again");
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, "cannot subscribe to this replica's Redis channel")
+                }
+                Err(_) => tracing::warn!("Redis did not answer the channel subscription"),
+            }
+            tokio::time::sleep(Duration::from_millis(LISTEN_RETRY_MS)).await;
+        }
+    }
+
+    fn receive(self: Arc<Self>, envelope: Envelope, engine: &Engine) {
+        match envelope {
+            Envelope::Call { id, from, call } => {
+                let engine = engine.clone();
+                actix_web::rt::spawn(async move { self.answer(id, from, call, engine).await });
+            }
+            Envelope::Cast { call } => {
+                let engine = engine.clone();
+                actix_web::rt::spawn(async move {
+                    let _ = engine.execute_local(call).await;
+                });
+            }
+            Envelope::Reply { id, result } => {
+                if let Some(waiting) = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id)
+                {
+                    let _ = waiting.send(result);
+                }
+            }
+            Envelope::Feed { sub, item } => self.deliver(sub, item),
+            Envelope::End { sub } => {
+                self.close_feed(sub);
+            }
+            Envelope::Unsubscribe { sub } => {
+                if let Some(forward) = self
+                    .forwards
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&sub)
+                {
+                    forward.abort();
+                }
+            }
+        }
+    }
+
+    /// Hands an update to the session reading subscription `sub`. A session that has gone, or
+    /// fallen a whole feed behind, loses the subscription (a lagging one subscribes again and
+    /// gets the state afresh); the serving replica is told to stop.
+    fn deliver(&self, sub: Uuid, item: FeedItem) {
+        let delivered = {
+            let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(feed) = feeds.get(&sub) else {
+                return;
+            };
+            let sent = match (&feed.sink, item) {
+                (FeedSink::Order(tx), FeedItem::Order { item }) => tx.try_send(item).is_ok(),
+                (FeedSink::Board(tx), FeedItem::Board { order }) => tx.try_send(order).is_ok(),
+                (FeedSink::Driver(tx), FeedItem::Driver { item }) => tx.try_send(item).is_ok(),
+                _ => false,
+            };
+            sent.then_some(()).ok_or_else(|| feed.node.clone())
+        };
+        if let Err(node) = delivered {
+            self.close_feed(sub);
+            let router_node = node.clone();
+            let envelope = Envelope::Unsubscribe { sub };
+            if let Ok(payload) = serde_json::to_string(&envelope)
+                && self
+                    .locations
+                    .try_send((self.channel(&router_node), payload))
+                    .is_err()
+            {
+                metrics::counter!("route_casts_dropped_total").increment(1);
+            }
+        }
+    }
+
+    /// Runs a command from replica `from` and answers it; a repeated id is answered from the
+    /// table of recent answers (or not at all while the first run is still going).
+    async fn answer(self: Arc<Self>, id: Uuid, from: String, call: Call, engine: Engine) {
+        let remember = call.changes_state();
+        if remember {
+            let seen = {
+                let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+                match answers.0.get(&id) {
+                    Some(Answered::Running) => Some(None),
+                    Some(Answered::Done(result)) => Some(Some(result.clone())),
+                    None => {
+                        answers.0.insert(id, Answered::Running);
+                        answers.1.push_back((id, Instant::now()));
+                        None
+                    }
+                }
+            };
+            match seen {
+                // Still running: its answer goes out when it is done.
+                Some(None) => return,
+                Some(Some(result)) => {
+                    metrics::counter!("route_repeats_answered_total").increment(1);
+                    let _ = self.publish(&from, &Envelope::Reply { id, result }).await;
+                    return;
+                }
+                None => {}
+            }
+        }
+        let result = self.run(call, &from, &engine).await;
+        if remember {
+            let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+            let (table, order) = &mut *answers;
+            match &result {
+                // A refusal to be resent may succeed on the next attempt: not remembered.
+                Err(error) if error.retry => {
+                    table.remove(&id);
+                }
+                _ => {
+                    table.insert(id, Answered::Done(result.clone()));
+                }
+            }
+            while order.len() > ANSWERS_KEPT
+                || order
+                    .front()
+                    .is_some_and(|(_, at)| at.elapsed().as_secs() > ANSWER_KEPT_SECS)
+            {
+                if let Some((old, _)) = order.pop_front() {
+                    table.remove(&old);
+                }
+            }
+        }
+        let _ = self.publish(&from, &Envelope::Reply { id, result }).await;
+    }
+
+    /// Runs a command here; a subscription also starts forwarding its updates to `from`.
+    async fn run(
+        self: &Arc<Self>,
+        call: Call,
+        from: &str,
+        engine: &Engine,
+    ) -> Result<Reply, RemoteError> {
+        let forward = |sub: Uuid| {
+            let router = self.clone();
+            let from = from.to_owned();
+            move |item: FeedItem| {
+                let router = router.clone();
+                let from = from.clone();
+                async move {
+                    router
+                        .publish(&from, &Envelope::Feed { sub, item })
+                        .await
+                        .is_ok_and(|receivers| receivers > 0)
+                }
+            }
+        };
+        match call {
+            Call::SubscribeOrder { order_id, sub } => {
+                let (view, feed) = engine
+                    .subscribe_order_local(order_id)
+                    .await
+                    .map_err(|e| RemoteError::from(&e))?;
+                self.spawn_forward(
+                    sub,
+                    from,
+                    feed,
+                    |item| FeedItem::Order { item },
+                    forward(sub),
+                );
+                Ok(Reply::Order { order: view })
+            }
+            Call::SubscribeBoard { merchant_id, sub } => {
+                let (orders, feed) = engine
+                    .subscribe_board_local(merchant_id)
+                    .await
+                    .map_err(|e| RemoteError::from(&e))?;
+                self.spawn_forward(
+                    sub,
+                    from,
+                    feed,
+                    |order| FeedItem::Board { order },
+                    forward(sub),
+                );
+                Ok(Reply::Board { orders })
+            }
+            Call::SubscribeDriver { driver, sub } => {
+                let (status, active, feed) = engine
+                    .subscribe_driver_local(driver)
+                    .await
+                    .map_err(|e| RemoteError::from(&e))?;
+                self.spawn_forward(
+                    sub,
+                    from,
+                    feed,
+                    |item| FeedItem::Driver { item },
+                    forward(sub),
+                );
+                Ok(Reply::DriverFeed { status, active })
+            }
+            call => engine
+                .execute_local(call)
+                .await
+                .map_err(|e| RemoteError::from(&e)),
+        }
+    }
+
+    /// Forwards a local feed to the subscribing replica until the feed ends, the subscriber
+    /// says stop, or no replica listens on its channel any more.
+    fn spawn_forward<T, F, Fut>(
+        self: &Arc<Self>,
+        sub: Uuid,
+        from: &str,
+        mut feed: mpsc::Receiver<T>,
+        wrap: fn(T) -> FeedItem,
+        send: F,
+    ) where
+        T: Send + 'static,
+        F: Fn(FeedItem) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let router = self.clone();
+        let from = from.to_owned();
+        let task = actix_web::rt::spawn(async move {
+            while let Some(item) = feed.recv().await {
+                if !send(wrap(item)).await {
+                    router.end_forward(sub);
+                    return;
+                }
+            }
+            let _ = router.publish(&from, &Envelope::End { sub }).await;
+            router.end_forward(sub);
+        });
+        let mut forwards = self.forwards.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(previous) = forwards.insert(sub, task.abort_handle()) {
+            previous.abort();
+        }
+        metrics::gauge!("route_forwarded_feeds").set(forwards.len() as f64);
+    }
+
+    fn end_forward(&self, sub: Uuid) {
+        let mut forwards = self.forwards.lock().unwrap_or_else(|e| e.into_inner());
+        forwards.remove(&sub);
+        metrics::gauge!("route_forwarded_feeds").set(forwards.len() as f64);
+    }
+}
+
+/// Wraps an order feed's sender.
+pub fn order_sink(tx: mpsc::Sender<OrderFeed>) -> FeedSink {
+    FeedSink::Order(tx)
+}
+
+/// Wraps a board feed's sender.
+pub fn board_sink(tx: mpsc::Sender<OrderView>) -> FeedSink {
+    FeedSink::Board(tx)
+}
+
+/// Wraps a driver feed's sender.
+pub fn driver_sink(tx: mpsc::Sender<DriverFeed>) -> FeedSink {
+    FeedSink::Driver(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_to_resend_round_trips_with_its_code_and_a_final_one_is_not_resent() {
+        let moving = RemoteError::from(&EngineError::NotOwner("region ne moved".into()));
+        assert!(moving.retry);
+        assert_eq!(moving.code, "dispatch_unavailable");
+        let closed = RemoteError::from(&EngineError::OfferExpired);
+        assert!(!closed.retry);
+        let back = EngineError::from(closed.clone());
+        assert_eq!(back.code(), "offer_expired");
+        assert_eq!(back.to_string(), closed.message);
+        let unknown = EngineError::from(RemoteError {
+            code: "no_such_code".into(),
+            message: "?".into(),
+            retry: false,
+        });
+        assert_eq!(unknown.code(), "internal_error");
+    }
+
+    #[test]
+    fn envelopes_survive_json() {
+        let envelope = Envelope::Call {
+            id: Uuid::nil(),
+            from: "pod-a".into(),
+            call: Call::AnswerOffer {
+                driver: UserId::new(),
+                offer_id: Uuid::nil(),
+                accept: true,
+            },
+        };
+        let text = serde_json::to_string(&envelope).unwrap();
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert!(matches!(
+            back,
+            Envelope::Call {
+                call: Call::AnswerOffer { accept: true, .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn ownership_ignores_expired_leases() {
+        let ownership = Ownership::default();
+        let future = unix_ms() + 10_000;
+        ownership.update(&[
+            ("ne".into(), "pod-a".into(), 1, future),
+            ("nw".into(), "pod-b".into(), 1, 0),
+        ]);
+        assert_eq!(ownership.owner("ne").as_deref(), Some("pod-a"));
+        assert_eq!(ownership.owner("nw"), None);
+        assert_eq!(ownership.any_owner().as_deref(), Some("pod-a"));
+        assert!(!ownership.is_owner("pod-b"));
+    }
+}
