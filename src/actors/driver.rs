@@ -209,6 +209,8 @@ pub struct DriverActor {
     available: bool,
     location: Option<LatLon>,
     last_fix_ms: Option<i64>,
+    /// Handing the driver to another replica: the last snapshot is being written.
+    stepping_aside: bool,
     offer: Option<HeldOffer>,
     active_order: Option<OrderId>,
     /// Regions whose index holds this driver now.
@@ -232,6 +234,7 @@ impl DriverActor {
             available: false,
             location: None,
             last_fix_ms: None,
+            stepping_aside: false,
             offer: None,
             active_order: None,
             indexed_in: Vec::new(),
@@ -248,6 +251,27 @@ impl DriverActor {
             && self.location.is_some()
             && self.offer.is_none()
             && self.active_order.is_none()
+    }
+
+    /// Stops so that another replica serves the driver: the snapshot is written first (the
+    /// next actor starts from it), then the actor stops, which ends its feeds.
+    fn step_aside(&mut self, ctx: &mut Context<Self>) {
+        if self.stepping_aside {
+            return;
+        }
+        self.stepping_aside = true;
+        self.online = false;
+        self.reindex();
+        self.snapshot(true);
+        let snapshots = self.services.snapshots.clone();
+        ctx.wait(
+            async move { snapshots.flush().await }
+                .into_actor(self)
+                .map(|(), act, ctx| {
+                    act.guard.disarm();
+                    ctx.stop();
+                }),
+        );
     }
 
     /// Whether the driver, free of work, is in a region this replica does not hold while
@@ -464,9 +488,7 @@ impl Handler<UpdateLocation> for DriverActor {
         if self.left_our_regions() {
             // Idle in a region another replica holds: its owner serves the driver from now on
             // (the session's feed ends, and it subscribes again there).
-            self.snapshot(true);
-            self.guard.disarm();
-            ctx.stop();
+            self.step_aside(ctx);
             return Ok(());
         }
         self.snapshot(false);
@@ -496,9 +518,7 @@ impl Handler<super::services::Retire> for DriverActor {
                 .as_ref()
                 .is_some_and(|held| msg.orders.contains(&held.view.order_id));
         if retire {
-            self.snapshot(true);
-            self.guard.disarm();
-            ctx.stop();
+            self.step_aside(ctx);
         }
         retire
     }
@@ -697,9 +717,7 @@ impl Handler<ReportProgress> for DriverActor {
             Err(_) if self.services.is_sharing() => {
                 // The order runs on another replica (its region moved while this actor was
                 // away from it): this actor steps aside so the report is sent there.
-                self.snapshot(true);
-                self.guard.disarm();
-                ctx.stop();
+                self.step_aside(ctx);
                 return ready(Err(EngineError::NotOwner(format!(
                     "order {} (another replica serves it)",
                     msg.order_id

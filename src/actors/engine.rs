@@ -605,6 +605,12 @@ impl Engine {
         merchant_id: MerchantId,
     ) -> Result<(Vec<OrderView>, mpsc::Receiver<OrderView>), EngineError> {
         self.ensure_ready()?;
+        if self.services.is_sharing()
+            && let Some(region) = self.merchant_region(merchant_id).await?
+            && !self.services.is_active(&region)
+        {
+            return Err(EngineError::NotOwner(format!("region {region}")));
+        }
         for _ in 0..RESTART_WAIT_ATTEMPTS {
             if self
                 .services
@@ -768,6 +774,23 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// Runs a best-effort command another replica sent (a driver's fix, a closed socket): only
+    /// to a driver actor running here, never starting one (the driver may have moved on).
+    pub(crate) fn execute_cast(&self, call: Call) {
+        match call {
+            Call::DriverLocation {
+                driver,
+                lat,
+                lon,
+                ts_ms,
+            } if self.services.drivers.get(&driver).is_some() => {
+                let _ = self.driver_location_nowait_local(driver, lat, lon, ts_ms);
+            }
+            Call::DriverDisconnected { driver } => self.driver_disconnected_local(driver),
+            _ => metrics::counter!("route_casts_dropped_total").increment(1),
+        }
+    }
+
     /// Runs a command on this replica (it holds the entity's region, or another replica sent
     /// it here).
     pub(crate) async fn execute_local(&self, call: Call) -> Result<Reply, EngineError> {
@@ -873,7 +896,9 @@ impl Engine {
             .ok_or(EngineError::OutsideServiceArea)?
             .id()
             .clone();
-        remember(&self.routes.orders, new.id, region.clone());
+        if self.router().is_some() {
+            remember(&self.routes.orders, new.id, region.clone());
+        }
         into_order(
             self.dispatch(RouteKey::Region(region), Call::PlaceOrder { order: new })
                 .await?,

@@ -670,12 +670,7 @@ impl Router {
                 let engine = engine.clone();
                 actix_web::rt::spawn(async move { self.answer(id, from, call, engine).await });
             }
-            Envelope::Cast { call } => {
-                let engine = engine.clone();
-                actix_web::rt::spawn(async move {
-                    let _ = engine.execute_local(call).await;
-                });
-            }
+            Envelope::Cast { call } => engine.execute_cast(call),
             Envelope::Reply { id, result } => {
                 if let Some(waiting) = self
                     .pending

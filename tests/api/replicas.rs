@@ -407,7 +407,8 @@ fn timeline(order: &Value) -> Vec<String> {
 }
 
 /// Replicas of one deployment on a fresh database and a Redis key prefix of their own. Dropping
-/// it kills every replica still running (also when the test panics, which prints their logs).
+/// it kills every replica still running (also when the test panics, which prints their logs),
+/// removes the Redis keys, and then drops the database.
 struct Replicas {
     replicas: Vec<Replica>,
     /// Environment every replica gets.
@@ -1154,42 +1155,32 @@ impl Replicas {
         acks.push((order_id.to_owned(), step));
         order
     }
+}
 
-    /// Kills every replica and removes this test's Redis keys.
-    async fn finish(mut self) {
-        for replica in &mut self.replicas {
-            replica.kill();
-        }
-        let Ok(client) = redis::Client::open(redis_url()) else {
-            return;
-        };
-        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
-            return;
-        };
-        let mut cursor = 0u64;
-        loop {
-            let Ok((next, keys)): Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}*", self.redis_prefix))
-                .arg("COUNT")
-                .arg(1000)
+/// Deletes every Redis key under `prefix`.
+async fn remove_redis_keys(prefix: &str) -> redis::RedisResult<()> {
+    let client = redis::Client::open(redis_url())?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await?;
+        if !keys.is_empty() {
+            let () = redis::cmd("DEL")
+                .arg(&keys)
                 .query_async(&mut connection)
-                .await
-            else {
-                return;
-            };
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async(&mut connection)
-                    .await;
-            }
-            if next == 0 {
-                return;
-            }
-            cursor = next;
+                .await?;
         }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 
@@ -1212,6 +1203,19 @@ impl Drop for Replicas {
                     replica.log_tail()
                 );
             }
+        }
+        // Drop runs outside any async context we could block on; use a private runtime.
+        let prefix = self.redis_prefix.clone();
+        let removed = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(remove_redis_keys(&prefix))
+        })
+        .join();
+        if let Ok(Err(error)) = removed {
+            eprintln!("could not remove the test's Redis keys: {error}");
         }
     }
 }
@@ -1450,7 +1454,6 @@ async fn three_replicas_deliver_an_order_with_driver_board_and_tracker_on_differ
     assert_eq!(stored["driver_id"], driver.id.as_str(), "{stored}");
 
     assert_journal_invariants(&cluster.pool, &acks).await;
-    cluster.finish().await;
 }
 
 /// How far an order got before the fourth replica joins.
@@ -1820,5 +1823,4 @@ async fn a_fourth_replica_takes_its_fair_share_of_regions_and_no_order_is_lost()
     );
 
     assert_journal_invariants(&cluster.pool, &acks).await;
-    cluster.finish().await;
 }
