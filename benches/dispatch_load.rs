@@ -40,7 +40,9 @@
 
 mod common;
 
-use common::{MachineTicks, cpu_ticks, env_f64_or, env_or, machine_ticks, thread_ticks, token};
+use common::{
+    BenchStore, MachineTicks, cpu_ticks, env_f64_or, env_or, machine_ticks, thread_ticks, token,
+};
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -50,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use mealkitz::config::{DatabaseConfig, DatabaseUrl, Secret};
+use mealkitz::config::DatabaseConfig;
 use mealkitz::domain::{Email, Role, UserId};
 use mealkitz::geo::region::{DEMO_CITY_CENTRE_LAT_DEG, DEMO_CITY_CENTRE_LON_DEG, DEMO_CITY_SIDE_M};
 use mealkitz::geo::{LatLon, LocalProjection};
@@ -58,7 +60,6 @@ use mealkitz::store::{NewUser, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -707,7 +708,8 @@ fn main() {
 
 async fn run(knobs: Knobs) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bench_store = BenchStore::create().await;
+    let kind = std::env::var("DISPATCH_STORE").unwrap_or_else(|_| "postgres".to_owned());
+    let bench_store = BenchStore::create(&kind, "dispatch").await;
     let url = bench_store.url();
 
     // Users straight into a fresh store.
@@ -1192,86 +1194,4 @@ async fn run(knobs: Knobs) {
     let _ = child.kill();
     let _ = child.wait();
     bench_store.remove().await;
-}
-
-/// The store the server runs on, created fresh for the run and removed after it.
-enum BenchStore {
-    Postgres { admin: String, database: String },
-    Sqlite { dir: std::path::PathBuf },
-}
-
-impl BenchStore {
-    async fn create() -> BenchStore {
-        let kind = std::env::var("DISPATCH_STORE").unwrap_or_else(|_| "postgres".to_owned());
-        match kind.as_str() {
-            "postgres" => {
-                let admin = std::env::var("BENCH_DATABASE_URL")
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-                let database = format!("mealkitz_bench_dispatch_{}", Uuid::new_v4().simple());
-                let mut connection = PgConnection::connect(&admin)
-                    .await
-                    .expect("PostgreSQL reachable at BENCH_DATABASE_URL");
-                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{database}\"")))
-                    .execute(&mut connection)
-                    .await
-                    .unwrap();
-                BenchStore::Postgres { admin, database }
-            }
-            "sqlite" => {
-                let dir = std::env::temp_dir()
-                    .join(format!("mealkitz-dispatch-{}", Uuid::new_v4().simple()));
-                std::fs::create_dir_all(&dir).unwrap();
-                BenchStore::Sqlite { dir }
-            }
-            other => panic!("DISPATCH_STORE must be postgres or sqlite, not {other:?}"),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            BenchStore::Postgres { .. } => "PostgreSQL",
-            BenchStore::Sqlite { .. } => "SQLite",
-        }
-    }
-
-    fn url(&self) -> String {
-        match self {
-            BenchStore::Postgres { admin, database } => {
-                // Keep the admin URL's options (e.g. `?sslmode=disable`) for the fresh database.
-                let (base, last) = admin.rsplit_once('/').unwrap();
-                let options = last.split_once('?').map_or("", |(_, q)| q);
-                let options = if options.is_empty() {
-                    String::new()
-                } else {
-                    format!("?{options}")
-                };
-                format!("{base}/{database}{options}")
-            }
-            BenchStore::Sqlite { dir } => format!("sqlite://{}", dir.join("dispatch.db").display()),
-        }
-    }
-
-    fn database_url(&self) -> DatabaseUrl {
-        match self {
-            BenchStore::Postgres { .. } => DatabaseUrl::Postgres(Secret::new(self.url())),
-            BenchStore::Sqlite { .. } => DatabaseUrl::Sqlite(self.url()),
-        }
-    }
-
-    async fn remove(self) {
-        match self {
-            BenchStore::Postgres { admin, database } => {
-                if let Ok(mut connection) = PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(AssertSqlSafe(format!(
-                        "DROP DATABASE \"{database}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut connection)
-                    .await;
-                }
-            }
-            BenchStore::Sqlite { dir } => {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-        }
-    }
 }

@@ -4,17 +4,23 @@
 //! ```sh
 //! cargo bench --bench ws_fanout                        # 5,000 trackers, 500 drivers, 30 s
 //! FANOUT_TRACKERS=10000 FANOUT_DRIVERS=1000 FANOUT_SECS=60 cargo bench --bench ws_fanout
+//! FANOUT_REPLICAS=2 cargo bench --bench ws_fanout      # trackers on the other replica
 //! ```
 //!
-//! The tool seeds a fresh SQLite store with one assigned order per driver, starts the release
-//! binary on it as a separate process (which recovers the orders), connects the trackers and the
-//! drivers over real WebSockets, and has every driver send one location a second. A location's
-//! latitude carries its sequence number, so each tracker knows when it was sent; latency is
-//! measured on one clock, in this process.
+//! The tool seeds a fresh store (SQLite; PostgreSQL on `BENCH_DATABASE_URL` with two replicas)
+//! with one assigned order per driver, starts the release binary on it as a separate process
+//! (which recovers the orders), connects the trackers and the drivers over real WebSockets, and
+//! has every driver send one location a second. A location's latitude carries its sequence
+//! number, so each tracker knows when it was sent; latency is measured on one clock, in this
+//! process.
+//!
+//! With `FANOUT_REPLICAS=2`, two replicas share the regions through Redis (`REDIS_URL`, default
+//! `redis://127.0.0.1:6379`): the drivers connect to the owner of the orders' region and the
+//! trackers to the other replica, so every location crosses Redis once per tracker.
 
 mod common;
 
-use common::{cpu_ticks, env_or, token};
+use common::{BenchStore, cpu_ticks, env_or, token};
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -23,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use mealkitz::config::{DatabaseConfig, DatabaseUrl};
+use mealkitz::config::DatabaseConfig;
 use mealkitz::domain::{
     Cents, Change, Email, MerchantId, NewOrder, Order, OrderId, Position, Role,
 };
@@ -60,13 +66,58 @@ fn main() {
         .block_on(run(trackers, drivers, seconds));
 }
 
+/// Starts `mealkitz serve` on `url` with `env`; returns it and its port.
+fn start_server(url: &str, env: &[(&str, String)]) -> (std::process::Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mealkitz"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("DATABASE_URL", url)
+        .env("MEALKITZ_JWT_SECRET", SECRET)
+        .env("MEALKITZ_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info,mealkitz::api::middleware=warn")
+        .env("MEALKITZ_WS_RATE_PER_SEC", "1000")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mealkitz serve");
+    let stderr = child.stderr.take().unwrap();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                && entry["message"] == "mealkitz listening"
+            {
+                let _ = port_tx.send(entry["port"].as_u64().unwrap() as u16);
+            }
+        }
+    });
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server port");
+    (child, port)
+}
+
+async fn wait_ready(http: &reqwest::Client, port: u16) {
+    while http
+        .get(format!("http://127.0.0.1:{port}/ready"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
-    let dir =
-        std::env::temp_dir().join(format!("mealkitz-fanout-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("fanout.db").display());
+    let replicas = env_or("FANOUT_REPLICAS", 1);
+    assert!(matches!(replicas, 1 | 2), "FANOUT_REPLICAS must be 1 or 2");
+    let kind = if replicas == 2 { "postgres" } else { "sqlite" };
+    let bench_store = BenchStore::create(kind, "fanout").await;
+    let url = bench_store.url();
     let store = Store::open(&DatabaseConfig {
-        url: DatabaseUrl::Sqlite(url.clone()),
+        url: bench_store.database_url(),
         max_connections: 4,
     })
     .unwrap();
@@ -127,46 +178,61 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
         seeded.push((order, entries));
     }
     store.import_orders(&seeded).await.unwrap();
-    store.close().await;
     let orders: Vec<OrderId> = seeded.iter().map(|(o, _)| o.id).collect();
 
-    // The server, as operators run it.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mealkitz"))
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("DATABASE_URL", &url)
-        .env("MEALKITZ_JWT_SECRET", SECRET)
-        .env("MEALKITZ_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,mealkitz::api::middleware=warn")
-        .env("MEALKITZ_WS_RATE_PER_SEC", "1000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mealkitz serve");
-    let stderr = child.stderr.take().unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
-                && entry["message"] == "mealkitz listening"
-            {
-                let _ = port_tx.send(entry["port"].as_u64().unwrap() as u16);
-            }
-        }
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server port");
+    // The server(s), as operators run them.
     let http = reqwest::Client::new();
-    while http
-        .get(format!("http://127.0.0.1:{port}/ready"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-        != 200
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut children = Vec::new();
+    let (driver_port, tracker_port) = if replicas == 1 {
+        let (child, port) = start_server(&url, &[]);
+        children.push(child);
+        wait_ready(&http, port).await;
+        (port, port)
+    } else {
+        let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("fanout-{}:", uuid::Uuid::new_v4().simple());
+        let mut ports = Vec::new();
+        for node in ["fanout-a", "fanout-b"] {
+            let env = [
+                ("REDIS_URL", redis.clone()),
+                ("MEALKITZ_REDIS_KEY_PREFIX", prefix.clone()),
+                ("MEALKITZ_NODE_ID", node.to_owned()),
+            ];
+            let (child, port) = start_server(&url, &env);
+            children.push(child);
+            wait_ready(&http, port).await;
+            ports.push((node, port));
+        }
+        // Wait for the regions to be shared two and two, then find the orders' region owner.
+        let owner = loop {
+            let leases = store.region_leases().await.unwrap();
+            let now_ms = mealkitz::store::unix_ms();
+            let held = |node: &str| {
+                leases
+                    .iter()
+                    .filter(|(_, owner, _, expires)| owner.starts_with(node) && *expires > now_ms)
+                    .count()
+            };
+            if held("fanout-a") == 2 && held("fanout-b") == 2 {
+                let (_, owner, _, _) = leases.iter().find(|(region, ..)| region == "sw").unwrap();
+                break owner.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        for (_, port) in &ports {
+            wait_ready(&http, *port).await;
+        }
+        let (owner_port, other_port) = if owner.starts_with("fanout-a") {
+            (ports[0].1, ports[1].1)
+        } else {
+            (ports[1].1, ports[0].1)
+        };
+        println!(
+            "two replicas: drivers on the owner of region sw ({owner}), trackers on the other"
+        );
+        (owner_port, other_port)
+    };
+    store.close().await;
 
     // Send times by (order index, sequence), and the latencies trackers observe.
     let sent: Arc<Mutex<HashMap<(usize, u64), Instant>>> = Arc::default();
@@ -177,7 +243,10 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
     let trackers: Vec<_> = futures_util::stream::iter(0..tracker_count)
         .map(|t| {
             let order_index = t % driver_count;
-            let url = format!("ws://127.0.0.1:{port}/ws/orders/{}", orders[order_index]);
+            let url = format!(
+                "ws://127.0.0.1:{tracker_port}/ws/orders/{}",
+                orders[order_index]
+            );
             let token = customer_token.clone();
             async move {
                 let mut request = url.into_client_request().unwrap();
@@ -223,7 +292,7 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
 
     let mut driver_sockets = Vec::new();
     for (i, driver_id) in driver_ids.iter().enumerate() {
-        let mut request = format!("ws://127.0.0.1:{port}/ws/driver")
+        let mut request = format!("ws://127.0.0.1:{driver_port}/ws/driver")
             .into_client_request()
             .unwrap();
         let bearer = format!("Bearer {}", token(SECRET, *driver_id, Role::Driver));
@@ -239,7 +308,10 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
         "{tracker_count} trackers on {driver_count} orders connected in {connect_secs:.1} s; {driver_count} drivers connected"
     );
 
-    let cpu_before = cpu_ticks(child.id());
+    let server_cpu = |children: &[std::process::Child]| -> u64 {
+        children.iter().map(|child| cpu_ticks(child.id())).sum()
+    };
+    let cpu_before = server_cpu(&children);
     let measuring = Instant::now();
     let mut senders = Vec::new();
     for (i, socket) in driver_sockets {
@@ -274,7 +346,7 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let elapsed = measuring.elapsed().as_secs_f64();
-    let cpu_secs = (cpu_ticks(child.id()) - cpu_before) as f64 / 100.0;
+    let cpu_secs = (server_cpu(&children) - cpu_before) as f64 / 100.0;
 
     let mut latencies = latencies.lock().unwrap().clone();
     latencies.sort_by(f64::total_cmp);
@@ -293,11 +365,13 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
         latencies.last().copied().unwrap_or(0.0)
     );
     println!(
-        "server CPU {:.0} % of one core over {elapsed:.0} s ({:.1} s of CPU)",
+        "server CPU ({replicas} process(es)) {:.0} % of one core over {elapsed:.0} s ({:.1} s of CPU)",
         cpu_secs / elapsed * 100.0,
         cpu_secs
     );
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    bench_store.remove().await;
 }

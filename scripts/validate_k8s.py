@@ -12,7 +12,9 @@ For every overlay under k8s/overlays/ it renders the kustomization with a real k
   ServiceMonitor selectors against the pods, named ports, the HPA's target, ConfigMaps used by
   the pods, the regions GeoJSON (the rules of src/geo/region.rs), environment variable names
   against src/config.rs, metric names in alerts against src/, the shutdown budget, non-root
-  and read-only settings, no Secret rendered, image tags set.
+  and read-only settings, no Secret rendered, image tags set, and that a Deployment that may
+  run more than one replica reads REDIS_URL from a required Secret key (replicas share the
+  regions, and route commands to each other, only through Redis).
 
 Files named *.example.yaml under k8s/ are validated on their own. Without any kustomize on
 PATH it says so and validates each file separately (the issue allows that), which cannot check
@@ -49,6 +51,9 @@ EXTRA_ENV = {"RUST_LOG"}
 FOREIGN_METRIC_PREFIXES = ("kube_", "up")
 # Shutdown: the engine exits within this many seconds of SIGTERM (docs/operations.md).
 DRAIN_SECS = 10
+# With it, replicas share the regions and route commands to each other (src/cluster.rs,
+# src/actors/remote.rs); without it one replica holds every region and the others stand by.
+REDIS_VAR = "REDIS_URL"
 GEOJSON_TYPES = {"Polygon", "MultiPolygon"}
 
 
@@ -268,7 +273,11 @@ def check_objects(where: str, objects: list[dict], namespace: str | None, report
             if name not in allowed and number not in allowed:
                 report.error(where, f"{ident(policy)}: ingress does not allow container port {name} ({number})")
 
-    for hpa in by_kind.get("HorizontalPodAutoscaler", []):
+    hpas = by_kind.get("HorizontalPodAutoscaler", [])
+    for deployment, template in servers:
+        check_sharing(where, deployment, template, hpas, configmaps, report)
+
+    for hpa in hpas:
         spec = hpa.get("spec") or {}
         ref = spec.get("scaleTargetRef") or {}
         if (ref.get("kind"), ref.get("name")) not in names:
@@ -366,9 +375,12 @@ def check_pod(where: str, workload: dict, template: dict, configmaps: dict, repo
             deployment_spec = workload.get("spec") or {}
             strategy = deployment_spec.get("strategy") or {}
             if deployment_spec.get("replicas", 1) == 1 and strategy.get("type", "RollingUpdate") == "RollingUpdate" \
-                    and str((strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")) not in ("0", "0%"):
-                report.error(where, f"{name}: one replica with a surging rolling update runs two engines on every "
-                                    "region during a deploy; use strategy Recreate (components/single-replica)")
+                    and str((strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")) not in ("0", "0%") \
+                    and redis_problem(container, configmaps) is not None:
+                report.error(where, f"{name}: one replica with a surging rolling update but without a required "
+                                    f"{REDIS_VAR}: the new pod would stand by, never Ready, while the old one holds "
+                                    "every region, and the rollout would stall; read REDIS_URL from a required "
+                                    "Secret key, or use strategy Recreate (components/single-replica)")
             grace = spec.get("terminationGracePeriodSeconds", 30)
             command = ((((container.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {})
                        .get("command") or [])
@@ -380,6 +392,52 @@ def check_pod(where: str, workload: dict, template: dict, configmaps: dict, repo
                 got = ((container.get(probe_name) or {}).get("httpGet") or {}).get("path")
                 if got != path:
                     report.error(where, f"{cname}: {probe_name} should GET {path}, not {got!r}")
+
+
+def redis_problem(container: dict, configmaps: dict) -> str | None:
+    """Why `container` may start without REDIS_URL, or None when it reads it from a Secret key
+    that must exist (secretKeyRef without `optional: true`)."""
+    for var in container.get("env") or []:
+        if var.get("name") != REDIS_VAR:
+            continue
+        key_ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if not key_ref:
+            return (f"{REDIS_VAR} is not read from a Secret (it holds the Redis password; use "
+                    "valueFrom.secretKeyRef)")
+        if key_ref.get("optional") is True:
+            return (f"{REDIS_VAR} comes from Secret {key_ref.get('name')} key {key_ref.get('key')} with "
+                    "optional: true, so a pod without that key starts without Redis")
+        return None
+    for source in container.get("envFrom") or []:
+        ref = (source.get("configMapRef") or {}).get("name")
+        if ref and REDIS_VAR in ((configmaps.get(ref) or {}).get("data") or {}):
+            return f"{REDIS_VAR} comes from ConfigMap {ref}, not from a Secret"
+    return f"{REDIS_VAR} is not set"
+
+
+def check_sharing(where: str, deployment: dict, template: dict, hpas: list[dict], configmaps: dict,
+                  report: Report) -> None:
+    """More than one replica needs Redis: without it a replica claims every region or none, so
+    all but one stand by, never Ready, and rolling updates and node drains stall."""
+    name = ident(deployment)
+    most = (deployment.get("spec") or {}).get("replicas", 1)
+    source = f"replicas {most}"
+    for hpa in hpas:
+        spec = hpa.get("spec") or {}
+        ref = spec.get("scaleTargetRef") or {}
+        if ref.get("kind") == "Deployment" and ref.get("name") == deployment["metadata"]["name"] \
+                and spec.get("maxReplicas", 0) > most:
+            most, source = spec["maxReplicas"], f"{ident(hpa)} maxReplicas {spec['maxReplicas']}"
+    if most <= 1:
+        return
+    for container in (template.get("spec") or {}).get("containers") or []:
+        problem = redis_problem(container, configmaps)
+        if problem is not None:
+            report.error(where, f"{name} container {container.get('name')}: runs up to {most} replicas "
+                                f"({source}) but {problem}. Replicas share the regions and route commands "
+                                f"to each other only through Redis; without it one replica holds every region "
+                                f"and the others stand by, never Ready. Read {REDIS_VAR} from a Secret key "
+                                "without optional: true, or run one replica (components/single-replica)")
 
 
 def check_regions_mount(where: str, cname: str, path: str, mounts: dict, volumes: dict,
@@ -563,8 +621,8 @@ def validate_files_separately(versions: list[str], crds: dict, report: Report) -
 
 def targets(overlays: list[Path], scratch: Path):
     """(name, directory, namespace) to render: each overlay, and each overlay that uses no
-    component combined with each component under k8s/components/ (prod + single-replica is how
-    production runs until region leasing lands), rendered from a copy of k8s/."""
+    component combined with each component under k8s/components/ (e.g. prod + single-replica,
+    one pod for the whole city), rendered from a copy of k8s/."""
     for overlay in overlays:
         yield rel(overlay), overlay, kustomization(overlay).get("namespace")
     components = sorted(p for p in (K8S / "components").glob("*") if kustomization(p)) \

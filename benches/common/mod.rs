@@ -5,8 +5,11 @@
 use std::collections::HashMap;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mealkitz::config::{DatabaseUrl, Secret};
 use mealkitz::domain::{Role, UserId};
 use serde_json::json;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use uuid::Uuid;
 
 /// A whole-number setting from the environment, or `default`.
 pub fn env_or(name: &str, default: usize) -> usize {
@@ -100,5 +103,88 @@ pub fn machine_ticks() -> MachineTicks {
         irq: at(5) + at(6),
         steal: at(7),
         total,
+    }
+}
+
+/// The store the server runs on, created fresh for the run and removed after it.
+pub enum BenchStore {
+    Postgres { admin: String, database: String },
+    Sqlite { dir: std::path::PathBuf },
+}
+
+impl BenchStore {
+    /// A fresh store of `kind` (`postgres`: a new database on `BENCH_DATABASE_URL`, default
+    /// `postgres://postgres@127.0.0.1:5432/postgres`; `sqlite`: a new file), named after `tool`.
+    pub async fn create(kind: &str, tool: &str) -> BenchStore {
+        match kind {
+            "postgres" => {
+                let admin = std::env::var("BENCH_DATABASE_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+                let database = format!("mealkitz_bench_{tool}_{}", Uuid::new_v4().simple());
+                let mut connection = PgConnection::connect(&admin)
+                    .await
+                    .expect("PostgreSQL reachable at BENCH_DATABASE_URL");
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{database}\"")))
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+                BenchStore::Postgres { admin, database }
+            }
+            "sqlite" => {
+                let dir = std::env::temp_dir()
+                    .join(format!("mealkitz-{tool}-{}", Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir).unwrap();
+                BenchStore::Sqlite { dir }
+            }
+            other => panic!("the store must be postgres or sqlite, not {other:?}"),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            BenchStore::Postgres { .. } => "PostgreSQL",
+            BenchStore::Sqlite { .. } => "SQLite",
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            BenchStore::Postgres { admin, database } => {
+                // Keep the admin URL's options (e.g. `?sslmode=disable`) for the fresh database.
+                let (base, last) = admin.rsplit_once('/').unwrap();
+                let options = last.split_once('?').map_or("", |(_, q)| q);
+                let options = if options.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{options}")
+                };
+                format!("{base}/{database}{options}")
+            }
+            BenchStore::Sqlite { dir } => format!("sqlite://{}", dir.join("bench.db").display()),
+        }
+    }
+
+    pub fn database_url(&self) -> DatabaseUrl {
+        match self {
+            BenchStore::Postgres { .. } => DatabaseUrl::Postgres(Secret::new(self.url())),
+            BenchStore::Sqlite { .. } => DatabaseUrl::Sqlite(self.url()),
+        }
+    }
+
+    pub async fn remove(self) {
+        match self {
+            BenchStore::Postgres { admin, database } => {
+                if let Ok(mut connection) = PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE \"{database}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut connection)
+                    .await;
+                }
+            }
+            BenchStore::Sqlite { dir } => {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
     }
 }
