@@ -50,15 +50,30 @@ fi
 status=0
 "$VENV/bin/python" scripts/validate_k8s.py "$@" || status=$?
 
-# The check must be able to fail: a copy with one misspelt field must be refused.
+# The check must be able to fail: a copy with one misspelt field must be refused, and so must
+# a copy whose replicas may start without Redis (REDIS_URL made optional): they could not share
+# the regions.
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-mkdir -p "$scratch/scripts"
-cp -r k8s src "$scratch/"
-cp -r scripts/validate_k8s.py scripts/k8s-schemas "$scratch/scripts/"
-sed -i '0,/timeoutSeconds:/s//timeoutSecond:/' "$scratch/k8s/base/deployment.yaml"
-if "$VENV/bin/python" "$scratch/scripts/validate_k8s.py" >/dev/null 2>&1; then
+broken_copy() {
+  rm -rf "$scratch/copy"
+  mkdir -p "$scratch/copy/scripts"
+  cp -r k8s src "$scratch/copy/"
+  cp -r scripts/validate_k8s.py scripts/k8s-schemas "$scratch/copy/scripts/"
+}
+broken_copy
+sed -i '0,/timeoutSeconds:/s//timeoutSecond:/' "$scratch/copy/k8s/base/deployment.yaml"
+if "$VENV/bin/python" "$scratch/copy/scripts/validate_k8s.py" >/dev/null 2>&1; then
   say "the validator accepted a deliberately broken Deployment (timeoutSecond)"
+  status=1
+fi
+broken_copy
+sed -i 's/^\( *\)key: redis-url$/&\n\1optional: true/' "$scratch/copy/k8s/base/deployment.yaml"
+if ! grep -A1 'key: redis-url' "$scratch/copy/k8s/base/deployment.yaml" | grep -q 'optional: true'; then
+  say "could not make REDIS_URL optional in a copy of k8s/base/deployment.yaml (its redis-url key moved?)"
+  status=1
+elif "$VENV/bin/python" "$scratch/copy/scripts/validate_k8s.py" >/dev/null 2>&1; then
+  say "the validator accepted several replicas with an optional REDIS_URL"
   status=1
 fi
 

@@ -12,9 +12,10 @@ For every overlay under k8s/overlays/ it renders the kustomization with a real k
   ServiceMonitor selectors against the pods, named ports, the HPA's target, ConfigMaps used by
   the pods, the regions GeoJSON (the rules of src/geo/region.rs), environment variable names
   against src/config.rs, metric names in alerts against src/, the shutdown budget, non-root
-  and read-only settings, no Secret rendered, image tags set, and that a Deployment that may
-  run more than one replica reads REDIS_URL from a required Secret key (replicas share the
-  regions, and route commands to each other, only through Redis).
+  and read-only settings, no Secret rendered, image tags set, the region count of the alert on
+  unowned regions against the regions file, and that a Deployment that may run more than one
+  replica reads REDIS_URL from a required Secret key (replicas share the regions, and route
+  commands to each other, only through Redis).
 
 Files named *.example.yaml under k8s/ are validated on their own. Without any kustomize on
 PATH it says so and validates each file separately (the issue allows that), which cannot check
@@ -302,8 +303,15 @@ def check_objects(where: str, objects: list[dict], namespace: str | None, report
                 report.error(where, f"{ident(monitor)}: endpoint port {endpoint['port']!r} is not a port name "
                                     f"of the selected Service ({sorted(n for n in port_names if n)})")
 
+    region_counts = set()
+    for config_map in configmaps.values():
+        for key, text in ((config_map.get("data") or {}).items()):
+            if key.endswith(".geojson") and not regions_problems(text):
+                region_counts.add(len(json.loads(text)["features"]))
     for rule_object in by_kind.get("PrometheusRule", []):
         check_rules(where, rule_object, report)
+        if len(region_counts) == 1:
+            check_region_count(where, rule_object, next(iter(region_counts)), report)
 
 
 def check_pod(where: str, workload: dict, template: dict, configmaps: dict, report: Report,
@@ -561,6 +569,18 @@ def check_rules(where: str, rule_object: dict, report: Report) -> None:
         report.error(where, f"{ident(rule_object)}: promtool check rules failed:\n{detail}")
     else:
         report.note(f"promtool {promtool_version(promtool)} parsed the alert rules")
+
+
+def check_region_count(where: str, rule_object: dict, regions: int, report: Report) -> None:
+    """An alert comparing the regions held (`sum(cluster_regions_owned) < N`) must use the number
+    of regions in the rendered regions file."""
+    for group in ((rule_object.get("spec") or {}).get("groups")) or []:
+        for rule in group.get("rules") or []:
+            for number in re.findall(r"cluster_regions_owned\s*\)\s*<\s*(\d+)", str(rule.get("expr", ""))):
+                if int(number) != regions:
+                    report.error(where, f"{ident(rule_object)}: {rule.get('alert') or rule.get('record')}: compares "
+                                        f"the regions held with {number}, but the regions file has {regions} "
+                                        "regions; change both together")
 
 
 def promtool_version(promtool: str) -> str:

@@ -242,8 +242,7 @@ impl Engine {
         }
     }
 
-    /// Hands a checked-out order to dispatch: journals it as `placed`, starts its actor and puts
-    /// it on the merchant's board. Placing the same order id again returns the order as it is.
+    /// [`Engine::place_order`], run on this replica.
     pub(crate) async fn place_order_local(&self, new: NewOrder) -> Result<OrderView, EngineError> {
         self.ensure_ready()?;
         let pickup = LatLon::new(new.pickup.lat, new.pickup.lon)?;
@@ -333,7 +332,7 @@ impl Engine {
         }
     }
 
-    /// The merchant accepts with a preparation time; dispatch starts looking for a driver.
+    /// [`Engine::merchant_accept`], run on this replica.
     pub(crate) async fn merchant_accept_local(
         &self,
         merchant_id: MerchantId,
@@ -350,7 +349,7 @@ impl Engine {
         .await
     }
 
-    /// The merchant rejects the order.
+    /// [`Engine::merchant_reject`], run on this replica.
     pub(crate) async fn merchant_reject_local(
         &self,
         merchant_id: MerchantId,
@@ -367,7 +366,7 @@ impl Engine {
         .await
     }
 
-    /// The merchant marks the order ready for pickup.
+    /// [`Engine::merchant_ready`], run on this replica.
     pub(crate) async fn merchant_ready_local(
         &self,
         merchant_id: MerchantId,
@@ -376,7 +375,7 @@ impl Engine {
         self.call_order(order_id, MarkReady { merchant_id }).await
     }
 
-    /// Cancels the order (the customer before acceptance; an admin before pickup).
+    /// [`Engine::cancel_order`], run on this replica.
     pub(crate) async fn cancel_order_local(
         &self,
         order_id: OrderId,
@@ -415,7 +414,7 @@ impl Engine {
         )))
     }
 
-    /// A driver's GPS fix. Coordinates must be valid; a fix older than the last is refused.
+    /// [`Engine::driver_location`], run on this replica.
     pub(crate) async fn driver_location_local(
         &self,
         driver: UserId,
@@ -428,9 +427,7 @@ impl Engine {
             .await?
     }
 
-    /// A driver's GPS fix, without waiting for the driver's actor: the hot path of the driver
-    /// app's socket. The coordinates are checked here; a stale fix is dropped (and counted) by
-    /// the actor. Ordering with the driver's other messages is kept (one mailbox).
+    /// [`Engine::driver_location_nowait`], run on this replica.
     fn driver_location_nowait_local(
         &self,
         driver: UserId,
@@ -445,7 +442,7 @@ impl Engine {
         Ok(())
     }
 
-    /// The driver goes on or off duty. Matchable once on duty with a location.
+    /// [`Engine::driver_availability`], run on this replica.
     pub(crate) async fn driver_availability_local(
         &self,
         driver: UserId,
@@ -455,20 +452,19 @@ impl Engine {
             .await
     }
 
-    /// The driver's app is gone (after its grace period): out of the indexes.
+    /// [`Engine::driver_offline`], run on this replica.
     pub(crate) async fn driver_offline_local(&self, driver: UserId) -> Result<(), EngineError> {
         self.call_driver(driver, GoOffline).await
     }
 
-    /// A socket of the driver closed: it goes offline after the grace period unless it
-    /// reconnects.
+    /// [`Engine::driver_disconnected`], run on this replica.
     fn driver_disconnected_local(&self, driver: UserId) {
         if let Some(addr) = self.services.drivers.get(&driver) {
             addr.do_send(SessionClosed);
         }
     }
 
-    /// The driver accepts its open offer: the order is assigned to it.
+    /// [`Engine::accept_offer`], run on this replica.
     pub(crate) async fn accept_offer_local(
         &self,
         driver: UserId,
@@ -486,7 +482,7 @@ impl Engine {
         accepted.ok_or(EngineError::OfferNotFound)
     }
 
-    /// The driver declines its open offer: the order goes to the next candidate.
+    /// [`Engine::decline_offer`], run on this replica.
     pub(crate) async fn decline_offer_local(
         &self,
         driver: UserId,
@@ -503,7 +499,7 @@ impl Engine {
         Ok(())
     }
 
-    /// The driver collected its active order.
+    /// [`Engine::picked_up`], run on this replica.
     pub(crate) async fn picked_up_local(
         &self,
         driver: UserId,
@@ -519,7 +515,7 @@ impl Engine {
         .await?
     }
 
-    /// The driver delivered its active order.
+    /// [`Engine::delivered`], run on this replica.
     pub(crate) async fn delivered_local(
         &self,
         driver: UserId,
@@ -535,7 +531,7 @@ impl Engine {
         .await?
     }
 
-    /// A driver's state, as the engine sees it.
+    /// [`Engine::driver_status`], run on this replica.
     pub(crate) async fn driver_status_local(
         &self,
         driver: UserId,
@@ -543,7 +539,7 @@ impl Engine {
         self.call_driver(driver, GetDriverStatus).await
     }
 
-    /// The driver's feed (offers, assignment, order updates), its state, and its active order.
+    /// [`Engine::subscribe_driver`], run on this replica.
     pub(crate) async fn subscribe_driver_local(
         &self,
         driver: UserId,
@@ -571,8 +567,7 @@ impl Engine {
             .ok_or(EngineError::OrderNotFound)
     }
 
-    /// The order now and a feed of its changes (and of its driver's location). For a closed
-    /// order the feed ends at once.
+    /// [`Engine::subscribe_order`], run on this replica.
     pub(crate) async fn subscribe_order_local(
         &self,
         id: OrderId,
@@ -599,7 +594,7 @@ impl Engine {
         )))
     }
 
-    /// The merchant's board (every open order) and a feed of changes to it.
+    /// [`Engine::subscribe_board`], run on this replica.
     pub(crate) async fn subscribe_board_local(
         &self,
         merchant_id: MerchantId,
@@ -634,7 +629,7 @@ impl Engine {
         )))
     }
 
-    /// Drivers in a region's index now.
+    /// [`Engine::indexed_drivers`], run on this replica.
     pub(crate) async fn indexed_drivers_local(
         &self,
         region: &RegionId,
@@ -791,8 +786,7 @@ impl Engine {
         }
     }
 
-    /// Runs a command on this replica (it holds the entity's region, or another replica sent
-    /// it here).
+    /// [`Engine::execute`], run on this replica.
     pub(crate) async fn execute_local(&self, call: Call) -> Result<Reply, EngineError> {
         let order = |view: OrderView| Reply::Order { order: view };
         match call {

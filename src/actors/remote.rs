@@ -313,7 +313,14 @@ pub enum FeedSink {
 /// An answer already given, or a command still running (a repeat of it is not run again).
 enum Answered {
     Running,
-    Done(Result<Reply, RemoteError>),
+    Done(Box<Result<Reply, RemoteError>>),
+}
+
+/// Recent answers by command id, and the ids in the order they came (for expiry).
+#[derive(Default)]
+struct Answers {
+    table: HashMap<Uuid, Answered>,
+    order: VecDeque<(Uuid, Instant)>,
 }
 
 /// The router: this replica's end of the Redis link between replicas.
@@ -323,7 +330,7 @@ pub struct Router {
     ownership: Arc<Ownership>,
     deadline: Duration,
     pending: Mutex<HashMap<Uuid, oneshot::Sender<Result<Reply, RemoteError>>>>,
-    answers: Mutex<(HashMap<Uuid, Answered>, VecDeque<(Uuid, Instant)>)>,
+    answers: Mutex<Answers>,
     feeds: Mutex<HashMap<Uuid, RemoteFeed>>,
     forwards: Mutex<HashMap<Uuid, AbortHandle>>,
     locations: mpsc::Sender<(String, String)>,
@@ -349,7 +356,7 @@ impl Router {
             ownership,
             deadline,
             pending: Mutex::new(HashMap::new()),
-            answers: Mutex::new((HashMap::new(), VecDeque::new())),
+            answers: Mutex::new(Answers::default()),
             feeds: Mutex::new(HashMap::new()),
             forwards: Mutex::new(HashMap::new()),
             locations,
@@ -737,12 +744,12 @@ impl Router {
         if remember {
             let seen = {
                 let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-                match answers.0.get(&id) {
+                match answers.table.get(&id) {
                     Some(Answered::Running) => Some(None),
-                    Some(Answered::Done(result)) => Some(Some(result.clone())),
+                    Some(Answered::Done(result)) => Some(Some((**result).clone())),
                     None => {
-                        answers.0.insert(id, Answered::Running);
-                        answers.1.push_back((id, Instant::now()));
+                        answers.table.insert(id, Answered::Running);
+                        answers.order.push_back((id, Instant::now()));
                         None
                     }
                 }
@@ -761,14 +768,14 @@ impl Router {
         let result = self.run(call, &from, &engine).await;
         if remember {
             let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-            let (table, order) = &mut *answers;
+            let Answers { table, order } = &mut *answers;
             match &result {
                 // A refusal to be resent may succeed on the next attempt: not remembered.
                 Err(error) if error.retry => {
                     table.remove(&id);
                 }
                 _ => {
-                    table.insert(id, Answered::Done(result.clone()));
+                    table.insert(id, Answered::Done(Box::new(result.clone())));
                 }
             }
             while order.len() > ANSWERS_KEPT

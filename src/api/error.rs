@@ -118,16 +118,12 @@ impl From<crate::actors::EngineError> for ApiError {
             | EngineError::Failed(_) => ApiError::new(code)
                 .with_message(error.to_string())
                 .retry_after(1),
-            EngineError::Remote { code: remote, .. }
-                if matches!(
-                    remote,
-                    "dispatch_unavailable" | "store_unavailable" | "actor_failed"
-                ) =>
-            {
-                ApiError::new(code)
-                    .with_message(error.to_string())
-                    .retry_after(1)
-            }
+            EngineError::Remote {
+                code: "dispatch_unavailable" | "store_unavailable" | "actor_failed",
+                ..
+            } => ApiError::new(code)
+                .with_message(error.to_string())
+                .retry_after(1),
             other => ApiError::new(code).with_message(other.to_string()),
         }
     }

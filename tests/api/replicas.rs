@@ -877,13 +877,15 @@ impl Replicas {
         }
     }
 
-    /// Connects `socket` again: to the same replica if it still runs, else to the next live one.
-    async fn reconnect(&self, socket: &mut Socket) {
+    /// Connects `socket` again after a pause (the protocol asks clients to back off): to the same
+    /// replica if it still runs, else to the next live one. `why` is logged.
+    async fn reconnect(&self, socket: &mut Socket, why: &str) {
+        tokio::time::sleep(BACKOFF).await;
         let fresh = self
             .connect(socket.replica, &socket.label, &socket.path, &socket.token)
             .await;
         eprintln!(
-            "{} reconnected: replica {} -> {}",
+            "{} on replica {}: {why}; reconnected to replica {}",
             socket.label,
             self.name(socket.replica),
             self.name(fresh.replica)
@@ -910,8 +912,8 @@ impl Replicas {
                 Received::Message(message) if matches(&message) => return message,
                 Received::Message(_) | Received::Quiet => {}
                 Received::Closed(why) => {
-                    eprintln!("{} {why} while waiting for {what}", socket.label);
-                    self.reconnect(socket).await;
+                    let why = format!("{why} while waiting for {what}");
+                    self.reconnect(socket, &why).await;
                 }
             }
         }
@@ -978,7 +980,8 @@ impl Replicas {
             );
             if !socket.send(&message).await {
                 last = "the socket was closed".to_owned();
-                self.reconnect(socket).await;
+                self.reconnect(socket, &format!("closed before {what}"))
+                    .await;
                 if let Some(order) = self.order_if(socket, order_id, &done).await {
                     return order;
                 }
@@ -1011,12 +1014,8 @@ impl Replicas {
                         break;
                     }
                     Received::Closed(why) => {
-                        eprintln!(
-                            "{} {why} while waiting for the answer to {what}",
-                            socket.label
-                        );
-                        last = why;
-                        self.reconnect(socket).await;
+                        last = format!("{why} while waiting for the answer to {what}");
+                        self.reconnect(socket, &last).await;
                         if let Some(order) = self.order_if(socket, order_id, &done).await {
                             return order;
                         }
@@ -1068,8 +1067,8 @@ impl Replicas {
                 }
                 Received::Message(_) => {}
                 Received::Closed(why) => {
-                    eprintln!("{} {why} while waiting for an offer", socket.label);
-                    self.reconnect(socket).await;
+                    let why = format!("{why} while waiting for an offer");
+                    self.reconnect(socket, &why).await;
                     announce(socket, position).await;
                 }
                 Received::Quiet => announce(socket, position).await,
