@@ -104,6 +104,7 @@ pub fn fair_share(
 
 impl Cluster {
     pub fn new(node: String, ttl: Duration, regions: Vec<String>, store: Store) -> Cluster {
+        metrics::gauge!("cluster_regions_total").set(regions.len() as f64);
         Cluster {
             node,
             ttl,

@@ -127,8 +127,9 @@ pub struct Settings {
         default_value = "10"
     )]
     pub db_max_connections: String,
-    /// redis://… ; optional. When set, /ready checks it, rate limits are shared through it and
-    /// every order transition is appended to its order-event stream.
+    /// redis://… ; optional. When set, replicas share the regions and route commands to each
+    /// other through it, rate limits are shared through it, every order transition is appended
+    /// to its order-event stream, and /ready reports it.
     #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key the engine uses (lets several deployments share one Redis).

@@ -186,7 +186,7 @@ impl Application {
 
     /// Serves until the server is stopped, then flushes snapshots, gives up the region leases
     /// and closes the store. Losing the region leases to another replica stops the server at
-    /// once and returns an error (the process should exit; restarted, it stands by).
+    /// once and returns an error (the process should exit; restarted, it joins again).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut leases = self.state.cluster.subscribe();

@@ -135,6 +135,7 @@ impl Engine {
             });
         }
         self.services.set_active(region, true);
+        metrics::gauge!("dispatch_recovery_seconds").set(started.elapsed().as_secs_f64());
         tracing::info!(region = %region, orders = count, elapsed_ms = started.elapsed().as_millis() as u64, "region taken on");
         Ok(count)
     }
@@ -646,7 +647,7 @@ impl Engine {
     // ---- Routing: every command runs on the replica that holds its entity's region. ----
 
     /// Where a command about `key` runs: here when regions are not shared or this replica
-    /// holds the region, else on its owner. `hint` is a driver's fresh fix.
+    /// holds the region, else on its owner.
     async fn target(&self, key: &RouteKey) -> Result<Target, EngineError> {
         let Some(router) = self.router() else {
             return Ok(Target::Here);
@@ -753,7 +754,15 @@ impl Engine {
     async fn dispatch(&self, key: RouteKey, call: Call) -> Result<Reply, EngineError> {
         self.ensure_ready()?;
         match self.target(&key).await? {
-            Target::Here => self.execute_local(call).await,
+            Target::Here => match self.execute_local(call.clone()).await {
+                // Ours by the lease table but not taken on yet, or just handed off: resent
+                // until the region settles, as a command from another replica would be.
+                Err(EngineError::NotOwner(_)) if self.router().is_some() => {
+                    let router = self.router().expect("checked");
+                    router.call(call, || self.resolve(key.clone())).await
+                }
+                outcome => outcome,
+            },
             Target::Replica(_) | Target::Unowned => {
                 let Some(router) = self.router() else {
                     return self.execute_local(call).await;
@@ -782,7 +791,9 @@ impl Engine {
                 let _ = self.driver_location_nowait_local(driver, lat, lon, ts_ms);
             }
             Call::DriverDisconnected { driver } => self.driver_disconnected_local(driver),
-            _ => metrics::counter!("route_casts_dropped_total").increment(1),
+            _ => {
+                metrics::counter!("route_casts_dropped_total", "reason" => "not_here").increment(1)
+            }
         }
     }
 

@@ -299,7 +299,8 @@ struct RemoteFeed {
     sink: FeedSink,
     /// The replica serving it.
     node: String,
-    /// The region it depends on (none for drivers: their replica need not own a region).
+    /// The region it depends on; none for drivers, whose feed lasts while its replica holds
+    /// some region (a replica that holds none serves no driver).
     region: Option<String>,
 }
 
@@ -397,14 +398,11 @@ impl Router {
             .map_err(|e| EngineError::Unavailable(format!("cannot encode a command: {e}")))?;
         let mut pipeline = redis::pipe();
         pipeline.publish(self.channel(node), payload);
-        let (receivers,): (u64,) =
-            self.bus
-                .run(&pipeline, PUBLISH_DEADLINE_MS)
-                .await
-                .map_err(|e| {
-                    metrics::counter!("route_failures_total", "reason" => "redis").increment(1);
-                    EngineError::Unavailable(format!("cannot reach other replicas: {e}"))
-                })?;
+        let (receivers,): (u64,) = self
+            .bus
+            .run(&pipeline, PUBLISH_DEADLINE_MS)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("cannot reach other replicas: {e}")))?;
         Ok(receivers)
     }
 
@@ -441,6 +439,7 @@ impl Router {
             let outcome = match sent {
                 Err(error) => {
                     self.forget(id);
+                    metrics::counter!("route_failures_total", "reason" => "redis").increment(1);
                     return Err(error);
                 }
                 Ok(0) => {
@@ -448,8 +447,11 @@ impl Router {
                     None
                 }
                 Ok(_) => {
-                    match tokio::time::timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS), rx).await
-                    {
+                    // No attempt outlives the deadline by more than a pause.
+                    let wait = Duration::from_millis(ATTEMPT_TIMEOUT_MS)
+                        .min(self.deadline.saturating_sub(started.elapsed()))
+                        .max(Duration::from_millis(RETRY_PAUSE_MS));
+                    match tokio::time::timeout(wait, rx).await {
                         Ok(Ok(result)) => Some(result),
                         _ => {
                             last_problem = format!("replica {node} did not answer");
@@ -493,7 +495,7 @@ impl Router {
             .try_send((self.channel(node), payload))
             .is_err()
         {
-            metrics::counter!("route_casts_dropped_total").increment(1);
+            metrics::counter!("route_casts_dropped_total", "reason" => "queue_full").increment(1);
         }
     }
 
@@ -501,6 +503,7 @@ impl Router {
     async fn publish_locations(self: Arc<Self>, mut queue: mpsc::Receiver<(String, String)>) {
         let mut batch = Vec::with_capacity(LOCATION_BATCH);
         while queue.recv_many(&mut batch, LOCATION_BATCH).await > 0 {
+            let count = batch.len() as u64;
             let mut pipeline = redis::pipe();
             for (channel, payload) in batch.drain(..) {
                 pipeline.publish(channel, payload).ignore();
@@ -511,7 +514,8 @@ impl Router {
                 .await
                 .is_err()
             {
-                metrics::counter!("route_casts_dropped_total").increment(1);
+                metrics::counter!("route_casts_dropped_total", "reason" => "redis")
+                    .increment(count);
             }
         }
     }
@@ -726,13 +730,11 @@ impl Router {
             self.close_feed(sub);
             let router_node = node.clone();
             let envelope = Envelope::Unsubscribe { sub };
-            if let Ok(payload) = serde_json::to_string(&envelope)
-                && self
+            // Best-effort: the serving replica also stops when it next fails to deliver here.
+            if let Ok(payload) = serde_json::to_string(&envelope) {
+                let _ = self
                     .locations
-                    .try_send((self.channel(&router_node), payload))
-                    .is_err()
-            {
-                metrics::counter!("route_casts_dropped_total").increment(1);
+                    .try_send((self.channel(&router_node), payload));
             }
         }
     }

@@ -30,15 +30,17 @@ pub async fn health() -> HttpResponse {
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
-    /// Each dependency (`database`, `dispatch`, `redis`): `ok`, or why it failed.
+    /// Each dependency (`database`, `dispatch`, and with Redis `redis` and `routing`): `ok`, or
+    /// why it failed (`degraded: …` for the two that do not fail readiness).
     pub checks: BTreeMap<String, String>,
     /// When not ready: `not_ready`, naming the failing checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<super::error::ErrorDetail>,
 }
 
-/// `GET /ready`: 200 when the store (and Redis, if configured) answer; otherwise 503 naming
-/// each failing check.
+/// `GET /ready`: 200 when the store answers and dispatch runs (this replica has joined, or
+/// holds every region without Redis); otherwise 503 naming each failing check. Redis and the
+/// routing between replicas are reported (`degraded: …`) but do not fail readiness.
 #[utoipa::path(
     get, path = "/ready", tag = "service",
     responses((status = 200, body = Readiness), (status = 503, description = "A dependency is down", body = Readiness))

@@ -1,6 +1,6 @@
 //! The Redis link between replicas: one reconnecting connection with deadlines on every call,
 //! the key prefix, and a breaker that stops waiting on a Redis that just failed. Redis is
-//! optional; when it is configured, readiness depends on reaching it.
+//! optional; when it is configured, replicas share regions through it and `/ready` reports it.
 
 pub mod events;
 

@@ -14,7 +14,7 @@ use crate::actors::EngineError;
 use crate::actors::driver::DriverFeed;
 use crate::actors::engine::Engine;
 use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
-use crate::domain::{OrderId, UserId};
+use crate::domain::{OrderId, OrderView, UserId};
 
 /// Pause before subscribing again after the driver's feed ended (its actor restarted).
 const RESUBSCRIBE_DELAY_MS: u64 = 100;
@@ -59,6 +59,17 @@ pub struct DriverSession {
     core: SocketCore,
     engine: Engine,
     driver_id: UserId,
+    /// The last order state sent: a state the driver's own report brought back is sent at
+    /// once (its feed may be moving to another replica), and not again when the feed brings
+    /// it too.
+    last_sent: Option<(OrderId, chrono::DateTime<Utc>, String)>,
+}
+
+/// How a change of the driver's order is shown: `assigned` or `order_update`.
+#[derive(Clone, Copy)]
+enum Shown {
+    Assigned,
+    Update,
 }
 
 impl DriverSession {
@@ -68,8 +79,30 @@ impl DriverSession {
             core,
             engine,
             driver_id,
+            last_sent: None,
         }
         .start()
+    }
+
+    /// Sends the order's state unless this very state was sent last.
+    fn send_order(&mut self, order: &OrderView, shown: Shown) {
+        let key = (
+            order.id,
+            order.updated_at,
+            format!("{:?}/{:?}", order.status, order.dispatch_status),
+        );
+        // The same state again, or an older one overtaken by a report's answer: not shown.
+        if let Some((id, at, state)) = &self.last_sent
+            && *id == key.0
+            && (*at > key.1 || (*at == key.1 && *state == key.2))
+        {
+            return;
+        }
+        self.last_sent = Some(key);
+        match shown {
+            Shown::Assigned => self.core.send(&Outbound::Assigned { order }),
+            Shown::Update => self.core.send(&Outbound::OrderUpdate { order }),
+        }
     }
 
     fn subscribe(&mut self, ctx: &mut Context<Self>) {
@@ -113,29 +146,33 @@ impl DriverSession {
         }
         // One message at a time, in order: the socket is not read while this one is handled.
         let work = async move {
+            let shown = |shown: Shown| move |order| Some((order, shown));
             match message {
-                DriverIn::Location(_) => Ok(()),
+                DriverIn::Location(_) => Ok(None),
                 DriverIn::Availability(Availability { available }) => engine
                     .driver_availability(driver, available)
                     .await
-                    .map(drop),
-                DriverIn::AcceptOffer(OfferAnswer { offer_id }) => {
-                    engine.accept_offer(driver, offer_id).await.map(drop)
-                }
+                    .map(|_| None),
+                DriverIn::AcceptOffer(OfferAnswer { offer_id }) => engine
+                    .accept_offer(driver, offer_id)
+                    .await
+                    .map(shown(Shown::Assigned)),
                 DriverIn::DeclineOffer(OfferAnswer { offer_id }) => {
-                    engine.decline_offer(driver, offer_id).await
+                    engine.decline_offer(driver, offer_id).await.map(|()| None)
                 }
-                DriverIn::PickedUp(OrderStep { order_id }) => {
-                    engine.picked_up(driver, order_id).await.map(drop)
-                }
-                DriverIn::Delivered(OrderStep { order_id }) => {
-                    engine.delivered(driver, order_id).await.map(drop)
-                }
+                DriverIn::PickedUp(OrderStep { order_id }) => engine
+                    .picked_up(driver, order_id)
+                    .await
+                    .map(shown(Shown::Update)),
+                DriverIn::Delivered(OrderStep { order_id }) => engine
+                    .delivered(driver, order_id)
+                    .await
+                    .map(shown(Shown::Update)),
             }
         };
         ctx.wait(work.into_actor(self).map(|outcome, act, _| match outcome {
-            Ok(()) => {}
-            Err(EngineError::StaleLocation) => {}
+            Ok(Some((order, shown))) => act.send_order(&order, shown),
+            Ok(None) | Err(EngineError::StaleLocation) => {}
             Err(error) => act.core.error(error.code(), &error.to_string()),
         }));
     }
@@ -176,12 +213,8 @@ impl StreamHandler<Option<DriverFeed>> for DriverSession {
             Some(DriverFeed::OfferExpired { offer_id }) => {
                 self.core.send(&Outbound::OfferExpired { offer_id })
             }
-            Some(DriverFeed::Assigned(order)) => {
-                self.core.send(&Outbound::Assigned { order: &order })
-            }
-            Some(DriverFeed::OrderUpdate(order)) => {
-                self.core.send(&Outbound::OrderUpdate { order: &order })
-            }
+            Some(DriverFeed::Assigned(order)) => self.send_order(&order, Shown::Assigned),
+            Some(DriverFeed::OrderUpdate(order)) => self.send_order(&order, Shown::Update),
             None => {
                 ctx.run_later(Duration::from_millis(RESUBSCRIBE_DELAY_MS), |act, ctx| {
                     act.subscribe(ctx);

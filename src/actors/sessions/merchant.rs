@@ -1,7 +1,7 @@
 //! The merchant board's socket: the board (every open order of the merchants shown) first, then
 //! every change; accept, reject and ready in.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -87,6 +87,10 @@ pub struct MerchantSession {
     core: SocketCore,
     engine: Engine,
     merchants: Vec<MerchantId>,
+    /// The open orders this socket has shown, by merchant: when a merchant's feed is taken up
+    /// again (its actor restarted or its region moved to another replica), each is brought up
+    /// to date, including those that closed in between.
+    shown_open: HashMap<OrderId, MerchantId>,
 }
 
 impl MerchantSession {
@@ -96,8 +100,60 @@ impl MerchantSession {
             core,
             engine,
             merchants,
+            shown_open: HashMap::new(),
         }
         .start()
+    }
+
+    /// Sends an order's update and remembers whether it is still open.
+    fn show(&mut self, order: &OrderView) {
+        if order.status.is_final() {
+            self.shown_open.remove(&order.id);
+        } else {
+            self.shown_open.insert(order.id, order.merchant_id);
+        }
+        self.core.send(&Outbound::OrderUpdate { order });
+    }
+
+    /// After a merchant's feed was taken up again: the board as it is now, as updates, and the
+    /// final state of every order shown open that has closed meanwhile.
+    fn catch_up(
+        &mut self,
+        merchant_id: MerchantId,
+        board: Vec<OrderView>,
+        ctx: &mut Context<Self>,
+    ) {
+        let open: HashSet<OrderId> = board.iter().map(|order| order.id).collect();
+        let closed: Vec<OrderId> = self
+            .shown_open
+            .iter()
+            .filter(|(id, merchant)| **merchant == merchant_id && !open.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for order in &board {
+            self.show(order);
+        }
+        if closed.is_empty() {
+            return;
+        }
+        let engine = self.engine.clone();
+        ctx.spawn(
+            async move {
+                let mut orders = Vec::with_capacity(closed.len());
+                for id in closed {
+                    if let Ok(order) = engine.order(id).await {
+                        orders.push(order);
+                    }
+                }
+                orders
+            }
+            .into_actor(self)
+            .map(|orders, act, _| {
+                for order in &orders {
+                    act.show(order);
+                }
+            }),
+        );
     }
 
     /// Subscribes to the boards of `merchants`; with `announce`, sends the combined board.
@@ -116,14 +172,20 @@ impl MerchantSession {
                 Ok(boards) => {
                     let mut orders = Vec::new();
                     for (merchant_id, (board, feed)) in boards {
-                        orders.extend(board);
                         ctx.add_stream(feed_stream(feed).map(move |update| BoardItem {
                             merchant_id,
                             update,
                         }));
+                        if announce {
+                            orders.extend(board);
+                        } else {
+                            act.catch_up(merchant_id, board, ctx);
+                        }
                     }
                     if announce {
                         orders.sort_by_key(|order| order.id);
+                        act.shown_open
+                            .extend(orders.iter().map(|order| (order.id, order.merchant_id)));
                         act.core.send(&Outbound::Board { orders: &orders });
                     }
                 }
@@ -207,7 +269,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for MerchantSession {
 impl StreamHandler<BoardItem> for MerchantSession {
     fn handle(&mut self, item: BoardItem, ctx: &mut Self::Context) {
         match item.update {
-            Some(order) => self.core.send(&Outbound::OrderUpdate { order: &order }),
+            Some(order) => self.show(&order),
             None => {
                 let merchant = item.merchant_id;
                 ctx.run_later(
