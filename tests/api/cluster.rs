@@ -13,7 +13,8 @@ use sqlx::Connection;
 
 use crate::dispatch::at;
 use crate::helpers::{
-    Db, TestDb, config_for, migrated_store, new_user, spawn_app_with, start_without_db, test_config,
+    Db, TestDb, config_for, migrated_store, new_user, spawn_app_with, start_without_db,
+    test_config, with_redis,
 };
 
 /// A customer row and an order placed in region `ne` for them (not yet stored).
@@ -228,4 +229,149 @@ async fn a_replica_whose_lease_was_taken_over_writes_nothing_and_stops() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A TCP relay to Redis that the test can cut: the replica behind it loses Redis while the
+/// other keeps it.
+struct RedisRelay {
+    port: u16,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl RedisRelay {
+    async fn start() -> RedisRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = crate::helpers::redis_url()
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let registry = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                registry.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        tasks.lock().unwrap().push(accept.abort_handle());
+        RedisRelay { port, tasks }
+    }
+
+    /// Closes the listener and every relayed connection.
+    fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// `(region, owner)` of every lease held now.
+async fn held_leases(url: &str) -> Vec<(String, String)> {
+    let mut raw = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_as(
+        "SELECT region_id, owner FROM region_leases \
+         WHERE expires_at_ms > (EXTRACT(EPOCH FROM now()) * 1000)::bigint ORDER BY region_id",
+    )
+    .fetch_all(&mut raw)
+    .await
+    .unwrap()
+}
+
+/// Where to place an order in each demo region.
+fn centre_of(region: &str) -> Position {
+    match region {
+        "nw" => at(5_000.0, -5_000.0),
+        "ne" => at(5_000.0, 5_000.0),
+        "sw" => at(-5_000.0, -5_000.0),
+        _ => at(-5_000.0, 5_000.0),
+    }
+}
+
+#[actix_web::test]
+async fn a_replica_that_loses_redis_keeps_its_own_regions_and_refuses_others_with_a_clear_error() {
+    let db = TestDb::create(Db::Postgres).await;
+    let url = db.database_url();
+    let relay = RedisRelay::start().await;
+    let mut first = with_redis(config_for(url.clone()), &crate::helpers::redis_url());
+    first.dispatch.node_id = "first".into();
+    let mut second = config_for(url);
+    second.dispatch.node_id = "second".into();
+    second.redis = first.redis.clone().map(|mut redis| {
+        redis.url = mealkitz::config::Secret::new(format!("redis://127.0.0.1:{}", relay.port));
+        redis
+    });
+    let first = spawn_app_with(db, first).await;
+    let second = start_without_db(second).await;
+    second.wait_until_ready().await;
+
+    // Two replicas share the four regions two and two.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leases = loop {
+        let leases = held_leases(&first.db.url).await;
+        let count = |node: &str| leases.iter().filter(|(_, o)| o.starts_with(node)).count();
+        if count("first") == 2 && count("second") == 2 {
+            break leases;
+        }
+        assert!(Instant::now() < deadline, "regions not shared: {leases:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let region_of = |node: &str| {
+        leases
+            .iter()
+            .find(|(_, owner)| owner.starts_with(node))
+            .map(|(region, _)| region.clone())
+            .unwrap()
+    };
+    let (own, others) = (region_of("second"), region_of("first"));
+    let customer = first.user_id("customer").await;
+    let order = |region: &str| NewOrder {
+        id: OrderId::new(),
+        merchant_id: MerchantId::new(),
+        customer_id: customer,
+        items: vec![],
+        delivery_fee_cents: Cents(0),
+        total_cents: Cents(1000),
+        pickup: centre_of(region),
+        dropoff: centre_of(region),
+        dropoff_address: "1 Test Street".into(),
+    };
+
+    // With Redis, the second replica places orders in its own region and in the first's.
+    let routed = second.engine.place_order(order(&others)).await.unwrap();
+    assert_eq!(first.engine.order(routed.id).await.unwrap().id, routed.id);
+    second.engine.place_order(order(&own)).await.unwrap();
+
+    relay.cut();
+    // Its own region keeps working; the other's fails at once, saying why.
+    let local = second.engine.place_order(order(&own)).await.unwrap();
+    assert_eq!(local.status, mealkitz::domain::OrderStatus::Placed);
+    let started = Instant::now();
+    let refused = second.engine.place_order(order(&others)).await.unwrap_err();
+    assert_eq!(refused.code(), "dispatch_unavailable", "{refused}");
+    assert!(
+        refused.to_string().contains("cannot reach other replicas"),
+        "{refused}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused after {:?}",
+        started.elapsed()
+    );
+    // It stays ready, and says what is degraded.
+    let (status, body) = ready_body(&reqwest::Client::new(), &second.address).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["checks"]["redis"]
+            .as_str()
+            .unwrap()
+            .starts_with("degraded"),
+        "{body}"
+    );
+    second.handle.stop(true).await;
 }
