@@ -29,6 +29,8 @@ use crate::domain::{MerchantId, NewOrder, OrderId, OrderView, UserId};
 use crate::geo::RegionId;
 use crate::store::{StoreError, unix_ms};
 
+/// Deadline of reading or writing an answer kept in Redis.
+const ANSWER_REDIS_DEADLINE_MS: u64 = 250;
 /// How long one attempt waits for an answer before the command is sent again.
 const ATTEMPT_TIMEOUT_MS: u64 = 2_000;
 /// Pause before the next attempt when the owner is unknown, restarting or not listening.
@@ -188,11 +190,17 @@ pub enum Call {
 
 impl Call {
     /// Whether repeating it could change state twice: such commands are answered from the
-    /// table of recent answers when their id comes again.
+    /// table of recent answers when their id comes again. (A repeated subscription replaces
+    /// the first: its updates must flow from wherever it was answered last.)
     fn changes_state(&self) -> bool {
         !matches!(
             self,
-            Call::GetOrder { .. } | Call::DriverStatus { .. } | Call::IndexedDrivers { .. }
+            Call::GetOrder { .. }
+                | Call::DriverStatus { .. }
+                | Call::IndexedDrivers { .. }
+                | Call::SubscribeOrder { .. }
+                | Call::SubscribeBoard { .. }
+                | Call::SubscribeDriver { .. }
         )
     }
 }
@@ -756,11 +764,17 @@ impl Router {
                     }
                 }
             };
+            // Not answered here: perhaps by the region's previous owner, before it stopped.
+            let seen = match seen {
+                None => self.kept_answer(id).await.map(Some),
+                seen => seen,
+            };
             match seen {
                 // Still running: its answer goes out when it is done.
                 Some(None) => return,
                 Some(Some(result)) => {
                     metrics::counter!("route_repeats_answered_total").increment(1);
+                    self.remember(id, &result);
                     let _ = self.publish(&from, &Envelope::Reply { id, result }).await;
                     return;
                 }
@@ -769,28 +783,75 @@ impl Router {
         }
         let result = self.run(call, &from, &engine).await;
         if remember {
-            let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-            let Answers { table, order } = &mut *answers;
-            match &result {
-                // A refusal to be resent may succeed on the next attempt: not remembered.
-                Err(error) if error.retry => {
-                    table.remove(&id);
-                }
-                _ => {
-                    table.insert(id, Answered::Done(Box::new(result.clone())));
-                }
-            }
-            while order.len() > ANSWERS_KEPT
-                || order
-                    .front()
-                    .is_some_and(|(_, at)| at.elapsed().as_secs() > ANSWER_KEPT_SECS)
-            {
-                if let Some((old, _)) = order.pop_front() {
-                    table.remove(&old);
-                }
+            self.remember(id, &result);
+            if !matches!(&result, Err(error) if error.retry) {
+                self.keep_answer(id, &result);
             }
         }
         let _ = self.publish(&from, &Envelope::Reply { id, result }).await;
+    }
+
+    /// Notes the answer to command `id` in the table of recent answers.
+    fn remember(&self, id: Uuid, result: &Result<Reply, RemoteError>) {
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let Answers { table, order } = &mut *answers;
+        match result {
+            // A refusal to be resent may succeed on the next attempt: not remembered.
+            Err(error) if error.retry => {
+                table.remove(&id);
+            }
+            _ => {
+                if !table.contains_key(&id) {
+                    order.push_back((id, Instant::now()));
+                }
+                table.insert(id, Answered::Done(Box::new(result.clone())));
+            }
+        }
+        while order.len() > ANSWERS_KEPT
+            || order
+                .front()
+                .is_some_and(|(_, at)| at.elapsed().as_secs() > ANSWER_KEPT_SECS)
+        {
+            if let Some((old, _)) = order.pop_front() {
+                table.remove(&old);
+            }
+        }
+    }
+
+    fn answer_key(&self, id: Uuid) -> String {
+        self.bus.key(&format!("answer:{id}"))
+    }
+
+    /// Keeps the answer in Redis too, so that a repeat that reaches the region's next owner
+    /// (this one stopped or handed the region off) is answered the same, not run again.
+    /// Best-effort: without it, the domain refuses a second run of the same change.
+    fn keep_answer(self: &Arc<Self>, id: Uuid, result: &Result<Reply, RemoteError>) {
+        let Ok(payload) = serde_json::to_string(result) else {
+            return;
+        };
+        let router = self.clone();
+        actix_web::rt::spawn(async move {
+            let mut pipeline = redis::pipe();
+            pipeline
+                .set_ex(router.answer_key(id), payload, ANSWER_KEPT_SECS)
+                .ignore();
+            let _ = router
+                .bus
+                .run::<()>(&pipeline, ANSWER_REDIS_DEADLINE_MS)
+                .await;
+        });
+    }
+
+    /// An answer another replica kept for command `id`.
+    async fn kept_answer(&self, id: Uuid) -> Option<Result<Reply, RemoteError>> {
+        let mut pipeline = redis::pipe();
+        pipeline.get(self.answer_key(id));
+        let (payload,): (Option<String>,) = self
+            .bus
+            .run(&pipeline, ANSWER_REDIS_DEADLINE_MS)
+            .await
+            .ok()?;
+        serde_json::from_str(&payload?).ok()
     }
 
     /// Runs a command here; a subscription also starts forwarding its updates to `from`.
