@@ -10,10 +10,8 @@
 
 mod common;
 
-use common::{cpu_ticks, env_or, token};
+use common::{cpu_ticks, env_or, start_server, token, wait_ready};
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mealkitz::config::{DatabaseConfig, DatabaseUrl, Secret};
@@ -48,49 +46,21 @@ async fn run(clients: usize, seconds: usize) {
         .unwrap();
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mealkitz"))
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("DATABASE_URL", &url)
-        .env("MEALKITZ_JWT_SECRET", SECRET)
-        .env("MEALKITZ_CHECKOUTS_PER_MINUTE", "1000000")
-        .env("MEALKITZ_LOG_FORMAT", "json")
-        .env(
+    let (mut child, port) = start_server(&[
+        ("DATABASE_URL", url.clone()),
+        ("MEALKITZ_JWT_SECRET", SECRET.to_owned()),
+        ("MEALKITZ_CHECKOUTS_PER_MINUTE", "1000000".to_owned()),
+        (
             "RUST_LOG",
-            "info,mealkitz::api::middleware=warn,mealkitz::api::orders=warn",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mealkitz serve");
-    let stderr = child.stderr.take().unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
-                && entry["message"] == "mealkitz listening"
-            {
-                let _ = port_tx.send(entry["port"].as_u64().unwrap() as u16);
-            }
-        }
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server port");
+            "info,mealkitz::api::middleware=warn,mealkitz::api::orders=warn".to_owned(),
+        ),
+    ]);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
         .unwrap();
-    while http
-        .get(format!("{base}/ready"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-        != 200
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&http, port).await;
 
     // Users straight into the store (the server migrated it); tokens signed with its secret.
     let store = Store::open(&DatabaseConfig {

@@ -817,16 +817,7 @@ async fn run(knobs: Knobs) {
         .pool_max_idle_per_host(knobs.in_flight)
         .build()
         .unwrap();
-    while http
-        .get(format!("{base}/ready"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-        != 200
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_ready(&http, port).await;
     println!("server pid {server_pid} on port {port}");
 
     // Merchants and menus over REST, uniform over the demo square 2 km inside its edges.

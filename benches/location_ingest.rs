@@ -410,16 +410,7 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
         .expect("server port");
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    while http
-        .get(format!("{base}/ready"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-        != 200
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_ready(&http, port).await;
     println!("server pid {server_pid} on port {port}");
     let rss_idle_kib = rss_kib(server_pid);
 

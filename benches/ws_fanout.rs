@@ -20,11 +20,9 @@
 
 mod common;
 
-use common::{BenchStore, cpu_ticks, env_or, token};
+use common::{BenchStore, cpu_ticks, env_or, start_server, token, wait_ready};
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,50 +62,6 @@ fn main() {
         .build()
         .unwrap()
         .block_on(run(trackers, drivers, seconds));
-}
-
-/// Starts `mealkitz serve` on `url` with `env`; returns it and its port.
-fn start_server(url: &str, env: &[(&str, String)]) -> (std::process::Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mealkitz"))
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("DATABASE_URL", url)
-        .env("MEALKITZ_JWT_SECRET", SECRET)
-        .env("MEALKITZ_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,mealkitz::api::middleware=warn")
-        .env("MEALKITZ_WS_RATE_PER_SEC", "1000")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mealkitz serve");
-    let stderr = child.stderr.take().unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
-                && entry["message"] == "mealkitz listening"
-            {
-                let _ = port_tx.send(entry["port"].as_u64().unwrap() as u16);
-            }
-        }
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server port");
-    (child, port)
-}
-
-async fn wait_ready(http: &reqwest::Client, port: u16) {
-    while http
-        .get(format!("http://127.0.0.1:{port}/ready"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-        != 200
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
@@ -181,10 +135,18 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
     let orders: Vec<OrderId> = seeded.iter().map(|(o, _)| o.id).collect();
 
     // The server(s), as operators run them.
+    let server_env = |mut env: Vec<(&'static str, String)>| {
+        env.extend([
+            ("DATABASE_URL", url.clone()),
+            ("MEALKITZ_JWT_SECRET", SECRET.to_owned()),
+            ("MEALKITZ_WS_RATE_PER_SEC", "1000".to_owned()),
+        ]);
+        env
+    };
     let http = reqwest::Client::new();
     let mut children = Vec::new();
     let (driver_port, tracker_port) = if replicas == 1 {
-        let (child, port) = start_server(&url, &[]);
+        let (child, port) = start_server(&server_env(Vec::new()));
         children.push(child);
         wait_ready(&http, port).await;
         (port, port)
@@ -193,12 +155,11 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
         let prefix = format!("fanout-{}:", uuid::Uuid::new_v4().simple());
         let mut ports = Vec::new();
         for node in ["fanout-a", "fanout-b"] {
-            let env = [
+            let (child, port) = start_server(&server_env(vec![
                 ("REDIS_URL", redis.clone()),
                 ("MEALKITZ_REDIS_KEY_PREFIX", prefix.clone()),
                 ("MEALKITZ_NODE_ID", node.to_owned()),
-            ];
-            let (child, port) = start_server(&url, &env);
+            ]));
             children.push(child);
             wait_ready(&http, port).await;
             ports.push((node, port));

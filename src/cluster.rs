@@ -257,6 +257,11 @@ impl Cluster {
             _ => return Ok(()),
         };
         self.store.refence(&self.node, region, Some(lease.epoch));
+        self.ownership.set(
+            region,
+            Some(&self.node),
+            unix_ms() + self.ttl.as_millis() as i64,
+        );
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -289,6 +294,7 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .remove(region);
         self.store.release_region(&self.node, region).await?;
+        self.ownership.set(region, None, 0);
         tracing::info!(node = %self.node, region, "region lease released for another replica");
         Ok(())
     }

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mealkitz::config::{DatabaseUrl, Secret};
@@ -186,5 +189,54 @@ impl BenchStore {
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
+    }
+}
+
+/// Starts `mealkitz serve` (the release binary) on a free loopback port with JSON logs and
+/// `env` (which overrides these defaults); returns it and its port, read from its log
+/// (`BENCH_SERVER_LOG=1` shows the log).
+pub fn start_server(env: &[(&str, String)]) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mealkitz"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("MEALKITZ_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info,mealkitz::api::middleware=warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mealkitz serve");
+    let stderr = child.stderr.take().unwrap();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    // BENCH_SERVER_LOG=1 passes the server's log through.
+    let echo = std::env::var("BENCH_SERVER_LOG").is_ok_and(|v| v == "1");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("server: {line}");
+            }
+            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                && entry["message"] == "mealkitz listening"
+            {
+                let _ = port_tx.send(entry["port"].as_u64().unwrap() as u16);
+            }
+        }
+    });
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server port");
+    (child, port)
+}
+
+/// Waits until the server on `port` answers `/ready` with 200.
+pub async fn wait_ready(http: &reqwest::Client, port: u16) {
+    while http
+        .get(format!("http://127.0.0.1:{port}/ready"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

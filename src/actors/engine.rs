@@ -1143,11 +1143,17 @@ impl Engine {
     ) -> Result<(DriverStatus, Option<OrderView>, mpsc::Receiver<DriverFeed>), EngineError> {
         self.ensure_ready()?;
         let key = RouteKey::Driver(driver);
-        let (Some(router), Target::Replica(_) | Target::Unowned) =
-            (self.router(), self.target(&key).await?)
-        else {
+        let target = self.target(&key).await?;
+        let Some(router) = self.router() else {
             return self.subscribe_driver_local(driver).await;
         };
+        if let Target::Here = target {
+            // Not ours after all (the region is being handed over): through the router.
+            match self.subscribe_driver_local(driver).await {
+                Err(EngineError::NotOwner(_)) => {}
+                outcome => return outcome,
+            }
+        }
         let (reply, feed, sub, node) = router
             .subscribe(
                 |sub| Call::SubscribeDriver { driver, sub },
@@ -1180,11 +1186,17 @@ impl Engine {
     ) -> Result<(OrderView, mpsc::Receiver<OrderFeed>), EngineError> {
         self.ensure_ready()?;
         let key = RouteKey::Order(id);
-        let (Some(router), Target::Replica(_) | Target::Unowned) =
-            (self.router(), self.target(&key).await?)
-        else {
+        let target = self.target(&key).await?;
+        let Some(router) = self.router() else {
             return self.subscribe_order_local(id).await;
         };
+        if let Target::Here = target {
+            // Not ours after all (the region is being handed over): through the router.
+            match self.subscribe_order_local(id).await {
+                Err(EngineError::NotOwner(_)) => {}
+                outcome => return outcome,
+            }
+        }
         let region = recall(&self.routes.orders, &id).map(|r| r.to_string());
         let (reply, feed, _, _) = router
             .subscribe(
@@ -1204,11 +1216,17 @@ impl Engine {
     ) -> Result<(Vec<OrderView>, mpsc::Receiver<OrderView>), EngineError> {
         self.ensure_ready()?;
         let key = RouteKey::Merchant(merchant_id);
-        let (Some(router), Target::Replica(_) | Target::Unowned) =
-            (self.router(), self.target(&key).await?)
-        else {
+        let target = self.target(&key).await?;
+        let Some(router) = self.router() else {
             return self.subscribe_board_local(merchant_id).await;
         };
+        if let Target::Here = target {
+            // Not ours after all (the region is being handed over): through the router.
+            match self.subscribe_board_local(merchant_id).await {
+                Err(EngineError::NotOwner(_)) => {}
+                outcome => return outcome,
+            }
+        }
         let region = recall(&self.routes.merchants, &merchant_id).map(|r| r.to_string());
         let (reply, feed, _, _) = router
             .subscribe(

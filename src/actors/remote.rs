@@ -66,6 +66,16 @@ impl Ownership {
         *self.owners.write().unwrap_or_else(|e| e.into_inner()) = owners;
     }
 
+    /// Notes a change of owner this replica made itself (it claimed `region`, or released it
+    /// with `owner` `None`), before the next read of the lease table.
+    pub fn set(&self, region: &str, owner: Option<&str>, expires_at_ms: i64) {
+        let mut owners = self.owners.write().unwrap_or_else(|e| e.into_inner());
+        match owner {
+            Some(owner) => owners.insert(region.to_owned(), (owner.to_owned(), expires_at_ms)),
+            None => owners.remove(region),
+        };
+    }
+
     /// The replica holding `region` now, if any.
     pub fn owner(&self, region: &str) -> Option<String> {
         let now_ms = unix_ms();
