@@ -134,10 +134,12 @@ impl Cluster {
 
     /// Shares the regions with the other live replicas until released or lost: every beat it
     /// marks this replica alive and renews its leases; every round (twice a second) it reads
-    /// the leases and the live replicas, hands off regions above its fair share and claims
-    /// free ones below it, recovering their orders. Returns why the leases were lost.
+    /// the leases and the live replicas, and hands off one region above its fair share or
+    /// claims one free region below it, recovering its orders. Returns why the leases were
+    /// lost.
     pub async fn share(&self, engine: &Engine) -> Option<String> {
         let mut renewed_at = Instant::now();
+        let joined_at = Instant::now();
         let mut beat_at: Option<Instant> = None;
         loop {
             let released = self.released.lock().await;
@@ -165,10 +167,16 @@ impl Cluster {
                     }
                 }
             }
+            let mut moved = false;
             if beat_at.is_some() {
                 match self.rebalance(engine).await {
-                    Ok(()) => {
-                        if self.state() != LeaseState::Held {
+                    Ok(changed) => {
+                        moved = changed;
+                        // Ready once a round finds nothing to move (this replica holds its
+                        // share, or waits for others to hand theirs off), or after two TTLs
+                        // of trying: it routes what it does not hold.
+                        let settled = !changed || joined_at.elapsed() >= 2 * self.ttl;
+                        if settled && self.state() != LeaseState::Held {
                             self.state.send_replace(LeaseState::Held);
                             engine.set_ready();
                         }
@@ -177,7 +185,9 @@ impl Cluster {
                 }
             }
             drop(released);
-            tokio::time::sleep(self.beat().min(Duration::from_millis(STANDBY_POLL_MS))).await;
+            if !moved {
+                tokio::time::sleep(self.beat().min(Duration::from_millis(STANDBY_POLL_MS))).await;
+            }
         }
     }
 
@@ -207,9 +217,9 @@ impl Cluster {
         why
     }
 
-    /// One round: reads who holds what, then hands off or claims regions to reach this
-    /// replica's fair share.
-    async fn rebalance(&self, engine: &Engine) -> Result<(), crate::store::StoreError> {
+    /// One round: reads who holds what, then hands off or claims a region towards this
+    /// replica's fair share. Returns whether it moved one.
+    async fn rebalance(&self, engine: &Engine) -> Result<bool, crate::store::StoreError> {
         let leases = self.store.region_leases().await?;
         let members = self.store.live_members().await?;
         self.ownership.update(&leases);
@@ -223,8 +233,10 @@ impl Cluster {
         let target = fair_share(&self.node, &members, &holdings, self.regions.len());
         let mine = self.held_regions();
         metrics::gauge!("cluster_live_replicas").set(members.len() as f64);
+        // One region per round, so that a round (a recovery, or the stop of a region's
+        // actors) stays well inside the renewal beat.
         if mine.len() > target {
-            for region in mine.iter().skip(target) {
+            if let Some(region) = mine.last() {
                 self.hand_off(engine, region).await?;
             }
         } else if mine.len() < target {
@@ -237,12 +249,13 @@ impl Cluster {
                         .any(|(id, _, _, expires_at_ms)| id == *region && *expires_at_ms > now_ms)
                 })
                 .collect();
-            for region in free.into_iter().take(target - mine.len()) {
+            if let Some(region) = free.first() {
                 self.take_on(engine, region).await?;
             }
         }
-        metrics::gauge!("cluster_regions_owned").set(self.held_regions().len() as f64);
-        Ok(())
+        let now_held = self.held_regions();
+        metrics::gauge!("cluster_regions_owned").set(now_held.len() as f64);
+        Ok(now_held != mine)
     }
 
     /// Claims a free region and recovers its orders; gives it back if recovery fails.

@@ -509,7 +509,8 @@ impl Handler<super::services::Retire> for DriverActor {
                 .locate(location)
                 .is_some_and(|region| region.id() == &msg.region)
         });
-        let retire = located_there
+        let retire = msg.all
+            || located_there
             || self.guard.supervisor() == &msg.region
             || self.indexed_in.contains(&msg.region)
             || self.active_order.is_some_and(|id| msg.orders.contains(&id))

@@ -59,6 +59,8 @@ struct Routes {
     driver_regions: Mutex<HashMap<UserId, RegionId>>,
     /// Driver → (replica serving it, the subscription that binds it there).
     driver_nodes: Mutex<HashMap<UserId, (String, Uuid)>>,
+    /// Drivers whose fix is being routed the slow way (not bound anywhere yet): one at a time.
+    drivers_resolving: Mutex<HashSet<UserId>>,
 }
 
 fn remember<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
@@ -129,10 +131,20 @@ impl Engine {
         self.services.start_region(region.clone());
         let count = orders.len();
         for order in orders {
+            // An actor left from before a hand-off holds an older state: the journal wins.
+            if let Some(stale) = self.services.orders.get(&order.id) {
+                let _ = stale
+                    .send(Retire {
+                        region: region.clone(),
+                        orders: Arc::new(HashSet::new()),
+                        all: true,
+                    })
+                    .await;
+            }
             let services = self.services.clone();
-            self.services.orders.get_or_start(order.id, move || {
-                OrderActor::start_recovered(order, services)
-            });
+            self.services
+                .orders
+                .insert(order.id, OrderActor::start_recovered(order, services));
         }
         self.services.set_active(region, true);
         metrics::gauge!("dispatch_recovery_seconds").set(started.elapsed().as_secs_f64());
@@ -153,6 +165,7 @@ impl Engine {
             let message = Retire {
                 region: region.clone(),
                 orders: none.clone(),
+                all: false,
             };
             if let Ok(true) = addr.send(message).await {
                 retired.insert(id);
@@ -164,14 +177,20 @@ impl Engine {
                 .send(Retire {
                     region: region.clone(),
                     orders: orders.clone(),
+                    all: false,
                 })
                 .await;
         }
-        for (_, addr) in self.services.merchants.all() {
+        for (id, addr) in self.services.merchants.all() {
+            // A merchant of the region goes even with an empty board: its next orders are
+            // placed on the region's next owner, and its board must be read there.
+            let located_here =
+                matches!(self.merchant_region(id).await, Ok(Some(r)) if &r == region);
             let _ = addr
                 .send(Retire {
                     region: region.clone(),
                     orders: orders.clone(),
+                    all: located_here,
                 })
                 .await;
         }
@@ -273,6 +292,11 @@ impl Engine {
             Err(error) => return Err(EngineError::Store(error)),
         }
         let view = order.view();
+        if !self.services.is_active(region.id()) {
+            // Handed off while it was written: journaled under our lease, so the next owner
+            // recovers it; no actor of ours may outlive the hand-off.
+            return Ok(view);
+        }
         let merchant_id = order.merchant_id;
         let services = self.services.clone();
         self.services
@@ -1025,12 +1049,31 @@ impl Engine {
                     return Ok(());
                 }
                 None | Some(Target::Unowned) => {
-                    // Not served anywhere known yet: find where (it may take the store).
+                    // Not served anywhere known yet: find where (it may take the store), one
+                    // fix at a time; fixes that come meanwhile are dropped, as the next one
+                    // supersedes them.
+                    let first = self
+                        .routes
+                        .drivers_resolving
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(driver);
+                    if !first {
+                        metrics::counter!("route_casts_dropped_total", "reason" => "resolving")
+                            .increment(1);
+                        return Ok(());
+                    }
                     let engine = self.clone();
                     actix_web::rt::spawn(async move {
                         if let Err(error) = engine.driver_location(driver, lat, lon, ts_ms).await {
                             tracing::debug!(%driver, error = %error, "driver fix not delivered");
                         }
+                        engine
+                            .routes
+                            .drivers_resolving
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&driver);
                     });
                     return Ok(());
                 }

@@ -143,7 +143,8 @@ impl Handler<super::services::Retire> for MerchantActor {
     /// Stops if its board holds an order of the region handed off, or its supervisor was that
     /// region: its sessions subscribe again, at the new owner.
     fn handle(&mut self, msg: super::services::Retire, ctx: &mut Self::Context) -> bool {
-        let retire = self.guard.supervisor() == &msg.region
+        let retire = msg.all
+            || self.guard.supervisor() == &msg.region
             || self.board.keys().any(|id| msg.orders.contains(id));
         if retire {
             self.guard.disarm();

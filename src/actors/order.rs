@@ -23,8 +23,8 @@ use super::region::{Candidate, FindCandidates, MatchOutcome, RequestMatch};
 use super::services::Services;
 use super::supervision::{ChildGuard, Entity};
 use crate::domain::{
-    Change, DispatchStatus, JournalEntry, LapseReason, MerchantId, OpenOffer, Order, OrderView,
-    TransitionError, UserId,
+    Change, DispatchStatus, JournalEntry, LapseReason, MerchantId, OpenOffer, Order, OrderStatus,
+    OrderView, TransitionError, UserId,
 };
 use crate::geo::{LatLon, RegionId, haversine_m, travel_secs};
 use crate::store::{Snapshot, SnapshotKind, StoreError};
@@ -863,6 +863,10 @@ impl Handler<ConfirmPickup> for OrderActor {
         if self.order.driver_id != Some(msg.driver_id) {
             return atomic!(done(Err(EngineError::OrderNotFound)));
         }
+        if self.order.status() == OrderStatus::PickedUp {
+            // The same report again (its answer was lost): it took effect once.
+            return atomic!(done(Ok(self.order.view())));
+        }
         atomic!(self.commit(vec![Change::PickedUp]))
     }
 }
@@ -929,7 +933,7 @@ impl Handler<super::services::Retire> for OrderActor {
     /// Stops if the order is of the region handed off (its journal is where the new owner
     /// picks it up).
     fn handle(&mut self, msg: super::services::Retire, ctx: &mut Self::Context) -> bool {
-        let retire = self.order.region_id == msg.region.as_str();
+        let retire = msg.all || self.order.region_id == msg.region.as_str();
         if retire {
             self.guard.disarm();
             ctx.stop();

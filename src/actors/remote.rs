@@ -31,6 +31,8 @@ use crate::store::{StoreError, unix_ms};
 
 /// Deadline of reading or writing an answer kept in Redis.
 const ANSWER_REDIS_DEADLINE_MS: u64 = 250;
+/// Attempts at telling a subscriber its feed ended.
+const END_ATTEMPTS: u32 = 5;
 /// How long one attempt waits for an answer before the command is sent again.
 const ATTEMPT_TIMEOUT_MS: u64 = 2_000;
 /// Pause before the next attempt when the owner is unknown, restarting or not listening.
@@ -303,8 +305,12 @@ enum Envelope {
         id: Uuid,
         result: Result<Reply, RemoteError>,
     },
-    /// An update of our subscription `sub`.
-    Feed { sub: Uuid, item: FeedItem },
+    /// An update of our subscription `sub`, served by `from`.
+    Feed {
+        sub: Uuid,
+        from: String,
+        item: FeedItem,
+    },
     /// Our subscription `sub` ended at its owner (the entity closed or moved).
     End { sub: Uuid },
     /// The subscriber of `sub` (a subscription we serve) is gone.
@@ -329,6 +335,17 @@ pub enum FeedSink {
     Driver(mpsc::Sender<DriverFeed>),
 }
 
+impl FeedSink {
+    /// Whether the session reading it has gone.
+    fn is_closed(&self) -> bool {
+        match self {
+            FeedSink::Order(tx) => tx.is_closed(),
+            FeedSink::Board(tx) => tx.is_closed(),
+            FeedSink::Driver(tx) => tx.is_closed(),
+        }
+    }
+}
+
 /// An answer already given, or a command still running (a repeat of it is not run again).
 enum Answered {
     Running,
@@ -340,6 +357,17 @@ enum Answered {
 struct Answers {
     table: HashMap<Uuid, Answered>,
     order: VecDeque<(Uuid, Instant)>,
+}
+
+/// Runs `on_drop` when dropped: clean-up for a future that may be abandoned mid-way.
+struct Forget<F: FnMut()> {
+    on_drop: F,
+}
+
+impl<F: FnMut()> Drop for Forget<F> {
+    fn drop(&mut self) {
+        (self.on_drop)();
+    }
 }
 
 /// The router: this replica's end of the Redis link between replicas.
@@ -432,6 +460,10 @@ impl Router {
         Fut: std::future::Future<Output = Result<Option<String>, EngineError>>,
     {
         let id = Uuid::new_v4();
+        // A caller that gives up (its request or socket went) leaves no waiting entry behind.
+        let _forget = Forget {
+            on_drop: || self.forget(id),
+        };
         let started = Instant::now();
         let mut last_problem = String::from("no replica owns it");
         metrics::counter!("route_calls_total").increment(1);
@@ -569,32 +601,34 @@ impl Router {
         let sub = Uuid::new_v4();
         let (tx, rx) = mpsc::channel(FEED_CAPACITY);
         // The feed is registered before the command goes out, since updates may overtake the
-        // answer; it is bound to each replica the command is sent to in turn.
+        // answer; it is bound to each replica the command is sent to in turn. A caller that
+        // gives up before the answer leaves no entry behind.
         self.open_feed(sub, String::new(), region, wrap(tx));
+        let answered = Forget {
+            on_drop: || {
+                self.close_feed(sub);
+            },
+        };
+        let bound = Mutex::new(String::new());
         let reply = self
             .call(make_call(sub), || {
                 let next = resolve();
+                let bound = &bound;
                 async move {
                     let node = next.await?;
                     if let Some(node) = &node {
                         self.bind_feed(sub, node);
+                        node.clone_into(&mut bound.lock().unwrap_or_else(|e| e.into_inner()));
                     }
                     Ok(node)
                 }
             })
-            .await;
-        match reply {
-            Ok(reply) => match self.feed_node(sub) {
-                Some(node) => Ok((reply, rx, sub, node)),
-                None => Err(EngineError::Unavailable(
-                    "the subscription ended as it started; subscribe again".to_owned(),
-                )),
-            },
-            Err(error) => {
-                self.close_feed(sub);
-                Err(error)
-            }
-        }
+            .await?;
+        std::mem::forget(answered);
+        // The feed may have ended already (a closed order's feed ends at once): the session
+        // then reads the answer and the end.
+        let node = bound.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok((reply, rx, sub, node))
     }
 
     fn bind_feed(&self, sub: Uuid, node: &str) {
@@ -606,14 +640,6 @@ impl Router {
         {
             feed.node = node.to_owned();
         }
-    }
-
-    fn feed_node(&self, sub: Uuid) -> Option<String> {
-        self.feeds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&sub)
-            .map(|feed| feed.node.clone())
     }
 
     /// Whether subscription `sub` is still being served.
@@ -630,22 +656,34 @@ impl Router {
         let mut tick = tokio::time::interval(Duration::from_millis(FEED_CHECK_MS));
         loop {
             tick.tick().await;
-            let stale: Vec<Uuid> = self
+            // (subscription, whether its session has gone rather than its owner moved)
+            let ended: Vec<(Uuid, bool)> = self
                 .feeds
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
                 .filter(|(_, feed)| !feed.node.is_empty())
-                .filter(|(_, feed)| match &feed.region {
-                    Some(region) => {
-                        self.ownership.owner(region).as_deref() != Some(feed.node.as_str())
+                .filter_map(|(sub, feed)| {
+                    // The session stopped reading: the serving replica is told to stop.
+                    if feed.sink.is_closed() {
+                        return Some((*sub, true));
                     }
-                    None => !self.ownership.is_owner(&feed.node),
+                    let moved = match &feed.region {
+                        Some(region) => {
+                            self.ownership.owner(region).as_deref() != Some(feed.node.as_str())
+                        }
+                        None => !self.ownership.is_owner(&feed.node),
+                    };
+                    moved.then_some((*sub, false))
                 })
-                .map(|(sub, _)| *sub)
                 .collect();
-            for sub in stale {
-                if let Some(feed) = self.close_feed(sub) {
+            for (sub, gone) in ended {
+                let Some(feed) = self.close_feed(sub) else {
+                    continue;
+                };
+                if gone {
+                    self.unsubscribe(sub, &feed.node);
+                } else {
                     metrics::counter!("route_feeds_moved_total").increment(1);
                     tracing::debug!(%sub, node = %feed.node, "remote feed ended: its owner moved");
                 }
@@ -682,7 +720,18 @@ impl Router {
                     }
                     self.listening
                         .store(false, std::sync::atomic::Ordering::Release);
-                    tracing::warn!("lost the Redis channel; subscribing again");
+                    // Updates published while we were away are lost: every subscription served
+                    // elsewhere ends, and its session subscribes again and gets the state afresh.
+                    let ended = {
+                        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+                        let ended = feeds.len();
+                        feeds.clear();
+                        ended
+                    };
+                    tracing::warn!(
+                        feeds_ended = ended,
+                        "lost the Redis channel; subscribing again"
+                    );
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(error = %error, "cannot subscribe to this replica's Redis channel")
@@ -710,7 +759,7 @@ impl Router {
                     let _ = waiting.send(result);
                 }
             }
-            Envelope::Feed { sub, item } => self.deliver(sub, item),
+            Envelope::Feed { sub, from, item } => self.deliver(sub, &from, item),
             Envelope::End { sub } => {
                 self.close_feed(sub);
             }
@@ -727,33 +776,32 @@ impl Router {
         }
     }
 
-    /// Hands an update to the session reading subscription `sub`. A session that has gone, or
-    /// fallen a whole feed behind, loses the subscription (a lagging one subscribes again and
-    /// gets the state afresh); the serving replica is told to stop.
-    fn deliver(&self, sub: Uuid, item: FeedItem) {
+    /// Hands an update to the session reading subscription `sub`. A subscription unknown here
+    /// (its session went, or it ended on our side) is cancelled at `from`; so is one whose
+    /// session has gone, or fallen a whole feed behind (a lagging session subscribes again and
+    /// gets the state afresh).
+    fn deliver(&self, sub: Uuid, from: &str, item: FeedItem) {
         let delivered = {
             let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(feed) = feeds.get(&sub) else {
-                return;
-            };
-            let sent = match (&feed.sink, item) {
-                (FeedSink::Order(tx), FeedItem::Order { item }) => tx.try_send(item).is_ok(),
-                (FeedSink::Board(tx), FeedItem::Board { order }) => tx.try_send(order).is_ok(),
-                (FeedSink::Driver(tx), FeedItem::Driver { item }) => tx.try_send(item).is_ok(),
-                _ => false,
-            };
-            sent.then_some(()).ok_or_else(|| feed.node.clone())
+            feeds
+                .get(&sub)
+                .is_some_and(|feed| match (&feed.sink, item) {
+                    (FeedSink::Order(tx), FeedItem::Order { item }) => tx.try_send(item).is_ok(),
+                    (FeedSink::Board(tx), FeedItem::Board { order }) => tx.try_send(order).is_ok(),
+                    (FeedSink::Driver(tx), FeedItem::Driver { item }) => tx.try_send(item).is_ok(),
+                    _ => false,
+                })
         };
-        if let Err(node) = delivered {
+        if !delivered {
             self.close_feed(sub);
-            let router_node = node.clone();
-            let envelope = Envelope::Unsubscribe { sub };
-            // Best-effort: the serving replica also stops when it next fails to deliver here.
-            if let Ok(payload) = serde_json::to_string(&envelope) {
-                let _ = self
-                    .locations
-                    .try_send((self.channel(&router_node), payload));
-            }
+            self.unsubscribe(sub, from);
+        }
+    }
+
+    /// Tells `node` to stop serving subscription `sub` (best-effort).
+    fn unsubscribe(&self, sub: Uuid, node: &str) {
+        if let Ok(payload) = serde_json::to_string(&Envelope::Unsubscribe { sub }) {
+            let _ = self.locations.try_send((self.channel(node), payload));
         }
     }
 
@@ -795,7 +843,7 @@ impl Router {
         if remember {
             self.remember(id, &result);
             if !matches!(&result, Err(error) if error.retry) {
-                self.keep_answer(id, &result);
+                self.keep_answer(id, &result).await;
             }
         }
         let _ = self.publish(&from, &Envelope::Reply { id, result }).await;
@@ -832,24 +880,21 @@ impl Router {
         self.bus.key(&format!("answer:{id}"))
     }
 
-    /// Keeps the answer in Redis too, so that a repeat that reaches the region's next owner
-    /// (this one stopped or handed the region off) is answered the same, not run again.
-    /// Best-effort: without it, the domain refuses a second run of the same change.
-    fn keep_answer(self: &Arc<Self>, id: Uuid, result: &Result<Reply, RemoteError>) {
+    /// Keeps the answer in Redis too, before it is sent, so that a repeat that reaches the
+    /// region's next owner (this one stopped or handed the region off) is answered the same,
+    /// not run again. Best-effort: without it, the domain refuses a second run of the change.
+    async fn keep_answer(&self, id: Uuid, result: &Result<Reply, RemoteError>) {
         let Ok(payload) = serde_json::to_string(result) else {
             return;
         };
-        let router = self.clone();
-        actix_web::rt::spawn(async move {
-            let mut pipeline = redis::pipe();
-            pipeline
-                .set_ex(router.answer_key(id), payload, ANSWER_KEPT_SECS)
-                .ignore();
-            let _ = router
-                .bus
-                .run::<()>(&pipeline, ANSWER_REDIS_DEADLINE_MS)
-                .await;
-        });
+        let mut pipeline = redis::pipe();
+        pipeline
+            .set_ex(self.answer_key(id), payload, ANSWER_KEPT_SECS)
+            .ignore();
+        let _ = self
+            .bus
+            .run::<()>(&pipeline, ANSWER_REDIS_DEADLINE_MS)
+            .await;
     }
 
     /// An answer another replica kept for command `id`.
@@ -878,10 +923,13 @@ impl Router {
                 let router = router.clone();
                 let from = from.clone();
                 async move {
-                    router
-                        .publish(&from, &Envelope::Feed { sub, item })
-                        .await
-                        .is_ok_and(|receivers| receivers > 0)
+                    let from_node = router.node.clone();
+                    let envelope = Envelope::Feed {
+                        sub,
+                        from: from_node,
+                        item,
+                    };
+                    router.publish(&from, &envelope).await
                 }
             }
         };
@@ -947,18 +995,30 @@ impl Router {
     ) where
         T: Send + 'static,
         F: Fn(FeedItem) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = bool> + Send,
+        Fut: std::future::Future<Output = Result<u64, EngineError>> + Send,
     {
         let router = self.clone();
         let from = from.to_owned();
         let task = actix_web::rt::spawn(async move {
             while let Some(item) = feed.recv().await {
-                if !send(wrap(item)).await {
-                    router.end_forward(sub);
-                    return;
+                match send(wrap(item)).await {
+                    Ok(0) => {
+                        // Nobody listens on the subscriber's channel any more.
+                        router.end_forward(sub);
+                        return;
+                    }
+                    Ok(_) => {}
+                    // An update could not be published: the subscriber must not go on
+                    // believing it has them all, so its feed ends (it subscribes again).
+                    Err(_) => break,
                 }
             }
-            let _ = router.publish(&from, &Envelope::End { sub }).await;
+            for _ in 0..END_ATTEMPTS {
+                if router.publish(&from, &Envelope::End { sub }).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
+            }
             router.end_forward(sub);
         });
         let mut forwards = self.forwards.lock().unwrap_or_else(|e| e.into_inner());

@@ -97,6 +97,8 @@ impl<K: Eq + Hash + Copy, A: Actor> Directory<K, A> {
 pub struct Retire {
     pub region: RegionId,
     pub orders: Arc<HashSet<OrderId>>,
+    /// Stop whatever the actor works on (it belongs to the region, as the engine knows).
+    pub all: bool,
 }
 
 /// What the engine tells the rest of the service about.
@@ -222,6 +224,7 @@ impl Services {
                 .send(Retire {
                     region: id.clone(),
                     orders: Arc::new(HashSet::new()),
+                    all: true,
                 })
                 .await;
         }

@@ -84,6 +84,28 @@ impl DriverSession {
         .start()
     }
 
+    /// After the feed was taken up again (its actor stepped aside, or its replica changed): the
+    /// order this socket showed last, if it is no longer the active one, as it is now (it may
+    /// have been delivered or cancelled in between).
+    fn catch_up(&mut self, active: Option<OrderId>, ctx: &mut Context<Self>) {
+        let Some((shown, ..)) = self.last_sent.clone() else {
+            return;
+        };
+        if active == Some(shown) {
+            return;
+        }
+        let engine = self.engine.clone();
+        ctx.spawn(
+            async move { engine.order(shown).await }
+                .into_actor(self)
+                .map(|order, act, _| {
+                    if let Ok(order) = order {
+                        act.send_order(&order, Shown::Update);
+                    }
+                }),
+        );
+    }
+
     /// Sends the order's state unless this very state was sent last.
     fn send_order(&mut self, order: &OrderView, shown: Shown) {
         let key = (
@@ -120,6 +142,7 @@ impl DriverSession {
                         if let Some(order) = &active {
                             act.core.send(&Outbound::Assigned { order });
                         }
+                        act.catch_up(active.as_ref().map(|order| order.id), ctx);
                         ctx.add_stream(feed_stream(feed));
                     }
                     Err(error) => {
