@@ -293,24 +293,33 @@ fn centre_of(region: &str) -> Position {
     }
 }
 
-#[actix_web::test]
-async fn a_replica_that_loses_redis_keeps_its_own_regions_and_refuses_others_with_a_clear_error() {
+/// Two replicas on one database and one Redis key prefix, the second reaching Redis at
+/// `second_redis`; returns them once they share the four regions two and two, with the regions
+/// each holds.
+async fn two_replicas(
+    second_redis: &str,
+    tune: impl Fn(&mut mealkitz::config::Config),
+) -> (
+    crate::helpers::TestApp,
+    crate::helpers::Running,
+    String,
+    String,
+) {
     let db = TestDb::create(Db::Postgres).await;
     let url = db.database_url();
-    let relay = RedisRelay::start().await;
     let mut first = with_redis(config_for(url.clone()), &crate::helpers::redis_url());
     first.dispatch.node_id = "first".into();
+    tune(&mut first);
     let mut second = config_for(url);
     second.dispatch.node_id = "second".into();
     second.redis = first.redis.clone().map(|mut redis| {
-        redis.url = mealkitz::config::Secret::new(format!("redis://127.0.0.1:{}", relay.port));
+        redis.url = mealkitz::config::Secret::new(second_redis);
         redis
     });
+    tune(&mut second);
     let first = spawn_app_with(db, first).await;
     let second = start_without_db(second).await;
     second.wait_until_ready().await;
-
-    // Two replicas share the four regions two and two.
     let deadline = Instant::now() + Duration::from_secs(20);
     let leases = loop {
         let leases = held_leases(&first.db.url).await;
@@ -328,7 +337,15 @@ async fn a_replica_that_loses_redis_keeps_its_own_regions_and_refuses_others_wit
             .map(|(region, _)| region.clone())
             .unwrap()
     };
-    let (own, others) = (region_of("second"), region_of("first"));
+    let (of_first, of_second) = (region_of("first"), region_of("second"));
+    (first, second, of_first, of_second)
+}
+
+#[actix_web::test]
+async fn a_replica_that_loses_redis_keeps_its_own_regions_and_refuses_others_with_a_clear_error() {
+    let relay = RedisRelay::start().await;
+    let (first, second, others, own) =
+        two_replicas(&format!("redis://127.0.0.1:{}", relay.port), |_| {}).await;
     let customer = first.user_id("customer").await;
     let order = |region: &str| NewOrder {
         id: OrderId::new(),
@@ -373,5 +390,50 @@ async fn a_replica_that_loses_redis_keeps_its_own_regions_and_refuses_others_wit
             .starts_with("degraded"),
         "{body}"
     );
+    second.handle.stop(true).await;
+}
+
+#[actix_web::test]
+async fn a_driver_served_by_another_replica_goes_offline_after_its_socket_closes() {
+    let (first, second, _, theirs) = two_replicas(&crate::helpers::redis_url(), |config| {
+        config.dispatch.driver_grace = Duration::from_secs(1);
+    })
+    .await;
+    let region = mealkitz::geo::RegionId::from(theirs.as_str());
+    let driver = first.user_id("driver").await;
+    let spot = centre_of(&theirs);
+
+    // The driver's app talks to the first replica; the driver is in the second's region, so
+    // its actor runs there and its feed is forwarded.
+    first
+        .engine
+        .driver_location(driver, spot.lat, spot.lon, None)
+        .await
+        .unwrap();
+    let (_, _, feed) = first.engine.subscribe_driver(driver).await.unwrap();
+    first
+        .engine
+        .driver_availability(driver, true)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.engine.indexed_drivers(&region).await.unwrap() != 1 {
+        assert!(Instant::now() < deadline, "the driver was never matchable");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(first.engine.driver_status(driver).await.unwrap().online);
+
+    // The socket closes: its session drops the feed and says so.
+    drop(feed);
+    first.engine.driver_disconnected(driver);
+    // After the grace period the driver is out of the index: no forwarder keeps it online.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.engine.indexed_drivers(&region).await.unwrap() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the driver is still matchable 10 s after its socket closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     second.handle.stop(true).await;
 }
