@@ -23,6 +23,11 @@
 //! - `DISPATCH_STORE` (`postgres`): `postgres` — a fresh database on `BENCH_DATABASE_URL`
 //!   (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards, as in
 //!   production — or `sqlite`, a fresh file in the temporary directory, as `mealkitz demo` runs.
+//! - `DISPATCH_REPLICAS` (1): with 2, a second replica shares the regions through Redis
+//!   (`REDIS_URL`, default `redis://127.0.0.1:6379`; PostgreSQL only). Every client still talks
+//!   to the first, so the orders of the second's two regions are routed: checkout, accept, the
+//!   offer's way back to the driver socket, the driver's answers. The report splits the
+//!   dispatch latency into those and the rest. Server CPU counts the first replica only.
 //!
 //! The server inherits the environment, so server settings the tool does not set itself reach
 //! it too: `MEALKITZ_DB_MAX_CONNECTIONS=1 cargo bench --bench dispatch_load`, say, or
@@ -300,6 +305,21 @@ struct Trace {
     accept_sent: Option<Instant>,
     /// When the first `offer` for it was read off a driver socket.
     offered: Option<Instant>,
+    /// The demo city region of its pickup (`nw`, `ne`, `sw`, `se`).
+    region: Option<&'static str>,
+}
+
+/// The demo city region a position falls in (its four cells meet at the centre).
+fn demo_region(position: &Value) -> Option<&'static str> {
+    let (lat, lon) = (position["lat"].as_f64()?, position["lon"].as_f64()?);
+    let north = lat >= DEMO_CITY_CENTRE_LAT_DEG;
+    let east = lon >= DEMO_CITY_CENTRE_LON_DEG;
+    Some(match (north, east) {
+        (true, false) => "nw",
+        (true, true) => "ne",
+        (false, false) => "sw",
+        (false, true) => "se",
+    })
 }
 
 /// Shared by every client task.
@@ -486,7 +506,11 @@ async fn board(mut socket: Socket, shared: Arc<Shared>) {
             let reply = match order["status"].as_str().unwrap_or_default() {
                 "placed" if accepted.insert(id) => {
                     // Taken just before the write: the frame leaves the socket within it.
-                    shared.trace(id, |t| t.accept_sent = Some(Instant::now()));
+                    let region = demo_region(&order["pickup"]);
+                    shared.trace(id, |t| {
+                        t.region = region;
+                        t.accept_sent = Some(Instant::now());
+                    });
                     json!({"type": "accept_order", "order_id": id, "prep_minutes": PREP_MINUTES})
                 }
                 "accepted" if readied.insert(id) => {
@@ -708,7 +732,29 @@ fn main() {
 
 async fn run(knobs: Knobs) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let replicas = env_or("DISPATCH_REPLICAS", 1);
+    assert!(
+        matches!(replicas, 1 | 2),
+        "DISPATCH_REPLICAS must be 1 or 2"
+    );
     let kind = std::env::var("DISPATCH_STORE").unwrap_or_else(|_| "postgres".to_owned());
+    assert!(
+        replicas == 1 || kind == "postgres",
+        "two replicas share one PostgreSQL database"
+    );
+    // With two replicas they share the regions through Redis; every client talks to the first.
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("dispatch-{}:", Uuid::new_v4().simple());
+    let shared_env = |node: &str| -> Vec<(&'static str, String)> {
+        if replicas == 1 {
+            return Vec::new();
+        }
+        vec![
+            ("REDIS_URL", redis.clone()),
+            ("MEALKITZ_REDIS_KEY_PREFIX", prefix.clone()),
+            ("MEALKITZ_NODE_ID", node.to_owned()),
+        ]
+    };
     let bench_store = BenchStore::create(&kind, "dispatch").await;
     let url = bench_store.url();
 
@@ -783,6 +829,7 @@ async fn run(knobs: Knobs) {
             "RUST_LOG",
             "info,mealkitz::api::middleware=warn,mealkitz::api::orders=warn",
         )
+        .envs(shared_env("dispatch-a"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -819,6 +866,46 @@ async fn run(knobs: Knobs) {
         .unwrap();
     common::wait_ready(&http, port).await;
     println!("server pid {server_pid} on port {port}");
+    // The second replica, and which regions it holds: commands for those are routed there.
+    let mut second = None;
+    let mut second_base = None;
+    let mut routed_regions: HashSet<String> = HashSet::new();
+    if replicas == 2 {
+        let mut env = shared_env("dispatch-b");
+        env.extend([
+            ("DATABASE_URL", url.clone()),
+            ("MEALKITZ_JWT_SECRET", SECRET.to_owned()),
+            ("MEALKITZ_WS_RATE_PER_SEC", "1000".to_owned()),
+            ("MEALKITZ_CHECKOUTS_PER_MINUTE", "1000000".to_owned()),
+            (
+                "MEALKITZ_OFFER_TIMEOUT_SECS",
+                OFFER_TIMEOUT_SECS.to_string(),
+            ),
+        ]);
+        let (child, second_port) = common::start_server(&env);
+        common::wait_ready(&http, second_port).await;
+        let store = Store::open(&DatabaseConfig {
+            url: bench_store.database_url(),
+            max_connections: 2,
+        })
+        .unwrap();
+        store.migrate().await.unwrap();
+        let owners = common::regions_shared_two_and_two(&store, "dispatch-a", "dispatch-b").await;
+        store.close().await;
+        routed_regions = owners
+            .into_iter()
+            .filter(|(_, owner)| owner.starts_with("dispatch-b"))
+            .map(|(region, _)| region)
+            .collect();
+        common::wait_ready(&http, port).await;
+        println!(
+            "second replica pid {} on port {second_port}; it holds {:?}: commands for them are routed through Redis",
+            child.id(),
+            routed_regions
+        );
+        second = Some(child);
+        second_base = Some(format!("http://127.0.0.1:{second_port}"));
+    }
 
     // Merchants and menus over REST, uniform over the demo square 2 km inside its edges.
     let projection = LocalProjection::new(
@@ -921,7 +1008,11 @@ async fn run(knobs: Knobs) {
     let indexing = Instant::now();
     let indexed = loop {
         let page = scrape(&http, &base, &problems).await;
-        let indexed = total(&page, "dispatch_available_drivers");
+        let mut indexed = total(&page, "dispatch_available_drivers");
+        if let Some(second_base) = &second_base {
+            let page = scrape(&http, second_base, &problems).await;
+            indexed += total(&page, "dispatch_available_drivers");
+        }
         if indexed >= connected as f64
             || indexing.elapsed() > Duration::from_secs(INDEX_TIMEOUT_SECS)
         {
@@ -1037,6 +1128,8 @@ async fn run(knobs: Knobs) {
     // Figures.
     let measured_from = begin_std + warmup;
     let (mut latencies, mut never_offered, mut never_accepted, mut placed) = (Vec::new(), 0, 0, 0);
+    // With two replicas: the latencies of orders whose region the first holds, and the rest.
+    let (mut local_ms, mut routed_ms) = (Vec::new(), Vec::new());
     // Per progress slice of accept instants: the latencies in it, to show drift.
     let slices = knobs.secs.div_ceil(PROGRESS_SECS) as usize;
     let mut sliced: Vec<Vec<f64>> = vec![Vec::new(); slices];
@@ -1053,6 +1146,10 @@ async fn run(knobs: Knobs) {
                 }
                 if accept >= measured_from {
                     latencies.push(ms);
+                    match trace.region {
+                        Some(region) if routed_regions.contains(region) => routed_ms.push(ms),
+                        _ => local_ms.push(ms),
+                    }
                 }
             }
         }
@@ -1111,6 +1208,20 @@ async fn run(knobs: Knobs) {
         latencies.iter().filter(|&&ms| ms <= 5.0).count() as f64 / latencies.len().max(1) as f64
             * 100.0
     );
+    if replicas == 2 {
+        local_ms.sort_by(f64::total_cmp);
+        routed_ms.sort_by(f64::total_cmp);
+        println!(
+            "    orders in the first replica's regions ({}): {}",
+            local_ms.len(),
+            summary_ms(&local_ms)
+        );
+        println!(
+            "    orders in the second replica's regions, routed through Redis ({}): {}",
+            routed_ms.len(),
+            summary_ms(&routed_ms)
+        );
+    }
     println!("    by when the accept was sent (warm-up included):");
     for (i, slice) in sliced.iter_mut().enumerate() {
         slice.sort_by(f64::total_cmp);
@@ -1184,5 +1295,9 @@ async fn run(knobs: Knobs) {
     shared.stopping.store(true, Ordering::Relaxed);
     let _ = child.kill();
     let _ = child.wait();
+    if let Some(mut second) = second {
+        let _ = second.kill();
+        let _ = second.wait();
+    }
     bench_store.remove().await;
 }

@@ -165,21 +165,8 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
             ports.push((node, port));
         }
         // Wait for the regions to be shared two and two, then find the orders' region owner.
-        let owner = loop {
-            let leases = store.region_leases().await.unwrap();
-            let now_ms = mealkitz::store::unix_ms();
-            let held = |node: &str| {
-                leases
-                    .iter()
-                    .filter(|(_, owner, _, expires)| owner.starts_with(node) && *expires > now_ms)
-                    .count()
-            };
-            if held("fanout-a") == 2 && held("fanout-b") == 2 {
-                let (_, owner, _, _) = leases.iter().find(|(region, ..)| region == "sw").unwrap();
-                break owner.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let owners = common::regions_shared_two_and_two(&store, "fanout-a", "fanout-b").await;
+        let owner = owners["sw"].clone();
         for (_, port) in &ports {
             wait_ready(&http, *port).await;
         }

@@ -240,3 +240,26 @@ pub async fn wait_ready(http: &reqwest::Client, port: u16) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until the two replicas whose node ids start with `a` and `b` hold two of the demo
+/// city's four regions each; returns each region's owner.
+pub async fn regions_shared_two_and_two(
+    store: &mealkitz::store::Store,
+    a: &str,
+    b: &str,
+) -> HashMap<String, String> {
+    loop {
+        let leases = store.region_leases().await.unwrap();
+        let now_ms = mealkitz::store::unix_ms();
+        let live: HashMap<String, String> = leases
+            .into_iter()
+            .filter(|(_, _, _, expires)| *expires > now_ms)
+            .map(|(region, owner, _, _)| (region, owner))
+            .collect();
+        let held = |node: &str| live.values().filter(|o| o.starts_with(node)).count();
+        if held(a) == 2 && held(b) == 2 {
+            return live;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

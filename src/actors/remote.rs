@@ -511,9 +511,16 @@ impl Router {
                 }
             };
             self.forget(id);
+            let took = started.elapsed().as_secs_f64();
             match outcome {
-                Some(Ok(reply)) => return Ok(reply),
-                Some(Err(error)) if !error.retry => return Err(error.into()),
+                Some(Ok(reply)) => {
+                    metrics::histogram!("route_call_seconds").record(took);
+                    return Ok(reply);
+                }
+                Some(Err(error)) if !error.retry => {
+                    metrics::histogram!("route_call_seconds").record(took);
+                    return Err(error.into());
+                }
                 Some(Err(error)) => last_problem = error.message,
                 None => {}
             }
@@ -839,7 +846,9 @@ impl Router {
                 None => {}
             }
         }
+        let started = Instant::now();
         let result = self.run(call, &from, &engine).await;
+        metrics::histogram!("route_answer_seconds").record(started.elapsed().as_secs_f64());
         if remember {
             self.remember(id, &result);
             if !matches!(&result, Err(error) if error.retry) {
