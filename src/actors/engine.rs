@@ -199,6 +199,15 @@ impl Engine {
         tracing::info!(region = %region, orders = orders.len(), elapsed_ms = started.elapsed().as_millis() as u64, "region handed off");
     }
 
+    /// Runs `work` on one of the engine's event loops, chosen by `key`.
+    pub(crate) fn spawn_spread(
+        &self,
+        key: u64,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.services.arbiter_by(key).spawn(work);
+    }
+
     /// Marks the engine as taking commands (the cluster has made its first round).
     pub fn set_ready(&self) {
         self.recovered.store(true, Ordering::Release);

@@ -752,8 +752,12 @@ impl Router {
     fn receive(self: Arc<Self>, envelope: Envelope, engine: &Engine) {
         match envelope {
             Envelope::Call { id, from, call } => {
-                let engine = engine.clone();
-                actix_web::rt::spawn(async move { self.answer(id, from, call, engine).await });
+                // Answered on the engine's event loops, spread by id, so that this loop only
+                // reads the channel: commands do not queue behind each other's work here.
+                let runner = engine.clone();
+                engine.spawn_spread(id.as_u128() as u64, async move {
+                    self.answer(id, from, call, runner).await
+                });
             }
             Envelope::Cast { call } => engine.execute_cast(call),
             Envelope::Reply { id, result } => {

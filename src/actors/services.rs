@@ -158,6 +158,13 @@ impl Services {
         })
     }
 
+    /// One of the event loops, chosen by `key`.
+    pub fn arbiter_by(&self, key: u64) -> ArbiterHandle {
+        self.arbiters[(key % self.arbiters.len() as u64) as usize]
+            .1
+            .clone()
+    }
+
     pub fn arbiter(&self, region: &RegionId) -> ArbiterHandle {
         self.arbiters
             .iter()
