@@ -78,6 +78,12 @@ fn recall<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: &K
         .cloned()
 }
 
+/// A subscription made here, or through the router (its answer, feed, id and replica).
+enum Subscribed<L, T> {
+    Here(L),
+    Routed(Box<Reply>, mpsc::Receiver<T>, Uuid, String),
+}
+
 /// Where a command runs.
 enum Target {
     Here,
@@ -1193,32 +1199,56 @@ impl Engine {
         &self,
         driver: UserId,
     ) -> Result<(DriverStatus, Option<OrderView>, mpsc::Receiver<DriverFeed>), EngineError> {
-        self.ensure_ready()?;
-        let key = RouteKey::Driver(driver);
-        let target = self.target(&key).await?;
-        let Some(router) = self.router() else {
-            return self.subscribe_driver_local(driver).await;
-        };
-        if let Target::Here = target {
-            // Not ours after all (the region is being handed over): through the router.
-            match self.subscribe_driver_local(driver).await {
-                Err(EngineError::NotOwner(_)) => {}
-                outcome => return outcome,
-            }
-        }
-        let (reply, feed, sub, node) = router
-            .subscribe(
+        let subscribed = self
+            .subscribe_where(
+                RouteKey::Driver(driver),
+                || self.subscribe_driver_local(driver),
                 |sub| Call::SubscribeDriver { driver, sub },
                 None,
                 remote::driver_sink,
-                || self.resolve(key.clone()),
             )
             .await?;
-        remember(&self.routes.driver_nodes, driver, (node, sub));
-        match reply {
-            Reply::DriverFeed { status, active } => Ok((status, active, feed)),
-            other => Err(unexpected(other)),
+        match subscribed {
+            Subscribed::Here(local) => Ok(local),
+            Subscribed::Routed(reply, feed, sub, node) => {
+                remember(&self.routes.driver_nodes, driver, (node, sub));
+                match *reply {
+                    Reply::DriverFeed { status, active } => Ok((status, active, feed)),
+                    other => Err(unexpected(other)),
+                }
+            }
         }
+    }
+
+    /// Subscribes where `key` lives: `local` here, else `call` through the router, with the
+    /// feed delivered into a sink made by `sink`.
+    async fn subscribe_where<L, T, Fut>(
+        &self,
+        key: RouteKey,
+        local: impl Fn() -> Fut,
+        call: impl Fn(Uuid) -> Call,
+        region: Option<String>,
+        sink: fn(mpsc::Sender<T>) -> remote::FeedSink,
+    ) -> Result<Subscribed<L, T>, EngineError>
+    where
+        Fut: std::future::Future<Output = Result<L, EngineError>>,
+    {
+        self.ensure_ready()?;
+        let target = self.target(&key).await?;
+        let Some(router) = self.router() else {
+            return local().await.map(Subscribed::Here);
+        };
+        if let Target::Here = target {
+            // Not ours after all (the region is being handed over): through the router.
+            match local().await {
+                Err(EngineError::NotOwner(_)) => {}
+                outcome => return outcome.map(Subscribed::Here),
+            }
+        }
+        let (reply, feed, sub, node) = router
+            .subscribe(call, region, sink, || self.resolve(key.clone()))
+            .await?;
+        Ok(Subscribed::Routed(Box::new(reply), feed, sub, node))
     }
 
     /// The replica a resent command goes to.
@@ -1236,29 +1266,19 @@ impl Engine {
         &self,
         id: OrderId,
     ) -> Result<(OrderView, mpsc::Receiver<OrderFeed>), EngineError> {
-        self.ensure_ready()?;
-        let key = RouteKey::Order(id);
-        let target = self.target(&key).await?;
-        let Some(router) = self.router() else {
-            return self.subscribe_order_local(id).await;
-        };
-        if let Target::Here = target {
-            // Not ours after all (the region is being handed over): through the router.
-            match self.subscribe_order_local(id).await {
-                Err(EngineError::NotOwner(_)) => {}
-                outcome => return outcome,
-            }
-        }
-        let region = recall(&self.routes.orders, &id).map(|r| r.to_string());
-        let (reply, feed, _, _) = router
-            .subscribe(
+        let subscribed = self
+            .subscribe_where(
+                RouteKey::Order(id),
+                || self.subscribe_order_local(id),
                 |sub| Call::SubscribeOrder { order_id: id, sub },
-                region,
+                recall(&self.routes.orders, &id).map(|r| r.to_string()),
                 remote::order_sink,
-                || self.resolve(key.clone()),
             )
             .await?;
-        into_order(reply).map(|view| (view, feed))
+        match subscribed {
+            Subscribed::Here(local) => Ok(local),
+            Subscribed::Routed(reply, feed, ..) => into_order(*reply).map(|view| (view, feed)),
+        }
     }
 
     /// The merchant's board (every open order) and a feed of changes to it.
@@ -1266,31 +1286,21 @@ impl Engine {
         &self,
         merchant_id: MerchantId,
     ) -> Result<(Vec<OrderView>, mpsc::Receiver<OrderView>), EngineError> {
-        self.ensure_ready()?;
-        let key = RouteKey::Merchant(merchant_id);
-        let target = self.target(&key).await?;
-        let Some(router) = self.router() else {
-            return self.subscribe_board_local(merchant_id).await;
-        };
-        if let Target::Here = target {
-            // Not ours after all (the region is being handed over): through the router.
-            match self.subscribe_board_local(merchant_id).await {
-                Err(EngineError::NotOwner(_)) => {}
-                outcome => return outcome,
-            }
-        }
-        let region = recall(&self.routes.merchants, &merchant_id).map(|r| r.to_string());
-        let (reply, feed, _, _) = router
-            .subscribe(
+        let subscribed = self
+            .subscribe_where(
+                RouteKey::Merchant(merchant_id),
+                || self.subscribe_board_local(merchant_id),
                 |sub| Call::SubscribeBoard { merchant_id, sub },
-                region,
+                recall(&self.routes.merchants, &merchant_id).map(|r| r.to_string()),
                 remote::board_sink,
-                || self.resolve(key.clone()),
             )
             .await?;
-        match reply {
-            Reply::Board { orders } => Ok((orders, feed)),
-            other => Err(unexpected(other)),
+        match subscribed {
+            Subscribed::Here(local) => Ok(local),
+            Subscribed::Routed(reply, feed, ..) => match *reply {
+                Reply::Board { orders } => Ok((orders, feed)),
+                other => Err(unexpected(other)),
+            },
         }
     }
 
