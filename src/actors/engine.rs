@@ -640,9 +640,12 @@ impl Engine {
         merchant_id: MerchantId,
     ) -> Result<(Vec<OrderView>, mpsc::Receiver<OrderView>), EngineError> {
         self.ensure_ready()?;
-        if self.services.is_sharing()
-            && let Some(region) = self.merchant_region(merchant_id).await?
-            && !self.services.is_active(&region)
+        let region = match self.services.is_sharing() {
+            true => self.merchant_region(merchant_id).await?,
+            false => None,
+        };
+        if let Some(region) = &region
+            && !self.services.is_active(region)
         {
             return Err(EngineError::NotOwner(format!("region {region}")));
         }
@@ -660,6 +663,18 @@ impl Engine {
                 .merchants
                 .get_or_start(merchant_id, || MerchantActor::start(merchant_id, services));
             if let Ok(subscription) = addr.send(SubscribeBoard).await {
+                // Handed off meanwhile: the board is read at the next owner, and this actor,
+                // started after the hand-off's sweep, must not linger.
+                if let Some(region) = region
+                    && !self.services.is_active(&region)
+                {
+                    addr.do_send(Retire {
+                        region: region.clone(),
+                        orders: Arc::new(HashSet::new()),
+                        all: true,
+                    });
+                    return Err(EngineError::NotOwner(format!("region {region}")));
+                }
                 return Ok(subscription);
             }
             tokio::time::sleep(Duration::from_millis(RESTART_WAIT_MS)).await;
