@@ -49,6 +49,9 @@ pub struct Engine {
     routes: Arc<Routes>,
 }
 
+/// A driver's fix: latitude, longitude, and the app's timestamp (Unix ms).
+type Fix = (f64, f64, Option<i64>);
+
 /// Where this replica last saw entities, for routing: an order's and a merchant's region never
 /// change; a driver's is where its last fix was, and a driver served by another replica keeps
 /// going there while that subscription lives.
@@ -59,8 +62,9 @@ struct Routes {
     driver_regions: Mutex<HashMap<UserId, RegionId>>,
     /// Driver → (replica serving it, the subscription that binds it there).
     driver_nodes: Mutex<HashMap<UserId, (String, Uuid)>>,
-    /// Drivers whose fix is being routed the slow way (not bound anywhere yet): one at a time.
-    drivers_resolving: Mutex<HashSet<UserId>>,
+    /// Drivers whose fix is being routed the slow way (not bound anywhere yet), one at a time,
+    /// with the newest fix that came meanwhile.
+    drivers_resolving: Mutex<HashMap<UserId, Option<Fix>>>,
 }
 
 fn remember<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
@@ -133,20 +137,22 @@ impl Engine {
     /// orders came back.
     pub async fn activate_region(&self, region: &RegionId) -> Result<usize, StoreError> {
         let started = Instant::now();
+        // An actor of the region left from before a hand-off holds an older state: it stops
+        // before the journal is read, so that nothing it commits is missed; the journal wins.
+        let none = Arc::new(HashSet::new());
+        for (_, addr) in self.services.orders.all() {
+            let _ = addr
+                .send(Retire {
+                    region: region.clone(),
+                    orders: none.clone(),
+                    all: false,
+                })
+                .await;
+        }
         let orders = self.services.store.open_orders(region.as_str()).await?;
         self.services.start_region(region.clone());
         let count = orders.len();
         for order in orders {
-            // An actor left from before a hand-off holds an older state: the journal wins.
-            if let Some(stale) = self.services.orders.get(&order.id) {
-                let _ = stale
-                    .send(Retire {
-                        region: region.clone(),
-                        orders: Arc::new(HashSet::new()),
-                        all: true,
-                    })
-                    .await;
-            }
             let services = self.services.clone();
             self.services
                 .orders
@@ -190,8 +196,10 @@ impl Engine {
         for (id, addr) in self.services.merchants.all() {
             // A merchant of the region goes even with an empty board: its next orders are
             // placed on the region's next owner, and its board must be read there.
-            let located_here =
-                matches!(self.merchant_region(id).await, Ok(Some(r)) if &r == region);
+            // From the route cache only (a store read per merchant would stall the round): a
+            // merchant with a board subscription was routed, so its region is cached; one
+            // without is retired by its orders, or idles out.
+            let located_here = recall(&self.routes.merchants, &id).as_ref() == Some(region);
             let _ = addr
                 .send(Retire {
                     region: region.clone(),
@@ -314,9 +322,19 @@ impl Engine {
         }
         let merchant_id = order.merchant_id;
         let services = self.services.clone();
-        self.services
+        let actor = self
+            .services
             .orders
             .get_or_start(id, move || OrderActor::start(order, services));
+        if !self.services.is_active(region.id()) {
+            // The hand-off's sweep may have run between the check above and the start.
+            actor.do_send(Retire {
+                region: region.id().clone(),
+                orders: Arc::new(HashSet::new()),
+                all: true,
+            });
+            return Ok(view);
+        }
         let services = self.services.clone();
         self.services
             .merchants
@@ -1080,30 +1098,41 @@ impl Engine {
                 }
                 None | Some(Target::Unowned) => {
                     // Not served anywhere known yet: find where (it may take the store), one
-                    // fix at a time; fixes that come meanwhile are dropped, as the next one
-                    // supersedes them.
-                    let first = self
-                        .routes
-                        .drivers_resolving
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(driver);
-                    if !first {
-                        metrics::counter!("route_casts_dropped_total", "reason" => "resolving")
-                            .increment(1);
-                        return Ok(());
-                    }
-                    let engine = self.clone();
-                    actix_web::rt::spawn(async move {
-                        if let Err(error) = engine.driver_location(driver, lat, lon, ts_ms).await {
-                            tracing::debug!(%driver, error = %error, "driver fix not delivered");
-                        }
-                        engine
+                    // fix at a time; of the fixes that come meanwhile the newest goes next.
+                    {
+                        let mut resolving = self
                             .routes
                             .drivers_resolving
                             .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&driver);
+                            .unwrap_or_else(|e| e.into_inner());
+                        if let Some(next) = resolving.get_mut(&driver) {
+                            if next.replace((lat, lon, ts_ms)).is_some() {
+                                metrics::counter!("route_casts_dropped_total", "reason" => "superseded")
+                                    .increment(1);
+                            }
+                            return Ok(());
+                        }
+                        resolving.insert(driver, None);
+                    }
+                    let engine = self.clone();
+                    actix_web::rt::spawn(async move {
+                        let mut fix = Some((lat, lon, ts_ms));
+                        while let Some((lat, lon, ts_ms)) = fix {
+                            if let Err(error) =
+                                engine.driver_location(driver, lat, lon, ts_ms).await
+                            {
+                                tracing::debug!(%driver, error = %error, "driver fix not delivered");
+                            }
+                            let mut resolving = engine
+                                .routes
+                                .drivers_resolving
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner());
+                            fix = resolving.get_mut(&driver).and_then(Option::take);
+                            if fix.is_none() {
+                                resolving.remove(&driver);
+                            }
+                        }
                     });
                     return Ok(());
                 }

@@ -31,8 +31,10 @@ use crate::store::{StoreError, unix_ms};
 
 /// Deadline of reading or writing an answer kept in Redis.
 const ANSWER_REDIS_DEADLINE_MS: u64 = 250;
-/// Attempts at telling a subscriber its feed ended.
-const END_ATTEMPTS: u32 = 5;
+/// Attempts at telling a subscriber its feed ended, and the pause between them: about a
+/// minute, longer than a Redis outage the subscriber's own channel would survive.
+const END_ATTEMPTS: u32 = 60;
+const END_RETRY_PAUSE_MS: u64 = 1_000;
 /// How long one attempt waits for an answer before the command is sent again.
 const ATTEMPT_TIMEOUT_MS: u64 = 2_000;
 /// Pause before the next attempt when the owner is unknown, restarting or not listening.
@@ -312,7 +314,7 @@ enum Envelope {
         item: FeedItem,
     },
     /// Our subscription `sub` ended at its owner (the entity closed or moved).
-    End { sub: Uuid },
+    End { sub: Uuid, from: String },
     /// The subscriber of `sub` (a subscription we serve) is gone.
     Unsubscribe { sub: Uuid },
 }
@@ -611,12 +613,17 @@ impl Router {
         // answer; it is bound to each replica the command is sent to in turn. A caller that
         // gives up before the answer leaves no entry behind.
         self.open_feed(sub, String::new(), region, wrap(tx));
+        let bound = Mutex::new(String::new());
         let answered = Forget {
             on_drop: || {
-                self.close_feed(sub);
+                // The serving replica may have started forwarding: it is told to stop.
+                if let Some(feed) = self.close_feed(sub)
+                    && !feed.node.is_empty()
+                {
+                    self.unsubscribe(sub, &feed.node);
+                }
             },
         };
-        let bound = Mutex::new(String::new());
         let reply = self
             .call(make_call(sub), || {
                 let next = resolve();
@@ -771,9 +778,11 @@ impl Router {
                 }
             }
             Envelope::Feed { sub, from, item } => self.deliver(sub, &from, item),
-            Envelope::End { sub } => {
+            Envelope::End { sub, from } if self.feed_served_by(sub, &from) => {
                 self.close_feed(sub);
             }
+            // The end of a forward from an earlier attempt elsewhere: ours goes on.
+            Envelope::End { .. } => {}
             Envelope::Unsubscribe { sub } => {
                 if let Some(forward) = self
                     .forwards
@@ -796,6 +805,9 @@ impl Router {
             let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
             feeds
                 .get(&sub)
+                // Only from the replica the subscription is bound to: a forward left from an
+                // earlier attempt elsewhere is told to stop.
+                .filter(|feed| feed.node == from)
                 .is_some_and(|feed| match (&feed.sink, item) {
                     (FeedSink::Order(tx), FeedItem::Order { item }) => tx.try_send(item).is_ok(),
                     (FeedSink::Board(tx), FeedItem::Board { order }) => tx.try_send(order).is_ok(),
@@ -804,9 +816,20 @@ impl Router {
                 })
         };
         if !delivered {
-            self.close_feed(sub);
+            if self.feed_served_by(sub, from) {
+                self.close_feed(sub);
+            }
             self.unsubscribe(sub, from);
         }
+    }
+
+    /// Whether subscription `sub` is bound to replica `node`.
+    fn feed_served_by(&self, sub: Uuid, node: &str) -> bool {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&sub)
+            .is_some_and(|feed| feed.node == node)
     }
 
     /// Tells `node` to stop serving subscription `sub` (best-effort).
@@ -1027,10 +1050,14 @@ impl Router {
                 }
             }
             for _ in 0..END_ATTEMPTS {
-                if router.publish(&from, &Envelope::End { sub }).await.is_ok() {
+                let end = Envelope::End {
+                    sub,
+                    from: router.node.clone(),
+                };
+                if router.publish(&from, &end).await.is_ok() {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(RETRY_PAUSE_MS)).await;
+                tokio::time::sleep(Duration::from_millis(END_RETRY_PAUSE_MS)).await;
             }
             router.end_forward(sub);
         });

@@ -65,6 +65,15 @@ pub struct DriverSession {
     last_sent: Option<(OrderId, chrono::DateTime<Utc>, String)>,
 }
 
+/// What identifies an order state the socket was sent.
+fn shown_key(order: &OrderView) -> (OrderId, chrono::DateTime<Utc>, String) {
+    (
+        order.id,
+        order.updated_at,
+        format!("{:?}/{:?}", order.status, order.dispatch_status),
+    )
+}
+
 /// How a change of the driver's order is shown: `assigned` or `order_update`.
 #[derive(Clone, Copy)]
 enum Shown {
@@ -108,11 +117,7 @@ impl DriverSession {
 
     /// Sends the order's state unless this very state was sent last.
     fn send_order(&mut self, order: &OrderView, shown: Shown) {
-        let key = (
-            order.id,
-            order.updated_at,
-            format!("{:?}/{:?}", order.status, order.dispatch_status),
-        );
+        let key = shown_key(order);
         // The same state again, or an older one overtaken by a report's answer: not shown.
         if let Some((id, at, state)) = &self.last_sent
             && *id == key.0
@@ -139,10 +144,13 @@ impl DriverSession {
                         if let Some(offer) = status.offer.filter(|o| o.expires_at > Utc::now()) {
                             act.core.send(&Outbound::Offer(&offer));
                         }
+                        // The order this socket showed before, if the feed moved meanwhile; then
+                        // the active one, as on every subscribe.
+                        act.catch_up(active.as_ref().map(|order| order.id), ctx);
                         if let Some(order) = &active {
+                            act.last_sent = Some(shown_key(order));
                             act.core.send(&Outbound::Assigned { order });
                         }
-                        act.catch_up(active.as_ref().map(|order| order.id), ctx);
                         ctx.add_stream(feed_stream(feed));
                     }
                     Err(error) => {
