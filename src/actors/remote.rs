@@ -382,6 +382,8 @@ pub struct Router {
     answers: Mutex<Answers>,
     feeds: Mutex<HashMap<Uuid, RemoteFeed>>,
     forwards: Mutex<HashMap<Uuid, AbortHandle>>,
+    /// The driver of each forwarded driver feed.
+    forwarded_drivers: Mutex<HashMap<Uuid, UserId>>,
     locations: mpsc::Sender<(String, String)>,
     /// Whether our channel is subscribed now (cross-replica work needs it).
     listening: std::sync::atomic::AtomicBool,
@@ -408,6 +410,7 @@ impl Router {
             answers: Mutex::new(Answers::default()),
             feeds: Mutex::new(HashMap::new()),
             forwards: Mutex::new(HashMap::new()),
+            forwarded_drivers: Mutex::new(HashMap::new()),
             locations,
             listening: std::sync::atomic::AtomicBool::new(false),
         });
@@ -784,13 +787,22 @@ impl Router {
             // The end of a forward from an earlier attempt elsewhere: ours goes on.
             Envelope::End { .. } => {}
             Envelope::Unsubscribe { sub } => {
-                if let Some(forward) = self
+                let forward = self
                     .forwards
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&sub)
-                {
+                    .remove(&sub);
+                if let Some(forward) = forward {
                     forward.abort();
+                    // A driver's feed: its socket is gone, as a closed socket here would say.
+                    if let Some(driver) = self
+                        .forwarded_drivers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&sub)
+                    {
+                        engine.execute_cast(Call::DriverDisconnected { driver });
+                    }
                 }
             }
         }
@@ -1003,6 +1015,10 @@ impl Router {
                     .subscribe_driver_local(driver)
                     .await
                     .map_err(|e| RemoteError::from(&e))?;
+                self.forwarded_drivers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(sub, driver);
                 self.spawn_forward(
                     sub,
                     from,
@@ -1069,6 +1085,10 @@ impl Router {
     }
 
     fn end_forward(&self, sub: Uuid) {
+        self.forwarded_drivers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sub);
         let mut forwards = self.forwards.lock().unwrap_or_else(|e| e.into_inner());
         forwards.remove(&sub);
         metrics::gauge!("route_forwarded_feeds").set(forwards.len() as f64);
