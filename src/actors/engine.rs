@@ -1041,10 +1041,22 @@ impl Engine {
     }
 
     /// Notes the region of a driver's fix, which decides where an idle driver is served.
+    /// On the socket's hot path: the map is written only when the region changes.
     fn note_driver_fix(&self, driver: UserId, location: LatLon) {
-        if self.router().is_some()
-            && let Some(region) = self.regions().locate(location)
-        {
+        if self.router().is_none() {
+            return;
+        }
+        let Some(region) = self.regions().locate(location) else {
+            return;
+        };
+        let known = self
+            .routes
+            .driver_regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&driver)
+            .is_some_and(|known| known == region.id());
+        if !known {
             remember(&self.routes.driver_regions, driver, region.id().clone());
         }
     }

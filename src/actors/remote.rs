@@ -91,19 +91,6 @@ impl Ownership {
             .map(|(owner, _)| owner.clone())
     }
 
-    /// Any replica that holds a region now (for work not tied to a place).
-    pub fn any_owner(&self) -> Option<String> {
-        let now_ms = unix_ms();
-        let owners = self.owners.read().unwrap_or_else(|e| e.into_inner());
-        let mut live: Vec<&String> = owners
-            .values()
-            .filter(|(_, expires)| *expires > now_ms)
-            .map(|(owner, _)| owner)
-            .collect();
-        live.sort();
-        live.first().map(|owner| (*owner).clone())
-    }
-
     /// Whether `node` holds some region now.
     fn is_owner(&self, node: &str) -> bool {
         let now_ms = unix_ms();
@@ -493,7 +480,6 @@ impl Router {
             let sent = self.publish(&node, &envelope).await;
             let outcome = match sent {
                 Err(error) => {
-                    self.forget(id);
                     metrics::counter!("route_failures_total", "reason" => "redis").increment(1);
                     return Err(error);
                 }
@@ -515,7 +501,8 @@ impl Router {
                     }
                 }
             };
-            self.forget(id);
+            // The entry stays for the next attempt (same id): a late answer to this one is as
+            // good; the guard removes it when the call returns.
             let took = started.elapsed().as_secs_f64();
             match outcome {
                 Some(Ok(reply)) => {
@@ -1164,7 +1151,6 @@ mod tests {
         ]);
         assert_eq!(ownership.owner("ne").as_deref(), Some("pod-a"));
         assert_eq!(ownership.owner("nw"), None);
-        assert_eq!(ownership.any_owner().as_deref(), Some("pod-a"));
         assert!(!ownership.is_owner("pod-b"));
     }
 }
