@@ -350,6 +350,15 @@ pub struct Settings {
         default_value = "20"
     )]
     pub checkouts_per_minute: String,
+    /// Seconds after which a checkout that never finished is given up and its payment hold
+    /// released (never while a live request still runs it).
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_PAYMENT_ABANDON_AFTER_SECS",
+        default_value = "900"
+    )]
+    pub payment_abandon_after_secs: String,
     /// How orders are matched to drivers: greedy (each order takes the best free driver at
     /// once) or batched (orders collected for a window, then assigned together).
     #[arg(
@@ -417,7 +426,13 @@ pub struct CheckoutConfig {
     pub login_failures_per_address_per_minute: u32,
     /// Checkouts per minute per customer, against card testing.
     pub checkouts_per_minute: u32,
+    /// A checkout unfinished this long is given up and its payment hold released, so that a
+    /// customer whose app died is not left with money held on the card.
+    pub payment_abandon_after: Duration,
 }
+
+/// How long an unfinished checkout keeps its payment hold, by default.
+pub const PAYMENT_ABANDON_AFTER_SECS: u64 = 900;
 
 impl Default for CheckoutConfig {
     fn default() -> Self {
@@ -427,6 +442,7 @@ impl Default for CheckoutConfig {
             login_attempts_per_minute: 10,
             login_failures_per_address_per_minute: 60,
             checkouts_per_minute: 20,
+            payment_abandon_after: Duration::from_secs(PAYMENT_ABANDON_AFTER_SECS),
         }
     }
 }
@@ -743,6 +759,11 @@ impl Settings {
                 &self.checkouts_per_minute,
                 1_000_000,
             )?,
+            payment_abandon_after: Duration::from_secs(parse_positive(
+                "--payment-abandon-after-secs / MEALKITZ_PAYMENT_ABANDON_AFTER_SECS",
+                &self.payment_abandon_after_secs,
+                7 * 24 * 3_600,
+            )?),
         };
         Ok(Config {
             http: HttpConfig { bind, workers },

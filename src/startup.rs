@@ -66,7 +66,8 @@ impl Application {
     /// at once and the store connects and migrates in the background.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         telemetry::metrics_handle();
-        let store = Store::open(&config.database).context("cannot open the database")?;
+        let store = Store::open_as(&config.database, &config.dispatch.node_id)
+            .context("cannot open the database")?;
         let auth_config = config.auth.clone();
         let auth: Arc<Auth> = web::block(move || Auth::new(&auth_config))
             .await
@@ -78,8 +79,15 @@ impl Application {
             .transpose()
             .context("cannot set up Redis")?
             .map(Arc::new);
-        let payments: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new());
-        let order_closed = settlement::spawn(store.clone(), payments.clone());
+        let payments: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new(store.clone()));
+        let order_closed = settlement::spawn(
+            store.clone(),
+            payments.clone(),
+            config
+                .checkout
+                .payment_abandon_after
+                .max(crate::payments::reconcile::ABANDON_AFTER_MIN),
+        );
         let order_events = bus
             .as_ref()
             .zip(config.redis.as_ref())
@@ -88,7 +96,7 @@ impl Application {
             config.dispatch.clone(),
             store.clone(),
             EngineHooks {
-                order_closed: Some(order_closed),
+                order_closed: Some(order_closed.clone()),
                 order_events,
             },
         );
@@ -129,6 +137,7 @@ impl Application {
             gateway: Arc::new(config.gateway.clone()),
             sockets_shutdown,
             payments,
+            settlement: order_closed,
             checkout: Arc::new(config.checkout.clone()),
             limits: Arc::new(Limits::new(&config.checkout, bus.clone())),
         });

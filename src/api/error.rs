@@ -64,7 +64,8 @@ error_table! {
     IdempotencyKeyRequired => BAD_REQUEST,          "idempotency_key_required", "Send an Idempotency-Key header (a unique string per checkout).";
     InvalidIdempotencyKey => BAD_REQUEST,           "invalid_idempotency_key", "The Idempotency-Key must be 1 to 255 visible ASCII characters.";
     IdempotencyKeyReused => UNPROCESSABLE_ENTITY,   "idempotency_key_reused", "This Idempotency-Key was used with a different request.";
-    RequestInProgress    => CONFLICT,               "request_in_progress",    "A request with this Idempotency-Key is still being processed.";
+    RequestInProgress    => CONFLICT,               "request_in_progress",    "A request with this Idempotency-Key is still being processed by a live server; retry shortly with the same key.";
+    CheckoutAbandoned    => GONE,                   "checkout_abandoned",     "This checkout was not finished in time and was given up; any hold on the card was released. Check out again with a new Idempotency-Key.";
     MerchantClosed       => CONFLICT,               "merchant_closed",        "The merchant is closed and takes no orders.";
     DropoffTooFar        => UNPROCESSABLE_ENTITY,   "dropoff_too_far",        "The dropoff is too far from the merchant.";
     PaymentDeclined      => PAYMENT_REQUIRED,       "payment_declined",       "The card was declined.";

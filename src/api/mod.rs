@@ -44,6 +44,8 @@ pub struct AppState {
     pub sockets_shutdown: tokio::sync::watch::Receiver<bool>,
     /// The payment gateway (the sandbox unless another is configured).
     pub payments: Arc<dyn PaymentGateway>,
+    /// Wakes settlement and the reconciler (a checkout ended with money held for no order).
+    pub settlement: Arc<tokio::sync::Notify>,
     pub checkout: Arc<CheckoutConfig>,
     pub limits: Arc<Limits>,
 }
@@ -124,6 +126,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/orders/{order_id}").route(web::get().to(orders::get)))
             .service(resource("/orders/{order_id}/payment").route(web::get().to(orders::payment)))
             .service(resource("/orders/{order_id}/cancel").route(web::post().to(orders::cancel)))
-            .service(resource("/payments/webhook").route(web::post().to(payments::webhook))),
+            .service(resource("/payments/webhook").route(web::post().to(payments::webhook)))
+            .service(resource("/payments/attention").route(web::get().to(payments::attention))),
     );
 }

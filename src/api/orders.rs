@@ -16,8 +16,8 @@ use crate::actors::{Canceller, EngineError};
 use crate::domain::pricing::quote;
 use crate::domain::{Cents, MerchantId, NewOrder, OrderId, OrderItem, OrderView, Position, Role};
 use crate::geo::haversine_m;
-use crate::payments::{Authorisation, AuthoriseRequest, DeclineCode, GatewayError};
-use crate::store::{KeyClaim, OrderFilter, Payment, PaymentStatus};
+use crate::payments::{Authorisation, AuthoriseRequest, DeclineCode, GatewayError, authorise_key};
+use crate::store::{KeyClaim, OrderFilter, Payment, PaymentStatus, StoreError};
 
 /// Most lines in one order.
 pub const ORDER_MAX_LINES: usize = 50;
@@ -223,99 +223,170 @@ async fn validate(state: &AppState, request: CheckoutRequest) -> Result<Plan, Ap
 /// How a checkout ended, and whether its answer is kept for the Idempotency-Key.
 enum Outcome {
     Placed(OrderView),
-    /// An answer to keep and replay (a declined card, an unknown payment method).
+    /// An answer to keep and replay (a declined card, an unknown payment method, a dropoff
+    /// dispatch refuses). A hold made for it is released by the reconciler.
     Final(ApiError),
-    /// A passing failure (database, gateway or dispatch unavailable): the key is released so
-    /// that a retry runs afresh; an authorisation already made is reused by it.
+    /// A passing failure (database, gateway or dispatch unavailable): the key is unlocked, not
+    /// forgotten, so a retry continues the same order id and reuses the same authorisation.
     Transient(ApiError),
 }
 
-/// Authorises the payment and hands the order to dispatch.
-async fn process(state: &AppState, caller: &AuthUser, order_id: OrderId, plan: Plan) -> Outcome {
-    let existing = match state.store.payment_for_order(order_id).await {
-        Ok(existing) => existing,
-        Err(error) => return Outcome::Transient(error.into()),
-    };
-    let authorise_key = format!("authorise:{order_id}");
-    let authorisation = match &existing {
-        // A retry after a crash: the money side already happened; do not authorise again.
-        Some(payment) if payment.status == PaymentStatus::Declined => Ok(Authorisation::Declined(
-            if payment.decline_code.as_deref() == Some("insufficient_funds") {
-                DeclineCode::InsufficientFunds
-            } else {
-                DeclineCode::CardDeclined
-            },
-        )),
-        Some(payment) => Ok(Authorisation::Authorised {
-            reference: payment.gateway_ref.clone().unwrap_or_default(),
-        }),
-        None => {
-            state
-                .payments
-                .authorise(AuthoriseRequest {
-                    idempotency_key: &authorise_key,
-                    amount: plan.total_cents,
-                    payment_method: &plan.payment_method,
-                })
-                .await
+fn transient(error: impl Into<ApiError>) -> Outcome {
+    Outcome::Transient(error.into())
+}
+
+/// The final answer for a payment the gateway declined.
+fn declined(code: Option<&str>) -> ApiError {
+    match DeclineCode::parse(code.unwrap_or_default()) {
+        DeclineCode::CardDeclined => ErrorCode::PaymentDeclined.into(),
+        DeclineCode::InsufficientFunds => ErrorCode::InsufficientFunds.into(),
+    }
+}
+
+fn unknown_method(method: &str) -> ApiError {
+    ApiError::invalid_field(
+        "payment_method",
+        format!("unknown payment method {method:?}"),
+    )
+}
+
+/// The checkout's payment: the one an earlier attempt with the same key started, or a new one
+/// recorded as pending *before* the gateway is asked, so that a hold made just before a crash
+/// is found again (by the retry, or by the reconciler).
+async fn payment_of(
+    state: &AppState,
+    caller: &AuthUser,
+    order_id: OrderId,
+    plan: &Plan,
+) -> Result<Payment, Outcome> {
+    if let Some(payment) = state
+        .store
+        .payment_for_order(order_id)
+        .await
+        .map_err(transient)?
+    {
+        return Ok(payment);
+    }
+    let payment = Payment::pending(
+        order_id,
+        caller.id,
+        plan.total_cents,
+        plan.payment_method.clone(),
+    );
+    match state
+        .store
+        .create_payment(&payment, &authorise_key(order_id), "checkout")
+        .await
+    {
+        Ok(()) => Ok(payment),
+        // A racing attempt with the same key recorded it first: continue with that one.
+        Err(StoreError::Duplicate(_)) => state
+            .store
+            .payment_for_order(order_id)
+            .await
+            .map_err(transient)?
+            .ok_or_else(|| transient(ErrorCode::StoreUnavailable)),
+        Err(error) => Err(transient(error)),
+    }
+}
+
+/// Authorises a pending payment (again, with the same gateway key: a gateway that saw it
+/// answers as before and holds nothing twice) and records the answer.
+async fn authorise(state: &AppState, payment: &Payment) -> Result<(), Outcome> {
+    let key = authorise_key(payment.order_id);
+    let answer = state
+        .payments
+        .authorise(AuthoriseRequest {
+            idempotency_key: &key,
+            amount: payment.amount_cents,
+            payment_method: &payment.payment_method,
+        })
+        .await;
+    let (status, reference, decline) = match &answer {
+        Ok(Authorisation::Authorised { reference }) => {
+            (PaymentStatus::Authorised, Some(reference.as_str()), None)
         }
-    };
-    let authorisation = match authorisation {
-        Ok(authorisation) => authorisation,
-        Err(GatewayError::UnknownPaymentMethod(method)) => {
-            return Outcome::Final(ApiError::invalid_field(
-                "payment_method",
-                format!("unknown payment method {method:?}"),
-            ));
+        Ok(Authorisation::Declined(code)) => (PaymentStatus::Declined, None, Some(code.as_str())),
+        Err(GatewayError::UnknownPaymentMethod(_)) => {
+            (PaymentStatus::Failed, None, Some("unknown_payment_method"))
         }
         Err(error) => {
-            return Outcome::Transient(
+            return Err(Outcome::Transient(
                 ApiError::new(ErrorCode::PaymentGatewayUnavailable)
                     .with_message(error.to_string())
                     .retry_after(1),
-            );
+            ));
         }
     };
-    if existing.is_none() {
-        let now = crate::store::now();
-        let (status, reference, decline) = match &authorisation {
-            Authorisation::Authorised { reference } => {
-                (PaymentStatus::Authorised, Some(reference.clone()), None)
-            }
-            Authorisation::Declined(code) => (
-                PaymentStatus::Declined,
-                None,
-                Some(code.as_str().to_owned()),
-            ),
-        };
-        let payment = Payment {
-            id: Uuid::now_v7(),
-            order_id,
-            customer_id: caller.id,
-            amount_cents: plan.total_cents,
-            payment_method: plan.payment_method.clone(),
-            status,
-            gateway_ref: reference,
-            decline_code: decline,
-            created_at: now,
-            updated_at: now,
-        };
-        if let Err(error) = state
-            .store
-            .create_payment(&payment, &authorise_key, "checkout")
-            .await
-        {
-            return Outcome::Transient(error.into());
-        }
+    state
+        .store
+        .record_authorisation(payment.id, status, reference, decline, &key, "checkout")
+        .await
+        .map_err(transient)?;
+    match answer {
+        Ok(Authorisation::Authorised { .. }) => Ok(()),
+        Ok(Authorisation::Declined(code)) => Err(Outcome::Final(declined(Some(code.as_str())))),
+        Err(_) => Err(Outcome::Final(unknown_method(&payment.payment_method))),
     }
-    match authorisation {
-        Authorisation::Declined(DeclineCode::CardDeclined) => {
-            return Outcome::Final(ErrorCode::PaymentDeclined.into());
+}
+
+/// The checkout saga after validation: the payment (started, authorised or reused), then the
+/// order handed to dispatch under the id the key is bound to. Every step may have run before,
+/// in an attempt that died: each one continues from what the store and the gateway recorded.
+async fn process(
+    state: &AppState,
+    caller: &AuthUser,
+    key: &str,
+    order_id: OrderId,
+    plan: Plan,
+) -> Outcome {
+    let node = state.cluster.node();
+    let payment = match payment_of(state, caller, order_id, &plan).await {
+        Ok(payment) => payment,
+        Err(outcome) => return outcome,
+    };
+    if payment.amount_cents != plan.total_cents || payment.payment_method != plan.payment_method {
+        // The menu changed between two attempts with the same key: do not place an order for
+        // another amount than the one held. The hold is released by the reconciler.
+        return Outcome::Final(ApiError::invalid_field(
+            "items",
+            "the prices changed since the first attempt with this Idempotency-Key; check out again with a new key",
+        ));
+    }
+    match payment.status {
+        PaymentStatus::Authorised => {}
+        PaymentStatus::Pending => {
+            match state
+                .store
+                .refresh_idempotency_key(caller.id, key, node)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Outcome::Final(ErrorCode::RequestInProgress.into()),
+                Err(error) => return transient(error),
+            }
+            if let Err(outcome) = authorise(state, &payment).await {
+                return outcome;
+            }
         }
-        Authorisation::Declined(DeclineCode::InsufficientFunds) => {
-            return Outcome::Final(ErrorCode::InsufficientFunds.into());
+        PaymentStatus::Declined => {
+            return Outcome::Final(declined(payment.decline_code.as_deref()));
         }
-        Authorisation::Authorised { .. } => {}
+        PaymentStatus::Failed => return Outcome::Final(unknown_method(&payment.payment_method)),
+        PaymentStatus::Captured
+        | PaymentStatus::Voided
+        | PaymentStatus::Refunded
+        | PaymentStatus::Abandoned => return Outcome::Final(ErrorCode::CheckoutAbandoned.into()),
+    }
+    // The last fence: once the reconciler gave this key up, no order may be placed for it.
+    match state
+        .store
+        .refresh_idempotency_key(caller.id, key, node)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Outcome::Final(ErrorCode::RequestInProgress.into()),
+        Err(error) => return transient(error),
     }
     let placed = state
         .engine
@@ -336,8 +407,17 @@ async fn process(state: &AppState, caller: &AuthUser, order_id: OrderId, plan: P
         Err(error @ (EngineError::OutsideServiceArea | EngineError::InvalidLocation(_))) => {
             Outcome::Final(error.into())
         }
-        Err(error) => Outcome::Transient(error.into()),
+        Err(error) => transient(error),
     }
+}
+
+/// What a repeated Idempotency-Key is compared by: SHA-256 of the body's JSON with its keys in
+/// order, so that the same request in another key order or spacing is the same request.
+pub fn request_hash(body: &serde_json::Value) -> String {
+    Sha256::digest(body.to_string().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn json_response(status: StatusCode, body: String) -> HttpResponse {
@@ -346,12 +426,24 @@ fn json_response(status: StatusCode, body: String) -> HttpResponse {
         .body(body)
 }
 
+fn replayed(status: u16, body: String) -> HttpResponse {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json_response(status, body);
+    response.headers_mut().insert(
+        actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
+        actix_web::http::header::HeaderValue::from_static("true"),
+    );
+    response
+}
+
 /// Places an order: validates it, authorises the payment, and hands it to dispatch as
-/// `placed` (the merchant's board sees it at once). Idempotent per `Idempotency-Key`.
+/// `placed` (the merchant's board sees it at once). Idempotent per `Idempotency-Key`: the key
+/// is bound to one order id and one authorisation from the first attempt, and any retry —
+/// after a timeout, a 503, a crash of the server — continues that same checkout.
 #[utoipa::path(
     post, path = "/api/v1/orders", tag = "orders",
     request_body = CheckoutRequest,
-    params(("Idempotency-Key" = String, Header, description = "A unique string per checkout (1 to 255 visible ASCII characters). The same key with the same body replays the first answer for 24 h.")),
+    params(("Idempotency-Key" = String, Header, description = "A unique string per checkout (1 to 255 visible ASCII characters). The same key with the same body continues the same checkout: it never makes a second order or a second authorisation, and replays the final answer for 24 h.")),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Placed; the payment is authorised", body = OrderView),
@@ -359,11 +451,12 @@ fn json_response(status: StatusCode, body: String) -> HttpResponse {
         (status = 401, body = ErrorBody),
         (status = 402, description = "payment_declined or insufficient_funds; no order was made", body = ErrorBody),
         (status = 403, description = "Not a customer", body = ErrorBody),
-        (status = 409, description = "request_in_progress (same key still running) or merchant_closed", body = ErrorBody),
+        (status = 409, description = "request_in_progress (a live server is still running a request with this key: retry shortly with the same key) or merchant_closed", body = ErrorBody),
+        (status = 410, description = "checkout_abandoned: the checkout was given up unfinished (after MEALKITZ_PAYMENT_ABANDON_AFTER_SECS) and its hold released", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, description = "invalid_field, outside_service_area, dropoff_too_far, idempotency_key_reused", body = ErrorBody),
         (status = 429, body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 503, description = "store_unavailable, dispatch_unavailable or payment_gateway_unavailable: retry with the same key", body = ErrorBody),
     )
 )]
 pub async fn checkout(
@@ -382,60 +475,135 @@ pub async fn checkout(
     if !is_json(&req) {
         return Err(ErrorCode::UnsupportedMediaType.into());
     }
-    let canonical: serde_json::Value = parse_json(&body)?;
+    let hash = request_hash(&parse_json(&body)?);
     let request: CheckoutRequest = parse_json(&body)?;
-    let hash: String = Sha256::digest(canonical.to_string().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let order_id = match state
+    let node = state.cluster.node().to_owned();
+    let (order_id, resumed) = match state
         .store
-        .claim_idempotency_key(caller.id, &key, &hash)
+        .claim_idempotency_key(caller.id, &key, &hash, &node)
         .await?
     {
-        KeyClaim::Proceed { order_id } => order_id,
-        KeyClaim::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = json_response(status, body);
-            response.headers_mut().insert(
-                actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
-                actix_web::http::header::HeaderValue::from_static("true"),
-            );
-            return Ok(response);
+        KeyClaim::Proceed { order_id, resumed } => (order_id, resumed),
+        KeyClaim::Replay { status, body } => return Ok(replayed(status, body)),
+        KeyClaim::InProgress => {
+            return Err(ApiError::new(ErrorCode::RequestInProgress).retry_after(1));
         }
-        KeyClaim::InProgress => return Err(ErrorCode::RequestInProgress.into()),
         KeyClaim::Mismatch => return Err(ErrorCode::IdempotencyKeyReused.into()),
     };
-    let plan = match validate(&state, request).await {
-        Ok(plan) => plan,
+    if resumed {
+        metrics::counter!("checkouts_resumed_total").increment(1);
+    }
+    // The saga runs to its end on its own task: a client that goes away mid-request must not
+    // leave its key locked, or a payment half-recorded.
+    let task_state = state.clone();
+    let task_caller = caller.clone();
+    let task_key = key.clone();
+    let saga = actix_web::rt::spawn(async move {
+        run_checkout(
+            &task_state,
+            &task_caller,
+            &task_key,
+            order_id,
+            resumed,
+            request,
+        )
+        .await
+    })
+    .await;
+    match saga {
+        Ok(answer) => answer,
         Err(error) => {
-            // Invalid parameters: nothing was done, nothing is kept.
-            state.store.release_idempotency_key(caller.id, &key).await?;
-            return Err(error);
-        }
-    };
-    match process(&state, &caller, order_id, plan).await {
-        Outcome::Placed(view) => {
-            let body = serde_json::to_string(&view).map_err(ApiError::internal)?;
+            // The task panicked: nothing is known to have finished. Unlock so a retry resumes.
+            tracing::error!(error = %error, order_id = %order_id, "checkout task failed");
             state
                 .store
-                .complete_idempotency_key(caller.id, &key, 201, &body)
+                .unlock_idempotency_key(caller.id, &key, &node)
                 .await?;
+            Err(ApiError::internal(error))
+        }
+    }
+}
+
+/// Runs one attempt of a checkout bound to `order_id` and settles its key: completed with a
+/// final answer, unlocked after a passing failure, released when nothing was done.
+async fn run_checkout(
+    state: &AppState,
+    caller: &AuthUser,
+    key: &str,
+    order_id: OrderId,
+    resumed: bool,
+    request: CheckoutRequest,
+) -> Result<HttpResponse, ApiError> {
+    // An earlier attempt may have placed the order and died before answering: answer with it.
+    if resumed {
+        match state.store.load_order(order_id).await {
+            Ok(Some(order)) => {
+                return finish(state, caller, key, Outcome::Placed(order.view())).await;
+            }
+            Ok(None) => {}
+            Err(error) => return finish(state, caller, key, transient(error)).await,
+        }
+    }
+    let plan = match validate(state, request).await {
+        Ok(plan) => plan,
+        Err(error) if error.status_code() == StatusCode::SERVICE_UNAVAILABLE => {
+            return finish(state, caller, key, Outcome::Transient(error)).await;
+        }
+        Err(error) => {
+            // Invalid parameters: nothing was done, nothing is kept — unless an earlier
+            // attempt already holds money for this key (say the merchant closed in between):
+            // then this answer is final, and the reconciler releases the hold.
+            if state.store.release_idempotency_key(caller.id, key).await? {
+                return Err(error);
+            }
+            return finish(state, caller, key, Outcome::Final(error)).await;
+        }
+    };
+    let outcome = process(state, caller, key, order_id, plan).await;
+    finish(state, caller, key, outcome).await
+}
+
+/// Keeps the answer for the key (or unlocks it) and answers the client.
+async fn finish(
+    state: &AppState,
+    caller: &AuthUser,
+    key: &str,
+    outcome: Outcome,
+) -> Result<HttpResponse, ApiError> {
+    match outcome {
+        Outcome::Placed(view) => {
+            let body = serde_json::to_string(&view).map_err(ApiError::internal)?;
+            if !state
+                .store
+                .complete_idempotency_key(caller.id, key, 201, &body)
+                .await?
+            {
+                tracing::warn!(order_id = %view.id, "checkout placed its order after its key was completed elsewhere");
+            }
             metrics::counter!("checkouts_total", "outcome" => "placed").increment(1);
             tracing::info!(order_id = %view.id, customer_id = %caller.id, total_cents = view.total_cents.0, "order checked out");
             Ok(json_response(StatusCode::CREATED, body))
         }
         Outcome::Final(error) => {
+            if error.code() == ErrorCode::RequestInProgress {
+                // Another attempt took the key over: its answer is the one kept.
+                return Err(error.retry_after(1));
+            }
             let body = serde_json::to_string(&error.body()).map_err(ApiError::internal)?;
             state
                 .store
-                .complete_idempotency_key(caller.id, &key, error.status_code().as_u16(), &body)
+                .complete_idempotency_key(caller.id, key, error.status_code().as_u16(), &body)
                 .await?;
+            state.settlement.notify_one();
             metrics::counter!("checkouts_total", "outcome" => error.code().as_str()).increment(1);
             Err(error)
         }
         Outcome::Transient(error) => {
-            state.store.release_idempotency_key(caller.id, &key).await?;
+            metrics::counter!("checkouts_total", "outcome" => "retryable").increment(1);
+            state
+                .store
+                .unlock_idempotency_key(caller.id, key, state.cluster.node())
+                .await?;
             Err(error)
         }
     }

@@ -131,3 +131,66 @@ pub async fn webhook(
         applied,
     }))
 }
+
+/// A payment whose settlement keeps failing.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttentionPayment {
+    pub id: uuid::Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub order_id: crate::domain::OrderId,
+    #[schema(value_type = String, example = "authorised")]
+    pub status: PaymentStatus,
+    #[schema(value_type = i64)]
+    pub amount_cents: crate::domain::Cents,
+    /// Failed settlement attempts so far.
+    pub settle_attempts: i32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttentionPayments {
+    /// Oldest change first; at most 100.
+    pub payments: Vec<AttentionPayment>,
+}
+
+/// Most payments listed for attention at once.
+const ATTENTION_PAGE_MAX: i64 = 100;
+
+/// Payments an operator should look at: settlement failed several times in a row, or the
+/// gateway refused it. They are still retried, at most every few minutes. Admins only.
+#[utoipa::path(
+    get, path = "/api/v1/payments/attention", tag = "payments",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = AttentionPayments),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn attention(
+    state: web::Data<AppState>,
+    caller: super::auth::AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[crate::domain::Role::Admin])?;
+    let payments = state
+        .store
+        .payments_needing_attention(ATTENTION_PAGE_MAX)
+        .await?;
+    Ok(HttpResponse::Ok().json(AttentionPayments {
+        payments: payments
+            .into_iter()
+            .map(|p| AttentionPayment {
+                id: p.id,
+                order_id: p.order_id,
+                status: p.status,
+                amount_cents: p.amount_cents,
+                settle_attempts: p.settle_attempts,
+                last_error: p.last_settle_error,
+                updated_at: p.updated_at,
+            })
+            .collect(),
+    }))
+}

@@ -2,13 +2,25 @@
 //! methods), and settlement — capture at delivery, void or refund on cancellation or rejection.
 //! Every gateway call carries its own idempotency key, so a retried call never charges twice.
 
+pub mod reconcile;
 pub mod sandbox;
 pub mod settlement;
 pub mod webhook;
 
 use futures_util::future::BoxFuture;
 
-use crate::domain::Cents;
+use crate::domain::{Cents, OrderId};
+
+/// The gateway idempotency key of the authorisation for `order`: every attempt of a checkout
+/// (bound to one order id) asks with the same key, so the gateway holds money once.
+pub fn authorise_key(order: OrderId) -> String {
+    format!("authorise:{order}")
+}
+
+/// The gateway idempotency key of a void of `payment`.
+pub fn void_key(payment: uuid::Uuid) -> String {
+    format!("void:{payment}")
+}
 
 /// What checkout asks the gateway for.
 #[derive(Debug, Clone)]
@@ -31,6 +43,15 @@ impl DeclineCode {
         match self {
             DeclineCode::CardDeclined => "card_declined",
             DeclineCode::InsufficientFunds => "insufficient_funds",
+        }
+    }
+
+    /// The code as stored; an unknown one reads as a plain decline.
+    pub fn parse(code: &str) -> DeclineCode {
+        if code == DeclineCode::InsufficientFunds.as_str() {
+            DeclineCode::InsufficientFunds
+        } else {
+            DeclineCode::CardDeclined
         }
     }
 }
@@ -65,6 +86,15 @@ pub trait PaymentGateway: Send + Sync + 'static {
         &'a self,
         request: AuthoriseRequest<'a>,
     ) -> BoxFuture<'a, Result<Authorisation, GatewayError>>;
+
+    /// What an earlier [`PaymentGateway::authorise`] with `idempotency_key` did, without doing
+    /// anything: `None` when the gateway never received it. The reconciler asks this about a
+    /// checkout that died before it learnt the answer, so that a hold it never recorded is still
+    /// released. (At Stripe: the PaymentIntent found by the metadata checkout sets.)
+    fn authorisation<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Authorisation>, GatewayError>>;
 
     /// Takes the held money.
     fn capture<'a>(

@@ -1,88 +1,113 @@
 //! The sandbox gateway: no money moves. It answers Stripe's test payment methods —
 //! `pm_card_visa` authorises, `pm_card_chargeDeclined` is declined, and
 //! `pm_card_chargeDeclinedInsufficientFunds` is declined for insufficient funds — and honours
-//! idempotency keys like a real gateway.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! idempotency keys like a real gateway. It keeps its books in the store, so a restart or another
+//! replica settles what this one authorised.
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::{Authorisation, AuthoriseRequest, DeclineCode, GatewayError, PaymentGateway};
 use crate::domain::Cents;
+use crate::store::{SandboxAnswer, Store, StoreError};
 
 /// The sandbox's payment methods.
 pub const SANDBOX_VISA: &str = "pm_card_visa";
 pub const SANDBOX_DECLINED: &str = "pm_card_chargeDeclined";
 pub const SANDBOX_INSUFFICIENT_FUNDS: &str = "pm_card_chargeDeclinedInsufficientFunds";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hold {
-    Authorised,
-    Captured,
-    Voided,
-    Refunded,
-}
-
-#[derive(Default)]
-struct Ledger {
-    /// The first answer to each idempotency key.
-    authorisations: HashMap<String, Authorisation>,
-    /// Keys of capture, void and refund calls already done.
-    done: HashMap<String, Result<(), GatewayError>>,
-    holds: HashMap<String, (Cents, Hold)>,
-    next_reference: u64,
-}
-
-/// An in-memory gateway for development and tests.
-#[derive(Default)]
+/// A gateway for development, the demo and tests. Its books are in the store (tables
+/// `sandbox_holds` and `sandbox_calls`), so every replica sees the same holds and a restart
+/// forgets none; while the database is down it is unavailable, like a provider that cannot be
+/// reached.
 pub struct SandboxGateway {
-    ledger: Mutex<Ledger>,
+    store: Store,
+}
+
+fn unavailable(error: StoreError) -> GatewayError {
+    GatewayError::Unavailable(format!("sandbox books: {error}"))
+}
+
+fn authorisation(answer: SandboxAnswer) -> Result<Authorisation, GatewayError> {
+    match answer {
+        SandboxAnswer::Authorised { reference } => Ok(Authorisation::Authorised { reference }),
+        SandboxAnswer::Declined { code } => Ok(Authorisation::Declined(DeclineCode::parse(&code))),
+        other => Err(GatewayError::Refused(format!(
+            "the key was used for another operation ({other:?})"
+        ))),
+    }
+}
+
+fn count(operation: &'static str, outcome: &'static str) {
+    metrics::counter!("payment_gateway_calls_total", "operation" => operation, "outcome" => outcome)
+        .increment(1);
 }
 
 impl SandboxGateway {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(store: Store) -> Self {
+        SandboxGateway { store }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
-        f(&mut self.ledger.lock().unwrap_or_else(|e| e.into_inner()))
+    async fn authorise_in_books(
+        &self,
+        request: AuthoriseRequest<'_>,
+    ) -> Result<Authorisation, GatewayError> {
+        if let Some(answer) = self
+            .store
+            .sandbox_answer(request.idempotency_key)
+            .await
+            .map_err(unavailable)?
+        {
+            return authorisation(answer);
+        }
+        let answer = match request.payment_method {
+            SANDBOX_VISA => SandboxAnswer::Authorised {
+                reference: format!("pi_sandbox_{}", uuid::Uuid::new_v4().simple()),
+            },
+            SANDBOX_DECLINED => SandboxAnswer::Declined {
+                code: DeclineCode::CardDeclined.as_str().to_owned(),
+            },
+            SANDBOX_INSUFFICIENT_FUNDS => SandboxAnswer::Declined {
+                code: DeclineCode::InsufficientFunds.as_str().to_owned(),
+            },
+            other => return Err(GatewayError::UnknownPaymentMethod(other.to_owned())),
+        };
+        let stands = self
+            .store
+            .sandbox_authorise(request.idempotency_key, request.amount, answer)
+            .await
+            .map_err(unavailable)?;
+        authorisation(stands)
     }
 
-    /// How many distinct authorisations were made (retries with a known key excluded).
-    pub fn authorisation_count(&self) -> usize {
-        self.with(|ledger| ledger.holds.len())
-    }
-
-    fn transition(
+    async fn transition(
         &self,
         operation: &'static str,
         key: &str,
         reference: &str,
-        from: Hold,
-        to: Hold,
+        from: &str,
+        to: &str,
     ) -> Result<(), GatewayError> {
-        let result = self.with(|ledger| {
-            if let Some(done) = ledger.done.get(key) {
-                return done.clone();
-            }
-            let result = match ledger.holds.get_mut(reference) {
-                Some((_, hold)) if *hold == from => {
-                    *hold = to;
-                    Ok(())
-                }
-                Some((_, hold)) => Err(GatewayError::Refused(format!(
-                    "cannot {operation} a payment that is {hold:?}"
-                ))),
-                None => Err(GatewayError::Refused(format!("no payment {reference}"))),
-            };
-            ledger.done.insert(key.to_owned(), result.clone());
-            result
-        });
-        let outcome = if result.is_ok() { "ok" } else { "refused" };
-        metrics::counter!("payment_gateway_calls_total", "operation" => operation, "outcome" => outcome)
-            .increment(1);
+        let answer = self
+            .store
+            .sandbox_transition(operation, key, reference, from, to)
+            .await;
+        let result = match answer {
+            Ok(SandboxAnswer::Done) => Ok(()),
+            Ok(SandboxAnswer::Refused { reason }) => Err(GatewayError::Refused(reason)),
+            Ok(other) => Err(GatewayError::Refused(format!(
+                "the key was used for another operation ({other:?})"
+            ))),
+            Err(error) => Err(unavailable(error)),
+        };
+        count(
+            operation,
+            match &result {
+                Ok(()) => "ok",
+                Err(GatewayError::Unavailable(_)) => "error",
+                Err(_) => "refused",
+            },
+        );
         result
     }
 }
@@ -92,42 +117,37 @@ impl PaymentGateway for SandboxGateway {
         &'a self,
         request: AuthoriseRequest<'a>,
     ) -> BoxFuture<'a, Result<Authorisation, GatewayError>> {
-        let result = self.with(|ledger| {
-            if let Some(answer) = ledger.authorisations.get(request.idempotency_key) {
-                return Ok(answer.clone());
+        async move {
+            let result = self.authorise_in_books(request).await;
+            count(
+                "authorise",
+                match &result {
+                    Ok(Authorisation::Authorised { .. }) => "authorised",
+                    Ok(Authorisation::Declined(_)) => "declined",
+                    Err(_) => "error",
+                },
+            );
+            result
+        }
+        .boxed()
+    }
+
+    fn authorisation<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Authorisation>, GatewayError>> {
+        async move {
+            match self
+                .store
+                .sandbox_answer(idempotency_key)
+                .await
+                .map_err(unavailable)?
+            {
+                Some(answer) => authorisation(answer).map(Some),
+                None => Ok(None),
             }
-            let answer = match request.payment_method {
-                SANDBOX_VISA => {
-                    ledger.next_reference += 1;
-                    let reference = format!(
-                        "pi_sandbox_{}_{}",
-                        ledger.next_reference,
-                        uuid::Uuid::new_v4().simple()
-                    );
-                    ledger
-                        .holds
-                        .insert(reference.clone(), (request.amount, Hold::Authorised));
-                    Authorisation::Authorised { reference }
-                }
-                SANDBOX_DECLINED => Authorisation::Declined(DeclineCode::CardDeclined),
-                SANDBOX_INSUFFICIENT_FUNDS => {
-                    Authorisation::Declined(DeclineCode::InsufficientFunds)
-                }
-                other => return Err(GatewayError::UnknownPaymentMethod(other.to_owned())),
-            };
-            ledger
-                .authorisations
-                .insert(request.idempotency_key.to_owned(), answer.clone());
-            Ok(answer)
-        });
-        let outcome = match &result {
-            Ok(Authorisation::Authorised { .. }) => "authorised",
-            Ok(Authorisation::Declined(_)) => "declined",
-            Err(_) => "error",
-        };
-        metrics::counter!("payment_gateway_calls_total", "operation" => "authorise", "outcome" => outcome)
-            .increment(1);
-        async move { result }.boxed()
+        }
+        .boxed()
     }
 
     fn capture<'a>(
@@ -136,14 +156,14 @@ impl PaymentGateway for SandboxGateway {
         reference: &'a str,
         _amount: Cents,
     ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        let result = self.transition(
+        self.transition(
             "capture",
             idempotency_key,
             reference,
-            Hold::Authorised,
-            Hold::Captured,
-        );
-        async move { result }.boxed()
+            "authorised",
+            "captured",
+        )
+        .boxed()
     }
 
     fn void<'a>(
@@ -151,14 +171,8 @@ impl PaymentGateway for SandboxGateway {
         idempotency_key: &'a str,
         reference: &'a str,
     ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        let result = self.transition(
-            "void",
-            idempotency_key,
-            reference,
-            Hold::Authorised,
-            Hold::Voided,
-        );
-        async move { result }.boxed()
+        self.transition("void", idempotency_key, reference, "authorised", "voided")
+            .boxed()
     }
 
     fn refund<'a>(
@@ -167,20 +181,15 @@ impl PaymentGateway for SandboxGateway {
         reference: &'a str,
         _amount: Cents,
     ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        let result = self.transition(
-            "refund",
-            idempotency_key,
-            reference,
-            Hold::Captured,
-            Hold::Refunded,
-        );
-        async move { result }.boxed()
+        self.transition("refund", idempotency_key, reference, "captured", "refunded")
+            .boxed()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_support::sqlite_store;
 
     fn request<'a>(key: &'a str, method: &'a str) -> AuthoriseRequest<'a> {
         AuthoriseRequest {
@@ -190,9 +199,15 @@ mod tests {
         }
     }
 
+    async fn gateway() -> (SandboxGateway, Store, std::path::PathBuf) {
+        let (store, dir) = sqlite_store();
+        store.migrate().await.unwrap();
+        (SandboxGateway::new(store.clone()), store, dir)
+    }
+
     #[actix_web::test]
     async fn test_methods_authorise_or_decline_as_stripe_documents() {
-        let gateway = SandboxGateway::new();
+        let (gateway, _store, dir) = gateway().await;
         assert!(matches!(
             gateway.authorise(request("a", SANDBOX_VISA)).await,
             Ok(Authorisation::Authorised { .. })
@@ -211,15 +226,20 @@ mod tests {
             gateway.authorise(request("d", "pm_card_unicorn")).await,
             Err(GatewayError::UnknownPaymentMethod("pm_card_unicorn".into()))
         );
+        assert_eq!(gateway.authorisation("d").await, Ok(None));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[actix_web::test]
     async fn a_retried_call_with_the_same_key_moves_no_money_again() {
-        let gateway = SandboxGateway::new();
+        let (gateway, store, dir) = gateway().await;
         let first = gateway.authorise(request("k", SANDBOX_VISA)).await.unwrap();
         let again = gateway.authorise(request("k", SANDBOX_VISA)).await.unwrap();
         assert_eq!(first, again);
-        assert_eq!(gateway.authorisation_count(), 1);
+        assert_eq!(
+            store.sandbox_hold_counts().await.unwrap(),
+            [("authorised".to_owned(), 1)]
+        );
         let Authorisation::Authorised { reference } = first else {
             unreachable!()
         };
@@ -243,5 +263,35 @@ mod tests {
             .refund("refund", &reference, Cents(1_000))
             .await
             .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[actix_web::test]
+    async fn a_gateway_started_after_a_restart_settles_and_looks_up_what_the_first_authorised() {
+        let (first, store, dir) = gateway().await;
+        let Authorisation::Authorised { reference } = first
+            .authorise(request("authorise:o1", SANDBOX_VISA))
+            .await
+            .unwrap()
+        else {
+            panic!("visa authorises")
+        };
+        drop(first);
+        let restarted = SandboxGateway::new(store.clone());
+        assert_eq!(
+            restarted.authorisation("authorise:o1").await,
+            Ok(Some(Authorisation::Authorised {
+                reference: reference.clone()
+            }))
+        );
+        restarted
+            .void("void:p1", &reference)
+            .await
+            .expect("the restarted gateway knows the hold");
+        assert_eq!(
+            store.sandbox_hold_counts().await.unwrap(),
+            [("voided".to_owned(), 1)]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,54 +1,131 @@
 //! Settlement: makes the money follow the order. Delivered orders are captured; cancelled and
 //! rejected ones are voided (or refunded if already captured). It runs when an order closes and
-//! every half minute besides, so a crash or a gateway outage only delays it.
+//! every few seconds besides, together with the reconciler ([`super::reconcile`]), so a crash or
+//! a gateway outage only delays it. A payment whose settlement fails is retried with exponential
+//! back-off and jitter, and after a few failures (or at once when the gateway refuses it) it is
+//! marked for an operator's attention — never retried in a tight loop.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng;
 use tokio::sync::Notify;
 
-use super::PaymentGateway;
+use super::{GatewayError, PaymentGateway, void_key};
 use crate::domain::OrderStatus;
 use crate::store::{Payment, PaymentStatus, Store, StoreError};
 
-/// How often settlement runs even when no order closed (retries after failures).
-const SETTLEMENT_INTERVAL_SECS: u64 = 30;
+/// How often settlement and the reconciler run even when nothing woke them. Each payment's own
+/// back-off decides whether it is tried in a round.
+const SETTLEMENT_INTERVAL: Duration = Duration::from_secs(5);
 /// Payments settled per round at most.
 const SETTLEMENT_BATCH: i64 = 200;
+/// The first retry waits about this long; each further one twice as long…
+const SETTLE_RETRY_BASE_SECS: u64 = 2;
+/// …up to this.
+const SETTLE_RETRY_CAP_SECS: u64 = 300;
+/// Failed attempts after which a payment is marked for attention (it is still retried, at the
+/// capped pace): about a minute of trying.
+pub const SETTLE_ATTENTION_AFTER_ATTEMPTS: i32 = 5;
 
-/// Starts the settlement task; notify the returned handle when an order closes.
-pub fn spawn(store: Store, gateway: Arc<dyn PaymentGateway>) -> Arc<Notify> {
+/// Starts the money loop — settlement and the reconciler — and returns the handle that wakes it
+/// (an order closed; a checkout ended with a hold no order will use).
+pub fn spawn(
+    store: Store,
+    gateway: Arc<dyn PaymentGateway>,
+    abandon_after: Duration,
+) -> Arc<Notify> {
     let notify = Arc::new(Notify::new());
     let wake = notify.clone();
     actix_web::rt::spawn(async move {
         loop {
             tokio::select! {
                 () = wake.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(SETTLEMENT_INTERVAL_SECS)) => {}
+                () = tokio::time::sleep(SETTLEMENT_INTERVAL) => {}
             }
-            if store.is_migrated()
-                && let Err(error) = settle(&store, gateway.as_ref()).await
-            {
+            if !store.is_migrated() {
+                continue;
+            }
+            if let Err(error) = settle(&store, gateway.as_ref()).await {
                 tracing::warn!(error = %error, "settlement round failed; will retry");
+            }
+            if let Err(error) =
+                super::reconcile::reconcile(&store, gateway.as_ref(), abandon_after).await
+            {
+                tracing::warn!(error = %error, "payment reconciliation failed; will retry");
+            }
+            match store.count_payments_needing_attention().await {
+                Ok(count) => metrics::gauge!("payments_needing_attention").set(count as f64),
+                Err(error) => {
+                    tracing::debug!(error = %error, "cannot count payments needing attention")
+                }
             }
         }
     });
     notify
 }
 
-/// One round: every payment whose order has closed is captured, voided or refunded.
+/// How long to wait before the next attempt after `attempts` failed ones: exponential from
+/// [`SETTLE_RETRY_BASE_SECS`], capped at [`SETTLE_RETRY_CAP_SECS`], with "equal jitter" (half
+/// fixed, half random) so that payments failing together do not retry together.
+pub fn retry_delay(attempts: i32, random: f64) -> Duration {
+    let exponent = attempts.clamp(0, 16) as u32;
+    let full = SETTLE_RETRY_BASE_SECS
+        .saturating_mul(1 << exponent)
+        .min(SETTLE_RETRY_CAP_SECS) as f64;
+    Duration::from_secs_f64(full / 2.0 + full / 2.0 * random.clamp(0.0, 1.0))
+}
+
+/// Records that settling `payment` failed with `error`: counted, backed off, and marked for
+/// attention once it keeps failing or the gateway refused it outright.
+pub async fn record_failure(
+    store: &Store,
+    payment: &Payment,
+    operation: &'static str,
+    error: &anyhow::Error,
+) -> Result<(), StoreError> {
+    let attempts = payment.settle_attempts + 1;
+    let refused = matches!(
+        error.downcast_ref::<GatewayError>(),
+        Some(GatewayError::Refused(_))
+    );
+    let attention = refused || attempts >= SETTLE_ATTENTION_AFTER_ATTEMPTS;
+    let delay = retry_delay(attempts, rand::rng().random::<f64>());
+    metrics::counter!("payment_settlement_retries_total", "operation" => operation).increment(1);
+    if attention && !payment.needs_attention {
+        tracing::error!(
+            payment_id = %payment.id,
+            order_id = %payment.order_id,
+            attempts,
+            error = %error,
+            "payment needs attention: settlement keeps failing"
+        );
+    } else {
+        tracing::warn!(
+            payment_id = %payment.id,
+            order_id = %payment.order_id,
+            attempts,
+            retry_in_secs = delay.as_secs(),
+            error = %error,
+            "payment not settled yet"
+        );
+    }
+    let next = crate::store::now()
+        + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
+    store
+        .record_settlement_failure(payment.id, &error.to_string(), next, attention)
+        .await
+}
+
+/// One round: every payment whose order has closed, and whose back-off has passed, is
+/// captured, voided or refunded.
 pub async fn settle(store: &Store, gateway: &dyn PaymentGateway) -> Result<usize, StoreError> {
     let pending = store.payments_to_settle(SETTLEMENT_BATCH).await?;
     let mut settled = 0;
     for (payment, order_status) in pending {
         match settle_one(store, gateway, &payment, order_status).await {
             Ok(()) => settled += 1,
-            Err(error) => tracing::warn!(
-                payment_id = %payment.id,
-                order_id = %payment.order_id,
-                error = %error,
-                "payment not settled yet"
-            ),
+            Err((operation, error)) => record_failure(store, &payment, operation, &error).await?,
         }
     }
     Ok(settled)
@@ -59,36 +136,69 @@ async fn settle_one(
     gateway: &dyn PaymentGateway,
     payment: &Payment,
     order_status: OrderStatus,
-) -> anyhow::Result<()> {
-    let reference = payment
-        .gateway_ref
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("payment has no gateway reference"))?;
-    let (from, to, key) = match (payment.status, order_status) {
-        (PaymentStatus::Authorised, OrderStatus::Delivered) => {
-            let key = format!("capture:{}", payment.id);
-            gateway
-                .capture(&key, reference, payment.amount_cents)
-                .await?;
-            (PaymentStatus::Authorised, PaymentStatus::Captured, key)
-        }
-        (PaymentStatus::Authorised, _) => {
-            let key = format!("void:{}", payment.id);
-            gateway.void(&key, reference).await?;
-            (PaymentStatus::Authorised, PaymentStatus::Voided, key)
-        }
-        (PaymentStatus::Captured, _) => {
-            let key = format!("refund:{}", payment.id);
-            gateway
-                .refund(&key, reference, payment.amount_cents)
-                .await?;
-            (PaymentStatus::Captured, PaymentStatus::Refunded, key)
-        }
+) -> Result<(), (&'static str, anyhow::Error)> {
+    let Some(reference) = payment.gateway_ref.as_deref() else {
+        return Err((
+            "settle",
+            anyhow::anyhow!("payment has no gateway reference"),
+        ));
+    };
+    let (operation, from, to, key) = match (payment.status, order_status) {
+        (PaymentStatus::Authorised, OrderStatus::Delivered) => (
+            "capture",
+            PaymentStatus::Authorised,
+            PaymentStatus::Captured,
+            format!("capture:{}", payment.id),
+        ),
+        (PaymentStatus::Authorised, _) => (
+            "void",
+            PaymentStatus::Authorised,
+            PaymentStatus::Voided,
+            void_key(payment.id),
+        ),
+        (PaymentStatus::Captured, _) => (
+            "refund",
+            PaymentStatus::Captured,
+            PaymentStatus::Refunded,
+            format!("refund:{}", payment.id),
+        ),
         _ => return Ok(()),
     };
+    let moved = match operation {
+        "capture" => gateway.capture(&key, reference, payment.amount_cents).await,
+        "void" => gateway.void(&key, reference).await,
+        _ => gateway.refund(&key, reference, payment.amount_cents).await,
+    };
+    moved.map_err(|error| (operation, anyhow::Error::from(error)))?;
     store
         .set_payment_status(payment.id, &[from], to, Some(&key), "settlement")
-        .await?;
+        .await
+        .map_err(|error| (operation, anyhow::Error::from(error)))?;
     tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, status = %to, "payment settled");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {
+        // Equal jitter: between half and all of the exponential step.
+        assert_eq!(retry_delay(0, 0.0), Duration::from_secs(1));
+        assert_eq!(retry_delay(0, 1.0), Duration::from_secs(2));
+        assert_eq!(retry_delay(1, 1.0), Duration::from_secs(4));
+        assert_eq!(retry_delay(3, 0.5), Duration::from_secs(12));
+        // Capped, however many attempts.
+        assert_eq!(
+            retry_delay(20, 1.0),
+            Duration::from_secs(SETTLE_RETRY_CAP_SECS)
+        );
+        assert_eq!(
+            retry_delay(i32::MAX, 0.0),
+            Duration::from_secs(SETTLE_RETRY_CAP_SECS / 2)
+        );
+        // Never negative or zero, even for nonsense input.
+        assert!(retry_delay(-5, -1.0) >= Duration::from_secs(1));
+    }
 }

@@ -1,6 +1,12 @@
 //! Idempotency keys for checkout, with Stripe's semantics: the first request with a key is
 //! processed; a repeat with the same body replays its response; a different body is refused;
 //! a repeat while the first still runs is refused as in progress. Keys live 24 hours.
+//!
+//! A key is bound to its order id from the first attempt and never forgotten while money may
+//! be held for it: a request that failed in passing only *unlocks* its key, and the retry
+//! continues the same order id (and so the same authorisation). A key held by a process that
+//! is gone — its row in `cluster_members` expired, or on PostgreSQL no connection of it left —
+//! is taken over at once; a key held by a live process is in progress.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -10,15 +16,27 @@ use crate::domain::{OrderId, UserId};
 
 /// How long a key and its response are kept.
 pub const IDEMPOTENCY_KEY_TTL_HOURS: i64 = 24;
-/// A request holding a key this long without finishing is taken to have died with its process;
-/// a retry may take the key over (and reuses the same order id, so nothing is done twice).
+/// A request holding a key this long without finishing is taken to be stuck even though its
+/// process lives; a retry may take the key over (it continues the same order id, so nothing is
+/// done twice). A key whose process is gone is taken over at once.
 pub const IDEMPOTENCY_LOCK_TIMEOUT_SECS: i64 = 60;
+
+/// Whether the process that holds a key lives: its row in `cluster_members` is fresh and, on
+/// PostgreSQL, it still has a connection open (each process names its connections with its node
+/// id, [`Store::open_as`]; a killed process's connections close with it, at once, where its
+/// membership row would take a lease TTL to expire).
+const HOLDER_ALIVE_POSTGRES: &str = "SELECT 1 FROM cluster_members m WHERE m.node = $1 \
+    AND m.expires_at_ms > $2 AND EXISTS (SELECT 1 FROM pg_stat_activity a \
+    WHERE a.application_name = left($1, 63))";
+const HOLDER_ALIVE_SQLITE: &str =
+    "SELECT 1 FROM cluster_members m WHERE m.node = $1 AND m.expires_at_ms > $2";
 
 /// What a request may do with its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyClaim {
-    /// Go ahead; the order (if one is made) must use this id.
-    Proceed { order_id: OrderId },
+    /// Go ahead; the order (if one is made) must use this id. `resumed`: an earlier attempt
+    /// with this key ran, so money or the order may exist already.
+    Proceed { order_id: OrderId, resumed: bool },
     /// Already answered: send this again.
     Replay { status: u16, body: String },
     /// The first request with this key is still running.
@@ -35,18 +53,28 @@ struct KeyRow {
     response_status: Option<i32>,
     response_body: Option<String>,
     locked_at: DateTime<Utc>,
+    holder: Option<String>,
+}
+
+/// A checkout key given up by the reconciler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedKey {
+    pub user_id: UserId,
+    pub order_id: OrderId,
 }
 
 impl Store {
-    /// Claims `key` for `user`'s request with `request_hash`.
+    /// Claims `key` for `user`'s request with `request_hash`, on behalf of process `holder`.
     pub async fn claim_idempotency_key(
         &self,
         user: UserId,
         key: &str,
         request_hash: &str,
+        holder: &str,
     ) -> Result<KeyClaim, StoreError> {
         let now = super::now();
         let proposed = OrderId::new();
+        let backend = self.backend();
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             // An expired key is free again.
@@ -60,7 +88,8 @@ impl Store {
             .await?;
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, state, \
-                 locked_at, created_at, expires_at) VALUES ($1, $2, $3, $4, 'in_progress', $5, $5, $6) \
+                 locked_at, created_at, expires_at, holder) \
+                 VALUES ($1, $2, $3, $4, 'in_progress', $5, $5, $6, $7) \
                  ON CONFLICT (user_id, key) DO NOTHING",
             )
             .bind(user.as_uuid())
@@ -69,17 +98,27 @@ impl Store {
             .bind(proposed.as_uuid())
             .bind(now)
             .bind(now + chrono::Duration::hours(IDEMPOTENCY_KEY_TTL_HOURS))
+            .bind(holder)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             if inserted == 1 {
                 tx.commit().await?;
-                return Ok(KeyClaim::Proceed { order_id: proposed });
+                return Ok(KeyClaim::Proceed {
+                    order_id: proposed,
+                    resumed: false,
+                });
             }
-            let row: KeyRow = sqlx::query_as(
-                "SELECT request_hash, order_id, state, response_status, response_body, locked_at \
-                 FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-            )
+            // FOR UPDATE: a racing claim or the reconciler waits for this decision.
+            let lock = if backend == super::Backend::Postgres {
+                " FOR UPDATE"
+            } else {
+                ""
+            };
+            let row: KeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT request_hash, order_id, state, response_status, response_body, locked_at, \
+                 holder FROM idempotency_keys WHERE user_id = $1 AND key = $2{lock}"
+            )))
             .bind(user.as_uuid())
             .bind(key)
             .fetch_one(&mut *tx)
@@ -91,67 +130,195 @@ impl Store {
                     status: row.response_status.unwrap_or(500) as u16,
                     body: row.response_body.unwrap_or_default(),
                 }
-            } else if (now - row.locked_at).num_seconds() >= IDEMPOTENCY_LOCK_TIMEOUT_SECS {
-                let taken = sqlx::query(
-                    "UPDATE idempotency_keys SET locked_at = $1 \
-                     WHERE user_id = $2 AND key = $3 AND locked_at = $4 AND state = 'in_progress'",
-                )
-                .bind(now)
-                .bind(user.as_uuid())
-                .bind(key)
-                .bind(row.locked_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if taken == 1 {
+            } else {
+                let stuck = (now - row.locked_at).num_seconds() >= IDEMPOTENCY_LOCK_TIMEOUT_SECS;
+                let free = match row.holder.as_deref() {
+                    None => true,
+                    // Our own request still runs: checkout finishes or unlocks its key even
+                    // when the client goes away.
+                    Some(current) if current == holder => stuck,
+                    Some(current) => {
+                        let alive: Option<(i32,)> =
+                            sqlx::query_as(if backend == super::Backend::Postgres {
+                                HOLDER_ALIVE_POSTGRES
+                            } else {
+                                HOLDER_ALIVE_SQLITE
+                            })
+                            .bind(current)
+                            .bind(super::unix_ms())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        stuck || alive.is_none()
+                    }
+                };
+                if free {
+                    sqlx::query(
+                        "UPDATE idempotency_keys SET locked_at = $1, holder = $2 \
+                         WHERE user_id = $3 AND key = $4 AND state = 'in_progress'",
+                    )
+                    .bind(now)
+                    .bind(holder)
+                    .bind(user.as_uuid())
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
                     KeyClaim::Proceed {
                         order_id: OrderId(row.order_id),
+                        resumed: true,
                     }
                 } else {
                     KeyClaim::InProgress
                 }
-            } else {
-                KeyClaim::InProgress
             };
             tx.commit().await?;
             Ok(claim)
         })
     }
 
-    /// Records the response to replay for `key`.
-    pub async fn complete_idempotency_key(
+    /// Renews `holder`'s claim on `key` just before a step that must not run once the key was
+    /// given up (authorising, placing the order). False: the key is no longer ours to run.
+    pub async fn refresh_idempotency_key(
         &self,
         user: UserId,
         key: &str,
-        status: u16,
-        body: &str,
+        holder: &str,
+    ) -> Result<bool, StoreError> {
+        let now = super::now();
+        let refreshed = on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE idempotency_keys SET locked_at = $1 \
+                 WHERE user_id = $2 AND key = $3 AND holder = $4 AND state = 'in_progress'",
+            )
+            .bind(now)
+            .bind(user.as_uuid())
+            .bind(key)
+            .bind(holder)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(refreshed == 1)
+    }
+
+    /// Lets go of `key` after a passing failure: it stays bound to its order id, and the next
+    /// request with it continues at once.
+    pub async fn unlock_idempotency_key(
+        &self,
+        user: UserId,
+        key: &str,
+        holder: &str,
     ) -> Result<(), StoreError> {
         on_writer!(self, |pool| {
             sqlx::query(
-                "UPDATE idempotency_keys SET state = 'completed', response_status = $1, response_body = $2 \
-                 WHERE user_id = $3 AND key = $4",
+                "UPDATE idempotency_keys SET holder = NULL \
+                 WHERE user_id = $1 AND key = $2 AND holder = $3 AND state = 'in_progress'",
             )
-            .bind(i32::from(status))
-            .bind(body)
             .bind(user.as_uuid())
             .bind(key)
+            .bind(holder)
             .execute(pool)
             .await?;
         });
         Ok(())
     }
 
-    /// Frees `key` (the request failed before anything happened, or transiently): the next
-    /// request with it is processed afresh.
-    pub async fn release_idempotency_key(&self, user: UserId, key: &str) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND state = 'in_progress'")
-                .bind(user.as_uuid())
-                .bind(key)
-                .execute(pool)
-                .await?;
+    /// Gives up in-progress checkout keys untouched since `before` whose order was never
+    /// placed: each is completed with the final answer `status`/`body`, so that no retry can
+    /// turn it into an order any more, and its payment becomes the reconciler's to void.
+    pub async fn abandon_idempotency_keys(
+        &self,
+        before: DateTime<Utc>,
+        status: u16,
+        body: &str,
+        limit: i64,
+    ) -> Result<Vec<AbandonedKey>, StoreError> {
+        let rows: Vec<(Uuid, Uuid)> = on_writer!(self, |pool| {
+            sqlx::query_as(
+                "UPDATE idempotency_keys SET state = 'completed', response_status = $1, \
+                 response_body = $2, holder = NULL \
+                 WHERE (user_id, key) IN (SELECT k.user_id, k.key FROM idempotency_keys k \
+                     WHERE k.state = 'in_progress' AND k.locked_at < $3 \
+                     AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = k.order_id) \
+                     ORDER BY k.locked_at LIMIT $4) \
+                 AND state = 'in_progress' AND locked_at < $3 \
+                 RETURNING user_id, order_id",
+            )
+            .bind(i32::from(status))
+            .bind(body)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
         });
-        Ok(())
+        Ok(rows
+            .into_iter()
+            .map(|(user, order)| AbandonedKey {
+                user_id: UserId(user),
+                order_id: OrderId(order),
+            })
+            .collect())
+    }
+
+    /// Records the response to replay for `key`. False when the key was completed already
+    /// (the reconciler gave it up first).
+    pub async fn complete_idempotency_key(
+        &self,
+        user: UserId,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<bool, StoreError> {
+        let completed = on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE idempotency_keys SET state = 'completed', response_status = $1, \
+                 response_body = $2, holder = NULL \
+                 WHERE user_id = $3 AND key = $4 AND state = 'in_progress'",
+            )
+            .bind(i32::from(status))
+            .bind(body)
+            .bind(user.as_uuid())
+            .bind(key)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(completed == 1)
+    }
+
+    /// Frees `key` when nothing was done for it (the request was invalid before any money
+    /// moved): the next request with it is processed afresh. A key with a payment is never
+    /// freed, and false is returned: complete it instead.
+    pub async fn release_idempotency_key(
+        &self,
+        user: UserId,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let released = on_writer!(self, |pool| {
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 \
+                 AND state = 'in_progress' AND NOT EXISTS (SELECT 1 FROM payments p \
+                     WHERE p.order_id = idempotency_keys.order_id)",
+            )
+            .bind(user.as_uuid())
+            .bind(key)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(released == 1)
+    }
+
+    /// The in-progress key of `order`, if a checkout may still be retried into it.
+    pub async fn key_in_progress_for(&self, order: OrderId) -> Result<bool, StoreError> {
+        let found: Option<(i32,)> = on_writer!(self, |pool| {
+            sqlx::query_as(
+                "SELECT 1 FROM idempotency_keys WHERE order_id = $1 AND state = 'in_progress'",
+            )
+            .bind(order.as_uuid())
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(found.is_some())
     }
 
     /// Deletes expired keys; returns how many.

@@ -15,6 +15,7 @@ mod menus;
 mod merchants;
 mod orders;
 mod payments;
+mod sandbox;
 mod settings;
 mod snapshots;
 mod users;
@@ -31,12 +32,13 @@ use sqlx::sqlite::{
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
-pub use idempotency::{IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim};
+pub use idempotency::{AbandonedKey, IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim};
 pub use leases::{Claim, Lease, unix_ms};
 pub use menus::MenuItem;
 pub use merchants::Merchant;
 pub use orders::OrderFilter;
 pub use payments::{Payment, PaymentEvent, PaymentStatus};
+pub use sandbox::SandboxAnswer;
 pub use snapshots::{Snapshot, SnapshotKind};
 pub use users::{NewUser, User, UserWithPassword};
 
@@ -45,6 +47,8 @@ pub use users::{NewUser, User, UserWithPassword};
 const ACQUIRE_TIMEOUT_SECS: u64 = 3;
 /// How long SQLite waits on a locked database before giving up.
 const SQLITE_BUSY_TIMEOUT_SECS: u64 = 5;
+/// PostgreSQL keeps this many bytes of a name (`application_name` among them).
+const PG_NAME_MAX_BYTES: usize = 63;
 /// Time allowed for a readiness probe's query.
 const PING_TIMEOUT_MS: u64 = 2_000;
 /// Back-off bounds between attempts to reach and migrate the database at start-up.
@@ -176,10 +180,18 @@ pub(crate) use on_writer;
 impl Store {
     /// Sets up the pool without connecting: the first query, or [`Store::migrate`], connects.
     pub fn open(config: &DatabaseConfig) -> Result<Store, StoreError> {
+        Store::open_as(config, "mealkitz")
+    }
+
+    /// [`Store::open`], naming every PostgreSQL connection `node` (its `application_name`, cut
+    /// to PostgreSQL's 63 bytes): another replica then sees at once, in `pg_stat_activity`,
+    /// whether this process still lives — a checkout key it held is taken over as soon as it
+    /// died.
+    pub fn open_as(config: &DatabaseConfig, node: &str) -> Result<Store, StoreError> {
+        let name = &node[..node.floor_char_boundary(PG_NAME_MAX_BYTES)];
         let (pool, writer) = match &config.url {
             DatabaseUrl::Postgres(url) => {
-                let options =
-                    PgConnectOptions::from_str(url.expose())?.application_name("mealkitz");
+                let options = PgConnectOptions::from_str(url.expose())?.application_name(name);
                 // No test query before handing out a pooled connection: it cost a round trip on
                 // every operation, and a broken connection fails the operation anyway (callers
                 // see `store_unavailable` and retry).
@@ -311,11 +323,13 @@ impl Store {
     }
 }
 
+/// Stores for unit tests of the layers above.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
 
-    fn sqlite_store() -> (Store, std::path::PathBuf) {
+    /// A fresh SQLite store in a directory of its own (remove the directory when done).
+    pub(crate) fn sqlite_store() -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("mealkitz-store-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("store.db").display());
@@ -326,6 +340,12 @@ mod tests {
         .unwrap();
         (store, dir)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::sqlite_store;
+    use super::*;
 
     #[tokio::test]
     async fn sqlite_reads_refuse_writes_and_the_writer_takes_them() {

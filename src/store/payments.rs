@@ -16,6 +16,9 @@ use crate::domain::{Cents, OrderId, OrderStatus, UserId};
 )]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
+    /// Checkout asked the gateway to authorise and has not recorded its answer yet (it may have
+    /// died meanwhile: a retry of the checkout, or the reconciler, asks the gateway again).
+    Pending,
     /// Money held on the card, not yet taken.
     Authorised,
     /// The card was refused; no order exists.
@@ -26,19 +29,24 @@ pub enum PaymentStatus {
     Voided,
     /// Taken and given back.
     Refunded,
-    /// The gateway reported a later failure (e.g. a capture that did not go through).
+    /// The gateway reported a later failure (e.g. a capture that did not go through), or
+    /// refused the payment method.
     Failed,
+    /// The checkout was never finished and the gateway holds nothing for it.
+    Abandoned,
 }
 
 impl PaymentStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            PaymentStatus::Pending => "pending",
             PaymentStatus::Authorised => "authorised",
             PaymentStatus::Declined => "declined",
             PaymentStatus::Captured => "captured",
             PaymentStatus::Voided => "voided",
             PaymentStatus::Refunded => "refunded",
             PaymentStatus::Failed => "failed",
+            PaymentStatus::Abandoned => "abandoned",
         }
     }
 }
@@ -54,12 +62,14 @@ impl FromStr for PaymentStatus {
 
     fn from_str(s: &str) -> Result<Self, StoreError> {
         [
+            PaymentStatus::Pending,
             PaymentStatus::Authorised,
             PaymentStatus::Declined,
             PaymentStatus::Captured,
             PaymentStatus::Voided,
             PaymentStatus::Refunded,
             PaymentStatus::Failed,
+            PaymentStatus::Abandoned,
         ]
         .into_iter()
         .find(|status| status.as_str() == s)
@@ -82,6 +92,39 @@ pub struct Payment {
     pub decline_code: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Failed settlement attempts since the last change of status.
+    pub settle_attempts: i32,
+    /// Why the last settlement attempt failed.
+    pub last_settle_error: Option<String>,
+    /// Settlement kept failing (or the gateway refused it): an operator should look.
+    pub needs_attention: bool,
+}
+
+impl Payment {
+    /// A payment checkout is about to authorise.
+    pub fn pending(
+        order_id: OrderId,
+        customer_id: UserId,
+        amount_cents: Cents,
+        payment_method: String,
+    ) -> Payment {
+        let now = super::now();
+        Payment {
+            id: Uuid::now_v7(),
+            order_id,
+            customer_id,
+            amount_cents,
+            payment_method,
+            status: PaymentStatus::Pending,
+            gateway_ref: None,
+            decline_code: None,
+            created_at: now,
+            updated_at: now,
+            settle_attempts: 0,
+            last_settle_error: None,
+            needs_attention: false,
+        }
+    }
 }
 
 /// One change of a payment's status.
@@ -107,6 +150,9 @@ struct PaymentRow {
     decline_code: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    settle_attempts: i32,
+    last_settle_error: Option<String>,
+    needs_attention: bool,
 }
 
 impl TryFrom<PaymentRow> for Payment {
@@ -124,6 +170,9 @@ impl TryFrom<PaymentRow> for Payment {
             decline_code: row.decline_code,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            settle_attempts: row.settle_attempts,
+            last_settle_error: row.last_settle_error,
+            needs_attention: row.needs_attention,
         })
     }
 }
@@ -144,15 +193,12 @@ struct SettleRow {
     order_status: Option<String>,
 }
 
-/// An authorisation whose checkout never placed its order (and was never retried) is released
-/// after this long.
-pub const ORPHAN_AUTHORISATION_HOURS: i64 = 1;
-
 const PAYMENT_COLUMNS: &str = "p.id, p.order_id, p.customer_id, p.amount_cents, p.payment_method, \
-    p.status, p.gateway_ref, p.decline_code, p.created_at, p.updated_at";
+    p.status, p.gateway_ref, p.decline_code, p.created_at, p.updated_at, p.settle_attempts, \
+    p.last_settle_error, p.needs_attention";
 
 impl Store {
-    /// Records a new payment and its first event.
+    /// Records a new payment and its first event (none for a pending one).
     pub async fn create_payment(
         &self,
         payment: &Payment,
@@ -178,6 +224,12 @@ impl Store {
             .bind(payment.updated_at)
             .execute(&mut *tx)
             .await?;
+            // A pending payment is bookkeeping, not a change the customer sees: its history
+            // starts with the gateway's answer.
+            if payment.status == PaymentStatus::Pending {
+                tx.commit().await?;
+                return Ok(());
+            }
             sqlx::query(
                 "INSERT INTO payment_events (payment_id, seq, status, idempotency_key, source, at) \
                  VALUES ($1, 1, $2, $3, $4, $5)",
@@ -208,8 +260,12 @@ impl Store {
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let mut update = sqlx::QueryBuilder::new("UPDATE payments SET status = ");
+            // A move ends the settlement of the old status: its retries and alarm go with it.
             update
                 .push_bind(to.as_str())
+                .push(", settle_attempts = 0, next_settle_at = NULL, last_settle_error = NULL")
+                .push(", needs_attention = ")
+                .push_bind(false)
                 .push(", updated_at = ")
                 .push_bind(now)
                 .push(" WHERE id = ")
@@ -292,9 +348,10 @@ impl Store {
             .collect()
     }
 
-    /// Payments whose order has ended but whose money has not followed yet: authorised for a
-    /// delivered order (to capture), authorised or captured for a cancelled or rejected one (to
-    /// void or refund), and authorisations whose order was never placed (to void).
+    /// Payments whose order has ended but whose money has not followed yet, and whose back-off
+    /// has passed: authorised for a delivered order (to capture), authorised or captured for a
+    /// cancelled or rejected one (to void or refund). Authorisations whose order was never
+    /// placed are the reconciler's ([`Store::orphan_payments`]).
     pub async fn payments_to_settle(
         &self,
         limit: i64,
@@ -302,21 +359,19 @@ impl Store {
         let rows: Vec<SettleRow> = on_pool!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {PAYMENT_COLUMNS}, o.status AS order_status FROM payments p \
-                 LEFT JOIN orders o ON o.id = p.order_id \
-                 WHERE (p.status = 'authorised' AND o.status IN ('delivered', 'cancelled', 'rejected')) \
-                 OR (p.status = 'captured' AND o.status IN ('cancelled', 'rejected')) \
-                 OR (p.status = 'authorised' AND o.id IS NULL AND p.created_at < $2) \
+                 JOIN orders o ON o.id = p.order_id \
+                 WHERE ((p.status = 'authorised' AND o.status IN ('delivered', 'cancelled', 'rejected')) \
+                 OR (p.status = 'captured' AND o.status IN ('cancelled', 'rejected'))) \
+                 AND (p.next_settle_at IS NULL OR p.next_settle_at <= $2) \
                  ORDER BY p.updated_at LIMIT $1"
             )))
             .bind(limit)
-            .bind(super::now() - chrono::Duration::hours(ORPHAN_AUTHORISATION_HOURS))
+            .bind(super::now())
             .fetch_all(pool)
             .await?
         });
         rows.into_iter()
             .map(|row| {
-                // No order at all: checkout authorised, then failed to place it and was never
-                // retried. Release the hold as for a cancellation.
                 let status = match row.order_status.as_deref() {
                     Some("delivered") => OrderStatus::Delivered,
                     Some("rejected") => OrderStatus::Rejected,
@@ -325,6 +380,123 @@ impl Store {
                 Ok((Payment::try_from(row.payment)?, status))
             })
             .collect()
+    }
+
+    /// Records a failed settlement attempt: when to try again, why it failed, and whether an
+    /// operator should now look.
+    pub async fn record_settlement_failure(
+        &self,
+        id: Uuid,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+        needs_attention: bool,
+    ) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE payments SET settle_attempts = settle_attempts + 1, last_settle_error = $1, \
+                 next_settle_at = $2, needs_attention = (needs_attention OR $3) WHERE id = $4",
+            )
+            .bind(error)
+            .bind(next_attempt_at)
+            .bind(needs_attention)
+            .bind(id)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Payments an operator should look at (settlement kept failing), oldest change first.
+    pub async fn payments_needing_attention(&self, limit: i64) -> Result<Vec<Payment>, StoreError> {
+        let rows: Vec<PaymentRow> = on_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments p WHERE p.needs_attention \
+                 ORDER BY p.updated_at LIMIT $1"
+            )))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(Payment::try_from).collect()
+    }
+
+    /// How many payments need an operator.
+    pub async fn count_payments_needing_attention(&self) -> Result<i64, StoreError> {
+        on_pool!(self, |pool| {
+            let (count,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM payments WHERE needs_attention")
+                    .fetch_one(pool)
+                    .await?;
+            Ok(count)
+        })
+    }
+
+    /// Records the gateway's answer to a pending authorisation: `to` (authorised, declined,
+    /// failed, voided or abandoned) with the gateway's reference or decline code. False when
+    /// the payment was no longer pending (a racing retry or the reconciler recorded it first).
+    pub async fn record_authorisation(
+        &self,
+        id: Uuid,
+        to: PaymentStatus,
+        gateway_ref: Option<&str>,
+        decline_code: Option<&str>,
+        idempotency_key: &str,
+        source: &str,
+    ) -> Result<bool, StoreError> {
+        let now = super::now();
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let moved = sqlx::query(
+                "UPDATE payments SET status = $1, gateway_ref = COALESCE($2, gateway_ref), \
+                 decline_code = $3, updated_at = $4 WHERE id = $5 AND status = 'pending'",
+            )
+            .bind(to.as_str())
+            .bind(gateway_ref)
+            .bind(decline_code)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved != 1 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO payment_events (payment_id, seq, status, idempotency_key, source, at) \
+                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM payment_events WHERE payment_id = $1",
+            )
+            .bind(id)
+            .bind(to.as_str())
+            .bind(idempotency_key)
+            .bind(source)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Pending or authorised payments that no order will use: their order was never placed
+    /// and no checkout can still be retried into it (its key ended with an error, was given up
+    /// by the reconciler, or expired). The reconciler voids them.
+    pub async fn orphan_payments(&self, limit: i64) -> Result<Vec<Payment>, StoreError> {
+        let rows: Vec<PaymentRow> = on_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments p \
+                 WHERE p.status IN ('pending', 'authorised') \
+                 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = p.order_id) \
+                 AND NOT EXISTS (SELECT 1 FROM idempotency_keys k \
+                     WHERE k.order_id = p.order_id AND k.state = 'in_progress') \
+                 AND (p.next_settle_at IS NULL OR p.next_settle_at <= $2) \
+                 ORDER BY p.created_at LIMIT $1"
+            )))
+            .bind(limit)
+            .bind(super::now())
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(Payment::try_from).collect()
     }
 
     /// Records a webhook event id; false when it was seen before.

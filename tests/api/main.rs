@@ -5,6 +5,7 @@ mod helpers;
 
 mod binary;
 mod checkout;
+mod checkout_saga;
 mod cluster;
 mod dispatch;
 mod errors;

@@ -183,6 +183,7 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("GET", "/api/v1/orders/{order_id}/payment"),
         ("POST", "/api/v1/orders/{order_id}/cancel"),
         ("POST", "/api/v1/payments/webhook"),
+        ("GET", "/api/v1/payments/attention"),
         ("GET", "/api/v1/me/merchants"),
         ("GET", "/api/v1/regions"),
         ("GET", "/"),

@@ -1,0 +1,193 @@
+//! The sandbox payment gateway's books: the holds it made and the answer it gave to every
+//! idempotency key. They live in the store so that capture, void and refund work after a restart
+//! and on every replica, as they would at a real provider.
+
+use super::{Store, StoreError, on_writer};
+use crate::domain::Cents;
+
+/// What the sandbox answered (or answers again) for one idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxAnswer {
+    /// A hold was made: the gateway's reference.
+    Authorised { reference: String },
+    /// No hold; the decline code.
+    Declined { code: String },
+    /// A capture, void or refund that went through.
+    Done,
+    /// A capture, void or refund the sandbox refused, and why.
+    Refused { reason: String },
+}
+
+impl SandboxAnswer {
+    fn from_row(outcome: String, reference: Option<String>, detail: Option<String>) -> Self {
+        match (outcome.as_str(), reference) {
+            ("authorised", Some(reference)) => SandboxAnswer::Authorised { reference },
+            ("ok", _) => SandboxAnswer::Done,
+            ("refused", _) => SandboxAnswer::Refused {
+                reason: detail.unwrap_or_default(),
+            },
+            _ => SandboxAnswer::Declined { code: outcome },
+        }
+    }
+}
+
+impl Store {
+    /// The sandbox's answer to `key`, if it was called with it.
+    pub async fn sandbox_answer(&self, key: &str) -> Result<Option<SandboxAnswer>, StoreError> {
+        let row: Option<(String, Option<String>, Option<String>)> = on_writer!(self, |pool| {
+            sqlx::query_as(
+                "SELECT outcome, reference, detail FROM sandbox_calls WHERE idempotency_key = $1",
+            )
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(outcome, reference, detail)| {
+            SandboxAnswer::from_row(outcome, reference, detail)
+        }))
+    }
+
+    /// Records the answer to an authorisation under `key` — a new hold of `amount` when
+    /// `answer` is [`SandboxAnswer::Authorised`] — unless `key` was answered already; returns
+    /// the answer that stands (the first one).
+    pub async fn sandbox_authorise(
+        &self,
+        key: &str,
+        amount: Cents,
+        answer: SandboxAnswer,
+    ) -> Result<SandboxAnswer, StoreError> {
+        let now = super::now();
+        let (outcome, reference) = match &answer {
+            SandboxAnswer::Authorised { reference } => ("authorised", Some(reference.clone())),
+            SandboxAnswer::Declined { code } => (code.as_str(), None),
+            SandboxAnswer::Done | SandboxAnswer::Refused { .. } => {
+                return Err(StoreError::Corrupt(
+                    "an authorisation answers authorised or declined".into(),
+                ));
+            }
+        };
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            // A concurrent call with the same key waits here for the first to commit.
+            let inserted = sqlx::query(
+                "INSERT INTO sandbox_calls (idempotency_key, operation, outcome, reference, created_at) \
+                 VALUES ($1, 'authorise', $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(outcome)
+            .bind(&reference)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let (outcome, reference, detail): (String, Option<String>, Option<String>) =
+                    sqlx::query_as(
+                        "SELECT outcome, reference, detail FROM sandbox_calls WHERE idempotency_key = $1",
+                    )
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(SandboxAnswer::from_row(outcome, reference, detail));
+            }
+            if let Some(reference) = &reference {
+                sqlx::query(
+                    "INSERT INTO sandbox_holds (reference, amount_cents, status, created_at, updated_at) \
+                     VALUES ($1, $2, 'authorised', $3, $3)",
+                )
+                .bind(reference)
+                .bind(amount.0)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(answer)
+        })
+    }
+
+    /// Moves the hold `reference` from `from` to `to` under `key`: the first call with a key
+    /// decides, a repeat returns the same answer and moves nothing again.
+    pub async fn sandbox_transition(
+        &self,
+        operation: &str,
+        key: &str,
+        reference: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<SandboxAnswer, StoreError> {
+        let now = super::now();
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO sandbox_calls (idempotency_key, operation, outcome, reference, created_at) \
+                 VALUES ($1, $2, 'ok', $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(operation)
+            .bind(reference)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let (outcome, reference, detail): (String, Option<String>, Option<String>) =
+                    sqlx::query_as(
+                        "SELECT outcome, reference, detail FROM sandbox_calls WHERE idempotency_key = $1",
+                    )
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(SandboxAnswer::from_row(outcome, reference, detail));
+            }
+            let moved = sqlx::query(
+                "UPDATE sandbox_holds SET status = $1, updated_at = $2 \
+                 WHERE reference = $3 AND status = $4",
+            )
+            .bind(to)
+            .bind(now)
+            .bind(reference)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let answer = if moved == 1 {
+                SandboxAnswer::Done
+            } else {
+                let status: Option<(String,)> =
+                    sqlx::query_as("SELECT status FROM sandbox_holds WHERE reference = $1")
+                        .bind(reference)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let reason = match status {
+                    Some((status,)) => format!("cannot {operation} a payment that is {status}"),
+                    None => format!("no payment {reference}"),
+                };
+                sqlx::query(
+                    "UPDATE sandbox_calls SET outcome = 'refused', detail = $1 WHERE idempotency_key = $2",
+                )
+                .bind(&reason)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+                SandboxAnswer::Refused { reason }
+            };
+            tx.commit().await?;
+            Ok(answer)
+        })
+    }
+
+    /// The sandbox's holds by state (for tests and the demo's books).
+    pub async fn sandbox_hold_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        on_writer!(self, |pool| {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT status, COUNT(*) FROM sandbox_holds GROUP BY status ORDER BY status",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows)
+        })
+    }
+}
