@@ -14,7 +14,8 @@
 //! - [`actors`]: the dispatch engine — region supervisors, order/driver/merchant actors,
 //!   supervision, snapshots — behind the [`actors::Engine`] handle.
 //! - [`api`]: REST routes, auth, extractors and the error table.
-//! - [`payments`]: the payment gateway (sandbox), webhook signatures, settlement.
+//! - [`payments`]: the payment gateway (sandbox, its books in the store), webhook signatures,
+//!   settlement with back-off, and the reconciler of holds no order will use.
 //! - [`sim`]: the fleet simulator (`mealkitz simulate`, `mealkitz demo`).
 //! - [`store`]: PostgreSQL and SQLite behind one interface.
 //! - [`bus`]: the Redis link between replicas.
