@@ -138,6 +138,7 @@ impl Application {
             sockets_shutdown,
             payments,
             settlement: order_closed,
+            checkouts_in_flight: Default::default(),
             checkout: Arc::new(config.checkout.clone()),
             limits: Arc::new(Limits::new(&config.checkout, bus.clone())),
         });

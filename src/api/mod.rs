@@ -44,6 +44,8 @@ pub struct AppState {
     pub sockets_shutdown: tokio::sync::watch::Receiver<bool>,
     /// The payment gateway (the sandbox unless another is configured).
     pub payments: Arc<dyn PaymentGateway>,
+    /// The checkouts running in this process, by key.
+    pub checkouts_in_flight: orders::CheckoutsInFlight,
     /// Wakes settlement and the reconciler (a checkout ended with money held for no order).
     pub settlement: Arc<tokio::sync::Notify>,
     pub checkout: Arc<CheckoutConfig>,

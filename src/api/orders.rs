@@ -1,6 +1,9 @@
 //! Orders over REST: checkout (idempotent, with payment), reading one order and its payment,
 //! listing the caller's orders, and cancelling.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
@@ -14,7 +17,9 @@ use super::extract::{is_json, parse_json};
 use super::merchants::service_point;
 use crate::actors::{Canceller, EngineError};
 use crate::domain::pricing::quote;
-use crate::domain::{Cents, MerchantId, NewOrder, OrderId, OrderItem, OrderView, Position, Role};
+use crate::domain::{
+    Cents, MerchantId, NewOrder, OrderId, OrderItem, OrderView, Position, Role, UserId,
+};
 use crate::geo::haversine_m;
 use crate::payments::{Authorisation, AuthoriseRequest, DeclineCode, GatewayError, authorise_key};
 use crate::store::{KeyClaim, OrderFilter, Payment, PaymentStatus, StoreError};
@@ -218,6 +223,41 @@ async fn validate(state: &AppState, request: CheckoutRequest) -> Result<Plan, Ap
         dropoff_address: address,
         payment_method: method.to_owned(),
     })
+}
+
+/// The checkouts running in this process, by (customer, Idempotency-Key): a second request with
+/// a key already running here is refused at once, and a key the store says this process holds
+/// but that no request here runs (its request failed to record how it ended) is taken over.
+#[derive(Default)]
+pub struct CheckoutsInFlight {
+    running: Arc<Mutex<HashSet<(UserId, String)>>>,
+}
+
+/// A checkout's place in [`CheckoutsInFlight`], given back when its saga ends (not when the
+/// client goes away: the saga runs on).
+struct InFlightGuard {
+    running: Arc<Mutex<HashSet<(UserId, String)>>>,
+    entry: (UserId, String),
+}
+
+impl CheckoutsInFlight {
+    fn enter(&self, user: UserId, key: &str) -> Option<InFlightGuard> {
+        let entry = (user, key.to_owned());
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.insert(entry.clone()).then(|| InFlightGuard {
+            running: self.running.clone(),
+            entry,
+        })
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.entry);
+    }
 }
 
 /// How a checkout ended, and whether its answer is kept for the Idempotency-Key.
@@ -477,6 +517,9 @@ pub async fn checkout(
     }
     let hash = request_hash(&parse_json(&body)?);
     let request: CheckoutRequest = parse_json(&body)?;
+    let Some(running) = state.checkouts_in_flight.enter(caller.id, &key) else {
+        return Err(ApiError::new(ErrorCode::RequestInProgress).retry_after(1));
+    };
     let node = state.cluster.node().to_owned();
     let (order_id, resumed) = match state
         .store
@@ -499,7 +542,7 @@ pub async fn checkout(
     let task_caller = caller.clone();
     let task_key = key.clone();
     let saga = actix_web::rt::spawn(async move {
-        run_checkout(
+        let answer = run_checkout(
             &task_state,
             &task_caller,
             &task_key,
@@ -507,7 +550,9 @@ pub async fn checkout(
             resumed,
             request,
         )
-        .await
+        .await;
+        drop(running);
+        answer
     })
     .await;
     match saga {

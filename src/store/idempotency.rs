@@ -64,7 +64,9 @@ pub struct AbandonedKey {
 }
 
 impl Store {
-    /// Claims `key` for `user`'s request with `request_hash`, on behalf of process `holder`.
+    /// Claims `key` for `user`'s request with `request_hash`, on behalf of process `holder`,
+    /// which must run no other request with this key (it is taken over if the store says
+    /// `holder` has it).
     pub async fn claim_idempotency_key(
         &self,
         user: UserId,
@@ -134,9 +136,9 @@ impl Store {
                 let stuck = (now - row.locked_at).num_seconds() >= IDEMPOTENCY_LOCK_TIMEOUT_SECS;
                 let free = match row.holder.as_deref() {
                     None => true,
-                    // Our own request still runs: checkout finishes or unlocks its key even
-                    // when the client goes away.
-                    Some(current) if current == holder => stuck,
+                    // This process: the caller made sure no request of ours runs it now (a
+                    // request of ours that held it could not record how it ended).
+                    Some(current) if current == holder => true,
                     Some(current) => {
                         let alive: Option<(i32,)> =
                             sqlx::query_as(if backend == super::Backend::Postgres {

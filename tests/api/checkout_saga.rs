@@ -413,3 +413,29 @@ async fn a_payment_whose_settlement_is_refused_is_backed_off_and_listed_for_an_a
     );
     store.close().await;
 }
+
+#[actix_web::test]
+async fn a_key_this_server_holds_but_no_request_runs_is_taken_over_at_once() {
+    // This server's own request could not record how it ended (the database blinked after the
+    // order was placed): the key is still marked as held by this server, which is alive.
+    let db = TestDb::create(Db::Postgres).await;
+    let mut config = crate::helpers::test_config(&db);
+    config.dispatch.node_id = format!("this-server-{}", uuid::Uuid::new_v4().simple());
+    let node = config.dispatch.node_id.clone();
+    let app = crate::helpers::spawn_app_with(db, config).await;
+    let (_shop, customer, body, total, store) = setup(&app, 5_000.0).await;
+    store
+        .heartbeat_member(&node, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let key = new_key();
+    let (order_id, _) = died_after_authorising(&store, &customer, &key, &body, total, &node).await;
+    let retried = checkout(&app, &customer.token, &key, &body).await;
+    assert_eq!(
+        retried.status, 201,
+        "not refused for a minute: {}",
+        retried.text
+    );
+    assert_eq!(retried.body["id"], order_id.to_string());
+    store.close().await;
+}
