@@ -342,11 +342,12 @@ each_backend! {
         => unfinished_checkouts_are_given_up_after_the_abandon_time_and_their_holds_released_once;
     a_key_held_by_a_live_server_is_in_progress_and_free_the_moment_that_server_is_gone
         => a_key_held_by_a_live_server_is_in_progress_and_free_the_moment_that_server_is_gone;
+    a_payment_whose_settlement_is_refused_is_backed_off_and_listed_for_an_admin
+        => a_payment_whose_settlement_is_refused_is_backed_off_and_listed_for_an_admin;
 }
 
-#[actix_web::test]
-async fn a_payment_whose_settlement_is_refused_is_backed_off_and_listed_for_an_admin() {
-    let app = spawn_app(Db::Postgres).await;
+async fn a_payment_whose_settlement_is_refused_is_backed_off_and_listed_for_an_admin(db: Db) {
+    let app = spawn_app(db).await;
     let (_shop, customer, body, _total, store) = setup(&app, -5_000.0).await;
     let placed = checkout(&app, &customer.token, &new_key(), &body).await;
     assert_eq!(placed.status, 201, "{}", placed.text);
