@@ -350,8 +350,7 @@ impl Shared {
         request
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse().ok()?);
-        match tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(request))
-            .await
+        match tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(request)).await
         {
             Ok(Ok((stream, _))) => Some(stream),
             _ => {
@@ -507,7 +506,10 @@ impl City {
         shared.demand.store(true, Ordering::SeqCst);
         let mut people = Vec::new();
         for shop in &self.shops {
-            people.push(tokio::spawn(merchant(shared.clone(), shop.owner.token.clone())));
+            people.push(tokio::spawn(merchant(
+                shared.clone(),
+                shop.owner.token.clone(),
+            )));
         }
         for (driver_account, position) in &self.drivers {
             people.push(tokio::spawn(driver(
@@ -522,7 +524,12 @@ impl City {
             .iter()
             .enumerate()
             .map(|(index, account)| {
-                tokio::spawn(customer(shared.clone(), account.clone(), shops.clone(), index))
+                tokio::spawn(customer(
+                    shared.clone(),
+                    account.clone(),
+                    shops.clone(),
+                    index,
+                ))
             })
             .collect();
         Clients { people, customers }
@@ -691,7 +698,8 @@ async fn merchant(shared: Arc<Shared>, token: String) {
                         }
                     }
                     for order in orders_in(&message) {
-                        let (Some(id), Some(status)) = (order["id"].as_str(), order["status"].as_str())
+                        let (Some(id), Some(status)) =
+                            (order["id"].as_str(), order["status"].as_str())
                         else {
                             continue;
                         };
@@ -712,7 +720,9 @@ async fn merchant(shared: Arc<Shared>, token: String) {
                     "placed" if due(&mut pending, id, "accept_order") => {
                         json!({"type": "accept_order", "order_id": id, "prep_minutes": 10})
                     }
-                    "accepted" if since.elapsed() >= PREP && due(&mut pending, id, "order_ready") => {
+                    "accepted"
+                        if since.elapsed() >= PREP && due(&mut pending, id, "order_ready") =>
+                    {
                         json!({"type": "order_ready", "order_id": id})
                     }
                     _ => continue,
@@ -760,7 +770,8 @@ async fn driver(shared: Arc<Shared>, account: Account, position: Position) {
             match receive(&mut stream, READ_SLICE).await {
                 Received::Message(message) => match message["type"].as_str() {
                     Some("offer") => {
-                        outgoing.push(json!({"type": "accept_offer", "offer_id": message["offer_id"]}));
+                        outgoing
+                            .push(json!({"type": "accept_offer", "offer_id": message["offer_id"]}));
                     }
                     Some("assigned" | "order_update") => {
                         let order = &message["order"];
@@ -810,7 +821,9 @@ async fn driver(shared: Arc<Shared>, account: Account, position: Position) {
                     "ready" if due(&mut pending, id, "picked_up") => {
                         outgoing.push(json!({"type": "picked_up", "order_id": id}));
                     }
-                    "picked_up" if since.elapsed() >= DRIVE && due(&mut pending, id, "delivered") => {
+                    "picked_up"
+                        if since.elapsed() >= DRIVE && due(&mut pending, id, "delivered") =>
+                    {
                         outgoing.push(json!({"type": "delivered", "order_id": id}));
                     }
                     _ => {}
@@ -986,7 +999,13 @@ impl Deployment {
         let url = format!("{}/ready", process.address);
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            if let Ok(response) = self.shared.http.get(&url).timeout(PROBE_TIMEOUT).send().await
+            if let Ok(response) = self
+                .shared
+                .http
+                .get(&url)
+                .timeout(PROBE_TIMEOUT)
+                .send()
+                .await
                 && response.status().as_u16() == 200
             {
                 self.shared.addresses.lock().unwrap()[slot] = Some(process.address.clone());
@@ -1103,8 +1122,7 @@ impl Deployment {
         loop {
             let ready = probe(&self.shared.http, &format!("{address}/ready")).await;
             if ready.starts_with("200") {
-                self.ready_again_secs
-                    .push(restored.elapsed().as_secs_f64());
+                self.ready_again_secs.push(restored.elapsed().as_secs_f64());
                 return;
             }
             let exited = self.exited();
@@ -1374,8 +1392,10 @@ async fn check_money(
     .await
     .unwrap();
 
-    let order_status: HashMap<uuid::Uuid, &str> =
-        orders.iter().map(|(id, status, _)| (*id, status.as_str())).collect();
+    let order_status: HashMap<uuid::Uuid, &str> = orders
+        .iter()
+        .map(|(id, status, _)| (*id, status.as_str()))
+        .collect();
     let mut orders_of_key: HashMap<&str, Vec<uuid::Uuid>> = HashMap::new();
     for (id, _, address) in &orders {
         match address.strip_prefix(ADDRESS_PREFIX) {
@@ -1383,8 +1403,10 @@ async fn check_money(
             None => findings.push(format!("order {id} was made by no checkout: {address:?}")),
         }
     }
-    let payment_of: HashMap<uuid::Uuid, &str> =
-        payments.iter().map(|(order, status)| (*order, status.as_str())).collect();
+    let payment_of: HashMap<uuid::Uuid, &str> = payments
+        .iter()
+        .map(|(order, status)| (*order, status.as_str()))
+        .collect();
     let key_rows: HashMap<(String, &str), (uuid::Uuid, &str)> = keys
         .iter()
         .map(|(user, key, order, state)| {
@@ -1401,7 +1423,10 @@ async fn check_money(
             .cloned()
             .unwrap_or_default();
         if made.len() > 1 {
-            findings.push(format!("{label}: {} orders made for one key: {made:?}", made.len()));
+            findings.push(format!(
+                "{label}: {} orders made for one key: {made:?}",
+                made.len()
+            ));
         }
         let row = key_rows.get(&(checkout.customer_id.clone(), checkout.key.as_str()));
         match (&checkout.end, row) {
@@ -1436,14 +1461,18 @@ async fn check_money(
                     findings.push(format!("{label}: refused, but its key row is {state}"));
                 }
                 if !made.is_empty() {
-                    findings.push(format!("{label}: refused ({status} {code}), yet made orders {made:?}"));
+                    findings.push(format!(
+                        "{label}: refused ({status} {code}), yet made orders {made:?}"
+                    ));
                 }
             }
         }
     }
     for key in orders_of_key.keys() {
         if !known_keys.contains(key) {
-            findings.push(format!("key {key}: made an order, but no customer checked it out"));
+            findings.push(format!(
+                "key {key}: made an order, but no customer checked it out"
+            ));
         }
     }
     let mut keys_of_order: HashMap<uuid::Uuid, usize> = HashMap::new();
@@ -1545,7 +1574,14 @@ async fn a_city_survives_five_sigkills_of_its_engine_with_every_order_delivered_
         deployment.kill_and_restart(0).await;
         deployment.calm(CALM).await;
     }
-    finish(&deployment, clients, "engine killed 5 times", started, Vec::new()).await;
+    finish(
+        &deployment,
+        clients,
+        "engine killed 5 times",
+        started,
+        Vec::new(),
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -1569,7 +1605,14 @@ async fn a_city_rides_out_its_database_link_cut_for_longer_than_the_lease_ttl_wi
             .await;
         deployment.calm(CALM).await;
     }
-    finish(&deployment, clients, "database link cut twice", started, findings).await;
+    finish(
+        &deployment,
+        clients,
+        "database link cut twice",
+        started,
+        findings,
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -1589,7 +1632,14 @@ async fn a_city_on_two_replicas_survives_one_replica_at_a_time_being_sigkilled()
         deployment.kill_and_restart(kill % 2).await;
         deployment.calm(CALM).await;
     }
-    finish(&deployment, clients, "two replicas, 4 kills", started, Vec::new()).await;
+    finish(
+        &deployment,
+        clients,
+        "two replicas, 4 kills",
+        started,
+        Vec::new(),
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -1610,5 +1660,12 @@ async fn a_city_on_two_replicas_rides_out_their_redis_links_cut_for_longer_than_
         deployment.cut_redis(slots, cut_for).await;
         deployment.calm(CALM).await;
     }
-    finish(&deployment, clients, "two replicas, Redis cut 3 times", started, Vec::new()).await;
+    finish(
+        &deployment,
+        clients,
+        "two replicas, Redis cut 3 times",
+        started,
+        Vec::new(),
+    )
+    .await;
 }
