@@ -1052,8 +1052,31 @@ impl Deployment {
     /// Lets the city run for `how_long`, failing at once if a process exits by itself.
     async fn calm(&self, how_long: Duration) {
         tokio::time::sleep(how_long).await;
+        self.assert_up("between two disruptions");
+    }
+
+    /// Fails the test at once if a process exited by itself (nothing after that could pass),
+    /// saying what the clients had done so far.
+    fn assert_up(&self, when: &str) {
         let exited = self.exited();
-        assert!(exited.is_empty(), "processes exited: {}", exited.join("\n"));
+        if exited.is_empty() {
+            return;
+        }
+        let ledger = self.shared.ledger();
+        let placed = ledger
+            .checkouts
+            .iter()
+            .filter(|c| matches!(c.end, CheckoutEnd::Placed(_)))
+            .count();
+        panic!(
+            "{when}: a process exited by itself, after {} kills and {} cuts ({} checkouts \
+             answered, {placed} placed; client errors {:?}):\n{}",
+            self.kills,
+            self.cuts,
+            ledger.checkouts.len(),
+            ledger.errors,
+            exited.join("\n")
+        );
     }
 
     /// Waits until `delivered` orders have been delivered: the city works before the chaos.
@@ -1095,12 +1118,10 @@ impl Deployment {
             if !health.starts_with("200") {
                 health_failures.push(health);
             }
-            let exited = self.exited();
-            assert!(
-                exited.is_empty(),
-                "database cut {cut}: the engine exited during the cut:\n{}",
-                exited.join("\n")
-            );
+            self.assert_up(&format!(
+                "database cut {cut}, {:.1} s into it (/ready last: {last_ready})",
+                (how_long - until.saturating_duration_since(Instant::now())).as_secs_f64()
+            ));
             tokio::time::sleep(POLL).await;
         }
         relay.restore().await;
@@ -1125,12 +1146,11 @@ impl Deployment {
                 self.ready_again_secs.push(restored.elapsed().as_secs_f64());
                 return;
             }
-            let exited = self.exited();
-            assert!(
-                exited.is_empty(),
-                "database cut {cut}: the engine exited after the cut:\n{}",
-                exited.join("\n")
-            );
+            self.assert_up(&format!(
+                "database cut {cut}, {:.1} s after the link returned (/ready during the cut: \
+                 503 seen {saw_503}, last {last_ready}; /health failures {health_failures:?})",
+                restored.elapsed().as_secs_f64()
+            ));
             if restored.elapsed() > READY_AGAIN_WITHIN {
                 findings.push(format!(
                     "database cut {cut}: /ready not 200 within {READY_AGAIN_WITHIN:?} after the \
@@ -1149,13 +1169,7 @@ impl Deployment {
         }
         let until = Instant::now() + how_long;
         while Instant::now() < until {
-            let exited = self.exited();
-            assert!(
-                exited.is_empty(),
-                "Redis cut {}: processes exited:\n{}",
-                self.cuts + 1,
-                exited.join("\n")
-            );
+            self.assert_up(&format!("Redis cut {}", self.cuts + 1));
             tokio::time::sleep(POLL).await;
         }
         for &slot in slots {
