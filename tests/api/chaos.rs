@@ -48,7 +48,7 @@ const DECLINED_CARD: &str = "pm_card_chargeDeclined";
 /// tells which checkout made each order.
 const ADDRESS_PREFIX: &str = "Checkout ";
 /// Pause of a customer between two checkouts, and of any client before pressing again.
-const CHECKOUT_PAUSE: Duration = Duration::from_millis(400);
+const CHECKOUT_PAUSE: Duration = Duration::from_millis(600);
 const BACKOFF: Duration = Duration::from_millis(300);
 /// How long a person keeps pressing "pay" with the same key before the test calls the checkout
 /// unfinished. Longer than a restart (lease TTL included), much shorter than the minute a
@@ -237,8 +237,8 @@ impl Ledger {
     }
 }
 
-/// The processes' addresses (as a load balancer sees them: only those up and ready), an HTTP
-/// client, the ledger, and the switches that end the run.
+/// The addresses of the processes that listen (none for a process killed and not yet started
+/// again), an HTTP client, the ledger, and the switches that end the run.
 struct Shared {
     addresses: Mutex<Vec<Option<String>>>,
     turn: AtomicUsize,
@@ -882,6 +882,8 @@ struct Deployment {
     cuts: usize,
     /// Seconds from the end of each database cut until `/ready` answered 200 again.
     ready_again_secs: Vec<f64>,
+    /// Seconds from each kill until the new process answered `/ready` 200.
+    back_after_kill_secs: Vec<f64>,
     /// Dropped last, after the processes are dead.
     _db: TestDb,
 }
@@ -975,6 +977,7 @@ impl Deployment {
             kills: 0,
             cuts: 0,
             ready_again_secs: Vec::new(),
+            back_after_kill_secs: Vec::new(),
             _db: db,
         };
         for settings in slot_settings {
@@ -993,7 +996,8 @@ impl Deployment {
         Replica::spawn(self.started, node, settings).await
     }
 
-    /// Polls the process in `slot` until `/ready` answers 200, then lets clients reach it.
+    /// Polls the process in `slot` until `/ready` answers 200, then lets clients reach it (if they
+    /// could not already).
     async fn wait_ready(&self, slot: usize) {
         let process = &self.slots[slot].process;
         let url = format!("{}/ready", process.address);
@@ -1032,12 +1036,18 @@ impl Deployment {
     async fn kill_and_restart(&mut self, slot: usize) {
         self.shared.addresses.lock().unwrap()[slot] = None;
         self.slots[slot].process.kill();
+        let killed = Instant::now();
         self.kills += 1;
         tokio::time::sleep(DEAD_FOR).await;
         let settings = self.slots[slot].settings.clone();
         let process = self.spawn(slot, &settings).await;
+        // Clients find it as soon as it listens, as they would at a fixed address: they meet it
+        // while it is still starting (and answering 503).
+        self.shared.addresses.lock().unwrap()[slot] = Some(process.address.clone());
         self.slots[slot].process = process;
         self.wait_ready(slot).await;
+        self.back_after_kill_secs
+            .push((killed.elapsed().as_secs_f64() * 10.0).round() / 10.0);
     }
 
     /// Processes that exited without being killed by the test.
@@ -1143,7 +1153,8 @@ impl Deployment {
         loop {
             let ready = probe(&self.shared.http, &format!("{address}/ready")).await;
             if ready.starts_with("200") {
-                self.ready_again_secs.push(restored.elapsed().as_secs_f64());
+                self.ready_again_secs
+                    .push((restored.elapsed().as_secs_f64() * 10.0).round() / 10.0);
                 return;
             }
             self.assert_up(&format!(
@@ -1255,7 +1266,13 @@ async fn finish(
     shared.demand.store(false, Ordering::SeqCst);
     for customer in clients.customers {
         // Each ends within CHECKOUT_FINAL_WITHIN of its last checkout's start.
-        let _ = tokio::time::timeout(CHECKOUT_FINAL_WITHIN + REQUEST_TIMEOUT * 2, customer).await;
+        let abort = customer.abort_handle();
+        if tokio::time::timeout(CHECKOUT_FINAL_WITHIN + REQUEST_TIMEOUT * 2, customer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     let chaos_over = Instant::now();
 
@@ -1339,7 +1356,8 @@ async fn finish(
     }
 
     eprintln!(
-        "{scenario}: {:.1} s; kills {}, cuts {}, ready again after cuts {:?} s; checkouts {} \
+        "{scenario}: {:.1} s; kills {} (ready again after {:?} s), cuts {} (ready again after {:?} \
+         s); checkouts {} \
          ({} pressed more than once, {} declined, {} without a final answer); acknowledged \
          orders {}, orders {}, delivered {}; authorisations {}, captures {}, voids {}, refunds \
          {}, open authorisations without an order {}; transitions acknowledged {}; socket \
@@ -1347,6 +1365,7 @@ async fn finish(
          settled {:.1} s after the chaos",
         started.elapsed().as_secs_f64(),
         deployment.kills,
+        deployment.back_after_kill_secs,
         deployment.cuts,
         deployment.ready_again_secs,
         figures.checkouts,
