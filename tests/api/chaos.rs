@@ -185,7 +185,7 @@ enum CheckoutEnd {
     Placed(String),
     /// A final refusal: status and error code.
     Refused(u16, String),
-    /// Still no final answer after [`CHECKOUT_FINAL_WITHIN`]: the last answer.
+    /// Still no final answer after [`CHECKOUT_FINAL_WITHIN`]: the answers it got.
     Unfinished(String),
 }
 
@@ -614,6 +614,8 @@ async fn checkout_until_final(
 ) -> (CheckoutEnd, usize) {
     let deadline = Instant::now() + CHECKOUT_FINAL_WITHIN;
     let mut attempts = 0;
+    // The answers that were not final, by kind.
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
     loop {
         attempts += 1;
         let last = match shared
@@ -632,15 +634,20 @@ async fn checkout_until_final(
             }
             Answer::Reply(status, reply) => {
                 shared.ledger().error(error_code(&reply));
+                *answers
+                    .entry(format!("{status} {}", error_code(&reply)))
+                    .or_default() += 1;
                 format!("{status} {reply}")
             }
             Answer::Unreachable(why) => {
                 shared.ledger().error("unreachable");
+                *answers.entry("unreachable".to_owned()).or_default() += 1;
                 why
             }
         };
         if Instant::now() >= deadline {
-            return (CheckoutEnd::Unfinished(last), attempts);
+            let told = format!("answers {answers:?}; last: {last}");
+            return (CheckoutEnd::Unfinished(told), attempts);
         }
         tokio::time::sleep(BACKOFF).await;
     }
@@ -1465,7 +1472,7 @@ async fn check_money(
         match (&checkout.end, row) {
             (CheckoutEnd::Unfinished(last), _) => findings.push(format!(
                 "{label}: no final answer within {CHECKOUT_FINAL_WITHIN:?} of pressing again; \
-                 last: {last}"
+                 {last}"
             )),
             (_, None) => findings.push(format!("{label}: its key row is gone")),
             (CheckoutEnd::Placed(id), Some((key_order, state))) => {
