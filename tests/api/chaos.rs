@@ -39,7 +39,8 @@ const PASSWORD: &str = "correct horse battery";
 const CUSTOMERS: usize = 6;
 /// Drivers waiting at each shop.
 const DRIVERS_PER_SHOP: usize = 2;
-/// Every this many checkouts of a customer, one is paid with a card the gateway declines.
+/// Of every this many checkouts of a customer, one (the second) is paid with a card the gateway
+/// declines.
 const DECLINE_EVERY: usize = 5;
 /// The sandbox card that authorises, and the one it declines.
 const GOOD_CARD: &str = "pm_card_visa";
@@ -47,8 +48,9 @@ const DECLINED_CARD: &str = "pm_card_chargeDeclined";
 /// A checkout's dropoff address is this followed by its Idempotency-Key, so the orders table
 /// tells which checkout made each order.
 const ADDRESS_PREFIX: &str = "Checkout ";
-/// Pause of a customer between two checkouts, and of any client before pressing again.
+/// Pause of a customer between two checkouts.
 const CHECKOUT_PAUSE: Duration = Duration::from_millis(600);
+/// Pause of any client before pressing again or reconnecting.
 const BACKOFF: Duration = Duration::from_millis(300);
 /// How long a person keeps pressing "pay" with the same key before the test calls the checkout
 /// unfinished. Longer than a restart (lease TTL included), much shorter than the minute a
@@ -69,7 +71,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const READY_WITHIN: Duration = Duration::from_secs(30);
 const SETUP_WITHIN: Duration = Duration::from_secs(30);
 const WARM_UP_WITHIN: Duration = Duration::from_secs(30);
-/// After the last kill or cut, every order must be delivered within this.
+/// Once the customers have their last answers (the chaos is over), every order must be
+/// delivered within this.
 const FINISH_WITHIN: Duration = Duration::from_secs(35);
 /// After the orders finished, captures and voids must be done within this.
 const SETTLE_WITHIN: Duration = Duration::from_secs(40);
@@ -84,7 +87,8 @@ const POLL: Duration = Duration::from_millis(250);
 /// How long a probe of `/ready` or `/health` may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The demo city's regions: one shop in each.
+/// Where the shops are, in metres north and east of the demo city's centre: one in each of its
+/// four regions.
 const SHOP_SITES_M: [(f64, f64); 4] = [
     (7_000.0, -7_000.0),
     (7_000.0, 7_000.0),
@@ -575,7 +579,7 @@ async fn customer(shared: Arc<Shared>, account: Account, shops: Arc<Vec<Shop>>, 
     let mut n = 0;
     while shared.demand.load(Ordering::SeqCst) {
         let shop = &shops[(index + n) % shops.len()];
-        let declined_card = n % DECLINE_EVERY == DECLINE_EVERY - 1;
+        let declined_card = n % DECLINE_EVERY == 1;
         let key = uuid::Uuid::new_v4().to_string();
         let dropoff = at_north_of(shop.location, 1_000.0);
         let body = json!({
