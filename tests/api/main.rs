@@ -4,6 +4,7 @@
 mod helpers;
 
 mod binary;
+mod chaos;
 mod checkout;
 mod checkout_saga;
 mod cluster;

@@ -93,25 +93,29 @@ fn north_of(position: Position, north_m: f64) -> Position {
 }
 
 /// One `mealkitz serve` child process.
-struct Replica {
+pub(crate) struct Replica {
     /// "#1", "#2", … in the order the test started them.
-    name: String,
+    pub(crate) name: String,
     /// Its `MEALKITZ_NODE_ID`; the process adds a random suffix, so its lease rows and member
     /// row start with this.
     node: String,
-    address: String,
+    pub(crate) address: String,
     /// The watchdog shell; the replica dies when `watchdog` (the shell's stdin) is dropped.
     shell: Child,
     watchdog: Option<ChildStdin>,
     log: Arc<Mutex<VecDeque<String>>>,
     /// Set once the replica's stderr ended: it exited.
-    exited: Arc<AtomicBool>,
-    alive: bool,
+    pub(crate) exited: Arc<AtomicBool>,
+    pub(crate) alive: bool,
 }
 
 impl Replica {
     /// Starts a replica and waits until it listens (not until it is ready).
-    async fn spawn(number: usize, node: String, settings: &[(&'static str, String)]) -> Replica {
+    pub(crate) async fn spawn(
+        number: usize,
+        node: String,
+        settings: &[(&'static str, String)],
+    ) -> Replica {
         let name = format!("#{number}");
         let mut command = Command::new("sh");
         command
@@ -215,7 +219,7 @@ impl Replica {
     }
 
     /// Kills the replica with SIGKILL (through the watchdog) and reaps it.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if !self.alive {
             return;
         }
@@ -224,7 +228,7 @@ impl Replica {
         let _ = self.shell.wait();
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         self.log
             .lock()
             .map(|tail| tail.iter().cloned().collect::<Vec<_>>().join("\n"))
@@ -391,7 +395,7 @@ fn order_in<'a>(message: &'a Value, id: &str) -> Option<&'a Value> {
 }
 
 /// Transitions clients were told about: (order id, the journal event it must have written).
-type Acks = Vec<(String, &'static str)>;
+pub(crate) type Acks = Vec<(String, &'static str)>;
 
 /// The `status` entries of an order's `events`, oldest first.
 fn timeline(order: &Value) -> Vec<String> {
@@ -1157,7 +1161,7 @@ impl Replicas {
 }
 
 /// Deletes every Redis key under `prefix`.
-async fn remove_redis_keys(prefix: &str) -> redis::RedisResult<()> {
+pub(crate) async fn remove_redis_keys(prefix: &str) -> redis::RedisResult<()> {
     let client = redis::Client::open(redis_url())?;
     let mut connection = client.get_multiplexed_async_connection().await?;
     let mut cursor = 0u64;
@@ -1232,7 +1236,7 @@ async fn announce(socket: &mut Socket, position: Position) {
 /// What the journal must show after replicas came and went: no order with two drivers at once,
 /// no driver with two active orders, no gap or repeat in any order's sequence, and every
 /// acknowledged transition exactly once.
-async fn assert_journal_invariants(pool: &PgPool, acknowledged: &Acks) {
+pub(crate) async fn assert_journal_invariants(pool: &PgPool, acknowledged: &Acks) {
     let assignments: Vec<(uuid::Uuid, String, Value)> = sqlx::query_as(
         "SELECT order_id, event, detail FROM order_events \
          WHERE event IN ('driver_assigned', 'driver_released') ORDER BY order_id, seq",
