@@ -1257,6 +1257,8 @@ struct Figures {
     orders: usize,
     delivered: usize,
     authorisations: i64,
+    /// Holds the gateway made (its own books).
+    gateway_holds: usize,
     captures: usize,
     voids: usize,
     refunds: usize,
@@ -1330,7 +1332,8 @@ async fn finish(
     loop {
         let (waiting,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM payments p LEFT JOIN orders o ON o.id = p.order_id \
-             WHERE (p.status = 'authorised' AND (o.id IS NULL OR o.status IN ('delivered', 'cancelled', 'rejected'))) \
+             WHERE (p.status IN ('authorised', 'pending') AND o.id IS NULL) \
+             OR (p.status = 'authorised' AND o.status IN ('delivered', 'cancelled', 'rejected')) \
              OR (p.status = 'captured' AND o.status IN ('cancelled', 'rejected'))",
         )
         .fetch_one(&deployment.pool)
@@ -1370,8 +1373,8 @@ async fn finish(
         "{scenario}: {:.1} s; kills {} (ready again after {:?} s), cuts {} (ready again after {:?} \
          s); checkouts {} \
          ({} pressed more than once, {} declined, {} without a final answer); acknowledged \
-         orders {}, orders {}, delivered {}; authorisations {}, captures {}, voids {}, refunds \
-         {}, open authorisations without an order {}; transitions acknowledged {}; socket \
+         orders {}, orders {}, delivered {}; authorisations {} (holds at the gateway {}), captures \
+         {}, voids {}, refunds {}, open authorisations without an order {}; transitions acknowledged {}; socket \
          reconnects {reconnects}; client errors {errors:?}; orders finished {:.1} s and money \
          settled {:.1} s after the chaos",
         started.elapsed().as_secs_f64(),
@@ -1387,6 +1390,7 @@ async fn finish(
         figures.orders,
         figures.delivered,
         figures.authorisations,
+        figures.gateway_holds,
         figures.captures,
         figures.voids,
         figures.refunds,
@@ -1559,11 +1563,36 @@ async fn check_money(
             &unsettled[..unsettled.len().min(5)]
         ));
     }
+    // A pending payment may hold money too (its checkout died before recording the answer).
     let orphans: Vec<&uuid::Uuid> = payments
         .iter()
-        .filter(|(order, status)| status == "authorised" && !order_status.contains_key(order))
+        .filter(|(order, status)| {
+            matches!(status.as_str(), "authorised" | "pending") && !order_status.contains_key(order)
+        })
         .map(|(order, _)| order)
         .collect();
+    // The gateway's own books agree: every hold it made is one payment of ours, in the same
+    // state, so no money is held that our tables do not know of.
+    let holds: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT h.reference, h.status, p.status FROM sandbox_holds h \
+         LEFT JOIN payments p ON p.gateway_ref = h.reference",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let disagreeing: Vec<String> = holds
+        .iter()
+        .filter(|(_, gateway, ours)| ours.as_deref() != Some(gateway.as_str()))
+        .map(|(reference, gateway, ours)| format!("{reference}: gateway {gateway}, ours {ours:?}"))
+        .collect();
+    if !disagreeing.is_empty() {
+        findings.push(format!(
+            "{} holds at the gateway disagree with our payments, e.g. {:?}",
+            disagreeing.len(),
+            &disagreeing[..disagreeing.len().min(5)]
+        ));
+    }
+    figures.gateway_holds = holds.len();
     if !orphans.is_empty() {
         findings.push(format!(
             "{} authorisations left open without an order (after {PAYMENT_ABANDON_AFTER_SECS} s \
