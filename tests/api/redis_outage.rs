@@ -67,8 +67,11 @@ struct Seen {
     checkouts_refused: BTreeMap<String, u64>,
     /// `error` frames on sockets, by code.
     socket_errors: BTreeMap<String, u64>,
-    /// Sockets closed by the server (or broken), by reason.
+    /// Sockets closed by the server (or broken) after their feed was set up, by reason.
     socket_closes: BTreeMap<String, u64>,
+    /// Sockets closed before their first message: their subscription could not be made (a
+    /// tracker opened while Redis was away is refused with 1011, and reconnects).
+    refused_at_connect: BTreeMap<String, u64>,
     presses: u64,
     /// The last status each board showed for each order.
     board: HashMap<String, String>,
@@ -388,7 +391,15 @@ async fn board_app(address: String, token: String, shared: Shared, stop: watch::
                 Read::Quiet => {}
                 Read::Message(message) => {
                     let orders: Vec<Value> = match message["type"].as_str() {
-                        Some("board") => message["orders"].as_array().cloned().unwrap_or_default(),
+                        Some("board") => {
+                            // The whole board, as on a reconnect: an order no longer on it has
+                            // closed, in a state this app was not told.
+                            let mut seen = seen(&shared);
+                            for id in shown.drain().map(|(id, _)| id) {
+                                seen.board.insert(id, "off the board".to_owned());
+                            }
+                            message["orders"].as_array().cloned().unwrap_or_default()
+                        }
                         Some("order_update") => vec![message["order"].clone()],
                         Some("error") => {
                             note_error(&shared, &message, &mut presses);
@@ -441,16 +452,25 @@ async fn tracker_app(
             tokio::time::sleep(RECONNECT_PAUSE).await;
             continue;
         };
+        let mut subscribed = false;
         loop {
             if *stop.borrow() {
                 return;
             }
             match read(&mut ws).await {
-                Read::Closed(why) => {
+                Read::Closed(why) if subscribed => {
                     note_close(&shared, format!("tracker: {why}"));
                     break;
                 }
+                Read::Closed(why) => {
+                    *seen(&shared)
+                        .refused_at_connect
+                        .entry(format!("tracker: {why}"))
+                        .or_default() += 1;
+                    break;
+                }
                 Read::Message(message) if message["type"] == "order_update" => {
+                    subscribed = true;
                     if message["order"]["status"] == "delivered" {
                         seen(&shared).tracked_delivered.insert(order_id);
                         return;
@@ -704,7 +724,8 @@ async fn every_acknowledged_order_is_delivered_after_the_redis_links_of_two_repl
     eprintln!(
         "redis outage: {CUTS} cuts of {} s (lease TTL {} s); {acknowledged} orders acknowledged \
          ({} via first, {} via second), states {counts:?}, {} s after the last cut; \
-         {} checkout retries, refused {:?}; {} presses; socket errors {:?}; closes {:?}",
+         {} checkout retries, refused {:?}; {} presses; socket errors {:?}; closes {:?}; \
+         refused at connect {:?}",
         CUT_FOR.as_secs(),
         LEASE_TTL.as_secs(),
         by_replica[0],
@@ -715,6 +736,7 @@ async fn every_acknowledged_order_is_delivered_after_the_redis_links_of_two_repl
         seen.presses,
         seen.socket_errors,
         seen.socket_closes,
+        seen.refused_at_connect,
     );
     let untracked: Vec<&String> = seen
         .acknowledged
@@ -757,7 +779,14 @@ async fn every_acknowledged_order_is_delivered_after_the_redis_links_of_two_repl
         off_board.is_empty(),
         "boards do not show the delivery: {off_board:?}"
     );
+    // The sockets rode the outage out: their feeds were taken up again with the socket open.
+    assert!(
+        seen.socket_closes.is_empty(),
+        "sockets closed by the server: {:?}",
+        seen.socket_closes
+    );
     drop(seen);
+    pool.close().await;
     second.handle.stop(true).await;
     first.stop_gracefully().await;
 }
