@@ -601,18 +601,15 @@ impl Router {
 
     /// Registers subscription `sub`, served by `node` (empty until the command is sent).
     fn open_feed(&self, sub: Uuid, node: String, region: Option<String>, sink: FeedSink) {
-        self.feeds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                sub,
-                RemoteFeed {
-                    sink,
-                    node,
-                    region,
-                    confirmed: Instant::now(),
-                },
-            );
+        self.feeds.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            sub,
+            RemoteFeed {
+                sink,
+                node,
+                region,
+                confirmed: Instant::now(),
+            },
+        );
     }
 
     fn close_feed(&self, sub: Uuid) -> Option<RemoteFeed> {

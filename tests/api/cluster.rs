@@ -12,11 +12,11 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use crate::dispatch::at;
-use crate::relay::RedisRelay;
 use crate::helpers::{
     Db, TestDb, config_for, migrated_store, new_user, spawn_app_with, start_without_db,
     test_config, with_redis,
 };
+use crate::relay::RedisRelay;
 
 /// A customer row and an order placed in region `ne` for them (not yet stored).
 async fn placed_order(store: &Store) -> (Order, JournalEntry) {

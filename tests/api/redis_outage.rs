@@ -87,9 +87,8 @@ fn seen(shared: &Shared) -> std::sync::MutexGuard<'_, Seen> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(url: &str, token: &str) -> Option<Ws> {
     let mut request = url.into_client_request().ok()?;
@@ -120,11 +119,11 @@ async fn read(ws: &mut Ws) -> Read {
             Ok(Some(Ok(Message::Text(text)))) => {
                 Read::Message(serde_json::from_str(&text).unwrap_or(Value::Null))
             }
-            Ok(Some(Ok(Message::Close(frame)))) => Read::Closed(
-                frame.map_or("closed".to_owned(), |f| {
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                Read::Closed(frame.map_or("closed".to_owned(), |f| {
                     format!("{} {}", u16::from(f.code), f.reason)
-                }),
-            ),
+                }))
+            }
             Ok(Some(Ok(_))) => continue,
             Ok(Some(Err(error))) => Read::Closed(format!("broken: {error}")),
             Ok(None) => Read::Closed("ended".to_owned()),
@@ -244,8 +243,10 @@ impl Presses {
         match self.last.get(target) {
             Some((pressed, at)) if pressed == action && *at > now => false,
             _ => {
-                self.last
-                    .insert(target.to_owned(), (action.to_owned(), now + PRESS_AGAIN_AFTER));
+                self.last.insert(
+                    target.to_owned(),
+                    (action.to_owned(), now + PRESS_AGAIN_AFTER),
+                );
                 true
             }
         }
@@ -342,12 +343,16 @@ async fn driver_app(
                 }
             }
             let press = match (&active, &offer) {
-                (Some((id, status)), _) if status == "ready" => {
-                    Some((id.clone(), "picked_up", json!({"type": "picked_up", "order_id": id})))
-                }
-                (Some((id, status)), _) if status == "picked_up" => {
-                    Some((id.clone(), "delivered", json!({"type": "delivered", "order_id": id})))
-                }
+                (Some((id, status)), _) if status == "ready" => Some((
+                    id.clone(),
+                    "picked_up",
+                    json!({"type": "picked_up", "order_id": id}),
+                )),
+                (Some((id, status)), _) if status == "picked_up" => Some((
+                    id.clone(),
+                    "delivered",
+                    json!({"type": "delivered", "order_id": id}),
+                )),
                 (None, Some(offer_id)) => Some((
                     offer_id.clone(),
                     "accept_offer",
@@ -517,7 +522,10 @@ async fn checkout(
 }
 
 /// `(status, count)` of the acknowledged orders, and the ones not delivered with their state.
-async fn order_states(pool: &sqlx::PgPool, ids: &[String]) -> (BTreeMap<String, usize>, Vec<Value>) {
+async fn order_states(
+    pool: &sqlx::PgPool,
+    ids: &[String],
+) -> (BTreeMap<String, usize>, Vec<Value>) {
     let uuids: Vec<uuid::Uuid> = ids.iter().map(|id| id.parse().unwrap()).collect();
     let rows: Vec<(uuid::Uuid, String, String, Option<uuid::Uuid>, String)> = sqlx::query_as(
         "SELECT id, status, dispatch_status, driver_id, region_id FROM orders WHERE id = ANY($1)",
@@ -531,8 +539,10 @@ async fn order_states(pool: &sqlx::PgPool, ids: &[String]) -> (BTreeMap<String, 
     for (id, status, dispatch, driver, region) in rows {
         *counts.entry(status.clone()).or_default() += 1;
         if status != "delivered" {
-            open.push(json!({"id": id, "status": status, "dispatch_status": dispatch,
-                "driver_id": driver, "region": region}));
+            open.push(
+                json!({"id": id, "status": status, "dispatch_status": dispatch,
+                "driver_id": driver, "region": region}),
+            );
         }
     }
     (counts, open)
@@ -718,38 +728,7 @@ async fn every_acknowledged_order_is_delivered_after_the_redis_links_of_two_repl
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let _ = stop_tx.send(true);
-    let seen = seen(&shared);
-    let acknowledged = seen.acknowledged.len();
-    let by_replica = [0, 1].map(|r| seen.acknowledged.values().filter(|v| **v == r).count());
-    eprintln!(
-        "redis outage: {CUTS} cuts of {} s (lease TTL {} s); {acknowledged} orders acknowledged \
-         ({} via first, {} via second), states {counts:?}, {} s after the last cut; \
-         {} checkout retries, refused {:?}; {} presses; socket errors {:?}; closes {:?}; \
-         refused at connect {:?}",
-        CUT_FOR.as_secs(),
-        LEASE_TTL.as_secs(),
-        by_replica[0],
-        by_replica[1],
-        took.as_secs_f64(),
-        seen.checkout_retries,
-        seen.checkouts_refused,
-        seen.presses,
-        seen.socket_errors,
-        seen.socket_closes,
-        seen.refused_at_connect,
-    );
-    let untracked: Vec<&String> = seen
-        .acknowledged
-        .keys()
-        .filter(|id| !seen.tracked_delivered.contains(*id))
-        .collect();
-    let off_board: Vec<(&String, Option<&String>)> = seen
-        .acknowledged
-        .keys()
-        .map(|id| (id, seen.board.get(id)))
-        .filter(|(_, status)| status.map(String::as_str) != Some("delivered"))
-        .collect();
-    eprintln!("trackers not told of the delivery: {untracked:?}; boards not showing it: {off_board:?}");
+    // Both replicas stayed up.
     for address in &addresses {
         let health = client
             .get(format!("{address}/health"))
@@ -761,31 +740,69 @@ async fn every_acknowledged_order_is_delivered_after_the_redis_links_of_two_repl
             "replica {address} did not stay up"
         );
     }
-    assert!(acknowledged >= 20, "too few orders to judge: {acknowledged}");
-    assert!(
-        open.is_empty(),
-        "{} of {acknowledged} acknowledged orders not delivered {} s after the last cut: {}\n\
-         drivers' apps: {:?}",
-        open.len(),
-        FINISH_WITHIN.as_secs(),
-        serde_json::to_string_pretty(&open).unwrap(),
-        seen.drivers,
-    );
-    assert!(
-        untracked.is_empty(),
-        "trackers never told of the delivery: {untracked:?}"
-    );
-    assert!(
-        off_board.is_empty(),
-        "boards do not show the delivery: {off_board:?}"
-    );
-    // The sockets rode the outage out: their feeds were taken up again with the socket open.
-    assert!(
-        seen.socket_closes.is_empty(),
-        "sockets closed by the server: {:?}",
-        seen.socket_closes
-    );
-    drop(seen);
+    {
+        let seen = seen(&shared);
+        let acknowledged = seen.acknowledged.len();
+        let by_replica = [0, 1].map(|r| seen.acknowledged.values().filter(|v| **v == r).count());
+        eprintln!(
+            "redis outage: {CUTS} cuts of {} s (lease TTL {} s); {acknowledged} orders acknowledged \
+             ({} via first, {} via second), states {counts:?}, {} s after the last cut; \
+             {} checkout retries, refused {:?}; {} presses; socket errors {:?}; closes {:?}; \
+             refused at connect {:?}",
+            CUT_FOR.as_secs(),
+            LEASE_TTL.as_secs(),
+            by_replica[0],
+            by_replica[1],
+            took.as_secs_f64(),
+            seen.checkout_retries,
+            seen.checkouts_refused,
+            seen.presses,
+            seen.socket_errors,
+            seen.socket_closes,
+            seen.refused_at_connect,
+        );
+        let untracked: Vec<&String> = seen
+            .acknowledged
+            .keys()
+            .filter(|id| !seen.tracked_delivered.contains(*id))
+            .collect();
+        let off_board: Vec<(&String, Option<&String>)> = seen
+            .acknowledged
+            .keys()
+            .map(|id| (id, seen.board.get(id)))
+            .filter(|(_, status)| status.map(String::as_str) != Some("delivered"))
+            .collect();
+        eprintln!(
+            "trackers not told of the delivery: {untracked:?}; boards not showing it: {off_board:?}"
+        );
+        assert!(
+            acknowledged >= 20,
+            "too few orders to judge: {acknowledged}"
+        );
+        assert!(
+            open.is_empty(),
+            "{} of {acknowledged} acknowledged orders not delivered {} s after the last cut: {}\n\
+             drivers' apps: {:?}",
+            open.len(),
+            FINISH_WITHIN.as_secs(),
+            serde_json::to_string_pretty(&open).unwrap(),
+            seen.drivers,
+        );
+        assert!(
+            untracked.is_empty(),
+            "trackers never told of the delivery: {untracked:?}"
+        );
+        assert!(
+            off_board.is_empty(),
+            "boards do not show the delivery: {off_board:?}"
+        );
+        // The sockets rode the outage out: their feeds were taken up again with the socket open.
+        assert!(
+            seen.socket_closes.is_empty(),
+            "sockets closed by the server: {:?}",
+            seen.socket_closes
+        );
+    }
     pool.close().await;
     second.handle.stop(true).await;
     first.stop_gracefully().await;

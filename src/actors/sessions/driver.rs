@@ -10,8 +10,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{
-    RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing,
-    receive,
+    RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing, receive,
 };
 use crate::actors::EngineError;
 use crate::actors::driver::DriverFeed;

@@ -10,8 +10,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{
-    RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing,
-    receive,
+    RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing, receive,
 };
 use crate::actors::engine::Engine;
 use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
@@ -204,7 +203,12 @@ impl MerchantSession {
                     match retry_ms {
                         Some(pause_ms) if passing(&error) => {
                             ctx.run_later(Duration::from_millis(pause_ms), move |act, ctx| {
-                                act.subscribe(again, false, Some(next_resubscribe_ms(pause_ms)), ctx);
+                                act.subscribe(
+                                    again,
+                                    false,
+                                    Some(next_resubscribe_ms(pause_ms)),
+                                    ctx,
+                                );
                             });
                         }
                         _ => act.close(ctx, CloseCode::Error, "dispatch unavailable"),
