@@ -333,6 +333,8 @@ struct Forward {
     task: AbortHandle,
     /// The subscriber's replica.
     to: String,
+    /// Still forwarding updates (not only retrying its end): listed in the beats.
+    serving: bool,
 }
 
 /// The channel an update is delivered into.
@@ -811,7 +813,9 @@ impl Router {
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
             {
-                by_node.entry(forward.to.clone()).or_default().push(*sub);
+                if forward.serving {
+                    by_node.entry(forward.to.clone()).or_default().push(*sub);
+                }
             }
             for (node, subs) in by_node {
                 let alive = Envelope::Alive {
@@ -1153,6 +1157,8 @@ impl Router {
                     Err(_) => break,
                 }
             }
+            // No longer forwarding: not in the beats any more, even while its end is retried.
+            router.stop_beating(sub);
             for _ in 0..END_ATTEMPTS {
                 let end = Envelope::End {
                     sub,
@@ -1169,11 +1175,23 @@ impl Router {
         let forward = Forward {
             task: task.abort_handle(),
             to: from_node,
+            serving: true,
         };
         if let Some(previous) = forwards.insert(sub, forward) {
             previous.task.abort();
         }
         metrics::gauge!("route_forwarded_feeds").set(forwards.len() as f64);
+    }
+
+    fn stop_beating(&self, sub: Uuid) {
+        if let Some(forward) = self
+            .forwards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&sub)
+        {
+            forward.serving = false;
+        }
     }
 
     fn end_forward(&self, sub: Uuid) {
