@@ -389,6 +389,9 @@ pub struct Router {
     answers: Mutex<Answers>,
     feeds: Mutex<HashMap<Uuid, RemoteFeed>>,
     forwards: Mutex<HashMap<Uuid, Forward>>,
+    /// Replicas heard beating: only their feeds are ended for silence (a replica of an
+    /// earlier version, during a rolling deploy, sends no beats).
+    beating: Mutex<std::collections::HashSet<String>>,
     /// The driver of each forwarded driver feed.
     forwarded_drivers: Mutex<HashMap<Uuid, UserId>>,
     locations: mpsc::Sender<(String, String)>,
@@ -417,6 +420,7 @@ impl Router {
             answers: Mutex::new(Answers::default()),
             feeds: Mutex::new(HashMap::new()),
             forwards: Mutex::new(HashMap::new()),
+            beating: Mutex::new(std::collections::HashSet::new()),
             forwarded_drivers: Mutex::new(HashMap::new()),
             locations,
             listening: std::sync::atomic::AtomicBool::new(false),
@@ -698,6 +702,11 @@ impl Router {
         let mut tick = tokio::time::interval(Duration::from_millis(FEED_CHECK_MS));
         loop {
             tick.tick().await;
+            let beating = self
+                .beating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             // (subscription, whether its session has gone rather than its owner moved)
             let ended: Vec<(Uuid, bool)> = self
                 .feeds
@@ -718,7 +727,8 @@ impl Router {
                     };
                     // Not confirmed by its server lately: its forwarder is gone, or cannot
                     // reach us. Either way updates may be missing: taken up afresh.
-                    let silent = feed.confirmed.elapsed() > Duration::from_millis(FEED_SILENCE_MS);
+                    let silent = beating.contains(&feed.node)
+                        && feed.confirmed.elapsed() > Duration::from_millis(FEED_SILENCE_MS);
                     (moved || silent).then_some((*sub, false))
                 })
                 .collect();
@@ -728,7 +738,9 @@ impl Router {
                 };
                 if gone {
                     self.unsubscribe(sub, &feed.node);
-                } else if feed.confirmed.elapsed() > Duration::from_millis(FEED_SILENCE_MS) {
+                } else if beating.contains(&feed.node)
+                    && feed.confirmed.elapsed() > Duration::from_millis(FEED_SILENCE_MS)
+                {
                     // Its forwarder, if it still runs, is told to stop.
                     self.unsubscribe(sub, &feed.node);
                     metrics::counter!("route_feeds_silent_total").increment(1);
@@ -832,6 +844,12 @@ impl Router {
     /// session went, or it is bound elsewhere) is cancelled there.
     fn confirm_feeds(&self, from: &str, subs: Vec<Uuid>) {
         let now = Instant::now();
+        {
+            let mut beating = self.beating.lock().unwrap_or_else(|e| e.into_inner());
+            if !beating.contains(from) {
+                beating.insert(from.to_owned());
+            }
+        }
         let unknown: Vec<Uuid> = {
             let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
             subs.into_iter()
