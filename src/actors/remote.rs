@@ -52,6 +52,13 @@ const PUBLISH_DEADLINE_MS: u64 = 1_000;
 const LISTEN_RETRY_MS: u64 = 500;
 /// How often subscriptions served by other replicas are checked against the leases.
 const FEED_CHECK_MS: u64 = 500;
+/// How often a replica tells each replica it forwards feeds to which subscriptions it still
+/// serves: the subscriber's proof that its feeds are alive.
+const FEED_BEAT_MS: u64 = 1_000;
+/// A feed served elsewhere that its server has not confirmed for this long is ended (its
+/// forwarder is gone, or the two replicas cannot reach each other): its session subscribes
+/// again and catches up. Three beats, so one or two lost beats end nothing.
+const FEED_SILENCE_MS: u64 = 3 * FEED_BEAT_MS + FEED_BEAT_MS / 2;
 
 /// Who owns what, as this replica last read it: kept by the cluster, read by the router.
 #[derive(Default)]
@@ -304,6 +311,8 @@ enum Envelope {
     End { sub: Uuid, from: String },
     /// The subscriber of `sub` (a subscription we serve) is gone.
     Unsubscribe { sub: Uuid },
+    /// `from` still forwards these subscriptions to us (sent every beat).
+    Alive { from: String, subs: Vec<Uuid> },
 }
 
 /// A subscription another replica serves for a socket here.
@@ -315,6 +324,17 @@ struct RemoteFeed {
     /// The region it depends on; none for drivers, whose feed lasts while its replica holds
     /// some region (a replica that holds none serves no driver).
     region: Option<String>,
+    /// When its server last said it still forwards it (or it was sent there).
+    confirmed: Instant,
+}
+
+/// A subscription this replica serves for a session on another.
+struct Forward {
+    task: AbortHandle,
+    /// The subscriber's replica.
+    to: String,
+    /// Still forwarding updates (not only retrying its end): listed in the beats.
+    serving: bool,
 }
 
 /// The channel an update is delivered into.
@@ -368,7 +388,10 @@ pub struct Router {
     pending: Mutex<HashMap<Uuid, oneshot::Sender<Result<Reply, RemoteError>>>>,
     answers: Mutex<Answers>,
     feeds: Mutex<HashMap<Uuid, RemoteFeed>>,
-    forwards: Mutex<HashMap<Uuid, AbortHandle>>,
+    forwards: Mutex<HashMap<Uuid, Forward>>,
+    /// Replicas heard beating: only their feeds are ended for silence (a replica of an
+    /// earlier version, during a rolling deploy, sends no beats).
+    beating: Mutex<std::collections::HashSet<String>>,
     /// The driver of each forwarded driver feed.
     forwarded_drivers: Mutex<HashMap<Uuid, UserId>>,
     locations: mpsc::Sender<(String, String)>,
@@ -397,6 +420,7 @@ impl Router {
             answers: Mutex::new(Answers::default()),
             feeds: Mutex::new(HashMap::new()),
             forwards: Mutex::new(HashMap::new()),
+            beating: Mutex::new(std::collections::HashSet::new()),
             forwarded_drivers: Mutex::new(HashMap::new()),
             locations,
             listening: std::sync::atomic::AtomicBool::new(false),
@@ -404,6 +428,7 @@ impl Router {
         actix_web::rt::spawn(router.clone().listen(engine));
         actix_web::rt::spawn(router.clone().publish_locations(queue));
         actix_web::rt::spawn(router.clone().check_feeds());
+        actix_web::rt::spawn(router.clone().beat_feeds());
         router
     }
 
@@ -458,6 +483,9 @@ impl Router {
         };
         let started = Instant::now();
         let mut last_problem = String::from("no replica owns it");
+        // Whether an attempt reached the owner: it may have run the command, and only a
+        // repeat of the same id can bring its answer back.
+        let mut delivered = false;
         metrics::counter!("route_calls_total").increment(1);
         while started.elapsed() < self.deadline {
             let node = match resolve().await? {
@@ -479,15 +507,23 @@ impl Router {
             };
             let sent = self.publish(&node, &envelope).await;
             let outcome = match sent {
-                Err(error) => {
+                // Never sent: nothing ran, so the caller hears at once that Redis is away.
+                Err(error) if !delivered => {
                     metrics::counter!("route_failures_total", "reason" => "redis").increment(1);
                     return Err(error);
+                }
+                // An earlier attempt was delivered: its answer is kept by the owner, and is
+                // asked for again until the deadline rather than lost.
+                Err(error) => {
+                    last_problem = error.to_string();
+                    None
                 }
                 Ok(0) => {
                     last_problem = format!("replica {node} is not listening");
                     None
                 }
                 Ok(_) => {
+                    delivered = true;
                     // No attempt outlives the deadline by more than a pause.
                     let wait = Duration::from_millis(ATTEMPT_TIMEOUT_MS)
                         .min(self.deadline.saturating_sub(started.elapsed()))
@@ -571,10 +607,15 @@ impl Router {
 
     /// Registers subscription `sub`, served by `node` (empty until the command is sent).
     fn open_feed(&self, sub: Uuid, node: String, region: Option<String>, sink: FeedSink) {
-        self.feeds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sub, RemoteFeed { sink, node, region });
+        self.feeds.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            sub,
+            RemoteFeed {
+                sink,
+                node,
+                region,
+                confirmed: Instant::now(),
+            },
+        );
     }
 
     fn close_feed(&self, sub: Uuid) -> Option<RemoteFeed> {
@@ -643,6 +684,7 @@ impl Router {
             .get_mut(&sub)
         {
             feed.node = node.to_owned();
+            feed.confirmed = Instant::now();
         }
     }
 
@@ -660,6 +702,11 @@ impl Router {
         let mut tick = tokio::time::interval(Duration::from_millis(FEED_CHECK_MS));
         loop {
             tick.tick().await;
+            let beating = self
+                .beating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             // (subscription, whether its session has gone rather than its owner moved)
             let ended: Vec<(Uuid, bool)> = self
                 .feeds
@@ -678,7 +725,11 @@ impl Router {
                         }
                         None => !self.ownership.is_owner(&feed.node),
                     };
-                    moved.then_some((*sub, false))
+                    // Not confirmed by its server lately: its forwarder is gone, or cannot
+                    // reach us. Either way updates may be missing: taken up afresh.
+                    let silent = beating.contains(&feed.node)
+                        && feed.confirmed.elapsed() > Duration::from_millis(FEED_SILENCE_MS);
+                    (moved || silent).then_some((*sub, false))
                 })
                 .collect();
             for (sub, gone) in ended {
@@ -687,6 +738,13 @@ impl Router {
                 };
                 if gone {
                     self.unsubscribe(sub, &feed.node);
+                } else if beating.contains(&feed.node)
+                    && feed.confirmed.elapsed() > Duration::from_millis(FEED_SILENCE_MS)
+                {
+                    // Its forwarder, if it still runs, is told to stop.
+                    self.unsubscribe(sub, &feed.node);
+                    metrics::counter!("route_feeds_silent_total").increment(1);
+                    tracing::info!(%sub, node = %feed.node, "remote feed ended: not confirmed by its server");
                 } else {
                     metrics::counter!("route_feeds_moved_total").increment(1);
                     tracing::debug!(%sub, node = %feed.node, "remote feed ended: its owner moved");
@@ -707,9 +765,12 @@ impl Router {
             match tokio::time::timeout(Duration::from_millis(PUBLISH_DEADLINE_MS * 2), pubsub).await
             {
                 Ok(Ok(pubsub)) => {
+                    // Feeds opened while the channel was down may have lost updates (and their
+                    // forwarders, which stop when nobody listens): taken up afresh too.
+                    let ended = self.end_all_feeds();
                     self.listening
                         .store(true, std::sync::atomic::Ordering::Release);
-                    tracing::info!(node = %self.node, "listening for commands from other replicas");
+                    tracing::info!(node = %self.node, feeds_ended = ended, "listening for commands from other replicas");
                     let mut messages = pubsub.into_on_message();
                     while let Some(message) = messages.next().await {
                         let Ok(payload) = message.get_payload::<String>() else {
@@ -726,12 +787,7 @@ impl Router {
                         .store(false, std::sync::atomic::Ordering::Release);
                     // Updates published while we were away are lost: every subscription served
                     // elsewhere ends, and its session subscribes again and gets the state afresh.
-                    let ended = {
-                        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
-                        let ended = feeds.len();
-                        feeds.clear();
-                        ended
-                    };
+                    let ended = self.end_all_feeds();
                     tracing::warn!(
                         feeds_ended = ended,
                         "lost the Redis channel; subscribing again"
@@ -743,6 +799,71 @@ impl Router {
                 Err(_) => tracing::warn!("Redis did not answer the channel subscription"),
             }
             tokio::time::sleep(Duration::from_millis(LISTEN_RETRY_MS)).await;
+        }
+    }
+
+    /// Ends every subscription served elsewhere: each session subscribes again and gets the
+    /// state afresh. Returns how many ended.
+    fn end_all_feeds(&self) -> usize {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        let ended = feeds.len();
+        feeds.clear();
+        ended
+    }
+
+    /// Tells every replica this one forwards feeds to which of them it still serves, once a
+    /// beat: a subscriber ends a feed it hears nothing about (see [`FEED_SILENCE_MS`]), and
+    /// cancels one it no longer reads.
+    async fn beat_feeds(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(FEED_BEAT_MS));
+        loop {
+            tick.tick().await;
+            let mut by_node: HashMap<String, Vec<Uuid>> = HashMap::new();
+            for (sub, forward) in self
+                .forwards
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                if forward.serving {
+                    by_node.entry(forward.to.clone()).or_default().push(*sub);
+                }
+            }
+            for (node, subs) in by_node {
+                let alive = Envelope::Alive {
+                    from: self.node.clone(),
+                    subs,
+                };
+                // Best-effort: a beat lost now is made up by the next.
+                let _ = self.publish(&node, &alive).await;
+            }
+        }
+    }
+
+    /// A beat from `from`: the feeds it serves for us are confirmed; one we do not read (its
+    /// session went, or it is bound elsewhere) is cancelled there.
+    fn confirm_feeds(&self, from: &str, subs: Vec<Uuid>) {
+        let now = Instant::now();
+        {
+            let mut beating = self.beating.lock().unwrap_or_else(|e| e.into_inner());
+            if !beating.contains(from) {
+                beating.insert(from.to_owned());
+            }
+        }
+        let unknown: Vec<Uuid> = {
+            let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+            subs.into_iter()
+                .filter(|sub| match feeds.get_mut(sub) {
+                    Some(feed) if feed.node == from => {
+                        feed.confirmed = now;
+                        false
+                    }
+                    _ => true,
+                })
+                .collect()
+        };
+        for sub in unknown {
+            self.unsubscribe(sub, from);
         }
     }
 
@@ -773,6 +894,7 @@ impl Router {
             }
             // The end of a forward from an earlier attempt elsewhere: ours goes on.
             Envelope::End { .. } => {}
+            Envelope::Alive { from, subs } => self.confirm_feeds(&from, subs),
             Envelope::Unsubscribe { sub } => {
                 let forward = self
                     .forwards
@@ -780,7 +902,7 @@ impl Router {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&sub);
                 if let Some(forward) = forward {
-                    forward.abort();
+                    forward.task.abort();
                     // A driver's feed: its socket is gone, as a closed socket here would say.
                     if let Some(driver) = self
                         .forwarded_drivers
@@ -1038,6 +1160,7 @@ impl Router {
     {
         let router = self.clone();
         let from = from.to_owned();
+        let from_node = from.clone();
         let task = actix_web::rt::spawn(async move {
             while let Some(item) = feed.recv().await {
                 match send(wrap(item)).await {
@@ -1052,6 +1175,8 @@ impl Router {
                     Err(_) => break,
                 }
             }
+            // No longer forwarding: not in the beats any more, even while its end is retried.
+            router.stop_beating(sub);
             for _ in 0..END_ATTEMPTS {
                 let end = Envelope::End {
                     sub,
@@ -1065,10 +1190,26 @@ impl Router {
             router.end_forward(sub);
         });
         let mut forwards = self.forwards.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(previous) = forwards.insert(sub, task.abort_handle()) {
-            previous.abort();
+        let forward = Forward {
+            task: task.abort_handle(),
+            to: from_node,
+            serving: true,
+        };
+        if let Some(previous) = forwards.insert(sub, forward) {
+            previous.task.abort();
         }
         metrics::gauge!("route_forwarded_feeds").set(forwards.len() as f64);
+    }
+
+    fn stop_beating(&self, sub: Uuid) {
+        if let Some(forward) = self
+            .forwards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&sub)
+        {
+            forward.serving = false;
+        }
     }
 
     fn end_forward(&self, sub: Uuid) {

@@ -155,9 +155,12 @@ pub async fn driver(
                                 }
                             }
                             let status = order["status"].as_str().unwrap_or_default().to_owned();
-                            let resumed = delivery.as_ref().is_some_and(|d| d.id == id);
-                            if !resumed {
-                                delivery = Some(Delivery { id, pickup, dropoff, status, sent_pickup: false, sent_delivery: false });
+                            // Every message is the latest state (replace, don't merge): an
+                            // `assigned` sent again after a reconnect or a resubscription may
+                            // carry a status whose `order_update` this app never saw.
+                            match delivery.as_mut().filter(|d| d.id == id) {
+                                Some(d) => d.status = status,
+                                None => delivery = Some(Delivery { id, pickup, dropoff, status, sent_pickup: false, sent_delivery: false }),
                             }
                         }
                         Some("order_update") => {

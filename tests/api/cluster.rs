@@ -16,6 +16,7 @@ use crate::helpers::{
     Db, TestDb, config_for, migrated_store, new_user, spawn_app_with, start_without_db,
     test_config, with_redis,
 };
+use crate::relay::RedisRelay;
 
 /// A customer row and an order placed in region `ne` for them (not yet stored).
 async fn placed_order(store: &Store) -> (Order, JournalEntry) {
@@ -231,48 +232,8 @@ async fn a_replica_whose_lease_was_taken_over_writes_nothing_and_stops() {
     }
 }
 
-/// A TCP relay to Redis that the test can cut: the replica behind it loses Redis while the
-/// other keeps it.
-struct RedisRelay {
-    port: u16,
-    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl RedisRelay {
-    async fn start() -> RedisRelay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let upstream = crate::helpers::redis_url()
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .to_owned();
-        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let registry = tasks.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let relay = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                registry.lock().unwrap().push(relay.abort_handle());
-            }
-        });
-        tasks.lock().unwrap().push(accept.abort_handle());
-        RedisRelay { port, tasks }
-    }
-
-    /// Closes the listener and every relayed connection.
-    fn cut(&self) {
-        for task in self.tasks.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-}
-
 /// `(region, owner)` of every lease held now.
-async fn held_leases(url: &str) -> Vec<(String, String)> {
+pub(crate) async fn held_leases(url: &str) -> Vec<(String, String)> {
     let mut raw = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::query_as(
         "SELECT region_id, owner FROM region_leases \
@@ -284,7 +245,7 @@ async fn held_leases(url: &str) -> Vec<(String, String)> {
 }
 
 /// Where to place an order in each demo region.
-fn centre_of(region: &str) -> Position {
+pub(crate) fn centre_of(region: &str) -> Position {
     match region {
         "nw" => at(5_000.0, -5_000.0),
         "ne" => at(5_000.0, 5_000.0),

@@ -16,6 +16,8 @@ mod openapi;
 mod pages;
 mod recovery;
 mod redis_bus;
+mod redis_outage;
+mod relay;
 mod replicas;
 mod simulator;
 mod store_contract;

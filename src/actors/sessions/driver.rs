@@ -9,15 +9,14 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{SessionSetup, inbound_messages, receive};
+use super::{
+    RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing, receive,
+};
 use crate::actors::EngineError;
 use crate::actors::driver::DriverFeed;
 use crate::actors::engine::Engine;
 use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
 use crate::domain::{OrderId, OrderView, UserId};
-
-/// Pause before subscribing again after the driver's feed ended (its actor restarted).
-const RESUBSCRIBE_DELAY_MS: u64 = 100;
 
 #[derive(Deserialize)]
 pub(super) struct Location {
@@ -117,11 +116,23 @@ impl DriverSession {
 
     /// Sends the order's state unless this very state was sent last.
     fn send_order(&mut self, order: &OrderView, shown: Shown) {
+        self.show_order(order, shown, false);
+    }
+
+    /// Sends the order's state as the answer to the driver's own message: always, even when
+    /// this state was shown already (a report repeated after its first answer was lost must
+    /// be answered, or the app waits for ever) — unless a newer state was shown meanwhile.
+    fn answer_order(&mut self, order: &OrderView, shown: Shown) {
+        self.show_order(order, shown, true);
+    }
+
+    fn show_order(&mut self, order: &OrderView, shown: Shown, answer: bool) {
         let key = shown_key(order);
-        // The same state again, or an older one overtaken by a report's answer: not shown.
+        // An older state overtaken by a report's answer, or the same state again from the
+        // feed: not shown.
         if let Some((id, at, state)) = &self.last_sent
             && *id == key.0
-            && (*at > key.1 || (*at == key.1 && *state == key.2))
+            && (*at > key.1 || (!answer && *at == key.1 && *state == key.2))
         {
             return;
         }
@@ -132,13 +143,16 @@ impl DriverSession {
         }
     }
 
-    fn subscribe(&mut self, ctx: &mut Context<Self>) {
+    /// Subscribes to the driver's feed. `retry_ms` is set when the feed is taken up again (it
+    /// ended while the socket stays open): a passing failure is then retried after that pause,
+    /// with the socket left open, rather than closing it.
+    fn subscribe(&mut self, retry_ms: Option<u64>, ctx: &mut Context<Self>) {
         let engine = self.engine.clone();
         let driver = self.driver_id;
         ctx.wait(
             async move { engine.subscribe_driver(driver).await }
                 .into_actor(self)
-                .map(|subscribed, act, ctx| match subscribed {
+                .map(move |subscribed, act, ctx| match subscribed {
                     Ok((status, active, feed)) => {
                         // Resume: the open offer or the active order, as on the first connect.
                         if let Some(offer) = status.offer.filter(|o| o.expires_at > Utc::now()) {
@@ -155,7 +169,14 @@ impl DriverSession {
                     }
                     Err(error) => {
                         act.core.error(error.code(), &error.to_string());
-                        act.close(ctx, CloseCode::Error, "dispatch unavailable");
+                        match retry_ms {
+                            Some(pause_ms) if passing(&error) => {
+                                ctx.run_later(Duration::from_millis(pause_ms), move |act, ctx| {
+                                    act.subscribe(Some(next_resubscribe_ms(pause_ms)), ctx);
+                                });
+                            }
+                            _ => act.close(ctx, CloseCode::Error, "dispatch unavailable"),
+                        }
                     }
                 }),
         );
@@ -202,7 +223,7 @@ impl DriverSession {
             }
         };
         ctx.wait(work.into_actor(self).map(|outcome, act, _| match outcome {
-            Ok(Some((order, shown))) => act.send_order(&order, shown),
+            Ok(Some((order, shown))) => act.answer_order(&order, shown),
             Ok(None) | Err(EngineError::StaleLocation) => {}
             Err(error) => act.core.error(error.code(), &error.to_string()),
         }));
@@ -214,7 +235,7 @@ impl Actor for DriverSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.start_socket(ctx);
-        self.subscribe(ctx);
+        self.subscribe(None, ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -247,9 +268,12 @@ impl StreamHandler<Option<DriverFeed>> for DriverSession {
             Some(DriverFeed::Assigned(order)) => self.send_order(&order, Shown::Assigned),
             Some(DriverFeed::OrderUpdate(order)) => self.send_order(&order, Shown::Update),
             None => {
-                ctx.run_later(Duration::from_millis(RESUBSCRIBE_DELAY_MS), |act, ctx| {
-                    act.subscribe(ctx);
-                });
+                ctx.run_later(
+                    Duration::from_millis(RESUBSCRIBE_RETRY_MIN_MS),
+                    |act, ctx| {
+                        act.subscribe(Some(RESUBSCRIBE_RETRY_MIN_MS), ctx);
+                    },
+                );
             }
         }
     }

@@ -9,7 +9,9 @@ use actix_ws::{CloseCode, Message, ProtocolError};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{SessionSetup, inbound_messages, receive};
+use super::{
+    RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing, receive,
+};
 use crate::actors::engine::Engine;
 use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
 use crate::domain::{MerchantId, OrderId, OrderView};
@@ -18,8 +20,6 @@ use crate::domain::{MerchantId, OrderId, OrderView};
 pub const PREP_MINUTES_MAX: u32 = 240;
 /// Longest rejection reason, in characters.
 pub const REASON_MAX_CHARS: usize = 500;
-/// Pause before subscribing again after a board feed ended (its actor restarted).
-const RESUBSCRIBE_DELAY_MS: u64 = 100;
 
 #[derive(Deserialize)]
 pub(super) struct Accept {
@@ -157,8 +157,17 @@ impl MerchantSession {
     }
 
     /// Subscribes to the boards of `merchants`; with `announce`, sends the combined board.
-    fn subscribe(&mut self, merchants: Vec<MerchantId>, announce: bool, ctx: &mut Context<Self>) {
+    /// `retry_ms` is set when a feed is taken up again: a passing failure is then retried
+    /// after that pause, with the socket left open.
+    fn subscribe(
+        &mut self,
+        merchants: Vec<MerchantId>,
+        announce: bool,
+        retry_ms: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) {
         let engine = self.engine.clone();
+        let again = merchants.clone();
         ctx.wait(
             async move {
                 let mut boards = Vec::with_capacity(merchants.len());
@@ -191,7 +200,19 @@ impl MerchantSession {
                 }
                 Err(error) => {
                     act.core.error(error.code(), &error.to_string());
-                    act.close(ctx, CloseCode::Error, "dispatch unavailable");
+                    match retry_ms {
+                        Some(pause_ms) if passing(&error) => {
+                            ctx.run_later(Duration::from_millis(pause_ms), move |act, ctx| {
+                                act.subscribe(
+                                    again,
+                                    false,
+                                    Some(next_resubscribe_ms(pause_ms)),
+                                    ctx,
+                                );
+                            });
+                        }
+                        _ => act.close(ctx, CloseCode::Error, "dispatch unavailable"),
+                    }
                 }
             }),
         );
@@ -244,7 +265,7 @@ impl Actor for MerchantSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.start_socket(ctx);
-        self.subscribe(self.merchants.clone(), true, ctx);
+        self.subscribe(self.merchants.clone(), true, None, ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -273,9 +294,9 @@ impl StreamHandler<BoardItem> for MerchantSession {
             None => {
                 let merchant = item.merchant_id;
                 ctx.run_later(
-                    Duration::from_millis(RESUBSCRIBE_DELAY_MS),
+                    Duration::from_millis(RESUBSCRIBE_RETRY_MIN_MS),
                     move |act, ctx| {
-                        act.subscribe(vec![merchant], false, ctx);
+                        act.subscribe(vec![merchant], false, Some(RESUBSCRIBE_RETRY_MIN_MS), ctx);
                     },
                 );
             }

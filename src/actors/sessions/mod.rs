@@ -15,9 +15,31 @@ use std::sync::Arc;
 use actix_ws::{MessageStream, Session};
 use tokio::sync::watch;
 
+use super::EngineError;
 use super::engine::Engine;
 use super::socket::SocketCore;
 use crate::config::GatewayConfig;
+
+/// Pause before a session whose feed ended subscribes again; after each failure that is worth
+/// retrying (another replica cannot be reached now) it doubles, up to the maximum, and the
+/// socket stays open meanwhile.
+const RESUBSCRIBE_RETRY_MIN_MS: u64 = 100;
+const RESUBSCRIBE_RETRY_MAX_MS: u64 = 5_000;
+
+/// The pause after a resubscription that failed after `pause_ms`.
+fn next_resubscribe_ms(pause_ms: u64) -> u64 {
+    (pause_ms.max(RESUBSCRIBE_RETRY_MIN_MS) * 2).min(RESUBSCRIBE_RETRY_MAX_MS)
+}
+
+/// Whether a failed resubscription is worth trying again with the socket left open: the
+/// engine or another replica is away for now (a Redis or database outage, a region moving),
+/// as opposed to a refusal that will not change.
+fn passing(error: &EngineError) -> bool {
+    matches!(
+        error.code(),
+        "dispatch_unavailable" | "store_unavailable" | "actor_failed"
+    )
+}
 
 /// What every session is started with.
 pub struct SessionSetup {

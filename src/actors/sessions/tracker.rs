@@ -6,14 +6,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_ws::{CloseCode, Message, ProtocolError};
 
-use super::SessionSetup;
+use super::{RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, next_resubscribe_ms, passing};
 use crate::actors::engine::Engine;
 use crate::actors::order::OrderFeed;
 use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
 use crate::domain::OrderId;
-
-/// Pause before subscribing again after the order's feed ended (its actor restarted).
-const RESUBSCRIBE_DELAY_MS: u64 = 100;
 
 /// The tracking socket takes no messages: any `type` is unknown here.
 enum TrackerIn {}
@@ -50,13 +47,15 @@ impl TrackerSession {
         .start()
     }
 
-    fn subscribe(&mut self, ctx: &mut Context<Self>) {
+    /// Subscribes to the order. `retry_ms` is set when the feed is taken up again: a passing
+    /// failure is then retried after that pause, with the socket left open.
+    fn subscribe(&mut self, retry_ms: Option<u64>, ctx: &mut Context<Self>) {
         let engine = self.engine.clone();
         let order_id = self.order_id;
         ctx.wait(
             async move { engine.subscribe_order(order_id).await }
                 .into_actor(self)
-                .map(|subscribed, act, ctx| match subscribed {
+                .map(move |subscribed, act, ctx| match subscribed {
                     Ok((order, feed)) => {
                         act.finished = order.status.is_final();
                         act.core.send(&Outbound::OrderUpdate { order: &order });
@@ -64,7 +63,14 @@ impl TrackerSession {
                     }
                     Err(error) => {
                         act.core.error(error.code(), &error.to_string());
-                        act.close(ctx, CloseCode::Error, "dispatch unavailable");
+                        match retry_ms {
+                            Some(pause_ms) if passing(&error) => {
+                                ctx.run_later(Duration::from_millis(pause_ms), move |act, ctx| {
+                                    act.subscribe(Some(next_resubscribe_ms(pause_ms)), ctx);
+                                });
+                            }
+                            _ => act.close(ctx, CloseCode::Error, "dispatch unavailable"),
+                        }
                     }
                 }),
         );
@@ -76,7 +82,7 @@ impl Actor for TrackerSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.start_socket(ctx);
-        self.subscribe(ctx);
+        self.subscribe(None, ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -122,9 +128,12 @@ impl StreamHandler<Option<OrderFeed>> for TrackerSession {
             }),
             None if self.finished => {}
             None => {
-                ctx.run_later(Duration::from_millis(RESUBSCRIBE_DELAY_MS), |act, ctx| {
-                    act.subscribe(ctx);
-                });
+                ctx.run_later(
+                    Duration::from_millis(RESUBSCRIBE_RETRY_MIN_MS),
+                    |act, ctx| {
+                        act.subscribe(Some(RESUBSCRIBE_RETRY_MIN_MS), ctx);
+                    },
+                );
             }
         }
     }
