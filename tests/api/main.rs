@@ -6,6 +6,7 @@ mod helpers;
 mod binary;
 mod checkout;
 mod cluster;
+mod db_outage;
 mod dispatch;
 mod errors;
 mod health;
