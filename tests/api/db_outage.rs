@@ -393,6 +393,6 @@ async fn an_engine_whose_region_was_claimed_during_the_cut_steps_down_and_stays_
     .await;
     let accepted = app.engine.merchant_accept(merchant, order.id, 10).await;
     assert!(accepted.is_ok(), "{accepted:?}");
-    assert_eq!(events_of(&app.db, order.id).await[..2], ["placed", "accepted"]);
+    assert_eq!(events_of(&app.db, order.id).await[..2], ["placed", "merchant_accepted"]);
     drop(relay);
 }
