@@ -6,8 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mealkitz::actors::{Canceller, Entity};
 use mealkitz::config::{Config, DatabaseUrl, Secret};
-use mealkitz::domain::{MerchantId, OrderId, OrderStatus, UserId};
+use mealkitz::domain::{Change, MerchantId, OrderId, OrderStatus, UserId};
 use mealkitz::store::Claim;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpSocket};
@@ -15,7 +16,7 @@ use tokio::task::AbortHandle;
 
 use crate::dispatch::at;
 use crate::helpers::{Db, TestApp, TestDb, config_for, migrated_store, spawn_app_with};
-use crate::ws::{cast, driver_online, ws_connect};
+use crate::ws::{Ws, cast, driver_online, ws_connect};
 
 /// The lease TTL of these engines: short, so an outage outlives it quickly.
 const LEASE_TTL_SECS: u64 = 2;
@@ -150,6 +151,36 @@ async fn ready_until(
     }
 }
 
+/// Sends `frame` until the order reaches `status`, again after each retryable error (as the
+/// apps do); panics on any other error or when it takes more than [`BACK_WITHIN_SECS`].
+async fn until_done(ws: &mut Ws, frame: &Value, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(BACK_WITHIN_SECS);
+    loop {
+        ws.send(frame.clone()).await;
+        loop {
+            let Some(message) = ws.next(Duration::from_secs(5)).await else {
+                panic!("no answer to {frame}");
+            };
+            if message["type"] == "order_update" && message["order"]["status"] == status {
+                return;
+            }
+            if message["type"] == "error" {
+                let code = message["code"].as_str().unwrap_or_default();
+                assert!(
+                    ["store_unavailable", "dispatch_unavailable"].contains(&code),
+                    "{frame}: {message}"
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "{frame} still refused after {BACK_WITHIN_SECS} s: {message}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                break;
+            }
+        }
+    }
+}
+
 /// The journal's events of `order`, read on the real database (not through the relay).
 async fn events_of(db: &TestDb, order: OrderId) -> Vec<String> {
     let mut raw = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
@@ -189,6 +220,12 @@ async fn an_engine_cut_off_from_postgres_past_its_lease_stays_up_and_resumes_by_
 
     relay.cut();
     let cut_at = Instant::now();
+    // The order's actor crashes while the journal cannot be read to rebuild it: it must come
+    // back once the database does.
+    app.engine
+        .inject_panic(Entity::Order(order_id), 0)
+        .await
+        .unwrap();
 
     // The process stays up the whole time, and says why it is not ready.
     let mut step = 0u32;
@@ -274,25 +311,14 @@ async fn an_engine_cut_off_from_postgres_past_its_lease_stays_up_and_resumes_by_
         back.as_millis()
     );
 
-    // The order finishes: the merchant's retry goes through now, then the driver's steps.
-    board
-        .send(json!({"type": "order_ready", "order_id": order_id}))
-        .await;
-    board
-        .expect_order("ready", |o| o["status"] == "ready")
-        .await;
-    driver
-        .send(json!({"type": "picked_up", "order_id": order_id}))
-        .await;
-    driver
-        .expect_order("picked up", |o| o["status"] == "picked_up")
-        .await;
-    driver
-        .send(json!({"type": "delivered", "order_id": order_id}))
-        .await;
-    driver
-        .expect_order("delivered", |o| o["status"] == "delivered")
-        .await;
+    // The order finishes: the merchant's retry goes through now, then the driver's steps
+    // (each retried after a retryable error, as the apps do).
+    let order_ready = json!({"type": "order_ready", "order_id": order_id});
+    until_done(&mut board, &order_ready, "ready").await;
+    let picked_up = json!({"type": "picked_up", "order_id": order_id});
+    until_done(&mut driver, &picked_up, "picked_up").await;
+    let delivered = json!({"type": "delivered", "order_id": order_id});
+    until_done(&mut driver, &delivered, "delivered").await;
     let stored = migrated_store(&app.db)
         .await
         .load_order(order_id)
@@ -395,4 +421,52 @@ async fn an_engine_whose_region_was_claimed_during_the_cut_steps_down_and_stays_
     assert!(accepted.is_ok(), "{accepted:?}");
     assert_eq!(events_of(&app.db, order.id).await[..2], ["placed", "merchant_accepted"]);
     drop(relay);
+}
+
+#[actix_web::test]
+async fn an_order_whose_journal_moved_on_behind_its_actor_is_reloaded_not_stuck() {
+    let (app, _relay) = engine_behind_relay(|_| {}).await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let order = app.place_at(customer, merchant, at(5_000.0, 5_000.0)).await;
+    app.engine
+        .merchant_accept(merchant, order.id, 10)
+        .await
+        .unwrap();
+
+    // A write whose answer was lost when the link dropped, but which committed: the journal is
+    // one transition ahead of the order's actor.
+    let store = migrated_store(&app.db).await;
+    let mut ahead = store.load_order(order.id).await.unwrap().unwrap();
+    let entry = ahead
+        .decide(Change::MarkedReady, mealkitz::store::now())
+        .unwrap();
+    ahead.apply(&entry).unwrap();
+    store.append(&ahead, &[entry]).await.unwrap();
+
+    // The next command meets the journal, not a wall: the actor is rebuilt from the journal
+    // and a retry goes through.
+    let deadline = Instant::now() + Duration::from_secs(BACK_WITHIN_SECS);
+    let cancelled = loop {
+        match app
+            .engine
+            .cancel_order(order.id, Canceller::Admin, "test".into())
+            .await
+        {
+            Ok(view) => break view,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still refused after {BACK_WITHIN_SECS} s: {error}"
+                );
+                assert_eq!(error.code(), "dispatch_unavailable", "{error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    assert_eq!(
+        events_of(&app.db, order.id).await,
+        ["placed", "merchant_accepted", "search_started", "marked_ready", "cancelled_by_admin"]
+    );
 }
