@@ -293,10 +293,7 @@ impl Cluster {
             chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
         );
         tracing::warn!(node = %self.node, "{note}");
-        *self
-            .stepped_down
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(note);
+        *self.stepped_down.lock().unwrap_or_else(|e| e.into_inner()) = Some(note);
     }
 
     /// The last step-down from a region taken over, for `/ready`.
@@ -580,9 +577,7 @@ impl Cluster {
         metrics::gauge!("cluster_regions_suspended").set(0.0);
         self.note_step_down(&format!("region {}", taken.join(", ")));
         let released = self.released.lock().await;
-        if !*released
-            && let Err(error) = self.store.release_regions(&self.node).await
-        {
+        if !*released && let Err(error) = self.store.release_regions(&self.node).await {
             tracing::warn!(error = %error, "cannot release the remaining region leases; they expire on their own");
         }
         drop(released);

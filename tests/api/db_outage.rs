@@ -241,7 +241,10 @@ async fn an_engine_cut_off_from_postgres_past_its_lease_stays_up_and_resumes_by_
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let status = app.engine.driver_status(driver_id).await.unwrap();
-            if status.location.is_some_and(|p| (p.lat - spot.lat).abs() < 1e-9) {
+            if status
+                .location
+                .is_some_and(|p| (p.lat - spot.lat).abs() < 1e-9)
+            {
                 assert!(status.online, "the driver went offline during the cut");
                 break;
             }
@@ -327,7 +330,11 @@ async fn an_engine_cut_off_from_postgres_past_its_lease_stays_up_and_resumes_by_
         .unwrap();
     assert_eq!(stored.status(), OrderStatus::Delivered);
     let events = events_of(&app.db, order_id).await;
-    assert_eq!(events.last().map(String::as_str), Some("delivered"), "{events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("delivered"),
+        "{events:?}"
+    );
     let metrics = app.get("/metrics").await.text;
     assert!(
         metrics
@@ -390,7 +397,10 @@ async fn an_engine_whose_region_was_claimed_during_the_cut_steps_down_and_stays_
     );
     // Nothing is written under the stale epoch: the order stays as it was.
     let refused = app.engine.merchant_accept(merchant, order.id, 10).await;
-    assert!(refused.is_err(), "a stepped-down replica journaled: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a stepped-down replica journaled: {refused:?}"
+    );
     assert_eq!(events_of(&app.db, order.id).await, ["placed"]);
     let leases = usurper.region_leases().await.unwrap();
     let now_ms = mealkitz::store::unix_ms();
@@ -419,7 +429,10 @@ async fn an_engine_whose_region_was_claimed_during_the_cut_steps_down_and_stays_
     .await;
     let accepted = app.engine.merchant_accept(merchant, order.id, 10).await;
     assert!(accepted.is_ok(), "{accepted:?}");
-    assert_eq!(events_of(&app.db, order.id).await[..2], ["placed", "merchant_accepted"]);
+    assert_eq!(
+        events_of(&app.db, order.id).await[..2],
+        ["placed", "merchant_accepted"]
+    );
     drop(relay);
 }
 
@@ -467,6 +480,75 @@ async fn an_order_whose_journal_moved_on_behind_its_actor_is_reloaded_not_stuck(
     assert_eq!(cancelled.status, OrderStatus::Cancelled);
     assert_eq!(
         events_of(&app.db, order.id).await,
-        ["placed", "merchant_accepted", "search_started", "marked_ready", "cancelled_by_admin"]
+        [
+            "placed",
+            "merchant_accepted",
+            "search_started",
+            "marked_ready",
+            "cancelled_by_admin"
+        ]
     );
+}
+
+#[actix_web::test]
+async fn a_sharing_replica_whose_region_was_claimed_during_the_cut_keeps_the_rest_and_stays_ready()
+{
+    let (app, relay) = engine_behind_relay(|config| {
+        *config = crate::helpers::with_redis(config.clone(), &crate::helpers::redis_url());
+    })
+    .await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let in_ne = app.place_at(customer, merchant, at(5_000.0, 5_000.0)).await;
+    let in_sw = app
+        .place_at(customer, merchant, at(-5_000.0, -5_000.0))
+        .await;
+    let usurper = migrated_store(&app.db).await;
+
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(LEASE_TTL_SECS + 1)).await;
+    let Claim::Granted(taken) = usurper
+        .claim_regions("usurper", &["ne".to_owned()], Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("a lapsed lease is granted");
+    };
+    let relay = relay.restore();
+
+    // Back on the database, it steps down from `ne` alone and stays ready, routing `ne`.
+    let (_, body) = ready_until(
+        &app,
+        Duration::from_secs(BACK_WITHIN_SECS),
+        "the step-down, ready",
+        |status, body| status == 200 && body["checks"]["leases"].is_string(),
+    )
+    .await;
+    assert!(
+        body["checks"]["leases"]
+            .as_str()
+            .unwrap()
+            .contains("stepped down from region ne"),
+        "{body}"
+    );
+    let leases = usurper.region_leases().await.unwrap();
+    let now_ms = mealkitz::store::unix_ms();
+    for (region, owner, epoch, expires_at_ms) in &leases {
+        if region == "ne" {
+            assert_eq!((owner.as_str(), *epoch), ("usurper", taken[0].epoch));
+        } else {
+            assert!(
+                owner != "usurper" && *expires_at_ms > now_ms,
+                "the replica kept {region}: {leases:?}"
+            );
+        }
+    }
+    // Its own regions work; nothing is written for `ne` under the stale epoch.
+    app.engine
+        .merchant_accept(merchant, in_sw.id, 10)
+        .await
+        .unwrap();
+    assert_eq!(events_of(&app.db, in_ne.id).await, ["placed"]);
+    assert_eq!(health(&app).await, 200);
+    drop(relay);
 }
