@@ -414,9 +414,11 @@ async fn an_engine_whose_region_was_claimed_during_the_cut_steps_down_and_stays_
             );
         }
     }
-    // Still up a lease TTL later.
+    // Still up a lease TTL later, and still a live member of the cluster while standing by.
     tokio::time::sleep(Duration::from_secs(LEASE_TTL_SECS)).await;
     assert_eq!(health(&app).await, 200);
+    let members = usurper.live_members().await.unwrap();
+    assert_eq!(members.len(), 1, "the standby keeps its membership: {members:?}");
 
     // The usurper leaves: the engine claims every region again and serves the order.
     usurper.release_region("usurper", "ne").await.unwrap();
