@@ -258,6 +258,12 @@ async fn an_engine_cut_off_from_postgres_past_its_lease_stays_up_and_resumes_by_
         assert_eq!(last_ready.0, 503, "/ready during the cut: {}", last_ready.1);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // The driver's actor crashes too: restarted, it cannot read the driver's active order back
+    // yet, and must have it once the database answers.
+    app.engine
+        .inject_panic(Entity::Driver(driver_id), 0)
+        .await
+        .unwrap();
     let (_, body) = &last_ready;
     assert_ne!(body["checks"]["database"], "ok", "{body}");
     let dispatch = body["checks"]["dispatch"].as_str().unwrap_or_default();
@@ -418,7 +424,11 @@ async fn an_engine_whose_region_was_claimed_during_the_cut_steps_down_and_stays_
     tokio::time::sleep(Duration::from_secs(LEASE_TTL_SECS)).await;
     assert_eq!(health(&app).await, 200);
     let members = usurper.live_members().await.unwrap();
-    assert_eq!(members.len(), 1, "the standby keeps its membership: {members:?}");
+    assert_eq!(
+        members.len(),
+        1,
+        "the standby keeps its membership: {members:?}"
+    );
 
     // The usurper leaves: the engine claims every region again and serves the order.
     usurper.release_region("usurper", "ne").await.unwrap();
@@ -552,5 +562,58 @@ async fn a_sharing_replica_whose_region_was_claimed_during_the_cut_keeps_the_res
         .unwrap();
     assert_eq!(events_of(&app.db, in_ne.id).await, ["placed"]);
     assert_eq!(health(&app).await, 200);
+    drop(relay);
+}
+
+#[actix_web::test]
+async fn a_driver_actor_restarted_during_the_cut_gets_its_order_back_when_the_database_returns() {
+    let (app, relay) = engine_behind_relay(|_| {}).await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let mut driver = app.driver_at(at(5_300.0, 5_000.0)).await;
+    let order = app.place_at(customer, merchant, at(5_000.0, 5_000.0)).await;
+    app.engine
+        .merchant_accept(merchant, order.id, 10)
+        .await
+        .unwrap();
+    let offer = crate::dispatch::next_offer(&mut driver, Duration::from_secs(5))
+        .await
+        .expect("the driver gets the offer");
+    app.engine
+        .accept_offer(driver.id, offer.offer_id)
+        .await
+        .unwrap();
+
+    relay.cut();
+    // The driver's actor crashes; restarted, it cannot read its active order yet.
+    app.engine
+        .inject_panic(Entity::Driver(driver.id), 0)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(CUT_SECS)).await;
+    let relay = relay.restore();
+
+    // Once the database answers, the order goes on: ready, then the driver's pickup (retried
+    // after retryable errors only).
+    let deadline = Instant::now() + Duration::from_secs(BACK_WITHIN_SECS);
+    let retry = |error: &mealkitz::actors::EngineError| {
+        assert!(
+            ["store_unavailable", "dispatch_unavailable"].contains(&error.code()),
+            "{error}"
+        );
+        assert!(Instant::now() < deadline, "still refused: {error}");
+    };
+    while let Err(error) = app.engine.merchant_ready(merchant, order.id).await {
+        retry(&error);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let picked = loop {
+        match app.engine.picked_up(driver.id, order.id).await {
+            Ok(view) => break view,
+            Err(error) => retry(&error),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(picked.status, OrderStatus::PickedUp);
     drop(relay);
 }
