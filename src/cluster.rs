@@ -1,6 +1,7 @@
 //! Region ownership across replicas: this process claims the leases of every region before its
-//! dispatch starts (standing by while another replica holds them), renews them, notices when it
-//! has lost them, and gives them up on a graceful stop so that a standby takes over at once.
+//! dispatch starts (standing by while another replica holds them), renews them, rides out a
+//! database outage, steps down from a region another replica took over, and gives them up on a
+//! graceful stop so that a standby takes over at once.
 //!
 //! Without Redis, one replica runs all regions and the others stand by (not ready, so a load
 //! balancer sends them nothing), taking over within the lease TTL when it dies. With Redis
@@ -8,6 +9,12 @@
 //! replicas), hands extras off cleanly when a replica joins, and claims the regions of one that
 //! left or died; commands travel to the owner through Redis. Journal writes are fenced by the
 //! lease epoch ([`Store::fence`]), so a replica that was paused past its lease cannot write.
+//!
+//! A database outage is a state, not an exit: while no renewal gets through, the leases are
+//! [`LeaseState::Suspended`] (dispatch serves from memory; every write fails and says so). When
+//! the database answers again, a lease nobody took is renewed under the same epoch and dispatch
+//! carries on; a region another replica took is stepped down from as in a hand-off — the
+//! replica keeps routing (with Redis) or goes back to standby (without).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,7 +25,7 @@ use tokio::sync::watch;
 use crate::actors::Engine;
 use crate::actors::remote::Ownership;
 use crate::geo::RegionId;
-use crate::store::{Claim, Lease, Store, unix_ms};
+use crate::store::{Claim, Lease, Store, StoreError, unix_ms};
 
 /// How often a standby looks whether the regions came free (a graceful stop releases them at
 /// once), unless the TTL is shorter still.
@@ -35,10 +42,16 @@ pub enum LeaseState {
         owner: String,
         expires_in_ms: i64,
     },
-    /// Every region is ours.
+    /// Every region is ours (with Redis: this replica has joined and holds its share).
     Held,
-    /// We held the regions and lost them: dispatch here must stop.
-    Lost(String),
+    /// The leases are held but the database has not taken a renewal since
+    /// `unreachable_since_ms`: dispatch keeps serving from memory and every write fails. Past
+    /// `lapses_at_ms` another replica may claim them; this one renews or steps down when the
+    /// database answers.
+    Suspended {
+        unreachable_since_ms: i64,
+        lapses_at_ms: i64,
+    },
 }
 
 impl LeaseState {
@@ -55,7 +68,25 @@ impl LeaseState {
                 "standby: region {region_id} is leased to {owner} (expires in {} s unless renewed)",
                 (expires_in_ms.max(&0) + 999) / 1000
             )),
-            LeaseState::Lost(why) => Some(format!("region leases lost: {why}")),
+            LeaseState::Suspended {
+                unreachable_since_ms,
+                lapses_at_ms,
+            } => {
+                let now_ms = unix_ms();
+                let down_secs = (now_ms - unreachable_since_ms).max(0) / 1000;
+                Some(if now_ms >= *lapses_at_ms {
+                    format!(
+                        "database unreachable for {down_secs} s; region leases lapsed \
+                         (dispatch resumes when the database answers, unless another replica \
+                         took them)"
+                    )
+                } else {
+                    format!(
+                        "database unreachable for {down_secs} s; region leases lapse in {} s",
+                        (lapses_at_ms - now_ms + 999) / 1000
+                    )
+                })
+            }
         }
     }
 }
@@ -76,6 +107,9 @@ pub struct Cluster {
     ownership: Arc<Ownership>,
     /// While sharing: the regions this replica holds, and their epochs.
     held: Mutex<BTreeMap<String, i64>>,
+    /// The last time this replica stepped down from a region another one took over, for
+    /// `/ready`: what happened and when.
+    stepped_down: Mutex<Option<String>>,
 }
 
 /// How many regions `node` should hold: `regions` ÷ live replicas, the remainder going one
@@ -115,6 +149,7 @@ impl Cluster {
             released: tokio::sync::Mutex::new(false),
             ownership: Arc::new(Ownership::default()),
             held: Mutex::new(BTreeMap::new()),
+            stepped_down: Mutex::new(None),
         }
     }
 
@@ -132,43 +167,41 @@ impl Cluster {
             .collect()
     }
 
-    /// Shares the regions with the other live replicas until released or lost: every beat it
-    /// marks this replica alive and renews its leases; every round (twice a second) it reads
-    /// the leases and the live replicas, and hands off one region above its fair share or
-    /// claims one free region below it, recovering its orders. Returns why the leases were
-    /// lost.
-    pub async fn share(&self, engine: &Engine) -> Option<String> {
-        let mut renewed_at = Instant::now();
+    /// Shares the regions with the other live replicas until released: every beat it renews
+    /// its leases; every round (twice a second) it reads the leases and the live replicas, and
+    /// hands off one region above its fair share or claims one free region below it, recovering
+    /// its orders. While the database does not answer, the leases are suspended; a region
+    /// another replica took meanwhile is stepped down from, and this replica routes its work.
+    pub async fn share(&self, engine: &Engine) {
+        let mut renewed_at_ms = unix_ms();
         let joined_at = Instant::now();
         let mut beat_at: Option<Instant> = None;
         loop {
             let released = self.released.lock().await;
             if *released {
-                return None;
+                return;
             }
             if beat_at.is_none_or(|at| at.elapsed() >= self.beat()) {
                 match self.renew_shared().await {
-                    Ok(Ok(())) => {
-                        renewed_at = Instant::now();
-                        beat_at = Some(renewed_at);
-                    }
-                    Ok(Err(why)) => return Some(self.lose(why)),
-                    Err(error) if renewed_at.elapsed() < self.ttl => {
-                        tracing::warn!(error = %error, "cannot renew region leases; retrying");
+                    Ok(lost) => {
+                        for region in &lost {
+                            self.step_down(engine, region).await;
+                        }
+                        self.resume_after_outage();
+                        renewed_at_ms = unix_ms();
+                        beat_at = Some(Instant::now());
                     }
                     Err(error) if !self.held_regions().is_empty() => {
-                        return Some(self.lose(format!(
-                            "not renewed for {} s ({error})",
-                            renewed_at.elapsed().as_secs()
-                        )));
+                        self.suspend(&error, renewed_at_ms, self.held_regions().len());
                     }
                     Err(error) => {
                         tracing::warn!(error = %error, "cannot join the cluster yet");
                     }
                 }
             }
+            let suspended = matches!(self.state(), LeaseState::Suspended { .. });
             let mut moved = false;
-            if beat_at.is_some() {
+            if beat_at.is_some() && !suspended {
                 match self.rebalance(engine).await {
                     Ok(changed) => {
                         moved = changed;
@@ -191,30 +224,84 @@ impl Cluster {
         }
     }
 
-    /// Marks this replica alive and renews its leases. `Ok(Err)`: a lease was taken over.
-    async fn renew_shared(&self) -> Result<Result<(), String>, crate::store::StoreError> {
-        self.store.heartbeat_member(&self.node, self.ttl).await?;
+    /// Renews this replica's leases; returns the regions it held that another replica took.
+    async fn renew_shared(&self) -> Result<Vec<String>, StoreError> {
         let renewed = self.store.renew_regions(&self.node, self.ttl).await?;
-        let lost: Vec<String> = self
+        Ok(self
             .held_regions()
             .into_iter()
             .filter(|region| !renewed.contains(region))
-            .collect();
-        if lost.is_empty() {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(format!(
-                "another replica took region {} over",
-                lost.join(", ")
-            )))
-        }
+            .collect())
     }
 
-    fn lose(&self, why: String) -> String {
-        tracing::error!(node = %self.node, reason = %why, "region leases lost; this replica stops dispatching");
-        metrics::gauge!("cluster_regions_owned").set(0.0);
-        self.state.send_replace(LeaseState::Lost(why.clone()));
-        why
+    /// A renewal did not get through: the leases are suspended (once), and lapse a TTL after
+    /// the last renewal. Dispatch keeps serving from memory; writes fail meanwhile.
+    fn suspend(&self, error: &StoreError, renewed_at_ms: i64, held: usize) {
+        metrics::gauge!("cluster_regions_suspended").set(held as f64);
+        if matches!(self.state(), LeaseState::Suspended { .. }) {
+            tracing::debug!(error = %error, "region leases still not renewed");
+            return;
+        }
+        tracing::warn!(
+            node = %self.node,
+            error = %error,
+            "cannot renew region leases: the database is unreachable; dispatch keeps serving \
+             from memory, writes fail until it answers"
+        );
+        self.state.send_replace(LeaseState::Suspended {
+            unreachable_since_ms: unix_ms(),
+            lapses_at_ms: renewed_at_ms + self.ttl.as_millis() as i64,
+        });
+    }
+
+    /// A renewal got through: leases that were suspended are held again (under the same epochs:
+    /// nobody took them).
+    fn resume_after_outage(&self) {
+        if let LeaseState::Suspended {
+            unreachable_since_ms,
+            ..
+        } = self.state()
+        {
+            let down_ms = unix_ms() - unreachable_since_ms;
+            tracing::info!(node = %self.node, down_ms, "the database answers again; region leases renewed under the same epochs");
+            metrics::histogram!("cluster_lease_suspension_seconds").record(down_ms as f64 / 1e3);
+            self.state.send_replace(LeaseState::Held);
+        }
+        metrics::gauge!("cluster_regions_suspended").set(0.0);
+    }
+
+    /// Another replica took `region` over (this one could not renew in time): stops its work
+    /// as a hand-off does, without writing under the stale epoch, and routes it from now on.
+    async fn step_down(&self, engine: &Engine, region: &str) {
+        self.store.refence(&self.node, region, None);
+        engine.deactivate_region(&RegionId::from(region)).await;
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(region);
+        // Unowned until the next round reads who holds it: commands wait for that.
+        self.ownership.set(region, None, 0);
+        metrics::counter!("cluster_regions_stepped_down_total").increment(1);
+        metrics::gauge!("cluster_regions_owned").set(self.held_regions().len() as f64);
+        self.note_step_down(&format!("region {region}"));
+    }
+
+    fn note_step_down(&self, what: &str) {
+        let note = format!(
+            "stepped down from {what} at {}: another replica took it over while this one could \
+             not renew",
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        tracing::warn!(node = %self.node, "{note}");
+        *self.stepped_down.lock().unwrap_or_else(|e| e.into_inner()) = Some(note);
+    }
+
+    /// The last step-down from a region taken over, for `/ready`.
+    pub fn step_down_note(&self) -> Option<String> {
+        self.stepped_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// One round: reads who holds what, then hands off or claims a region towards this
@@ -320,7 +407,7 @@ impl Cluster {
         self.state.borrow().clone()
     }
 
-    /// Watches the state (e.g. for [`LeaseState::Lost`]).
+    /// Watches the state.
     pub fn subscribe(&self) -> watch::Receiver<LeaseState> {
         self.state.subscribe()
     }
@@ -348,10 +435,55 @@ impl Cluster {
             })
     }
 
-    /// Claims every region, standing by while another replica holds one; then fences the
-    /// store's journal writes with the granted epochs.
-    pub async fn claim(&self) -> Vec<Lease> {
+    /// Keeps this replica's row in `cluster_members` fresh, every third of the TTL, in every
+    /// mode (sharing, holding every region, standing by) until released: other parts of the
+    /// service ask whether a replica is alive. Also tells whether the store answers
+    /// (`store_available`).
+    pub async fn heartbeat(&self) {
         loop {
+            let released = self.released.lock().await;
+            if *released {
+                return;
+            }
+            let beat = self.store.heartbeat_member(&self.node, self.ttl).await;
+            drop(released);
+            match beat {
+                Ok(()) => metrics::gauge!("store_available").set(1.0),
+                Err(error) => {
+                    metrics::gauge!("store_available").set(0.0);
+                    tracing::debug!(error = %error, "cannot mark this replica alive");
+                }
+            }
+            tokio::time::sleep(self.beat()).await;
+        }
+    }
+
+    /// Runs every region alone (no Redis) until released: claims them all (standing by while
+    /// another replica holds one), recovers their orders, and holds them; when another replica
+    /// took a region over, steps down and stands by again. Never gives up.
+    pub async fn serve_alone(&self, engine: &Engine) {
+        loop {
+            if self.claim().await.is_none() {
+                return;
+            }
+            while let Err(error) = engine.recover().await {
+                tracing::warn!(error = %error, "cannot recover open orders yet");
+                tokio::time::sleep(self.beat().min(Duration::from_secs(1))).await;
+            }
+            if !self.hold(engine).await {
+                return;
+            }
+        }
+    }
+
+    /// Claims every region, standing by while another replica holds one; then fences the
+    /// store's journal writes with the granted epochs. `None` once released.
+    pub async fn claim(&self) -> Option<Vec<Lease>> {
+        loop {
+            let released = self.released.lock().await;
+            if *released {
+                return None;
+            }
             let outcome = match self.held_elsewhere().await {
                 Some(held) => Ok(held),
                 None => {
@@ -360,6 +492,7 @@ impl Cluster {
                         .await
                 }
             };
+            drop(released);
             match outcome {
                 Ok(Claim::Granted(leases)) => {
                     self.store.fence(&self.node, &leases);
@@ -370,7 +503,7 @@ impl Cluster {
                     tracing::info!(node = %self.node, leases = %epochs.join(","), "region leases claimed");
                     metrics::gauge!("cluster_regions_owned").set(leases.len() as f64);
                     self.state.send_replace(LeaseState::Held);
-                    return leases;
+                    return Some(leases);
                 }
                 Ok(Claim::Held {
                     region_id,
@@ -397,43 +530,58 @@ impl Cluster {
         }
     }
 
-    /// Renews the leases every third of the TTL until they are released or lost: another
-    /// replica took a region over, or no renewal succeeded for a whole TTL (then another replica
-    /// may have). Returns why they were lost.
-    pub async fn hold(&self) -> Option<String> {
-        let mut renewed_at = Instant::now();
+    /// Renews the leases every third of the TTL until they are released (`false`) or another
+    /// replica took a region over (`true`: this one has stepped down and stands by). While the
+    /// database does not answer, the leases are suspended and dispatch serves from memory;
+    /// when it answers, leases nobody took are renewed under the same epochs.
+    pub async fn hold(&self, engine: &Engine) -> bool {
+        let mut renewed_at_ms = unix_ms();
         loop {
             tokio::time::sleep(self.beat()).await;
             let released = self.released.lock().await;
             if *released {
-                return None;
+                return false;
             }
             let renewed = self.store.renew_regions(&self.node, self.ttl).await;
             drop(released);
-            let why = match renewed.map(|held| held.len()) {
-                Ok(held) if held >= self.regions.len() => {
-                    renewed_at = Instant::now();
-                    continue;
+            match renewed {
+                Ok(held) if held.len() >= self.regions.len() => {
+                    self.resume_after_outage();
+                    renewed_at_ms = unix_ms();
                 }
-                Ok(held) => format!(
-                    "another replica took {} of {} regions over",
-                    self.regions.len() - held,
-                    self.regions.len()
-                ),
-                Err(error) if renewed_at.elapsed() < self.ttl => {
-                    tracing::warn!(error = %error, "cannot renew region leases; retrying");
-                    continue;
+                Ok(held) => {
+                    let taken: Vec<&str> = self
+                        .regions
+                        .iter()
+                        .filter(|region| !held.contains(region))
+                        .map(String::as_str)
+                        .collect();
+                    self.stand_by(engine, &taken).await;
+                    return true;
                 }
-                Err(error) => format!(
-                    "not renewed for {} s ({error})",
-                    renewed_at.elapsed().as_secs()
-                ),
-            };
-            tracing::error!(node = %self.node, reason = %why, "region leases lost; this replica stops dispatching");
-            metrics::gauge!("cluster_regions_owned").set(0.0);
-            self.state.send_replace(LeaseState::Lost(why.clone()));
-            return Some(why);
+                Err(error) => self.suspend(&error, renewed_at_ms, self.regions.len()),
+            }
         }
+    }
+
+    /// Another replica took `taken` over: without Redis a replica runs all regions or none, so
+    /// this one stops every region's work (as a hand-off does, never writing under the stale
+    /// epochs), gives back the leases it still holds so the new owner can claim them all, and
+    /// stands by.
+    async fn stand_by(&self, engine: &Engine, taken: &[&str]) {
+        // No journal write from here on: the taken regions' epochs are stale, and the others go.
+        self.store.fence(&self.node, &[]);
+        engine.stand_by().await;
+        metrics::counter!("cluster_regions_stepped_down_total").increment(taken.len() as u64);
+        metrics::gauge!("cluster_regions_owned").set(0.0);
+        metrics::gauge!("cluster_regions_suspended").set(0.0);
+        self.note_step_down(&format!("region {}", taken.join(", ")));
+        let released = self.released.lock().await;
+        if !*released && let Err(error) = self.store.release_regions(&self.node).await {
+            tracing::warn!(error = %error, "cannot release the remaining region leases; they expire on their own");
+        }
+        drop(released);
+        self.state.send_replace(LeaseState::Claiming);
     }
 
     /// Gives the leases up (a graceful stop, after the last snapshots are written).
@@ -443,9 +591,7 @@ impl Cluster {
         if let Err(error) = self.store.leave_cluster(&self.node).await {
             tracing::warn!(error = %error, "cannot leave the cluster; this replica's row expires on its own");
         }
-        if self.state() != LeaseState::Held {
-            return;
-        }
+        // Only leases still ours are touched (a standby holds none).
         match self.store.release_regions(&self.node).await {
             Ok(()) => tracing::info!(node = %self.node, "region leases released"),
             Err(error) => {

@@ -18,7 +18,7 @@ use crate::api::limits::Limits;
 use crate::api::middleware::{json_error_fallback, observe};
 use crate::api::{self, AppState};
 use crate::bus::Bus;
-use crate::cluster::{Cluster, LeaseState};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::payments::sandbox::SandboxGateway;
 use crate::payments::{PaymentGateway, settlement};
@@ -195,29 +195,10 @@ impl Application {
     }
 
     /// Serves until the server is stopped, then flushes snapshots, gives up the region leases
-    /// and closes the store. Losing the region leases to another replica stops the server at
-    /// once and returns an error (the process should exit; restarted, it joins again).
+    /// and closes the store. Nothing else stops it: a database outage suspends the leases, and
+    /// a region another replica took over is stepped down from (see [`Cluster`]).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let mut leases = self.state.cluster.subscribe();
-        let lost = async move {
-            loop {
-                if let LeaseState::Lost(why) = &*leases.borrow_and_update() {
-                    return why.clone();
-                }
-                if leases.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        let served = tokio::select! {
-            served = self.server => served.context("the HTTP server failed"),
-            why = lost => {
-                let _ = self.sockets_shutdown.send(true);
-                handle.stop(false).await;
-                Err(anyhow::anyhow!("region leases lost: {why}"))
-            }
-        };
+        let served = self.server.await.context("the HTTP server failed");
         self.init.abort();
         self.state.engine.shutdown().await;
         self.state.cluster.release().await;
@@ -227,8 +208,9 @@ impl Application {
     }
 }
 
-/// Start-up work that needs the database: migrations, the token-signing secret, the region
-/// leases (standing by while another replica holds them), then the recovery of every open order.
+/// Start-up work that needs the database — migrations, the token-signing secret — then, until
+/// the stop: this replica's membership heartbeat, its region leases (standing by while another
+/// replica holds them, recovering every open order it takes on) and the idempotency-key sweep.
 async fn initialise(
     store: Store,
     auth: Arc<Auth>,
@@ -236,31 +218,32 @@ async fn initialise(
     cluster: Arc<Cluster>,
     shared: bool,
 ) {
+    let member = cluster.clone();
+    actix_web::rt::spawn(async move { member.heartbeat().await });
     store.migrate_until_ready().await;
     while let Err(error) = auth.tokens.load_or_create_secret(&store).await {
         tracing::warn!(error = %error, "cannot load the token-signing secret yet");
         tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;
     }
-    if shared {
-        let sharer = cluster.clone();
-        let engine = engine.clone();
-        actix_web::rt::spawn(async move { sharer.share(&engine).await });
-    } else {
-        cluster.claim().await;
-        let holder = cluster.clone();
-        actix_web::rt::spawn(async move { holder.hold().await });
-        while let Err(error) = engine.recover().await {
-            tracing::warn!(error = %error, "cannot recover open orders yet");
-            tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;
+    // Region ownership runs in this task, so that a stop (which aborts it) cannot claim or
+    // take on a region after the engine has shut down.
+    let ownership = async {
+        if shared {
+            cluster.share(&engine).await;
+        } else {
+            cluster.serve_alone(&engine).await;
         }
-    }
+    };
     // Keys live 24 h; sweep the expired ones now and then.
-    loop {
-        match store.purge_expired_idempotency_keys().await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "expired idempotency keys removed"),
-            Err(error) => tracing::warn!(error = %error, "cannot purge idempotency keys"),
+    let purge = async {
+        loop {
+            match store.purge_expired_idempotency_keys().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "expired idempotency keys removed"),
+                Err(error) => tracing::warn!(error = %error, "cannot purge idempotency keys"),
+            }
+            tokio::time::sleep(Duration::from_secs(IDEMPOTENCY_PURGE_INTERVAL_SECS)).await;
         }
-        tokio::time::sleep(Duration::from_secs(IDEMPOTENCY_PURGE_INTERVAL_SECS)).await;
-    }
+    };
+    tokio::join!(ownership, purge);
 }

@@ -25,6 +25,9 @@ use crate::store::{Snapshot, SnapshotKind};
 
 /// Offers this driver saw expire, remembered so that a late accept is told `offer_expired`
 /// rather than "no such offer".
+/// How long to wait before reading a driver's active order again when the store could not be
+/// read at start (a database outage).
+const ACTIVE_ORDER_RETRY_MS: u64 = 1_000;
 const REMEMBERED_EXPIRED_OFFERS: usize = 8;
 /// A driver's location and availability are snapshotted at most this often; locations are not
 /// journaled (they are worthless minutes later), only kept for a restart.
@@ -244,6 +247,27 @@ impl DriverActor {
         })
     }
 
+    /// The active order could not be read at start (a database outage): read it again in a
+    /// while, and until it succeeds, so that a driver restarted during an outage gets its order
+    /// back (and is not offered another meanwhile once it is known).
+    fn reload_active_order_later(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(Duration::from_millis(ACTIVE_ORDER_RETRY_MS), |act, ctx| {
+            let store = act.services.store.clone();
+            let id = act.id;
+            ctx.spawn(
+                async move { store.active_order_of_driver(id).await }
+                    .into_actor(act)
+                    .map(|active, act, ctx| match active {
+                        Ok(active) => {
+                            act.active_order = act.active_order.or(active);
+                            act.reindex();
+                        }
+                        Err(_) => act.reload_active_order_later(ctx),
+                    }),
+            );
+        });
+    }
+
     /// Free for a new offer: online, on duty, located, and without an offer or an order.
     fn matchable(&self) -> bool {
         self.online
@@ -419,14 +443,15 @@ impl Actor for DriverActor {
         // Nothing is handled until the persisted state is back.
         ctx.wait(
             async move {
-                let snapshot = store
-                    .snapshot_state::<DriverSnapshot>(SnapshotKind::Driver, id.as_uuid())
-                    .await;
-                let active = store.active_order_of_driver(id).await;
-                (snapshot, active)
+                // Both at once: in a database outage each waits out the pool's acquire timeout,
+                // and the driver's messages wait for them.
+                tokio::join!(
+                    store.snapshot_state::<DriverSnapshot>(SnapshotKind::Driver, id.as_uuid()),
+                    store.active_order_of_driver(id)
+                )
             }
             .into_actor(self)
-            .map(|(snapshot, active), act, _| {
+            .map(|(snapshot, active), act, ctx| {
                 match snapshot {
                     Ok(Some(snapshot)) => {
                         act.location = snapshot
@@ -443,7 +468,8 @@ impl Actor for DriverActor {
                 match active {
                     Ok(active) => act.active_order = act.active_order.or(active),
                     Err(error) => {
-                        tracing::warn!(driver_id = %act.id, error = %error, "cannot load active order")
+                        tracing::warn!(driver_id = %act.id, error = %error, "cannot load active order yet");
+                        act.reload_active_order_later(ctx);
                     }
                 }
             }),
@@ -699,18 +725,32 @@ impl Handler<ReportProgress> for DriverActor {
             let store = self.services.store.clone();
             let driver = self.id;
             return AtomicResponse::new(Box::pin(
-                async move {
-                    match store.load_order(msg.order_id).await? {
+                async move { store.load_order(msg.order_id).await }
+                    .into_actor(self)
+                    .map(move |loaded, act, _| match loaded? {
                         Some(order)
                             if order.driver_id == Some(driver)
                                 && msg.step.done_in(order.status()) =>
                         {
                             Ok(order.view())
                         }
+                        // The order is this driver's and open, but this actor lost track of
+                        // it (restarted while the database could not be read): it takes the
+                        // order back, and the report, sent again, goes through.
+                        Some(order)
+                            if order.driver_id == Some(driver)
+                                && order.is_open()
+                                && act.active_order.is_none() =>
+                        {
+                            tracing::info!(driver_id = %driver, order_id = %order.id, "driver actor took its active order back");
+                            act.active_order = Some(order.id);
+                            act.reindex();
+                            Err(EngineError::Unavailable(format!(
+                                "driver {driver} is restarting"
+                            )))
+                        }
                         _ => Err(EngineError::OrderNotFound),
-                    }
-                }
-                .into_actor(self),
+                    }),
             ));
         }
         let order = match self.order_addr(&msg.order_id) {

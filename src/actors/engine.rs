@@ -213,6 +213,16 @@ impl Engine {
         tracing::info!(region = %region, orders = orders.len(), elapsed_ms = started.elapsed().as_millis() as u64, "region handed off");
     }
 
+    /// Steps down from every region (another replica took one over, and without Redis a
+    /// replica runs all or none): each is handed off as in a rebalance, and commands wait for
+    /// [`Engine::recover`] again.
+    pub async fn stand_by(&self) {
+        self.recovered.store(false, Ordering::Release);
+        for region in self.services.region_ids() {
+            self.deactivate_region(&region).await;
+        }
+    }
+
     /// Runs `work` on one of the engine's event loops, chosen by `key`.
     pub(crate) fn spawn_spread(
         &self,

@@ -59,18 +59,20 @@ impl MerchantActor {
     }
 }
 
-impl Actor for MerchantActor {
-    type Context = Context<Self>;
+/// How long to wait before reading a merchant's board again when the store could not be read
+/// (a database outage).
+const BOARD_RETRY_MS: u64 = 1_000;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        if self.services.config.fault_injection
-            && self.services.faults.take(&Entity::Merchant(self.id))
-        {
-            panic!("injected fault: merchant {} panics on start", self.id);
-        }
+impl MerchantActor {
+    /// Reads the merchant's open orders into the board. When the store cannot be read (a
+    /// database outage) it tries again every [`BOARD_RETRY_MS`] until it can, and announces the
+    /// orders it finds then, so that a board started during an outage is not left short.
+    /// `announce`: tell the board's subscribers about the orders found (a retry, after they
+    /// subscribed); the first load, before anything is handled, only fills the board.
+    fn load_board(&mut self, announce: bool) -> ResponseActFuture<Self, ()> {
         let store = self.services.store.clone();
         let id = self.id;
-        ctx.wait(
+        Box::pin(
             async move {
                 let ids = store.open_order_ids_of_merchant(id).await?;
                 let mut orders = Vec::with_capacity(ids.len());
@@ -82,19 +84,45 @@ impl Actor for MerchantActor {
                 Ok::<_, crate::store::StoreError>(orders)
             }
             .into_actor(self)
-            .map(|loaded, act, _| match loaded {
+            .map(move |loaded, act, ctx| match loaded {
                 Ok(orders) => {
                     for order in orders.into_iter().filter(|o| o.is_open()) {
-                        act.board
-                            .entry(order.id)
-                            .or_insert((order.version, order.view()));
+                        if announce {
+                            // An update that came meanwhile is newer; the handler keeps it.
+                            ctx.notify(BoardUpdate {
+                                version: order.version,
+                                view: order.view(),
+                            });
+                        } else {
+                            act.board
+                                .entry(order.id)
+                                .or_insert((order.version, order.view()));
+                        }
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(merchant_id = %act.id, error = %error, "cannot load the board")
+                    tracing::warn!(merchant_id = %act.id, error = %error, "cannot load the board yet");
+                    ctx.run_later(Duration::from_millis(BOARD_RETRY_MS), |act, ctx| {
+                        ctx.spawn(act.load_board(true));
+                    });
                 }
             }),
-        );
+        )
+    }
+}
+
+impl Actor for MerchantActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.services.config.fault_injection
+            && self.services.faults.take(&Entity::Merchant(self.id))
+        {
+            panic!("injected fault: merchant {} panics on start", self.id);
+        }
+        // Nothing is handled until the board is back (or the store failed: then it is read
+        // again in the background until it can be, see `load_board`).
+        ctx.wait(self.load_board(false));
         ctx.run_interval(Duration::from_secs(MERCHANT_IDLE_CHECK_SECS), |act, ctx| {
             if act.board.is_empty() && !act.feed.has_subscribers() {
                 ctx.stop();

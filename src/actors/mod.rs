@@ -84,7 +84,11 @@ impl EngineError {
                 "dispatch_unavailable"
             }
             EngineError::Remote { code, .. } => code,
-            EngineError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            // A write under a lease this replica no longer holds is as passing as an outage:
+            // the region's next owner (or this replica, once it renewed) takes the retry.
+            EngineError::Store(StoreError::Unavailable(_) | StoreError::LeaseLost(_)) => {
+                "store_unavailable"
+            }
             EngineError::Store(_) => "internal_error",
         }
     }

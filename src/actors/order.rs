@@ -19,7 +19,7 @@ use super::driver::{
 use super::feed::Feed;
 use super::mailbox::SelfMessages;
 use super::merchant::{BoardUpdate, MerchantActor};
-use super::region::{Candidate, FindCandidates, MatchOutcome, RequestMatch};
+use super::region::{Candidate, FindCandidates, MatchOutcome, ReloadOrder, RequestMatch};
 use super::services::Services;
 use super::supervision::{ChildGuard, Entity};
 use crate::domain::{
@@ -166,6 +166,8 @@ pub struct OrderActor {
     last_driver_location: Option<OrderFeed>,
     /// Everyone in reach has passed on this order: ask them again rather than wait forever.
     second_round: bool,
+    /// Stopping because the journal is ahead of this actor: the supervisor rebuilds it.
+    reload_on_stop: bool,
 }
 
 type Reply = Result<OrderView, EngineError>;
@@ -202,6 +204,7 @@ impl OrderActor {
             counted_stale: false,
             last_driver_location: None,
             second_round: false,
+            reload_on_stop: false,
         })
     }
 
@@ -270,6 +273,19 @@ impl OrderActor {
                         }
                         act.install(next, ctx);
                         Ok(act.order.view())
+                    }
+                    // The journal moved on without this actor: a write whose answer was lost (the
+                    // connection dropped in an outage) committed after all. Its state is stale;
+                    // the region's supervisor rebuilds it from the journal, and the caller
+                    // retries against that.
+                    Err(StoreError::Conflict(why)) => {
+                        tracing::warn!(order_id = %act.order.id, reason = %why, "the journal is ahead of this order's actor; reloading it");
+                        act.reload_on_stop = true;
+                        ctx.stop();
+                        Err(EngineError::Unavailable(format!(
+                            "order {} is restarting",
+                            act.order.id
+                        )))
                     }
                     Err(error) => {
                         tracing::warn!(order_id = %act.order.id, error = %error, "journal write failed");
@@ -611,6 +627,13 @@ impl Actor for OrderActor {
             .orders
             .remove_if(&self.order.id, &ctx.address());
         self.guard.disarm();
+        if self.reload_on_stop
+            && let Some(supervisor) = self.services.region(self.guard.supervisor())
+        {
+            supervisor.do_send(ReloadOrder {
+                order_id: self.order.id,
+            });
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! when they crash.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -13,7 +14,7 @@ use super::merchant::MerchantActor;
 use super::order::OrderActor;
 use super::services::Services;
 use super::supervision::{ChildGuard, Entity, Verdict};
-use crate::domain::UserId;
+use crate::domain::{OrderId, UserId};
 use crate::geo::{DriverIndex, LatLon, RegionId, travel_secs};
 
 /// Puts a driver into the index, or moves it there. Sent by the driver's actor whenever it is
@@ -80,6 +81,19 @@ pub struct RequestMatch {
 pub struct ChildCrashed {
     pub entity: Entity,
 }
+
+/// An order actor found the journal ahead of its state (a write whose answer was lost, in an
+/// outage, committed after all) and stopped: rebuild it from the journal. Not a crash, so not
+/// counted against the restart limit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadOrder {
+    pub order_id: OrderId,
+}
+
+/// How long to wait before reading a crashed or stale order again when the store could not be
+/// read (a database outage): the order must come back once it can.
+const ORDER_RELOAD_RETRY_MS: u64 = 1_000;
 
 /// How many drivers the index holds (for tests and operators).
 #[derive(Message)]
@@ -283,6 +297,48 @@ impl Handler<IndexSize> for RegionActor {
     }
 }
 
+impl RegionActor {
+    /// Rebuilds order `order_id` from its journal (and newest snapshot) and starts it afresh on
+    /// this region's event loop. While the store cannot be read (a database outage) it tries
+    /// again every [`ORDER_RELOAD_RETRY_MS`], so that no order stays down because of an outage;
+    /// it stops trying when the region is handed off (this supervisor stops with it).
+    fn reload_order(&mut self, order_id: OrderId, ctx: &mut Context<Self>) {
+        let store = self.services.store.clone();
+        ctx.spawn(
+            async move { store.load_order(order_id).await }
+                .into_actor(self)
+                .map(move |loaded, act, ctx| match loaded {
+                    Ok(Some(order)) if order.is_open() => {
+                        let addr = OrderActor::start_recovered(order, act.services.clone());
+                        act.services.orders.insert(order_id, addr);
+                        tracing::info!(order_id = %order_id, "order actor restarted from its journal");
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(
+                            order_id = %order_id,
+                            error = %error,
+                            retry_in_ms = ORDER_RELOAD_RETRY_MS,
+                            "cannot reload an order yet"
+                        );
+                        ctx.run_later(
+                            Duration::from_millis(ORDER_RELOAD_RETRY_MS),
+                            move |act, ctx| act.reload_order(order_id, ctx),
+                        );
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<ReloadOrder> for RegionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReloadOrder, ctx: &mut Self::Context) {
+        self.reload_order(msg.order_id, ctx);
+    }
+}
+
 impl Handler<super::services::Retire> for RegionActor {
     type Result = bool;
 
@@ -314,28 +370,7 @@ impl Handler<ChildCrashed> for RegionActor {
         let services = self.services.clone();
         let region = self.id.clone();
         match msg.entity {
-            Entity::Order(order_id) => {
-                // Rebuild from the journal (and newest snapshot), then start afresh on this
-                // region's event loop.
-                let store = services.store.clone();
-                ctx.spawn(
-                    async move { store.load_order(order_id).await }
-                        .into_actor(self)
-                        .map(move |loaded, act, _| match loaded {
-                            Ok(Some(order)) if order.is_open() => {
-                                let addr = OrderActor::start_recovered(order, act.services.clone());
-                                act.services.orders.insert(order_id, addr);
-                                tracing::info!(order_id = %order_id, "order actor restarted");
-                            }
-                            Ok(_) => {}
-                            Err(error) => tracing::error!(
-                                order_id = %order_id,
-                                error = %error,
-                                "cannot reload a crashed order"
-                            ),
-                        }),
-                );
-            }
+            Entity::Order(order_id) => self.reload_order(order_id, ctx),
             Entity::Driver(driver_id) => {
                 let addr = DriverActor::start(driver_id, services.clone());
                 services.drivers.insert(driver_id, addr);

@@ -31,7 +31,9 @@ pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
     /// Each dependency (`database`, `dispatch`, and with Redis `redis` and `routing`): `ok`, or
-    /// why it failed (`degraded: …` for the two that do not fail readiness).
+    /// why it failed (`degraded: …` for the two that do not fail readiness). `leases`, when
+    /// present, tells when this replica last stepped down from a region another one took over
+    /// (it does not fail readiness).
     pub checks: BTreeMap<String, String>,
     /// When not ready: `not_ready`, naming the failing checks.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,6 +69,11 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         None => Err("recovering open orders".to_owned()),
     };
     record(&mut checks, &mut failing, "dispatch", dispatch);
+    // A region another replica took over while this one could not renew: reported, not
+    // failing (with Redis this replica routes its work; without, `dispatch` says standby).
+    if let Some(note) = state.cluster.step_down_note() {
+        checks.insert("leases".to_owned(), note);
+    }
     // Redis is reported, not required: without it, the regions this replica holds keep
     // working and only commands for other replicas' regions fail. Taking every replica out of
     // the load balancer when Redis is down would stop those too.

@@ -56,10 +56,12 @@ impl Store {
     ) -> Result<Claim, StoreError> {
         let mut regions = regions.to_vec();
         regions.sort();
-        let now_ms = unix_ms();
-        let expires_at_ms = now_ms + ttl.as_millis() as i64;
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
+            // Read the clock once connected: waiting for a connection (up to the pool's acquire
+            // timeout, while the database comes back) must not shorten the lease granted.
+            let now_ms = unix_ms();
+            let expires_at_ms = now_ms + ttl.as_millis() as i64;
             let mut leases = Vec::with_capacity(regions.len());
             for region in &regions {
                 sqlx::query(
@@ -112,15 +114,18 @@ impl Store {
         node: &str,
         ttl: Duration,
     ) -> Result<Vec<String>, StoreError> {
-        let expires_at_ms = unix_ms() + ttl.as_millis() as i64;
         on_writer!(self, |pool| {
+            // The clock is read once connected: a renewal that waited for a connection while the
+            // database came back must not write an expiry already (nearly) past.
+            let mut connection = pool.acquire().await?;
+            let expires_at_ms = unix_ms() + ttl.as_millis() as i64;
             let held: Vec<(String,)> = sqlx::query_as(
                 "UPDATE region_leases SET expires_at_ms = $1 WHERE owner = $2 AND expires_at_ms > 0 \
                  RETURNING region_id",
             )
             .bind(expires_at_ms)
             .bind(node)
-            .fetch_all(pool)
+            .fetch_all(&mut *connection)
             .await?;
             Ok(held.into_iter().map(|(region,)| region).collect())
         })
@@ -143,15 +148,17 @@ impl Store {
 
     /// Records that `node` is alive for `ttl` from now (see the `cluster_members` migration).
     pub async fn heartbeat_member(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
-        let expires_at_ms = unix_ms() + ttl.as_millis() as i64;
         on_writer!(self, |pool| {
+            // As for a renewal: the clock is read once connected.
+            let mut connection = pool.acquire().await?;
+            let expires_at_ms = unix_ms() + ttl.as_millis() as i64;
             sqlx::query(
                 "INSERT INTO cluster_members (node, expires_at_ms) VALUES ($1, $2) \
                  ON CONFLICT (node) DO UPDATE SET expires_at_ms = excluded.expires_at_ms",
             )
             .bind(node)
             .bind(expires_at_ms)
-            .execute(pool)
+            .execute(&mut *connection)
             .await?;
             Ok(())
         })

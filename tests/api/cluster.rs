@@ -1,5 +1,6 @@
 //! Region leases across replicas sharing one database: claims are all or nothing, a standby
-//! takes over when the owner stops, and a replica whose lease was taken can no longer journal.
+//! takes over when the owner stops, and a replica whose lease was taken can no longer journal
+//! and steps down without exiting.
 //! (The SIGKILL failover is in `recovery.rs`, with the child-engine harness.)
 
 use std::time::{Duration, Instant};
@@ -188,7 +189,7 @@ async fn a_standby_replica_takes_over_at_once_when_the_owner_stops_gracefully() 
 }
 
 #[actix_web::test]
-async fn a_replica_whose_lease_was_taken_over_writes_nothing_and_stops() {
+async fn a_replica_whose_lease_was_taken_over_writes_nothing_steps_down_and_stays_up() {
     let db = TestDb::create(Db::Postgres).await;
     let mut config = test_config(&db);
     config.dispatch.lease_ttl = Duration::from_secs(3);
@@ -212,6 +213,41 @@ async fn a_replica_whose_lease_was_taken_over_writes_nothing_and_stops() {
 
     let refused = app.engine.merchant_accept(merchant, order.id, 10).await;
     assert!(refused.is_err(), "a fenced replica journaled: {refused:?}");
+
+    // Its next renewal finds the leases gone: it steps down to standby, says so, and stays up.
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, body) = loop {
+        let (status, body) = ready_body(&client, &app.address).await;
+        if body["checks"]["dispatch"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("standby"))
+        {
+            break (status, body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not standing by 10 s after losing its lease: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["checks"]["dispatch"]
+            .as_str()
+            .unwrap()
+            .contains("intruder"),
+        "{body}"
+    );
+    assert!(
+        body["checks"]["leases"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("stepped down")),
+        "{body}"
+    );
+    assert!(!app.engine.is_ready());
+    let refused = app.engine.merchant_accept(merchant, order.id, 10).await;
+    assert!(refused.is_err(), "a standby journaled: {refused:?}");
     let events: Vec<(String,)> =
         sqlx::query_as("SELECT event FROM order_events WHERE order_id = $1 ORDER BY seq")
             .bind(order.id.as_uuid())
@@ -219,17 +255,10 @@ async fn a_replica_whose_lease_was_taken_over_writes_nothing_and_stops() {
             .await
             .unwrap();
     assert_eq!(events, [("placed".to_owned(),)]);
-
-    // Its next renewal finds the lease gone: it stops serving.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let health = format!("{}/health", app.address);
-    while app.client.get(&health).send().await.is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "still serving 10 s after losing its lease"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Still serving a lease TTL later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let health = app.get("/health").await;
+    assert_eq!(health.status, 200, "{}", health.text);
 }
 
 /// `(region, owner)` of every lease held now.

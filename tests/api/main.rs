@@ -8,6 +8,7 @@ mod chaos;
 mod checkout;
 mod checkout_saga;
 mod cluster;
+mod db_outage;
 mod dispatch;
 mod errors;
 mod health;
