@@ -50,11 +50,21 @@ pub struct Readiness {
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let mut checks = BTreeMap::new();
     let mut failing = Vec::new();
-    let database = if !state.store.is_migrated() {
-        Err("not connected and migrated yet".to_owned())
-    } else {
-        state.store.ping().await.map_err(|e| e.to_string())
+    // Both pings at once: each may take its whole timeout while its server is away.
+    let database = async {
+        if !state.store.is_migrated() {
+            Err("not connected and migrated yet".to_owned())
+        } else {
+            state.store.ping().await.map_err(|e| e.to_string())
+        }
     };
+    let redis = async {
+        match &state.bus {
+            Some(bus) => Some(bus.ping().await),
+            None => None,
+        }
+    };
+    let (database, redis) = futures_util::join!(database, redis);
     let database = database.and_then(|()| {
         if state.auth.tokens.is_ready() {
             Ok(())
@@ -77,8 +87,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     // Redis is reported, not required: without it, the regions this replica holds keep
     // working and only commands for other replicas' regions fail. Taking every replica out of
     // the load balancer when Redis is down would stop those too.
-    if let Some(bus) = &state.bus {
-        let redis = bus.ping().await;
+    if let Some(redis) = redis {
         let routing = state.router.as_ref().map(|router| router.health());
         checks.insert(
             "redis".to_owned(),

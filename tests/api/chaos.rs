@@ -84,8 +84,9 @@ const CALM: Duration = Duration::from_secs(3);
 const DEAD_FOR: Duration = Duration::from_millis(500);
 /// Pause between two looks at something polled.
 const POLL: Duration = Duration::from_millis(250);
-/// How long a probe of `/ready` or `/health` may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a probe of `/ready` or `/health` may take: `/ready` waits up to 2 s for the
+/// database's answer (the Kubernetes probe allows 5 s).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the shops are, in metres north and east of the demo city's centre: one in each of its
 /// four regions.
