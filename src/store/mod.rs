@@ -108,8 +108,11 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
+            // A broken wire conversation (a proxy or a server shutting down that accepts and
+            // closes, an answer cut short) is the database being unreachable, not a bug.
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
@@ -346,6 +349,25 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::sqlite_store;
     use super::*;
+
+    #[test]
+    fn a_broken_connection_is_unavailable_and_a_refused_write_is_not() {
+        for passing in [
+            sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into()),
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            sqlx::Error::PoolTimedOut,
+        ] {
+            let shown = passing.to_string();
+            assert!(
+                matches!(StoreError::from(passing), StoreError::Unavailable(_)),
+                "{shown}"
+            );
+        }
+        assert!(matches!(
+            StoreError::from(sqlx::Error::RowNotFound),
+            StoreError::Database(_)
+        ));
+    }
 
     #[tokio::test]
     async fn sqlite_reads_refuse_writes_and_the_writer_takes_them() {

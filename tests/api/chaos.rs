@@ -6,7 +6,6 @@
 //! order, every delivered order captured, no card hold left open without an order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,14 +16,15 @@ use mealkitz::domain::Position;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::dispatch::at;
 use crate::helpers::{Db, TestDb, redis_url};
+use crate::relay::Relay;
 use crate::replicas::{Acks, Replica, assert_journal_invariants, remove_redis_keys};
 
 /// Lease TTL of the engine processes: every cut lasts longer than this.
@@ -98,87 +98,6 @@ const SHOP_SITES_M: [(f64, f64); 4] = [
 ];
 
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-// ---------------------------------------------------------------------------------------------
-// Relay
-
-/// A TCP relay on a loopback port to `upstream` that the test can cut — every relayed
-/// connection dropped and the port closed, so new connections are refused — and open again on
-/// the same port.
-struct Relay {
-    port: u16,
-    upstream: String,
-    tasks: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl Relay {
-    async fn start(upstream: String) -> Relay {
-        let listener = listen(0).await.expect("a relay port");
-        let port = listener.local_addr().unwrap().port();
-        let relay = Relay {
-            port,
-            upstream,
-            tasks: Arc::new(Mutex::new(Vec::new())),
-        };
-        relay.serve(listener);
-        relay
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        let (upstream, registry) = (self.upstream.clone(), self.tasks.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let relay = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                registry.lock().unwrap().push(relay.abort_handle());
-            }
-        });
-        self.tasks.lock().unwrap().push(accept.abort_handle());
-    }
-
-    /// Drops every relayed connection and closes the port.
-    fn cut(&self) {
-        for task in self.tasks.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    /// Listens again on the same port.
-    async fn restore(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match listen(self.port).await {
-                Ok(listener) => return self.serve(listener),
-                Err(error) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "relay: port {} not free again: {error}",
-                        self.port
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.cut();
-    }
-}
-
-/// A listener on 127.0.0.1:`port` that may reuse a port just closed.
-async fn listen(port: u16) -> std::io::Result<TcpListener> {
-    let socket = TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
-    socket.listen(1024)
-}
 
 // ---------------------------------------------------------------------------------------------
 // What the clients saw
@@ -905,23 +824,12 @@ impl Deployment {
         let db = TestDb::create(Db::Postgres).await;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let database_relay = if layout.database_relay {
-            let upstream = reqwest::Url::parse(&db.url).expect("a database URL");
-            let target = format!(
-                "{}:{}",
-                upstream.host_str().unwrap(),
-                upstream.port().unwrap_or(5432)
-            );
-            Some(Relay::start(target).await)
+            Some(Relay::to_database(&db.url).await)
         } else {
             None
         };
         let database_url = match &database_relay {
-            Some(relay) => {
-                let mut url = reqwest::Url::parse(&db.url).unwrap();
-                url.set_host(Some("127.0.0.1")).unwrap();
-                url.set_port(Some(relay.port)).unwrap();
-                url.to_string()
-            }
+            Some(relay) => relay.url_through(&db.url),
             None => db.url.clone(),
         };
         let redis_prefix = layout.redis.then(|| format!("test-{id}:"));
@@ -949,12 +857,8 @@ impl Deployment {
         for _ in 0..layout.processes {
             let mut settings = common.clone();
             if layout.redis_relays {
-                let upstream = redis_url()
-                    .trim_start_matches("redis://")
-                    .trim_end_matches('/')
-                    .to_owned();
-                let relay = Relay::start(upstream).await;
-                settings.push(("REDIS_URL", format!("redis://127.0.0.1:{}", relay.port)));
+                let relay = Relay::to_redis().await;
+                settings.push(("REDIS_URL", relay.url()));
                 redis_relays.push(relay);
             } else if layout.redis {
                 settings.push(("REDIS_URL", redis_url()));
@@ -1146,7 +1050,7 @@ impl Deployment {
             ));
             tokio::time::sleep(POLL).await;
         }
-        relay.restore().await;
+        relay.restore();
         self.cuts += 1;
         let restored = Instant::now();
         if !saw_503 || !last_ready.starts_with("503") {
@@ -1196,7 +1100,7 @@ impl Deployment {
             tokio::time::sleep(POLL).await;
         }
         for &slot in slots {
-            self.redis_relays[slot].restore().await;
+            self.redis_relays[slot].restore();
         }
         self.cuts += 1;
     }
@@ -1356,6 +1260,13 @@ async fn finish(
             ledger.reconnects,
         )
     };
+    // An outage is answered with a retryable error, never a 500.
+    if let Some(count) = errors.get("internal_error") {
+        findings.push(format!(
+            "clients were answered internal_error {count} times: a dependency's failure is a \
+             503 to retry, not a 500"
+        ));
+    }
     let mut figures = Figures::default();
     check_money(&deployment.pool, &checkouts, &mut figures, &mut findings).await;
     let journal = AssertUnwindSafe(assert_journal_invariants(&deployment.pool, &acks))

@@ -17,7 +17,7 @@ use crate::helpers::{
     Db, TestDb, config_for, migrated_store, new_user, spawn_app_with, start_without_db,
     test_config, with_redis,
 };
-use crate::relay::RedisRelay;
+use crate::relay::Relay;
 
 /// A customer row and an order placed in region `ne` for them (not yet stored).
 async fn placed_order(store: &Store) -> (Order, JournalEntry) {
@@ -333,7 +333,7 @@ async fn two_replicas(
 
 #[actix_web::test]
 async fn a_replica_that_loses_redis_keeps_its_own_regions_and_refuses_others_with_a_clear_error() {
-    let relay = RedisRelay::start().await;
+    let relay = Relay::to_redis().await;
     let (first, second, others, own) =
         two_replicas(&format!("redis://127.0.0.1:{}", relay.port), |_| {}).await;
     let customer = first.user_id("customer").await;

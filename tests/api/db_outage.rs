@@ -3,7 +3,6 @@
 //! `store_unavailable`, `/ready` saying why), resumes by itself when the link comes back, and
 //! steps down — still up — from a region another replica took meanwhile.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mealkitz::actors::{Canceller, Entity};
@@ -11,11 +10,10 @@ use mealkitz::config::{Config, DatabaseUrl, Secret};
 use mealkitz::domain::{Change, MerchantId, OrderId, OrderStatus, UserId};
 use mealkitz::store::Claim;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::task::AbortHandle;
 
 use crate::dispatch::at;
 use crate::helpers::{Db, TestApp, TestDb, config_for, migrated_store, spawn_app_with};
+use crate::relay::Relay;
 use crate::ws::{Ws, cast, driver_online, ws_connect};
 
 /// The lease TTL of these engines: short, so an outage outlives it quickly.
@@ -25,82 +23,10 @@ const CUT_SECS: u64 = 3 * LEASE_TTL_SECS;
 /// How long the engine may take to be ready again once the database is back.
 const BACK_WITHIN_SECS: u64 = 10;
 
-/// A TCP relay to PostgreSQL that the test can cut (every connection dropped, new ones
-/// refused) and restore (listening again on the same port).
-struct PgRelay {
-    port: u16,
-    upstream: String,
-    tasks: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl PgRelay {
-    async fn start(upstream: String) -> PgRelay {
-        let relay = PgRelay {
-            port: 0,
-            upstream,
-            tasks: Arc::new(Mutex::new(Vec::new())),
-        };
-        let listener = relay.listen(0);
-        PgRelay {
-            port: listener.local_addr().unwrap().port(),
-            ..relay.serve(listener)
-        }
-    }
-
-    fn listen(&self, port: u16) -> TcpListener {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_reuseaddr(true).unwrap();
-        socket
-            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-            .unwrap();
-        socket.listen(128).unwrap()
-    }
-
-    fn serve(self, listener: TcpListener) -> PgRelay {
-        let upstream = self.upstream.clone();
-        let registry = self.tasks.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let relay = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                registry.lock().unwrap().push(relay.abort_handle());
-            }
-        });
-        self.tasks.lock().unwrap().push(accept.abort_handle());
-        self
-    }
-
-    /// `url` (a PostgreSQL URL) going through this relay.
-    fn url_through(&self, url: &str) -> String {
-        let (scheme_user, rest) = url.split_once('@').unwrap();
-        let (_, path) = rest.split_once('/').unwrap();
-        format!("{scheme_user}@127.0.0.1:{}/{path}", self.port)
-    }
-
-    /// Drops every relayed connection and closes the listener: connecting is refused.
-    fn cut(&self) {
-        for task in self.tasks.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    /// Listens again on the same port.
-    fn restore(self) -> PgRelay {
-        let listener = self.listen(self.port);
-        self.serve(listener)
-    }
-}
-
 /// An engine on a fresh PostgreSQL database reached through a relay, with a short lease TTL.
-async fn engine_behind_relay(tune: impl FnOnce(&mut Config)) -> (TestApp, PgRelay) {
+async fn engine_behind_relay(tune: impl FnOnce(&mut Config)) -> (TestApp, Relay) {
     let db = TestDb::create(Db::Postgres).await;
-    let upstream = db.url.split_once('@').unwrap().1;
-    let upstream = upstream.split_once('/').unwrap().0.to_owned();
-    let relay = PgRelay::start(upstream).await;
+    let relay = Relay::to_database(&db.url).await;
     let mut config = config_for(DatabaseUrl::Postgres(Secret::new(
         relay.url_through(&db.url),
     )));
@@ -304,7 +230,7 @@ async fn an_engine_cut_off_from_postgres_past_its_lease_stays_up_and_resumes_by_
         "store_available is 0 during the cut"
     );
 
-    let relay = relay.restore();
+    relay.restore();
     let restored_at = Instant::now();
     ready_until(
         &app,
@@ -372,7 +298,7 @@ async fn an_engine_whose_region_was_claimed_during_the_cut_steps_down_and_stays_
         panic!("a lapsed lease is granted");
     };
     assert_eq!(health(&app).await, 200);
-    let relay = relay.restore();
+    relay.restore();
 
     // Back on the database, the engine finds `ne` taken: it stands by (without Redis it runs
     // every region or none), says so, and stays up.
@@ -526,7 +452,7 @@ async fn a_sharing_replica_whose_region_was_claimed_during_the_cut_keeps_the_res
     else {
         panic!("a lapsed lease is granted");
     };
-    let relay = relay.restore();
+    relay.restore();
 
     // Back on the database, it steps down from `ne` alone and stays ready, routing `ne`.
     let (_, body) = ready_until(
@@ -591,7 +517,7 @@ async fn a_driver_actor_restarted_during_the_cut_gets_its_order_back_when_the_da
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(CUT_SECS)).await;
-    let relay = relay.restore();
+    relay.restore();
 
     // Once the database answers, the order goes on: ready, then the driver's pickup (retried
     // after retryable errors only).

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::cluster::{centre_of, held_leases};
 use crate::dispatch::at;
 use crate::helpers::{Db, TestDb, config_for, spawn_app_with, start_without_db, with_redis};
-use crate::relay::RedisRelay;
+use crate::relay::Relay;
 
 /// Lease TTL of both replicas: each cut lasts longer.
 const LEASE_TTL: Duration = Duration::from_secs(3);
@@ -552,12 +552,12 @@ async fn order_states(
 async fn every_acknowledged_order_is_delivered_after_the_redis_links_of_two_replicas_were_cut_three_times()
  {
     // Arrange: two replicas, each reaching Redis through a relay of its own.
-    let relays = [RedisRelay::start().await, RedisRelay::start().await];
+    let relays = [Relay::to_redis().await, Relay::to_redis().await];
     let db = TestDb::create(Db::Postgres).await;
     let db_url = db.url.clone();
     let url = db.database_url();
     let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
-    let config = |node: &str, relay: &RedisRelay| {
+    let config = |node: &str, relay: &Relay| {
         let mut config = with_redis(config_for(url.clone()), &relay.url());
         if let Some(redis) = config.redis.as_mut() {
             redis.key_prefix = prefix.clone();

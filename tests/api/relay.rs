@@ -1,6 +1,7 @@
-//! A TCP relay to Redis that a test owns: it forwards connections until it is cut (every relayed
-//! connection dropped, new ones closed at once) and forwards again once restored. The replica
-//! behind it loses Redis while the others keep it.
+//! A TCP relay on a loopback port that a test owns, standing between an engine and PostgreSQL or
+//! Redis: it forwards connections until it is cut (every relayed connection dropped, new ones
+//! accepted and closed at once) and forwards again once restored, on the same port. The engine
+//! behind it loses that server while everything else keeps it.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,20 +16,18 @@ struct RelayState {
     connections: Vec<AbortHandle>,
 }
 
-pub struct RedisRelay {
+pub struct Relay {
     pub port: u16,
     state: Arc<Mutex<RelayState>>,
     accept: AbortHandle,
 }
 
-impl RedisRelay {
-    pub async fn start() -> RedisRelay {
+impl Relay {
+    /// A relay to `upstream` (`host:port`).
+    pub async fn start(upstream: impl Into<String>) -> Relay {
+        let upstream = upstream.into();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let upstream = crate::helpers::redis_url()
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .to_owned();
         let state = Arc::new(Mutex::new(RelayState::default()));
         let shared = state.clone();
         let accept = tokio::spawn(async move {
@@ -48,11 +47,33 @@ impl RedisRelay {
                 state.connections.push(relay.abort_handle());
             }
         });
-        RedisRelay {
+        Relay {
             port,
             state,
             accept: accept.abort_handle(),
         }
+    }
+
+    /// A relay to the tests' Redis.
+    pub async fn to_redis() -> Relay {
+        let url = reqwest::Url::parse(&crate::helpers::redis_url()).expect("a Redis URL");
+        Relay::start(format!(
+            "{}:{}",
+            url.host_str().unwrap_or("127.0.0.1"),
+            url.port().unwrap_or(6379)
+        ))
+        .await
+    }
+
+    /// A relay to the server of the database at `url`.
+    pub async fn to_database(url: &str) -> Relay {
+        let url = reqwest::Url::parse(url).expect("a database URL");
+        Relay::start(format!(
+            "{}:{}",
+            url.host_str().unwrap_or("127.0.0.1"),
+            url.port().unwrap_or(5432)
+        ))
+        .await
     }
 
     /// The URL a replica reaches Redis at through this relay.
@@ -60,7 +81,15 @@ impl RedisRelay {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Drops every relayed connection and refuses new ones until [`RedisRelay::restore`].
+    /// `url` (a database URL) going through this relay.
+    pub fn url_through(&self, url: &str) -> String {
+        let mut url = reqwest::Url::parse(url).expect("a database URL");
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(self.port)).unwrap();
+        url.to_string()
+    }
+
+    /// Drops every relayed connection and refuses new ones until [`Relay::restore`].
     pub fn cut(&self) {
         let mut state = self.state.lock().unwrap();
         state.cut = true;
@@ -75,7 +104,7 @@ impl RedisRelay {
     }
 }
 
-impl Drop for RedisRelay {
+impl Drop for Relay {
     fn drop(&mut self) {
         self.cut();
         self.accept.abort();
