@@ -370,6 +370,20 @@ async fn authorise(state: &AppState, payment: &Payment) -> Result<(), Outcome> {
     }
 }
 
+/// Renews this request's claim on `key` before a step that must not run once the key was given
+/// up or taken over (authorising, placing the order).
+async fn still_ours(state: &AppState, caller: &AuthUser, key: &str) -> Result<(), Outcome> {
+    match state
+        .store
+        .refresh_idempotency_key(caller.id, key, state.cluster.node())
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Outcome::Final(ErrorCode::RequestInProgress.into())),
+        Err(error) => Err(transient(error)),
+    }
+}
+
 /// The checkout saga after validation: the payment (started, authorised or reused), then the
 /// order handed to dispatch under the id the key is bound to. Every step may have run before,
 /// in an attempt that died: each one continues from what the store and the gateway recorded.
@@ -380,7 +394,6 @@ async fn process(
     order_id: OrderId,
     plan: Plan,
 ) -> Outcome {
-    let node = state.cluster.node();
     let payment = match payment_of(state, caller, order_id, &plan).await {
         Ok(payment) => payment,
         Err(outcome) => return outcome,
@@ -396,14 +409,8 @@ async fn process(
     match payment.status {
         PaymentStatus::Authorised => {}
         PaymentStatus::Pending => {
-            match state
-                .store
-                .refresh_idempotency_key(caller.id, key, node)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return Outcome::Final(ErrorCode::RequestInProgress.into()),
-                Err(error) => return transient(error),
+            if let Err(outcome) = still_ours(state, caller, key).await {
+                return outcome;
             }
             if let Err(outcome) = authorise(state, &payment).await {
                 return outcome;
@@ -419,14 +426,8 @@ async fn process(
         | PaymentStatus::Abandoned => return Outcome::Final(ErrorCode::CheckoutAbandoned.into()),
     }
     // The last fence: once the reconciler gave this key up, no order may be placed for it.
-    match state
-        .store
-        .refresh_idempotency_key(caller.id, key, node)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return Outcome::Final(ErrorCode::RequestInProgress.into()),
-        Err(error) => return transient(error),
+    if let Err(outcome) = still_ours(state, caller, key).await {
+        return outcome;
     }
     let placed = state
         .engine

@@ -256,13 +256,35 @@ impl Store {
         idempotency_key: Option<&str>,
         source: &str,
     ) -> Result<bool, StoreError> {
+        self.move_payment(id, from, to, None, idempotency_key, source)
+            .await
+    }
+
+    /// [`Store::set_payment_status`], also writing what the gateway answered an authorisation
+    /// (its reference, kept if `None`, and the decline code) when `answer` is given.
+    async fn move_payment(
+        &self,
+        id: Uuid,
+        from: &[PaymentStatus],
+        to: PaymentStatus,
+        answer: Option<(Option<&str>, Option<&str>)>,
+        idempotency_key: Option<&str>,
+        source: &str,
+    ) -> Result<bool, StoreError> {
         let now = super::now();
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let mut update = sqlx::QueryBuilder::new("UPDATE payments SET status = ");
+            update.push_bind(to.as_str());
+            if let Some((gateway_ref, decline_code)) = answer {
+                update
+                    .push(", gateway_ref = COALESCE(")
+                    .push_bind(gateway_ref)
+                    .push(", gateway_ref), decline_code = ")
+                    .push_bind(decline_code);
+            }
             // A move ends the settlement of the old status: its retries and alarm go with it.
             update
-                .push_bind(to.as_str())
                 .push(", settle_attempts = 0, next_settle_at = NULL, last_settle_error = NULL")
                 .push(", needs_attention = ")
                 .push_bind(false)
@@ -443,38 +465,15 @@ impl Store {
         idempotency_key: &str,
         source: &str,
     ) -> Result<bool, StoreError> {
-        let now = super::now();
-        on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let moved = sqlx::query(
-                "UPDATE payments SET status = $1, gateway_ref = COALESCE($2, gateway_ref), \
-                 decline_code = $3, updated_at = $4 WHERE id = $5 AND status = 'pending'",
-            )
-            .bind(to.as_str())
-            .bind(gateway_ref)
-            .bind(decline_code)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if moved != 1 {
-                return Ok(false);
-            }
-            sqlx::query(
-                "INSERT INTO payment_events (payment_id, seq, status, idempotency_key, source, at) \
-                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM payment_events WHERE payment_id = $1",
-            )
-            .bind(id)
-            .bind(to.as_str())
-            .bind(idempotency_key)
-            .bind(source)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(true)
-        })
+        self.move_payment(
+            id,
+            &[PaymentStatus::Pending],
+            to,
+            Some((gateway_ref, decline_code)),
+            Some(idempotency_key),
+            source,
+        )
+        .await
     }
 
     /// Pending or authorised payments that no order will use: their order was never placed

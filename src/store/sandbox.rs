@@ -32,6 +32,13 @@ impl SandboxAnswer {
 }
 
 impl Store {
+    /// The answer the sandbox gave `key`, known to exist.
+    async fn answer_given(&self, key: &str) -> Result<SandboxAnswer, StoreError> {
+        self.sandbox_answer(key).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("the sandbox answered {key:?} and lost the answer"))
+        })
+    }
+
     /// The sandbox's answer to `key`, if it was called with it.
     pub async fn sandbox_answer(&self, key: &str) -> Result<Option<SandboxAnswer>, StoreError> {
         let row: Option<(String, Option<String>, Option<String>)> = on_writer!(self, |pool| {
@@ -81,15 +88,9 @@ impl Store {
             .await?
             .rows_affected();
             if inserted == 0 {
-                let (outcome, reference, detail): (String, Option<String>, Option<String>) =
-                    sqlx::query_as(
-                        "SELECT outcome, reference, detail FROM sandbox_calls WHERE idempotency_key = $1",
-                    )
-                    .bind(key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                return Ok(SandboxAnswer::from_row(outcome, reference, detail));
+                // Answered already (a racing call with the key committed first): that stands.
+                tx.rollback().await?;
+                return self.answer_given(key).await;
             }
             if let Some(reference) = &reference {
                 sqlx::query(
@@ -132,15 +133,9 @@ impl Store {
             .await?
             .rows_affected();
             if inserted == 0 {
-                let (outcome, reference, detail): (String, Option<String>, Option<String>) =
-                    sqlx::query_as(
-                        "SELECT outcome, reference, detail FROM sandbox_calls WHERE idempotency_key = $1",
-                    )
-                    .bind(key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                return Ok(SandboxAnswer::from_row(outcome, reference, detail));
+                // Answered already (a racing call with the key committed first): that stands.
+                tx.rollback().await?;
+                return self.answer_given(key).await;
             }
             let moved = sqlx::query(
                 "UPDATE sandbox_holds SET status = $1, updated_at = $2 \
