@@ -315,15 +315,25 @@ impl Engine {
             return self.order(id).await;
         }
         let (order, entry) = Order::place(new, region.id().to_string(), crate::store::now());
-        match self.services.store.create_order(&order, &entry).await {
+        let order = match self.services.store.create_order(&order, &entry).await {
             Ok(()) => {
                 if let Some(events) = &self.services.hooks.order_events {
                     events.publish(&order, std::slice::from_ref(&entry));
                 }
+                order
             }
-            Err(StoreError::Duplicate(_)) => return self.order(id).await,
+            Err(StoreError::Duplicate(_)) => match self.services.store.load_order(id).await? {
+                // An earlier attempt's write committed but its answer was lost (the database
+                // went away at the commit): no actor runs the order and no board knows it.
+                // Adopt it now, as if it had just been placed.
+                Some(stored) if stored.is_open() && self.services.orders.get(&id).is_none() => {
+                    tracing::info!(order_id = %id, "order found written by an earlier attempt; adopted");
+                    stored
+                }
+                _ => return self.order(id).await,
+            },
             Err(error) => return Err(EngineError::Store(error)),
-        }
+        };
         let view = order.view();
         if !self.services.is_active(region.id()) {
             // Handed off while it was written: journaled under our lease, so the next owner
@@ -331,6 +341,7 @@ impl Engine {
             return Ok(view);
         }
         let merchant_id = order.merchant_id;
+        let order_version = order.version;
         let services = self.services.clone();
         let actor = self
             .services
@@ -350,7 +361,7 @@ impl Engine {
             .merchants
             .get_or_start(merchant_id, || MerchantActor::start(merchant_id, services))
             .do_send(BoardUpdate {
-                version: 1,
+                version: order_version,
                 view: view.clone(),
             });
         metrics::counter!("orders_placed_total").increment(1);

@@ -581,13 +581,22 @@ async fn run_checkout(
     request: CheckoutRequest,
 ) -> Result<HttpResponse, ApiError> {
     // An earlier attempt may have placed the order and died before answering: answer with it.
+    // Its write may have committed with nobody told (the database went away at the commit), so
+    // an open order is handed to dispatch again: placing an id that exists adopts it there.
     if resumed {
-        match state.store.load_order(order_id).await {
-            Ok(Some(order)) => {
-                return finish(state, caller, key, Outcome::Placed(order.view())).await;
+        let outcome = match state.store.load_order(order_id).await {
+            Ok(Some(order)) if order.is_open() => {
+                match state.engine.place_order(order.placement()).await {
+                    Ok(view) => Some(Outcome::Placed(view)),
+                    Err(error) => Some(transient(error)),
+                }
             }
-            Ok(None) => {}
-            Err(error) => return finish(state, caller, key, transient(error)).await,
+            Ok(Some(order)) => Some(Outcome::Placed(order.view())),
+            Ok(None) => None,
+            Err(error) => Some(transient(error)),
+        };
+        if let Some(outcome) = outcome {
+            return finish(state, caller, key, outcome).await;
         }
     }
     let plan = match validate(state, request).await {

@@ -190,6 +190,22 @@ pub struct Order {
 }
 
 impl Order {
+    /// The placement that made this order (its fields as placed): placing it again is how an
+    /// order that exists is handed to dispatch again.
+    pub fn placement(&self) -> NewOrder {
+        NewOrder {
+            id: self.id,
+            merchant_id: self.merchant_id,
+            customer_id: self.customer_id,
+            items: self.items.clone(),
+            delivery_fee_cents: self.delivery_fee_cents,
+            total_cents: self.total_cents,
+            pickup: self.pickup,
+            dropoff: self.dropoff,
+            dropoff_address: self.dropoff_address.clone(),
+        }
+    }
+
     /// A new order and its first journal entry.
     pub fn place(new: NewOrder, region_id: String, at: DateTime<Utc>) -> (Order, JournalEntry) {
         let order = Order {

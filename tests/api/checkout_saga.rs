@@ -440,3 +440,42 @@ async fn a_key_this_server_holds_but_no_request_runs_is_taken_over_at_once() {
     assert_eq!(retried.body["id"], order_id.to_string());
     store.close().await;
 }
+
+on_both_backends! {
+    async fn an_order_whose_write_committed_but_whose_answer_was_lost_is_adopted_by_dispatch_on_retry(app) {
+        // The attempt authorised, recorded it, and wrote the order; the database went away at
+        // the commit, so it never learnt the order was stored: no actor, no board told.
+        let (shop, customer, body, total, store) = setup(&app, 5_000.0).await;
+        let mut board = crate::ws::ws_connect(&app, "/ws/merchant", Some(&shop.owner.token), None).await.unwrap();
+        board.expect("board").await;
+        let key = new_key();
+        let (order_id, reference) =
+            died_after_authorising(&store, &customer, &key, &body, total, DEAD_NODE).await;
+        let payment = store.payment_for_order(order_id).await.unwrap().unwrap();
+        assert!(store
+            .record_authorisation(payment.id, PaymentStatus::Authorised, Some(&reference), None, &authorise_key(order_id), "checkout")
+            .await
+            .unwrap());
+        let probe = app.get_authed("/api/v1/orders", &customer.token).await;
+        let probe_id: OrderId = probe.body["orders"][0]["id"].as_str().unwrap().parse().unwrap();
+        let probe_order = store.load_order(probe_id).await.unwrap().unwrap();
+        let (order, entry) = mealkitz::domain::Order::place(
+            mealkitz::domain::NewOrder { id: order_id, ..probe_order.placement() },
+            probe_order.region_id.clone(),
+            mealkitz::store::now(),
+        );
+        store.create_order(&order, &entry).await.unwrap();
+        // The probe's own announcement may still be on the board's socket.
+        while board.next(Duration::from_millis(300)).await.is_some() {}
+
+        let retried = checkout(&app, &customer.token, &key, &body).await;
+        assert_eq!(retried.status, 201, "{}", retried.text);
+        assert_eq!(retried.body["id"], order_id.to_string());
+        // Dispatch runs it now: the board is told, and the merchant can accept it.
+        let seen = board.expect_order("the adopted order", |o| o["id"] == order_id.to_string()).await;
+        assert_eq!(seen["status"], "placed");
+        board.send(serde_json::json!({"type": "accept_order", "order_id": order_id, "prep_minutes": 5})).await;
+        board.expect_order("accepted", |o| o["id"] == order_id.to_string() && o["status"] == "accepted").await;
+        store.close().await;
+    }
+}
