@@ -298,12 +298,15 @@ async fn payment_of(
     caller: &AuthUser,
     order_id: OrderId,
     plan: &Plan,
+    resumed: bool,
 ) -> Result<Payment, Outcome> {
-    if let Some(payment) = state
-        .store
-        .payment_for_order(order_id)
-        .await
-        .map_err(transient)?
+    // A key claimed for the first time has a fresh order id: nothing to look up.
+    if resumed
+        && let Some(payment) = state
+            .store
+            .payment_for_order(order_id)
+            .await
+            .map_err(transient)?
     {
         return Ok(payment);
     }
@@ -392,9 +395,10 @@ async fn process(
     caller: &AuthUser,
     key: &str,
     order_id: OrderId,
+    resumed: bool,
     plan: Plan,
 ) -> Outcome {
-    let payment = match payment_of(state, caller, order_id, &plan).await {
+    let payment = match payment_of(state, caller, order_id, &plan, resumed).await {
         Ok(payment) => payment,
         Err(outcome) => return outcome,
     };
@@ -409,9 +413,7 @@ async fn process(
     match payment.status {
         PaymentStatus::Authorised => {}
         PaymentStatus::Pending => {
-            if let Err(outcome) = still_ours(state, caller, key).await {
-                return outcome;
-            }
+            // The claim just renewed the key: no reconciler gives it up before this runs.
             if let Err(outcome) = authorise(state, &payment).await {
                 return outcome;
             }
@@ -614,7 +616,7 @@ async fn run_checkout(
             return finish(state, caller, key, Outcome::Final(error)).await;
         }
     };
-    let outcome = process(state, caller, key, order_id, plan).await;
+    let outcome = process(state, caller, key, order_id, resumed, plan).await;
     finish(state, caller, key, outcome).await
 }
 
