@@ -1209,6 +1209,14 @@ mod tests {
                 &["--driver-grace-secs", "x"],
                 "--driver-grace-secs / MEALKITZ_DRIVER_GRACE_SECS",
             ),
+            (
+                &["--payment-abandon-after-secs", "0"],
+                "--payment-abandon-after-secs / MEALKITZ_PAYMENT_ABANDON_AFTER_SECS",
+            ),
+            (
+                &["--payment-abandon-after-secs", "soon"],
+                "--payment-abandon-after-secs / MEALKITZ_PAYMENT_ABANDON_AFTER_SECS",
+            ),
         ];
         for (args, setting) in cases {
             let err = settings(args)

@@ -310,19 +310,6 @@ impl Store {
         Ok(released == 1)
     }
 
-    /// The in-progress key of `order`, if a checkout may still be retried into it.
-    pub async fn key_in_progress_for(&self, order: OrderId) -> Result<bool, StoreError> {
-        let found: Option<(i32,)> = on_writer!(self, |pool| {
-            sqlx::query_as(
-                "SELECT 1 FROM idempotency_keys WHERE order_id = $1 AND state = 'in_progress'",
-            )
-            .bind(order.as_uuid())
-            .fetch_optional(pool)
-            .await?
-        });
-        Ok(found.is_some())
-    }
-
     /// Deletes expired keys; returns how many.
     pub async fn purge_expired_idempotency_keys(&self) -> Result<u64, StoreError> {
         let now = super::now();

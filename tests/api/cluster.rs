@@ -283,6 +283,20 @@ pub(crate) fn centre_of(region: &str) -> Position {
     }
 }
 
+/// Waits until replicas `first` and `second` hold two regions each; their leases.
+pub(crate) async fn shared_two_and_two(db_url: &str) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leases = held_leases(db_url).await;
+        let count = |node: &str| leases.iter().filter(|(_, o)| o.starts_with(node)).count();
+        if count("first") == 2 && count("second") == 2 {
+            return leases;
+        }
+        assert!(Instant::now() < deadline, "regions not shared: {leases:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Two replicas on one database and one Redis key prefix, the second reaching Redis at
 /// `second_redis`; returns them once they share the four regions two and two, with the regions
 /// each holds.
@@ -310,16 +324,7 @@ async fn two_replicas(
     let first = spawn_app_with(db, first).await;
     let second = start_without_db(second).await;
     second.wait_until_ready().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let leases = loop {
-        let leases = held_leases(&first.db.url).await;
-        let count = |node: &str| leases.iter().filter(|(_, o)| o.starts_with(node)).count();
-        if count("first") == 2 && count("second") == 2 {
-            break leases;
-        }
-        assert!(Instant::now() < deadline, "regions not shared: {leases:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let leases = shared_two_and_two(&first.db.url).await;
     let region_of = |node: &str| {
         leases
             .iter()

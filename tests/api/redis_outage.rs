@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::cluster::{centre_of, held_leases};
+use crate::cluster::{centre_of, shared_two_and_two};
 use crate::dispatch::at;
 use crate::helpers::{Db, TestDb, config_for, spawn_app_with, start_without_db, with_redis};
 use crate::relay::Relay;
@@ -570,16 +570,7 @@ async fn every_acknowledged_order_is_delivered_after_the_redis_links_of_two_repl
     let first = spawn_app_with(db, config("first", &relays[0])).await;
     let second = start_without_db(config("second", &relays[1])).await;
     second.wait_until_ready().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let leases = loop {
-        let leases = held_leases(&db_url).await;
-        let count = |node: &str| leases.iter().filter(|(_, o)| o.starts_with(node)).count();
-        if count("first") == 2 && count("second") == 2 {
-            break leases;
-        }
-        assert!(Instant::now() < deadline, "regions not shared: {leases:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let leases = shared_two_and_two(&db_url).await;
     let region_of = |node: &str| {
         leases
             .iter()
