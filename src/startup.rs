@@ -11,37 +11,40 @@ use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
-use crate::actors::remote::Router;
 use crate::actors::{Engine, EngineHooks};
 use crate::api::auth::Auth;
 use crate::api::limits::Limits;
 use crate::api::middleware::{json_error_fallback, observe};
 use crate::api::{self, AppState};
 use crate::bus::Bus;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Router};
 use crate::config::Config;
 use crate::payments::sandbox::SandboxGateway;
 use crate::payments::{PaymentGateway, settlement};
 use crate::store::Store;
+use crate::tasks::Tasks;
 use crate::telemetry;
 
 /// How long a graceful stop waits for requests in flight. Kubernetes kills a pod 30 s after
 /// SIGTERM by default; the issue asks for an exit within 10 s, so stay well under both.
 pub const SHUTDOWN_GRACE_SECS: u64 = 8;
 /// How often expired idempotency keys are deleted.
-const IDEMPOTENCY_PURGE_INTERVAL_SECS: u64 = 3_600;
+const IDEMPOTENCY_PURGE_INTERVAL: Duration = Duration::from_secs(3_600);
+/// How long a stop waits for the background tasks to finish their step in hand.
+const TASKS_STOP_GRACE: Duration = Duration::from_secs(2);
 /// Pause between attempts at start-up work once the database answers.
-const INIT_RETRY_SECS: u64 = 1;
+const INIT_RETRY: Duration = Duration::from_secs(1);
 /// A command for another replica's region is resent for the lease TTL plus this long: a
 /// failover takes the TTL plus the recovery of the region's orders.
-const ROUTE_DEADLINE_MARGIN_SECS: u64 = 5;
+const ROUTE_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
 /// One running engine: HTTP server plus the background start-up work.
 pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
-    init: actix_web::rt::task::JoinHandle<()>,
+    /// Every background task: cancelled and waited for on stop.
+    tasks: Tasks,
     sockets_shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -79,8 +82,10 @@ impl Application {
             .transpose()
             .context("cannot set up Redis")?
             .map(Arc::new);
+        let tasks = Tasks::new();
         let payments: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new(store.clone()));
         let order_closed = settlement::spawn(
+            &tasks,
             store.clone(),
             payments.clone(),
             config
@@ -88,10 +93,9 @@ impl Application {
                 .payment_abandon_after
                 .max(crate::payments::reconcile::ABANDON_AFTER_MIN),
         );
-        let order_events = bus
-            .as_ref()
-            .zip(config.redis.as_ref())
-            .map(|(bus, redis)| crate::bus::events::spawn(bus.clone(), redis.order_events_maxlen));
+        let order_events = bus.as_ref().zip(config.redis.as_ref()).map(|(bus, redis)| {
+            crate::bus::events::spawn(&tasks, bus.clone(), redis.order_events_maxlen)
+        });
         let engine = Engine::start(
             config.dispatch.clone(),
             store.clone(),
@@ -120,8 +124,9 @@ impl Application {
                 bus.clone(),
                 config.dispatch.node_id.clone(),
                 cluster.ownership(),
-                config.dispatch.lease_ttl + Duration::from_secs(ROUTE_DEADLINE_MARGIN_SECS),
-                engine.clone(),
+                config.dispatch.lease_ttl + ROUTE_DEADLINE_MARGIN,
+                Arc::new(engine.clone()),
+                &tasks,
             );
             engine.attach_router(router.clone());
             router
@@ -161,7 +166,9 @@ impl Application {
         .listen(listener)?
         .run();
 
-        let init = actix_web::rt::spawn(initialise(store, auth, engine, cluster, router.is_some()));
+        let member = cluster.clone();
+        tasks.spawn(async move { member.heartbeat().await });
+        tasks.spawn(initialise(store, auth, engine, cluster, router.is_some()));
         tracing::info!(
             port,
             backend = config.database.url.backend_name(),
@@ -171,7 +178,7 @@ impl Application {
             port,
             server,
             state,
-            init,
+            tasks,
             sockets_shutdown: Arc::new(sockets_shutdown_tx),
         })
     }
@@ -199,7 +206,14 @@ impl Application {
     /// a region another replica took over is stepped down from (see [`Cluster`]).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let served = self.server.await.context("the HTTP server failed");
-        self.init.abort();
+        // Region ownership stops first, so that nothing claims or takes on a region after
+        // the engine has shut down; every loop is waited for.
+        if !self.tasks.stop(TASKS_STOP_GRACE).await {
+            tracing::warn!(
+                running = self.tasks.running(),
+                "background tasks still running after the stop's grace"
+            );
+        }
         self.state.engine.shutdown().await;
         self.state.cluster.release().await;
         self.state.store.close().await;
@@ -209,7 +223,7 @@ impl Application {
 }
 
 /// Start-up work that needs the database — migrations, the token-signing secret — then, until
-/// the stop: this replica's membership heartbeat, its region leases (standing by while another
+/// the stop: this replica's region leases (standing by while another
 /// replica holds them, recovering every open order it takes on) and the idempotency-key sweep.
 async fn initialise(
     store: Store,
@@ -218,15 +232,13 @@ async fn initialise(
     cluster: Arc<Cluster>,
     shared: bool,
 ) {
-    let member = cluster.clone();
-    actix_web::rt::spawn(async move { member.heartbeat().await });
     store.migrate_until_ready().await;
     while let Err(error) = auth.tokens.load_or_create_secret(&store).await {
         tracing::warn!(error = %error, "cannot load the token-signing secret yet");
-        tokio::time::sleep(Duration::from_secs(INIT_RETRY_SECS)).await;
+        tokio::time::sleep(INIT_RETRY).await;
     }
-    // Region ownership runs in this task, so that a stop (which aborts it) cannot claim or
-    // take on a region after the engine has shut down.
+    // Region ownership runs in this task, so that a stop (which cancels it and waits) cannot
+    // claim or take on a region after the engine has shut down.
     let ownership = async {
         if shared {
             cluster.share(&engine).await;
@@ -242,7 +254,7 @@ async fn initialise(
                 Ok(purged) => tracing::info!(purged, "expired idempotency keys removed"),
                 Err(error) => tracing::warn!(error = %error, "cannot purge idempotency keys"),
             }
-            tokio::time::sleep(Duration::from_secs(IDEMPOTENCY_PURGE_INTERVAL_SECS)).await;
+            tokio::time::sleep(IDEMPOTENCY_PURGE_INTERVAL).await;
         }
     };
     tokio::join!(ownership, purge);

@@ -4,6 +4,8 @@
 //! up on a crash loop); and the snapshot writer behind the journal. [`Engine`] is the one handle
 //! the layers above use.
 
+pub mod command;
+pub mod commands;
 mod driver;
 mod engine;
 mod feed;
@@ -11,23 +13,28 @@ mod mailbox;
 mod merchant;
 mod order;
 mod region;
-pub mod remote;
+pub mod router;
+mod routes;
 mod services;
 pub mod sessions;
 mod snapshot_writer;
 mod socket;
 mod supervision;
+mod target;
+pub mod wire;
 
+pub use command::{Command, Served, Subscription};
 pub use driver::{DriverFeed, DriverStatus, OfferView};
 pub use engine::Engine;
 pub use feed::FEED_CAPACITY;
 pub use order::{Canceller, OrderFeed};
 pub use region::Candidate;
 pub use services::EngineHooks;
-pub use socket::{MAX_FRAME_BYTES, OUTBOX_CAPACITY, SOCKET_ERROR_CODES};
+pub use socket::{MAX_FRAME_BYTES, OUTBOX_CAPACITY};
 pub use supervision::{Entity, FailedActor};
 
 use crate::domain::{OrderStatus, TransitionError};
+use crate::error::ErrorCode;
 use crate::geo::InvalidLocation;
 use crate::store::StoreError;
 
@@ -62,49 +69,36 @@ pub enum EngineError {
     NotOwner(String),
     /// An error another replica answered with: its code and message.
     #[error("{message}")]
-    Remote { code: &'static str, message: String },
+    Remote { code: ErrorCode, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl EngineError {
-    /// The error code clients see (REST and WebSocket alike); every code is a row of the API's
-    /// error table.
-    pub fn code(&self) -> &'static str {
+    /// The row of the error table clients see (REST and WebSocket alike), and that decides
+    /// whether the router resends a command refused with it.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            EngineError::OutsideServiceArea => "outside_service_area",
-            EngineError::InvalidLocation(_) => "invalid_location",
-            EngineError::OrderNotFound | EngineError::OfferNotFound => "not_found",
-            EngineError::OrderClosed(_) | EngineError::Transition(_) => "invalid_transition",
-            EngineError::OfferExpired => "offer_expired",
-            EngineError::DriverBusy => "driver_busy",
-            EngineError::StaleLocation => "stale_location",
-            EngineError::Failed(_) => "actor_failed",
-            EngineError::Unavailable(_) | EngineError::Recovering | EngineError::NotOwner(_) => {
-                "dispatch_unavailable"
+            EngineError::OutsideServiceArea => ErrorCode::OutsideServiceArea,
+            EngineError::InvalidLocation(_) => ErrorCode::InvalidLocation,
+            EngineError::OrderNotFound | EngineError::OfferNotFound => ErrorCode::NotFound,
+            EngineError::OrderClosed(_) | EngineError::Transition(_) => {
+                ErrorCode::InvalidTransition
             }
-            EngineError::Remote { code, .. } => code,
+            EngineError::OfferExpired => ErrorCode::OfferExpired,
+            EngineError::DriverBusy => ErrorCode::DriverBusy,
+            EngineError::StaleLocation => ErrorCode::StaleLocation,
+            EngineError::Failed(_) => ErrorCode::ActorFailed,
+            EngineError::Unavailable(_) | EngineError::Recovering | EngineError::NotOwner(_) => {
+                ErrorCode::DispatchUnavailable
+            }
+            EngineError::Remote { code, .. } => *code,
             // A write under a lease this replica no longer holds is as passing as an outage:
             // the region's next owner (or this replica, once it renewed) takes the retry.
             EngineError::Store(StoreError::Unavailable(_) | StoreError::LeaseLost(_)) => {
-                "store_unavailable"
+                ErrorCode::StoreUnavailable
             }
-            EngineError::Store(_) => "internal_error",
+            EngineError::Store(_) => ErrorCode::Internal,
         }
     }
-
-    /// Every code [`EngineError::code`] can return.
-    pub const CODES: &'static [&'static str] = &[
-        "outside_service_area",
-        "invalid_location",
-        "not_found",
-        "invalid_transition",
-        "offer_expired",
-        "driver_busy",
-        "stale_location",
-        "actor_failed",
-        "dispatch_unavailable",
-        "store_unavailable",
-        "internal_error",
-    ];
 }

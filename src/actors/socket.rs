@@ -3,6 +3,7 @@
 //! frame checks, close codes and metrics. A session actor owns a [`SocketCore`] and implements
 //! [`Socket`]; the default methods do the rest.
 
+use crate::error::ErrorCode;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,9 +29,6 @@ const CLOSE_WRITE_TIMEOUT_MS: u64 = 10_000;
 /// After the server sends a close frame, how long it waits for the client's before stopping.
 const CLOSE_HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
 
-/// Error codes the sockets themselves send (beside the engine's).
-pub const SOCKET_ERROR_CODES: &[&str] = &["bad_message", "rate_limited", "forbidden", "not_found"];
-
 /// Every message the server sends, tagged by `type`.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -54,7 +52,7 @@ pub enum Outbound<'a> {
         orders: &'a [OrderView],
     },
     Error {
-        code: &'a str,
+        code: ErrorCode,
         message: &'a str,
     },
 }
@@ -295,7 +293,7 @@ impl SocketCore {
         }
     }
 
-    pub fn error(&mut self, code: &str, message: &str) {
+    pub fn error(&mut self, code: ErrorCode, message: &str) {
         self.send(&Outbound::Error { code, message });
     }
 
@@ -407,7 +405,10 @@ pub trait Socket:
                         .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
                     if notify {
                         core.rate_notice_at = Some(Instant::now());
-                        core.error("rate_limited", "Too many messages; the excess was dropped.");
+                        core.error(
+                            ErrorCode::RateLimited,
+                            "Too many messages; the excess was dropped.",
+                        );
                     }
                     return Inbound::Handled;
                 }

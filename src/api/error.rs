@@ -1,5 +1,5 @@
-//! The error table: every error code the API can answer with, its HTTP status and default
-//! message, and the one JSON shape all of them share:
+//! Errors as the REST API answers them: the rows of the error table (`crate::error`) rendered
+//! with their HTTP status and `Retry-After`, in the one JSON shape all of them share:
 //! `{"error":{"code":"snake_case","message":"…"}}` (plus `field` for a field that failed
 //! validation). A new failure mode is one new row.
 
@@ -13,72 +13,13 @@ use serde::Serialize;
 
 use crate::store::StoreError;
 
-macro_rules! error_table {
-    ($($variant:ident => $status:ident, $code:literal, $message:literal;)*) => {
-        /// Every error code of the API.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum ErrorCode { $($variant),* }
+pub use crate::error::ErrorCode;
 
-        impl ErrorCode {
-            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
-
-            pub fn status(self) -> StatusCode {
-                match self { $(ErrorCode::$variant => StatusCode::$status),* }
-            }
-
-            /// The stable snake_case code clients match on.
-            pub fn as_str(self) -> &'static str {
-                match self { $(ErrorCode::$variant => $code),* }
-            }
-
-            pub fn default_message(self) -> &'static str {
-                match self { $(ErrorCode::$variant => $message),* }
-            }
-        }
-    };
-}
-
-error_table! {
-    MalformedJson        => BAD_REQUEST,            "malformed_json",         "The request body is not valid JSON.";
-    InvalidQuery         => BAD_REQUEST,            "invalid_query",          "The query string is invalid.";
-    BadRequest           => BAD_REQUEST,            "bad_request",            "The request is malformed.";
-    MissingToken         => UNAUTHORIZED,           "missing_token",          "Authenticate with the header Authorization: Bearer <token>.";
-    InvalidToken         => UNAUTHORIZED,           "invalid_token",          "The token is malformed, forged, or for an account that no longer exists.";
-    TokenExpired         => UNAUTHORIZED,           "token_expired",          "The token has expired; log in again.";
-    InvalidCredentials   => UNAUTHORIZED,           "invalid_credentials",    "The email or password is wrong.";
-    Forbidden            => FORBIDDEN,              "forbidden",              "Your account may not do this.";
-    NotFound             => NOT_FOUND,              "not_found",              "There is nothing here.";
-    MethodNotAllowed     => METHOD_NOT_ALLOWED,     "method_not_allowed",     "This method is not allowed on this resource.";
-    EmailTaken           => CONFLICT,               "email_taken",            "An account with this email already exists.";
-    Conflict             => CONFLICT,               "conflict",               "The request conflicts with the current state.";
-    PayloadTooLarge      => PAYLOAD_TOO_LARGE,      "payload_too_large",      "The request body is larger than 64 KiB.";
-    UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json.";
-    InvalidField         => UNPROCESSABLE_ENTITY,   "invalid_field",          "A field of the request is missing or invalid.";
-    OutsideServiceArea   => UNPROCESSABLE_ENTITY,   "outside_service_area",   "The location is outside the service area.";
-    InvalidLocation      => UNPROCESSABLE_ENTITY,   "invalid_location",       "Latitude must be within -90..90 and longitude within -180..180.";
-    InvalidTransition    => CONFLICT,               "invalid_transition",     "The order is not in a state that allows this.";
-    OfferExpired         => CONFLICT,               "offer_expired",          "The offer has expired.";
-    DriverBusy           => CONFLICT,               "driver_busy",            "The driver already has an offer or an order.";
-    StaleLocation        => CONFLICT,               "stale_location",         "The location is older than the last one received.";
-    BadMessage           => BAD_REQUEST,            "bad_message",            "The WebSocket message is not understood.";
-    IdempotencyKeyRequired => BAD_REQUEST,          "idempotency_key_required", "Send an Idempotency-Key header (a unique string per checkout).";
-    InvalidIdempotencyKey => BAD_REQUEST,           "invalid_idempotency_key", "The Idempotency-Key must be 1 to 255 visible ASCII characters.";
-    IdempotencyKeyReused => UNPROCESSABLE_ENTITY,   "idempotency_key_reused", "This Idempotency-Key was used with a different request.";
-    RequestInProgress    => CONFLICT,               "request_in_progress",    "A request with this Idempotency-Key is still being processed by a live server; retry shortly with the same key.";
-    CheckoutAbandoned    => GONE,                   "checkout_abandoned",     "This checkout was not finished in time and was given up; any hold on the card was released. Check out again with a new Idempotency-Key.";
-    MerchantClosed       => CONFLICT,               "merchant_closed",        "The merchant is closed and takes no orders.";
-    DropoffTooFar        => UNPROCESSABLE_ENTITY,   "dropoff_too_far",        "The dropoff is too far from the merchant.";
-    PaymentDeclined      => PAYMENT_REQUIRED,       "payment_declined",       "The card was declined.";
-    InsufficientFunds    => PAYMENT_REQUIRED,       "insufficient_funds",     "The card was declined for insufficient funds.";
-    PaymentGatewayUnavailable => SERVICE_UNAVAILABLE, "payment_gateway_unavailable", "The payment gateway is unavailable; try again shortly.";
-    InvalidSignature     => BAD_REQUEST,            "invalid_signature",      "The webhook signature is missing, malformed, expired or wrong.";
-    WebhooksDisabled     => SERVICE_UNAVAILABLE,    "webhooks_disabled",      "Webhooks are not configured (MEALKITZ_WEBHOOK_SECRET).";
-    RateLimited          => TOO_MANY_REQUESTS,      "rate_limited",           "Too many requests; slow down.";
-    Internal             => INTERNAL_SERVER_ERROR,  "internal_error",         "Something went wrong on our side; it has been logged.";
-    StoreUnavailable     => SERVICE_UNAVAILABLE,    "store_unavailable",      "The database is not available right now; try again shortly.";
-    DispatchUnavailable  => SERVICE_UNAVAILABLE,    "dispatch_unavailable",   "Dispatch is briefly unavailable; try again shortly.";
-    ActorFailed          => SERVICE_UNAVAILABLE,    "actor_failed",           "This order failed repeatedly and awaits an operator.";
-    NotReady             => SERVICE_UNAVAILABLE,    "not_ready",              "The service is not ready.";
+impl ErrorCode {
+    /// The HTTP status of the code's row.
+    pub fn status(self) -> StatusCode {
+        StatusCode::from_u16(self.status_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
 }
 
 impl ErrorCode {
@@ -100,39 +41,12 @@ impl ErrorCode {
     }
 }
 
-impl ErrorCode {
-    /// The row for a code string, if the table has one.
-    pub fn from_code(code: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code)
-    }
-}
-
 impl From<crate::actors::EngineError> for ApiError {
     fn from(error: crate::actors::EngineError) -> Self {
-        use crate::actors::EngineError;
-        let code = ErrorCode::from_code(error.code()).unwrap_or(ErrorCode::Internal);
         match error {
-            EngineError::Store(store) => ApiError::from(store),
-            EngineError::Unavailable(_)
-            | EngineError::Recovering
-            | EngineError::NotOwner(_)
-            | EngineError::Failed(_) => ApiError::new(code)
-                .with_message(error.to_string())
-                .retry_after(1),
-            EngineError::Remote {
-                code: "dispatch_unavailable" | "store_unavailable" | "actor_failed",
-                ..
-            } => ApiError::new(code)
-                .with_message(error.to_string())
-                .retry_after(1),
-            other => ApiError::new(code).with_message(other.to_string()),
+            crate::actors::EngineError::Store(store) => ApiError::from(store),
+            other => ApiError::new(other.code()).with_message(other.to_string()),
         }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -170,7 +84,7 @@ impl ApiError {
             code,
             message: Cow::Borrowed(code.default_message()),
             field: None,
-            retry_after_secs: None,
+            retry_after_secs: code.retry_after_secs(),
             source: None,
         }
     }
@@ -304,19 +218,6 @@ mod tests {
                 "{name} is not an error status"
             );
             assert!(!code.default_message().is_empty(), "{name} has no message");
-        }
-    }
-
-    #[test]
-    fn every_engine_and_socket_error_code_is_in_the_table() {
-        for code in crate::actors::EngineError::CODES
-            .iter()
-            .chain(crate::actors::SOCKET_ERROR_CODES)
-        {
-            assert!(
-                ErrorCode::from_code(code).is_some(),
-                "{code} missing from the table"
-            );
         }
     }
 

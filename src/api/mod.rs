@@ -37,7 +37,7 @@ pub struct AppState {
     /// This replica's region leases.
     pub cluster: Arc<crate::cluster::Cluster>,
     /// The link to the other replicas, when regions are shared (Redis is set).
-    pub router: Option<Arc<crate::actors::remote::Router>>,
+    pub router: Option<Arc<crate::cluster::Router>>,
     /// WebSocket policies.
     pub gateway: Arc<GatewayConfig>,
     /// Turns true when the server shuts down, so every socket closes with 1001.

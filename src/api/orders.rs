@@ -1,6 +1,7 @@
 //! Orders over REST: checkout (idempotent, with payment), reading one order and its payment,
 //! listing the caller's orders, and cancelling.
 
+use crate::actors::commands::orders::{CancelOrder, PlaceOrder};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -433,16 +434,18 @@ async fn process(
     }
     let placed = state
         .engine
-        .place_order(NewOrder {
-            id: order_id,
-            merchant_id: plan.merchant_id,
-            customer_id: caller.id,
-            items: plan.items,
-            delivery_fee_cents: plan.delivery_fee_cents,
-            total_cents: plan.total_cents,
-            pickup: plan.pickup,
-            dropoff: plan.dropoff,
-            dropoff_address: plan.dropoff_address,
+        .execute(PlaceOrder {
+            order: NewOrder {
+                id: order_id,
+                merchant_id: plan.merchant_id,
+                customer_id: caller.id,
+                items: plan.items,
+                delivery_fee_cents: plan.delivery_fee_cents,
+                total_cents: plan.total_cents,
+                pickup: plan.pickup,
+                dropoff: plan.dropoff,
+                dropoff_address: plan.dropoff_address,
+            },
         })
         .await;
     match placed {
@@ -588,7 +591,10 @@ async fn run_checkout(
     if resumed {
         let outcome = match state.store.load_order(order_id).await {
             Ok(Some(order)) if order.is_open() => {
-                match state.engine.place_order(order.placement()).await {
+                let placement = PlaceOrder {
+                    order: order.placement(),
+                };
+                match state.engine.execute(placement).await {
                     Ok(view) => Some(Outcome::Placed(view)),
                     Err(error) => Some(transient(error)),
                 }
@@ -833,7 +839,11 @@ pub async fn cancel(
     };
     let cancelled = state
         .engine
-        .cancel_order(order.id, by, request.reason)
+        .execute(CancelOrder {
+            order_id: order.id,
+            by,
+            reason: request.reason,
+        })
         .await?;
     Ok(HttpResponse::Ok().json(cancelled))
 }

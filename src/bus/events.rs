@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::Bus;
 use crate::domain::{JournalEntry, Order};
+use crate::tasks::Tasks;
 
 /// The stream's key, after the configured prefix.
 pub const ORDER_EVENTS_STREAM: &str = "order-events";
@@ -84,9 +85,9 @@ impl OrderEventSink {
 
 /// Starts the task that appends queued events to the stream, trimmed to about `maxlen`
 /// entries.
-pub fn spawn(bus: Arc<Bus>, maxlen: usize) -> OrderEventSink {
+pub fn spawn(tasks: &Tasks, bus: Arc<Bus>, maxlen: usize) -> OrderEventSink {
     let (queue, events) = mpsc::channel(ORDER_EVENTS_QUEUE_ENTRIES);
-    actix_web::rt::spawn(append_forever(bus, maxlen, events));
+    tasks.spawn(append_forever(bus, maxlen, events));
     OrderEventSink { queue }
 }
 
@@ -122,7 +123,13 @@ async fn append_forever(bus: Arc<Bus>, maxlen: usize, mut events: mpsc::Receiver
             }
             command.ignore();
         }
-        match bus.run::<()>(&pipeline, ORDER_EVENTS_DEADLINE_MS).await {
+        match bus
+            .run::<()>(
+                &pipeline,
+                std::time::Duration::from_millis(ORDER_EVENTS_DEADLINE_MS),
+            )
+            .await
+        {
             Ok(()) => {
                 metrics::counter!("order_events_appended_total").increment(batch.len() as u64);
                 batch.clear();

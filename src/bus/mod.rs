@@ -117,27 +117,26 @@ impl Bus {
         } else {
             pipeline.get(&key);
         }
-        let (count,): (Option<u64>,) = self.run(&pipeline, deadline_ms).await?;
+        let (count,): (Option<u64>,) = self
+            .run(&pipeline, Duration::from_millis(deadline_ms))
+            .await?;
         Ok((count.unwrap_or(0), ends_in_secs))
     }
 
-    /// Runs `pipeline` (one or more commands) within `deadline_ms`. A failure opens the
+    /// Runs `pipeline` (one or more commands) within `deadline`. A failure opens the
     /// breaker that [`Bus::recently_failed`] reports.
     pub async fn run<T: redis::FromRedisValue>(
         &self,
         pipeline: &redis::Pipeline,
-        deadline_ms: u64,
+        deadline: Duration,
     ) -> Result<T, BusError> {
         let mut connection = self.connection.clone();
-        let outcome = tokio::time::timeout(
-            Duration::from_millis(deadline_ms),
-            pipeline.query_async::<T>(&mut connection),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout(deadline, pipeline.query_async::<T>(&mut connection)).await;
         let result = match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(BusError::Redis(error)),
-            Err(_) => Err(BusError::Timeout(deadline_ms)),
+            Err(_) => Err(BusError::Timeout(deadline.as_millis() as u64)),
         };
         let mut skip_until = self.skip_until.lock().unwrap_or_else(|e| e.into_inner());
         *skip_until = match result {

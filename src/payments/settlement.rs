@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use super::{GatewayError, PaymentGateway, void_key};
 use crate::domain::OrderStatus;
 use crate::store::{Payment, PaymentStatus, Store, StoreError};
+use crate::tasks::Tasks;
 
 /// How often settlement and the reconciler run even when nothing woke them. Each payment's own
 /// back-off decides whether it is tried in a round.
@@ -30,16 +31,19 @@ pub const SETTLE_ATTENTION_AFTER_ATTEMPTS: i32 = 5;
 
 /// Starts the money loop — settlement and the reconciler — and returns the handle that wakes it
 /// (an order closed; a checkout ended with a hold no order will use).
+/// A round in hand is finished when the service stops; the loop ends between rounds.
 pub fn spawn(
+    tasks: &Tasks,
     store: Store,
     gateway: Arc<dyn PaymentGateway>,
     abandon_after: Duration,
 ) -> Arc<Notify> {
     let notify = Arc::new(Notify::new());
     let wake = notify.clone();
-    actix_web::rt::spawn(async move {
+    tasks.spawn_watching(|stop| async move {
         loop {
             tokio::select! {
+                () = stop.cancelled() => return,
                 () = wake.notified() => {}
                 () = tokio::time::sleep(SETTLEMENT_INTERVAL) => {}
             }

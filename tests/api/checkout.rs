@@ -1,6 +1,7 @@
 //! Checkout over REST with the sandbox gateway: idempotency, payments and their settlement,
 //! webhooks, order access, pagination and limits. On both stores where it matters.
 
+use mealkitz::actors::commands::*;
 use std::time::Duration;
 
 use mealkitz::domain::Position;
@@ -183,7 +184,7 @@ on_both_backends! {
         let placed = checkout(&app, &customer.token, &new_key(), &body).await;
         let rejected_id = placed.body["id"].as_str().unwrap().to_owned();
         let merchant: mealkitz::domain::MerchantId = shop.merchant_id.parse().unwrap();
-        app.engine.merchant_reject(merchant, rejected_id.parse().unwrap(), "out of stock".into()).await.unwrap();
+        app.engine.execute(MerchantReject { merchant_id: merchant, order_id: rejected_id.parse().unwrap(), reason: "out of stock".into() }).await.unwrap();
         payment_becomes(&app, &customer.token, &rejected_id, "voided").await;
 
         // After pickup nobody may cancel.
@@ -192,15 +193,15 @@ on_both_backends! {
         let placed = checkout(&app, &customer.token, &new_key(), &body).await;
         let late_id = placed.body["id"].as_str().unwrap().to_owned();
         let late: mealkitz::domain::OrderId = late_id.parse().unwrap();
-        app.engine.merchant_accept(merchant, late, 5).await.unwrap();
+        app.engine.execute(MerchantAccept { merchant_id: merchant, order_id: late, prep_minutes: 5 }).await.unwrap();
         app.post_authed(&format!("/api/v1/orders/{late_id}/cancel"), &customer.token, &json!({}))
             .await
             .assert_error(409, "invalid_transition");
         let offer = driver_ws.expect("offer").await;
         driver_ws.send(json!({"type": "accept_offer", "offer_id": offer["offer_id"]})).await;
         driver_ws.expect("assigned").await;
-        app.engine.merchant_ready(merchant, late).await.unwrap();
-        app.engine.picked_up(driver.id.parse().unwrap(), late).await.unwrap();
+        app.engine.execute(MerchantReady { merchant_id: merchant, order_id: late }).await.unwrap();
+        app.engine.execute(PickedUp { driver: driver.id.parse().unwrap(), order_id: late }).await.unwrap();
         let admin = crate::checkout::admin(&app).await;
         app.post_authed(&format!("/api/v1/orders/{late_id}/cancel"), &admin, &json!({}))
             .await

@@ -3,6 +3,7 @@
 //! and steps down without exiting.
 //! (The SIGKILL failover is in `recovery.rs`, with the child-engine harness.)
 
+use mealkitz::actors::commands::*;
 use std::time::{Duration, Instant};
 
 use mealkitz::domain::{
@@ -211,7 +212,14 @@ async fn a_replica_whose_lease_was_taken_over_writes_nothing_steps_down_and_stay
     .rows_affected();
     assert_eq!(taken, 4);
 
-    let refused = app.engine.merchant_accept(merchant, order.id, 10).await;
+    let refused = app
+        .engine
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
+        .await;
     assert!(refused.is_err(), "a fenced replica journaled: {refused:?}");
 
     // Its next renewal finds the leases gone: it steps down to standby, says so, and stays up.
@@ -246,7 +254,14 @@ async fn a_replica_whose_lease_was_taken_over_writes_nothing_steps_down_and_stay
         "{body}"
     );
     assert!(!app.engine.is_ready());
-    let refused = app.engine.merchant_accept(merchant, order.id, 10).await;
+    let refused = app
+        .engine
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
+        .await;
     assert!(refused.is_err(), "a standby journaled: {refused:?}");
     let events: Vec<(String,)> =
         sqlx::query_as("SELECT event FROM order_events WHERE order_id = $1 ORDER BY seq")
@@ -355,16 +370,36 @@ async fn a_replica_that_loses_redis_keeps_its_own_regions_and_refuses_others_wit
     };
 
     // With Redis, the second replica places orders in its own region and in the first's.
-    let routed = second.engine.place_order(order(&others)).await.unwrap();
+    let routed = second
+        .engine
+        .execute(PlaceOrder {
+            order: order(&others),
+        })
+        .await
+        .unwrap();
     assert_eq!(first.engine.order(routed.id).await.unwrap().id, routed.id);
-    second.engine.place_order(order(&own)).await.unwrap();
+    second
+        .engine
+        .execute(PlaceOrder { order: order(&own) })
+        .await
+        .unwrap();
 
     relay.cut();
     // Its own region keeps working; the other's fails at once, saying why.
-    let local = second.engine.place_order(order(&own)).await.unwrap();
+    let local = second
+        .engine
+        .execute(PlaceOrder { order: order(&own) })
+        .await
+        .unwrap();
     assert_eq!(local.status, mealkitz::domain::OrderStatus::Placed);
     let started = Instant::now();
-    let refused = second.engine.place_order(order(&others)).await.unwrap_err();
+    let refused = second
+        .engine
+        .execute(PlaceOrder {
+            order: order(&others),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), "dispatch_unavailable", "{refused}");
     assert!(
         refused.to_string().contains("cannot reach other replicas"),
@@ -402,28 +437,64 @@ async fn a_driver_served_by_another_replica_goes_offline_after_its_socket_closes
     // its actor runs there and its feed is forwarded.
     first
         .engine
-        .driver_location(driver, spot.lat, spot.lon, None)
+        .execute(DriverLocation {
+            driver,
+            lat: spot.lat,
+            lon: spot.lon,
+            ts_ms: None,
+        })
         .await
         .unwrap();
-    let (_, _, feed) = first.engine.subscribe_driver(driver).await.unwrap();
+    let (_, _, feed) = first
+        .engine
+        .subscribe(SubscribeDriver::new(driver))
+        .await
+        .map(|(snapshot, feed)| (snapshot.status, snapshot.active, feed))
+        .unwrap();
     first
         .engine
-        .driver_availability(driver, true)
+        .execute(DriverAvailability {
+            driver,
+            available: true,
+        })
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while second.engine.indexed_drivers(&region).await.unwrap() != 1 {
+    while second
+        .engine
+        .execute(IndexedDrivers {
+            region: region.clone(),
+        })
+        .await
+        .unwrap()
+        != 1
+    {
         assert!(Instant::now() < deadline, "the driver was never matchable");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(first.engine.driver_status(driver).await.unwrap().online);
+    assert!(
+        first
+            .engine
+            .execute(ReadDriverStatus { driver })
+            .await
+            .unwrap()
+            .online
+    );
 
     // The socket closes: its session drops the feed and says so.
     drop(feed);
     first.engine.driver_disconnected(driver);
     // After the grace period the driver is out of the index: no forwarder keeps it online.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while second.engine.indexed_drivers(&region).await.unwrap() != 0 {
+    while second
+        .engine
+        .execute(IndexedDrivers {
+            region: region.clone(),
+        })
+        .await
+        .unwrap()
+        != 0
+    {
         assert!(
             Instant::now() < deadline,
             "the driver is still matchable 10 s after its socket closed"

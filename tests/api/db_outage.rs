@@ -3,6 +3,7 @@
 //! `store_unavailable`, `/ready` saying why), resumes by itself when the link comes back, and
 //! steps down — still up — from a region another replica took meanwhile.
 
+use mealkitz::actors::commands::*;
 use std::time::{Duration, Instant};
 
 use mealkitz::actors::{Canceller, Entity};
@@ -166,7 +167,11 @@ async fn an_engine_cut_off_from_postgres_past_its_lease_stays_up_and_resumes_by_
             .await;
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            let status = app.engine.driver_status(driver_id).await.unwrap();
+            let status = app
+                .engine
+                .execute(ReadDriverStatus { driver: driver_id })
+                .await
+                .unwrap();
             if status
                 .location
                 .is_some_and(|p| (p.lat - spot.lat).abs() < 1e-9)
@@ -328,7 +333,14 @@ async fn an_engine_whose_region_was_claimed_during_the_cut_steps_down_and_stays_
         "{body}"
     );
     // Nothing is written under the stale epoch: the order stays as it was.
-    let refused = app.engine.merchant_accept(merchant, order.id, 10).await;
+    let refused = app
+        .engine
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
+        .await;
     assert!(
         refused.is_err(),
         "a stepped-down replica journaled: {refused:?}"
@@ -365,7 +377,14 @@ async fn an_engine_whose_region_was_claimed_during_the_cut_steps_down_and_stays_
         |status, _| status == 200,
     )
     .await;
-    let accepted = app.engine.merchant_accept(merchant, order.id, 10).await;
+    let accepted = app
+        .engine
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
+        .await;
     assert!(accepted.is_ok(), "{accepted:?}");
     assert_eq!(
         events_of(&app.db, order.id).await[..2],
@@ -381,7 +400,11 @@ async fn an_order_whose_journal_moved_on_behind_its_actor_is_reloaded_not_stuck(
     let merchant = MerchantId::new();
     let order = app.place_at(customer, merchant, at(5_000.0, 5_000.0)).await;
     app.engine
-        .merchant_accept(merchant, order.id, 10)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
         .await
         .unwrap();
 
@@ -401,7 +424,11 @@ async fn an_order_whose_journal_moved_on_behind_its_actor_is_reloaded_not_stuck(
     let cancelled = loop {
         match app
             .engine
-            .cancel_order(order.id, Canceller::Admin, "test".into())
+            .execute(CancelOrder {
+                order_id: order.id,
+                by: Canceller::Admin,
+                reason: "test".into(),
+            })
             .await
         {
             Ok(view) => break view,
@@ -483,7 +510,11 @@ async fn a_sharing_replica_whose_region_was_claimed_during_the_cut_keeps_the_res
     }
     // Its own regions work; nothing is written for `ne` under the stale epoch.
     app.engine
-        .merchant_accept(merchant, in_sw.id, 10)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: in_sw.id,
+            prep_minutes: 10,
+        })
         .await
         .unwrap();
     assert_eq!(events_of(&app.db, in_ne.id).await, ["placed"]);
@@ -499,15 +530,24 @@ async fn a_driver_actor_restarted_during_the_cut_gets_its_order_back_when_the_da
     let mut driver = app.driver_at(at(5_300.0, 5_000.0)).await;
     let order = app.place_at(customer, merchant, at(5_000.0, 5_000.0)).await;
     app.engine
-        .merchant_accept(merchant, order.id, 10)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
         .await
         .unwrap();
     let offer = crate::dispatch::next_offer(&mut driver, Duration::from_secs(5))
         .await
         .expect("the driver gets the offer");
     app.engine
-        .accept_offer(driver.id, offer.offer_id)
+        .execute(AnswerOffer {
+            driver: driver.id,
+            offer_id: offer.offer_id,
+            accept: true,
+        })
         .await
+        .map(Option::unwrap)
         .unwrap();
 
     relay.cut();
@@ -524,17 +564,31 @@ async fn a_driver_actor_restarted_during_the_cut_gets_its_order_back_when_the_da
     let deadline = Instant::now() + Duration::from_secs(BACK_WITHIN_SECS);
     let retry = |error: &mealkitz::actors::EngineError| {
         assert!(
-            ["store_unavailable", "dispatch_unavailable"].contains(&error.code()),
+            ["store_unavailable", "dispatch_unavailable"].contains(&error.code().as_str()),
             "{error}"
         );
         assert!(Instant::now() < deadline, "still refused: {error}");
     };
-    while let Err(error) = app.engine.merchant_ready(merchant, order.id).await {
+    while let Err(error) = app
+        .engine
+        .execute(MerchantReady {
+            merchant_id: merchant,
+            order_id: order.id,
+        })
+        .await
+    {
         retry(&error);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let picked = loop {
-        match app.engine.picked_up(driver.id, order.id).await {
+        match app
+            .engine
+            .execute(PickedUp {
+                driver: driver.id,
+                order_id: order.id,
+            })
+            .await
+        {
             Ok(view) => break view,
             Err(error) => retry(&error),
         }

@@ -2,6 +2,7 @@
 //! happens on decline, expiry and acceptance, border drivers, simultaneous orders, widening
 //! searches, and full deliveries.
 
+use mealkitz::actors::commands::{self, *};
 use std::time::Duration;
 
 use mealkitz::actors::{DriverFeed, EngineError, OfferView};
@@ -51,10 +52,26 @@ impl TestApp {
     /// A driver online and available at `position`, with its feed open.
     pub async fn driver_at(&self, position: Position) -> Driver {
         let id = self.user_id("driver").await;
-        let (_, _, feed) = self.engine.subscribe_driver(id).await.unwrap();
-        self.engine.driver_availability(id, true).await.unwrap();
+        let (_, _, feed) = self
+            .engine
+            .subscribe(SubscribeDriver::new(id))
+            .await
+            .map(|(snapshot, feed)| (snapshot.status, snapshot.active, feed))
+            .unwrap();
         self.engine
-            .driver_location(id, position.lat, position.lon, None)
+            .execute(DriverAvailability {
+                driver: id,
+                available: true,
+            })
+            .await
+            .unwrap();
+        self.engine
+            .execute(DriverLocation {
+                driver: id,
+                lat: position.lat,
+                lon: position.lon,
+                ts_ms: None,
+            })
             .await
             .unwrap();
         Driver { id, feed }
@@ -72,21 +89,23 @@ impl TestApp {
             lon: pickup.lon,
         };
         self.engine
-            .place_order(NewOrder {
-                id: OrderId::new(),
-                merchant_id: merchant,
-                customer_id: customer,
-                items: vec![OrderItem {
-                    menu_item_id: None,
-                    name: "Meal kit".into(),
-                    quantity: 1,
-                    unit_price_cents: Cents(1500),
-                }],
-                delivery_fee_cents: Cents(0),
-                total_cents: Cents(1999),
-                pickup,
-                dropoff,
-                dropoff_address: "1 Test Street".into(),
+            .execute(PlaceOrder {
+                order: NewOrder {
+                    id: OrderId::new(),
+                    merchant_id: merchant,
+                    customer_id: customer,
+                    items: vec![OrderItem {
+                        menu_item_id: None,
+                        name: "Meal kit".into(),
+                        quantity: 1,
+                        unit_price_cents: Cents(1500),
+                    }],
+                    delivery_fee_cents: Cents(0),
+                    total_cents: Cents(1999),
+                    pickup,
+                    dropoff,
+                    dropoff_address: "1 Test Street".into(),
+                },
             })
             .await
             .expect("order placed")
@@ -152,7 +171,11 @@ async fn nearest_driver_gets_the_offer(kind: Db) {
 
     let accepted = app
         .engine
-        .merchant_accept(merchant, order.id, 10)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
         .await
         .unwrap();
     assert_eq!(accepted.status, OrderStatus::Accepted);
@@ -181,8 +204,15 @@ async fn ready_during_accept(kind: Db) {
     let order = app.place_at(customer, merchant, pickup).await;
 
     let (accepted, ready) = tokio::join!(
-        app.engine.merchant_accept(merchant, order.id, 10),
-        app.engine.merchant_ready(merchant, order.id),
+        app.engine.execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10
+        }),
+        app.engine.execute(MerchantReady {
+            merchant_id: merchant,
+            order_id: order.id
+        }),
     );
     assert_eq!(
         accepted.expect("accept journaled").status,
@@ -197,8 +227,13 @@ async fn ready_during_accept(kind: Db) {
     assert_eq!(view.dispatch_status.to_string(), "offered");
     let assigned = app
         .engine
-        .accept_offer(driver.id, offer.offer_id)
+        .execute(AnswerOffer {
+            driver: driver.id,
+            offer_id: offer.offer_id,
+            accept: true,
+        })
         .await
+        .map(Option::unwrap)
         .expect("assigned");
     assert_eq!(assigned.driver_id, Some(driver.id));
 }
@@ -214,7 +249,11 @@ async fn decline_passes_to_next(kind: Db) {
         .place_at(app.user_id("customer").await, merchant, pickup)
         .await;
     app.engine
-        .merchant_accept(merchant, order.id, 10)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
         .await
         .unwrap();
 
@@ -222,16 +261,26 @@ async fn decline_passes_to_next(kind: Db) {
         .await
         .expect("first offered");
     app.engine
-        .decline_offer(first.id, offer.offer_id)
+        .execute(AnswerOffer {
+            driver: first.id,
+            offer_id: offer.offer_id,
+            accept: false,
+        })
         .await
+        .map(drop)
         .unwrap();
     let offer = next_offer(&mut second, PROMPTLY)
         .await
         .expect("second offered after decline");
     assert_eq!(offer.order_id, order.id);
     app.engine
-        .decline_offer(second.id, offer.offer_id)
+        .execute(AnswerOffer {
+            driver: second.id,
+            offer_id: offer.offer_id,
+            accept: false,
+        })
         .await
+        .map(drop)
         .unwrap();
     let offer = next_offer(&mut third, PROMPTLY)
         .await
@@ -240,8 +289,13 @@ async fn decline_passes_to_next(kind: Db) {
     assert_no_offer(&mut first).await;
     let assigned = app
         .engine
-        .accept_offer(third.id, offer.offer_id)
+        .execute(AnswerOffer {
+            driver: third.id,
+            offer_id: offer.offer_id,
+            accept: true,
+        })
         .await
+        .map(Option::unwrap)
         .unwrap();
     assert_eq!(assigned.driver_id, Some(third.id));
 }
@@ -256,7 +310,11 @@ async fn expiry_passes_to_next(kind: Db) {
         .place_at(app.user_id("customer").await, merchant, pickup)
         .await;
     app.engine
-        .merchant_accept(merchant, order.id, 10)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
         .await
         .unwrap();
 
@@ -267,7 +325,15 @@ async fn expiry_passes_to_next(kind: Db) {
         offer_expired(&mut first, offer.offer_id, PROMPTLY).await,
         "offer_expired sent"
     );
-    let late = app.engine.accept_offer(first.id, offer.offer_id).await;
+    let late = app
+        .engine
+        .execute(AnswerOffer {
+            driver: first.id,
+            offer_id: offer.offer_id,
+            accept: true,
+        })
+        .await
+        .map(Option::unwrap);
     assert!(matches!(late, Err(EngineError::OfferExpired)), "{late:?}");
     let next = next_offer(&mut second, PROMPTLY)
         .await
@@ -275,8 +341,13 @@ async fn expiry_passes_to_next(kind: Db) {
     assert_eq!(next.order_id, order.id);
     let assigned = app
         .engine
-        .accept_offer(second.id, next.offer_id)
+        .execute(AnswerOffer {
+            driver: second.id,
+            offer_id: next.offer_id,
+            accept: true,
+        })
         .await
+        .map(Option::unwrap)
         .unwrap();
     assert_eq!(assigned.driver_id, Some(second.id));
 
@@ -300,12 +371,18 @@ async fn border_driver_serves_neighbour(kind: Db) {
     let sw = mealkitz::geo::RegionId::from("sw");
     let se = mealkitz::geo::RegionId::from("se");
     assert_eq!(
-        app.engine.indexed_drivers(&sw).await.unwrap(),
+        app.engine
+            .execute(IndexedDrivers { region: sw.clone() })
+            .await
+            .unwrap(),
         1,
         "in the sw band"
     );
     assert_eq!(
-        app.engine.indexed_drivers(&se).await.unwrap(),
+        app.engine
+            .execute(IndexedDrivers { region: se.clone() })
+            .await
+            .unwrap(),
         1,
         "home region se"
     );
@@ -314,7 +391,11 @@ async fn border_driver_serves_neighbour(kind: Db) {
         .place_at(app.user_id("customer").await, merchant, pickup)
         .await;
     app.engine
-        .merchant_accept(merchant, order.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 5,
+        })
         .await
         .unwrap();
     let offer = next_offer(&mut driver, PROMPTLY)
@@ -322,13 +403,30 @@ async fn border_driver_serves_neighbour(kind: Db) {
         .expect("border driver offered");
     let assigned = app
         .engine
-        .accept_offer(driver.id, offer.offer_id)
+        .execute(AnswerOffer {
+            driver: driver.id,
+            offer_id: offer.offer_id,
+            accept: true,
+        })
         .await
+        .map(Option::unwrap)
         .unwrap();
     assert_eq!(assigned.driver_id, Some(driver.id));
     // Taken, the driver leaves both indexes.
-    assert_eq!(app.engine.indexed_drivers(&sw).await.unwrap(), 0);
-    assert_eq!(app.engine.indexed_drivers(&se).await.unwrap(), 0);
+    assert_eq!(
+        app.engine
+            .execute(IndexedDrivers { region: sw.clone() })
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        app.engine
+            .execute(IndexedDrivers { region: se.clone() })
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 async fn simultaneous_orders_distinct_drivers(kind: Db) {
@@ -348,9 +446,13 @@ async fn simultaneous_orders_distinct_drivers(kind: Db) {
         let order = app.place_at(customer, merchant, at(-5_000.0, side)).await;
         orders.push((merchant, order.id));
     }
-    let accepts = orders
-        .iter()
-        .map(|(merchant, order)| app.engine.merchant_accept(*merchant, *order, 5));
+    let accepts = orders.iter().map(|(merchant, order)| {
+        app.engine.execute(MerchantAccept {
+            merchant_id: *merchant,
+            order_id: *order,
+            prep_minutes: 5,
+        })
+    });
     for accepted in futures_util::future::join_all(accepts).await {
         accepted.unwrap();
     }
@@ -362,8 +464,13 @@ async fn simultaneous_orders_distinct_drivers(kind: Db) {
             .expect("every driver gets one offer");
         let view = app
             .engine
-            .accept_offer(driver.id, offer.offer_id)
+            .execute(AnswerOffer {
+                driver: driver.id,
+                offer_id: offer.offer_id,
+                accept: true,
+            })
             .await
+            .map(Option::unwrap)
             .unwrap();
         assert_eq!(view.driver_id, Some(driver.id));
         assigned_orders.push(view.id);
@@ -404,7 +511,11 @@ async fn widened_radius_finds_far_driver(kind: Db) {
         .place_at(app.user_id("customer").await, merchant, pickup)
         .await;
     app.engine
-        .merchant_accept(merchant, order.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 5,
+        })
         .await
         .unwrap();
     let offer = next_offer(&mut far, PROMPTLY)
@@ -420,27 +531,69 @@ async fn full_delivery(kind: Db) {
     let customer = app.user_id("customer").await;
     let merchant = MerchantId::new();
     let order = app.place_at(customer, merchant, pickup).await;
-    let (_, mut tracker) = app.engine.subscribe_order(order.id).await.unwrap();
-    let (board, mut board_feed) = app.engine.subscribe_board(merchant).await.unwrap();
+    let (_, mut tracker) = app
+        .engine
+        .subscribe(SubscribeOrder::new(order.id))
+        .await
+        .unwrap();
+    let (board, mut board_feed) = app
+        .engine
+        .subscribe(SubscribeBoard::new(merchant))
+        .await
+        .unwrap();
     assert_eq!(board.iter().map(|o| o.id).collect::<Vec<_>>(), [order.id]);
 
     app.engine
-        .merchant_accept(merchant, order.id, 12)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 12,
+        })
         .await
         .unwrap();
     let offer = next_offer(&mut driver, PROMPTLY).await.unwrap();
     app.engine
-        .accept_offer(driver.id, offer.offer_id)
+        .execute(AnswerOffer {
+            driver: driver.id,
+            offer_id: offer.offer_id,
+            accept: true,
+        })
+        .await
+        .map(Option::unwrap)
+        .unwrap();
+    app.engine
+        .execute(DriverLocation {
+            driver: driver.id,
+            lat: pickup.lat,
+            lon: pickup.lon,
+            ts_ms: None,
+        })
         .await
         .unwrap();
     app.engine
-        .driver_location(driver.id, pickup.lat, pickup.lon, None)
+        .execute(MerchantReady {
+            merchant_id: merchant,
+            order_id: order.id,
+        })
         .await
         .unwrap();
-    app.engine.merchant_ready(merchant, order.id).await.unwrap();
-    let picked = app.engine.picked_up(driver.id, order.id).await.unwrap();
+    let picked = app
+        .engine
+        .execute(commands::PickedUp {
+            driver: driver.id,
+            order_id: order.id,
+        })
+        .await
+        .unwrap();
     assert_eq!(picked.status, OrderStatus::PickedUp);
-    let delivered = app.engine.delivered(driver.id, order.id).await.unwrap();
+    let delivered = app
+        .engine
+        .execute(commands::Delivered {
+            driver: driver.id,
+            order_id: order.id,
+        })
+        .await
+        .unwrap();
     assert_eq!(delivered.status, OrderStatus::Delivered);
 
     // The tracker saw every status in order, and the driver's location on the way.
@@ -473,7 +626,11 @@ async fn full_delivery(kind: Db) {
     // The driver is free again: a new order nearby is offered to it.
     let second = app.place_at(customer, merchant, pickup).await;
     app.engine
-        .merchant_accept(merchant, second.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: second.id,
+            prep_minutes: 5,
+        })
         .await
         .unwrap();
     let offer = next_offer(&mut driver, PROMPTLY)
@@ -496,16 +653,18 @@ async fn bad_commands(kind: Db) {
     };
     let placed = app
         .engine
-        .place_order(NewOrder {
-            id: OrderId::new(),
-            merchant_id: merchant,
-            customer_id: customer,
-            items: vec![],
-            delivery_fee_cents: Cents(0),
-            total_cents: Cents(100),
-            pickup: outside,
-            dropoff: at(0.0, 100.0),
-            dropoff_address: "x".into(),
+        .execute(PlaceOrder {
+            order: NewOrder {
+                id: OrderId::new(),
+                merchant_id: merchant,
+                customer_id: customer,
+                items: vec![],
+                delivery_fee_cents: Cents(0),
+                total_cents: Cents(100),
+                pickup: outside,
+                dropoff: at(0.0, 100.0),
+                dropoff_address: "x".into(),
+            },
         })
         .await;
     assert!(
@@ -514,13 +673,26 @@ async fn bad_commands(kind: Db) {
     );
     let bad = app
         .engine
-        .driver_location(customer, f64::NAN, 0.0, None)
+        .execute(DriverLocation {
+            driver: customer,
+            lat: f64::NAN,
+            lon: 0.0,
+            ts_ms: None,
+        })
         .await;
     assert!(
         matches!(bad, Err(EngineError::InvalidLocation(_))),
         "{bad:?}"
     );
-    let bad = app.engine.driver_location(customer, 91.0, 0.0, None).await;
+    let bad = app
+        .engine
+        .execute(DriverLocation {
+            driver: customer,
+            lat: 91.0,
+            lon: 0.0,
+            ts_ms: None,
+        })
+        .await;
     assert!(
         matches!(bad, Err(EngineError::InvalidLocation(_))),
         "{bad:?}"
@@ -529,7 +701,11 @@ async fn bad_commands(kind: Db) {
     let order = app.place_at(customer, merchant, at(1_000.0, 1_000.0)).await;
     let wrong_merchant = app
         .engine
-        .merchant_accept(MerchantId::new(), order.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: MerchantId::new(),
+            order_id: order.id,
+            prep_minutes: 5,
+        })
         .await;
     assert!(
         matches!(wrong_merchant, Err(EngineError::OrderNotFound)),
@@ -537,39 +713,70 @@ async fn bad_commands(kind: Db) {
     );
     let unknown = app
         .engine
-        .merchant_accept(merchant, OrderId::new(), 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: OrderId::new(),
+            prep_minutes: 5,
+        })
         .await;
     assert!(
         matches!(unknown, Err(EngineError::OrderNotFound)),
         "{unknown:?}"
     );
-    let not_ready = app.engine.merchant_ready(merchant, order.id).await;
+    let not_ready = app
+        .engine
+        .execute(MerchantReady {
+            merchant_id: merchant,
+            order_id: order.id,
+        })
+        .await;
     assert!(
         matches!(not_ready, Err(EngineError::Transition(_))),
         "{not_ready:?}"
     );
     let stranger = app.user_id("driver").await;
-    let pickup = app.engine.picked_up(stranger, order.id).await;
+    let pickup = app
+        .engine
+        .execute(commands::PickedUp {
+            driver: stranger,
+            order_id: order.id,
+        })
+        .await;
     assert!(
         matches!(pickup, Err(EngineError::OrderNotFound)),
         "{pickup:?}"
     );
     let no_offer = app
         .engine
-        .accept_offer(stranger, uuid::Uuid::now_v7())
-        .await;
+        .execute(AnswerOffer {
+            driver: stranger,
+            offer_id: uuid::Uuid::now_v7(),
+            accept: true,
+        })
+        .await
+        .map(Option::unwrap);
     assert!(
         matches!(no_offer, Err(EngineError::OfferNotFound)),
         "{no_offer:?}"
     );
 
     app.engine
-        .driver_location(stranger, 40.7, -74.0, Some(2_000))
+        .execute(DriverLocation {
+            driver: stranger,
+            lat: 40.7,
+            lon: -74.0,
+            ts_ms: Some(2_000),
+        })
         .await
         .unwrap();
     let stale = app
         .engine
-        .driver_location(stranger, 40.7, -74.0, Some(1_000))
+        .execute(DriverLocation {
+            driver: stranger,
+            lat: 40.7,
+            lon: -74.0,
+            ts_ms: Some(1_000),
+        })
         .await;
     assert!(
         matches!(stale, Err(EngineError::StaleLocation)),
@@ -577,16 +784,20 @@ async fn bad_commands(kind: Db) {
     );
 
     app.engine
-        .merchant_accept(merchant, order.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 5,
+        })
         .await
         .unwrap();
     let late_cancel = app
         .engine
-        .cancel_order(
-            order.id,
-            mealkitz::actors::Canceller::Customer(customer),
-            String::new(),
-        )
+        .execute(CancelOrder {
+            order_id: order.id,
+            by: mealkitz::actors::Canceller::Customer(customer),
+            reason: String::new(),
+        })
         .await;
     assert!(
         matches!(late_cancel, Err(EngineError::Transition(_))),
@@ -594,11 +805,21 @@ async fn bad_commands(kind: Db) {
     );
     let cancelled = app
         .engine
-        .cancel_order(order.id, mealkitz::actors::Canceller::Admin, "test".into())
+        .execute(CancelOrder {
+            order_id: order.id,
+            by: mealkitz::actors::Canceller::Admin,
+            reason: "test".into(),
+        })
         .await
         .unwrap();
     assert_eq!(cancelled.status, OrderStatus::Cancelled);
-    let after = app.engine.merchant_ready(merchant, order.id).await;
+    let after = app
+        .engine
+        .execute(MerchantReady {
+            merchant_id: merchant,
+            order_id: order.id,
+        })
+        .await;
     assert!(
         matches!(after, Err(EngineError::OrderClosed(OrderStatus::Cancelled))),
         "{after:?}"
@@ -621,8 +842,16 @@ async fn batched_beats_greedy(kind: Db) {
     let a = app.place_at(customer, ma, at(-5_000.0, -5_100.0)).await;
     let b = app.place_at(customer, mb, at(-5_000.0, -6_100.0)).await;
     let (ra, rb) = tokio::join!(
-        app.engine.merchant_accept(ma, a.id, 5),
-        app.engine.merchant_accept(mb, b.id, 5)
+        app.engine.execute(MerchantAccept {
+            merchant_id: ma,
+            order_id: a.id,
+            prep_minutes: 5
+        }),
+        app.engine.execute(MerchantAccept {
+            merchant_id: mb,
+            order_id: b.id,
+            prep_minutes: 5
+        })
     );
     ra.unwrap();
     rb.unwrap();
@@ -661,13 +890,22 @@ async fn second_round(kind: Db) {
         )
         .await;
     app.engine
-        .merchant_accept(merchant, order.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 5,
+        })
         .await
         .unwrap();
     let first = next_offer(&mut only, PROMPTLY).await.expect("offered");
     app.engine
-        .decline_offer(only.id, first.offer_id)
+        .execute(AnswerOffer {
+            driver: only.id,
+            offer_id: first.offer_id,
+            accept: false,
+        })
         .await
+        .map(drop)
         .unwrap();
     // Nobody else in reach: rather than search forever, the order comes back to the same driver.
     let again = next_offer(&mut only, PROMPTLY)

@@ -3,6 +3,7 @@
 //! as it was — same status, same dispatch status, same driver — re-issue open offers, resume
 //! searches, and let assigned drivers carry on.
 
+use mealkitz::actors::commands::*;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
@@ -87,10 +88,25 @@ async fn run(
     match command["cmd"].as_str().unwrap() {
         "driver_up" => {
             let id: UserId = field(command, "driver");
-            let (_, _, feed) = engine.subscribe_driver(id).await.map_err(err)?;
-            engine.driver_availability(id, true).await.map_err(err)?;
+            let (_, _, feed) = engine
+                .subscribe(SubscribeDriver::new(id))
+                .await
+                .map(|(snapshot, feed)| (snapshot.status, snapshot.active, feed))
+                .map_err(err)?;
             engine
-                .driver_location(id, field(command, "lat"), field(command, "lon"), None)
+                .execute(DriverAvailability {
+                    driver: id,
+                    available: true,
+                })
+                .await
+                .map_err(err)?;
+            engine
+                .execute(DriverLocation {
+                    driver: id,
+                    lat: field(command, "lat"),
+                    lon: field(command, "lon"),
+                    ts_ms: None,
+                })
                 .await
                 .map_err(err)?;
             feeds.insert(id, Driver { id, feed });
@@ -108,33 +124,44 @@ async fn run(
                 dropoff: field(command, "dropoff"),
                 dropoff_address: "2 Recovery Road".into(),
             };
-            engine.place_order(new).await.map(view).map_err(err)
+            engine
+                .execute(PlaceOrder { order: new })
+                .await
+                .map(view)
+                .map_err(err)
         }
         "accept" => engine
-            .merchant_accept(field(command, "merchant"), field(command, "order"), 10)
+            .execute(MerchantAccept {
+                merchant_id: field(command, "merchant"),
+                order_id: field(command, "order"),
+                prep_minutes: 10,
+            })
             .await
             .map(view)
             .map_err(err),
         "reject" => engine
-            .merchant_reject(
-                field(command, "merchant"),
-                field(command, "order"),
-                "closed".into(),
-            )
+            .execute(MerchantReject {
+                merchant_id: field(command, "merchant"),
+                order_id: field(command, "order"),
+                reason: "closed".into(),
+            })
             .await
             .map(view)
             .map_err(err),
         "ready" => engine
-            .merchant_ready(field(command, "merchant"), field(command, "order"))
+            .execute(MerchantReady {
+                merchant_id: field(command, "merchant"),
+                order_id: field(command, "order"),
+            })
             .await
             .map(view)
             .map_err(err),
         "cancel" => engine
-            .cancel_order(
-                field(command, "order"),
-                mealkitz::actors::Canceller::Admin,
-                "test".into(),
-            )
+            .execute(CancelOrder {
+                order_id: field(command, "order"),
+                by: mealkitz::actors::Canceller::Admin,
+                reason: "test".into(),
+            })
             .await
             .map(view)
             .map_err(err),
@@ -147,17 +174,28 @@ async fn run(
             Ok(serde_json::to_value(offer).unwrap())
         }
         "accept_offer" => engine
-            .accept_offer(field(command, "driver"), field(command, "offer_id"))
+            .execute(AnswerOffer {
+                driver: field(command, "driver"),
+                offer_id: field(command, "offer_id"),
+                accept: true,
+            })
             .await
+            .map(Option::unwrap)
             .map(view)
             .map_err(err),
         "picked_up" => engine
-            .picked_up(field(command, "driver"), field(command, "order"))
+            .execute(PickedUp {
+                driver: field(command, "driver"),
+                order_id: field(command, "order"),
+            })
             .await
             .map(view)
             .map_err(err),
         "delivered" => engine
-            .delivered(field(command, "driver"), field(command, "order"))
+            .execute(Delivered {
+                driver: field(command, "driver"),
+                order_id: field(command, "order"),
+            })
             .await
             .map(view)
             .map_err(err),
@@ -397,7 +435,11 @@ fn killed_with_orders_in_every_state_then_recovered(kind: Db) {
         expect("delivered", "delivered", "assigned", Some(d_delivered));
 
         // The open offer is issued again to its driver when it reconnects, same id and deadline.
-        let (status, _, mut feed) = engine.subscribe_driver(d_offered).await.unwrap();
+        let (status, _, mut feed) = engine
+            .subscribe(SubscribeDriver::new(d_offered))
+            .await
+            .map(|(snapshot, feed)| (snapshot.status, snapshot.active, feed))
+            .unwrap();
         let original = &offers["offered"];
         let reissued = match status.offer {
             Some(offer) => offer,
@@ -409,16 +451,31 @@ fn killed_with_orders_in_every_state_then_recovered(kind: Db) {
         assert_eq!(json!(reissued.offer_id), original["offer_id"]);
         assert_eq!(json!(reissued.expires_at), original["expires_at"]);
         let assigned = engine
-            .accept_offer(d_offered, reissued.offer_id)
+            .execute(AnswerOffer {
+                driver: d_offered,
+                offer_id: reissued.offer_id,
+                accept: true,
+            })
             .await
+            .map(Option::unwrap)
             .unwrap();
         assert_eq!(assigned.driver_id, Some(d_offered));
 
         // Assigned drivers come back offline and resume their order on reconnecting.
-        let (status, active, _) = engine.subscribe_driver(d_picked).await.unwrap();
+        let (status, active, _) = engine
+            .subscribe(SubscribeDriver::new(d_picked))
+            .await
+            .map(|(snapshot, feed)| (snapshot.status, snapshot.active, feed))
+            .unwrap();
         assert_eq!(status.active_order_id, active.as_ref().map(|o| o.id));
         let picked_order = active.expect("active order back");
-        let delivered = engine.delivered(d_picked, picked_order.id).await.unwrap();
+        let delivered = engine
+            .execute(Delivered {
+                driver: d_picked,
+                order_id: picked_order.id,
+            })
+            .await
+            .unwrap();
         assert_eq!(delivered.status.to_string(), "delivered");
 
         // A searching order resumes its search: a driver appearing near it gets the offer.
@@ -428,12 +485,27 @@ fn killed_with_orders_in_every_state_then_recovered(kind: Db) {
             .unwrap()
             .1;
         let searching_view = engine.order(searching_id).await.unwrap();
-        let (_, _, feed) = engine.subscribe_driver(d_spare).await.unwrap();
+        let (_, _, feed) = engine
+            .subscribe(SubscribeDriver::new(d_spare))
+            .await
+            .map(|(snapshot, feed)| (snapshot.status, snapshot.active, feed))
+            .unwrap();
         let mut spare = Driver { id: d_spare, feed };
-        engine.driver_availability(d_spare, true).await.unwrap();
+        engine
+            .execute(DriverAvailability {
+                driver: d_spare,
+                available: true,
+            })
+            .await
+            .unwrap();
         let near = searching_view.pickup;
         engine
-            .driver_location(d_spare, near.lat, near.lon, None)
+            .execute(DriverLocation {
+                driver: d_spare,
+                lat: near.lat,
+                lon: near.lon,
+                ts_ms: None,
+            })
             .await
             .unwrap();
         let offer = next_offer(&mut spare, Duration::from_secs(5))

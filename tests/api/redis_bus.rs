@@ -1,6 +1,7 @@
 //! What the engine keeps in Redis when it is configured: the order-event stream other services
 //! consume, and rate limits shared by every replica; and what happens when Redis is down.
 
+use mealkitz::actors::commands::*;
 use std::time::{Duration, Instant};
 
 use mealkitz::actors::OfferView;
@@ -62,7 +63,11 @@ async fn offered(app: &TestApp, pickup: Position) -> (Driver, MerchantId, OrderV
     let merchant = MerchantId::new();
     let order = app.place_at(customer, merchant, pickup).await;
     app.engine
-        .merchant_accept(merchant, order.id, 10)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
         .await
         .unwrap();
     let offer = next_offer(&mut driver, Duration::from_secs(PROMPTLY_SECS))
@@ -84,12 +89,35 @@ async fn every_journaled_transition_is_appended_to_the_order_event_stream() {
 
     let (driver, merchant, order, offer) = offered(&app, at(5_000.0, 5_000.0)).await;
     app.engine
-        .accept_offer(driver.id, offer.offer_id)
+        .execute(AnswerOffer {
+            driver: driver.id,
+            offer_id: offer.offer_id,
+            accept: true,
+        })
+        .await
+        .map(Option::unwrap)
+        .unwrap();
+    app.engine
+        .execute(MerchantReady {
+            merchant_id: merchant,
+            order_id: order.id,
+        })
         .await
         .unwrap();
-    app.engine.merchant_ready(merchant, order.id).await.unwrap();
-    app.engine.picked_up(driver.id, order.id).await.unwrap();
-    app.engine.delivered(driver.id, order.id).await.unwrap();
+    app.engine
+        .execute(PickedUp {
+            driver: driver.id,
+            order_id: order.id,
+        })
+        .await
+        .unwrap();
+    app.engine
+        .execute(Delivered {
+            driver: driver.id,
+            order_id: order.id,
+        })
+        .await
+        .unwrap();
 
     let journal = journaled_events(&app, order.id).await;
     assert_eq!(journal.first().map(|e| e.1.as_str()), Some("placed"));

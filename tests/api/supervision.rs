@@ -1,6 +1,7 @@
 //! Supervision: an injected panic is contained, the actor comes back from its persisted state,
 //! and a crash loop ends with the actor marked failed.
 
+use mealkitz::actors::commands::*;
 use std::time::{Duration, Instant};
 
 use mealkitz::actors::{EngineError, Entity};
@@ -44,7 +45,11 @@ async fn order_panic_is_contained(kind: Db) {
         .place_at(customer, merchant_b, at(-5_000.0, 5_000.0))
         .await;
     app.engine
-        .merchant_accept(merchant_a, a.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant_a,
+            order_id: a.id,
+            prep_minutes: 5,
+        })
         .await
         .unwrap();
     let offer_a = next_offer(&mut driver_a, PROMPTLY)
@@ -64,7 +69,11 @@ async fn order_panic_is_contained(kind: Db) {
 
     // Meanwhile the other order dispatches as usual.
     app.engine
-        .merchant_accept(merchant_b, b.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant_b,
+            order_id: b.id,
+            prep_minutes: 5,
+        })
         .await
         .unwrap();
     let offer_b = next_offer(&mut driver_b, PROMPTLY)
@@ -72,16 +81,26 @@ async fn order_panic_is_contained(kind: Db) {
         .expect("B offered");
     let assigned_b = app
         .engine
-        .accept_offer(driver_b.id, offer_b.offer_id)
+        .execute(AnswerOffer {
+            driver: driver_b.id,
+            offer_id: offer_b.offer_id,
+            accept: true,
+        })
         .await
+        .map(Option::unwrap)
         .unwrap();
     assert_eq!(assigned_b.driver_id, Some(driver_b.id));
 
     // And the restarted order carries on from where it was.
     let assigned_a = app
         .engine
-        .accept_offer(driver_a.id, offer_a.offer_id)
+        .execute(AnswerOffer {
+            driver: driver_a.id,
+            offer_id: offer_a.offer_id,
+            accept: true,
+        })
         .await
+        .map(Option::unwrap)
         .unwrap();
     assert_eq!(assigned_a.status, OrderStatus::Accepted);
     assert_eq!(assigned_a.driver_id, Some(driver_a.id));
@@ -121,7 +140,14 @@ async fn crash_loop_marks_failed(kind: Db) {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].entity, Entity::Order(looping.id));
     assert_eq!(failed[0].restarts, 3);
-    let refused = app.engine.merchant_accept(merchant, looping.id, 5).await;
+    let refused = app
+        .engine
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: looping.id,
+            prep_minutes: 5,
+        })
+        .await;
     assert!(
         matches!(refused, Err(EngineError::Failed(_))),
         "{refused:?}"
@@ -129,7 +155,11 @@ async fn crash_loop_marks_failed(kind: Db) {
     // Its neighbour is unaffected.
     let accepted = app
         .engine
-        .merchant_accept(merchant, healthy.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: healthy.id,
+            prep_minutes: 5,
+        })
         .await
         .unwrap();
     assert_eq!(accepted.status, OrderStatus::Accepted);
@@ -142,7 +172,13 @@ async fn region_restart_rebuilds_index(kind: Db) {
     let sw = RegionId::from("sw");
     let mut near = app.driver_at(at(-5_200.0, -5_000.0)).await;
     let _far = app.driver_at(at(-5_000.0, -7_000.0)).await;
-    assert_eq!(app.engine.indexed_drivers(&sw).await.unwrap(), 2);
+    assert_eq!(
+        app.engine
+            .execute(IndexedDrivers { region: sw.clone() })
+            .await
+            .unwrap(),
+        2
+    );
 
     app.engine
         .inject_panic(Entity::Region(sw.clone()), 0)
@@ -153,7 +189,15 @@ async fn region_restart_rebuilds_index(kind: Db) {
     eventually("the region is back with both drivers indexed", || {
         let engine = engine.clone();
         let region = region.clone();
-        async move { engine.indexed_drivers(&region).await.ok() == Some(2) }
+        async move {
+            engine
+                .execute(IndexedDrivers {
+                    region: region.clone(),
+                })
+                .await
+                .ok()
+                == Some(2)
+        }
     })
     .await;
     let merchant = MerchantId::new();
@@ -165,7 +209,11 @@ async fn region_restart_rebuilds_index(kind: Db) {
         )
         .await;
     app.engine
-        .merchant_accept(merchant, order.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 5,
+        })
         .await
         .unwrap();
     let offer = next_offer(&mut near, PROMPTLY)
@@ -186,15 +234,30 @@ async fn driver_restart_keeps_order(kind: Db) {
         )
         .await;
     app.engine
-        .merchant_accept(merchant, order.id, 5)
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 5,
+        })
         .await
         .unwrap();
     let offer = next_offer(&mut driver, PROMPTLY).await.unwrap();
     app.engine
-        .accept_offer(driver.id, offer.offer_id)
+        .execute(AnswerOffer {
+            driver: driver.id,
+            offer_id: offer.offer_id,
+            accept: true,
+        })
+        .await
+        .map(Option::unwrap)
+        .unwrap();
+    app.engine
+        .execute(MerchantReady {
+            merchant_id: merchant,
+            order_id: order.id,
+        })
         .await
         .unwrap();
-    app.engine.merchant_ready(merchant, order.id).await.unwrap();
 
     app.engine
         .inject_panic(Entity::Driver(driver.id), 0)
@@ -206,12 +269,19 @@ async fn driver_restart_keeps_order(kind: Db) {
         let engine = engine.clone();
         async move {
             engine
-                .driver_status(id)
+                .execute(ReadDriverStatus { driver: id })
                 .await
                 .is_ok_and(|status| status.active_order_id == Some(order.id))
         }
     })
     .await;
-    let picked = app.engine.picked_up(driver.id, order.id).await.unwrap();
+    let picked = app
+        .engine
+        .execute(PickedUp {
+            driver: driver.id,
+            order_id: order.id,
+        })
+        .await
+        .unwrap();
     assert_eq!(picked.status, OrderStatus::PickedUp);
 }

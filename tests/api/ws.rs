@@ -2,6 +2,7 @@
 //! sockets, every bad input and its answer, handshakes, token expiry, resume after reconnect,
 //! heartbeats, and a slow client closed without hurting others.
 
+use mealkitz::actors::commands::*;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -169,7 +170,11 @@ pub async fn driver_online(app: &TestApp, driver: &Session, position: Position) 
     let id: UserId = driver.id.parse().unwrap();
     let deadline = tokio::time::Instant::now() + PROMPTLY;
     loop {
-        let status = app.engine.driver_status(id).await.unwrap();
+        let status = app
+            .engine
+            .execute(ReadDriverStatus { driver: id })
+            .await
+            .unwrap();
         if status.online && status.available && status.location.is_some() {
             return ws;
         }
@@ -325,7 +330,11 @@ async fn resume_after_reconnect(kind: Db) {
     let mut driver = driver_online(&app, &cast.driver, at(5_200.0, 5_000.0)).await;
     let order_id = cast.place(&app).await;
     app.engine
-        .merchant_accept(cast.merchant_id, order_id, 10)
+        .execute(MerchantAccept {
+            merchant_id: cast.merchant_id,
+            order_id,
+            prep_minutes: 10,
+        })
         .await
         .unwrap();
     let offer = driver.expect("offer").await;
@@ -728,17 +737,29 @@ async fn a_driver_who_drops_stays_matchable_for_the_grace_period_only() {
     let driver = app.signed_up("driver").await;
     let ws = driver_online(&app, &driver, at(5_000.0, 5_000.0)).await;
     let ne = mealkitz::geo::RegionId::from("ne");
-    assert_eq!(app.engine.indexed_drivers(&ne).await.unwrap(), 1);
+    assert_eq!(
+        app.engine
+            .execute(IndexedDrivers { region: ne.clone() })
+            .await
+            .unwrap(),
+        1
+    );
     drop(ws);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        app.engine.indexed_drivers(&ne).await.unwrap(),
+        app.engine
+            .execute(IndexedDrivers { region: ne.clone() })
+            .await
+            .unwrap(),
         1,
         "still in the index during grace"
     );
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(
-        app.engine.indexed_drivers(&ne).await.unwrap(),
+        app.engine
+            .execute(IndexedDrivers { region: ne.clone() })
+            .await
+            .unwrap(),
         0,
         "offline after grace"
     );
@@ -747,7 +768,13 @@ async fn a_driver_who_drops_stays_matchable_for_the_grace_period_only() {
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + PROMPTLY;
-    while app.engine.indexed_drivers(&ne).await.unwrap() != 1 {
+    while app
+        .engine
+        .execute(IndexedDrivers { region: ne.clone() })
+        .await
+        .unwrap()
+        != 1
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "back in the index after reconnecting"
@@ -834,19 +861,21 @@ async fn place_fat_order(app: &TestApp, customer: UserId, merchant: MerchantId, 
         })
         .collect();
     app.engine
-        .place_order(mealkitz::domain::NewOrder {
-            id: OrderId::new(),
-            merchant_id: merchant,
-            customer_id: customer,
-            items,
-            delivery_fee_cents: mealkitz::domain::Cents(0),
-            total_cents: mealkitz::domain::Cents(99_900),
-            pickup,
-            dropoff: Position {
-                lat: pickup.lat + 0.005,
-                lon: pickup.lon,
+        .execute(PlaceOrder {
+            order: mealkitz::domain::NewOrder {
+                id: OrderId::new(),
+                merchant_id: merchant,
+                customer_id: customer,
+                items,
+                delivery_fee_cents: mealkitz::domain::Cents(0),
+                total_cents: mealkitz::domain::Cents(99_900),
+                pickup,
+                dropoff: Position {
+                    lat: pickup.lat + 0.005,
+                    lon: pickup.lon,
+                },
+                dropoff_address: "9 Slow Lane".into(),
             },
-            dropoff_address: "9 Slow Lane".into(),
         })
         .await
         .unwrap();

@@ -1,6 +1,11 @@
 //! The driver app's socket: locations, availability and answers in; offers, the assigned order
 //! and its updates out.
 
+use crate::actors::commands::drivers::{
+    AnswerOffer, Delivered, DriverAvailability, DriverLocation, PickedUp,
+};
+use crate::actors::commands::subscriptions::SubscribeDriver;
+use crate::actors::wire::DriverSnapshot;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -150,10 +155,10 @@ impl DriverSession {
         let engine = self.engine.clone();
         let driver = self.driver_id;
         ctx.wait(
-            async move { engine.subscribe_driver(driver).await }
+            async move { engine.subscribe(SubscribeDriver::new(driver)).await }
                 .into_actor(self)
                 .map(move |subscribed, act, ctx| match subscribed {
-                    Ok((status, active, feed)) => {
+                    Ok((DriverSnapshot { status, active }, feed)) => {
                         // Resume: the open offer or the active order, as on the first connect.
                         if let Some(offer) = status.offer.filter(|o| o.expires_at > Utc::now()) {
                             act.core.send(&Outbound::Offer(&offer));
@@ -191,7 +196,12 @@ impl DriverSession {
         if let DriverIn::Location(Location { lat, lon, ts }) = message {
             // The hot path: hand the fix over and read on; a stale fix is dropped and counted
             // by the driver's actor.
-            if let Err(error) = engine.driver_location_nowait(driver, lat, lon, ts) {
+            if let Err(error) = engine.driver_location_nowait(DriverLocation {
+                driver,
+                lat,
+                lon,
+                ts_ms: ts,
+            }) {
                 self.core.error(error.code(), &error.to_string());
             }
             return;
@@ -202,22 +212,31 @@ impl DriverSession {
             match message {
                 DriverIn::Location(_) => Ok(None),
                 DriverIn::Availability(Availability { available }) => engine
-                    .driver_availability(driver, available)
+                    .execute(DriverAvailability { driver, available })
                     .await
                     .map(|_| None),
                 DriverIn::AcceptOffer(OfferAnswer { offer_id }) => engine
-                    .accept_offer(driver, offer_id)
+                    .execute(AnswerOffer {
+                        driver,
+                        offer_id,
+                        accept: true,
+                    })
                     .await
-                    .map(shown(Shown::Assigned)),
-                DriverIn::DeclineOffer(OfferAnswer { offer_id }) => {
-                    engine.decline_offer(driver, offer_id).await.map(|()| None)
-                }
+                    .map(|order| order.and_then(shown(Shown::Assigned))),
+                DriverIn::DeclineOffer(OfferAnswer { offer_id }) => engine
+                    .execute(AnswerOffer {
+                        driver,
+                        offer_id,
+                        accept: false,
+                    })
+                    .await
+                    .map(|_| None),
                 DriverIn::PickedUp(OrderStep { order_id }) => engine
-                    .picked_up(driver, order_id)
+                    .execute(PickedUp { driver, order_id })
                     .await
                     .map(shown(Shown::Update)),
                 DriverIn::Delivered(OrderStep { order_id }) => engine
-                    .delivered(driver, order_id)
+                    .execute(Delivered { driver, order_id })
                     .await
                     .map(shown(Shown::Update)),
             }

@@ -1,6 +1,9 @@
 //! The merchant board's socket: the board (every open order of the merchants shown) first, then
 //! every change; accept, reject and ready in.
 
+use crate::actors::commands::merchants::{MerchantAccept, MerchantReady, MerchantReject};
+use crate::actors::commands::subscriptions::SubscribeBoard;
+use crate::error::ErrorCode;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -172,7 +175,10 @@ impl MerchantSession {
             async move {
                 let mut boards = Vec::with_capacity(merchants.len());
                 for merchant_id in merchants {
-                    boards.push((merchant_id, engine.subscribe_board(merchant_id).await?));
+                    boards.push((
+                        merchant_id,
+                        engine.subscribe(SubscribeBoard::new(merchant_id)).await?,
+                    ));
                 }
                 Ok::<_, crate::actors::EngineError>(boards)
             }
@@ -223,7 +229,7 @@ impl MerchantSession {
             return;
         };
         if let Some(problem) = message.problem() {
-            self.core.error("bad_message", &problem);
+            self.core.error(ErrorCode::BadMessage, &problem);
             return;
         }
         let engine = self.engine.clone();
@@ -241,14 +247,29 @@ impl MerchantSession {
                     prep_minutes,
                 }) => {
                     engine
-                        .merchant_accept(merchant, order_id, prep_minutes)
+                        .execute(MerchantAccept {
+                            merchant_id: merchant,
+                            order_id,
+                            prep_minutes,
+                        })
                         .await
                 }
                 MerchantIn::RejectOrder(Reject { order_id, reason }) => {
-                    engine.merchant_reject(merchant, order_id, reason).await
+                    engine
+                        .execute(MerchantReject {
+                            merchant_id: merchant,
+                            order_id,
+                            reason,
+                        })
+                        .await
                 }
                 MerchantIn::OrderReady(Ready { order_id }) => {
-                    engine.merchant_ready(merchant, order_id).await
+                    engine
+                        .execute(MerchantReady {
+                            merchant_id: merchant,
+                            order_id,
+                        })
+                        .await
                 }
             }
         };

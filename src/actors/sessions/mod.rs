@@ -10,6 +10,7 @@ pub use driver::DriverSession;
 pub use merchant::MerchantSession;
 pub use tracker::TrackerSession;
 
+use crate::error::ErrorCode;
 use std::sync::Arc;
 
 use actix_ws::{MessageStream, Session};
@@ -35,10 +36,7 @@ fn next_resubscribe_ms(pause_ms: u64) -> u64 {
 /// engine or another replica is away for now (a Redis or database outage, a region moving),
 /// as opposed to a refusal that will not change.
 fn passing(error: &EngineError) -> bool {
-    matches!(
-        error.code(),
-        "dispatch_unavailable" | "store_unavailable" | "actor_failed"
-    )
+    error.code().retry_after_secs().is_some()
 }
 
 /// What every session is started with.
@@ -130,22 +128,24 @@ fn known_type(kind: &str) -> bool {
 
 /// Parses an inbound text frame: the error code (`bad_message` or `forbidden`) and what is
 /// wrong, or the message.
-fn parse_message<T: InboundMessage>(text: &str) -> Result<T, (&'static str, String)> {
+fn parse_message<T: InboundMessage>(text: &str) -> Result<T, (ErrorCode, String)> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         let message = e.to_string();
         let message = message
             .rfind(" at line ")
             .map_or(message.as_str(), |i| &message[..i])
             .to_owned();
-        ("bad_message", format!("not JSON: {message}"))
+        (ErrorCode::BadMessage, format!("not JSON: {message}"))
     })?;
     let kind = match value.get("type") {
         Some(serde_json::Value::String(kind)) => kind.clone(),
-        Some(_) => return Err(("bad_message", "type: must be a string".to_owned())),
-        None if value.is_object() => return Err(("bad_message", "type: is required".to_owned())),
+        Some(_) => return Err((ErrorCode::BadMessage, "type: must be a string".to_owned())),
+        None if value.is_object() => {
+            return Err((ErrorCode::BadMessage, "type: is required".to_owned()));
+        }
         None => {
             return Err((
-                "bad_message",
+                ErrorCode::BadMessage,
                 "a message must be a JSON object with a type".to_owned(),
             ));
         }
@@ -153,14 +153,17 @@ fn parse_message<T: InboundMessage>(text: &str) -> Result<T, (&'static str, Stri
     if !T::TYPES.contains(&kind.as_str()) {
         return Err(if known_type(&kind) {
             (
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!("{kind:?} is not a message this socket takes"),
             )
         } else {
-            ("bad_message", format!("unknown message type {kind:?}"))
+            (
+                ErrorCode::BadMessage,
+                format!("unknown message type {kind:?}"),
+            )
         });
     }
-    T::from_value(&kind, value).map_err(|problem| ("bad_message", problem))
+    T::from_value(&kind, value).map_err(|problem| (ErrorCode::BadMessage, problem))
 }
 
 /// Parses an inbound text frame and counts it in `ws_messages_in_total` under its `type`; one
@@ -188,20 +191,20 @@ mod tests {
     #[test]
     fn parse_errors_name_the_field_and_tell_foreign_messages_apart() {
         let bad = |text: &str| parse_message::<driver::DriverIn>(text).err().unwrap();
-        assert_eq!(bad("nope").0, "bad_message");
+        assert_eq!(bad("nope").0, ErrorCode::BadMessage);
         assert!(bad("nope").1.starts_with("not JSON"));
-        assert_eq!(bad("[1]").0, "bad_message");
+        assert_eq!(bad("[1]").0, ErrorCode::BadMessage);
         assert_eq!(bad(r#"{"lat":1}"#).1, "type: is required");
         let (code, problem) = bad(r#"{"type":"location","lat":"x","lon":1}"#);
-        assert_eq!(code, "bad_message");
+        assert_eq!(code, ErrorCode::BadMessage);
         assert!(problem.starts_with("lat:"), "{problem}");
         let (code, problem) = bad(r#"{"type":"location","lat":1}"#);
-        assert_eq!(code, "bad_message");
+        assert_eq!(code, ErrorCode::BadMessage);
         assert!(problem.contains("lon"), "{problem}");
-        assert_eq!(bad(r#"{"type":"teleport"}"#).0, "bad_message");
+        assert_eq!(bad(r#"{"type":"teleport"}"#).0, ErrorCode::BadMessage);
         assert_eq!(
             bad(r#"{"type":"accept_order","order_id":"x","prep_minutes":1}"#).0,
-            "forbidden"
+            ErrorCode::Forbidden
         );
         assert!(
             parse_message::<driver::DriverIn>(r#"{"type":"location","lat":1,"lon":2}"#).is_ok()

@@ -1,6 +1,8 @@
 //! An order's tracking socket: the order now, every change, and the driver's location
 //! (coalesced: a slow tracker gets the latest, not a backlog).
 
+use crate::actors::commands::subscriptions::SubscribeOrder;
+use crate::error::ErrorCode;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -53,7 +55,7 @@ impl TrackerSession {
         let engine = self.engine.clone();
         let order_id = self.order_id;
         ctx.wait(
-            async move { engine.subscribe_order(order_id).await }
+            async move { engine.subscribe(SubscribeOrder::new(order_id)).await }
                 .into_actor(self)
                 .map(move |subscribed, act, ctx| match subscribed {
                     Ok((order, feed)) => {
@@ -103,7 +105,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for TrackerSession {
                 .increment(1);
             let code = super::parse_message::<TrackerIn>(&text)
                 .err()
-                .map_or("bad_message", |(code, _)| code);
+                .map_or(ErrorCode::BadMessage, |(code, _)| code);
             self.core
                 .error(code, "The tracking socket takes no messages.");
         }

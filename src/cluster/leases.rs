@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::ownership::Ownership;
 use crate::actors::Engine;
-use crate::actors::remote::Ownership;
 use crate::geo::RegionId;
 use crate::store::{Claim, Lease, Store, StoreError, unix_ms};
 
