@@ -28,8 +28,29 @@ use crate::store::{Store, StoreError};
 
 /// How long a command waits for a crashed actor to be restarted before answering
 /// `unavailable`: attempts, and the pause between them.
-pub(crate) const RESTART_WAIT_ATTEMPTS: u32 = 40;
-pub(crate) const RESTART_WAIT: Duration = Duration::from_millis(25);
+const RESTART_WAIT_ATTEMPTS: u32 = 40;
+const RESTART_WAIT: Duration = Duration::from_millis(25);
+
+/// Runs `attempt` until it answers: `Ok(None)` means the actor is restarting (tried again after
+/// a pause), anything else is the answer. Gives up as `unavailable` after about a second.
+pub(crate) async fn wait_out_restart<T, Fut>(
+    kind: &str,
+    id: impl std::fmt::Display,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, EngineError>
+where
+    Fut: std::future::Future<Output = Result<Option<T>, EngineError>>,
+{
+    for _ in 0..RESTART_WAIT_ATTEMPTS {
+        if let Some(answer) = attempt().await? {
+            return Ok(answer);
+        }
+        tokio::time::sleep(RESTART_WAIT).await;
+    }
+    Err(EngineError::Unavailable(format!(
+        "{kind} {id} is restarting"
+    )))
+}
 
 /// The dispatch engine. Cheap to clone.
 #[derive(Clone)]
@@ -250,18 +271,15 @@ impl Engine {
         OrderActor: Handler<M>,
     {
         self.ensure_ready()?;
-        for _ in 0..RESTART_WAIT_ATTEMPTS {
+        wait_out_restart("order", id, || async {
             if let Some(addr) = self.services.orders.get(&id)
                 && let Ok(reply) = addr.send(message.clone()).await
             {
-                return reply;
+                return reply.map(Some);
             }
-            self.check_not_live_order(id).await?;
-            tokio::time::sleep(RESTART_WAIT).await;
-        }
-        Err(EngineError::Unavailable(format!(
-            "order {id} is restarting"
-        )))
+            self.check_not_live_order(id).await.map(|()| None)
+        })
+        .await
     }
 
     /// For an order without a live actor: why not. `Ok` means it is open and restarting.
@@ -305,18 +323,13 @@ impl Engine {
         DriverActor: Handler<M>,
     {
         self.ensure_ready()?;
-        for _ in 0..RESTART_WAIT_ATTEMPTS {
+        wait_out_restart("driver", id, || async {
             if self.services.supervision.is_failed(&Entity::Driver(id)) {
                 return Err(EngineError::Failed(format!("driver {id}")));
             }
-            if let Ok(reply) = self.driver(id).send(message.clone()).await {
-                return Ok(reply);
-            }
-            tokio::time::sleep(RESTART_WAIT).await;
-        }
-        Err(EngineError::Unavailable(format!(
-            "driver {id} is restarting"
-        )))
+            Ok(self.driver(id).send(message.clone()).await.ok())
+        })
+        .await
     }
 
     /// The order now: from its actor while open, else from the journal.

@@ -11,7 +11,7 @@ use super::drivers::DriverDisconnected;
 use crate::actors::EngineError;
 use crate::actors::command::{Command, Op, Subscription, subscription};
 use crate::actors::driver::{self, DriverFeed};
-use crate::actors::engine::{Engine, RESTART_WAIT, RESTART_WAIT_ATTEMPTS};
+use crate::actors::engine::{Engine, wait_out_restart};
 use crate::actors::merchant::{self, MerchantActor};
 use crate::actors::order::{self, OrderFeed};
 use crate::actors::router::RouteKey;
@@ -68,25 +68,23 @@ impl Subscription for SubscribeOrder {
     ) -> Result<(OrderView, mpsc::Receiver<OrderFeed>), EngineError> {
         engine.ensure_ready()?;
         let id = self.order_id;
-        for _ in 0..RESTART_WAIT_ATTEMPTS {
+        wait_out_restart("order", id, || async {
             if let Some(addr) = engine.services.orders.get(&id)
                 && let Ok(subscription) = addr.send(order::SubscribeOrder).await
             {
-                return Ok(subscription);
+                return Ok(Some(subscription));
             }
             match engine.check_not_live_order(id).await {
                 Err(EngineError::OrderClosed(_)) => {
                     let view = engine.order(id).await?;
                     let (_, closed) = mpsc::channel(1);
-                    return Ok((view, closed));
+                    Ok(Some((view, closed)))
                 }
-                Err(error) => return Err(error),
-                Ok(()) => tokio::time::sleep(RESTART_WAIT).await,
+                Err(error) => Err(error),
+                Ok(()) => Ok(None),
             }
-        }
-        Err(EngineError::Unavailable(format!(
-            "order {id} is restarting"
-        )))
+        })
+        .await
     }
 }
 
@@ -139,7 +137,7 @@ impl Subscription for SubscribeBoard {
         {
             return Err(EngineError::NotOwner(format!("region {region}")));
         }
-        for _ in 0..RESTART_WAIT_ATTEMPTS {
+        wait_out_restart("merchant", merchant_id, || async {
             if services
                 .supervision
                 .is_failed(&Entity::Merchant(merchant_id))
@@ -150,26 +148,24 @@ impl Subscription for SubscribeBoard {
             let addr = services
                 .merchants
                 .get_or_start(merchant_id, || MerchantActor::start(merchant_id, started));
-            if let Ok(subscription) = addr.send(merchant::SubscribeBoard).await {
-                // Handed off meanwhile: the board is read at the next owner, and this actor,
-                // started after the hand-off's sweep, must not linger.
-                if let Some(region) = region
-                    && !services.is_active(&region)
-                {
-                    addr.do_send(Retire {
-                        region: region.clone(),
-                        orders: Arc::new(HashSet::new()),
-                        all: true,
-                    });
-                    return Err(EngineError::NotOwner(format!("region {region}")));
-                }
-                return Ok(subscription);
+            let Ok(subscription) = addr.send(merchant::SubscribeBoard).await else {
+                return Ok(None);
+            };
+            // Handed off meanwhile: the board is read at the next owner, and this actor,
+            // started after the hand-off's sweep, must not linger.
+            if let Some(region) = &region
+                && !services.is_active(region)
+            {
+                addr.do_send(Retire {
+                    region: region.clone(),
+                    orders: Arc::new(HashSet::new()),
+                    all: true,
+                });
+                return Err(EngineError::NotOwner(format!("region {region}")));
             }
-            tokio::time::sleep(RESTART_WAIT).await;
-        }
-        Err(EngineError::Unavailable(format!(
-            "merchant {merchant_id} is restarting"
-        )))
+            Ok(Some(subscription))
+        })
+        .await
     }
 }
 
