@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use clap::builder::{OsStringValueParser, TypedValueParser};
 
 use super::error::ConfigError;
 use super::lease::{DEFAULT_LEASE_TTL, LeaseArgs, generated_node_id};
@@ -66,7 +67,13 @@ const WEEK: Duration = Duration::from_secs(7 * 86_400);
 #[command(next_help_heading = "Dispatch")]
 pub struct DispatchArgs {
     /// GeoJSON FeatureCollection of region polygons (each with an `id`); unset: the demo city.
-    #[arg(long, global = true, env = "MEALKITZ_REGIONS")]
+    // Any text is a path here (even an empty one): reading it is where it fails, naming it.
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_REGIONS",
+        value_parser = OsStringValueParser::new().map(PathBuf::from)
+    )]
     pub regions: Option<PathBuf>,
     /// How far outside its polygon a region still indexes drivers, in metres.
     #[arg(
@@ -411,5 +418,12 @@ mod tests {
             }
         );
         assert_eq!(config.offer_timeout, Duration::from_millis(1_500));
+    }
+
+    #[test]
+    fn an_empty_regions_path_fails_where_it_is_read() {
+        let err = Config::from_args(["--regions", ""]).unwrap_err();
+        assert_eq!(err.setting, "--regions / MEALKITZ_REGIONS");
+        assert!(err.problem.starts_with("cannot read"), "{err}");
     }
 }
