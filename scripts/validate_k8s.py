@@ -11,7 +11,7 @@ For every overlay under k8s/overlays/ it renders the kustomization with a real k
 * the references between objects that no schema sees: Service, PDB, NetworkPolicy and
   ServiceMonitor selectors against the pods, named ports, the HPA's target, ConfigMaps used by
   the pods, the regions GeoJSON (the rules of src/geo/region.rs), environment variable names
-  against src/config.rs, metric names in alerts against src/, the shutdown budget, non-root
+  against src/config/, metric names in alerts against src/, the shutdown budget, non-root
   and read-only settings, no Secret rendered, image tags set, the region count of the alert on
   unowned regions against the regions file, and that a Deployment that may run more than one
   replica reads REDIS_URL from a required Secret key (replicas share the regions, and route
@@ -46,7 +46,7 @@ DEFAULT_VERSIONS = ["1.30", "1.37"]
 
 # Kinds without a namespace.
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
-# Read by the engine but not declared in src/config.rs (tracing's filter).
+# Read by the engine but not declared in src/config/ (tracing's filter).
 EXTRA_ENV = {"RUST_LOG"}
 # Metrics from kube-state-metrics and Prometheus itself, which the alerts may use.
 FOREIGN_METRIC_PREFIXES = ("kube_", "up")
@@ -189,10 +189,14 @@ def matches(selector: dict | None, labels: dict) -> bool:
 
 
 def config_env_names() -> set[str] | None:
-    source = ROOT / "src" / "config.rs"
-    if not source.is_file():
+    sources = sorted((ROOT / "src" / "config").glob("*.rs")) + [ROOT / "src" / "cli.rs"]
+    if not any(source.is_file() for source in sources):
         return None
-    return set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', source.read_text())) | EXTRA_ENV
+    names = set()
+    for source in sources:
+        if source.is_file():
+            names |= set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', source.read_text()))
+    return names | EXTRA_ENV
 
 
 def metric_defined_in_src(name: str) -> bool:
@@ -367,7 +371,7 @@ def check_pod(where: str, workload: dict, template: dict, configmaps: dict, repo
             for var in env:
                 if var not in env_names:
                     report.error(where, f"{cname}: environment variable {var} is not a setting of the engine "
-                                        "(src/config.rs)")
+                                        "(src/config/)")
         regions = env.get("MEALKITZ_REGIONS")
         if regions:
             check_regions_mount(where, cname, regions, mounts, volumes, configmaps, report)
@@ -628,7 +632,7 @@ def validate_files_separately(versions: list[str], crds: dict, report: Report) -
                     if line and not line.startswith("#"):
                         var = line.split("=", 1)[0]
                         if var not in env_names:
-                            report.error(rel(base / entry), f"{var} is not a setting of the engine (src/config.rs)")
+                            report.error(rel(base / entry), f"{var} is not a setting of the engine (src/config/)")
     for directory in [K8S / "components" / d.name for d in sorted((K8S / "components").glob("*"))] + \
             sorted(p for p in (K8S / "overlays").glob("*") if p.is_dir()):
         for entry in kustomization(directory).get("patches") or []:
@@ -685,7 +689,7 @@ def main() -> int:
         return 2
     env_names = config_env_names()
     if env_names is None:
-        report.note("src/config.rs not found: environment variable names were not checked")
+        report.note("src/config/ not found: environment variable names were not checked")
 
     summary = []
     renderer = find_renderer()

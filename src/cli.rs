@@ -3,15 +3,57 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::api::auth::Passwords;
 use crate::api::users::validate_account;
-use crate::config::{AdminCommand, Cli, Command, Config, DemoArgs, SimulateArgs};
+use crate::config::{Config, ConfigError, Settings};
 use crate::domain::Role;
+use crate::sim::{DemoArgs, SimulateArgs};
 use crate::startup::Application;
 use crate::store::{NewUser, Store, StoreError};
 use crate::{shutdown, telemetry};
+
+/// `mealkitz`: the MealKitz Dispatch engine.
+#[derive(Debug, Parser)]
+#[command(name = "mealkitz", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine: HTTP API, WebSockets and dispatch (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administrative tasks.
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+    /// Run a simulated city (merchants, drivers, customers) against a running engine.
+    Simulate(SimulateArgs),
+    /// Serve on the embedded store with a simulated fleet running, for a first look.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user with the admin role (the only way to make one).
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "MEALKITZ_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+    },
+}
 
 /// How a command failed.
 enum Failure {
@@ -29,7 +71,18 @@ impl From<anyhow::Error> for Failure {
 
 /// Entry point of the `mealkitz` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A value clap refused is a bad setting: one line naming it. Anything else (help,
+        // version, an unknown flag) clap prints and exits with itself.
+        Err(error) => match ConfigError::from_clap(&error, &Cli::command()) {
+            Some(bad) => {
+                eprintln!("mealkitz: {bad}");
+                return ExitCode::from(2);
+            }
+            None => error.exit(),
+        },
+    };
     let config = match cli.settings.to_config() {
         Ok(config) => config,
         Err(error) => {
@@ -87,8 +140,7 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
 }
 
 async fn simulate(args: SimulateArgs) -> Result<(), Failure> {
-    let sim = args.to_sim().map_err(|e| Failure::Usage(e.to_string()))?;
-    let report = crate::sim::run(sim, |_| {}).await?;
+    let report = crate::sim::run(args.to_sim(), |_| {}).await?;
     if args.json {
         println!(
             "{}",
@@ -118,9 +170,7 @@ async fn demo(config: Config, args: DemoArgs) -> Result<(), Failure> {
         bind.ip().to_string()
     };
     let base = format!("http://{host}:{port}");
-    let sim = args
-        .to_sim(format!("http://127.0.0.1:{port}"))
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let sim = args.to_sim(format!("http://127.0.0.1:{port}"));
     let handle = app.stop_handle();
     let server = actix_web::rt::spawn(app.run_until_stopped());
     // Wait for the engine to be ready before the fleet logs in.
@@ -234,5 +284,33 @@ async fn create_admin(
             "an account with this email already exists"
         ))),
         Err(other) => Err(Failure::Runtime(other.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bad_value_after_a_subcommand_names_its_flag_in_one_line() {
+        let cases = [
+            (["mealkitz", "simulate", "--drivers", "0"], "--drivers"),
+            (["mealkitz", "demo", "--time-scale", "fast"], "--time-scale"),
+            (
+                ["mealkitz", "migrate", "--bind", "x"],
+                "--bind / MEALKITZ_BIND",
+            ),
+        ];
+        for (argv, setting) in cases {
+            let error = Cli::try_parse_from(argv).expect_err(setting);
+            let bad = ConfigError::from_clap(&error, &Cli::command()).expect(setting);
+            assert_eq!(bad.setting, setting);
+            assert!(!bad.to_string().contains('\n'), "{bad}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! time, by `time_scale`) and answer offers, customers check out at a steady rate; at the end a
 //! report of what happened. `mealkitz simulate` and `mealkitz demo` run it.
 
+mod args;
 mod city;
 mod clients;
 mod report;
@@ -14,6 +15,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+pub use args::{DemoArgs, SimulateArgs};
 pub use city::City;
 pub use report::Report;
 

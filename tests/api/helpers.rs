@@ -1,15 +1,11 @@
 //! Test harness: fresh databases, an application per test, and request helpers.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use mealkitz::actors::Engine;
-use mealkitz::config::{
-    AuthConfig, CheckoutConfig, Config, DatabaseConfig, DatabaseUrl, DispatchConfig, GatewayConfig,
-    HttpConfig, LogConfig, LogFormat, RedisConfig, Secret,
-};
+use mealkitz::config::{Config, DatabaseConfig, DatabaseUrl, LogFormat, RedisConfig, Secret};
 use mealkitz::domain::{Email, Role};
 use mealkitz::startup::{Application, StopHandle};
 use mealkitz::store::{NewUser, Store};
@@ -158,38 +154,24 @@ pub fn test_config(db: &TestDb) -> Config {
     config_for(db.database_url())
 }
 
-/// The test configuration for any database URL.
+/// The test configuration for any database URL: the real settings, parsed from the flags below
+/// (never from the environment), then the few fields no flag sets.
 pub fn config_for(url: DatabaseUrl) -> Config {
-    Config {
-        http: HttpConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            workers: 1,
-        },
-        database: DatabaseConfig {
-            url,
-            max_connections: 5,
-        },
-        redis: None,
-        auth: AuthConfig {
-            jwt_secret: None,
-            token_ttl_secs: 3600,
-        },
-        log: LogConfig {
-            format: LogFormat::Pretty,
-        },
-        dispatch: DispatchConfig {
-            fault_injection: true,
-            ..DispatchConfig::default()
-        },
-        gateway: GatewayConfig::default(),
-        checkout: CheckoutConfig {
-            webhook_secret: Some(Secret::new(TEST_WEBHOOK_SECRET)),
-            // Tests sign many users in from one address; the limits get their own tests.
-            login_failures_per_address_per_minute: 100_000,
-            checkouts_per_minute: 100_000,
-            ..CheckoutConfig::default()
-        },
-    }
+    let webhook_secret = format!("--webhook-secret={TEST_WEBHOOK_SECRET}");
+    let mut config = Config::from_args([
+        "--bind=127.0.0.1:0",
+        "--http-workers=1",
+        "--db-max-connections=5",
+        "--token-ttl-secs=3600",
+        &webhook_secret,
+        // Tests sign many users in from one address; the limits get their own tests.
+        "--login-failures-per-address-per-minute=100000",
+        "--checkouts-per-minute=100000",
+    ])
+    .expect("the test settings are valid");
+    config.database.url = url;
+    config.dispatch.fault_injection = true;
+    config
 }
 
 /// `config` with Redis at `url`, under a key prefix of its own so that tests run in parallel.

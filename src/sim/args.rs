@@ -1,0 +1,205 @@
+//! The simulator's command lines, `mealkitz simulate` and `mealkitz demo`: typed arguments, each
+//! checked as clap reads it, and the [`SimConfig`] they describe.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::SimConfig;
+use crate::config::values::{positive, whole};
+
+/// The engine `simulate` loads by default: one started locally with the default settings.
+pub const DEFAULT_ENGINE_URL: &str = "http://127.0.0.1:8000";
+pub const DEFAULT_DRIVERS: usize = 200;
+pub const DEFAULT_MERCHANTS: usize = 20;
+pub const DEFAULT_ORDERS_PER_MINUTE: f64 = 60.0;
+/// How long customers keep ordering, by default.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
+pub const DEFAULT_SEED: u64 = 7;
+pub const DEFAULT_ACCEPT_RATE: f64 = 0.9;
+pub const DEFAULT_TIME_SCALE: f64 = 30.0;
+/// Longest simulation: a week.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 86_400);
+/// Without `--customers`, one customer per this many orders a minute…
+pub const ORDERS_PER_MINUTE_PER_CUSTOMER: f64 = 5.0;
+/// …and at least this many.
+pub const MIN_CUSTOMERS: usize = 10;
+
+pub const DEMO_DRIVERS: usize = 40;
+pub const DEMO_MERCHANTS: usize = 6;
+pub const DEMO_CUSTOMERS: usize = 5;
+pub const DEMO_ORDERS_PER_MINUTE: f64 = 6.0;
+pub const DEMO_TIME_SCALE: f64 = 10.0;
+/// The demo runs until stopped; its demand lasts as long as a simulation may.
+pub const DEMO_DURATION: Duration = MAX_DURATION;
+pub const DEMO_SEED: u64 = 1;
+
+/// `mealkitz simulate`: a fleet and its customers as real clients of the engine at `--url`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// The engine to load.
+    #[arg(long, value_parser = engine_url, default_value = DEFAULT_ENGINE_URL)]
+    pub url: String,
+    #[arg(long, value_parser = whole(1_000_000usize), default_value_t = DEFAULT_DRIVERS)]
+    pub drivers: usize,
+    #[arg(long, value_parser = whole(100_000usize), default_value_t = DEFAULT_MERCHANTS)]
+    pub merchants: usize,
+    /// Customers placing the orders (default: one per 5 orders a minute, at least 10).
+    #[arg(long, value_parser = whole(1_000_000usize))]
+    pub customers: Option<usize>,
+    #[arg(long, value_parser = positive(100_000.0), default_value_t = DEFAULT_ORDERS_PER_MINUTE)]
+    pub orders_per_minute: f64,
+    /// How long customers keep ordering, e.g. 120s, 5m; then open orders are finished.
+    #[arg(long, value_parser = duration, default_value = duration_text(DEFAULT_DURATION))]
+    pub duration: Duration,
+    /// Same seed, same city and same demand.
+    #[arg(long, value_parser = seed, default_value_t = DEFAULT_SEED)]
+    pub seed: u64,
+    /// Share of offers drivers accept, 0 to 1.
+    #[arg(long, value_parser = share, default_value_t = DEFAULT_ACCEPT_RATE)]
+    pub accept_rate: f64,
+    /// Simulated seconds per real second, for driving and cooking.
+    #[arg(long, value_parser = positive(10_000.0), default_value_t = DEFAULT_TIME_SCALE)]
+    pub time_scale: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mealkitz demo`: the engine plus a small simulated fleet, in one process.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[arg(long, value_parser = whole(100_000usize), default_value_t = DEMO_DRIVERS)]
+    pub drivers: usize,
+    #[arg(long, value_parser = whole(10_000usize), default_value_t = DEMO_MERCHANTS)]
+    pub merchants: usize,
+    #[arg(long, value_parser = positive(10_000.0), default_value_t = DEMO_ORDERS_PER_MINUTE)]
+    pub orders_per_minute: f64,
+    #[arg(long, value_parser = positive(1_000.0), default_value_t = DEMO_TIME_SCALE)]
+    pub time_scale: f64,
+}
+
+impl SimulateArgs {
+    /// The simulation these arguments ask for.
+    pub fn to_sim(&self) -> SimConfig {
+        let customers = self.customers.unwrap_or_else(|| {
+            ((self.orders_per_minute / ORDERS_PER_MINUTE_PER_CUSTOMER).ceil() as usize)
+                .max(MIN_CUSTOMERS)
+        });
+        SimConfig {
+            url: self.url.clone(),
+            drivers: self.drivers,
+            merchants: self.merchants,
+            customers,
+            orders_per_minute: self.orders_per_minute,
+            duration: self.duration,
+            seed: self.seed,
+            accept_rate: self.accept_rate,
+            time_scale: self.time_scale,
+            progress: !self.json,
+        }
+    }
+}
+
+impl DemoArgs {
+    /// The demo's simulation, against the engine at `url`; it runs until stopped.
+    pub fn to_sim(&self, url: String) -> SimConfig {
+        SimConfig {
+            url,
+            drivers: self.drivers,
+            merchants: self.merchants,
+            customers: DEMO_CUSTOMERS,
+            orders_per_minute: self.orders_per_minute,
+            duration: DEMO_DURATION,
+            seed: DEMO_SEED,
+            accept_rate: DEFAULT_ACCEPT_RATE,
+            time_scale: self.time_scale,
+            progress: false,
+        }
+    }
+}
+
+/// A duration such as `90`, `90s`, `5m` or `1h`, up to a week.
+pub fn duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (number, unit_secs) = match raw.char_indices().last() {
+        Some((i, 's')) => (&raw[..i], 1.0),
+        Some((i, 'm')) => (&raw[..i], 60.0),
+        Some((i, 'h')) => (&raw[..i], 3_600.0),
+        _ => (raw, 1.0),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n * unit_secs <= MAX_DURATION.as_secs_f64() => {
+            Ok(Duration::from_secs_f64(n * unit_secs))
+        }
+        _ => Err(format!("{raw:?} is not a duration such as 120s, 5m or 1h")),
+    }
+}
+
+/// `duration` as [`duration`] reads it, in seconds: the default shown in `--help`.
+fn duration_text(duration: Duration) -> String {
+    format!("{}s", duration.as_secs_f64())
+}
+
+fn engine_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim().trim_end_matches('/');
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(url.to_owned())
+    } else {
+        Err(format!("{url:?} is not an http:// or https:// URL"))
+    }
+}
+
+fn seed(raw: &str) -> Result<u64, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a whole number"))
+}
+
+fn share(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("{raw:?} is not a number from 0 to 1")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Command, FromArgMatches};
+
+    use super::*;
+
+    /// [`duration`] under the name the test has always called it by.
+    fn parse_duration(_setting: &str, raw: &str) -> Result<Duration, String> {
+        duration(raw)
+    }
+
+    #[test]
+    fn durations_take_seconds_minutes_and_hours() {
+        assert_eq!(
+            parse_duration("x", "120s").unwrap(),
+            Duration::from_secs(120)
+        );
+        assert_eq!(parse_duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("x", "90").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("x", "1h").unwrap(),
+            Duration::from_secs(3_600)
+        );
+        for bad in ["", "s", "-5s", "abc", "10d", "0"] {
+            assert!(parse_duration("x", bad).is_err(), "case {bad:?}");
+        }
+    }
+
+    #[test]
+    fn without_arguments_the_simulation_is_the_documented_one() {
+        let command = SimulateArgs::augment_args(Command::new("simulate"));
+        let matches = command.try_get_matches_from(["simulate"]).unwrap();
+        let sim = SimulateArgs::from_arg_matches(&matches).unwrap().to_sim();
+        assert_eq!(sim.url, DEFAULT_ENGINE_URL);
+        assert_eq!((sim.drivers, sim.merchants, sim.customers), (200, 20, 12));
+        assert_eq!(sim.duration, Duration::from_secs(60));
+        assert_eq!((sim.seed, sim.accept_rate, sim.time_scale), (7, 0.9, 30.0));
+        assert!(sim.progress);
+    }
+}
