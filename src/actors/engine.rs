@@ -11,19 +11,21 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::EngineError;
-use super::driver::{
-    AnswerOffer, CrashDriver, DriverActor, DriverFeed, DriverStatus, GetDriverStatus, GoOffline,
-    Progress, ReportProgress, SessionClosed, SetAvailability, SubscribeDriver, UpdateLocation,
+use super::driver::DriverActor;
+use super::error::EngineError;
+use super::merchant::MerchantActor;
+use super::order::OrderActor;
+use super::protocol::{
+    Accepts, AnswerOffer, BoardUpdate, CancelOrder, Canceller, CrashDriver, CrashMerchant,
+    CrashOrder, CrashRegion, DriverAddr, DriverFeed, DriverStatus, GetDriverStatus, GetOrder,
+    GoOffline, IndexSize, MarkReady, MerchantAccept, MerchantReject, OrderAddr, OrderFeed,
+    Progress, ReportProgress, Retire, SessionClosed, SetAvailability, SubscribeBoard,
+    SubscribeDriver, SubscribeOrder, UpdateLocation,
 };
-use super::merchant::{BoardUpdate, CrashMerchant, MerchantActor, SubscribeBoard};
-use super::order::{
-    CancelOrder, Canceller, CrashOrder, GetOrder, MarkReady, MerchantAccept, MerchantReject,
-    OrderActor, OrderFeed, SubscribeOrder,
-};
-use super::region::{CrashRegion, IndexSize};
+use super::registry::Registry;
 use super::remote::{self, Call, Reply, RouteKey, Router};
-use super::services::{EngineHooks, Retire, Services};
+use super::roster;
+use super::services::{EngineHooks, Services};
 use super::snapshot_writer;
 use super::supervision::{Entity, FailedActor};
 use crate::config::DispatchConfig;
@@ -43,6 +45,7 @@ const ROUTE_CACHE_ENTRIES: usize = 100_000;
 #[derive(Clone)]
 pub struct Engine {
     services: Arc<Services>,
+    registry: Arc<Registry>,
     recovered: Arc<AtomicBool>,
     /// Set when regions are shared with other replicas: commands for their regions go there.
     router: Arc<OnceLock<Arc<Router>>>,
@@ -112,9 +115,11 @@ impl Engine {
             config.snapshot_batch,
             config.snapshot_interval,
         );
-        let services = Services::new(config, hooks, store, snapshots, arbiters);
+        let services = Services::new(config, hooks, store, snapshots);
+        let registry = Registry::new(services.clone(), arbiters, roster::STARTERS);
         Engine {
             services,
+            registry,
             recovered: Arc::new(AtomicBool::new(false)),
             router: Arc::new(OnceLock::new()),
             routes: Arc::new(Routes::default()),
@@ -124,7 +129,7 @@ impl Engine {
     /// From now on, regions this replica does not hold are served by other replicas through
     /// `router`.
     pub fn attach_router(&self, router: Arc<Router>) {
-        self.services.sharing.store(true, Ordering::Release);
+        self.registry.sharing.store(true, Ordering::Release);
         let _ = self.router.set(router);
     }
 
@@ -140,7 +145,7 @@ impl Engine {
         // An actor of the region left from before a hand-off holds an older state: it stops
         // before the journal is read, so that nothing it commits is missed; the journal wins.
         let none = Arc::new(HashSet::new());
-        for (_, addr) in self.services.orders.all() {
+        for (_, addr) in self.registry.orders.all() {
             let _ = addr
                 .send(Retire {
                     region: region.clone(),
@@ -150,15 +155,15 @@ impl Engine {
                 .await;
         }
         let orders = self.services.store.open_orders(region.as_str()).await?;
-        self.services.start_region(region.clone());
+        self.registry.start_region(region.clone());
         let count = orders.len();
         for order in orders {
-            let services = self.services.clone();
-            self.services
+            let registry = self.registry.clone();
+            self.registry
                 .orders
-                .insert(order.id, OrderActor::start_recovered(order, services));
+                .insert(order.id, OrderActor::start_recovered(order, registry));
         }
-        self.services.set_active(region, true);
+        self.registry.set_active(region, true);
         metrics::gauge!("dispatch_recovery_seconds").set(started.elapsed().as_secs_f64());
         tracing::info!(region = %region, orders = count, elapsed_ms = started.elapsed().as_millis() as u64, "region taken on");
         Ok(count)
@@ -170,10 +175,10 @@ impl Engine {
     /// reach the new owner.
     pub async fn deactivate_region(&self, region: &RegionId) {
         let started = Instant::now();
-        self.services.set_active(region, false);
+        self.registry.set_active(region, false);
         let mut retired = HashSet::new();
         let none = Arc::new(HashSet::new());
-        for (id, addr) in self.services.orders.all() {
+        for (id, addr) in self.registry.orders.all() {
             let message = Retire {
                 region: region.clone(),
                 orders: none.clone(),
@@ -184,7 +189,7 @@ impl Engine {
             }
         }
         let orders = Arc::new(retired);
-        for (_, addr) in self.services.drivers.all() {
+        for (_, addr) in self.registry.drivers.all() {
             let _ = addr
                 .send(Retire {
                     region: region.clone(),
@@ -193,7 +198,7 @@ impl Engine {
                 })
                 .await;
         }
-        for (id, addr) in self.services.merchants.all() {
+        for (id, addr) in self.registry.merchants.all() {
             // A merchant of the region goes even with an empty board: its next orders are
             // placed on the region's next owner, and its board must be read there.
             // From the route cache only (a store read per merchant would stall the round): a
@@ -208,7 +213,7 @@ impl Engine {
                 })
                 .await;
         }
-        self.services.stop_region(region).await;
+        self.registry.stop_region(region).await;
         self.services.snapshots.flush().await;
         tracing::info!(region = %region, orders = orders.len(), elapsed_ms = started.elapsed().as_millis() as u64, "region handed off");
     }
@@ -218,7 +223,7 @@ impl Engine {
     /// [`Engine::recover`] again.
     pub async fn stand_by(&self) {
         self.recovered.store(false, Ordering::Release);
-        for region in self.services.region_ids() {
+        for region in self.registry.region_ids() {
             self.deactivate_region(&region).await;
         }
     }
@@ -229,7 +234,7 @@ impl Engine {
         key: u64,
         work: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        self.services.arbiter_by(key).spawn(work);
+        self.registry.arbiter_by(key).spawn(work);
     }
 
     /// Marks the engine as taking commands (the cluster has made its first round).
@@ -244,27 +249,27 @@ impl Engine {
         let started = Instant::now();
         // Read everything first, all regions at once, and only then start actors: restarted
         // orders wake their drivers' actors, whose own reads would otherwise compete with these.
-        let loads = self.services.region_ids().into_iter().map(|region| {
+        let loads = self.registry.region_ids().into_iter().map(|region| {
             let store = self.services.store.clone();
             async move { store.open_orders(region.as_str()).await }
         });
         let regions = futures_util::future::try_join_all(loads).await?;
         let read = started.elapsed();
-        for id in self.services.region_ids() {
-            self.services.start_region(id);
+        for id in self.registry.region_ids() {
+            self.registry.start_region(id);
         }
         let mut recovered = 0;
         for orders in regions {
             recovered += orders.len();
             for order in orders {
-                let services = self.services.clone();
-                self.services.orders.get_or_start(order.id, move || {
-                    OrderActor::start_recovered(order, services)
+                let registry = self.registry.clone();
+                self.registry.orders.get_or_start(order.id, move || {
+                    OrderActor::start_recovered(order, registry)
                 });
             }
         }
-        for id in self.services.region_ids() {
-            self.services.set_active(&id, true);
+        for id in self.registry.region_ids() {
+            self.registry.set_active(&id, true);
         }
         self.recovered.store(true, Ordering::Release);
         let elapsed = started.elapsed();
@@ -308,10 +313,10 @@ impl Engine {
             .locate(dropoff)
             .ok_or(EngineError::OutsideServiceArea)?;
         let id = new.id;
-        if !self.services.is_active(region.id()) {
+        if !self.registry.is_active(region.id()) {
             return Err(EngineError::NotOwner(format!("region {}", region.id())));
         }
-        if self.services.orders.get(&id).is_some() {
+        if self.registry.orders.get(&id).is_some() {
             return self.order(id).await;
         }
         let (order, entry) = Order::place(new, region.id().to_string(), crate::store::now());
@@ -326,7 +331,7 @@ impl Engine {
                 // An earlier attempt's write committed but its answer was lost (the database
                 // went away at the commit): no actor runs the order and no board knows it.
                 // Adopt it now, as if it had just been placed.
-                Some(stored) if stored.is_open() && self.services.orders.get(&id).is_none() => {
+                Some(stored) if stored.is_open() && self.registry.orders.get(&id).is_none() => {
                     tracing::info!(order_id = %id, "order found written by an earlier attempt; adopted");
                     stored
                 }
@@ -335,19 +340,19 @@ impl Engine {
             Err(error) => return Err(EngineError::Store(error)),
         };
         let view = order.view();
-        if !self.services.is_active(region.id()) {
+        if !self.registry.is_active(region.id()) {
             // Handed off while it was written: journaled under our lease, so the next owner
             // recovers it; no actor of ours may outlive the hand-off.
             return Ok(view);
         }
         let merchant_id = order.merchant_id;
         let order_version = order.version;
-        let services = self.services.clone();
+        let registry = self.registry.clone();
         let actor = self
-            .services
+            .registry
             .orders
-            .get_or_start(id, move || OrderActor::start(order, services));
-        if !self.services.is_active(region.id()) {
+            .get_or_start(id, move || OrderActor::start(order, registry));
+        if !self.registry.is_active(region.id()) {
             // The hand-off's sweep may have run between the check above and the start.
             actor.do_send(Retire {
                 region: region.id().clone(),
@@ -356,10 +361,10 @@ impl Engine {
             });
             return Ok(view);
         }
-        let services = self.services.clone();
-        self.services
+        let registry = self.registry.clone();
+        self.registry
             .merchants
-            .get_or_start(merchant_id, || MerchantActor::start(merchant_id, services))
+            .get_or_start(merchant_id, || MerchantActor::start(merchant_id, registry))
             .do_send(BoardUpdate {
                 version: order_version,
                 view: view.clone(),
@@ -372,11 +377,11 @@ impl Engine {
     async fn call_order<M>(&self, id: OrderId, message: M) -> Result<OrderView, EngineError>
     where
         M: Message<Result = Result<OrderView, EngineError>> + Clone + Send + 'static,
-        OrderActor: Handler<M>,
+        OrderAddr: Accepts<M>,
     {
         self.ensure_ready()?;
         for _ in 0..RESTART_WAIT_ATTEMPTS {
-            if let Some(addr) = self.services.orders.get(&id)
+            if let Some(addr) = self.registry.orders.get(&id)
                 && let Ok(reply) = addr.send(message.clone()).await
             {
                 return reply;
@@ -391,10 +396,10 @@ impl Engine {
 
     /// For an order without a live actor: why not. `Ok` means it is open and restarting.
     async fn check_not_live_order(&self, id: OrderId) -> Result<(), EngineError> {
-        if self.services.supervision.is_failed(&Entity::Order(id)) {
+        if self.registry.supervision.is_failed(&Entity::Order(id)) {
             return Err(EngineError::Failed(format!("order {id}")));
         }
-        if self.services.orders.get(&id).is_some() {
+        if self.registry.orders.get(&id).is_some() {
             return Ok(());
         }
         match self.services.store.load_order(id).await? {
@@ -402,7 +407,7 @@ impl Engine {
             Some(order) if !order.is_open() => Err(EngineError::OrderClosed(order.status())),
             Some(order)
                 if !self
-                    .services
+                    .registry
                     .is_active(&RegionId::from(order.region_id.as_str())) =>
             {
                 Err(EngineError::NotOwner(format!("region {}", order.region_id)))
@@ -464,11 +469,11 @@ impl Engine {
         self.call_order(order_id, CancelOrder { by, reason }).await
     }
 
-    fn driver(&self, id: UserId) -> Addr<DriverActor> {
-        let services = self.services.clone();
-        self.services
+    fn driver(&self, id: UserId) -> DriverAddr {
+        let registry = self.registry.clone();
+        self.registry
             .drivers
-            .get_or_start(id, move || DriverActor::start(id, services))
+            .get_or_start(id, move || DriverActor::start(id, registry))
     }
 
     /// Sends `message` to the driver's actor (starting it if needed), waiting out a restart.
@@ -476,11 +481,11 @@ impl Engine {
     where
         M: Message + Clone + Send + 'static,
         M::Result: Send,
-        DriverActor: Handler<M>,
+        DriverAddr: Accepts<M>,
     {
         self.ensure_ready()?;
         for _ in 0..RESTART_WAIT_ATTEMPTS {
-            if self.services.supervision.is_failed(&Entity::Driver(id)) {
+            if self.registry.supervision.is_failed(&Entity::Driver(id)) {
                 return Err(EngineError::Failed(format!("driver {id}")));
             }
             if let Ok(reply) = self.driver(id).send(message.clone()).await {
@@ -538,7 +543,7 @@ impl Engine {
 
     /// [`Engine::driver_disconnected`], run on this replica.
     fn driver_disconnected_local(&self, driver: UserId) {
-        if let Some(addr) = self.services.drivers.get(&driver) {
+        if let Some(addr) = self.registry.drivers.get(&driver) {
             addr.do_send(SessionClosed);
         }
     }
@@ -633,7 +638,7 @@ impl Engine {
 
     /// The order now: from its actor while open, else from the journal.
     pub async fn order(&self, id: OrderId) -> Result<OrderView, EngineError> {
-        if let Some(addr) = self.services.orders.get(&id)
+        if let Some(addr) = self.registry.orders.get(&id)
             && let Ok(view) = addr.send(GetOrder).await
         {
             return Ok(view);
@@ -653,7 +658,7 @@ impl Engine {
     ) -> Result<(OrderView, mpsc::Receiver<OrderFeed>), EngineError> {
         self.ensure_ready()?;
         for _ in 0..RESTART_WAIT_ATTEMPTS {
-            if let Some(addr) = self.services.orders.get(&id)
+            if let Some(addr) = self.registry.orders.get(&id)
                 && let Ok(subscription) = addr.send(SubscribeOrder).await
             {
                 return Ok(subscription);
@@ -679,33 +684,33 @@ impl Engine {
         merchant_id: MerchantId,
     ) -> Result<(Vec<OrderView>, mpsc::Receiver<OrderView>), EngineError> {
         self.ensure_ready()?;
-        let region = match self.services.is_sharing() {
+        let region = match self.registry.is_sharing() {
             true => self.merchant_region(merchant_id).await?,
             false => None,
         };
         if let Some(region) = &region
-            && !self.services.is_active(region)
+            && !self.registry.is_active(region)
         {
             return Err(EngineError::NotOwner(format!("region {region}")));
         }
         for _ in 0..RESTART_WAIT_ATTEMPTS {
             if self
-                .services
+                .registry
                 .supervision
                 .is_failed(&Entity::Merchant(merchant_id))
             {
                 return Err(EngineError::Failed(format!("merchant {merchant_id}")));
             }
-            let services = self.services.clone();
+            let registry = self.registry.clone();
             let addr = self
-                .services
+                .registry
                 .merchants
-                .get_or_start(merchant_id, || MerchantActor::start(merchant_id, services));
+                .get_or_start(merchant_id, || MerchantActor::start(merchant_id, registry));
             if let Ok(subscription) = addr.send(SubscribeBoard).await {
                 // Handed off meanwhile: the board is read at the next owner, and this actor,
                 // started after the hand-off's sweep, must not linger.
                 if let Some(region) = region
-                    && !self.services.is_active(&region)
+                    && !self.registry.is_active(&region)
                 {
                     addr.do_send(Retire {
                         region: region.clone(),
@@ -729,7 +734,7 @@ impl Engine {
         region: &RegionId,
     ) -> Result<usize, EngineError> {
         let addr = self
-            .services
+            .registry
             .region(region)
             .ok_or_else(|| EngineError::Unavailable(format!("region {region} is restarting")))?;
         addr.send(IndexSize)
@@ -772,7 +777,7 @@ impl Engine {
     }
 
     fn region_target(&self, router: &Router, region: &RegionId) -> Target {
-        if self.services.is_active(region) {
+        if self.registry.is_active(region) {
             return Target::Here;
         }
         match router.ownership().owner(region.as_str()) {
@@ -828,7 +833,7 @@ impl Engine {
     /// Where the driver's actor is known to run: here, or at the replica serving its live
     /// subscription.
     fn driver_bound(&self, router: &Router, driver: UserId) -> Option<Target> {
-        if self.services.drivers.get(&driver).is_some() {
+        if self.registry.drivers.get(&driver).is_some() {
             return Some(Target::Here);
         }
         let (node, sub) = recall(&self.routes.driver_nodes, &driver)?;
@@ -880,7 +885,7 @@ impl Engine {
                 lat,
                 lon,
                 ts_ms,
-            } if self.services.drivers.get(&driver).is_some() => {
+            } if self.registry.drivers.get(&driver).is_some() => {
                 let _ = self.driver_location_nowait_local(driver, lat, lon, ts_ms);
             }
             Call::DriverDisconnected { driver } => self.driver_disconnected_local(driver),
@@ -1383,7 +1388,7 @@ impl Engine {
 
     /// Actors that crash-looped and were left down, for an admin to look at.
     pub fn failed_actors(&self) -> Vec<FailedActor> {
-        self.services.supervision.failed()
+        self.registry.supervision.failed()
     }
 
     /// Test hook (only with `fault_injection` on): makes `target` panic now and again on each of
@@ -1404,18 +1409,18 @@ impl Engine {
             .panic_on_start(target.clone(), more_restarts);
         match &target {
             Entity::Order(id) => {
-                if let Some(addr) = self.services.orders.get(id) {
+                if let Some(addr) = self.registry.orders.get(id) {
                     addr.do_send(CrashOrder);
                 }
             }
             Entity::Driver(id) => self.driver(*id).do_send(CrashDriver),
             Entity::Merchant(id) => {
-                if let Some(addr) = self.services.merchants.get(id) {
+                if let Some(addr) = self.registry.merchants.get(id) {
                     addr.do_send(CrashMerchant);
                 }
             }
             Entity::Region(id) => {
-                if let Some(addr) = self.services.region(id) {
+                if let Some(addr) = self.registry.region(id) {
                     addr.do_send(CrashRegion);
                 }
             }
@@ -1428,7 +1433,7 @@ impl Engine {
     /// here would drop work in flight (and its database connections) mid-way.
     pub async fn shutdown(&self) {
         self.recovered.store(false, Ordering::Release);
-        self.services.stop_all();
+        self.registry.stop_all();
         self.services.snapshots.flush().await;
     }
 }

@@ -19,11 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
-use super::EngineError;
-use super::driver::{DriverFeed, DriverStatus};
 use super::engine::Engine;
+use super::error::EngineError;
 use super::feed::FEED_CAPACITY;
-use super::order::{Canceller, OrderFeed};
+use super::protocol::{Canceller, DriverFeed, DriverStatus, OrderFeed};
 use crate::bus::Bus;
 use crate::domain::{MerchantId, NewOrder, OrderId, OrderView, UserId};
 use crate::geo::RegionId;

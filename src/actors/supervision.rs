@@ -3,16 +3,20 @@
 //! the actor and drops the guard) to its region, which restarts the child from its persisted
 //! state — unless the child crashed more than the limit within the window, in which case it is
 //! marked failed for an admin to see.
+//!
+//! As in ractor and quickwit, the supervisor receives a typed child event ([`ChildCrashed`])
+//! and the child knows nothing of its supervisor's type: the guard holds only a `Recipient` of
+//! that event. So this file imports nothing of the actors.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::services::Services;
 use crate::domain::{MerchantId, OrderId, UserId};
 use crate::geo::RegionId;
 
@@ -48,22 +52,34 @@ impl fmt::Display for Entity {
     }
 }
 
+/// A supervised actor ended abnormally: restart it or give up on it. Sent by the child's
+/// [`ChildGuard`] as the child unwinds; a region's crash goes to the engine, any other child's
+/// to the region that supervises it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChildCrashed {
+    pub entity: Entity,
+    /// The region whose supervisor restarts the child (for a region, itself).
+    pub supervisor: RegionId,
+}
+
 /// Held by every supervised actor. Dropped without [`ChildGuard::disarm`] — which is what a
 /// panic does as it unwinds through the actor — it tells the supervisor which child died.
 pub struct ChildGuard {
     entity: Entity,
     /// The region that restarts this child.
     supervisor: RegionId,
-    services: Arc<Services>,
+    /// Where the crash is reported: the narrowest handle on the supervisor there is.
+    report: Recipient<ChildCrashed>,
     armed: bool,
 }
 
 impl ChildGuard {
-    pub fn new(entity: Entity, supervisor: RegionId, services: Arc<Services>) -> Self {
+    pub fn new(entity: Entity, supervisor: RegionId, report: Recipient<ChildCrashed>) -> Self {
         ChildGuard {
             entity,
             supervisor,
-            services,
+            report,
             armed: true,
         }
     }
@@ -82,8 +98,10 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if self.armed || std::thread::panicking() {
-            self.services
-                .child_crashed(self.entity.clone(), self.supervisor.clone());
+            self.report.do_send(ChildCrashed {
+                entity: self.entity.clone(),
+                supervisor: self.supervisor.clone(),
+            });
         }
     }
 }
