@@ -326,6 +326,68 @@ mod tests {
         assert!(matches!(tracker.record(&a, now), Verdict::GiveUp { .. }));
     }
 
+    /// A supervisor as a child sees it: whatever answers `ChildCrashed`.
+    struct Recorder(tokio::sync::mpsc::UnboundedSender<ChildCrashed>);
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ChildCrashed> for Recorder {
+        type Result = ();
+
+        fn handle(&mut self, msg: ChildCrashed, _: &mut Self::Context) {
+            let _ = self.0.send(msg);
+        }
+    }
+
+    struct Child {
+        _guard: ChildGuard,
+    }
+
+    impl Actor for Child {
+        type Context = Context<Self>;
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Panic;
+
+    impl Handler<Panic> for Child {
+        type Result = ();
+
+        fn handle(&mut self, _: Panic, _: &mut Self::Context) {
+            panic!("a child panics on purpose");
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_child_that_panics_is_reported_with_its_supervisor_and_one_that_stops_is_not() {
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let recorder = Recorder(tx).start();
+        let supervisor = recorder.clone().recipient::<ChildCrashed>();
+        let region = RegionId::from("nw");
+        let panicking = order();
+        let child = Child {
+            _guard: ChildGuard::new(panicking.clone(), region.clone(), supervisor.clone()),
+        }
+        .start();
+        child.do_send(Panic);
+        let report = tokio::time::timeout(Duration::from_secs(5), reports.recv())
+            .await
+            .expect("the crash is reported")
+            .expect("the supervisor is alive");
+        assert_eq!(report.entity, panicking);
+        assert_eq!(report.supervisor, region);
+
+        let mut stopping = ChildGuard::new(order(), region, supervisor);
+        stopping.disarm();
+        drop(stopping);
+        let more = tokio::time::timeout(Duration::from_millis(200), reports.recv()).await;
+        assert!(more.is_err(), "a child stopping on purpose is no crash");
+        drop(recorder);
+    }
+
     #[test]
     fn faults_fire_the_requested_number_of_times() {
         let faults = Faults::default();
