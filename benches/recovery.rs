@@ -19,12 +19,15 @@ use mealkitz::domain::{
     Cents, Change, Email, JournalEntry, MerchantId, NewOrder, Order, OrderId, OrderItem, Position,
     Role, UserId,
 };
+use mealkitz::geo::LatLon;
 use mealkitz::store::{NewUser, Snapshot, SnapshotKind, Store};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-const DEMO_LAT: f64 = 40.75;
-const DEMO_LON: f64 = -73.98;
-const M_PER_DEG: f64 = 111_195.0;
+/// The demo city's centre.
+const DEMO_CENTRE: LatLon = LatLon {
+    lat: 40.75,
+    lon: -73.98,
+};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -45,10 +48,8 @@ fn rss_mib() -> f64 {
 fn spread(i: usize) -> Position {
     let x = ((i * 7919) % 1000) as f64 / 1000.0 - 0.5;
     let y = ((i * 104_729) % 1000) as f64 / 1000.0 - 0.5;
-    Position {
-        lat: DEMO_LAT + y * 28_000.0 / M_PER_DEG,
-        lon: DEMO_LON + x * 28_000.0 / (M_PER_DEG * DEMO_LAT.to_radians().cos()),
-    }
+    let LatLon { lat, lon } = DEMO_CENTRE.offset_m(y * 28_000.0, x * 28_000.0);
+    Position { lat, lon }
 }
 
 fn step(order: &mut Order, entries: &mut Vec<JournalEntry>, change: Change) {

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::EngineError;
 use super::engine::Engine;
+use super::error::EngineError;
 use super::feed::FEED_CAPACITY;
 use super::router::{FeedSink, RouteKey};
 use super::target::Target;

@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::EngineError;
-use super::driver::{CrashDriver, DriverActor};
-use super::merchant::CrashMerchant;
-use super::order::{CrashOrder, GetOrder, OrderActor};
-use super::region::CrashRegion;
+use super::driver::DriverActor;
+use super::error::EngineError;
+use super::order::OrderActor;
+use super::protocol::{
+    Accepts, CrashDriver, CrashMerchant, CrashOrder, CrashRegion, DriverAddr, GetOrder, OrderAddr,
+    Retire,
+};
+use super::registry::Registry;
+use super::roster;
 use super::router::Routing;
 use super::routes::{Routes, recall};
-use super::services::{EngineHooks, Retire, Services};
+use super::services::{EngineHooks, Services};
 use super::snapshot_writer;
 use super::supervision::{Entity, FailedActor};
 use crate::config::DispatchConfig;
@@ -56,6 +60,7 @@ where
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) services: Arc<Services>,
+    pub(crate) registry: Arc<Registry>,
     recovered: Arc<AtomicBool>,
     /// Set when regions are shared with other replicas: commands for their regions go there.
     router: Arc<OnceLock<Arc<dyn Routing>>>,
@@ -77,9 +82,11 @@ impl Engine {
             config.snapshot_batch,
             config.snapshot_interval,
         );
-        let services = Services::new(config, hooks, store, snapshots, arbiters);
+        let services = Services::new(config, hooks, store, snapshots);
+        let registry = Registry::new(services.clone(), arbiters, roster::STARTERS);
         Engine {
             services,
+            registry,
             recovered: Arc::new(AtomicBool::new(false)),
             router: Arc::new(OnceLock::new()),
             routes: Arc::new(Routes::default()),
@@ -89,7 +96,7 @@ impl Engine {
     /// From now on, regions this replica does not hold are served by other replicas through
     /// `router`.
     pub fn attach_router(&self, router: Arc<dyn Routing>) {
-        self.services.sharing.store(true, Ordering::Release);
+        self.registry.sharing.store(true, Ordering::Release);
         let _ = self.router.set(router);
     }
 
@@ -105,7 +112,7 @@ impl Engine {
         // An actor of the region left from before a hand-off holds an older state: it stops
         // before the journal is read, so that nothing it commits is missed; the journal wins.
         let none = Arc::new(HashSet::new());
-        for (_, addr) in self.services.orders.all() {
+        for (_, addr) in self.registry.orders.all() {
             let _ = addr
                 .send(Retire {
                     region: region.clone(),
@@ -115,15 +122,15 @@ impl Engine {
                 .await;
         }
         let orders = self.services.store.open_orders(region.as_str()).await?;
-        self.services.start_region(region.clone());
+        self.registry.start_region(region.clone());
         let count = orders.len();
         for order in orders {
-            let services = self.services.clone();
-            self.services
+            let registry = self.registry.clone();
+            self.registry
                 .orders
-                .insert(order.id, OrderActor::start_recovered(order, services));
+                .insert(order.id, OrderActor::start_recovered(order, registry));
         }
-        self.services.set_active(region, true);
+        self.registry.set_active(region, true);
         metrics::gauge!("dispatch_recovery_seconds").set(started.elapsed().as_secs_f64());
         tracing::info!(region = %region, orders = count, elapsed_ms = started.elapsed().as_millis() as u64, "region taken on");
         Ok(count)
@@ -135,10 +142,10 @@ impl Engine {
     /// reach the new owner.
     pub async fn deactivate_region(&self, region: &RegionId) {
         let started = Instant::now();
-        self.services.set_active(region, false);
+        self.registry.set_active(region, false);
         let mut retired = HashSet::new();
         let none = Arc::new(HashSet::new());
-        for (id, addr) in self.services.orders.all() {
+        for (id, addr) in self.registry.orders.all() {
             let message = Retire {
                 region: region.clone(),
                 orders: none.clone(),
@@ -149,7 +156,7 @@ impl Engine {
             }
         }
         let orders = Arc::new(retired);
-        for (_, addr) in self.services.drivers.all() {
+        for (_, addr) in self.registry.drivers.all() {
             let _ = addr
                 .send(Retire {
                     region: region.clone(),
@@ -158,7 +165,7 @@ impl Engine {
                 })
                 .await;
         }
-        for (id, addr) in self.services.merchants.all() {
+        for (id, addr) in self.registry.merchants.all() {
             // A merchant of the region goes even with an empty board: its next orders are
             // placed on the region's next owner, and its board must be read there.
             // From the route cache only (a store read per merchant would stall the round): a
@@ -173,7 +180,7 @@ impl Engine {
                 })
                 .await;
         }
-        self.services.stop_region(region).await;
+        self.registry.stop_region(region).await;
         self.services.snapshots.flush().await;
         tracing::info!(region = %region, orders = orders.len(), elapsed_ms = started.elapsed().as_millis() as u64, "region handed off");
     }
@@ -183,7 +190,7 @@ impl Engine {
     /// [`Engine::recover`] again.
     pub async fn stand_by(&self) {
         self.recovered.store(false, Ordering::Release);
-        for region in self.services.region_ids() {
+        for region in self.registry.region_ids() {
             self.deactivate_region(&region).await;
         }
     }
@@ -194,7 +201,7 @@ impl Engine {
         key: u64,
         work: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        self.services.arbiter_by(key).spawn(work);
+        self.registry.arbiter_by(key).spawn(work);
     }
 
     /// Marks the engine as taking commands (the cluster has made its first round).
@@ -209,27 +216,27 @@ impl Engine {
         let started = Instant::now();
         // Read everything first, all regions at once, and only then start actors: restarted
         // orders wake their drivers' actors, whose own reads would otherwise compete with these.
-        let loads = self.services.region_ids().into_iter().map(|region| {
+        let loads = self.registry.region_ids().into_iter().map(|region| {
             let store = self.services.store.clone();
             async move { store.open_orders(region.as_str()).await }
         });
         let regions = futures_util::future::try_join_all(loads).await?;
         let read = started.elapsed();
-        for id in self.services.region_ids() {
-            self.services.start_region(id);
+        for id in self.registry.region_ids() {
+            self.registry.start_region(id);
         }
         let mut recovered = 0;
         for orders in regions {
             recovered += orders.len();
             for order in orders {
-                let services = self.services.clone();
-                self.services.orders.get_or_start(order.id, move || {
-                    OrderActor::start_recovered(order, services)
+                let registry = self.registry.clone();
+                self.registry.orders.get_or_start(order.id, move || {
+                    OrderActor::start_recovered(order, registry)
                 });
             }
         }
-        for id in self.services.region_ids() {
-            self.services.set_active(&id, true);
+        for id in self.registry.region_ids() {
+            self.registry.set_active(&id, true);
         }
         self.recovered.store(true, Ordering::Release);
         let elapsed = started.elapsed();
@@ -268,11 +275,11 @@ impl Engine {
     ) -> Result<OrderView, EngineError>
     where
         M: Message<Result = Result<OrderView, EngineError>> + Clone + Send + 'static,
-        OrderActor: Handler<M>,
+        OrderAddr: Accepts<M>,
     {
         self.ensure_ready()?;
         wait_out_restart("order", id, || async {
-            if let Some(addr) = self.services.orders.get(&id)
+            if let Some(addr) = self.registry.orders.get(&id)
                 && let Ok(reply) = addr.send(message.clone()).await
             {
                 return reply.map(Some);
@@ -284,10 +291,10 @@ impl Engine {
 
     /// For an order without a live actor: why not. `Ok` means it is open and restarting.
     pub(crate) async fn check_not_live_order(&self, id: OrderId) -> Result<(), EngineError> {
-        if self.services.supervision.is_failed(&Entity::Order(id)) {
+        if self.registry.supervision.is_failed(&Entity::Order(id)) {
             return Err(EngineError::Failed(format!("order {id}")));
         }
-        if self.services.orders.get(&id).is_some() {
+        if self.registry.orders.get(&id).is_some() {
             return Ok(());
         }
         match self.services.store.load_order(id).await? {
@@ -295,7 +302,7 @@ impl Engine {
             Some(order) if !order.is_open() => Err(EngineError::OrderClosed(order.status())),
             Some(order)
                 if !self
-                    .services
+                    .registry
                     .is_active(&RegionId::from(order.region_id.as_str())) =>
             {
                 Err(EngineError::NotOwner(format!("region {}", order.region_id)))
@@ -304,11 +311,11 @@ impl Engine {
         }
     }
 
-    pub(crate) fn driver(&self, id: UserId) -> Addr<DriverActor> {
-        let services = self.services.clone();
-        self.services
+    pub(crate) fn driver(&self, id: UserId) -> DriverAddr {
+        let registry = self.registry.clone();
+        self.registry
             .drivers
-            .get_or_start(id, move || DriverActor::start(id, services))
+            .get_or_start(id, move || DriverActor::start(id, registry))
     }
 
     /// Sends `message` to the driver's actor (starting it if needed), waiting out a restart.
@@ -320,11 +327,11 @@ impl Engine {
     where
         M: Message + Clone + Send + 'static,
         M::Result: Send,
-        DriverActor: Handler<M>,
+        DriverAddr: Accepts<M>,
     {
         self.ensure_ready()?;
         wait_out_restart("driver", id, || async {
-            if self.services.supervision.is_failed(&Entity::Driver(id)) {
+            if self.registry.supervision.is_failed(&Entity::Driver(id)) {
                 return Err(EngineError::Failed(format!("driver {id}")));
             }
             Ok(self.driver(id).send(message.clone()).await.ok())
@@ -334,7 +341,7 @@ impl Engine {
 
     /// The order now: from its actor while open, else from the journal.
     pub async fn order(&self, id: OrderId) -> Result<OrderView, EngineError> {
-        if let Some(addr) = self.services.orders.get(&id)
+        if let Some(addr) = self.registry.orders.get(&id)
             && let Ok(view) = addr.send(GetOrder).await
         {
             return Ok(view);
@@ -349,7 +356,7 @@ impl Engine {
 
     /// Actors that crash-looped and were left down, for an admin to look at.
     pub fn failed_actors(&self) -> Vec<FailedActor> {
-        self.services.supervision.failed()
+        self.registry.supervision.failed()
     }
 
     /// Test hook (only with `fault_injection` on): makes `target` panic now and again on each of
@@ -370,18 +377,18 @@ impl Engine {
             .panic_on_start(target.clone(), more_restarts);
         match &target {
             Entity::Order(id) => {
-                if let Some(addr) = self.services.orders.get(id) {
+                if let Some(addr) = self.registry.orders.get(id) {
                     addr.do_send(CrashOrder);
                 }
             }
             Entity::Driver(id) => self.driver(*id).do_send(CrashDriver),
             Entity::Merchant(id) => {
-                if let Some(addr) = self.services.merchants.get(id) {
+                if let Some(addr) = self.registry.merchants.get(id) {
                     addr.do_send(CrashMerchant);
                 }
             }
             Entity::Region(id) => {
-                if let Some(addr) = self.services.region(id) {
+                if let Some(addr) = self.registry.region(id) {
                     addr.do_send(CrashRegion);
                 }
             }
@@ -394,7 +401,7 @@ impl Engine {
     /// here would drop work in flight (and its database connections) mid-way.
     pub async fn shutdown(&self) {
         self.recovered.store(false, Ordering::Release);
-        self.services.stop_all();
+        self.registry.stop_all();
         self.services.snapshots.flush().await;
     }
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::mpsc;
 
 use super::feed::Feed;
+use super::protocol::{BoardUpdate, CrashMerchant, MerchantAddr, Retire, SubscribeBoard};
+use super::registry::{Registration, Registry};
 use super::services::Services;
 use super::supervision::{ChildGuard, Entity};
 use crate::domain::{MerchantId, OrderId, OrderView};
@@ -18,27 +19,12 @@ use crate::domain::{MerchantId, OrderId, OrderView};
 /// watching).
 const MERCHANT_IDLE_CHECK_SECS: u64 = 30;
 
-/// An order of this merchant changed; `version` orders updates that race.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct BoardUpdate {
-    pub version: i64,
-    pub view: OrderView,
-}
-
-/// The board (every open order) and a feed of changes to it.
-#[derive(Message)]
-#[rtype(result = "(Vec<OrderView>, mpsc::Receiver<OrderView>)")]
-pub struct SubscribeBoard;
-
-/// Test hook: the actor panics on receipt (fault injection must be enabled).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CrashMerchant;
-
+/// Holds only the shared dependencies and its own entry in the registry: a merchant sends
+/// nothing to other actors.
 pub struct MerchantActor {
     id: MerchantId,
     services: Arc<Services>,
+    registration: Registration<MerchantId, MerchantAddr>,
     guard: ChildGuard,
     board: BTreeMap<OrderId, (i64, OrderView)>,
     feed: Feed<OrderView>,
@@ -46,16 +32,18 @@ pub struct MerchantActor {
 
 impl MerchantActor {
     /// Starts the actor on the merchant's home event loop; it loads the open orders first.
-    pub fn start(id: MerchantId, services: Arc<Services>) -> Addr<MerchantActor> {
-        let home = services.home_of(&id);
-        let arbiter = services.arbiter(&home);
+    pub fn start(id: MerchantId, registry: Arc<Registry>) -> MerchantAddr {
+        let home = registry.home_of(&id);
+        let arbiter = registry.arbiter(&home);
         MerchantActor::start_in_arbiter(&arbiter, move |_| MerchantActor {
-            guard: ChildGuard::new(Entity::Merchant(id), home, services.clone()),
+            guard: registry.guard(Entity::Merchant(id), home),
             id,
-            services,
+            services: registry.services().clone(),
+            registration: registry.merchants.registration(id),
             board: BTreeMap::new(),
             feed: Feed::new("board"),
         })
+        .into()
     }
 }
 
@@ -131,7 +119,7 @@ impl Actor for MerchantActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
-        self.services.merchants.remove_if(&self.id, &ctx.address());
+        self.registration.release(&ctx.address().into());
         self.guard.disarm();
     }
 }
@@ -165,12 +153,12 @@ impl Handler<SubscribeBoard> for MerchantActor {
     }
 }
 
-impl Handler<super::services::Retire> for MerchantActor {
+impl Handler<Retire> for MerchantActor {
     type Result = bool;
 
     /// Stops if its board holds an order of the region handed off, or its supervisor was that
     /// region: its sessions subscribe again, at the new owner.
-    fn handle(&mut self, msg: super::services::Retire, ctx: &mut Self::Context) -> bool {
+    fn handle(&mut self, msg: Retire, ctx: &mut Self::Context) -> bool {
         let retire = msg.all
             || self.guard.supervisor() == &msg.region
             || self.board.keys().any(|id| msg.orders.contains(id));

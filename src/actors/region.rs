@@ -9,105 +9,25 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::driver::{DriverActor, Reannounce};
-use super::merchant::MerchantActor;
-use super::order::OrderActor;
+use super::protocol::{
+    Candidate, CrashRegion, FindCandidates, IndexSize, MatchOutcome, Reannounce, RegionAddr,
+    ReloadOrder, RemoveDriver, RequestMatch, Retire, UpsertDriver,
+};
+use super::registry::Registry;
 use super::services::Services;
-use super::supervision::{ChildGuard, Entity, Verdict};
+use super::supervision::{ChildCrashed, ChildGuard, Entity, Verdict};
 use crate::domain::{OrderId, UserId};
 use crate::geo::{DriverIndex, LatLon, RegionId, travel_secs};
-
-/// Puts a driver into the index, or moves it there. Sent by the driver's actor whenever it is
-/// matchable and its location changes.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct UpsertDriver {
-    pub driver_id: UserId,
-    pub location: LatLon,
-}
-
-/// Takes a driver out of the index (it went offline, took an offer, or left the band).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RemoveDriver {
-    pub driver_id: UserId,
-}
-
-/// A driver who could take an order.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Candidate {
-    pub driver_id: UserId,
-    pub distance_m: f64,
-    /// Estimated time to reach the pickup, at the configured average speed.
-    pub pickup_eta_secs: f64,
-}
-
-/// The `k` best available drivers within `radius_m` of `pickup`, by estimated pickup time,
-/// leaving out `exclude` (drivers who already passed on this order).
-#[derive(Message)]
-#[rtype(result = "Vec<Candidate>")]
-pub struct FindCandidates {
-    pub pickup: LatLon,
-    pub radius_m: f64,
-    pub k: usize,
-    pub exclude: Vec<UserId>,
-}
-
-/// What a batch decided for one order.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MatchOutcome {
-    /// This driver is the order's in the batch's best assignment.
-    Driver(Candidate),
-    /// There were drivers in range, but the assignment gave them to other orders: try again
-    /// in the next window.
-    Outbid,
-    /// Nobody in range: widen the search.
-    NoneInRange,
-}
-
-/// Batched matching: joins the current window's batch; answered when the window closes.
-#[derive(Message)]
-#[rtype(result = "MatchOutcome")]
-pub struct RequestMatch {
-    pub pickup: LatLon,
-    pub radius_m: f64,
-    pub k: usize,
-    pub exclude: Vec<UserId>,
-}
-
-/// A supervised child of this region ended abnormally: restart it or give up on it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ChildCrashed {
-    pub entity: Entity,
-}
-
-/// An order actor found the journal ahead of its state (a write whose answer was lost, in an
-/// outage, committed after all) and stopped: rebuild it from the journal. Not a crash, so not
-/// counted against the restart limit.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ReloadOrder {
-    pub order_id: OrderId,
-}
 
 /// How long to wait before reading a crashed or stale order again when the store could not be
 /// read (a database outage): the order must come back once it can.
 const ORDER_RELOAD_RETRY_MS: u64 = 1_000;
 
-/// How many drivers the index holds (for tests and operators).
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct IndexSize;
-
-/// Test hook: the region panics on receipt (fault injection must be enabled).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CrashRegion;
-
 pub struct RegionActor {
     id: RegionId,
     services: Arc<Services>,
+    /// The live actors it restarts, and the drivers it asks to re-announce themselves.
+    registry: Arc<Registry>,
     index: DriverIndex<UserId>,
     guard: ChildGuard,
     /// Requests waiting for the current batching window to close.
@@ -115,7 +35,14 @@ pub struct RegionActor {
 }
 
 impl RegionActor {
-    pub fn new(id: RegionId, services: Arc<Services>) -> Self {
+    /// Starts the supervisor of region `id` on the region's event loop.
+    pub fn start(id: RegionId, registry: Arc<Registry>) -> RegionAddr {
+        let arbiter = registry.arbiter(&id);
+        RegionActor::start_in_arbiter(&arbiter, move |_| RegionActor::new(id, registry)).into()
+    }
+
+    fn new(id: RegionId, registry: Arc<Registry>) -> Self {
+        let services = registry.services().clone();
         let projection = *services
             .config
             .regions
@@ -123,10 +50,11 @@ impl RegionActor {
             .expect("region actors are started for configured regions")
             .projection();
         RegionActor {
-            guard: ChildGuard::new(Entity::Region(id.clone()), id.clone(), services.clone()),
+            guard: registry.guard(Entity::Region(id.clone()), id.clone()),
             index: DriverIndex::new(projection),
             id,
             services,
+            registry,
             batch: Vec::new(),
         }
     }
@@ -231,7 +159,7 @@ impl Actor for RegionActor {
         ctx.set_mailbox_capacity(1024);
         // After a restart the index is empty: every driver actor re-announces itself, and the
         // ones inside this region's band come back.
-        for (_, driver) in self.services.drivers.all() {
+        for (_, driver) in self.registry.drivers.all() {
             driver.do_send(Reannounce);
         }
         self.publish_size();
@@ -309,8 +237,8 @@ impl RegionActor {
                 .into_actor(self)
                 .map(move |loaded, act, ctx| match loaded {
                     Ok(Some(order)) if order.is_open() => {
-                        let addr = OrderActor::start_recovered(order, act.services.clone());
-                        act.services.orders.insert(order_id, addr);
+                        let addr = act.registry.start_recovered_order(order);
+                        act.registry.orders.insert(order_id, addr);
                         tracing::info!(order_id = %order_id, "order actor restarted from its journal");
                     }
                     Ok(_) => {}
@@ -339,11 +267,11 @@ impl Handler<ReloadOrder> for RegionActor {
     }
 }
 
-impl Handler<super::services::Retire> for RegionActor {
+impl Handler<Retire> for RegionActor {
     type Result = bool;
 
     /// The region is handed off: its supervisor and index stop.
-    fn handle(&mut self, _: super::services::Retire, ctx: &mut Self::Context) -> bool {
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) -> bool {
         self.guard.disarm();
         ctx.stop();
         true
@@ -364,21 +292,21 @@ impl Handler<ChildCrashed> for RegionActor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildCrashed, ctx: &mut Self::Context) {
-        if self.services.supervision.judge(&msg.entity) != Verdict::Restart {
+        if self.registry.supervision.judge(&msg.entity) != Verdict::Restart {
             return;
         }
-        let services = self.services.clone();
+        let registry = self.registry.clone();
         let region = self.id.clone();
         match msg.entity {
             Entity::Order(order_id) => self.reload_order(order_id, ctx),
             Entity::Driver(driver_id) => {
-                let addr = DriverActor::start(driver_id, services.clone());
-                services.drivers.insert(driver_id, addr);
+                let addr = registry.start_driver(driver_id);
+                registry.drivers.insert(driver_id, addr);
                 tracing::info!(driver_id = %driver_id, region = %region, "driver actor restarted");
             }
             Entity::Merchant(merchant_id) => {
-                let addr = MerchantActor::start(merchant_id, services.clone());
-                services.merchants.insert(merchant_id, addr);
+                let addr = registry.start_merchant(merchant_id);
+                registry.merchants.insert(merchant_id, addr);
                 tracing::info!(merchant_id = %merchant_id, "merchant actor restarted");
             }
             Entity::Region(_) => {}

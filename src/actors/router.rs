@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::EngineError;
+use super::error::EngineError;
 use crate::domain::{MerchantId, OrderId, UserId};
 use crate::geo::RegionId;
 

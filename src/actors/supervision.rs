@@ -3,16 +3,20 @@
 //! the actor and drops the guard) to its region, which restarts the child from its persisted
 //! state — unless the child crashed more than the limit within the window, in which case it is
 //! marked failed for an admin to see.
+//!
+//! As in ractor and quickwit, the supervisor receives a typed child event ([`ChildCrashed`])
+//! and the child knows nothing of its supervisor's type: the guard holds only a `Recipient` of
+//! that event. So this file imports nothing of the actors.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::services::Services;
 use crate::domain::{MerchantId, OrderId, UserId};
 use crate::geo::RegionId;
 
@@ -48,22 +52,34 @@ impl fmt::Display for Entity {
     }
 }
 
+/// A supervised actor ended abnormally: restart it or give up on it. Sent by the child's
+/// [`ChildGuard`] as the child unwinds; a region's crash goes to the engine, any other child's
+/// to the region that supervises it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChildCrashed {
+    pub entity: Entity,
+    /// The region whose supervisor restarts the child (for a region, itself).
+    pub supervisor: RegionId,
+}
+
 /// Held by every supervised actor. Dropped without [`ChildGuard::disarm`] — which is what a
 /// panic does as it unwinds through the actor — it tells the supervisor which child died.
 pub struct ChildGuard {
     entity: Entity,
     /// The region that restarts this child.
     supervisor: RegionId,
-    services: Arc<Services>,
+    /// Where the crash is reported: the narrowest handle on the supervisor there is.
+    report: Recipient<ChildCrashed>,
     armed: bool,
 }
 
 impl ChildGuard {
-    pub fn new(entity: Entity, supervisor: RegionId, services: Arc<Services>) -> Self {
+    pub fn new(entity: Entity, supervisor: RegionId, report: Recipient<ChildCrashed>) -> Self {
         ChildGuard {
             entity,
             supervisor,
-            services,
+            report,
             armed: true,
         }
     }
@@ -82,8 +98,10 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if self.armed || std::thread::panicking() {
-            self.services
-                .child_crashed(self.entity.clone(), self.supervisor.clone());
+            self.report.do_send(ChildCrashed {
+                entity: self.entity.clone(),
+                supervisor: self.supervisor.clone(),
+            });
         }
     }
 }
@@ -306,6 +324,68 @@ mod tests {
         assert_eq!(tracker.record(&a, now), Verdict::Restart);
         assert_eq!(tracker.record(&b, now), Verdict::Restart);
         assert!(matches!(tracker.record(&a, now), Verdict::GiveUp { .. }));
+    }
+
+    /// A supervisor as a child sees it: whatever answers `ChildCrashed`.
+    struct Recorder(tokio::sync::mpsc::UnboundedSender<ChildCrashed>);
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ChildCrashed> for Recorder {
+        type Result = ();
+
+        fn handle(&mut self, msg: ChildCrashed, _: &mut Self::Context) {
+            let _ = self.0.send(msg);
+        }
+    }
+
+    struct Child {
+        _guard: ChildGuard,
+    }
+
+    impl Actor for Child {
+        type Context = Context<Self>;
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Panic;
+
+    impl Handler<Panic> for Child {
+        type Result = ();
+
+        fn handle(&mut self, _: Panic, _: &mut Self::Context) {
+            panic!("a child panics on purpose");
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_child_that_panics_is_reported_with_its_supervisor_and_one_that_stops_is_not() {
+        let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let recorder = Recorder(tx).start();
+        let supervisor = recorder.clone().recipient::<ChildCrashed>();
+        let region = RegionId::from("nw");
+        let panicking = order();
+        let child = Child {
+            _guard: ChildGuard::new(panicking.clone(), region.clone(), supervisor.clone()),
+        }
+        .start();
+        child.do_send(Panic);
+        let report = tokio::time::timeout(Duration::from_secs(5), reports.recv())
+            .await
+            .expect("the crash is reported")
+            .expect("the supervisor is alive");
+        assert_eq!(report.entity, panicking);
+        assert_eq!(report.supervisor, region);
+
+        let mut stopping = ChildGuard::new(order(), region, supervisor);
+        stopping.disarm();
+        drop(stopping);
+        let more = tokio::time::timeout(Duration::from_millis(200), reports.recv()).await;
+        assert!(more.is_err(), "a child stopping on purpose is no crash");
+        drop(recorder);
     }
 
     #[test]

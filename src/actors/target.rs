@@ -2,8 +2,8 @@
 //! the command's entity, else on the region's owner — resolved from the route caches, the
 //! lease view and, when unknown, the store.
 
-use super::EngineError;
 use super::engine::Engine;
+use super::error::EngineError;
 use super::router::{RouteKey, Routing};
 use super::routes::{forget, recall, remember};
 use crate::domain::{MerchantId, UserId};
@@ -51,7 +51,7 @@ impl Engine {
     }
 
     fn region_target(&self, router: &dyn Routing, region: &RegionId) -> Target {
-        if self.services.is_active(region) {
+        if self.registry.is_active(region) {
             return Target::Here;
         }
         match router.owner(region.as_str()) {
@@ -115,7 +115,7 @@ impl Engine {
     /// Where the driver's actor is known to run: here, or at the replica serving its live
     /// subscription.
     pub(crate) fn driver_bound(&self, router: &dyn Routing, driver: UserId) -> Option<Target> {
-        if self.services.drivers.get(&driver).is_some() {
+        if self.registry.drivers.get(&driver).is_some() {
             return Some(Target::Here);
         }
         let (node, sub) = recall(&self.routes.driver_nodes, &driver)?;

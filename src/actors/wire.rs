@@ -7,9 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::EngineError;
-use super::driver::{DriverFeed, DriverStatus};
-use super::order::OrderFeed;
+use super::error::EngineError;
+use super::protocol::{DriverFeed, DriverStatus, OrderFeed};
 use crate::domain::OrderView;
 
 /// What a command answers, as it travels.

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 /// Mean Earth radius (IUGG R1). One degree of latitude is then 111_195 m.
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
+/// Metres per degree of latitude (R·π/180, rounded to the metre), and of longitude at the
+/// equator: what [`LatLon::offset_m`] steps by, and what the demo city is laid out with.
+pub const METRES_PER_DEGREE_LAT: f64 = 111_195.0;
+
 /// A point on the Earth in degrees (WGS84 latitude and longitude treated as spherical).
 ///
 /// Build one with [`LatLon::new`], which validates. The fields are public for pattern matching
@@ -46,6 +50,27 @@ impl LatLon {
     /// Whether [`LatLon::new`] would accept these coordinates.
     pub fn is_valid(&self) -> bool {
         LatLon::new(self.lat, self.lon).is_ok()
+    }
+
+    /// The point `north_m` metres north and `east_m` metres east of this one (negative: south,
+    /// west), stepping on the plane that touches the Earth here: a degree of latitude is
+    /// [`METRES_PER_DEGREE_LAT`], a degree of longitude that times cos(latitude). Good to well
+    /// under 1 % for the few kilometres a city spans; not meant near a pole or across ±180°, and
+    /// not validated (see [`LatLon::is_valid`]). [`LatLon::offset_m_from`] is its inverse.
+    pub fn offset_m(&self, north_m: f64, east_m: f64) -> LatLon {
+        LatLon {
+            lat: self.lat + north_m / METRES_PER_DEGREE_LAT,
+            lon: self.lon + east_m / (METRES_PER_DEGREE_LAT * self.lat.to_radians().cos()),
+        }
+    }
+
+    /// How far north and east of `origin` this point is, in metres, on the same plane as
+    /// [`LatLon::offset_m`]: `origin.offset_m(n, e).offset_m_from(origin)` is `(n, e)`.
+    pub fn offset_m_from(&self, origin: LatLon) -> (f64, f64) {
+        (
+            (self.lat - origin.lat) * METRES_PER_DEGREE_LAT,
+            (self.lon - origin.lon) * METRES_PER_DEGREE_LAT * origin.lat.to_radians().cos(),
+        )
     }
 
     /// The south-west and north-east corners of a box holding every point within `radius_m`
@@ -313,6 +338,49 @@ mod tests {
         assert_eq!(json, r#"{"lat":40.75,"lon":-73.98}"#);
         let back: LatLon = serde_json::from_str(&json).unwrap();
         assert_eq!(back, ll(40.75, -73.98));
+    }
+
+    #[test]
+    fn an_offset_north_or_east_is_that_far_by_haversine() {
+        let origin = ll(40.75, -73.98);
+        for (north_m, east_m) in [
+            (1_000.0, 0.0),
+            (0.0, 1_000.0),
+            (-5_000.0, 0.0),
+            (0.0, -13_000.0),
+        ] {
+            let moved = origin.offset_m(north_m, east_m);
+            let expected = f64::hypot(north_m, east_m);
+            let d = haversine_m(origin, moved);
+            assert!(
+                (d - expected).abs() < expected * 1e-3,
+                "({north_m}, {east_m}): {d}"
+            );
+        }
+        let north = origin.offset_m(2_000.0, 0.0);
+        assert_eq!(north.lon, origin.lon, "a step north keeps the longitude");
+        assert!(north.lat > origin.lat);
+        let west = origin.offset_m(0.0, -2_000.0);
+        assert_eq!(west.lat, origin.lat, "a step west keeps the latitude");
+        assert!(west.lon < origin.lon);
+    }
+
+    #[test]
+    fn offset_m_from_undoes_offset_m() {
+        let origin = ll(-33.87, 151.21);
+        for (north_m, east_m) in [(0.0, 0.0), (750.0, -1_250.0), (-12_000.0, 9_000.0)] {
+            let (n, e) = origin.offset_m(north_m, east_m).offset_m_from(origin);
+            assert!((n - north_m).abs() < 1e-6, "north {n} for {north_m}");
+            assert!((e - east_m).abs() < 1e-6, "east {e} for {east_m}");
+        }
+    }
+
+    #[test]
+    fn a_degree_of_latitude_is_the_rounded_earth_degree() {
+        let exact = EARTH_RADIUS_M * std::f64::consts::PI / 180.0;
+        assert!((METRES_PER_DEGREE_LAT - exact).abs() < 0.5, "{exact}");
+        let one_degree = ll(10.0, 20.0).offset_m(METRES_PER_DEGREE_LAT, 0.0);
+        assert!((one_degree.lat - 11.0).abs() < 1e-12);
     }
 
     #[test]

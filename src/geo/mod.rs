@@ -6,7 +6,7 @@ pub mod eta;
 pub mod index;
 pub mod region;
 
-pub use distance::{InvalidLocation, LatLon, LocalProjection, haversine_m};
+pub use distance::{InvalidLocation, LatLon, LocalProjection, METRES_PER_DEGREE_LAT, haversine_m};
 pub use eta::travel_secs;
 pub use index::{DriverIndex, Neighbour};
 pub use region::{DEFAULT_BORDER_BAND_M, Region, RegionError, RegionId, RegionMap};

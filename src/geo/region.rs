@@ -52,8 +52,10 @@ pub const DEMO_CITY_CENTRE_LAT_DEG: f64 = 40.75;
 pub const DEMO_CITY_CENTRE_LON_DEG: f64 = -73.98;
 /// Side of the demo city's square.
 pub const DEMO_CITY_SIDE_M: f64 = 30_000.0;
-/// Metres per degree of latitude used to lay out the demo city (R·π/180, rounded).
-const DEMO_METRES_PER_DEGREE_M: f64 = 111_195.0;
+/// Metres per degree of latitude used to lay out the demo city (R·π/180, rounded): the one
+/// metre offsets use, so that a point so many metres from the centre lands where the demo
+/// regions' edges say.
+const DEMO_METRES_PER_DEGREE_M: f64 = super::distance::METRES_PER_DEGREE_LAT;
 
 /// Relative slack on the degree-space bounding-box pre-check, so rounding can never reject a
 /// point that the exact planar test would accept.

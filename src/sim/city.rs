@@ -5,22 +5,22 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::domain::Position;
+use crate::geo::LatLon;
 
 /// Half the demo city's side, less a margin so everything stays inside the service area.
 const CITY_HALF_SIDE_M: f64 = 13_000.0;
-const CENTRE_LAT: f64 = 40.75;
-const CENTRE_LON: f64 = -73.98;
-const M_PER_DEG_LAT: f64 = 111_195.0;
+const CENTRE: LatLon = LatLon {
+    lat: 40.75,
+    lon: -73.98,
+};
 /// How far from its merchant an order is delivered: between these distances.
 const DROPOFF_MIN_M: f64 = 800.0;
 const DROPOFF_MAX_M: f64 = 4_500.0;
 
 /// A point `north_m`, `east_m` from the demo city's centre.
 pub fn offset(north_m: f64, east_m: f64) -> Position {
-    Position {
-        lat: CENTRE_LAT + north_m / M_PER_DEG_LAT,
-        lon: CENTRE_LON + east_m / (M_PER_DEG_LAT * CENTRE_LAT.to_radians().cos()),
-    }
+    let LatLon { lat, lon } = CENTRE.offset_m(north_m, east_m);
+    Position { lat, lon }
 }
 
 fn anywhere(rng: &mut StdRng) -> Position {
@@ -89,10 +89,13 @@ impl City {
                 let distance = rng.random_range(DROPOFF_MIN_M..DROPOFF_MAX_M);
                 let bearing = rng.random_range(0.0..std::f64::consts::TAU);
                 let origin = merchant_spots[merchant];
-                let north = (origin.lat - CENTRE_LAT) * M_PER_DEG_LAT + distance * bearing.cos();
-                let east =
-                    (origin.lon - CENTRE_LON) * M_PER_DEG_LAT * CENTRE_LAT.to_radians().cos()
-                        + distance * bearing.sin();
+                let (north_m, east_m) = LatLon {
+                    lat: origin.lat,
+                    lon: origin.lon,
+                }
+                .offset_m_from(CENTRE);
+                let north = north_m + distance * bearing.cos();
+                let east = east_m + distance * bearing.sin();
                 let dropoff = offset(
                     north.clamp(-CITY_HALF_SIDE_M, CITY_HALF_SIDE_M),
                     east.clamp(-CITY_HALF_SIDE_M, CITY_HALF_SIDE_M),

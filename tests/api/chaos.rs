@@ -22,8 +22,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::dispatch::at;
 use crate::helpers::{Db, TestDb, redis_url};
+use crate::helpers::{at, offset_m};
 use crate::relay::Relay;
 use crate::replicas::{Acks, Replica, assert_journal_invariants, remove_redis_keys};
 
@@ -578,10 +578,7 @@ async fn checkout_until_final(
 }
 
 fn at_north_of(position: Position, north_m: f64) -> Position {
-    Position {
-        lat: position.lat + north_m / 111_195.0,
-        lon: position.lon,
-    }
+    offset_m(position, north_m, 0.0)
 }
 
 /// A command a client sent and has not yet seen done: (order, what), when.

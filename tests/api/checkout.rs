@@ -8,7 +8,7 @@ use mealkitz::domain::Position;
 use mealkitz::payments::webhook::sign;
 use serde_json::{Value, json};
 
-use crate::dispatch::at;
+use crate::helpers::at;
 use crate::helpers::{
     Db, Reply, TEST_WEBHOOK_SECRET, TestApp, TestDb, on_both_backends, spawn_app, spawn_app_with,
     test_config,

@@ -14,7 +14,7 @@ use mealkitz::store::{KeyClaim, Payment, PaymentStatus, Store};
 use serde_json::Value;
 
 use crate::checkout::{admin, checkout, new_key, order_body};
-use crate::dispatch::at;
+use crate::helpers::at;
 use crate::helpers::{Db, Session, TestApp, TestDb, each_backend, on_both_backends, spawn_app};
 use crate::merchants::{Shop, open_shop};
 use crate::ws::store_of;

@@ -13,7 +13,7 @@ use mealkitz::store::{Claim, Store, StoreError};
 use serde_json::Value;
 use sqlx::Connection;
 
-use crate::dispatch::at;
+use crate::helpers::at;
 use crate::helpers::{
     Db, TestDb, config_for, migrated_store, new_user, spawn_app_with, start_without_db,
     test_config, with_redis,

@@ -12,7 +12,7 @@ use mealkitz::domain::{Change, MerchantId, OrderId, OrderStatus, UserId};
 use mealkitz::store::Claim;
 use serde_json::{Value, json};
 
-use crate::dispatch::at;
+use crate::helpers::at;
 use crate::helpers::{Db, TestApp, TestDb, config_for, migrated_store, spawn_app_with};
 use crate::relay::Relay;
 use crate::ws::{Ws, cast, driver_online, ws_connect};
@@ -537,7 +537,7 @@ async fn a_driver_actor_restarted_during_the_cut_gets_its_order_back_when_the_da
         })
         .await
         .unwrap();
-    let offer = crate::dispatch::next_offer(&mut driver, Duration::from_secs(5))
+    let offer = crate::helpers::next_offer(&mut driver, Duration::from_secs(5))
         .await
         .expect("the driver gets the offer");
     app.engine

@@ -5,124 +5,13 @@
 use mealkitz::actors::commands::{self, *};
 use std::time::Duration;
 
-use mealkitz::actors::{DriverFeed, EngineError, OfferView};
-use mealkitz::config::DispatchConfig;
-use mealkitz::domain::{
-    Cents, MerchantId, NewOrder, OrderId, OrderItem, OrderStatus, OrderView, Position, UserId,
-};
-use tokio::sync::mpsc::Receiver;
+use mealkitz::actors::{DriverFeed, EngineError};
+use mealkitz::domain::{Cents, MerchantId, NewOrder, OrderId, OrderStatus, Position};
 
-use crate::helpers::{Db, TestApp, TestDb, spawn_app_with, test_config};
+use crate::helpers::{Db, Driver, PROMPTLY_SECS, at, dispatch_app, next_offer};
 
-/// Metres per degree of latitude (and of longitude at the demo city's latitude).
-const M_PER_DEG_LAT: f64 = 111_195.0;
-const DEMO_LAT: f64 = 40.75;
-const DEMO_LON: f64 = -73.98;
 /// How long a test waits for something that should happen promptly.
-pub const PROMPTLY_SECS: u64 = 5;
 const PROMPTLY: Duration = Duration::from_secs(PROMPTLY_SECS);
-
-/// A point `north_m` and `east_m` metres from the demo city's centre (the corner of its four
-/// regions: nw, ne, sw, se).
-pub fn at(north_m: f64, east_m: f64) -> Position {
-    Position {
-        lat: DEMO_LAT + north_m / M_PER_DEG_LAT,
-        lon: DEMO_LON + east_m / (M_PER_DEG_LAT * DEMO_LAT.to_radians().cos()),
-    }
-}
-
-/// Starts an application with dispatch settings adjusted by `tune`.
-pub async fn dispatch_app(kind: Db, tune: impl FnOnce(&mut DispatchConfig)) -> TestApp {
-    let db = TestDb::create(kind).await;
-    let mut config = test_config(&db);
-    tune(&mut config.dispatch);
-    spawn_app_with(db, config).await
-}
-
-pub struct Driver {
-    pub id: UserId,
-    pub feed: Receiver<DriverFeed>,
-}
-
-impl TestApp {
-    pub async fn user_id(&self, role: &str) -> UserId {
-        self.signed_up(role).await.id.parse().unwrap()
-    }
-
-    /// A driver online and available at `position`, with its feed open.
-    pub async fn driver_at(&self, position: Position) -> Driver {
-        let id = self.user_id("driver").await;
-        let (_, _, feed) = self
-            .engine
-            .subscribe(SubscribeDriver::new(id))
-            .await
-            .map(|(snapshot, feed)| (snapshot.status, snapshot.active, feed))
-            .unwrap();
-        self.engine
-            .execute(DriverAvailability {
-                driver: id,
-                available: true,
-            })
-            .await
-            .unwrap();
-        self.engine
-            .execute(DriverLocation {
-                driver: id,
-                lat: position.lat,
-                lon: position.lon,
-                ts_ms: None,
-            })
-            .await
-            .unwrap();
-        Driver { id, feed }
-    }
-
-    /// Places an order picked up at `pickup` and delivered 1 km north of it.
-    pub async fn place_at(
-        &self,
-        customer: UserId,
-        merchant: MerchantId,
-        pickup: Position,
-    ) -> OrderView {
-        let dropoff = Position {
-            lat: pickup.lat + 1_000.0 / M_PER_DEG_LAT,
-            lon: pickup.lon,
-        };
-        self.engine
-            .execute(PlaceOrder {
-                order: NewOrder {
-                    id: OrderId::new(),
-                    merchant_id: merchant,
-                    customer_id: customer,
-                    items: vec![OrderItem {
-                        menu_item_id: None,
-                        name: "Meal kit".into(),
-                        quantity: 1,
-                        unit_price_cents: Cents(1500),
-                    }],
-                    delivery_fee_cents: Cents(0),
-                    total_cents: Cents(1999),
-                    pickup,
-                    dropoff,
-                    dropoff_address: "1 Test Street".into(),
-                },
-            })
-            .await
-            .expect("order placed")
-    }
-}
-
-/// The next offer on a driver's feed, skipping other messages.
-pub async fn next_offer(driver: &mut Driver, within: Duration) -> Option<OfferView> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, driver.feed.recv()).await {
-            Ok(Some(DriverFeed::Offer(offer))) => return Some(offer),
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => return None,
-        }
-    }
-}
 
 /// Waits for the driver's feed to say its offer expired.
 pub async fn offer_expired(driver: &mut Driver, offer_id: uuid::Uuid, within: Duration) -> bool {

@@ -1,5 +1,6 @@
 //! Test harness: fresh databases, an application per test, and request helpers.
 
+use mealkitz::actors::commands::*;
 use std::path::PathBuf;
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -503,3 +504,139 @@ macro_rules! each_backend {
     };
 }
 pub(crate) use each_backend;
+
+// ---- Dispatch fixtures shared by the test files: places in the demo city, drivers with their
+// feeds, orders placed through the engine. (Imported here rather than at the top, so that this
+// section reads, and moves, as one piece.)
+
+use mealkitz::actors::{DriverFeed, OfferView};
+use mealkitz::config::DispatchConfig;
+use mealkitz::domain::{
+    Cents, MerchantId, NewOrder, OrderId, OrderItem, OrderView, Position, UserId,
+};
+use mealkitz::geo::LatLon;
+use tokio::sync::mpsc::Receiver;
+
+/// The demo city's centre: the corner of its four regions (nw, ne, sw, se).
+const DEMO_CENTRE: Position = Position {
+    lat: 40.75,
+    lon: -73.98,
+};
+/// How long a test waits for something that should happen promptly.
+pub const PROMPTLY_SECS: u64 = 5;
+
+/// `position` moved `north_m` metres north and `east_m` metres east (negative: south, west).
+pub fn offset_m(position: Position, north_m: f64, east_m: f64) -> Position {
+    let LatLon { lat, lon } = LatLon {
+        lat: position.lat,
+        lon: position.lon,
+    }
+    .offset_m(north_m, east_m);
+    Position { lat, lon }
+}
+
+/// How far north and east of the demo city's centre `position` is, in metres.
+pub fn from_centre_m(position: Position) -> (f64, f64) {
+    let point = |p: Position| LatLon {
+        lat: p.lat,
+        lon: p.lon,
+    };
+    point(position).offset_m_from(point(DEMO_CENTRE))
+}
+
+/// A point `north_m` and `east_m` metres from the demo city's centre (the corner of its four
+/// regions: nw, ne, sw, se).
+pub fn at(north_m: f64, east_m: f64) -> Position {
+    offset_m(DEMO_CENTRE, north_m, east_m)
+}
+
+/// Starts an application with dispatch settings adjusted by `tune`.
+pub async fn dispatch_app(kind: Db, tune: impl FnOnce(&mut DispatchConfig)) -> TestApp {
+    let db = TestDb::create(kind).await;
+    let mut config = test_config(&db);
+    tune(&mut config.dispatch);
+    spawn_app_with(db, config).await
+}
+
+/// A driver of the engine, with its feed.
+pub struct Driver {
+    pub id: UserId,
+    pub feed: Receiver<DriverFeed>,
+}
+
+impl TestApp {
+    pub async fn user_id(&self, role: &str) -> UserId {
+        self.signed_up(role).await.id.parse().unwrap()
+    }
+
+    /// A driver online and available at `position`, with its feed open.
+    pub async fn driver_at(&self, position: Position) -> Driver {
+        let id = self.user_id("driver").await;
+        let (_, _, feed) = self
+            .engine
+            .subscribe(SubscribeDriver::new(id))
+            .await
+            .map(|(snapshot, feed)| (snapshot.status, snapshot.active, feed))
+            .unwrap();
+        self.engine
+            .execute(DriverAvailability {
+                driver: id,
+                available: true,
+            })
+            .await
+            .unwrap();
+        self.engine
+            .execute(DriverLocation {
+                driver: id,
+                lat: position.lat,
+                lon: position.lon,
+                ts_ms: None,
+            })
+            .await
+            .unwrap();
+        Driver { id, feed }
+    }
+
+    /// Places an order picked up at `pickup` and delivered 1 km north of it.
+    pub async fn place_at(
+        &self,
+        customer: UserId,
+        merchant: MerchantId,
+        pickup: Position,
+    ) -> OrderView {
+        let dropoff = offset_m(pickup, 1_000.0, 0.0);
+        self.engine
+            .execute(PlaceOrder {
+                order: NewOrder {
+                    id: OrderId::new(),
+                    merchant_id: merchant,
+                    customer_id: customer,
+                    items: vec![OrderItem {
+                        menu_item_id: None,
+                        name: "Meal kit".into(),
+                        quantity: 1,
+                        unit_price_cents: Cents(1500),
+                    }],
+                    delivery_fee_cents: Cents(0),
+                    total_cents: Cents(1999),
+                    pickup,
+                    dropoff,
+                    dropoff_address: "1 Test Street".into(),
+                },
+            })
+            .await
+            .expect("order placed")
+    }
+}
+
+/// The next offer on a driver's feed, skipping other messages.
+pub async fn next_offer(driver: &mut Driver, within: Duration) -> Option<OfferView> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, driver.feed.recv()).await {
+            Ok(Some(DriverFeed::Offer(offer))) => return Some(offer),
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::dispatch::at;
+use crate::helpers::at;
 use crate::helpers::{Session, TestApp, on_both_backends};
 
 /// A merchant with a menu, made through the API.

@@ -14,8 +14,8 @@ use mealkitz::domain::{MerchantId, OrderId, OrderView, Role, UserId};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::dispatch::{Driver, at, next_offer};
 use crate::helpers::{Db, TestDb, spawn_app_with};
+use crate::helpers::{Driver, at, next_offer};
 
 const CHILD_DB_ENV: &str = "MEALKITZ_CHILD_DATABASE_URL";
 

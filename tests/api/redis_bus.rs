@@ -8,10 +8,10 @@ use mealkitz::actors::OfferView;
 use mealkitz::domain::{MerchantId, OrderId, OrderView, Position};
 use sqlx::{Connection, PgConnection};
 
-use crate::dispatch::{Driver, PROMPTLY_SECS, at, next_offer};
 use crate::helpers::{
     Db, TestApp, TestDb, redis_url, spawn_app_with, start, test_config, with_redis,
 };
+use crate::helpers::{Driver, PROMPTLY_SECS, at, next_offer};
 
 /// `(seq, event)` of every stream entry for `order`, in stream order.
 async fn streamed_events(stream: &str, order: OrderId) -> Vec<(i64, String)> {

@@ -18,8 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::cluster::{centre_of, shared_two_and_two};
-use crate::dispatch::at;
 use crate::helpers::{Db, TestDb, config_for, spawn_app_with, start_without_db, with_redis};
+use crate::helpers::{at, offset_m};
 use crate::relay::Relay;
 
 /// Lease TTL of both replicas: each cut lasts longer.
@@ -607,10 +607,7 @@ async fn every_acknowledged_order_is_delivered_after_the_redis_links_of_two_repl
             n += 1;
             let (me, token) = sign_up(&client, &addresses[replica], "driver").await;
             let offset = 200.0 * (i as f64 + 1.0);
-            let spot = Position {
-                lat: location.lat + offset / 111_195.0,
-                lon: location.lon,
-            };
+            let spot = offset_m(*location, offset, 0.0);
             tokio::spawn(driver_app(
                 format!("driver {n}"),
                 replica,

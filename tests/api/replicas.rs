@@ -25,8 +25,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::dispatch::at;
 use crate::helpers::{Db, Reply, TestDb, redis_url};
+use crate::helpers::{at, offset_m};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mealkitz");
 /// Lease TTL of the replicas: a killed replica's regions are free this long after its last
@@ -37,8 +37,6 @@ const REGIONS: [&str; 4] = ["nw", "ne", "sw", "se"];
 /// Half the side of a demo-city region: its centre is this far north or south and east or west
 /// of the city's centre.
 const HALF_REGION_M: f64 = 7_500.0;
-/// Metres per degree of latitude (as `dispatch::at` lays out the city).
-const M_PER_DEG_LAT: f64 = 111_195.0;
 /// One signing secret for every replica, so that a token from one is good on all (and no replica
 /// races another to generate and store one).
 const JWT_SECRET: &str = "replicas-test-jwt-secret-0123456789abcdef";
@@ -86,10 +84,7 @@ fn region_centre(region: &str) -> (f64, f64) {
 
 /// `position` moved `north_m` metres north (negative: south).
 fn north_of(position: Position, north_m: f64) -> Position {
-    Position {
-        lat: position.lat + north_m / M_PER_DEG_LAT,
-        lon: position.lon,
-    }
+    offset_m(position, north_m, 0.0)
 }
 
 /// One `mealkitz serve` child process.

@@ -8,8 +8,8 @@ use mealkitz::actors::{EngineError, Entity};
 use mealkitz::domain::{MerchantId, OrderStatus};
 use mealkitz::geo::RegionId;
 
-use crate::dispatch::{PROMPTLY_SECS, at, dispatch_app, next_offer};
 use crate::helpers::Db;
+use crate::helpers::{PROMPTLY_SECS, at, dispatch_app, next_offer};
 
 const PROMPTLY: Duration = Duration::from_secs(PROMPTLY_SECS);
 

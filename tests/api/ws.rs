@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::dispatch::{at, dispatch_app};
 use crate::helpers::{Db, Session, TestApp, TestDb, spawn_app_with, test_config};
+use crate::helpers::{at, dispatch_app, from_centre_m, offset_m};
 
 const PROMPTLY: Duration = Duration::from_secs(5);
 
@@ -141,8 +141,7 @@ pub struct Cast {
 }
 
 pub async fn cast(app: &TestApp, pickup: Position) -> Cast {
-    let north_m = (pickup.lat - 40.75) * 111_195.0;
-    let east_m = (pickup.lon + 73.98) * 111_195.0 * 40.75_f64.to_radians().cos();
+    let (north_m, east_m) = from_centre_m(pickup);
     let shop = crate::merchants::open_shop(app, north_m, east_m).await;
     Cast {
         merchant_owner: Session {
@@ -189,10 +188,7 @@ pub async fn driver_online(app: &TestApp, driver: &Session, position: Position) 
 impl Cast {
     /// Checks out an order through REST, delivered 1 km north of the merchant.
     pub async fn place(&self, app: &TestApp) -> OrderId {
-        let dropoff = Position {
-            lat: self.pickup.lat + 1_000.0 / 111_195.0,
-            lon: self.pickup.lon,
-        };
+        let dropoff = offset_m(self.pickup, 1_000.0, 0.0);
         let body = crate::checkout::order_body(&self.shop, dropoff, "pm_card_visa");
         let placed = crate::checkout::checkout(
             app,

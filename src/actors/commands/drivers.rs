@@ -4,11 +4,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::actors::EngineError;
 use crate::actors::command::{Command, Op, command};
-use crate::actors::driver::{self, DriverStatus, Progress};
 use crate::actors::engine::Engine;
-use crate::actors::region::IndexSize;
+use crate::actors::error::EngineError;
+use crate::actors::protocol::{self as driver, DriverStatus, IndexSize, Progress};
 use crate::actors::router::RouteKey;
 use crate::actors::routes::remember;
 use crate::actors::target::Target;
@@ -60,7 +59,7 @@ impl Command for DriverLocation {
 
     /// Only to a driver actor running here, never starting one (the driver may have moved on).
     fn run_cast(self, engine: &Engine) -> bool {
-        engine.services.drivers.get(&self.driver).is_some() && self.send_nowait(engine).is_ok()
+        engine.registry.drivers.get(&self.driver).is_some() && self.send_nowait(engine).is_ok()
     }
 }
 
@@ -244,7 +243,7 @@ impl Command for DriverDisconnected {
     }
 
     fn run_cast(self, engine: &Engine) -> bool {
-        if let Some(addr) = engine.services.drivers.get(&self.driver) {
+        if let Some(addr) = engine.registry.drivers.get(&self.driver) {
             addr.do_send(driver::SessionClosed);
         }
         true
@@ -372,7 +371,7 @@ impl Command for IndexedDrivers {
     async fn run(self, engine: &Engine) -> Result<usize, EngineError> {
         let region = self.region;
         let restarting = || EngineError::Unavailable(format!("region {region} is restarting"));
-        let addr = engine.services.region(&region).ok_or_else(restarting)?;
+        let addr = engine.registry.region(&region).ok_or_else(restarting)?;
         addr.send(IndexSize).await.map_err(|_| restarting())
     }
 }

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::EngineError;
 use crate::actors::command::{Command, Op, command};
 use crate::actors::engine::Engine;
-use crate::actors::order;
+use crate::actors::error::EngineError;
+use crate::actors::protocol;
 use crate::actors::router::RouteKey;
 use crate::domain::{MerchantId, OrderId, OrderView};
 
@@ -34,7 +34,7 @@ impl Command for MerchantAccept {
     }
 
     async fn run(self, engine: &Engine) -> Result<OrderView, EngineError> {
-        let message = order::MerchantAccept {
+        let message = protocol::MerchantAccept {
             merchant_id: self.merchant_id,
             prep_minutes: self.prep_minutes,
         };
@@ -60,7 +60,7 @@ impl Command for MerchantReject {
     }
 
     async fn run(self, engine: &Engine) -> Result<OrderView, EngineError> {
-        let message = order::MerchantReject {
+        let message = protocol::MerchantReject {
             merchant_id: self.merchant_id,
             reason: self.reason,
         };
@@ -85,7 +85,7 @@ impl Command for MerchantReady {
     }
 
     async fn run(self, engine: &Engine) -> Result<OrderView, EngineError> {
-        let message = order::MarkReady {
+        let message = protocol::MarkReady {
             merchant_id: self.merchant_id,
         };
         engine.call_order(self.order_id, message).await

@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::EngineError;
 use crate::actors::command::{Command, Op, command};
 use crate::actors::engine::Engine;
-use crate::actors::merchant::{BoardUpdate, MerchantActor};
-use crate::actors::order::{self, Canceller, OrderActor};
+use crate::actors::error::EngineError;
+use crate::actors::merchant::MerchantActor;
+use crate::actors::order::OrderActor;
+use crate::actors::protocol::Retire;
+use crate::actors::protocol::{self, BoardUpdate, Canceller};
 use crate::actors::router::RouteKey;
 use crate::actors::routes::remember;
-use crate::actors::services::Retire;
 use crate::domain::{NewOrder, Order, OrderId, OrderView};
 use crate::geo::LatLon;
 use crate::store::StoreError;
@@ -54,6 +55,7 @@ impl Command for PlaceOrder {
         engine.ensure_ready()?;
         let new = self.order;
         let services = &engine.services;
+        let registry = &engine.registry;
         let pickup = LatLon::new(new.pickup.lat, new.pickup.lon)?;
         let dropoff = LatLon::new(new.dropoff.lat, new.dropoff.lon)?;
         let regions = &services.config.regions;
@@ -64,10 +66,10 @@ impl Command for PlaceOrder {
             .locate(dropoff)
             .ok_or(EngineError::OutsideServiceArea)?;
         let id = new.id;
-        if !services.is_active(region.id()) {
+        if !registry.is_active(region.id()) {
             return Err(EngineError::NotOwner(format!("region {}", region.id())));
         }
-        if services.orders.get(&id).is_some() {
+        if registry.orders.get(&id).is_some() {
             return engine.order(id).await;
         }
         let (order, entry) = Order::place(new, region.id().to_string(), crate::store::now());
@@ -82,7 +84,7 @@ impl Command for PlaceOrder {
                 // An earlier attempt's write committed but its answer was lost (the database
                 // went away at the commit): no actor runs the order and no board knows it.
                 // Adopt it now, as if it had just been placed.
-                Some(stored) if stored.is_open() && services.orders.get(&id).is_none() => {
+                Some(stored) if stored.is_open() && registry.orders.get(&id).is_none() => {
                     tracing::info!(order_id = %id, "order found written by an earlier attempt; adopted");
                     stored
                 }
@@ -91,18 +93,18 @@ impl Command for PlaceOrder {
             Err(error) => return Err(EngineError::Store(error)),
         };
         let view = order.view();
-        if !services.is_active(region.id()) {
+        if !registry.is_active(region.id()) {
             // Handed off while it was written: journaled under our lease, so the next owner
             // recovers it; no actor of ours may outlive the hand-off.
             return Ok(view);
         }
         let merchant_id = order.merchant_id;
         let order_version = order.version;
-        let started = services.clone();
-        let actor = services
+        let started = registry.clone();
+        let actor = registry
             .orders
             .get_or_start(id, move || OrderActor::start(order, started));
-        if !services.is_active(region.id()) {
+        if !registry.is_active(region.id()) {
             // The hand-off's sweep may have run between the check above and the start.
             actor.do_send(Retire {
                 region: region.id().clone(),
@@ -111,8 +113,8 @@ impl Command for PlaceOrder {
             });
             return Ok(view);
         }
-        let started = services.clone();
-        services
+        let started = registry.clone();
+        registry
             .merchants
             .get_or_start(merchant_id, || MerchantActor::start(merchant_id, started))
             .do_send(BoardUpdate {
@@ -142,7 +144,7 @@ impl Command for CancelOrder {
     }
 
     async fn run(self, engine: &Engine) -> Result<OrderView, EngineError> {
-        let message = order::CancelOrder {
+        let message = protocol::CancelOrder {
             by: self.by,
             reason: self.reason,
         };

@@ -8,15 +8,13 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::drivers::DriverDisconnected;
-use crate::actors::EngineError;
 use crate::actors::command::{Command, Op, Subscription, subscription};
-use crate::actors::driver::{self, DriverFeed};
 use crate::actors::engine::{Engine, wait_out_restart};
-use crate::actors::merchant::{self, MerchantActor};
-use crate::actors::order::{self, OrderFeed};
+use crate::actors::error::EngineError;
+use crate::actors::merchant::MerchantActor;
+use crate::actors::protocol::{self, DriverFeed, OrderFeed, Retire};
 use crate::actors::router::RouteKey;
 use crate::actors::routes::{recall, remember};
-use crate::actors::services::Retire;
 use crate::actors::supervision::Entity;
 use crate::actors::wire::{self, DriverSnapshot};
 use crate::domain::{MerchantId, OrderId, OrderView, UserId};
@@ -69,8 +67,8 @@ impl Subscription for SubscribeOrder {
         engine.ensure_ready()?;
         let id = self.order_id;
         wait_out_restart("order", id, || async {
-            if let Some(addr) = engine.services.orders.get(&id)
-                && let Ok(subscription) = addr.send(order::SubscribeOrder).await
+            if let Some(addr) = engine.registry.orders.get(&id)
+                && let Ok(subscription) = addr.send(protocol::SubscribeOrder).await
             {
                 return Ok(Some(subscription));
             }
@@ -127,34 +125,34 @@ impl Subscription for SubscribeBoard {
     ) -> Result<(Vec<OrderView>, mpsc::Receiver<OrderView>), EngineError> {
         engine.ensure_ready()?;
         let merchant_id = self.merchant_id;
-        let services = &engine.services;
-        let region = match services.is_sharing() {
+        let registry = &engine.registry;
+        let region = match registry.is_sharing() {
             true => engine.merchant_region(merchant_id).await?,
             false => None,
         };
         if let Some(region) = &region
-            && !services.is_active(region)
+            && !registry.is_active(region)
         {
             return Err(EngineError::NotOwner(format!("region {region}")));
         }
         wait_out_restart("merchant", merchant_id, || async {
-            if services
+            if registry
                 .supervision
                 .is_failed(&Entity::Merchant(merchant_id))
             {
                 return Err(EngineError::Failed(format!("merchant {merchant_id}")));
             }
-            let started = services.clone();
-            let addr = services
+            let started = registry.clone();
+            let addr = registry
                 .merchants
                 .get_or_start(merchant_id, || MerchantActor::start(merchant_id, started));
-            let Ok(subscription) = addr.send(merchant::SubscribeBoard).await else {
+            let Ok(subscription) = addr.send(protocol::SubscribeBoard).await else {
                 return Ok(None);
             };
             // Handed off meanwhile: the board is read at the next owner, and this actor,
             // started after the hand-off's sweep, must not linger.
             if let Some(region) = &region
-                && !services.is_active(region)
+                && !registry.is_active(region)
             {
                 addr.do_send(Retire {
                     region: region.clone(),
@@ -203,7 +201,7 @@ impl Subscription for SubscribeDriver {
         engine: &Engine,
     ) -> Result<(DriverSnapshot, mpsc::Receiver<DriverFeed>), EngineError> {
         let (status, feed) = engine
-            .call_driver(self.driver, driver::SubscribeDriver)
+            .call_driver(self.driver, protocol::SubscribeDriver)
             .await?;
         let active = match status.active_order_id {
             Some(order_id) => Some(engine.order(order_id).await?),

@@ -18,8 +18,8 @@ use super::{
     RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing, receive,
 };
 use crate::actors::EngineError;
-use crate::actors::driver::DriverFeed;
 use crate::actors::engine::Engine;
+use crate::actors::protocol::DriverFeed;
 use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
 use crate::domain::{OrderId, OrderView, UserId};
 

@@ -10,7 +10,7 @@ use actix_ws::{CloseCode, Message, ProtocolError};
 
 use super::{RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, next_resubscribe_ms, passing};
 use crate::actors::engine::Engine;
-use crate::actors::order::OrderFeed;
+use crate::actors::protocol::OrderFeed;
 use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
 use crate::domain::OrderId;
 
