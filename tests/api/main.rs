@@ -20,6 +20,7 @@ mod redis_bus;
 mod redis_outage;
 mod relay;
 mod replicas;
+mod router;
 mod simulator;
 mod store_contract;
 mod supervision;
