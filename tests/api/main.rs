@@ -24,4 +24,5 @@ mod simulator;
 mod store_contract;
 mod supervision;
 mod users;
+mod wire;
 mod ws;
