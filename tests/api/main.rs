@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod architecture;
 mod binary;
 mod chaos;
 mod checkout;
