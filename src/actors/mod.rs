@@ -13,9 +13,7 @@ mod order;
 mod region;
 pub mod remote;
 mod services;
-pub mod sessions;
 mod snapshot_writer;
-mod socket;
 mod supervision;
 
 pub use driver::{DriverFeed, DriverStatus, OfferView};
@@ -24,7 +22,6 @@ pub use feed::FEED_CAPACITY;
 pub use order::{Canceller, OrderFeed};
 pub use region::Candidate;
 pub use services::EngineHooks;
-pub use socket::{MAX_FRAME_BYTES, OUTBOX_CAPACITY, SOCKET_ERROR_CODES};
 pub use supervision::{Entity, FailedActor};
 
 use crate::domain::{OrderStatus, TransitionError};

@@ -311,7 +311,7 @@ mod tests {
     fn every_engine_and_socket_error_code_is_in_the_table() {
         for code in crate::actors::EngineError::CODES
             .iter()
-            .chain(crate::actors::SOCKET_ERROR_CODES)
+            .chain(crate::gateway::SOCKET_ERROR_CODES)
         {
             assert!(
                 ErrorCode::from_code(code).is_some(),

@@ -12,7 +12,6 @@ pub mod orders;
 pub mod pages;
 pub mod payments;
 pub mod users;
-pub mod ws;
 
 use std::sync::Arc;
 
@@ -24,6 +23,7 @@ use self::limits::Limits;
 use crate::actors::Engine;
 use crate::bus::Bus;
 use crate::config::{CheckoutConfig, GatewayConfig};
+use crate::gateway::routes;
 use crate::payments::PaymentGateway;
 use crate::store::Store;
 
@@ -82,9 +82,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/health").route(web::get().to(health::health)))
     .service(resource("/ready").route(web::get().to(health::ready)))
     .service(resource("/metrics").route(web::get().to(health::metrics)))
-    .service(resource("/ws/driver").route(web::get().to(ws::driver)))
-    .service(resource("/ws/merchant").route(web::get().to(ws::merchant)))
-    .service(resource("/ws/orders/{order_id}").route(web::get().to(ws::order)))
+    .service(resource("/ws/driver").route(web::get().to(routes::driver)))
+    .service(resource("/ws/merchant").route(web::get().to(routes::merchant)))
+    .service(resource("/ws/orders/{order_id}").route(web::get().to(routes::order)))
     .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
     .service(resource("/").route(web::get().to(pages::index)))
     .service(resource("/merchant").route(web::get().to(pages::merchant)))

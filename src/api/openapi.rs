@@ -4,8 +4,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, merchants, orders, pages, payments, users, ws};
+use super::{error, health, merchants, orders, pages, payments, users};
 use crate::domain;
+use crate::gateway::routes as ws;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -6,10 +6,10 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::AppState;
-use super::auth::{AuthUser, bearer_token};
-use super::error::{ApiError, ErrorBody, ErrorCode};
-use crate::actors::sessions::{DriverSession, MerchantSession, SessionSetup, TrackerSession};
+use super::{DriverSession, MerchantSession, SessionSetup, TrackerSession};
+use crate::api::AppState;
+use crate::api::auth::{AuthUser, bearer_token};
+use crate::api::error::{ApiError, ErrorBody, ErrorCode};
 use crate::config::GatewayConfig;
 use crate::domain::{MerchantId, OrderId, Role};
 

@@ -9,11 +9,11 @@ use actix_ws::{CloseCode, Message, ProtocolError};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{
+use super::session::{
     RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing, receive,
 };
-use crate::actors::engine::Engine;
-use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
+use super::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
+use crate::actors::Engine;
 use crate::domain::{MerchantId, OrderId, OrderView};
 
 /// Longest preparation time a merchant may promise, in minutes.

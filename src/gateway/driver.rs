@@ -9,13 +9,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{
+use super::session::{
     RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing, receive,
 };
-use crate::actors::EngineError;
-use crate::actors::driver::DriverFeed;
-use crate::actors::engine::Engine;
-use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
+use super::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
+use crate::actors::{DriverFeed, Engine, EngineError};
 use crate::domain::{OrderId, OrderView, UserId};
 
 #[derive(Deserialize)]

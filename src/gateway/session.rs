@@ -1,40 +1,32 @@
-//! WebSocket sessions, one actor per socket: the driver app, the merchant board, and an order's
-//! tracking page. The handshake (authentication, origin, access) happens in `api::ws`; a
-//! session starts already authorised.
-
-mod driver;
-mod merchant;
-mod tracker;
-
-pub use driver::DriverSession;
-pub use merchant::MerchantSession;
-pub use tracker::TrackerSession;
+//! What the WebSocket sessions share (one actor per socket: the driver app, the merchant board,
+//! and an order's tracking page): how a session is set up, when it subscribes again, and how an
+//! inbound frame is parsed. The handshake (authentication, origin, access) happens in
+//! [`super::routes`]; a session starts already authorised.
 
 use std::sync::Arc;
 
 use actix_ws::{MessageStream, Session};
 use tokio::sync::watch;
 
-use super::EngineError;
-use super::engine::Engine;
 use super::socket::SocketCore;
+use crate::actors::{Engine, EngineError};
 use crate::config::GatewayConfig;
 
 /// Pause before a session whose feed ended subscribes again; after each failure that is worth
 /// retrying (another replica cannot be reached now) it doubles, up to the maximum, and the
 /// socket stays open meanwhile.
-const RESUBSCRIBE_RETRY_MIN_MS: u64 = 100;
+pub(super) const RESUBSCRIBE_RETRY_MIN_MS: u64 = 100;
 const RESUBSCRIBE_RETRY_MAX_MS: u64 = 5_000;
 
 /// The pause after a resubscription that failed after `pause_ms`.
-fn next_resubscribe_ms(pause_ms: u64) -> u64 {
+pub(super) fn next_resubscribe_ms(pause_ms: u64) -> u64 {
     (pause_ms.max(RESUBSCRIBE_RETRY_MIN_MS) * 2).min(RESUBSCRIBE_RETRY_MAX_MS)
 }
 
 /// Whether a failed resubscription is worth trying again with the socket left open: the
 /// engine or another replica is away for now (a Redis or database outage, a region moving),
 /// as opposed to a refusal that will not change.
-fn passing(error: &EngineError) -> bool {
+pub(super) fn passing(error: &EngineError) -> bool {
     matches!(
         error.code(),
         "dispatch_unavailable" | "store_unavailable" | "actor_failed"
@@ -56,7 +48,7 @@ pub struct SessionSetup {
 impl SessionSetup {
     /// The socket state for a session of `kind` (`driver`, `merchant`, `tracker`), and the
     /// engine handle it talks to.
-    fn into_core(self, kind: &'static str) -> (SocketCore, Engine) {
+    pub(super) fn into_core(self, kind: &'static str) -> (SocketCore, Engine) {
         let core = SocketCore::new(
             kind,
             self.session,
@@ -70,7 +62,7 @@ impl SessionSetup {
 }
 
 /// A kind of message a socket takes, as an enum with one variant per `type`.
-trait InboundMessage: Sized {
+pub(super) trait InboundMessage: Sized {
     /// The `type`s this socket takes.
     const TYPES: &'static [&'static str];
     /// The message of `kind` from its JSON object.
@@ -88,12 +80,12 @@ macro_rules! inbound_messages {
             $($variant($payload)),*
         }
 
-        impl super::InboundMessage for $name {
+        impl super::session::InboundMessage for $name {
             const TYPES: &'static [&'static str] = &[$($tag),*];
 
             fn from_value(kind: &str, value: serde_json::Value) -> Result<Self, String> {
                 match kind {
-                    $($tag => super::from_value(value).map($name::$variant),)*
+                    $($tag => super::session::from_value(value).map($name::$variant),)*
                     other => Err(format!("unknown message type {other:?}")),
                 }
             }
@@ -109,7 +101,9 @@ macro_rules! inbound_messages {
 pub(crate) use inbound_messages;
 
 /// Deserialises a payload, naming the field at fault.
-fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+pub(super) fn from_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let message = error.into_inner().to_string();
@@ -124,13 +118,13 @@ fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Resul
 /// Every `type` some socket takes: a known `type` sent to the wrong socket is `forbidden`, not
 /// `bad_message`.
 fn known_type(kind: &str) -> bool {
-    <driver::DriverIn as InboundMessage>::TYPES.contains(&kind)
-        || <merchant::MerchantIn as InboundMessage>::TYPES.contains(&kind)
+    <super::driver::DriverIn as InboundMessage>::TYPES.contains(&kind)
+        || <super::merchant::MerchantIn as InboundMessage>::TYPES.contains(&kind)
 }
 
 /// Parses an inbound text frame: the error code (`bad_message` or `forbidden`) and what is
 /// wrong, or the message.
-fn parse_message<T: InboundMessage>(text: &str) -> Result<T, (&'static str, String)> {
+pub(super) fn parse_message<T: InboundMessage>(text: &str) -> Result<T, (&'static str, String)> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         let message = e.to_string();
         let message = message
@@ -165,7 +159,7 @@ fn parse_message<T: InboundMessage>(text: &str) -> Result<T, (&'static str, Stri
 
 /// Parses an inbound text frame and counts it in `ws_messages_in_total` under its `type`; one
 /// that does not parse is counted as `invalid` and answered with an `error` message.
-fn receive<T: InboundMessage>(core: &mut SocketCore, text: &str) -> Option<T> {
+pub(super) fn receive<T: InboundMessage>(core: &mut SocketCore, text: &str) -> Option<T> {
     match parse_message::<T>(text) {
         Ok(message) => {
             metrics::counter!("ws_messages_in_total", "kind" => core.kind(), "type" => message.label())
@@ -183,6 +177,7 @@ fn receive<T: InboundMessage>(core: &mut SocketCore, text: &str) -> Option<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::driver;
     use super::*;
 
     #[test]
