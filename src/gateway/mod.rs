@@ -5,6 +5,7 @@
 //! through the [`Engine`](crate::actors::Engine) handle, and `actors` never imports `gateway`.
 
 mod driver;
+mod inbound;
 mod merchant;
 pub mod routes;
 mod session;

@@ -6,25 +6,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_ws::{CloseCode, Message, ProtocolError};
 
+use super::inbound::{TrackerIn, parse_message};
 use super::session::{RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, next_resubscribe_ms, passing};
 use super::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
 use crate::actors::{Engine, OrderFeed};
 use crate::domain::OrderId;
-
-/// The tracking socket takes no messages: any `type` is unknown here.
-enum TrackerIn {}
-
-impl super::session::InboundMessage for TrackerIn {
-    const TYPES: &'static [&'static str] = &[];
-
-    fn from_value(kind: &str, _: serde_json::Value) -> Result<Self, String> {
-        Err(format!("unknown message type {kind:?}"))
-    }
-
-    fn label(&self) -> &'static str {
-        match *self {}
-    }
-}
 
 pub struct TrackerSession {
     core: SocketCore,
@@ -100,7 +86,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for TrackerSession {
         if let Inbound::Text(text) = self.inbound(frame, ctx) {
             metrics::counter!("ws_messages_in_total", "kind" => "tracker", "type" => "invalid")
                 .increment(1);
-            let code = super::session::parse_message::<TrackerIn>(&text)
+            let code = parse_message::<TrackerIn>(&text)
                 .err()
                 .map_or("bad_message", |(code, _)| code);
             self.core
