@@ -14,6 +14,8 @@
 //! - [`actors`]: the dispatch engine — region supervisors, order/driver/merchant actors,
 //!   supervision, snapshots — behind the [`actors::Engine`] handle.
 //! - [`api`]: REST routes, auth, extractors and the error table.
+//! - [`gateway`]: the WebSockets — their HTTP upgrade, one session actor per socket, and the
+//!   socket core the sessions share; it reaches dispatch through [`actors::Engine`] only.
 //! - [`payments`]: the payment gateway (sandbox, its books in the store), webhook signatures,
 //!   settlement with back-off, and the reconciler of holds no order will use.
 //! - [`sim`]: the fleet simulator (`mealkitz simulate`, `mealkitz demo`).
@@ -30,6 +32,7 @@ pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod gateway;
 pub mod geo;
 pub mod payments;
 pub mod shutdown;

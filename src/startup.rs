@@ -19,6 +19,7 @@ use crate::api::{self, AppState};
 use crate::bus::Bus;
 use crate::cluster::{Cluster, Router};
 use crate::config::Config;
+use crate::gateway;
 use crate::payments::sandbox::SandboxGateway;
 use crate::payments::{PaymentGateway, settlement};
 use crate::store::Store;
@@ -152,12 +153,17 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", config.http.bind))?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
+        let openapi = web::Data::new(api::openapi::Document::with_parts([
+            <gateway::routes::GatewayDoc as utoipa::OpenApi>::openapi(),
+        ]));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(openapi.clone())
                 .wrap(ErrorHandlers::new().default_handler(json_error_fallback))
                 .wrap(from_fn(observe))
                 .configure(api::configure)
+                .configure(gateway::routes::configure)
                 .default_service(web::to(api::not_found))
         })
         .workers(config.http.workers)

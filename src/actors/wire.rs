@@ -19,6 +19,11 @@ pub enum Reply {
     Order {
         order: OrderView,
     },
+    /// No command answers it now; kept so that every reply an earlier version could send
+    /// still reads.
+    MaybeOrder {
+        order: Option<OrderView>,
+    },
     Driver {
         status: DriverStatus,
     },

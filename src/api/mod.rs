@@ -12,7 +12,6 @@ pub mod orders;
 pub mod pages;
 pub mod payments;
 pub mod users;
-pub mod ws;
 
 use std::sync::Arc;
 
@@ -53,7 +52,7 @@ pub struct AppState {
 }
 
 /// A resource whose unsupported methods answer 405 in the standard error shape.
-fn resource(path: &str) -> actix_web::Resource {
+pub fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
@@ -66,7 +65,8 @@ pub async fn not_found() -> HttpResponse {
     ApiError::new(ErrorCode::NotFound).error_response()
 }
 
-/// Registers every route and the extractor error handlers.
+/// Registers every REST route, the pages, and the extractor error handlers (the WebSocket
+/// routes are the gateway's: [`crate::gateway::routes::configure`]).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::PathConfig::default().error_handler(|_, _| ApiError::new(ErrorCode::NotFound).into()),
@@ -82,9 +82,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/health").route(web::get().to(health::health)))
     .service(resource("/ready").route(web::get().to(health::ready)))
     .service(resource("/metrics").route(web::get().to(health::metrics)))
-    .service(resource("/ws/driver").route(web::get().to(ws::driver)))
-    .service(resource("/ws/merchant").route(web::get().to(ws::merchant)))
-    .service(resource("/ws/orders/{order_id}").route(web::get().to(ws::order)))
     .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
     .service(resource("/").route(web::get().to(pages::index)))
     .service(resource("/merchant").route(web::get().to(pages::merchant)))

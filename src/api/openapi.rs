@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, merchants, orders, pages, payments, users, ws};
+use super::{error, health, merchants, orders, pages, payments, users};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -24,7 +24,6 @@ use crate::domain;
         merchants::set_menu, merchants::menu,
         orders::checkout, orders::list, orders::get, orders::payment, orders::cancel,
         payments::webhook, payments::attention,
-        ws::driver, ws::merchant, ws::order,
         openapi_json,
         pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::asset,
     ),
@@ -72,11 +71,26 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The whole document served: the API's own routes merged with the parts other layers
+/// document (the gateway's handshakes), put together once at start-up.
+pub struct Document(pub utoipa::openapi::OpenApi);
+
+impl Document {
+    /// [`ApiDoc`] with `parts` merged in.
+    pub fn with_parts(parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>) -> Document {
+        let mut document = ApiDoc::openapi();
+        for part in parts {
+            document.merge(part);
+        }
+        Document(document)
+    }
+}
+
 /// This document.
 #[utoipa::path(
     get, path = "/openapi.json", tag = "service",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
 )]
-pub async fn openapi_json() -> actix_web::HttpResponse {
-    actix_web::HttpResponse::Ok().json(ApiDoc::openapi())
+pub async fn openapi_json(document: actix_web::web::Data<Document>) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().json(&document.0)
 }

@@ -89,6 +89,34 @@ mod tests {
         assert_eq!(unknown.code(), "internal_error");
     }
 
+    /// The golden files of tests/golden/wire/envelope, written by the version before commands
+    /// became structs: each reads as an envelope and writes back the same, and the command
+    /// inside a `call` or `cast` is one this version knows.
+    #[test]
+    fn every_envelope_matches_its_golden_json() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/wire/envelope");
+        let mut read = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let golden: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let envelope: Envelope = serde_json::from_value(golden.clone()).unwrap();
+            if let Envelope::Call { call, .. } | Envelope::Cast { call } = &envelope {
+                let op = crate::actors::wire::op_of(call).unwrap();
+                assert!(crate::actors::commands::find(op).is_some(), "{op} unknown");
+            }
+            assert_eq!(
+                serde_json::to_value(&envelope).unwrap(),
+                golden,
+                "{}",
+                path.display()
+            );
+            read += 1;
+        }
+        assert_eq!(read, 8, "one file per kind of envelope");
+    }
+
     #[test]
     fn envelopes_survive_json() {
         let envelope = Envelope::Call {

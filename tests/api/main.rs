@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod architecture;
 mod binary;
 mod chaos;
 mod checkout;
@@ -25,4 +26,5 @@ mod simulator;
 mod store_contract;
 mod supervision;
 mod users;
+mod wire;
 mod ws;

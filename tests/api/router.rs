@@ -116,7 +116,10 @@ async fn pair(refusals: usize) -> Pair {
     for router in [&caller, &server] {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while router.health().is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "router never listened");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "router never listened"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -148,7 +151,11 @@ async fn a_passing_refusal_is_resent_until_answered_and_a_final_one_is_answered_
         .await
         .unwrap();
     assert_eq!(answer["count"], 1);
-    assert_eq!(pair.engine.runs.load(Ordering::SeqCst), 3, "two refusals, one answer");
+    assert_eq!(
+        pair.engine.runs.load(Ordering::SeqCst),
+        3,
+        "two refusals, one answer"
+    );
 
     let refused = Routing::call(&*pair.caller, json!({"op": "closed"}), to_pod_b())
         .await
@@ -176,9 +183,15 @@ async fn a_subscription_served_elsewhere_forwards_its_updates_and_then_its_end()
     assert_eq!(node, "pod-b");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while pair.caller.has_feed(sub) {
-        assert!(tokio::time::Instant::now() < deadline, "the feed never ended");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the feed never ended"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let received: Vec<Value> = items.lock().unwrap().clone();
-    assert_eq!(received, vec![json!({"n": 1}), json!({"n": 2}), json!({"n": 3})]);
+    assert_eq!(
+        received,
+        vec![json!({"n": 1}), json!({"n": 2}), json!({"n": 3})]
+    );
 }

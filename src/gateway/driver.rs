@@ -11,53 +11,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_ws::{CloseCode, Message, ProtocolError};
 use chrono::Utc;
-use serde::Deserialize;
-use uuid::Uuid;
 
-use super::{
-    RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing, receive,
-};
-use crate::actors::EngineError;
-use crate::actors::engine::Engine;
-use crate::actors::protocol::DriverFeed;
-use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
+use super::inbound::{Availability, DriverIn, Location, OfferAnswer, OrderStep, receive};
+use super::session::{RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, next_resubscribe_ms, passing};
+use super::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
+use crate::actors::{DriverFeed, Engine, EngineError};
 use crate::domain::{OrderId, OrderView, UserId};
-
-#[derive(Deserialize)]
-pub(super) struct Location {
-    lat: f64,
-    lon: f64,
-    /// When the fix was taken, unix milliseconds.
-    #[serde(default)]
-    ts: Option<i64>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct Availability {
-    available: bool,
-}
-
-#[derive(Deserialize)]
-pub(super) struct OfferAnswer {
-    offer_id: Uuid,
-}
-
-#[derive(Deserialize)]
-pub(super) struct OrderStep {
-    order_id: OrderId,
-}
-
-inbound_messages! {
-    /// What the driver app sends.
-    DriverIn {
-        "location" => Location(Location),
-        "availability" => Availability(Availability),
-        "accept_offer" => AcceptOffer(OfferAnswer),
-        "decline_offer" => DeclineOffer(OfferAnswer),
-        "picked_up" => PickedUp(OrderStep),
-        "delivered" => Delivered(OrderStep),
-    }
-}
 
 pub struct DriverSession {
     core: SocketCore,

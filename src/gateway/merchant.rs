@@ -10,46 +10,17 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_ws::{CloseCode, Message, ProtocolError};
 use futures_util::StreamExt;
-use serde::Deserialize;
 
-use super::{
-    RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, inbound_messages, next_resubscribe_ms, passing, receive,
-};
-use crate::actors::engine::Engine;
-use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
+use super::inbound::{Accept, MerchantIn, Ready, Reject, receive};
+use super::session::{RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, next_resubscribe_ms, passing};
+use super::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
+use crate::actors::Engine;
 use crate::domain::{MerchantId, OrderId, OrderView};
 
 /// Longest preparation time a merchant may promise, in minutes.
 pub const PREP_MINUTES_MAX: u32 = 240;
 /// Longest rejection reason, in characters.
 pub const REASON_MAX_CHARS: usize = 500;
-
-#[derive(Deserialize)]
-pub(super) struct Accept {
-    order_id: OrderId,
-    prep_minutes: u32,
-}
-
-#[derive(Deserialize)]
-pub(super) struct Reject {
-    order_id: OrderId,
-    #[serde(default)]
-    reason: String,
-}
-
-#[derive(Deserialize)]
-pub(super) struct Ready {
-    order_id: OrderId,
-}
-
-inbound_messages! {
-    /// What the merchant board sends.
-    MerchantIn {
-        "accept_order" => AcceptOrder(Accept),
-        "reject_order" => RejectOrder(Reject),
-        "order_ready" => OrderReady(Ready),
-    }
-}
 
 impl MerchantIn {
     fn order_id(&self) -> OrderId {

@@ -13,7 +13,7 @@ use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Se
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
-use super::protocol::OfferView;
+use crate::actors::OfferView;
 use crate::config::GatewayConfig;
 use crate::domain::OrderView;
 

@@ -1,74 +1,18 @@
-//! WebSocket sessions, one actor per socket: the driver app, the merchant board, and an order's
-//! tracking page. The handshake (authentication, origin, access) happens in `api::ws`; a
-//! session starts already authorised.
+//! What clients send over the sockets: for each socket an enum with one variant per message
+//! `type`, and the parser that reads a text frame into it, naming the field at fault when it
+//! cannot. Every socket's messages are declared here, in one place, so that a `type` meant for
+//! another socket is refused as `forbidden` rather than unknown without the sessions knowing
+//! each other.
 
-mod driver;
-mod merchant;
-mod tracker;
+use serde::Deserialize;
+use uuid::Uuid;
 
-pub use driver::DriverSession;
-pub use merchant::MerchantSession;
-pub use tracker::TrackerSession;
-
-use crate::error::ErrorCode;
-use std::sync::Arc;
-
-use actix_ws::{MessageStream, Session};
-use tokio::sync::watch;
-
-use super::EngineError;
-use super::engine::Engine;
 use super::socket::SocketCore;
-use crate::config::GatewayConfig;
-
-/// Pause before a session whose feed ended subscribes again; after each failure that is worth
-/// retrying (another replica cannot be reached now) it doubles, up to the maximum, and the
-/// socket stays open meanwhile.
-const RESUBSCRIBE_RETRY_MIN_MS: u64 = 100;
-const RESUBSCRIBE_RETRY_MAX_MS: u64 = 5_000;
-
-/// The pause after a resubscription that failed after `pause_ms`.
-fn next_resubscribe_ms(pause_ms: u64) -> u64 {
-    (pause_ms.max(RESUBSCRIBE_RETRY_MIN_MS) * 2).min(RESUBSCRIBE_RETRY_MAX_MS)
-}
-
-/// Whether a failed resubscription is worth trying again with the socket left open: the
-/// engine or another replica is away for now (a Redis or database outage, a region moving),
-/// as opposed to a refusal that will not change.
-fn passing(error: &EngineError) -> bool {
-    error.code().retry_after_secs().is_some()
-}
-
-/// What every session is started with.
-pub struct SessionSetup {
-    pub session: Session,
-    pub stream: MessageStream,
-    pub engine: Engine,
-    pub config: Arc<GatewayConfig>,
-    /// When the login token expires, unix seconds.
-    pub token_expires_at: i64,
-    /// Turns true when the server shuts down: sessions close with 1001.
-    pub shutdown: watch::Receiver<bool>,
-}
-
-impl SessionSetup {
-    /// The socket state for a session of `kind` (`driver`, `merchant`, `tracker`), and the
-    /// engine handle it talks to.
-    fn into_core(self, kind: &'static str) -> (SocketCore, Engine) {
-        let core = SocketCore::new(
-            kind,
-            self.session,
-            self.stream,
-            self.shutdown,
-            self.config,
-            self.token_expires_at,
-        );
-        (core, self.engine)
-    }
-}
+use crate::domain::OrderId;
+use crate::error::ErrorCode;
 
 /// A kind of message a socket takes, as an enum with one variant per `type`.
-trait InboundMessage: Sized {
+pub(super) trait InboundMessage: Sized {
     /// The `type`s this socket takes.
     const TYPES: &'static [&'static str];
     /// The message of `kind` from its JSON object.
@@ -86,12 +30,12 @@ macro_rules! inbound_messages {
             $($variant($payload)),*
         }
 
-        impl super::InboundMessage for $name {
+        impl InboundMessage for $name {
             const TYPES: &'static [&'static str] = &[$($tag),*];
 
             fn from_value(kind: &str, value: serde_json::Value) -> Result<Self, String> {
                 match kind {
-                    $($tag => super::from_value(value).map($name::$variant),)*
+                    $($tag => from_value(value).map($name::$variant),)*
                     other => Err(format!("unknown message type {other:?}")),
                 }
             }
@@ -104,10 +48,11 @@ macro_rules! inbound_messages {
         }
     };
 }
-pub(crate) use inbound_messages;
 
 /// Deserialises a payload, naming the field at fault.
-fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+pub(super) fn from_value<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let message = error.into_inner().to_string();
@@ -122,13 +67,13 @@ fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Resul
 /// Every `type` some socket takes: a known `type` sent to the wrong socket is `forbidden`, not
 /// `bad_message`.
 fn known_type(kind: &str) -> bool {
-    <driver::DriverIn as InboundMessage>::TYPES.contains(&kind)
-        || <merchant::MerchantIn as InboundMessage>::TYPES.contains(&kind)
+    <DriverIn as InboundMessage>::TYPES.contains(&kind)
+        || <MerchantIn as InboundMessage>::TYPES.contains(&kind)
 }
 
 /// Parses an inbound text frame: the error code (`bad_message` or `forbidden`) and what is
 /// wrong, or the message.
-fn parse_message<T: InboundMessage>(text: &str) -> Result<T, (ErrorCode, String)> {
+pub(super) fn parse_message<T: InboundMessage>(text: &str) -> Result<T, (ErrorCode, String)> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         let message = e.to_string();
         let message = message
@@ -168,7 +113,7 @@ fn parse_message<T: InboundMessage>(text: &str) -> Result<T, (ErrorCode, String)
 
 /// Parses an inbound text frame and counts it in `ws_messages_in_total` under its `type`; one
 /// that does not parse is counted as `invalid` and answered with an `error` message.
-fn receive<T: InboundMessage>(core: &mut SocketCore, text: &str) -> Option<T> {
+pub(super) fn receive<T: InboundMessage>(core: &mut SocketCore, text: &str) -> Option<T> {
     match parse_message::<T>(text) {
         Ok(message) => {
             metrics::counter!("ws_messages_in_total", "kind" => core.kind(), "type" => message.label())
@@ -184,30 +129,112 @@ fn receive<T: InboundMessage>(core: &mut SocketCore, text: &str) -> Option<T> {
     }
 }
 
+// ---- The driver app. ----
+
+#[derive(Deserialize)]
+pub(super) struct Location {
+    pub(super) lat: f64,
+    pub(super) lon: f64,
+    /// When the fix was taken, unix milliseconds.
+    #[serde(default)]
+    pub(super) ts: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Availability {
+    pub(super) available: bool,
+}
+
+#[derive(Deserialize)]
+pub(super) struct OfferAnswer {
+    pub(super) offer_id: Uuid,
+}
+
+#[derive(Deserialize)]
+pub(super) struct OrderStep {
+    pub(super) order_id: OrderId,
+}
+
+inbound_messages! {
+    /// What the driver app sends.
+    DriverIn {
+        "location" => Location(Location),
+        "availability" => Availability(Availability),
+        "accept_offer" => AcceptOffer(OfferAnswer),
+        "decline_offer" => DeclineOffer(OfferAnswer),
+        "picked_up" => PickedUp(OrderStep),
+        "delivered" => Delivered(OrderStep),
+    }
+}
+
+// ---- The merchant board. ----
+
+#[derive(Deserialize)]
+pub(super) struct Accept {
+    pub(super) order_id: OrderId,
+    pub(super) prep_minutes: u32,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Reject {
+    pub(super) order_id: OrderId,
+    #[serde(default)]
+    pub(super) reason: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Ready {
+    pub(super) order_id: OrderId,
+}
+
+inbound_messages! {
+    /// What the merchant board sends.
+    MerchantIn {
+        "accept_order" => AcceptOrder(Accept),
+        "reject_order" => RejectOrder(Reject),
+        "order_ready" => OrderReady(Ready),
+    }
+}
+
+// ---- The tracking page. ----
+
+/// The tracking socket takes no messages: any `type` is unknown here.
+pub(super) enum TrackerIn {}
+
+impl InboundMessage for TrackerIn {
+    const TYPES: &'static [&'static str] = &[];
+
+    fn from_value(kind: &str, _: serde_json::Value) -> Result<Self, String> {
+        Err(format!("unknown message type {kind:?}"))
+    }
+
+    fn label(&self) -> &'static str {
+        match *self {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parse_errors_name_the_field_and_tell_foreign_messages_apart() {
-        let bad = |text: &str| parse_message::<driver::DriverIn>(text).err().unwrap();
-        assert_eq!(bad("nope").0, ErrorCode::BadMessage);
+        let bad = |text: &str| parse_message::<DriverIn>(text).err().unwrap();
+        assert_eq!(bad("nope").0, "bad_message");
         assert!(bad("nope").1.starts_with("not JSON"));
-        assert_eq!(bad("[1]").0, ErrorCode::BadMessage);
+        assert_eq!(bad("[1]").0, "bad_message");
         assert_eq!(bad(r#"{"lat":1}"#).1, "type: is required");
         let (code, problem) = bad(r#"{"type":"location","lat":"x","lon":1}"#);
-        assert_eq!(code, ErrorCode::BadMessage);
+        assert_eq!(code, "bad_message");
         assert!(problem.starts_with("lat:"), "{problem}");
         let (code, problem) = bad(r#"{"type":"location","lat":1}"#);
-        assert_eq!(code, ErrorCode::BadMessage);
+        assert_eq!(code, "bad_message");
         assert!(problem.contains("lon"), "{problem}");
-        assert_eq!(bad(r#"{"type":"teleport"}"#).0, ErrorCode::BadMessage);
+        assert_eq!(bad(r#"{"type":"teleport"}"#).0, "bad_message");
         assert_eq!(
             bad(r#"{"type":"accept_order","order_id":"x","prep_minutes":1}"#).0,
-            ErrorCode::Forbidden
+            "forbidden"
         );
-        assert!(
-            parse_message::<driver::DriverIn>(r#"{"type":"location","lat":1,"lon":2}"#).is_ok()
-        );
+        assert!(parse_message::<DriverIn>(r#"{"type":"location","lat":1,"lon":2}"#).is_ok());
     }
 }

@@ -5,13 +5,26 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
+use utoipa::OpenApi;
 
-use super::AppState;
-use super::auth::{AuthUser, bearer_token};
-use super::error::{ApiError, ErrorBody, ErrorCode};
-use crate::actors::sessions::{DriverSession, MerchantSession, SessionSetup, TrackerSession};
+use super::{DriverSession, MerchantSession, SessionSetup, TrackerSession};
+use crate::api::auth::{AuthUser, bearer_token};
+use crate::api::error::{ApiError, ErrorBody, ErrorCode};
+use crate::api::{AppState, resource};
 use crate::config::GatewayConfig;
 use crate::domain::{MerchantId, OrderId, Role};
+
+/// Registers the three sockets' routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/ws/driver").route(web::get().to(driver)))
+        .service(resource("/ws/merchant").route(web::get().to(merchant)))
+        .service(resource("/ws/orders/{order_id}").route(web::get().to(order)));
+}
+
+/// The handshakes' part of the OpenAPI document (merged into the API's at start-up).
+#[derive(OpenApi)]
+#[openapi(paths(driver, merchant, order))]
+pub struct GatewayDoc;
 
 #[derive(Deserialize)]
 struct SocketQuery {

@@ -8,26 +8,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_ws::{CloseCode, Message, ProtocolError};
 
-use super::{RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, next_resubscribe_ms, passing};
-use crate::actors::engine::Engine;
-use crate::actors::protocol::OrderFeed;
-use crate::actors::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
+use super::inbound::{TrackerIn, parse_message};
+use super::session::{RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, next_resubscribe_ms, passing};
+use super::socket::{Inbound, Outbound, Socket, SocketCore, feed_stream};
+use crate::actors::{Engine, OrderFeed};
 use crate::domain::OrderId;
-
-/// The tracking socket takes no messages: any `type` is unknown here.
-enum TrackerIn {}
-
-impl super::InboundMessage for TrackerIn {
-    const TYPES: &'static [&'static str] = &[];
-
-    fn from_value(kind: &str, _: serde_json::Value) -> Result<Self, String> {
-        Err(format!("unknown message type {kind:?}"))
-    }
-
-    fn label(&self) -> &'static str {
-        match *self {}
-    }
-}
 
 pub struct TrackerSession {
     core: SocketCore,
@@ -103,7 +88,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for TrackerSession {
         if let Inbound::Text(text) = self.inbound(frame, ctx) {
             metrics::counter!("ws_messages_in_total", "kind" => "tracker", "type" => "invalid")
                 .increment(1);
-            let code = super::parse_message::<TrackerIn>(&text)
+            let code = parse_message::<TrackerIn>(&text)
                 .err()
                 .map_or(ErrorCode::BadMessage, |(code, _)| code);
             self.core

@@ -1,0 +1,59 @@
+//! What the WebSocket sessions share (one actor per socket: the driver app, the merchant board,
+//! and an order's tracking page): how a session is set up, and when it subscribes again. The
+//! handshake (authentication, origin, access) happens in [`super::routes`]; a session starts
+//! already authorised.
+
+use std::sync::Arc;
+
+use actix_ws::{MessageStream, Session};
+use tokio::sync::watch;
+
+use super::socket::SocketCore;
+use crate::actors::{Engine, EngineError};
+use crate::config::GatewayConfig;
+
+/// Pause before a session whose feed ended subscribes again; after each failure that is worth
+/// retrying (another replica cannot be reached now) it doubles, up to the maximum, and the
+/// socket stays open meanwhile.
+pub(super) const RESUBSCRIBE_RETRY_MIN_MS: u64 = 100;
+const RESUBSCRIBE_RETRY_MAX_MS: u64 = 5_000;
+
+/// The pause after a resubscription that failed after `pause_ms`.
+pub(super) fn next_resubscribe_ms(pause_ms: u64) -> u64 {
+    (pause_ms.max(RESUBSCRIBE_RETRY_MIN_MS) * 2).min(RESUBSCRIBE_RETRY_MAX_MS)
+}
+
+/// Whether a failed resubscription is worth trying again with the socket left open: the
+/// engine or another replica is away for now (a Redis or database outage, a region moving),
+/// as opposed to a refusal that will not change.
+pub(super) fn passing(error: &EngineError) -> bool {
+    error.code().retry_after_secs().is_some()
+}
+
+/// What every session is started with.
+pub struct SessionSetup {
+    pub session: Session,
+    pub stream: MessageStream,
+    pub engine: Engine,
+    pub config: Arc<GatewayConfig>,
+    /// When the login token expires, unix seconds.
+    pub token_expires_at: i64,
+    /// Turns true when the server shuts down: sessions close with 1001.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl SessionSetup {
+    /// The socket state for a session of `kind` (`driver`, `merchant`, `tracker`), and the
+    /// engine handle it talks to.
+    pub(super) fn into_core(self, kind: &'static str) -> (SocketCore, Engine) {
+        let core = SocketCore::new(
+            kind,
+            self.session,
+            self.stream,
+            self.shutdown,
+            self.config,
+            self.token_expires_at,
+        );
+        (core, self.engine)
+    }
+}
