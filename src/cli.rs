@@ -186,8 +186,10 @@ async fn demo(config: Config, args: DemoArgs) -> Result<(), Failure> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let base_for_print = base.clone();
-    let fleet = actix_web::rt::spawn(async move {
-        crate::sim::run(sim, move |started| {
+    // The fleet runs until the signal: it is cancelled then, and waited for.
+    let fleet = crate::tasks::Tasks::new();
+    fleet.spawn(async move {
+        let _ = crate::sim::run(sim, move |started| {
             let crate::sim::Started {
                 merchant_email,
                 customer_email,
@@ -216,14 +218,17 @@ async fn demo(config: Config, args: DemoArgs) -> Result<(), Failure> {
             });
             println!("Press Ctrl-C to stop.");
         })
-        .await
+        .await;
     });
     shutdown::signal().await;
-    fleet.abort();
+    fleet.stop(DEMO_FLEET_STOP_GRACE).await;
     handle.stop(true).await;
     let _ = server.await;
     Ok(())
 }
+
+/// How long the demo waits for its simulated fleet to stop after Ctrl-C.
+const DEMO_FLEET_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn serve(config: Config) -> Result<(), Failure> {
     let app = Application::build(config).await?;

@@ -4,25 +4,37 @@
 //! and take offers over WebSockets; every order is journaled before it is acknowledged.
 //!
 //! # Layout
-//! - [`config`]: settings from flags and environment, validated into one [`config::Config`].
-//! - [`cli`]: the `mealkitz` commands (`serve`, `migrate`, `admin create`).
-//! - [`startup`]: [`startup::Application`], one running engine built from a config.
-//! - [`shutdown`]: the signal that starts a graceful stop.
-//! - [`telemetry`]: logs and the Prometheus recorder.
+//! Layers, lowest first; a file imports only its own layer or lower ones, and no two files
+//! import each other in a circle (`tests/api/architecture.rs` checks it).
 //! - [`domain`]: pure core — order lifecycle, money, ids, users. No I/O.
 //! - [`geo`]: regions, distances, the driver R-tree index, ETAs. No I/O.
-//! - [`actors`]: the dispatch engine — region supervisors, order/driver/merchant actors,
-//!   supervision, snapshots — behind the [`actors::Engine`] handle.
-//! - [`api`]: REST routes, auth, extractors and the error table.
+//! - [`error`]: the one error table — every code with its HTTP status, message, client retry and
+//!   router resend — that the engine, the router, REST and the sockets all map into.
+//! - [`config`]: settings by component, each a clap `Args` struct, validated into one
+//!   [`config::Config`].
+//! - [`store`]: PostgreSQL and SQLite behind one interface.
+//! - [`bus`]: the Redis link between replicas.
+//! - [`tasks`]: background tasks under one cancellation token and task tracker.
+//! - [`actors`]: the dispatch engine — every operation a [`actors::Command`] (one struct each,
+//!   in `actors/commands/`) run by [`actors::Engine::execute`] where its entity lives; region
+//!   supervisors, order/driver/merchant actors and the messages between them
+//!   (`actors/protocol/`), supervision, snapshots.
+//! - [`cluster`]: region leases and ownership, and the router that carries commands, answers,
+//!   feeds and casts between replicas; it serves the engine's `Routing` trait and calls back
+//!   through its own `Executor` trait.
+//! - [`api`]: REST routes, auth and extractors, rendering the error table.
 //! - [`gateway`]: the WebSockets — their HTTP upgrade, one session actor per socket, and the
 //!   socket core the sessions share; it reaches dispatch through [`actors::Engine`] only.
 //! - [`payments`]: the payment gateway (sandbox, its books in the store), webhook signatures,
 //!   settlement with back-off, and the reconciler of holds no order will use.
-//! - [`sim`]: the fleet simulator (`mealkitz simulate`, `mealkitz demo`).
-//! - [`store`]: PostgreSQL and SQLite behind one interface.
-//! - [`bus`]: the Redis link between replicas.
+//! - [`sim`]: the fleet simulator (`mealkitz simulate`, `mealkitz demo`) and its arguments.
+//! - [`startup`]: [`startup::Application`], one running engine built from a config.
+//! - [`cli`]: the `mealkitz` commands (`serve`, `migrate`, `admin create`, `simulate`, `demo`).
+//! - [`shutdown`]: the signal that starts a graceful stop.
+//! - [`telemetry`]: logs and the Prometheus recorder.
 //!
-//! Data flows one way: `api` → `store`; `domain` depends on nothing of ours.
+//! Data flows one way: `domain`, `geo`, `error`, `config` → `store`, `bus`, `tasks` → `actors` →
+//! `cluster` → `api`, `gateway`, `payments` → `startup`, `cli`.
 
 pub mod actors;
 pub mod api;

@@ -29,11 +29,15 @@ use crate::config::DispatchConfig;
 use crate::domain::{OrderId, OrderView, UserId};
 use crate::geo::{RegionId, RegionMap};
 use crate::store::{Store, StoreError};
+use crate::tasks::Tasks;
 
 /// How long a command waits for a crashed actor to be restarted before answering
 /// `unavailable`: attempts, and the pause between them.
 const RESTART_WAIT_ATTEMPTS: u32 = 40;
 const RESTART_WAIT: Duration = Duration::from_millis(25);
+
+/// How long a stop waits for the snapshot writer's last write.
+const SNAPSHOT_WRITER_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `attempt` until it answers: `Ok(None)` means the actor is restarting (tried again after
 /// a pause), anything else is the answer. Gives up as `unavailable` after about a second.
@@ -65,6 +69,8 @@ pub struct Engine {
     /// Set when regions are shared with other replicas: commands for their regions go there.
     router: Arc<OnceLock<Arc<dyn Routing>>>,
     pub(crate) routes: Arc<Routes>,
+    /// The engine's own background work (the snapshot writer): stopped and waited for last.
+    tasks: Tasks,
 }
 
 impl Engine {
@@ -77,7 +83,9 @@ impl Engine {
             .iter()
             .map(|region| (region.id().clone(), Arbiter::new().handle()))
             .collect();
+        let tasks = Tasks::new();
         let snapshots = snapshot_writer::spawn(
+            &tasks,
             store.clone(),
             config.snapshot_batch,
             config.snapshot_interval,
@@ -87,6 +95,7 @@ impl Engine {
         Engine {
             services,
             registry,
+            tasks,
             recovered: Arc::new(AtomicBool::new(false)),
             router: Arc::new(OnceLock::new()),
             routes: Arc::new(Routes::default()),
@@ -403,5 +412,8 @@ impl Engine {
         self.recovered.store(false, Ordering::Release);
         self.registry.stop_all();
         self.services.snapshots.flush().await;
+        if !self.tasks.stop(SNAPSHOT_WRITER_STOP_GRACE).await {
+            tracing::warn!("the snapshot writer did not finish within its grace");
+        }
     }
 }

@@ -1,14 +1,17 @@
 //! Writes actor snapshots behind the journal: actors hand snapshots over without waiting, the
 //! writer keeps the newest per actor and upserts them in batches — when a batch fills or the
-//! interval passes, whichever comes first — and once more at shutdown.
+//! interval passes, whichever comes first — and once more when the engine stops (its task is
+//! cancelled, writes what it holds, and is waited for).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::{Snapshot, SnapshotKind, Store};
+use crate::tasks::Tasks;
 
 /// Snapshots waiting to be handed to the writer at most. Snapshots only speed up recovery (the
 /// journal holds every fact), so when the writer falls this far behind new ones are dropped and
@@ -41,11 +44,11 @@ impl SnapshotSender {
     }
 }
 
-/// Starts the writer task on the current runtime.
-pub fn spawn(store: Store, batch: usize, interval: Duration) -> SnapshotSender {
+/// Starts the writer task under `tasks`: when they stop, it writes what it holds and ends.
+pub fn spawn(tasks: &Tasks, store: Store, batch: usize, interval: Duration) -> SnapshotSender {
     let (tx, rx) = mpsc::channel(SNAPSHOT_QUEUE_CAPACITY);
     let (flush_tx, flush_rx) = mpsc::channel(8);
-    actix::spawn(run(store, batch, interval, rx, flush_rx));
+    tasks.spawn_watching(|stop| run(store, batch, interval, rx, flush_rx, stop));
     SnapshotSender { tx, flush_tx }
 }
 
@@ -78,6 +81,7 @@ async fn run(
     interval: Duration,
     mut rx: mpsc::Receiver<Snapshot>,
     mut flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
+    stop: CancellationToken,
 ) {
     let mut pending = Pending {
         snapshots: HashMap::new(),
@@ -103,6 +107,13 @@ async fn run(
                 if !pending.snapshots.is_empty() {
                     write(&store, &mut pending).await;
                 }
+            }
+            () = stop.cancelled() => {
+                while let Ok(snapshot) = rx.try_recv() {
+                    pending.insert(snapshot);
+                }
+                write(&store, &mut pending).await;
+                return;
             }
             Some(done) = flush_rx.recv() => {
                 while let Ok(snapshot) = rx.try_recv() {
