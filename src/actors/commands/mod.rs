@@ -41,3 +41,25 @@ pub use drivers::{
 pub use merchants::{MerchantAccept, MerchantReady, MerchantReject};
 pub use orders::{CancelOrder, GetOrder, PlaceOrder};
 pub use subscriptions::{SubscribeBoard, SubscribeDriver, SubscribeOrder};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_has_one_row_and_every_golden_command_is_known() {
+        let mut seen = std::collections::HashSet::new();
+        for op in all() {
+            assert!(seen.insert(op.name), "{} has two rows", op.name);
+            assert!(std::ptr::eq(find(op.name).unwrap(), op));
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/wire/call");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let call: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let op = call["op"].as_str().unwrap();
+            assert!(find(op).is_some(), "the golden command {op} has no row");
+        }
+        assert_eq!(find("no_such_op").map(|op| op.name), None);
+    }
+}
