@@ -21,7 +21,7 @@ use crate::cluster::{Cluster, Router};
 use crate::config::Config;
 use crate::gateway;
 use crate::payments::sandbox::SandboxGateway;
-use crate::payments::{PaymentGateway, settlement};
+use crate::payments::{PaymentGateway, money_loop};
 use crate::store::Store;
 use crate::tasks::Tasks;
 use crate::telemetry;
@@ -85,7 +85,7 @@ impl Application {
             .map(Arc::new);
         let tasks = Tasks::new();
         let payments: Arc<dyn PaymentGateway> = Arc::new(SandboxGateway::new(store.clone()));
-        let order_closed = settlement::spawn(
+        let order_closed = money_loop::spawn(
             &tasks,
             store.clone(),
             payments.clone(),

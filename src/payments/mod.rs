@@ -2,6 +2,7 @@
 //! methods), and settlement — capture at delivery, void or refund on cancellation or rejection.
 //! Every gateway call carries its own idempotency key, so a retried call never charges twice.
 
+pub mod money_loop;
 pub mod reconcile;
 pub mod sandbox;
 pub mod settlement;

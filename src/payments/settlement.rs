@@ -1,82 +1,37 @@
 //! Settlement: makes the money follow the order. Delivered orders are captured; cancelled and
-//! rejected ones are voided (or refunded if already captured). It runs when an order closes and
-//! every few seconds besides, together with the reconciler ([`super::reconcile`]), so a crash or
-//! a gateway outage only delays it. A payment whose settlement fails is retried with exponential
+//! rejected ones are voided (or refunded if already captured). The money loop
+//! ([`super::money_loop`]) runs it when an order closes and every few seconds besides, so a crash
+//! or a gateway outage only delays it. A payment whose settlement fails is retried with exponential
 //! back-off and jitter, and after a few failures (or at once when the gateway refuses it) it is
 //! marked for an operator's attention — never retried in a tight loop.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::Notify;
 
 use super::{GatewayError, PaymentGateway, void_key};
 use crate::domain::OrderStatus;
 use crate::store::{Payment, PaymentStatus, Store, StoreError};
-use crate::tasks::Tasks;
 
-/// How often settlement and the reconciler run even when nothing woke them. Each payment's own
-/// back-off decides whether it is tried in a round.
-const SETTLEMENT_INTERVAL: Duration = Duration::from_secs(5);
 /// Payments settled per round at most.
 const SETTLEMENT_BATCH: i64 = 200;
 /// The first retry waits about this long; each further one twice as long…
-const SETTLE_RETRY_BASE_SECS: u64 = 2;
+const SETTLE_RETRY_BASE: Duration = Duration::from_secs(2);
 /// …up to this.
-const SETTLE_RETRY_CAP_SECS: u64 = 300;
+const SETTLE_RETRY_CAP: Duration = Duration::from_secs(300);
 /// Failed attempts after which a payment is marked for attention (it is still retried, at the
 /// capped pace): about a minute of trying.
 pub const SETTLE_ATTENTION_AFTER_ATTEMPTS: i32 = 5;
 
-/// Starts the money loop — settlement and the reconciler — and returns the handle that wakes it
-/// (an order closed; a checkout ended with a hold no order will use).
-/// A round in hand is finished when the service stops; the loop ends between rounds.
-pub fn spawn(
-    tasks: &Tasks,
-    store: Store,
-    gateway: Arc<dyn PaymentGateway>,
-    abandon_after: Duration,
-) -> Arc<Notify> {
-    let notify = Arc::new(Notify::new());
-    let wake = notify.clone();
-    tasks.spawn_watching(|stop| async move {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = wake.notified() => {}
-                () = tokio::time::sleep(SETTLEMENT_INTERVAL) => {}
-            }
-            if !store.is_migrated() {
-                continue;
-            }
-            if let Err(error) = settle(&store, gateway.as_ref()).await {
-                tracing::warn!(error = %error, "settlement round failed; will retry");
-            }
-            if let Err(error) =
-                super::reconcile::reconcile(&store, gateway.as_ref(), abandon_after).await
-            {
-                tracing::warn!(error = %error, "payment reconciliation failed; will retry");
-            }
-            match store.count_payments_needing_attention().await {
-                Ok(count) => metrics::gauge!("payments_needing_attention").set(count as f64),
-                Err(error) => {
-                    tracing::debug!(error = %error, "cannot count payments needing attention")
-                }
-            }
-        }
-    });
-    notify
-}
-
 /// How long to wait before the next attempt after `attempts` failed ones: exponential from
-/// [`SETTLE_RETRY_BASE_SECS`], capped at [`SETTLE_RETRY_CAP_SECS`], with "equal jitter" (half
+/// [`SETTLE_RETRY_BASE`], capped at [`SETTLE_RETRY_CAP`], with "equal jitter" (half
 /// fixed, half random) so that payments failing together do not retry together.
 pub fn retry_delay(attempts: i32, random: f64) -> Duration {
     let exponent = attempts.clamp(0, 16) as u32;
-    let full = SETTLE_RETRY_BASE_SECS
+    let full = SETTLE_RETRY_BASE
         .saturating_mul(1 << exponent)
-        .min(SETTLE_RETRY_CAP_SECS) as f64;
+        .min(SETTLE_RETRY_CAP)
+        .as_secs_f64();
     Duration::from_secs_f64(full / 2.0 + full / 2.0 * random.clamp(0.0, 1.0))
 }
 
@@ -194,14 +149,8 @@ mod tests {
         assert_eq!(retry_delay(1, 1.0), Duration::from_secs(4));
         assert_eq!(retry_delay(3, 0.5), Duration::from_secs(12));
         // Capped, however many attempts.
-        assert_eq!(
-            retry_delay(20, 1.0),
-            Duration::from_secs(SETTLE_RETRY_CAP_SECS)
-        );
-        assert_eq!(
-            retry_delay(i32::MAX, 0.0),
-            Duration::from_secs(SETTLE_RETRY_CAP_SECS / 2)
-        );
+        assert_eq!(retry_delay(20, 1.0), SETTLE_RETRY_CAP);
+        assert_eq!(retry_delay(i32::MAX, 0.0), SETTLE_RETRY_CAP / 2);
         // Never negative or zero, even for nonsense input.
         assert!(retry_delay(-5, -1.0) >= Duration::from_secs(1));
     }

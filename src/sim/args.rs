@@ -1,11 +1,11 @@
 //! The simulator's command lines, `mealkitz simulate` and `mealkitz demo`: typed arguments, each
-//! checked as clap reads it, and the [`SimConfig`] they describe.
+//! checked as clap reads it, and the [`SimConfig`] they describe. `SimConfig` is defined here,
+//! below the runner, so that the report can read it without importing the runner back.
 
 use std::time::Duration;
 
 use clap::Args;
 
-use super::SimConfig;
 use crate::config::values::{positive, whole};
 
 /// The engine `simulate` loads by default: one started locally with the default settings.
@@ -33,6 +33,25 @@ pub const DEMO_TIME_SCALE: f64 = 10.0;
 /// The demo runs until stopped; its demand lasts as long as a simulation may.
 pub const DEMO_DURATION: Duration = MAX_DURATION;
 pub const DEMO_SEED: u64 = 1;
+
+/// What to simulate: built from [`SimulateArgs`] or [`DemoArgs`], or directly by a test.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The engine, e.g. http://127.0.0.1:8000.
+    pub url: String,
+    pub drivers: usize,
+    pub merchants: usize,
+    pub customers: usize,
+    pub orders_per_minute: f64,
+    pub duration: Duration,
+    pub seed: u64,
+    /// Share of offers a driver accepts (the rest are declined).
+    pub accept_rate: f64,
+    /// Simulated seconds per real second, for driving and preparing food.
+    pub time_scale: f64,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
 
 /// `mealkitz simulate`: a fleet and its customers as real clients of the engine at `--url`.
 #[derive(Debug, Clone, Args)]

@@ -18,12 +18,12 @@ use crate::domain::Position;
 use crate::geo::{LatLon, haversine_m};
 
 /// How often a simulated driver moves and its app reports the location.
-const DRIVER_TICK_MS: u64 = 250;
+const DRIVER_TICK: Duration = Duration::from_millis(250);
 const LOCATION_EVERY_TICKS: u32 = 4;
 /// Close enough to a stop to count as there.
 const ARRIVED_M: f64 = 15.0;
 /// Reconnect pause after a dropped socket.
-const RECONNECT_MS: u64 = 500;
+const RECONNECT: Duration = Duration::from_millis(500);
 
 type Shared = Arc<Mutex<Stats>>;
 
@@ -102,10 +102,10 @@ pub async fn driver(
     let mut wander = start;
     let mut delivery: Option<Delivery> = None;
     let mut answer: Option<(Instant, String, bool)> = None;
-    let metres_per_tick = speed_kmh / 3.6 * time_scale * DRIVER_TICK_MS as f64 / 1_000.0;
+    let metres_per_tick = speed_kmh / 3.6 * time_scale * DRIVER_TICK.as_secs_f64();
     while !*stop.borrow() {
         let Some(socket) = connect(&url, &token).await else {
-            tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+            tokio::time::sleep(RECONNECT).await;
             continue;
         };
         let (mut write, mut read) = socket.split();
@@ -117,7 +117,7 @@ pub async fn driver(
             let _ = write.send(Message::text(message.to_string())).await;
             lock(&stats).ws_out += 1;
         }
-        let mut tick = tokio::time::interval(Duration::from_millis(DRIVER_TICK_MS));
+        let mut tick = tokio::time::interval(DRIVER_TICK);
         let mut ticks: u32 = 0;
         loop {
             let mut outgoing: Vec<Value> = Vec::new();
@@ -268,7 +268,7 @@ pub async fn driver(
             d.sent_pickup = false;
             d.sent_delivery = false;
         }
-        tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+        tokio::time::sleep(RECONNECT).await;
     }
 }
 
@@ -288,7 +288,7 @@ pub async fn merchant(
     let mut pending: Vec<(Instant, Value)> = Vec::new();
     while !*stop.borrow() {
         let Some(socket) = connect(&url, &token).await else {
-            tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+            tokio::time::sleep(RECONNECT).await;
             continue;
         };
         let (mut write, mut read) = socket.split();
@@ -345,7 +345,7 @@ pub async fn merchant(
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+        tokio::time::sleep(RECONNECT).await;
     }
 }
 

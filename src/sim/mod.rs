@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-pub use args::{DemoArgs, SimulateArgs};
+pub use args::{DemoArgs, SimConfig, SimulateArgs};
 pub use city::City;
 pub use report::Report;
 
@@ -29,26 +29,7 @@ const SETUP_CONCURRENCY: usize = 8;
 /// Tries at a rate-limited or briefly unavailable account endpoint, a second apart.
 const RATE_LIMIT_RETRIES: usize = 60;
 /// After the demand ends, how long the run waits for open orders to be delivered.
-const DRAIN_LIMIT_SECS: u64 = 300;
-
-/// What to simulate.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    /// The engine, e.g. http://127.0.0.1:8000.
-    pub url: String,
-    pub drivers: usize,
-    pub merchants: usize,
-    pub customers: usize,
-    pub orders_per_minute: f64,
-    pub duration: Duration,
-    pub seed: u64,
-    /// Share of offers a driver accepts (the rest are declined).
-    pub accept_rate: f64,
-    /// Simulated seconds per real second, for driving and preparing food.
-    pub time_scale: f64,
-    /// Show a progress bar on stderr.
-    pub progress: bool,
-}
+const DRAIN_LIMIT: Duration = Duration::from_secs(300);
 
 /// Accounts and tokens of the simulated people, and the merchants they run.
 struct Cast {
@@ -327,7 +308,7 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
     loop {
         let open = stats.lock().unwrap_or_else(|e| e.into_inner()).open();
         progress.set_message(format!("draining: {open} orders still open"));
-        if open == 0 || drain_started.elapsed() > Duration::from_secs(DRAIN_LIMIT_SECS) {
+        if open == 0 || drain_started.elapsed() > DRAIN_LIMIT {
             break;
         }
         if open != last.0 {

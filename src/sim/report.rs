@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{City, SimConfig};
+use super::args::SimConfig;
+use super::city::City;
 
 /// One order's life, as the simulated clients saw it.
 #[derive(Debug, Default, Clone)]

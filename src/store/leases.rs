@@ -1,10 +1,11 @@
 //! Region leases: which replica runs each region's dispatch, until when, and under which fencing
-//! epoch; and the fence every journal write passes (see the `region_leases` migration).
+//! epoch; and the fence every journal write passes (see the `region_leases` migration; the
+//! fence itself, which the store holds, is [`super::fence`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::fence::Fence;
 use super::{Backend, Store, StoreError, on_pool, on_writer};
 
 /// A region held by this process, and the epoch its journal writes carry.
@@ -27,15 +28,8 @@ pub enum Claim {
     },
 }
 
-/// What journal writes are checked against: this process's node id and its epoch per region.
-#[derive(Debug, Clone)]
-pub(crate) struct Fence {
-    node: String,
-    epochs: HashMap<String, i64>,
-}
-
 /// A replica whose membership expired this long ago is deleted by the next graceful leave.
-const MEMBER_FORGOTTEN_AFTER_MS: i64 = 24 * 3_600_000;
+const MEMBER_FORGOTTEN_AFTER: Duration = Duration::from_secs(24 * 3_600);
 
 /// Milliseconds since the Unix epoch, by this machine's clock. Replicas compare lease expiries
 /// by their own clocks: skew shortens or lengthens a takeover by as much, but never lets two
@@ -169,7 +163,7 @@ impl Store {
         on_writer!(self, |pool| {
             sqlx::query("DELETE FROM cluster_members WHERE node = $1 OR expires_at_ms < $2")
                 .bind(node)
-                .bind(unix_ms() - MEMBER_FORGOTTEN_AFTER_MS)
+                .bind(unix_ms() - MEMBER_FORGOTTEN_AFTER.as_millis() as i64)
                 .execute(pool)
                 .await?;
             Ok(())

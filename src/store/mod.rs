@@ -9,6 +9,7 @@
 //! must), [`Store::migrate_until_ready`] keeps trying, and until it succeeds every operation
 //! fails fast with [`StoreError::Unavailable`].
 
+mod fence;
 mod idempotency;
 mod leases;
 mod menus;
@@ -44,16 +45,16 @@ pub use users::{NewUser, User, UserWithPassword};
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 /// Short, so a dead database turns into a quick 503 rather than a pile of hung requests.
-const ACQUIRE_TIMEOUT_SECS: u64 = 3;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long SQLite waits on a locked database before giving up.
-const SQLITE_BUSY_TIMEOUT_SECS: u64 = 5;
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// PostgreSQL keeps this many bytes of a name (`application_name` among them).
 const PG_NAME_MAX_BYTES: usize = 63;
 /// Time allowed for a readiness probe's query.
-const PING_TIMEOUT_MS: u64 = 2_000;
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Back-off bounds between attempts to reach and migrate the database at start-up.
-const CONNECT_RETRY_MIN_MS: u64 = 250;
-const CONNECT_RETRY_MAX_MS: u64 = 5_000;
+const CONNECT_RETRY_MIN: Duration = Duration::from_millis(250);
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The current time at the precision both backends store (microseconds), so a value written
 /// and read back compares equal to the one kept in memory.
@@ -146,7 +147,7 @@ struct Inner {
     writer: Pool,
     migrated: AtomicBool,
     /// Set once this process holds region leases: every journal write is checked against it.
-    fence: std::sync::RwLock<Option<Arc<leases::Fence>>>,
+    fence: std::sync::RwLock<Option<Arc<fence::Fence>>>,
 }
 
 /// Handle to the database; cheap to clone.
@@ -201,7 +202,7 @@ impl Store {
                 let pool = PgPoolOptions::new()
                     .max_connections(config.max_connections)
                     .test_before_acquire(false)
-                    .acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_SECS))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_lazy_with(options);
                 (Pool::Postgres(pool.clone()), Pool::Postgres(pool))
             }
@@ -211,15 +212,15 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     // FULL: a committed transition survives power loss, not only a crash.
                     .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
                     .foreign_keys(true);
                 let readers = SqlitePoolOptions::new()
                     .max_connections(config.max_connections)
-                    .acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_SECS))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_lazy_with(options.clone().pragma("query_only", "ON"));
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_SECS))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_lazy_with(options);
                 (Pool::Sqlite(readers), Pool::Sqlite(writer))
             }
@@ -280,7 +281,7 @@ impl Store {
     /// Keeps trying to reach and migrate the database, backing off between attempts, until it
     /// succeeds. Logs each failure so an operator sees why the pod is not ready.
     pub async fn migrate_until_ready(&self) {
-        let mut delay_ms = CONNECT_RETRY_MIN_MS;
+        let mut delay = CONNECT_RETRY_MIN;
         loop {
             match self.migrate().await {
                 Ok(()) => {
@@ -291,11 +292,11 @@ impl Store {
                     tracing::warn!(
                         backend = self.backend().as_str(),
                         error = %error,
-                        retry_in_ms = delay_ms,
+                        retry_in_ms = delay.as_millis() as u64,
                         "database not reachable yet"
                     );
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                    delay_ms = (delay_ms * 2).min(CONNECT_RETRY_MAX_MS);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(CONNECT_RETRY_MAX);
                 }
             }
         }
@@ -310,7 +311,7 @@ impl Store {
                 .map(drop))
             .map_err(StoreError::from)
         };
-        tokio::time::timeout(Duration::from_millis(PING_TIMEOUT_MS), query)
+        tokio::time::timeout(PING_TIMEOUT, query)
             .await
             .map_err(|_| StoreError::Unavailable("no answer within 2 s".to_owned()))?
     }
