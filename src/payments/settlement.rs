@@ -141,6 +141,9 @@ async fn settle_one(
 mod tests {
     use super::*;
 
+    /// The cap in seconds, as the assertions were first written.
+    const SETTLE_RETRY_CAP_SECS: u64 = SETTLE_RETRY_CAP.as_secs();
+
     #[test]
     fn retries_back_off_exponentially_with_jitter_up_to_the_cap() {
         // Equal jitter: between half and all of the exponential step.
@@ -149,8 +152,14 @@ mod tests {
         assert_eq!(retry_delay(1, 1.0), Duration::from_secs(4));
         assert_eq!(retry_delay(3, 0.5), Duration::from_secs(12));
         // Capped, however many attempts.
-        assert_eq!(retry_delay(20, 1.0), SETTLE_RETRY_CAP);
-        assert_eq!(retry_delay(i32::MAX, 0.0), SETTLE_RETRY_CAP / 2);
+        assert_eq!(
+            retry_delay(20, 1.0),
+            Duration::from_secs(SETTLE_RETRY_CAP_SECS)
+        );
+        assert_eq!(
+            retry_delay(i32::MAX, 0.0),
+            Duration::from_secs(SETTLE_RETRY_CAP_SECS / 2)
+        );
         // Never negative or zero, even for nonsense input.
         assert!(retry_delay(-5, -1.0) >= Duration::from_secs(1));
     }
