@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use super::AppState;
 use super::error::{ApiError, ErrorCode};
+use super::state::AppState;
 use crate::telemetry;
 
 /// Liveness.

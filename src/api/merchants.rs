@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::AppState;
 use super::auth::AuthUser;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::ApiJson;
+use super::state::AppState;
 use crate::domain::{Cents, MerchantId, Position, Role, UserId};
 use crate::geo::{LatLon, haversine_m};
 use crate::store::{MenuItem, Merchant};

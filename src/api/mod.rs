@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, the state handlers share, extractors, auth and the error table.
 
 pub mod auth;
+pub mod checkout;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -11,45 +12,14 @@ pub mod openapi;
 pub mod orders;
 pub mod pages;
 pub mod payments;
+pub mod state;
 pub mod users;
 
-use std::sync::Arc;
+pub use state::AppState;
 
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
-use self::auth::Auth;
 use self::error::{ApiError, ErrorCode};
-use self::limits::Limits;
-use crate::actors::Engine;
-use crate::bus::Bus;
-use crate::config::{CheckoutConfig, GatewayConfig};
-use crate::payments::PaymentGateway;
-use crate::store::Store;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub store: Store,
-    pub auth: Arc<Auth>,
-    /// Redis, when `REDIS_URL` is set.
-    pub bus: Option<Arc<Bus>>,
-    pub engine: Engine,
-    /// This replica's region leases.
-    pub cluster: Arc<crate::cluster::Cluster>,
-    /// The link to the other replicas, when regions are shared (Redis is set).
-    pub router: Option<Arc<crate::cluster::Router>>,
-    /// WebSocket policies.
-    pub gateway: Arc<GatewayConfig>,
-    /// Turns true when the server shuts down, so every socket closes with 1001.
-    pub sockets_shutdown: tokio::sync::watch::Receiver<bool>,
-    /// The payment gateway (the sandbox unless another is configured).
-    pub payments: Arc<dyn PaymentGateway>,
-    /// The checkouts running in this process, by key.
-    pub checkouts_in_flight: orders::CheckoutsInFlight,
-    /// Wakes settlement and the reconciler (a checkout ended with money held for no order).
-    pub settlement: Arc<tokio::sync::Notify>,
-    pub checkout: Arc<CheckoutConfig>,
-    pub limits: Arc<Limits>,
-}
 
 /// A resource whose unsupported methods answer 405 in the standard error shape.
 pub fn resource(path: &str) -> actix_web::Resource {
@@ -119,7 +89,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 resource("/orders")
-                    .route(web::post().to(orders::checkout))
+                    .route(web::post().to(checkout::checkout))
                     .route(web::get().to(orders::list)),
             )
             .service(resource("/orders/{order_id}").route(web::get().to(orders::get)))

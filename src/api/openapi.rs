@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, health, merchants, orders, pages, payments, users};
+use super::{checkout, error, health, merchants, orders, pages, payments, users};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -22,7 +22,7 @@ use crate::domain;
         merchants::create, merchants::nearby, merchants::mine, merchants::regions, merchants::get,
         merchants::open, merchants::close,
         merchants::set_menu, merchants::menu,
-        orders::checkout, orders::list, orders::get, orders::payment, orders::cancel,
+        checkout::checkout, orders::list, orders::get, orders::payment, orders::cancel,
         payments::webhook, payments::attention,
         openapi_json,
         pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::asset,
@@ -34,7 +34,7 @@ use crate::domain;
         merchants::CreateMerchantRequest, merchants::MerchantView, merchants::NearbyMerchant,
         merchants::NearbyMerchants, merchants::SetMenuRequest, merchants::MenuItemInput,
         merchants::MenuView, merchants::MenuItemView, merchants::MyMerchants,
-        orders::CheckoutRequest, orders::CheckoutLine, orders::DropoffInput, orders::CancelRequest,
+        checkout::CheckoutRequest, checkout::CheckoutLine, checkout::DropoffInput, orders::CancelRequest,
         orders::OrderPage, orders::PaymentView, orders::PaymentEventView,
         payments::WebhookEvent, payments::WebhookData, payments::WebhookAck,
         payments::AttentionPayment, payments::AttentionPayments,

@@ -4,9 +4,9 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::parse_json;
+use super::state::AppState;
 use crate::payments::webhook::{SIGNATURE_HEADER, verify};
 use crate::store::PaymentStatus;
 

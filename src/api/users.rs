@@ -5,10 +5,10 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::auth::{AuthUser, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::ApiJson;
+use super::state::AppState;
 use crate::domain::{Email, Role, UserId};
 use crate::store::{NewUser, StoreError, User};
 

@@ -37,7 +37,7 @@ async fn died_after_authorising(
     total: Cents,
     holder: &str,
 ) -> (OrderId, String) {
-    let hash = mealkitz::api::orders::request_hash(body);
+    let hash = mealkitz::api::checkout::request_hash(body);
     let KeyClaim::Proceed { order_id, resumed } = store
         .claim_idempotency_key(user_id(customer), key, &hash, holder)
         .await
@@ -253,7 +253,7 @@ async fn unfinished_checkouts_are_given_up_after_the_abandon_time_and_their_hold
         .claim_idempotency_key(
             user_id(&customer),
             &silent_key,
-            &mealkitz::api::orders::request_hash(&silent_body),
+            &mealkitz::api::checkout::request_hash(&silent_body),
             DEAD_NODE,
         )
         .await

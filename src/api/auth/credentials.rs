@@ -1,11 +1,10 @@
-//! Authentication: argon2id password hashing, HS256 login tokens, and the [`AuthUser`] extractor
-//! that every protected route takes.
+//! Credentials: argon2id password hashing and HS256 login tokens, and [`Auth`] that holds both
+//! for the HTTP workers. Apart from the [`super::AuthUser`] extractor because the shared state
+//! holds an [`Auth`] while the extractor reads the shared state.
 
-use std::future::{Ready, ready};
 use std::sync::{Arc, OnceLock};
 
-use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::web;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -16,8 +15,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use super::AppState;
-use super::error::{ApiError, ErrorCode};
+use crate::api::error::{ApiError, ErrorCode};
 use crate::config::{AuthConfig, Secret};
 use crate::domain::{Role, UserId};
 use crate::store::{Store, StoreError};
@@ -240,64 +238,6 @@ impl Auth {
             passwords: Passwords::new(),
             tokens: Tokens::new(config),
         })
-    }
-}
-
-/// The caller, proven by a valid bearer token. Taking this as a handler argument makes the
-/// route require authentication.
-#[derive(Debug, Clone)]
-pub struct AuthUser {
-    pub id: UserId,
-    pub role: Role,
-    /// When the token stops being valid, unix seconds.
-    pub expires_at: i64,
-}
-
-impl AuthUser {
-    /// Refuses the request unless the caller has one of `roles`.
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ApiError::new(ErrorCode::Forbidden))
-        }
-    }
-}
-
-/// The token of `Authorization: Bearer <token>`.
-pub fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or(ErrorCode::MissingToken)?;
-    let value = value.to_str().map_err(|_| ErrorCode::InvalidToken)?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim())
-        }
-        _ => Err(ApiError::new(ErrorCode::InvalidToken)
-            .with_message("Use the header Authorization: Bearer <token>.")),
-    }
-}
-
-impl FromRequest for AuthUser {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready((|| {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not registered")))?;
-            let claims = state.auth.tokens.verify(bearer_token(req)?)?;
-            Ok(AuthUser {
-                id: claims.sub,
-                role: claims.role,
-                expires_at: claims.exp,
-            })
-        })())
     }
 }
 

@@ -1,0 +1,76 @@
+//! The state every handler reaches (`web::Data<AppState>`), and the registry of checkouts
+//! running in this process that it holds. Kept apart from `mod.rs` and the handlers, and
+//! importing none of them, so that handlers depend on it without any import cycle.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use super::auth::Auth;
+use super::limits::Limits;
+use crate::actors::Engine;
+use crate::bus::Bus;
+use crate::config::{CheckoutConfig, GatewayConfig};
+use crate::domain::UserId;
+use crate::payments::PaymentGateway;
+use crate::store::Store;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub store: Store,
+    pub auth: Arc<Auth>,
+    /// Redis, when `REDIS_URL` is set.
+    pub bus: Option<Arc<Bus>>,
+    pub engine: Engine,
+    /// This replica's region leases.
+    pub cluster: Arc<crate::cluster::Cluster>,
+    /// The link to the other replicas, when regions are shared (Redis is set).
+    pub router: Option<Arc<crate::cluster::Router>>,
+    /// WebSocket policies.
+    pub gateway: Arc<GatewayConfig>,
+    /// Turns true when the server shuts down, so every socket closes with 1001.
+    pub sockets_shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The payment gateway (the sandbox unless another is configured).
+    pub payments: Arc<dyn PaymentGateway>,
+    /// The checkouts running in this process, by key.
+    pub checkouts_in_flight: CheckoutsInFlight,
+    /// Wakes settlement and the reconciler (a checkout ended with money held for no order).
+    pub settlement: Arc<tokio::sync::Notify>,
+    pub checkout: Arc<CheckoutConfig>,
+    pub limits: Arc<Limits>,
+}
+
+/// The checkouts running in this process, by (customer, Idempotency-Key): a second request with
+/// a key already running here is refused at once, and a key the store says this process holds
+/// but that no request here runs (its request failed to record how it ended) is taken over.
+#[derive(Default)]
+pub struct CheckoutsInFlight {
+    running: Arc<Mutex<HashSet<(UserId, String)>>>,
+}
+
+/// A checkout's place in [`CheckoutsInFlight`], given back when its saga ends (not when the
+/// client goes away: the saga runs on).
+pub(super) struct InFlightGuard {
+    running: Arc<Mutex<HashSet<(UserId, String)>>>,
+    entry: (UserId, String),
+}
+
+impl CheckoutsInFlight {
+    /// This checkout's place, or none when a request with the same key runs here already.
+    pub(super) fn enter(&self, user: UserId, key: &str) -> Option<InFlightGuard> {
+        let entry = (user, key.to_owned());
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.insert(entry.clone()).then(|| InFlightGuard {
+            running: self.running.clone(),
+            entry,
+        })
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.entry);
+    }
+}
