@@ -757,7 +757,6 @@ fn import_cycles(sources: &BTreeMap<String, String>) -> Vec<Cycle> {
 // ---- The whole crate. ----
 
 #[test]
-#[ignore = "enabled when issue 14 lands"]
 fn no_import_cycle_between_files_in_src() {
     let sources = read_sources();
     let found = import_cycles(&sources);
@@ -783,7 +782,6 @@ fn no_import_cycle_between_files_in_src() {
 }
 
 #[test]
-#[ignore = "enabled when issue 14 lands"]
 fn no_file_in_src_is_over_the_line_budget_outside_its_tests() {
     let sources = read_sources();
     let mut sizes: Vec<(usize, &String)> = sources
