@@ -24,6 +24,8 @@ use self::report::Stats;
 
 /// The password of every simulated account.
 pub const SIM_PASSWORD: &str = "simulated-password";
+/// How long the end of a run waits for the simulated clients to stop.
+const CLIENTS_STOP_GRACE: Duration = Duration::from_secs(2);
 /// Accounts set up at once (the server hashes at most a few passwords at a time).
 const SETUP_CONCURRENCY: usize = 8;
 /// Tries at a rate-limited or briefly unavailable account endpoint, a second apart.
@@ -321,9 +323,8 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
     progress.finish_and_clear();
     let _ = stop.0.send(true);
     let total_secs = started.elapsed().as_secs_f64();
-    for task in tasks {
-        task.abort();
-    }
+    // Every client watches the stop signal; each finishes its step in hand and is waited for.
+    let _ = tokio::time::timeout(CLIENTS_STOP_GRACE, futures_util::future::join_all(tasks)).await;
     let stats = std::mem::take(&mut *stats.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(stats.report(&config, &city, setup_secs, demand_secs, total_secs))
 }
