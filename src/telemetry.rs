@@ -18,7 +18,7 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
 ];
 /// How often histogram samples are folded into buckets when nobody scrapes, so memory stays
 /// bounded.
-const METRICS_UPKEEP_INTERVAL_SECS: u64 = 5;
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Installs the global tracing subscriber. Safe to call more than once (later calls do nothing),
 /// which lets every test start an application.
@@ -60,7 +60,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
             .name("metrics-upkeep".into())
             .spawn(move || {
                 loop {
-                    std::thread::sleep(Duration::from_secs(METRICS_UPKEEP_INTERVAL_SECS));
+                    std::thread::sleep(METRICS_UPKEEP_INTERVAL);
                     upkeep.run_upkeep();
                 }
             })

@@ -17,7 +17,7 @@ use crate::domain::{MerchantId, OrderId, OrderView};
 
 /// How often an idle merchant actor checks whether it can stop (no open orders, nobody
 /// watching).
-const MERCHANT_IDLE_CHECK_SECS: u64 = 30;
+const MERCHANT_IDLE_CHECK: Duration = Duration::from_secs(30);
 
 /// Holds only the shared dependencies and its own entry in the registry: a merchant sends
 /// nothing to other actors.
@@ -49,11 +49,11 @@ impl MerchantActor {
 
 /// How long to wait before reading a merchant's board again when the store could not be read
 /// (a database outage).
-const BOARD_RETRY_MS: u64 = 1_000;
+const BOARD_RETRY: Duration = Duration::from_millis(1_000);
 
 impl MerchantActor {
     /// Reads the merchant's open orders into the board. When the store cannot be read (a
-    /// database outage) it tries again every [`BOARD_RETRY_MS`] until it can, and announces the
+    /// database outage) it tries again every [`BOARD_RETRY`] until it can, and announces the
     /// orders it finds then, so that a board started during an outage is not left short.
     /// `announce`: tell the board's subscribers about the orders found (a retry, after they
     /// subscribed); the first load, before anything is handled, only fills the board.
@@ -90,7 +90,7 @@ impl MerchantActor {
                 }
                 Err(error) => {
                     tracing::warn!(merchant_id = %act.id, error = %error, "cannot load the board yet");
-                    ctx.run_later(Duration::from_millis(BOARD_RETRY_MS), |act, ctx| {
+                    ctx.run_later(BOARD_RETRY, |act, ctx| {
                         ctx.spawn(act.load_board(true));
                     });
                 }
@@ -111,7 +111,7 @@ impl Actor for MerchantActor {
         // Nothing is handled until the board is back (or the store failed: then it is read
         // again in the background until it can be, see `load_board`).
         ctx.wait(self.load_board(false));
-        ctx.run_interval(Duration::from_secs(MERCHANT_IDLE_CHECK_SECS), |act, ctx| {
+        ctx.run_interval(MERCHANT_IDLE_CHECK, |act, ctx| {
             if act.board.is_empty() && !act.feed.has_subscribers() {
                 ctx.stop();
             }

@@ -21,7 +21,7 @@ use crate::geo::{DriverIndex, LatLon, RegionId, travel_secs};
 
 /// How long to wait before reading a crashed or stale order again when the store could not be
 /// read (a database outage): the order must come back once it can.
-const ORDER_RELOAD_RETRY_MS: u64 = 1_000;
+const ORDER_RELOAD_RETRY: Duration = Duration::from_millis(1_000);
 
 pub struct RegionActor {
     id: RegionId,
@@ -228,7 +228,7 @@ impl Handler<IndexSize> for RegionActor {
 impl RegionActor {
     /// Rebuilds order `order_id` from its journal (and newest snapshot) and starts it afresh on
     /// this region's event loop. While the store cannot be read (a database outage) it tries
-    /// again every [`ORDER_RELOAD_RETRY_MS`], so that no order stays down because of an outage;
+    /// again every [`ORDER_RELOAD_RETRY`], so that no order stays down because of an outage;
     /// it stops trying when the region is handed off (this supervisor stops with it).
     fn reload_order(&mut self, order_id: OrderId, ctx: &mut Context<Self>) {
         let store = self.services.store.clone();
@@ -246,11 +246,11 @@ impl RegionActor {
                         tracing::warn!(
                             order_id = %order_id,
                             error = %error,
-                            retry_in_ms = ORDER_RELOAD_RETRY_MS,
+                            retry_in_ms = ORDER_RELOAD_RETRY.as_millis() as u64,
                             "cannot reload an order yet"
                         );
                         ctx.run_later(
-                            Duration::from_millis(ORDER_RELOAD_RETRY_MS),
+                            ORDER_RELOAD_RETRY,
                             move |act, ctx| act.reload_order(order_id, ctx),
                         );
                     }

@@ -23,7 +23,7 @@ const ORDER_EVENTS_QUEUE_ENTRIES: usize = 20_000;
 /// Events appended in one round trip at most.
 const ORDER_EVENTS_BATCH_ENTRIES: usize = 256;
 /// Time allowed for one batch.
-const ORDER_EVENTS_DEADLINE_MS: u64 = 2_000;
+const ORDER_EVENTS_DEADLINE: Duration = Duration::from_millis(2_000);
 /// Pause after a failed batch, doubling up to the maximum.
 const ORDER_EVENTS_RETRY_MIN_MS: u64 = 250;
 const ORDER_EVENTS_RETRY_MAX_MS: u64 = 5_000;
@@ -123,13 +123,7 @@ async fn append_forever(bus: Arc<Bus>, maxlen: usize, mut events: mpsc::Receiver
             }
             command.ignore();
         }
-        match bus
-            .run::<()>(
-                &pipeline,
-                std::time::Duration::from_millis(ORDER_EVENTS_DEADLINE_MS),
-            )
-            .await
-        {
+        match bus.run::<()>(&pipeline, ORDER_EVENTS_DEADLINE).await {
             Ok(()) => {
                 metrics::counter!("order_events_appended_total").increment(batch.len() as u64);
                 batch.clear();

@@ -12,12 +12,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::config::RedisConfig;
 
 /// Time allowed for connecting to Redis and answering a PING.
-const REDIS_PING_TIMEOUT_MS: u64 = 2_000;
+const REDIS_PING_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// Time allowed to open a connection, and for any one reply.
-const REDIS_CONNECT_TIMEOUT_MS: u64 = 1_000;
-const REDIS_RESPONSE_TIMEOUT_MS: u64 = 1_000;
+const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// After a failed call, callers that can do without Redis skip it for this long.
-const REDIS_BREAKER_OPEN_MS: u64 = 5_000;
+const REDIS_BREAKER_OPEN: Duration = Duration::from_millis(5_000);
 
 /// Why a Redis call did not answer. Displays without the URL (it may hold a password).
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +45,10 @@ impl Bus {
     pub fn new(config: &RedisConfig) -> Result<Bus, redis::RedisError> {
         let client = redis::Client::open(config.url.expose())?;
         let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(REDIS_CONNECT_TIMEOUT_MS)))
-            .set_response_timeout(Some(Duration::from_millis(REDIS_RESPONSE_TIMEOUT_MS)))
+            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+            .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
             .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(REDIS_BREAKER_OPEN_MS));
+            .set_max_delay(REDIS_BREAKER_OPEN);
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
         Ok(Bus {
             client,
@@ -77,10 +77,13 @@ impl Bus {
                 .query_async::<String>(&mut connection)
                 .await
         };
-        match tokio::time::timeout(Duration::from_millis(REDIS_PING_TIMEOUT_MS), attempt).await {
+        match tokio::time::timeout(REDIS_PING_TIMEOUT, attempt).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {REDIS_PING_TIMEOUT_MS} ms")),
+            Err(_) => Err(format!(
+                "no answer within {} ms",
+                REDIS_PING_TIMEOUT.as_millis()
+            )),
         }
     }
 
@@ -141,7 +144,7 @@ impl Bus {
         let mut skip_until = self.skip_until.lock().unwrap_or_else(|e| e.into_inner());
         *skip_until = match result {
             Ok(_) => None,
-            Err(_) => Some(Instant::now() + Duration::from_millis(REDIS_BREAKER_OPEN_MS)),
+            Err(_) => Some(Instant::now() + REDIS_BREAKER_OPEN),
         };
         result
     }

@@ -29,7 +29,7 @@ use crate::store::{Claim, Lease, Store, StoreError, unix_ms};
 
 /// How often a standby looks whether the regions came free (a graceful stop releases them at
 /// once), unless the TTL is shorter still.
-const STANDBY_POLL_MS: u64 = 500;
+const STANDBY_POLL: Duration = Duration::from_millis(500);
 
 /// Where this replica stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +219,7 @@ impl Cluster {
             }
             drop(released);
             if !moved {
-                tokio::time::sleep(self.beat().min(Duration::from_millis(STANDBY_POLL_MS))).await;
+                tokio::time::sleep(self.beat().min(STANDBY_POLL)).await;
             }
         }
     }
@@ -526,7 +526,7 @@ impl Cluster {
                     tracing::warn!(error = %error, "cannot claim region leases yet");
                 }
             }
-            tokio::time::sleep(self.beat().min(Duration::from_millis(STANDBY_POLL_MS))).await;
+            tokio::time::sleep(self.beat().min(STANDBY_POLL)).await;
         }
     }
 

@@ -25,9 +25,9 @@ pub const OUTBOX_CAPACITY: usize = 256;
 /// How long closing waits for the close frame to be written before dropping the connection.
 /// Nothing new is queued meanwhile, so waiting costs no memory; a slow client that reads
 /// again within this time still learns why it was closed (1013).
-const CLOSE_WRITE_TIMEOUT_MS: u64 = 10_000;
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(10_000);
 /// After the server sends a close frame, how long it waits for the client's before stopping.
-const CLOSE_HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(2_000);
 
 /// Every message the server sends, tagged by `type`.
 #[derive(Serialize)]
@@ -160,11 +160,8 @@ async fn write(outbox: Arc<Outbox>, mut session: Session) {
         };
         let sent = match frame {
             Frame::Close(reason) => {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(CLOSE_WRITE_TIMEOUT_MS),
-                    session.close(Some(reason)),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(CLOSE_WRITE_TIMEOUT, session.close(Some(reason))).await;
                 return;
             }
             Frame::Text(text) => {
@@ -180,11 +177,8 @@ async fn write(outbox: Arc<Outbox>, mut session: Session) {
             // The client is gone, or too slow: close (best effort) and drop the connection.
             let reason = outbox.with(|s| s.close.clone());
             if let Some(reason) = reason {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(CLOSE_WRITE_TIMEOUT_MS),
-                    session.close(Some(reason)),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(CLOSE_WRITE_TIMEOUT, session.close(Some(reason))).await;
             }
             return;
         }
@@ -377,10 +371,7 @@ pub trait Socket:
     /// Sends a close frame and stops shortly after (at once if the client answers).
     fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: &str) {
         self.core().close_now(code, reason, false);
-        ctx.run_later(
-            Duration::from_millis(CLOSE_HANDSHAKE_TIMEOUT_MS),
-            |_, ctx| ctx.stop(),
-        );
+        ctx.run_later(CLOSE_HANDSHAKE_TIMEOUT, |_, ctx| ctx.stop());
     }
 
     /// Applies the socket rules to an inbound frame; returns a text frame for the session.

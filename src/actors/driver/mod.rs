@@ -30,13 +30,13 @@ use crate::store::{Snapshot, SnapshotKind};
 
 /// How long to wait before reading a driver's active order again when the store could not be
 /// read at start (a database outage).
-const ACTIVE_ORDER_RETRY_MS: u64 = 1_000;
+const ACTIVE_ORDER_RETRY: Duration = Duration::from_millis(1_000);
 /// Offers this driver saw expire, remembered so that a late accept is told `offer_expired`
 /// rather than "no such offer".
 const REMEMBERED_EXPIRED_OFFERS: usize = 8;
 /// A driver's location and availability are snapshotted at most this often; locations are not
 /// journaled (they are worthless minutes later), only kept for a restart.
-const DRIVER_SNAPSHOT_MIN_INTERVAL_SECS: u64 = 5;
+const DRIVER_SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What is snapshotted of a driver.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -104,7 +104,7 @@ impl DriverActor {
     /// while, and until it succeeds, so that a driver restarted during an outage gets its order
     /// back (and is not offered another meanwhile once it is known).
     fn reload_active_order_later(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_later(Duration::from_millis(ACTIVE_ORDER_RETRY_MS), |act, ctx| {
+        ctx.run_later(ACTIVE_ORDER_RETRY, |act, ctx| {
             let store = act.services.store.clone();
             let id = act.id;
             ctx.spawn(
@@ -213,9 +213,9 @@ impl DriverActor {
     }
 
     fn snapshot(&mut self, force: bool) {
-        let due = self.last_snapshot.is_none_or(|at| {
-            at.elapsed() >= Duration::from_secs(DRIVER_SNAPSHOT_MIN_INTERVAL_SECS)
-        });
+        let due = self
+            .last_snapshot
+            .is_none_or(|at| at.elapsed() >= DRIVER_SNAPSHOT_MIN_INTERVAL);
         if !(force || due) {
             return;
         }
