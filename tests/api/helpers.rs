@@ -6,7 +6,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use mealkitz::actors::Engine;
-use mealkitz::config::{Config, DatabaseConfig, DatabaseUrl, LogFormat, RedisConfig, Secret};
+use mealkitz::config::{Config, DatabaseConfig, DatabaseUrl, LogFormat, Secret};
 use mealkitz::domain::{Email, Role};
 use mealkitz::startup::{Application, StopHandle};
 use mealkitz::store::{NewUser, Store};
@@ -177,10 +177,11 @@ pub fn config_for(url: DatabaseUrl) -> Config {
 
 /// `config` with Redis at `url`, under a key prefix of its own so that tests run in parallel.
 pub fn with_redis(mut config: Config, url: &str) -> Config {
-    config.redis = Some(RedisConfig {
-        key_prefix: format!("test-{}:", uuid::Uuid::new_v4().simple()),
-        ..RedisConfig::new(url)
-    });
+    let redis_url = format!("--redis-url={url}");
+    let prefix = format!("--redis-key-prefix=test-{}:", uuid::Uuid::new_v4().simple());
+    config.redis = Config::from_args([redis_url.as_str(), prefix.as_str()])
+        .expect("the test's Redis settings are valid")
+        .redis;
     config
 }
 

@@ -281,6 +281,17 @@ impl Command for AnswerOffer {
     }
 }
 
+/// Reports a step of the driver's active order to its actor.
+async fn report(
+    engine: &Engine,
+    who: UserId,
+    order_id: OrderId,
+    step: Progress,
+) -> Result<OrderView, EngineError> {
+    let message = driver::ReportProgress { order_id, step };
+    engine.call_driver(who, message).await?
+}
+
 /// The driver collected its active order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PickedUp {
@@ -298,11 +309,7 @@ impl Command for PickedUp {
     }
 
     async fn run(self, engine: &Engine) -> Result<OrderView, EngineError> {
-        let message = driver::ReportProgress {
-            order_id: self.order_id,
-            step: Progress::PickedUp,
-        };
-        engine.call_driver(self.driver, message).await?
+        report(engine, self.driver, self.order_id, Progress::PickedUp).await
     }
 }
 
@@ -323,11 +330,7 @@ impl Command for Delivered {
     }
 
     async fn run(self, engine: &Engine) -> Result<OrderView, EngineError> {
-        let message = driver::ReportProgress {
-            order_id: self.order_id,
-            step: Progress::Delivered,
-        };
-        engine.call_driver(self.driver, message).await?
+        report(engine, self.driver, self.order_id, Progress::Delivered).await
     }
 }
 
