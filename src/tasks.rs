@@ -27,11 +27,6 @@ impl Tasks {
         self.token.clone()
     }
 
-    /// Whether a stop has begun.
-    pub fn is_stopping(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
     /// Runs `work` until it ends or the service stops, whichever comes first. For loops whose
     /// every await point may be cut (they keep nothing half-done in memory).
     pub fn spawn<F>(&self, work: F)
@@ -99,7 +94,7 @@ mod tests {
         assert!(tasks.stop(Duration::from_secs(5)).await);
         assert!(finished.load(Ordering::SeqCst));
         assert_eq!(tasks.running(), 0);
-        assert!(tasks.is_stopping());
+        assert!(tasks.token().is_cancelled());
     }
 
     #[actix_web::test]

@@ -39,6 +39,21 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// Its `kind` on the wire, for an error about it (without printing what it carries).
+    fn kind(&self) -> &'static str {
+        match self {
+            Reply::Done => "done",
+            Reply::Order { .. } => "order",
+            Reply::MaybeOrder { .. } => "maybe_order",
+            Reply::Driver { .. } => "driver",
+            Reply::DriverFeed { .. } => "driver_feed",
+            Reply::Board { .. } => "board",
+            Reply::Count { .. } => "count",
+        }
+    }
+}
+
 /// One update of a subscription served by another replica.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "feed", rename_all = "snake_case")]
@@ -205,8 +220,8 @@ pub fn encode_answer<A: Answer>(answer: A) -> Result<Value, EngineError> {
 pub fn decode_answer<A: Answer>(value: Value) -> Result<A, EngineError> {
     let reply: Reply =
         serde_json::from_value(value).map_err(|e| protocol(format!("unreadable answer: {e}")))?;
-    let kind = format!("{reply:?}");
-    A::from_reply(reply).ok_or_else(|| protocol(format!("unexpected answer: {kind}")))
+    let kind = reply.kind();
+    A::from_reply(reply).ok_or_else(|| protocol(format!("unexpected answer of kind {kind}")))
 }
 
 /// An update as JSON.
