@@ -409,7 +409,12 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
         .recv_timeout(Duration::from_secs(60))
         .expect("server port");
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    // Scrapes come about every 5 s, as long as the server's keep-alive: an idle connection is
+    // dropped by the client first, never reused as the server closes it.
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client");
     common::wait_ready(&http, port).await;
     println!("server pid {server_pid} on port {port}");
     let rss_idle_kib = rss_kib(server_pid);

@@ -296,12 +296,16 @@ impl Registry {
     }
 
     /// Starts (or restarts) the supervisor of region `id` on its arbiter.
+    ///
+    /// The new address is registered before the supervisor can run: it starts on its own event
+    /// loop and at once asks every driver to re-announce itself, and a driver that answered
+    /// to the region's previous (dead) address would be missing from the rebuilt index. So the
+    /// map stays locked from the start until the insert (the start only posts to the loop; the
+    /// supervisor's start-up reads no region address).
     pub fn start_region(self: &Arc<Self>, id: RegionId) -> RegionAddr {
+        let mut regions = self.regions.write().unwrap_or_else(|e| e.into_inner());
         let addr = (self.starters.region)(id.clone(), self.clone());
-        self.regions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, addr.clone());
+        regions.insert(id, addr.clone());
         addr
     }
 

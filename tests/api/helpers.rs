@@ -259,6 +259,9 @@ pub async fn start(db: TestDb, config: Config) -> TestApp {
         engine,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // Shorter than the server's keep-alive (5 s), so that the client never reuses a
+            // connection the server is closing that instant (an `IncompleteMessage` error).
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .unwrap(),
         db,
