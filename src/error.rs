@@ -82,6 +82,7 @@ error_table! {
     InsufficientFunds         => 402, "insufficient_funds",         None,    false, "The card was declined for insufficient funds.";
     PaymentGatewayUnavailable => 503, "payment_gateway_unavailable", None,   false, "The payment gateway is unavailable; try again shortly.";
     InvalidSignature          => 400, "invalid_signature",          None,    false, "The webhook signature is missing, malformed, expired or wrong.";
+    MapsUnavailable           => 503, "maps_unavailable",           None,    false, "No maps provider can answer this (no map data is loaded).";
     WebhooksDisabled          => 503, "webhooks_disabled",          None,    false, "Webhooks are not configured (MEALKITZ_WEBHOOK_SECRET).";
     RateLimited               => 429, "rate_limited",               None,    false, "Too many requests; slow down.";
     Internal                  => 500, "internal_error",             None,    false, "Something went wrong on our side; it has been logged.";

@@ -13,6 +13,8 @@
 //! - [`config`]: settings by component, each a clap `Args` struct, validated into one
 //!   [`config::Config`].
 //! - [`store`]: PostgreSQL and SQLite behind one interface.
+//! - [`maps`]: travel times and routes (OSRM or the straight line), geocoding and streets (an
+//!   offline OpenStreetMap extract).
 //! - [`bus`]: the Redis link between replicas.
 //! - [`tasks`]: background tasks under one cancellation token and task tracker.
 //! - [`actors`]: the dispatch engine — every operation a [`actors::Command`] (one struct each,
@@ -33,7 +35,7 @@
 //! - [`shutdown`]: the signal that starts a graceful stop.
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //!
-//! Data flows one way: `domain`, `geo`, `error`, `config` → `store`, `bus`, `tasks` → `actors` →
+//! Data flows one way: `domain`, `geo`, `error`, `config` → `store`, `bus`, `tasks`, `maps` → `actors` →
 //! `cluster` → `api`, `gateway`, `payments` → `startup`, `cli`.
 
 pub mod actors;
@@ -46,6 +48,7 @@ pub mod domain;
 pub mod error;
 pub mod gateway;
 pub mod geo;
+pub mod maps;
 pub mod payments;
 pub mod shutdown;
 pub mod sim;

@@ -1,0 +1,1 @@
+//! Learned ETA corrections per region and hour of day. (Being built.)

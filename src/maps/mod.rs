@@ -1,0 +1,231 @@
+//! The maps service: travel times and routes (OSRM over HTTP, or the straight line), forward and
+//! reverse geocoding and the street network (an offline map read from an OpenStreetMap extract).
+//!
+//! Dispatch and the pages reach maps through [`Maps`] only. Its travel-time calls never fail:
+//! when OSRM is not configured, slow, down or its breaker is open, the answer is the straight-line
+//! estimate and says so (`by_road: false`), and `maps_fallbacks_total` counts it. Geocoding and
+//! streets need the offline map (`MEALKITZ_MAP_DATA`); without it they answer
+//! [`MapsError::Unavailable`].
+//! - [`osrm`]: the OSRM HTTP client (`/table/v1/driving`, `/route/v1/driving`), with a deadline on
+//!   every call and the [`breaker`] in front of it.
+//! - [`offline`]: reads an `.osm.pbf` extract into a [`geocoder::Gazetteer`] and a
+//!   [`streets::StreetMap`].
+//! - [`geocoder`]: the address index — typed text to places, places near a point. Pure.
+//! - [`streets`]: the street network as compact polylines, queried by bounding box. Pure.
+//! - [`progress`]: a driver's progress along a routed leg, for ETAs without a call per fix. Pure.
+//! - [`corrections`]: learned per-region, per-hour ETA corrections. Pure.
+
+pub mod breaker;
+pub mod corrections;
+pub mod geocoder;
+pub mod offline;
+pub mod osrm;
+pub mod progress;
+pub mod streets;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::geo::{LatLon, haversine_m, travel_secs};
+
+pub use geocoder::{Gazetteer, Place};
+pub use streets::{StreetMap, Streets};
+
+/// OpenStreetMap's licence, shown wherever map data is.
+pub const OSM_ATTRIBUTION: &str = "© OpenStreetMap contributors, ODbL";
+
+/// Why a maps question has no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MapsError {
+    /// No provider can answer it (no offline map loaded, or nothing matched a reverse lookup).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Travel times from every source to every destination, in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// `secs[source][destination]`; always finite.
+    pub secs: Vec<Vec<f64>>,
+    /// True when OSRM answered; false for the straight-line estimate.
+    pub by_road: bool,
+}
+
+/// One route through two or more points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub duration_secs: f64,
+    pub distance_m: f64,
+    /// The line to draw and to follow, from the first point to the last.
+    pub geometry: Vec<LatLon>,
+    /// True when OSRM answered; false for the straight line.
+    pub by_road: bool,
+}
+
+/// The state of the routing provider, for `/ready` and the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    /// Straight line: nothing to be down.
+    StraightLine,
+    /// OSRM answers.
+    Ok,
+    /// OSRM is failing; the straight line stands in. The reason says why.
+    Degraded(String),
+}
+
+/// The maps service one process uses.
+pub struct Maps {
+    speed_kmh: f64,
+    osrm: Option<osrm::Osrm>,
+    map: Option<Arc<offline::OfflineMap>>,
+}
+
+impl Maps {
+    /// Straight lines at `speed_kmh`, no geocoding: the zero-install default.
+    pub fn straight_line(speed_kmh: f64) -> Maps {
+        Maps {
+            speed_kmh,
+            osrm: None,
+            map: None,
+        }
+    }
+
+    /// With OSRM in front of the straight line.
+    pub fn with_osrm(mut self, osrm: osrm::Osrm) -> Maps {
+        self.osrm = Some(osrm);
+        self
+    }
+
+    /// With an offline map for geocoding and streets.
+    pub fn with_map(mut self, map: Arc<offline::OfflineMap>) -> Maps {
+        self.map = Some(map);
+        self
+    }
+
+    /// The name of the routing provider: `osrm` or `straight_line`.
+    pub fn provider(&self) -> &'static str {
+        if self.osrm.is_some() {
+            "osrm"
+        } else {
+            "straight_line"
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        match &self.osrm {
+            None => Health::StraightLine,
+            Some(osrm) => osrm.health(),
+        }
+    }
+
+    /// The straight-line seconds from `a` to `b`.
+    pub fn straight_secs(&self, a: LatLon, b: LatLon) -> f64 {
+        travel_secs(haversine_m(a, b), self.speed_kmh)
+    }
+
+    /// The straight-line table.
+    pub fn straight_table(&self, sources: &[LatLon], destinations: &[LatLon]) -> Table {
+        Table {
+            secs: sources
+                .iter()
+                .map(|s| {
+                    destinations
+                        .iter()
+                        .map(|d| self.straight_secs(*s, *d))
+                        .collect()
+                })
+                .collect(),
+            by_road: false,
+        }
+    }
+
+    /// Travel times from each source to each destination: one OSRM table call, or the
+    /// straight line when OSRM is not there or fails (counted). A cell OSRM cannot route is
+    /// the straight line too.
+    pub async fn table(&self, sources: &[LatLon], destinations: &[LatLon]) -> Table {
+        let fallback = self.straight_table(sources, destinations);
+        if sources.is_empty() || destinations.is_empty() {
+            return fallback;
+        }
+        let Some(osrm) = &self.osrm else {
+            return fallback;
+        };
+        match osrm.table(sources, destinations).await {
+            Ok(cells) => Table {
+                secs: cells
+                    .into_iter()
+                    .zip(fallback.secs)
+                    .map(|(row, straight)| {
+                        row.into_iter()
+                            .zip(straight)
+                            .map(|(cell, straight)| cell.unwrap_or(straight))
+                            .collect()
+                    })
+                    .collect(),
+                by_road: true,
+            },
+            Err(reason) => {
+                fell_back("table", &reason);
+                fallback
+            }
+        }
+    }
+
+    /// The route through `points` (two or more): OSRM's, or the straight line through them.
+    pub async fn route(&self, points: &[LatLon]) -> Route {
+        if let (Some(osrm), true) = (&self.osrm, points.len() >= 2) {
+            match osrm.route(points).await {
+                Ok(route) => return route,
+                Err(reason) => fell_back("route", &reason),
+            }
+        }
+        let distance_m: f64 = points.windows(2).map(|w| haversine_m(w[0], w[1])).sum();
+        Route {
+            duration_secs: travel_secs(distance_m, self.speed_kmh),
+            distance_m,
+            geometry: points.to_vec(),
+            by_road: false,
+        }
+    }
+
+    fn offline(&self) -> Result<&offline::OfflineMap, MapsError> {
+        self.map.as_deref().ok_or_else(|| {
+            MapsError::Unavailable("no map data is loaded (MEALKITZ_MAP_DATA)".to_owned())
+        })
+    }
+
+    /// Up to `limit` places matching `query`, best first; `near` breaks ties toward a point.
+    pub fn geocode(
+        &self,
+        query: &str,
+        near: Option<LatLon>,
+        limit: usize,
+    ) -> Result<Vec<Place>, MapsError> {
+        Ok(self.offline()?.gazetteer.search(query, near, limit))
+    }
+
+    /// The address nearest to `at`.
+    pub fn reverse(&self, at: LatLon) -> Result<Place, MapsError> {
+        self.offline()?
+            .gazetteer
+            .nearest(at)
+            .ok_or_else(|| MapsError::Unavailable("no address is known near that point".to_owned()))
+    }
+
+    /// The streets inside a bounding box (south-west, north-east corners).
+    pub fn streets(&self, south_west: LatLon, north_east: LatLon) -> Result<Streets, MapsError> {
+        Ok(self.offline()?.streets.within(south_west, north_east))
+    }
+
+    /// True when an offline map is loaded.
+    pub fn has_map(&self) -> bool {
+        self.map.is_some()
+    }
+}
+
+fn fell_back(call: &'static str, reason: &osrm::OsrmError) {
+    metrics::counter!("maps_fallbacks_total", "call" => call, "reason" => reason.kind())
+        .increment(1);
+    tracing::debug!(call, reason = %reason, "OSRM did not answer; straight line used");
+}
