@@ -221,7 +221,12 @@ async fn run(count: usize, backend: String) {
         search_retry: Duration::from_secs(3600),
         ..DispatchConfig::default()
     };
-    let engine = Engine::start(config, store.clone(), Default::default());
+    let engine = Engine::start(
+        config,
+        store.clone(),
+        Default::default(),
+        std::sync::Arc::new(mealkitz::maps::Maps::straight_line(25.0)),
+    );
     let started = Instant::now();
     let recovered = engine.recover().await.unwrap();
     let loaded = started.elapsed();

@@ -20,6 +20,7 @@ use crate::bus::Bus;
 use crate::cluster::{Cluster, Router};
 use crate::config::Config;
 use crate::gateway;
+use crate::maps::Maps;
 use crate::payments::sandbox::SandboxGateway;
 use crate::payments::{PaymentGateway, money_loop};
 use crate::store::Store;
@@ -97,6 +98,14 @@ impl Application {
         let order_events = bus.as_ref().zip(config.redis.as_ref()).map(|(bus, redis)| {
             crate::bus::events::spawn(&tasks, bus.clone(), redis.order_events_maxlen)
         });
+        let maps_config = config.maps.clone();
+        let speed_kmh = config.dispatch.average_speed_kmh;
+        let maps = web::block(move || Maps::from_config(&maps_config, speed_kmh))
+            .await
+            .context("cannot read the map data")?
+            .map_err(anyhow::Error::msg)
+            .context("cannot set up the maps service")?;
+        let maps = Arc::new(maps);
         let engine = Engine::start(
             config.dispatch.clone(),
             store.clone(),
@@ -104,6 +113,7 @@ impl Application {
                 order_closed: Some(order_closed.clone()),
                 order_events,
             },
+            maps.clone(),
         );
         let regions = config
             .dispatch
@@ -147,6 +157,8 @@ impl Application {
             checkouts_in_flight: Default::default(),
             checkout: Arc::new(config.checkout.clone()),
             limits: Arc::new(Limits::new(&config.checkout, bus.clone())),
+            maps,
+            map_tiles_url: config.maps.map_tiles_url.clone(),
         });
 
         let listener = TcpListener::bind(config.http.bind)

@@ -76,7 +76,12 @@ pub struct Engine {
 impl Engine {
     /// Starts one event loop and one region supervisor per region, and the snapshot writer.
     /// Must run inside an actix system. Commands wait for [`Engine::recover`].
-    pub fn start(config: DispatchConfig, store: Store, hooks: EngineHooks) -> Engine {
+    pub fn start(
+        config: DispatchConfig,
+        store: Store,
+        hooks: EngineHooks,
+        maps: Arc<crate::maps::Maps>,
+    ) -> Engine {
         let arbiters = config
             .regions
             .regions()
@@ -90,7 +95,7 @@ impl Engine {
             config.snapshot_batch,
             config.snapshot_interval,
         );
-        let services = Services::new(config, hooks, store, snapshots);
+        let services = Services::new(config, hooks, store, snapshots, maps);
         let registry = Registry::new(services.clone(), arbiters, roster::STARTERS);
         Engine {
             services,

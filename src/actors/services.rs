@@ -1,5 +1,5 @@
 //! What every dispatch actor needs, and nothing more: configuration, the store, the snapshot
-//! writer, the hooks that tell the rest of the service, and the test hook for faults. Which
+//! writer, the maps service, the hooks that tell the rest of the service, and the test hook for faults. Which
 //! actors are alive, and where, is the [`super::registry`]'s business: an actor that needs only
 //! these dependencies (a merchant) holds only these.
 
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::snapshot_writer::SnapshotSender;
 use super::supervision::Faults;
 use crate::config::DispatchConfig;
+use crate::maps::Maps;
 use crate::store::Store;
 
 /// What the engine tells the rest of the service about.
@@ -27,6 +28,8 @@ pub struct Services {
     pub store: Store,
     pub snapshots: SnapshotSender,
     pub faults: Faults,
+    /// Travel times and routes: ranking candidates, offers' pickup ETAs, tracking ETAs.
+    pub maps: Arc<Maps>,
 }
 
 impl Services {
@@ -35,6 +38,7 @@ impl Services {
         hooks: EngineHooks,
         store: Store,
         snapshots: SnapshotSender,
+        maps: Arc<Maps>,
     ) -> Arc<Services> {
         Arc::new(Services {
             config,
@@ -42,6 +46,7 @@ impl Services {
             store,
             snapshots,
             faults: Faults::default(),
+            maps,
         })
     }
 }

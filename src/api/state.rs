@@ -37,6 +37,10 @@ pub struct AppState {
     pub settlement: Arc<tokio::sync::Notify>,
     pub checkout: Arc<CheckoutConfig>,
     pub limits: Arc<Limits>,
+    /// Travel times, routes, geocoding and streets.
+    pub maps: Arc<crate::maps::Maps>,
+    /// The XYZ raster tile URL the pages may draw (`MEALKITZ_MAP_TILES_URL`).
+    pub map_tiles_url: Option<String>,
 }
 
 /// The checkouts running in this process, by (customer, Idempotency-Key): a second request with

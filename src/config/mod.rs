@@ -10,7 +10,8 @@
 //! - [`auth`]: login tokens; [`log`]: the log format;
 //! - [`dispatch`]: the service area, searching and the actors, with [`matching`] and this
 //!   replica's [`lease`];
-//! - [`gateway`]: WebSockets; [`checkout`]: payments and abuse limits;
+//! - [`gateway`]: WebSockets; [`checkout`]: payments and abuse limits; [`maps`]: OSRM, the map
+//!   extract and tiles;
 //! - [`values`]: the value parsers they share; [`secret`] and [`error`]: the types they share.
 
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod gateway;
 pub mod http;
 pub mod lease;
 pub mod log;
+pub mod maps;
 pub mod matching;
 pub mod redis;
 pub mod secret;
@@ -40,6 +42,7 @@ pub use gateway::{GatewayArgs, GatewayConfig};
 pub use http::{HttpArgs, HttpConfig};
 pub use lease::generated_node_id;
 pub use log::{LogArgs, LogConfig, LogFormat};
+pub use maps::{MapsArgs, MapsConfig};
 pub use matching::Matching;
 pub use redis::{RedisArgs, RedisConfig};
 pub use secret::Secret;
@@ -64,6 +67,8 @@ pub struct Settings {
     pub gateway: GatewayArgs,
     #[command(flatten)]
     pub checkout: CheckoutArgs,
+    #[command(flatten)]
+    pub maps: MapsArgs,
 }
 
 /// The validated configuration of one process.
@@ -77,6 +82,7 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub gateway: GatewayConfig,
     pub checkout: CheckoutConfig,
+    pub maps: MapsConfig,
 }
 
 impl Settings {
@@ -110,6 +116,7 @@ impl Settings {
             dispatch: self.dispatch.to_config()?,
             gateway: self.gateway.to_config(),
             checkout: self.checkout.to_config(),
+            maps: self.maps.to_config(),
         })
     }
 }
@@ -223,6 +230,18 @@ mod tests {
             (
                 &["--payment-abandon-after-secs", "0"],
                 "--payment-abandon-after-secs / MEALKITZ_PAYMENT_ABANDON_AFTER_SECS",
+            ),
+            (
+                &["--osrm-url", "osrm:5000"],
+                "--osrm-url / MEALKITZ_OSRM_URL",
+            ),
+            (
+                &["--osrm-timeout-ms", "0"],
+                "--osrm-timeout-ms / MEALKITZ_OSRM_TIMEOUT_MS",
+            ),
+            (
+                &["--map-data", "/no/such/city.osm.pbf"],
+                "--map-data / MEALKITZ_MAP_DATA",
             ),
             (
                 &["--payment-abandon-after-secs", "soon"],

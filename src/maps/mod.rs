@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::MapsConfig;
 use crate::geo::{LatLon, haversine_m, travel_secs};
 
 pub use geocoder::{Gazetteer, Place};
@@ -89,6 +90,28 @@ impl Maps {
             osrm: None,
             map: None,
         }
+    }
+
+    /// The maps `config` describes: OSRM when its URL is set, the offline map when its extract
+    /// is (read now: call it off the event loop). Straight lines at `speed_kmh` otherwise.
+    pub fn from_config(config: &MapsConfig, speed_kmh: f64) -> Result<Maps, String> {
+        let mut maps = Maps::straight_line(speed_kmh);
+        if let Some(url) = &config.osrm_url {
+            maps = maps.with_osrm(osrm::Osrm::new(url, config.osrm_timeout)?);
+        }
+        if let Some(path) = &config.map_data {
+            let started = std::time::Instant::now();
+            let map = offline::OfflineMap::load(path)?;
+            tracing::info!(
+                path = %path.display(),
+                addresses = map.gazetteer.len(),
+                streets = map.streets.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "map data read"
+            );
+            maps = maps.with_map(Arc::new(map));
+        }
+        Ok(maps)
     }
 
     /// With OSRM in front of the straight line.
