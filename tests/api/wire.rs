@@ -654,7 +654,11 @@ fn route() -> RouteView {
     RouteView {
         order_id: order_id(),
         leg: LegKind::ToPickup,
-        points: vec![[40.7561, -73.9801], [40.7545, -73.9789], [40.7527, -73.9772]],
+        points: vec![
+            [40.7561, -73.9801],
+            [40.7545, -73.9789],
+            [40.7527, -73.9772],
+        ],
         duration_secs: 312.5,
         distance_m: 1_840.0,
         by_road: true,
