@@ -140,8 +140,10 @@ pub async fn driver(plan: DriverPlan, stats: Shared, mut stop: watch::Receiver<b
     // The way to the current stop, and when the driver set off on it.
     let mut walk: Option<Walk> = None;
     let mut leg_started = Instant::now();
+    // Driving is by the clock, not by the tick: each tick covers the time since this instant
+    // (a new leg starts it afresh), so arrivals do not depend on the tick's length.
+    let mut moving_since = Instant::now();
     let metres_per_sec = (speed_kmh / 3.6 * time_scale).max(f64::MIN_POSITIVE);
-    let metres_per_tick = metres_per_sec * DRIVER_TICK.as_secs_f64();
     while !*stop.borrow() {
         let Some(socket) = connect(&url, &token).await else {
             tokio::time::sleep(RECONNECT).await;
@@ -213,7 +215,9 @@ pub async fn driver(plan: DriverPlan, stats: Shared, mut stop: watch::Receiver<b
                                 Some(d) => d.status = status,
                                 None => {
                                     delivery = Some(Delivery { id, pickup, dropoff, status, sent_pickup: false, sent_delivery: false });
-                                    // A new leg: say where it starts.
+                                    // A new leg: set off now, and say where from.
+                                    leg_started = Instant::now();
+                                    moving_since = leg_started;
                                     outgoing.push(json!({"type": "location", "lat": at.lat, "lon": at.lon}));
                                 }
                             }
@@ -224,6 +228,8 @@ pub async fn driver(plan: DriverPlan, stats: Shared, mut stop: watch::Receiver<b
                             if let Some(d) = delivery.as_mut().filter(|d| Some(d.id.as_str()) == order["id"].as_str()) {
                                 if status == "picked_up" && d.status != "picked_up" {
                                     // The leg to the door starts here.
+                                    leg_started = Instant::now();
+                                    moving_since = leg_started;
                                     outgoing.push(json!({"type": "location", "lat": at.lat, "lon": at.lon}));
                                 }
                                 d.status = status.to_owned();
@@ -243,8 +249,15 @@ pub async fn driver(plan: DriverPlan, stats: Shared, mut stop: watch::Receiver<b
                             }
                         }
                         Some("route") if message["leg"] == "to_dropoff" => {
+                            // Routed from where the driver just reported itself: the prediction
+                            // is timed from now.
                             if let (Some(order), Some(secs)) = (message["order_id"].as_str(), message["duration_secs"].as_f64()) {
-                                lock(&stats).trace(order).predicted_delivery_secs.get_or_insert(secs);
+                                let mut stats = lock(&stats);
+                                let trace = stats.trace(order);
+                                if trace.predicted_delivery_secs.is_none() {
+                                    trace.predicted_delivery_secs = Some(secs);
+                                    trace.delivery_routed_at = Some(Instant::now());
+                                }
                             }
                         }
                         Some("offer_expired")
@@ -288,18 +301,17 @@ pub async fn driver(plan: DriverPlan, stats: Shared, mut stop: watch::Receiver<b
                                 // router, or when it fails).
                                 let route = maps.route(&[point(at), point(target)]).await;
                                 walk = Some(Walk::new(&route.geometry, target));
-                                leg_started = Instant::now();
-                                if to_door {
-                                    lock(&stats).trace(&d.id).left_pickup_at.get_or_insert(leg_started);
-                                }
                             }
+                            let now = Instant::now();
+                            let metres = metres_per_sec * now.saturating_duration_since(moving_since).as_secs_f64();
+                            moving_since = now;
                             if let Some(way) = walk.as_mut() {
-                                let (next, spare_m) = way.advance(at, metres_per_tick);
+                                let (next, spare_m) = way.advance(at, metres);
                                 at = next;
                                 if way.arrived() {
                                     // Arrived part-way through the tick: back-date by what was spare.
                                     let early = Duration::try_from_secs_f64(spare_m / metres_per_sec).unwrap_or_default();
-                                    let arrived_at = Instant::now().checked_sub(early).unwrap_or(leg_started).max(leg_started);
+                                    let arrived_at = now.checked_sub(early).unwrap_or(leg_started).max(leg_started);
                                     let mut stats = lock(&stats);
                                     let trace = stats.trace(&d.id);
                                     if to_door {
@@ -320,11 +332,17 @@ pub async fn driver(plan: DriverPlan, stats: Shared, mut stop: watch::Receiver<b
                         }
                         None => {
                             walk = None;
-                            // Idle: drift towards a spot nearby, like a driver waiting for work.
+                            let now = Instant::now();
+                            let metres = metres_per_sec * now.saturating_duration_since(moving_since).as_secs_f64();
+                            moving_since = now;
+                            // Idle: drift towards a spot nearby, like a driver waiting for work;
+                            // stopped while reading an offer, so its pickup ETA still holds.
                             if haversine_m(point(at), point(wander)) < ARRIVED_M {
                                 wander = area.wander_spot(start, &mut rng);
                             }
-                            at = step(at, wander, metres_per_tick / 3.0);
+                            if answer.is_none() {
+                                at = step(at, wander, metres / 3.0);
+                            }
                         }
                     }
                     if ticks.is_multiple_of(LOCATION_EVERY_TICKS) {

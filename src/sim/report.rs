@@ -3,9 +3,12 @@
 //! ETA error: for each delivery, the engine's predictions against what the simulated driver
 //! did, both in simulated seconds (real seconds × time scale). Pickup: the offer's
 //! `pickup_eta_seconds` (road seconds, the engine's learned correction applied) against
-//! accepting the offer → arriving at the pickup. Delivery: the `to_dropoff` route frame's
-//! `duration_secs` (the router's, uncorrected) against leaving the pickup → arriving at the
-//! door. The engine itself learns its corrections from wall-clock durations, which a time
+//! accepting the offer → arriving at the pickup (the driver stands still while it reads the
+//! offer). Delivery: the first `to_dropoff` route frame's `duration_secs` (the router's,
+//! uncorrected) against the frame's arrival → arriving at the door. The engine routes that leg
+//! from the driver's location fix sent on leaving the pickup — or from a later fix when it is
+//! still holding back re-routing, so timing from the frame keeps both ends at the same point.
+//! Orders whose frame came only after the driver was at the door are not scored. The engine itself learns its corrections from wall-clock durations, which a time
 //! scale shrinks: with a scale above 10 it discards them as outliers, at 10 or below it pulls
 //! its factors down toward their floor, so a scaled run says nothing about — and, at a small
 //! scale, skews — the engine's learned factor; these figures use simulated time throughout.
@@ -37,10 +40,10 @@ pub struct Trace {
     /// The assigned driver's offer: its pickup ETA (simulated seconds) and when it accepted.
     pub predicted_pickup_secs: Option<f64>,
     pub offer_accepted_at: Option<Instant>,
-    /// The first `to_dropoff` route's duration (simulated seconds).
+    /// The first `to_dropoff` route's duration (simulated seconds), and when it came.
     pub predicted_delivery_secs: Option<f64>,
-    /// When the driver set off from the pickup, and when it reached the door.
-    pub left_pickup_at: Option<Instant>,
+    pub delivery_routed_at: Option<Instant>,
+    /// When the driver reached the door.
     pub at_dropoff_at: Option<Instant>,
 }
 
@@ -133,7 +136,7 @@ impl Stats {
         let delivery_eta = placed.iter().filter_map(|t| {
             Some((
                 t.predicted_delivery_secs?,
-                sim_secs(t.left_pickup_at, t.at_dropoff_at)?,
+                sim_secs(t.delivery_routed_at, t.at_dropoff_at)?,
             ))
         });
         Report {
@@ -304,7 +307,7 @@ pub struct Report {
     pub delivery_time_sim_min: Summary,
     /// The offer's pickup ETA against accepting → at the pickup (see the module's notes).
     pub pickup_eta_error: EtaError,
-    /// The `to_dropoff` route's duration against leaving the pickup → at the door.
+    /// The `to_dropoff` route's duration against its frame's arrival → at the door.
     pub delivery_eta_error: EtaError,
     pub ws_messages_per_sec: f64,
     /// Error codes seen (HTTP and WebSocket), with counts.
@@ -459,7 +462,7 @@ mod tests {
             predicted_pickup_secs: Some(100.0),
             at_pickup_at: at(5_000),
             // 2 real seconds × 30 = 60 to the door; 90 predicted.
-            left_pickup_at: at(6_000),
+            delivery_routed_at: at(6_000),
             at_dropoff_at: at(8_000),
             predicted_delivery_secs: Some(90.0),
             delivered_at: at(8_100),
@@ -471,7 +474,7 @@ mod tests {
             offer_accepted_at: at(0),
             predicted_pickup_secs: Some(30.0),
             at_pickup_at: at(1_000),
-            left_pickup_at: at(1_000),
+            delivery_routed_at: at(1_000),
             at_dropoff_at: at(2_000),
             delivered_at: at(2_000),
             ..Trace::default()
