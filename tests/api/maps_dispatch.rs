@@ -172,6 +172,39 @@ async fn the_tracking_eta_is_osrms_route_duration_and_the_route_is_shown() {
     let dropoff = app.engine.order(order.id).await.unwrap().dropoff;
     let expected = to_pickup + osrm_route_secs(&osrm, PICKUP, dropoff).await;
     assert!((eta - expected).abs() <= 2.0, "ETA {eta} s, OSRM says {expected} s");
+
+    // The pickup ends the first leg: its prediction is compared with what happened (the
+    // error is measured; a leg this short is too fast to teach the correction anything).
+    let merchant_id = order.merchant_id;
+    app.engine
+        .execute(MerchantReady {
+            merchant_id,
+            order_id: order.id,
+        })
+        .await
+        .unwrap();
+    app.engine
+        .execute(PickedUp {
+            driver: driver.id,
+            order_id: order.id,
+        })
+        .await
+        .unwrap();
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("eta_abs_error_seconds_count{leg=\"pickup\"} 1")),
+        "the pickup leg's ETA error is measured"
+    );
 }
 
 #[actix_web::test]
