@@ -135,7 +135,9 @@ impl SharedBreaker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
         // The breaker's state is valid after any panic between its statements: keep using it.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn admit(&self) -> bool {

@@ -275,7 +275,9 @@ impl Osrm {
 
 /// A mutex's value even after a panic elsewhere (each is one plain value, always valid).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// An error and its causes on one line ("error sending request: … : Connection refused").
@@ -354,12 +356,8 @@ fn table_url(
     check_points(sources)?;
     check_points(destinations)?;
     let all: Vec<LatLon> = sources.iter().chain(destinations).copied().collect();
-    let indices = |range: std::ops::Range<usize>| {
-        range
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(";")
-    };
+    let indices =
+        |range: std::ops::Range<usize>| range.map(|i| i.to_string()).collect::<Vec<_>>().join(";");
     Ok(format!(
         "{base_url}/table/v1/driving/{}?sources={}&destinations={}&annotations=duration",
         coordinates(&all),
@@ -503,7 +501,11 @@ mod tests {
         let url = table_url(
             "http://osrm:5000",
             &[p(60.17, 24.94)],
-            &[p(60.167, 24.948), p(60.168, 24.945), p(-33.8688197, 151.2092956)],
+            &[
+                p(60.167, 24.948),
+                p(60.168, 24.945),
+                p(-33.8688197, 151.2092956),
+            ],
         )
         .unwrap();
         assert_eq!(
@@ -526,7 +528,10 @@ mod tests {
             url.starts_with("http://h/prefix/table/v1/driving/2.000000,1.000000;"),
             "{url}"
         );
-        assert!(url.ends_with("?sources=0;1&destinations=2;3&annotations=duration"), "{url}");
+        assert!(
+            url.ends_with("?sources=0;1&destinations=2;3&annotations=duration"),
+            "{url}"
+        );
     }
 
     #[test]
@@ -538,8 +543,20 @@ mod tests {
             (&many[..], &hundred[..]),
             (&[][..], &hundred[..]),
             (&hundred[..], &[][..]),
-            (&[LatLon { lat: f64::NAN, lon: 0.0 }][..], &hundred[..]),
-            (&hundred[..], &[LatLon { lat: 10.0, lon: 200.0 }][..]),
+            (
+                &[LatLon {
+                    lat: f64::NAN,
+                    lon: 0.0,
+                }][..],
+                &hundred[..],
+            ),
+            (
+                &hundred[..],
+                &[LatLon {
+                    lat: 10.0,
+                    lon: 200.0,
+                }][..],
+            ),
         ] {
             let error = table_url("http://h", sources, destinations).unwrap_err();
             assert!(
@@ -734,7 +751,10 @@ mod tests {
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 5);
         match osrm.health() {
             Health::Degraded(why) => {
-                assert!(why.contains("circuit breaker open after 5 failures"), "{why}");
+                assert!(
+                    why.contains("circuit breaker open after 5 failures"),
+                    "{why}"
+                );
                 assert!(why.contains("HTTP 500"), "{why}");
             }
             other => panic!("expected degraded, got {other:?}"),
