@@ -15,6 +15,8 @@ mod errors;
 mod health;
 mod merchants;
 mod openapi;
+mod osrm_client;
+mod osrm_support;
 mod pages;
 mod recovery;
 mod redis_bus;
