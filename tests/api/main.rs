@@ -13,6 +13,7 @@ mod db_outage;
 mod dispatch;
 mod errors;
 mod health;
+mod maps_api;
 mod merchants;
 mod openapi;
 mod pages;
