@@ -18,7 +18,10 @@ use rstar::RTree;
 use rstar::primitives::GeomWithData;
 use serde::{Deserialize, Serialize};
 
+use self::text::{allowed_edits, leading_number, normalize_number, tokens_of, within_edits};
 use crate::geo::{LatLon, LocalProjection, haversine_m};
+
+mod text;
 
 /// One place an address search can answer with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -115,8 +118,6 @@ pub const REVERSE_MAX_M: f64 = 1_000.0;
 pub const SAME_PLACE_M: f64 = 200.0;
 /// Words this long or longer also match as the end of a compound word.
 pub const SUFFIX_MIN_CHARS: usize = 6;
-/// Words longer than this are matched exactly or as a prefix only, never with typos.
-pub const FUZZY_MAX_CHARS: usize = 48;
 
 /// Match costs: lower is better. A typed word equal to a word of the name costs nothing.
 const COST_PREFIX: u32 = 10;
@@ -198,7 +199,7 @@ impl Gazetteer {
         let mut group_words: Vec<Vec<String>> = Vec::new();
         let mut groups: Vec<Group> = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
-            let words = words_of(&entry.name);
+            let words = tokens_of(&entry.name);
             if words.is_empty() {
                 continue;
             }
@@ -264,7 +265,7 @@ impl Gazetteer {
         let mut city_words: Vec<Vec<char>> = entries
             .iter()
             .filter_map(|e| e.city.as_deref())
-            .flat_map(words_of)
+            .flat_map(tokens_of)
             .map(|w| w.chars().collect())
             .collect();
         city_words.sort();
@@ -311,14 +312,61 @@ impl Gazetteer {
     /// then its other numbers nearest the typed one, then streets, then places (then, with no
     /// number typed, the street's addresses in order). A closer match of the words always
     /// ranks first; `near` breaks ties by distance.
+    ///
+    /// The query is read as typed first; when that matches nothing, without the words that
+    /// name a city (`…, Helsinki`, or the start of it while typing); then with its words
+    /// written together (`mannerheimin tie` is `mannerheimintie`).
     pub fn search(&self, query: &str, near: Option<LatLon>, limit: usize) -> Vec<Place> {
         if limit == 0 {
             return Vec::new();
         }
-        let query = Query::parse(query, |w| self.is_city_word(w));
-        let Some(matched) = self.matching_groups(&query) else {
-            return Vec::new();
-        };
+        for reading in self.readings(Query::parse(query)) {
+            if let Some(matched) = self.matching_groups(&reading) {
+                return self.rank(&reading, matched, near, limit);
+            }
+        }
+        Vec::new()
+    }
+
+    /// The ways [`Gazetteer::search`] reads a query, in order.
+    fn readings(&self, query: Query) -> Vec<Query> {
+        let mut readings = vec![query];
+        let typed = &readings[0];
+        let last = typed.words.len().saturating_sub(1);
+        let kept: Vec<Vec<char>> = typed
+            .words
+            .iter()
+            .enumerate()
+            .filter(|&(i, w)| !self.is_city_word(w, i == last && typed.last_word_unfinished))
+            .map(|(_, w)| w.clone())
+            .collect();
+        if !kept.is_empty() && kept.len() < typed.words.len() {
+            readings.push(Query {
+                last_word_unfinished: typed.last_word_unfinished
+                    && kept.last() == typed.words.last(),
+                words: kept,
+                number: typed.number.clone(),
+            });
+        }
+        let fullest = &readings[readings.len() - 1];
+        if fullest.words.len() > 1 {
+            readings.push(Query {
+                words: vec![fullest.words.concat()],
+                number: fullest.number.clone(),
+                last_word_unfinished: fullest.last_word_unfinished,
+            });
+        }
+        readings
+    }
+
+    /// The answers for the groups `matched` by `query`, best first.
+    fn rank(
+        &self,
+        query: &Query,
+        matched: HashMap<u32, u32>,
+        near: Option<LatLon>,
+        limit: usize,
+    ) -> Vec<Place> {
         let near = near.filter(LatLon::is_valid);
         let distance = |i: u32| near.map_or(0.0, |p| haversine_m(p, self.entries[i as usize].at));
         let asked = query.number.as_deref();
@@ -363,8 +411,8 @@ impl Gazetteer {
                 .then((a.4, a.5).cmp(&(b.4, b.5)))
         });
 
-        let mut chosen: Vec<&Entry> = Vec::with_capacity(limit);
-        let mut labels: Vec<String> = Vec::with_capacity(limit);
+        let mut chosen: Vec<&Entry> = Vec::new();
+        let mut labels: Vec<String> = Vec::new();
         for &(.., i) in &hits {
             let entry = &self.entries[i as usize];
             let label = entry.label();
@@ -420,11 +468,13 @@ impl Gazetteer {
 
     /// A word naming a city: exactly, or with one typo from six letters on (not two, so that
     /// `helsingin` in a street's name is no `helsinki`).
-    fn is_city_word(&self, word: &[char]) -> bool {
+    /// Or, `unfinished`, the start of one (two letters or more).
+    fn is_city_word(&self, word: &[char], unfinished: bool) -> bool {
         let allowed = usize::from(word.len() >= 6);
-        self.city_words
-            .iter()
-            .any(|city| within_edits(word, city, allowed).is_some())
+        self.city_words.iter().any(|city| {
+            within_edits(word, city, allowed).is_some()
+                || (unfinished && word.len() >= 2 && city.starts_with(word))
+        })
     }
 
     /// Every group whose name has a word for each word of the query, with the summed cost;
@@ -512,152 +562,40 @@ struct Query {
 impl Query {
     /// Words starting with a digit are numbers: the first is the house number (a one-letter
     /// word right after it is its letter: `5 a` is `5a`), five-digit ones are postcodes and
-    /// skipped. Words naming a city (`is_city`) are dropped while other words remain.
-    fn parse(text: &str, is_city: impl Fn(&[char]) -> bool) -> Query {
-        let tokens = tokens_of(text);
+    /// skipped. The last word is unfinished when nothing follows it, not even a space.
+    fn parse(text: &str) -> Query {
         let mut words: Vec<Vec<char>> = Vec::new();
         let mut number: Option<String> = None;
         let mut last_is_word = false;
         let mut previous_was_number = false;
-        for token in tokens {
+        for token in tokens_of(text) {
             let chars: Vec<char> = token.chars().collect();
-            if chars[0].is_ascii_digit() {
+            let is_number = chars.first().is_some_and(char::is_ascii_digit);
+            let house_letter = previous_was_number && chars.len() == 1 && !is_number;
+            previous_was_number = false;
+            last_is_word = false;
+            if house_letter {
+                if let Some(n) = number.as_mut() {
+                    n.extend(chars);
+                }
+            } else if is_number {
                 let postcode = chars.len() == 5 && chars.iter().all(char::is_ascii_digit);
                 if number.is_none() && !postcode {
                     number = Some(normalize_number(&token));
                     previous_was_number = true;
-                } else {
-                    previous_was_number = false;
                 }
-                last_is_word = false;
-                continue;
+            } else {
+                words.push(chars);
+                last_is_word = true;
             }
-            if previous_was_number && chars.len() == 1 {
-                if let Some(n) = number.as_mut() {
-                    n.push(chars[0]);
-                }
-                previous_was_number = false;
-                last_is_word = false;
-                continue;
-            }
-            previous_was_number = false;
-            words.push(chars);
-            last_is_word = true;
         }
         let ends_open = text.chars().last().is_some_and(char::is_alphanumeric);
-        if words.len() > 1 {
-            let kept: Vec<Vec<char>> = words.iter().filter(|w| !is_city(w)).cloned().collect();
-            if !kept.is_empty() && kept.len() < words.len() {
-                let last_kept = kept.last() == words.last();
-                last_is_word &= last_kept;
-                words = kept;
-            }
-        }
         Query {
             words,
             number,
             last_word_unfinished: last_is_word && ends_open,
         }
     }
-}
-
-/// Lower case, accents and `ä ö å` folded to their base letters.
-fn fold(c: char) -> impl Iterator<Item = char> {
-    c.to_lowercase().map(|c| match c {
-        'ä' | 'å' | 'á' | 'à' | 'â' | 'ã' | 'æ' => 'a',
-        'ö' | 'ó' | 'ò' | 'ô' | 'õ' | 'ø' => 'o',
-        'é' | 'è' | 'ê' | 'ë' => 'e',
-        'ü' | 'ú' | 'ù' | 'û' => 'u',
-        'í' | 'ì' | 'î' | 'ï' => 'i',
-        'š' => 's',
-        'ž' => 'z',
-        'ç' => 'c',
-        'ñ' => 'n',
-        other => other,
-    })
-}
-
-/// The folded alphanumeric runs of `text`.
-fn tokens_of(text: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    let mut current = String::new();
-    for c in text.chars().flat_map(fold) {
-        if c.is_alphanumeric() {
-            current.push(c);
-        } else if !current.is_empty() {
-            tokens.push(std::mem::take(&mut current));
-        }
-    }
-    if !current.is_empty() {
-        tokens.push(current);
-    }
-    tokens
-}
-
-/// The words of a name, as a query's words are normalised.
-fn words_of(name: &str) -> Vec<String> {
-    tokens_of(name)
-}
-
-/// A house number as typed and as mapped compare equal: folded, spaces dropped
-/// (`5 A` is `5a`), ranges kept (`12-14`).
-fn normalize_number(number: &str) -> String {
-    number
-        .chars()
-        .flat_map(fold)
-        .filter(|c| c.is_alphanumeric() || *c == '-')
-        .collect()
-}
-
-/// The number a house number starts with (`12b` is 12); `u64::MAX` when none, to sort last.
-fn leading_number(number: &str) -> u64 {
-    let digits: String = number.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().unwrap_or(u64::MAX)
-}
-
-/// Typos forgiven in a word of `len` characters.
-fn allowed_edits(len: usize) -> usize {
-    match len {
-        0..4 => 0,
-        4..8 => 1,
-        8..=FUZZY_MAX_CHARS => 2,
-        _ => 0,
-    }
-}
-
-/// The optimal-string-alignment distance between `a` and `b` (insert, delete, substitute, or
-/// swap two neighbours: one edit each) when it is at most `max`; `None` as soon as it cannot be.
-fn within_edits(a: &[char], b: &[char], max: usize) -> Option<usize> {
-    const ROW: usize = FUZZY_MAX_CHARS + 3;
-    if a.len().abs_diff(b.len()) > max || a.len() >= ROW || b.len() >= ROW {
-        return None;
-    }
-    let n = b.len();
-    let mut before = [0usize; ROW];
-    let mut previous = [0usize; ROW];
-    let mut current = [0usize; ROW];
-    for (j, slot) in previous.iter_mut().enumerate().take(n + 1) {
-        *slot = j;
-    }
-    for i in 1..=a.len() {
-        current[0] = i;
-        let mut row_min = i;
-        for j in 1..=n {
-            let substitution = previous[j - 1] + usize::from(a[i - 1] != b[j - 1]);
-            let mut value = substitution.min(previous[j] + 1).min(current[j - 1] + 1);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                value = value.min(before[j - 2] + 1);
-            }
-            current[j] = value;
-            row_min = row_min.min(value);
-        }
-        if row_min > max {
-            return None;
-        }
-        before = previous;
-        previous = current;
-    }
-    (previous[n] <= max).then_some(previous[n])
 }
 
 /// The entry among `ids` nearest the mean of their points.
@@ -780,8 +718,16 @@ mod tests {
             // an unfinished last word
             ("mannerh", "Mannerheimintie, Helsinki"),
             ("aleks", "Aleksanterinkatu, Helsinki"),
-            // the end of a compound
+            // the end of a compound, a compound typed apart
             ("esplanadi", "Pohjoisesplanadi, Helsinki"),
+            ("mannerheimin tie 5", "Mannerheimintie 5, Helsinki"),
+            ("pohjois esplanadi", "Pohjoisesplanadi, Helsinki"),
+            // the city while it is being typed
+            ("mannerheimintie 5, hel", "Mannerheimintie 5, Helsinki"),
+            (
+                "aleksanterinkatu 52 helsin",
+                "Aleksanterinkatu 52, Helsinki",
+            ),
         ];
         let town = town();
         for (query, expected) in cases {
@@ -898,6 +844,24 @@ mod tests {
     }
 
     #[test]
+    fn a_city_word_that_is_part_of_a_name_is_matched_as_one() {
+        let town = Gazetteer::new(vec![
+            Entry::place("Hotel Arthur", at(60.1720, 24.9440)),
+            Entry::place("Hotel Helsinki", at(60.1700, 24.9400)),
+            Entry::address("Mannerheimintie", "5", HKI, at(60.1694, 24.9398)),
+        ]);
+        assert_eq!(
+            labels(&town.search("hotel helsinki", None, 5)),
+            vec!["Hotel Helsinki"]
+        );
+        assert_eq!(
+            labels(&town.search("hotel, helsinki", None, 5)),
+            vec!["Hotel Helsinki"],
+            "punctuation does not matter"
+        );
+    }
+
+    #[test]
     fn a_city_word_is_kept_when_it_is_all_there_is() {
         let town = Gazetteer::new(vec![
             Entry::place("Helsinki", at(60.17, 24.94)),
@@ -956,44 +920,18 @@ mod tests {
     }
 
     #[test]
-    fn edit_distance_counts_a_swap_as_one_and_gives_up_past_the_allowance() {
-        let chars = |s: &str| s.chars().collect::<Vec<char>>();
-        let cases: &[(&str, &str, usize, Option<usize>)] = &[
-            ("katu", "katu", 1, Some(0)),
-            ("katu", "kaut", 1, Some(1)),
-            ("katu", "kat", 1, Some(1)),
-            ("katu", "katua", 1, Some(1)),
-            ("katu", "kuta", 1, None),
-            ("aleksanterinkatu", "alexanterinkatu", 2, Some(2)),
-            ("aleksanterinkatu", "aleksanterinktu", 2, Some(1)),
-            ("abc", "xyz", 2, None),
-            ("", "ab", 2, Some(2)),
-        ];
-        for (a, b, max, expected) in cases {
-            assert_eq!(
-                within_edits(&chars(a), &chars(b), *max),
-                *expected,
-                "{a} vs {b}"
-            );
-        }
-        let long = "a".repeat(FUZZY_MAX_CHARS + 3);
-        assert_eq!(within_edits(&chars(&long), &chars(&long), 2), None);
-    }
-
-    #[test]
     fn queries_are_taken_apart_into_words_a_number_and_an_open_end() {
-        let no_city = |_: &[char]| false;
-        let parsed = Query::parse("Mannerheimintie 5 a", no_city);
+        let parsed = Query::parse("Mannerheimintie 5 a");
         assert_eq!(
             parsed.words,
             vec!["mannerheimintie".chars().collect::<Vec<_>>()]
         );
         assert_eq!(parsed.number.as_deref(), Some("5a"));
         assert!(!parsed.last_word_unfinished);
-        assert!(Query::parse("mannerh", no_city).last_word_unfinished);
-        assert!(!Query::parse("mannerh ", no_city).last_word_unfinished);
+        assert!(Query::parse("mannerh").last_word_unfinished);
+        assert!(!Query::parse("mannerh ").last_word_unfinished);
         assert_eq!(
-            Query::parse("12-14 yrjönkatu", no_city).number.as_deref(),
+            Query::parse("12-14 yrjönkatu").number.as_deref(),
             Some("12")
         );
         assert_eq!(normalize_number("12-14"), "12-14");
