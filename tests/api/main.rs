@@ -13,6 +13,7 @@ mod db_outage;
 mod dispatch;
 mod errors;
 mod health;
+mod maps_api;
 mod maps_dispatch;
 mod merchants;
 mod openapi;
