@@ -44,6 +44,9 @@ pub struct Area {
     wander_deg: f64,
 }
 
+/// How far inside its map data (or its regions) a city's people are placed.
+pub const AREA_MARGIN_M: f64 = 100.0;
+
 /// The synthetic city: half its side is the demo regions' less a margin, so everything stays
 /// inside the service area.
 const SYNTHETIC: Area = Area {
@@ -59,7 +62,7 @@ const SYNTHETIC: Area = Area {
 };
 
 /// Central Helsinki: the extract spans about 60.164–60.179 N, 24.935–24.953 E (≈ 1.67 km ×
-/// 1.0 km); the people stay 100 m inside it, where the street network is whole.
+/// 1.0 km); the people stay [`AREA_MARGIN_M`] inside it, where the street network is whole.
 const HELSINKI: Area = Area {
     centre: LatLon {
         lat: 60.1715,
@@ -97,6 +100,16 @@ impl Area {
     /// Whether `p` is inside the area.
     pub fn contains(&self, p: Position) -> bool {
         let (sw, ne) = self.bounds();
+        (sw.lat..=ne.lat).contains(&p.lat) && (sw.lon..=ne.lon).contains(&p.lon)
+    }
+
+    /// Whether `p` is inside the area grown by `margin_m` on every side.
+    pub fn contains_within(&self, p: Position, margin_m: f64) -> bool {
+        let (sw, ne) = self.bounds();
+        let (sw, ne) = (
+            sw.offset_m(-margin_m, -margin_m),
+            ne.offset_m(margin_m, margin_m),
+        );
         (sw.lat..=ne.lat).contains(&p.lat) && (sw.lon..=ne.lon).contains(&p.lon)
     }
 

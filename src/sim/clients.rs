@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use super::city::{Area, MENU, PlannedOrder};
+use super::city::{AREA_MARGIN_M, Area, MENU, PlannedOrder};
 use super::report::Stats;
 use super::walk::{Walk, step};
 use crate::domain::Position;
@@ -48,8 +48,9 @@ fn position(value: &Value) -> Option<Position> {
     })
 }
 
-/// The address map data gives for `p`, when there is map data and the address is inside the
-/// city: merchants and dropoffs move to it, so that the point and its label agree.
+/// The address map data gives for `p`, when there is map data and the address is in the
+/// city (or in the margin around it, still on the map): merchants and dropoffs move to it, so
+/// that the point and its label agree.
 pub fn addressed(maps: &Maps, area: &Area, p: Position) -> Option<Place> {
     if !maps.has_map() {
         return None;
@@ -59,7 +60,7 @@ pub fn addressed(maps: &Maps, area: &Area, p: Position) -> Option<Place> {
         lat: place.lat,
         lon: place.lon,
     };
-    area.contains(at).then_some(place)
+    area.contains_within(at, AREA_MARGIN_M).then_some(place)
 }
 
 async fn connect(
@@ -520,5 +521,61 @@ impl Customers {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maps::offline::OfflineMap;
+    use crate::sim::city::{City, CityKind};
+
+    #[test]
+    fn helsinki_merchants_and_dropoffs_get_real_addresses_in_the_city() {
+        let map = OfflineMap::read(crate::sim::helsinki::MAP_DATA).expect("the extract reads");
+        let maps = Maps::straight_line(25.0).with_map(Arc::new(map));
+        let city = City::new(CityKind::Helsinki, 7, 20, 10, 10, 120.0, 60.0);
+        let spots: Vec<Position> = city
+            .merchants
+            .iter()
+            .copied()
+            .chain(city.orders.iter().map(|o| o.dropoff))
+            .collect();
+        let placed: Vec<Place> = spots
+            .iter()
+            .filter_map(|p| addressed(&maps, &city.area, *p))
+            .collect();
+        // Nearly every point of central Helsinki has an address nearby.
+        assert!(
+            placed.len() * 100 >= spots.len() * 95,
+            "{} of {}",
+            placed.len(),
+            spots.len()
+        );
+        for place in &placed {
+            let at = Position {
+                lat: place.lat,
+                lon: place.lon,
+            };
+            assert!(city.area.contains_within(at, AREA_MARGIN_M), "{place:?}");
+            assert!(!place.label.trim().is_empty());
+        }
+        // Mostly house addresses, with numbers (near the parks, a street or a place's name).
+        let numbered = placed
+            .iter()
+            .filter(|p| p.label.chars().any(|c| c.is_ascii_digit()))
+            .count();
+        assert!(
+            numbered * 5 >= placed.len() * 4,
+            "{numbered} of {}: {placed:?}",
+            placed.len()
+        );
+    }
+
+    #[test]
+    fn without_map_data_nothing_is_addressed() {
+        let maps = Maps::straight_line(25.0);
+        let city = City::new(CityKind::Helsinki, 7, 3, 1, 1, 1.0, 1.0);
+        assert!(addressed(&maps, &city.area, city.merchants[0]).is_none());
     }
 }

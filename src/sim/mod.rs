@@ -29,6 +29,7 @@ use crate::config::MapsConfig;
 use crate::config::dispatch::DEFAULT_AVERAGE_SPEED_KMH;
 use crate::geo::{LatLon, RegionMap};
 use crate::maps::Maps;
+use crate::maps::offline::OfflineMap;
 
 /// The password of every simulated account.
 pub const SIM_PASSWORD: &str = "simulated-password";
@@ -210,43 +211,29 @@ async fn cast(api: &Api, config: &SimConfig, city: &City, maps: &Maps) -> anyhow
 /// the map data its addresses come from (the built-in extract unless `--map-data` names one).
 /// Without usable map data the run goes on with made-up addresses.
 async fn sim_maps(config: &SimConfig) -> anyhow::Result<(Arc<Maps>, MapsUsed)> {
-    let mut maps_config = MapsConfig {
+    let routing = MapsConfig {
         map_data: None,
         map_tiles_url: None,
         ..config.maps.clone()
     };
+    let mut maps = Maps::from_config(&routing, DEFAULT_AVERAGE_SPEED_KMH)
+        .map_err(|e| anyhow::anyhow!("the simulator's maps: {e}"))?;
     if config.city == CityKind::Helsinki {
-        maps_config.map_data = match &config.maps.map_data {
-            Some(path) => Some(path.clone()),
-            None => match helsinki::files() {
-                Ok(files) => Some(files.map_data),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot write the Helsinki map data; addresses are made up");
-                    None
-                }
-            },
-        };
-    }
-    let load = |maps_config: MapsConfig| async move {
-        tokio::task::spawn_blocking(move || {
-            Maps::from_config(&maps_config, DEFAULT_AVERAGE_SPEED_KMH)
+        let path = config.maps.map_data.clone();
+        let read = tokio::task::spawn_blocking(move || match path {
+            Some(path) => OfflineMap::load(&path),
+            None => OfflineMap::read(helsinki::MAP_DATA),
         })
         .await
-        .map_err(|e| e.to_string())?
-    };
-    let maps = match load(maps_config.clone()).await {
-        Ok(maps) => maps,
-        Err(error) if maps_config.map_data.is_some() => {
-            tracing::warn!(%error, "cannot read the map data; addresses are made up");
-            load(MapsConfig {
-                map_data: None,
-                ..maps_config
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("the simulator's maps: {e}"))?
+        .map_err(|e| e.to_string())
+        .and_then(|read| read);
+        match read {
+            Ok(map) => maps = maps.with_map(Arc::new(map)),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the map data; addresses are made up");
+            }
         }
-        Err(error) => bail!("the simulator's maps: {error}"),
-    };
+    }
     let used = MapsUsed {
         routing: maps.provider(),
         addresses: maps.has_map(),
