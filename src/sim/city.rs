@@ -321,9 +321,8 @@ mod tests {
         )))
         .unwrap();
         // The extract's own extent (data/helsinki/README.md).
-        let in_extract = |p: Position| {
-            (60.164..=60.179).contains(&p.lat) && (24.935..=24.953).contains(&p.lon)
-        };
+        let in_extract =
+            |p: Position| (60.164..=60.179).contains(&p.lat) && (24.935..=24.953).contains(&p.lon);
         let city = City::new(CityKind::Helsinki, 3, 30, 200, 10, 600.0, 600.0);
         assert!(city.orders.len() > 5_000, "{}", city.orders.len());
         let everyone = city

@@ -479,7 +479,9 @@ impl Customers {
             .collect();
         let dropoff = match addressed(&self.maps, &self.area, planned.dropoff) {
             Some(place) => json!({"lat": place.lat, "lon": place.lon, "address": place.label}),
-            None => json!({"lat": planned.dropoff.lat, "lon": planned.dropoff.lon, "address": format!("{n} Sim Street")}),
+            None => {
+                json!({"lat": planned.dropoff.lat, "lon": planned.dropoff.lon, "address": format!("{n} Sim Street")})
+            }
         };
         let body = json!({
             "merchant_id": merchant_id,

@@ -152,8 +152,12 @@ async fn cast(api: &Api, config: &SimConfig, city: &City, maps: &Maps) -> anyhow
             None => {
                 let spot = city.merchants[i];
                 let body = match addressed(maps, &city.area, spot) {
-                    Some(place) => json!({"name": format!("Sim Kitchen {i}"), "address": place.label, "location": {"lat": place.lat, "lon": place.lon}}),
-                    None => json!({"name": format!("Sim Kitchen {i}"), "address": format!("{i} Simulation Ave"), "location": spot}),
+                    Some(place) => {
+                        json!({"name": format!("Sim Kitchen {i}"), "address": place.label, "location": {"lat": place.lat, "lon": place.lon}})
+                    }
+                    None => {
+                        json!({"name": format!("Sim Kitchen {i}"), "address": format!("{i} Simulation Ave"), "location": spot})
+                    }
                 };
                 let (status, created) = api
                     .call(
@@ -259,9 +263,7 @@ async fn check_service_area(api: &Api, city: &City) -> anyhow::Result<()> {
     let outside = city
         .merchants
         .iter()
-        .filter(|p| {
-            LatLon::new(p.lat, p.lon).map_or(true, |at| regions.locate(at).is_none())
-        })
+        .filter(|p| LatLon::new(p.lat, p.lon).map_or(true, |at| regions.locate(at).is_none()))
         .count();
     if outside > 0 {
         let hint = match city.kind {

@@ -434,7 +434,12 @@ mod tests {
     fn no_deliveries_and_bad_values_give_an_empty_eta_error() {
         let empty = EtaError::of(Vec::new());
         assert_eq!(
-            (empty.count, empty.mean_abs_secs, empty.p90_abs_secs, empty.bias_secs),
+            (
+                empty.count,
+                empty.mean_abs_secs,
+                empty.p90_abs_secs,
+                empty.bias_secs
+            ),
             (0, 0.0, 0.0, 0.0)
         );
         let e = EtaError::of([(f64::NAN, 10.0), (60.0, f64::INFINITY), (60.0, 90.0)]);
@@ -507,7 +512,10 @@ mod tests {
         assert!((report.delivery_eta_error.bias_secs + 30.0).abs() < 1e-6);
         let table = report.table();
         assert!(table.contains("pickup ETA error"), "{table}");
-        assert!(table.contains("city helsinki · drivers routed by osrm"), "{table}");
+        assert!(
+            table.contains("city helsinki · drivers routed by osrm"),
+            "{table}"
+        );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["city"], "helsinki");
         assert_eq!(json["delivery_eta_error"]["count"], 1);

@@ -167,7 +167,10 @@ mod tests {
             let mut walk = Walk::new(&route, target);
             let (at, spare) = walk.advance(pos(from), 250.0);
             assert_eq!(spare, 0.0);
-            assert!((haversine_m(from, point(at)) - 250.0).abs() < 1.0, "{route:?}");
+            assert!(
+                (haversine_m(from, point(at)) - 250.0).abs() < 1.0,
+                "{route:?}"
+            );
             assert!((haversine_m(point(at), point(target)) - 250.0).abs() < 1.0);
             let (at, _) = walk.advance(at, 300.0);
             assert!(walk.arrived());

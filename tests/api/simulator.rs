@@ -91,7 +91,9 @@ async fn a_helsinki_run_delivers_on_the_helsinki_regions_and_scores_every_eta() 
         .await
         .expect_err("the synthetic city is not served here");
     assert!(
-        wrong.to_string().contains("does not serve the synthetic city"),
+        wrong
+            .to_string()
+            .contains("does not serve the synthetic city"),
         "{wrong}"
     );
 }
