@@ -146,6 +146,7 @@ async fn run(count: usize, backend: String) {
             pickup,
             dropoff: spread(i + 1),
             dropoff_address: "Bench Street".into(),
+            pickup_address: "1 Kitchen Street".into(),
         };
         let (mut order, first) = Order::place(new, region, mealkitz::store::now());
         let mut entries = vec![first];

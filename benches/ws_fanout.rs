@@ -106,6 +106,7 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
                     lon: pickup.lon,
                 },
                 dropoff_address: "Fan-out Street".into(),
+                pickup_address: "1 Kitchen Street".into(),
             },
             "sw".into(),
             mealkitz::store::now(),

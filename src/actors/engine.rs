@@ -95,7 +95,8 @@ impl Engine {
             config.snapshot_batch,
             config.snapshot_interval,
         );
-        let services = Services::new(config, hooks, store, snapshots, maps);
+        let services = Services::new(config, hooks, store.clone(), snapshots, maps);
+        services.eta.spawn_saver(&tasks, store);
         let registry = Registry::new(services.clone(), arbiters, roster::STARTERS);
         Engine {
             services,
@@ -234,7 +235,11 @@ impl Engine {
             let store = self.services.store.clone();
             async move { store.open_orders(region.as_str()).await }
         });
-        let regions = futures_util::future::try_join_all(loads).await?;
+        let (regions, ()) = futures_util::join!(
+            futures_util::future::try_join_all(loads),
+            self.services.eta.load(&self.services.store)
+        );
+        let regions = regions?;
         let read = started.elapsed();
         for id in self.registry.region_ids() {
             self.registry.start_region(id);

@@ -9,6 +9,7 @@ pub mod commands;
 mod driver;
 mod engine;
 mod error;
+pub mod eta;
 mod feed;
 mod mailbox;
 mod merchant;
@@ -29,6 +30,8 @@ pub use command::{Command, Served, Subscription};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use feed::FEED_CAPACITY;
-pub use protocol::{Canceller, Candidate, DriverFeed, DriverStatus, OfferView, OrderFeed};
+pub use protocol::{
+    Canceller, Candidate, DriverFeed, DriverStatus, LegKind, OfferView, OrderFeed, RouteView,
+};
 pub use services::EngineHooks;
 pub use supervision::{Entity, FailedActor};

@@ -3,6 +3,7 @@
 //! orders picked up in the region, and restarts the order, driver and merchant actors it owns
 //! when they crash.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use super::services::Services;
 use super::supervision::{ChildCrashed, ChildGuard, Entity, Verdict};
 use crate::domain::{OrderId, UserId};
 use crate::geo::{DriverIndex, LatLon, RegionId, travel_secs};
+use crate::maps::Maps;
 
 /// How long to wait before reading a crashed or stale order again when the store could not be
 /// read (a database outage): the order must come back once it can.
@@ -59,8 +61,9 @@ impl RegionActor {
         }
     }
 
-    /// The `k` best available drivers within `radius_m` of `pickup`, by estimated pickup time.
-    fn candidates(
+    /// The `k` nearest available drivers within `radius_m` of `pickup` (the R-tree, in
+    /// microseconds), with straight-line pickup times. [`rank_by_road`] then re-ranks them.
+    fn nearest(
         &self,
         pickup: LatLon,
         radius_m: f64,
@@ -68,34 +71,31 @@ impl RegionActor {
         exclude: &[UserId],
     ) -> Vec<Candidate> {
         let speed_kmh = self.services.config.average_speed_kmh;
-        // With one average speed the ETA order is the distance order; the ETA is what a
-        // smarter estimator (traffic, vehicle) would change, so rank by it.
-        let mut candidates: Vec<Candidate> = self
-            .index
+        self.index
             .nearest_within(pickup, k, radius_m, |driver| exclude.contains(driver))
             .into_iter()
             .map(|n| Candidate {
                 driver_id: n.key,
+                location: n.location,
                 distance_m: n.distance_m,
                 pickup_eta_secs: travel_secs(n.distance_m, speed_kmh),
             })
-            .collect();
-        candidates.sort_by(|a, b| a.pickup_eta_secs.total_cmp(&b.pickup_eta_secs));
-        candidates
+            .collect()
     }
 
     /// Closes the window: assigns the batch's orders to drivers so that the total estimated
-    /// pickup time is least (and as many orders as possible get one), then answers each.
-    fn run_batch(&mut self) {
+    /// pickup time is least (and as many orders as possible get one), then answers each. The
+    /// candidates come from the R-tree now; their pickup times from one many-to-many table of
+    /// the maps service (every candidate driver to every pickup), off the actor's loop.
+    fn run_batch(&mut self, ctx: &mut Context<Self>) {
         let batch = std::mem::take(&mut self.batch);
         if batch.is_empty() {
             return;
         }
-        let started = std::time::Instant::now();
         let sets: Vec<Vec<Candidate>> = batch
             .iter()
             .map(|(request, _)| {
-                self.candidates(
+                self.nearest(
                     request.pickup,
                     request.radius_m,
                     request.k,
@@ -103,41 +103,32 @@ impl RegionActor {
                 )
             })
             .collect();
-        let mut drivers: Vec<UserId> = Vec::new();
-        let mut column_of: std::collections::HashMap<UserId, usize> = Default::default();
-        for set in &sets {
-            for candidate in set {
-                column_of.entry(candidate.driver_id).or_insert_with(|| {
-                    drivers.push(candidate.driver_id);
-                    drivers.len() - 1
-                });
-            }
-        }
-        let cost: Vec<Vec<Option<f64>>> = sets
-            .iter()
-            .map(|set| {
-                let mut row = vec![None; drivers.len()];
-                for candidate in set {
-                    row[column_of[&candidate.driver_id]] = Some(candidate.pickup_eta_secs);
+        let maps = self.services.maps.clone();
+        let eta_factor = self.services.eta_factor(&self.id);
+        ctx.spawn(
+            async move {
+                let started = std::time::Instant::now();
+                let pickups: Vec<LatLon> = batch.iter().map(|(r, _)| r.pickup).collect();
+                let (drivers, cost, sets) = batch_costs(&maps, &pickups, sets, eta_factor).await;
+                let assigned = crate::domain::assignment::assign(&cost);
+                metrics::histogram!("dispatch_batch_orders").record(batch.len() as f64);
+                metrics::histogram!("dispatch_batch_solve_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                for (((_, reply), set), column) in batch.into_iter().zip(&sets).zip(assigned) {
+                    let outcome = match column {
+                        Some(column) => set
+                            .iter()
+                            .find(|c| c.driver_id == drivers[column])
+                            .copied()
+                            .map_or(MatchOutcome::Outbid, MatchOutcome::Driver),
+                        None if set.is_empty() => MatchOutcome::NoneInRange,
+                        None => MatchOutcome::Outbid,
+                    };
+                    let _ = reply.send(outcome);
                 }
-                row
-            })
-            .collect();
-        let assigned = crate::domain::assignment::assign(&cost);
-        metrics::histogram!("dispatch_batch_orders").record(batch.len() as f64);
-        metrics::histogram!("dispatch_batch_solve_seconds").record(started.elapsed().as_secs_f64());
-        for (((_, reply), set), column) in batch.into_iter().zip(&sets).zip(assigned) {
-            let outcome = match column {
-                Some(column) => set
-                    .iter()
-                    .find(|c| c.driver_id == drivers[column])
-                    .copied()
-                    .map_or(MatchOutcome::Outbid, MatchOutcome::Driver),
-                None if set.is_empty() => MatchOutcome::NoneInRange,
-                None => MatchOutcome::Outbid,
-            };
-            let _ = reply.send(outcome);
-        }
+            }
+            .into_actor(self),
+        );
     }
 
     fn publish_size(&self) {
@@ -193,10 +184,15 @@ impl Handler<RemoveDriver> for RegionActor {
 }
 
 impl Handler<FindCandidates> for RegionActor {
-    type Result = MessageResult<FindCandidates>;
+    type Result = ResponseFuture<Vec<Candidate>>;
 
+    /// The nearest drivers by air, ranked by road: one one-to-k table call, which never
+    /// stalls dispatch (the maps service answers by straight line when OSRM is slow or down).
     fn handle(&mut self, msg: FindCandidates, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.candidates(msg.pickup, msg.radius_m, msg.k, &msg.exclude))
+        let nearest = self.nearest(msg.pickup, msg.radius_m, msg.k, &msg.exclude);
+        let maps = self.services.maps.clone();
+        let eta_factor = self.services.eta_factor(&self.id);
+        Box::pin(rank_by_road(maps, msg.pickup, nearest, eta_factor))
     }
 }
 
@@ -210,7 +206,7 @@ impl Handler<RequestMatch> for RegionActor {
                 crate::config::Matching::Batched { window } => window,
                 crate::config::Matching::Greedy => std::time::Duration::ZERO,
             };
-            ctx.run_later(window, |act, _| act.run_batch());
+            ctx.run_later(window, |act, ctx| act.run_batch(ctx));
         }
         self.batch.push((msg, reply));
         Box::pin(async move { answer.await.unwrap_or(MatchOutcome::NoneInRange) })
@@ -312,4 +308,70 @@ impl Handler<ChildCrashed> for RegionActor {
             Entity::Region(_) => {}
         }
     }
+}
+
+/// Re-ranks `candidates` by their travel time to `pickup` from one table call (drivers as
+/// sources, the pickup as the destination: one-way streets count), scaled by the region's
+/// learned correction `eta_factor`.
+pub async fn rank_by_road(
+    maps: Arc<Maps>,
+    pickup: LatLon,
+    mut candidates: Vec<Candidate>,
+    eta_factor: f64,
+) -> Vec<Candidate> {
+    if candidates.is_empty() {
+        return candidates;
+    }
+    let sources: Vec<LatLon> = candidates.iter().map(|c| c.location).collect();
+    let table = maps.table(&sources, &[pickup]).await;
+    for (candidate, row) in candidates.iter_mut().zip(&table.secs) {
+        if let Some(secs) = row.first() {
+            candidate.pickup_eta_secs = secs * eta_factor;
+        }
+    }
+    candidates.sort_by(|a, b| a.pickup_eta_secs.total_cmp(&b.pickup_eta_secs));
+    candidates
+}
+
+/// The batch's cost matrix from one many-to-many table: the distinct candidate drivers (the
+/// columns), each order's row of pickup times (`None` where the driver is not its candidate),
+/// and the candidate sets with their road times filled in.
+async fn batch_costs(
+    maps: &Maps,
+    pickups: &[LatLon],
+    mut sets: Vec<Vec<Candidate>>,
+    eta_factor: f64,
+) -> (Vec<UserId>, Vec<Vec<Option<f64>>>, Vec<Vec<Candidate>>) {
+    let mut drivers: Vec<UserId> = Vec::new();
+    let mut locations: Vec<LatLon> = Vec::new();
+    let mut column_of: HashMap<UserId, usize> = HashMap::new();
+    for set in &sets {
+        for candidate in set {
+            column_of.entry(candidate.driver_id).or_insert_with(|| {
+                drivers.push(candidate.driver_id);
+                locations.push(candidate.location);
+                drivers.len() - 1
+            });
+        }
+    }
+    let table = maps.table(&locations, pickups).await;
+    for (row, set) in sets.iter_mut().enumerate() {
+        for candidate in set.iter_mut() {
+            let column = column_of[&candidate.driver_id];
+            if let Some(secs) = table.secs.get(column).and_then(|r| r.get(row)) {
+                candidate.pickup_eta_secs = secs * eta_factor;
+            }
+        }
+    }
+    let cost = sets
+        .iter()
+        .map(|set| {
+            let mut row = vec![None; drivers.len()];
+            for candidate in set {
+                row[column_of[&candidate.driver_id]] = Some(candidate.pickup_eta_secs);
+            }
+            row
+        })
+        .collect();
+    (drivers, cost, sets)
 }

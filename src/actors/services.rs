@@ -30,6 +30,8 @@ pub struct Services {
     pub faults: Faults,
     /// Travel times and routes: ranking candidates, offers' pickup ETAs, tracking ETAs.
     pub maps: Arc<Maps>,
+    /// Learned ETA corrections and the ETA error.
+    pub eta: Arc<super::eta::EtaLearning>,
 }
 
 impl Services {
@@ -47,6 +49,12 @@ impl Services {
             snapshots,
             faults: Faults::default(),
             maps,
+            eta: Default::default(),
         })
+    }
+
+    /// The learned correction to scale road durations by in `region` at this hour.
+    pub fn eta_factor(&self, region: &crate::geo::RegionId) -> f64 {
+        self.eta.factor(region.as_str())
     }
 }

@@ -65,6 +65,7 @@ struct Plan {
     pickup: Position,
     dropoff: Position,
     dropoff_address: String,
+    pickup_address: String,
     payment_method: String,
 }
 
@@ -169,6 +170,7 @@ async fn validate(state: &AppState, request: CheckoutRequest) -> Result<Plan, Ap
         pickup: merchant.location,
         dropoff,
         dropoff_address: address,
+        pickup_address: merchant.address.clone(),
         payment_method: method.to_owned(),
     })
 }
@@ -357,6 +359,7 @@ async fn process(
                 pickup: plan.pickup,
                 dropoff: plan.dropoff,
                 dropoff_address: plan.dropoff_address,
+                pickup_address: plan.pickup_address,
             },
         })
         .await;

@@ -30,8 +30,8 @@ pub async fn health() -> HttpResponse {
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
-    /// Each dependency (`database`, `dispatch`, and with Redis `redis` and `routing`): `ok`, or
-    /// why it failed (`degraded: …` for the two that do not fail readiness). `leases`, when
+    /// Each dependency (`database`, `dispatch`, `maps`, and with Redis `redis` and `routing`):
+    /// `ok`, or why it failed (`degraded: …` for the three that do not fail readiness). `leases`, when
     /// present, tells when this replica last stepped down from a region another one took over
     /// (it does not fail readiness).
     pub checks: BTreeMap<String, String>,
@@ -64,7 +64,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             None => None,
         }
     };
-    let (database, redis) = futures_util::join!(database, redis);
+    let (database, redis, maps) = futures_util::join!(database, redis, state.maps.probe());
     let database = database.and_then(|()| {
         if state.auth.tokens.is_ready() {
             Ok(())
@@ -84,6 +84,20 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if let Some(note) = state.cluster.step_down_note() {
         checks.insert("leases".to_owned(), note);
     }
+    // The maps service is reported, never failing: without OSRM, dispatch and ETAs go on by
+    // the straight line.
+    checks.insert(
+        "maps".to_owned(),
+        match maps {
+            crate::maps::Health::Ok => "ok".to_owned(),
+            crate::maps::Health::StraightLine => {
+                "ok: straight line (no OSRM configured)".to_owned()
+            }
+            crate::maps::Health::Degraded(reason) => {
+                format!("degraded: {reason}; straight-line estimates meanwhile")
+            }
+        },
+    );
     // Redis is reported, not required: without it, the regions this replica holds keep
     // working and only commands for other replicas' regions fail. Taking every replica out of
     // the load balancer when Redis is down would stop those too.

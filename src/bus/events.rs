@@ -169,6 +169,7 @@ mod tests {
                 lon: -73.97,
             },
             dropoff_address: "1 Main St".to_owned(),
+            pickup_address: "2 Kitchen Rd".to_owned(),
         };
         let (order, placed) = Order::place(new, "r1".to_owned(), crate::store::now());
         let entry = StreamEntry::new(&order, &placed);

@@ -158,6 +158,8 @@ pub struct NewOrder {
     pub pickup: Position,
     pub dropoff: Position,
     pub dropoff_address: String,
+    /// The merchant's address, where the driver picks up.
+    pub pickup_address: String,
 }
 
 /// Everything known about one order.
@@ -174,6 +176,9 @@ pub struct Order {
     pub pickup: Position,
     pub dropoff: Position,
     pub dropoff_address: String,
+    /// The merchant's address (orders journaled before it was kept have none).
+    #[serde(default)]
+    pub pickup_address: String,
     pub state: OrderState,
     /// The assigned driver.
     pub driver_id: Option<UserId>,
@@ -203,6 +208,7 @@ impl Order {
             pickup: self.pickup,
             dropoff: self.dropoff,
             dropoff_address: self.dropoff_address.clone(),
+            pickup_address: self.pickup_address.clone(),
         }
     }
 
@@ -219,6 +225,7 @@ impl Order {
             pickup: new.pickup,
             dropoff: new.dropoff,
             dropoff_address: new.dropoff_address,
+            pickup_address: new.pickup_address,
             state: OrderState::PLACED,
             driver_id: None,
             offer: None,
@@ -372,6 +379,7 @@ impl Order {
             pickup: self.pickup,
             dropoff: self.dropoff,
             dropoff_address: self.dropoff_address.clone(),
+            pickup_address: self.pickup_address.clone(),
             prep_minutes: self.prep_minutes,
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -405,6 +413,9 @@ pub struct OrderView {
     pub pickup: Position,
     pub dropoff: Position,
     pub dropoff_address: String,
+    /// The merchant's address, where the driver picks up.
+    #[serde(default)]
+    pub pickup_address: String,
     pub prep_minutes: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -440,6 +451,7 @@ mod tests {
                 lon: -73.97,
             },
             dropoff_address: "1 Main St".into(),
+            pickup_address: "2 Kitchen Rd".into(),
         };
         Order::place(new, "nw".into(), Utc::now()).0
     }

@@ -245,6 +245,7 @@ impl StreamHandler<Option<DriverFeed>> for DriverSession {
             }
             Some(DriverFeed::Assigned(order)) => self.send_order(&order, Shown::Assigned),
             Some(DriverFeed::OrderUpdate(order)) => self.send_order(&order, Shown::Update),
+            Some(DriverFeed::Route(route)) => self.core.send(&Outbound::Route(&route)),
             None => {
                 ctx.run_later(
                     Duration::from_millis(RESUBSCRIBE_RETRY_MIN_MS),

@@ -13,7 +13,7 @@ use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Se
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
-use crate::actors::OfferView;
+use crate::actors::{OfferView, RouteView};
 use crate::config::GatewayConfig;
 use crate::domain::OrderView;
 
@@ -51,6 +51,7 @@ pub enum Outbound<'a> {
     Board {
         orders: &'a [OrderView],
     },
+    Route(&'a RouteView),
     Error {
         code: ErrorCode,
         message: &'a str,
@@ -66,6 +67,7 @@ impl Outbound<'_> {
             Outbound::OrderUpdate { .. } => "order_update",
             Outbound::DriverLocation { .. } => "driver_location",
             Outbound::Board { .. } => "board",
+            Outbound::Route(_) => "route",
             Outbound::Error { .. } => "error",
         }
     }

@@ -113,6 +113,7 @@ impl StreamHandler<Option<OrderFeed>> for TrackerSession {
                 lon,
                 eta_seconds,
             }),
+            Some(OrderFeed::Route(route)) => self.core.send(&Outbound::Route(&route)),
             None if self.finished => {}
             None => {
                 ctx.run_later(

@@ -135,6 +135,16 @@ impl Maps {
         }
     }
 
+    /// Asks the routing provider now (for `/ready`): a success closes OSRM's breaker, so
+    /// routing recovers by itself once OSRM is back.
+    pub async fn probe(&self) -> Health {
+        match &self.osrm {
+            None => Health::StraightLine,
+            Some(osrm) => osrm.probe().await,
+        }
+    }
+
+    /// The routing provider's state as last seen.
     pub fn health(&self) -> Health {
         match &self.osrm {
             None => Health::StraightLine,

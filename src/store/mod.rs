@@ -9,6 +9,7 @@
 //! must), [`Store::migrate_until_ready`] keeps trying, and until it succeeds every operation
 //! fails fast with [`StoreError::Unavailable`].
 
+mod eta;
 mod fence;
 mod idempotency;
 mod leases;

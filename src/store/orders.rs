@@ -45,6 +45,7 @@ struct OrderRow {
     dropoff_lat: f64,
     dropoff_lon: f64,
     dropoff_address: String,
+    pickup_address: String,
     created_at: DateTime<Utc>,
 }
 
@@ -68,6 +69,7 @@ impl OrderRow {
                 lon: self.dropoff_lon,
             },
             dropoff_address: self.dropoff_address,
+            pickup_address: self.pickup_address,
             state: OrderState::PLACED,
             driver_id: None,
             offer: None,
@@ -101,7 +103,7 @@ struct SnapshotRow {
 
 const ORDER_COLUMNS: &str = "o.id, o.region_id, o.merchant_id, o.customer_id, o.items, \
     o.delivery_fee_cents, o.total_cents, o.pickup_lat, o.pickup_lon, o.dropoff_lat, o.dropoff_lon, o.dropoff_address, \
-    o.created_at";
+    o.pickup_address, o.created_at";
 
 /// Folds journal rows (sorted by order, then seq) onto their orders.
 fn fold(orders: &mut HashMap<Uuid, Order>, events: Vec<EventRow>) -> Result<(), StoreError> {
@@ -127,7 +129,7 @@ fn fold(orders: &mut HashMap<Uuid, Order>, events: Vec<EventRow>) -> Result<(), 
 /// The head of an `orders` insert; [`push_order_row!`] binds one row's values in this order.
 const INSERT_ORDERS: &str = "INSERT INTO orders (id, region_id, merchant_id, customer_id, items, \
      total_cents, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, dropoff_address, status, \
-     dispatch_status, driver_id, version, created_at, updated_at, delivery_fee_cents) ";
+     dispatch_status, driver_id, version, created_at, updated_at, delivery_fee_cents, pickup_address) ";
 
 /// Binds an order's columns (see [`INSERT_ORDERS`]) to a `push_values` row; a macro because the
 /// row's type differs per backend.
@@ -151,7 +153,8 @@ macro_rules! push_order_row {
             .push_bind(order.version)
             .push_bind(order.created_at)
             .push_bind(order.updated_at)
-            .push_bind(order.delivery_fee_cents.0);
+            .push_bind(order.delivery_fee_cents.0)
+            .push_bind(&order.pickup_address);
     }};
 }
 

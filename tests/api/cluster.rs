@@ -43,6 +43,7 @@ async fn placed_order(store: &Store) -> (Order, JournalEntry) {
             lon: pickup.lon,
         },
         dropoff_address: "1 Lease Lane".into(),
+        pickup_address: "1 Kitchen Street".into(),
     };
     Order::place(new, "ne".into(), mealkitz::store::now())
 }
@@ -367,6 +368,7 @@ async fn a_replica_that_loses_redis_keeps_its_own_regions_and_refuses_others_wit
         pickup: centre_of(region),
         dropoff: centre_of(region),
         dropoff_address: "1 Test Street".into(),
+        pickup_address: "1 Kitchen Street".into(),
     };
 
     // With Redis, the second replica places orders in its own region and in the first's.

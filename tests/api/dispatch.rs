@@ -499,6 +499,9 @@ async fn full_delivery(kind: Db) {
                 assert!(eta_seconds >= 0.0);
                 saw_location = true;
             }
+            mealkitz::actors::OrderFeed::Route(route) => {
+                assert!(route.points.len() >= 2, "a route has a line: {route:?}");
+            }
         }
     }
     use OrderStatus::*;
@@ -553,6 +556,7 @@ async fn bad_commands(kind: Db) {
                 pickup: outside,
                 dropoff: at(0.0, 100.0),
                 dropoff_address: "x".into(),
+                pickup_address: "1 Kitchen Street".into(),
             },
         })
         .await;

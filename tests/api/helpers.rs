@@ -626,6 +626,7 @@ impl TestApp {
                     pickup,
                     dropoff,
                     dropoff_address: "1 Test Street".into(),
+                    pickup_address: "1 Kitchen Street".into(),
                 },
             })
             .await

@@ -123,6 +123,7 @@ async fn run(
                 pickup: field(command, "pickup"),
                 dropoff: field(command, "dropoff"),
                 dropoff_address: "2 Recovery Road".into(),
+                pickup_address: "1 Kitchen Street".into(),
             };
             engine
                 .execute(PlaceOrder { order: new })

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use mealkitz::actors::commands::*;
 use mealkitz::actors::wire::{FeedItem, Reply};
-use mealkitz::actors::{Canceller, DriverFeed, DriverStatus, OfferView, OrderFeed};
+use mealkitz::actors::{
+    Canceller, DriverFeed, DriverStatus, LegKind, OfferView, OrderFeed, RouteView,
+};
 use mealkitz::actors::{Command, Subscription};
 use mealkitz::cluster::wire::RemoteError;
 use mealkitz::domain::{
@@ -126,6 +128,8 @@ fn cases() -> Vec<Case> {
             "feed_item/driver_order_update.json",
             feed_driver_order_update(),
         ),
+        case("feed_item/order_route.json", feed_order_route()),
+        case("feed_item/driver_route.json", feed_driver_route()),
     ]
 }
 
@@ -209,6 +213,7 @@ fn new_order() -> NewOrder {
         pickup: pickup(),
         dropoff: dropoff(),
         dropoff_address: "350 5th Ave, New York, NY 10118".into(),
+        pickup_address: "1 Kitchen Street".into(),
     }
 }
 
@@ -239,6 +244,7 @@ fn placed_view() -> OrderView {
         pickup: pickup(),
         dropoff: dropoff(),
         dropoff_address: "350 5th Ave, New York, NY 10118".into(),
+        pickup_address: "1 Kitchen Street".into(),
         prep_minutes: None,
         created_at: at("2024-08-20T18:30:00Z"),
         updated_at: at("2024-08-20T18:30:00Z"),
@@ -301,6 +307,9 @@ fn offer() -> OfferView {
         pickup: pickup(),
         dropoff: dropoff(),
         expires_at: at("2024-08-20T18:31:36.500Z"),
+        pickup_address: "1 Kitchen Street".into(),
+        dropoff_address: "350 5th Ave, New York, NY 10118".into(),
+        pickup_eta_seconds: Some(312.0),
     }
 }
 
@@ -638,6 +647,36 @@ fn feed_driver_assigned() -> FeedItem {
 fn feed_driver_order_update() -> FeedItem {
     FeedItem::Driver {
         item: DriverFeed::OrderUpdate(ready_view()),
+    }
+}
+
+fn route() -> RouteView {
+    RouteView {
+        order_id: order_id(),
+        leg: LegKind::ToPickup,
+        points: vec![
+            [40.7561, -73.9801],
+            [40.7545, -73.9789],
+            [40.7527, -73.9772],
+        ],
+        duration_secs: 312.5,
+        distance_m: 1_840.0,
+        by_road: true,
+    }
+}
+
+fn feed_order_route() -> FeedItem {
+    FeedItem::Order {
+        item: OrderFeed::Route(route()),
+    }
+}
+
+fn feed_driver_route() -> FeedItem {
+    FeedItem::Driver {
+        item: DriverFeed::Route(RouteView {
+            leg: LegKind::ToDropoff,
+            ..route()
+        }),
     }
 }
 

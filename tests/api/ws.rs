@@ -871,6 +871,7 @@ async fn place_fat_order(app: &TestApp, customer: UserId, merchant: MerchantId, 
                     lon: pickup.lon,
                 },
                 dropoff_address: "9 Slow Lane".into(),
+                pickup_address: "1 Kitchen Street".into(),
             },
         })
         .await

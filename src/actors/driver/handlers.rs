@@ -10,8 +10,8 @@ use crate::actors::error::EngineError;
 use crate::actors::protocol::{
     AcceptOffer, AnswerOffer, ConfirmDelivery, ConfirmPickup, CrashDriver, DeclineOffer,
     DriverFeed, DriverMoved, GetDriverStatus, GoOffline, OrderChanged, Progress, PublishOffer,
-    Reannounce, ReportProgress, ReserveOffer, RestoreWork, Retire, SessionClosed, SetAvailability,
-    SubscribeDriver, UpdateLocation, WithdrawOffer,
+    Reannounce, ReportProgress, ReserveOffer, RestoreWork, Retire, RouteChanged, SessionClosed,
+    SetAvailability, SubscribeDriver, UpdateLocation, WithdrawOffer,
 };
 use crate::domain::OrderView;
 
@@ -330,6 +330,16 @@ impl Handler<OrderChanged> for DriverActor {
         if finished {
             self.active_order = None;
             self.reindex();
+        }
+    }
+}
+
+impl Handler<RouteChanged> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RouteChanged, _: &mut Self::Context) {
+        if self.active_order == Some(msg.route.order_id) {
+            self.feed.publish(&DriverFeed::Route(msg.route));
         }
     }
 }

@@ -10,12 +10,10 @@ use super::{OrderActor, Reply, SearchTick, done};
 use crate::actors::error::EngineError;
 use crate::actors::mailbox::SelfMessages;
 use crate::actors::protocol::{
-    CancelOrder, Canceller, ConfirmDelivery, ConfirmPickup, CrashOrder, DriverMoved,
-    FindCandidates, GetOrder, MarkReady, MerchantAccept, MerchantReject, OrderFeed, Retire,
-    SubscribeOrder,
+    CancelOrder, Canceller, ConfirmDelivery, ConfirmPickup, CrashOrder, FindCandidates, GetOrder,
+    MarkReady, MerchantAccept, MerchantReject, Retire, SubscribeOrder,
 };
 use crate::domain::{Change, OrderStatus};
-use crate::geo::{LatLon, haversine_m, travel_secs};
 
 impl Handler<MerchantAccept> for OrderActor {
     type Result = AtomicResponse<Self, Reply>;
@@ -143,39 +141,15 @@ impl Handler<ConfirmDelivery> for OrderActor {
     }
 }
 
-impl Handler<DriverMoved> for OrderActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: DriverMoved, _: &mut Self::Context) {
-        if self.order.driver_id != Some(msg.driver_id) || !self.order.is_open() {
-            return;
-        }
-        let speed = self.services.config.average_speed_kmh;
-        let point = |p: crate::domain::Position| LatLon {
-            lat: p.lat,
-            lon: p.lon,
-        };
-        let (pickup, dropoff) = (point(self.order.pickup), point(self.order.dropoff));
-        let remaining_m = if self.order.state.status == crate::domain::OrderStatus::PickedUp {
-            haversine_m(msg.location, dropoff)
-        } else {
-            haversine_m(msg.location, pickup) + haversine_m(pickup, dropoff)
-        };
-        let update = OrderFeed::DriverLocation {
-            lat: msg.location.lat,
-            lon: msg.location.lon,
-            eta_seconds: travel_secs(remaining_m, speed).round(),
-        };
-        self.feed.publish(&update);
-        self.last_driver_location = Some(update);
-    }
-}
-
 impl Handler<SubscribeOrder> for OrderActor {
     type Result = MessageResult<SubscribeOrder>;
 
     fn handle(&mut self, _: SubscribeOrder, _: &mut Self::Context) -> Self::Result {
-        let receiver = self.feed.subscribe_with(self.last_driver_location.clone());
+        let initial = [
+            self.legs.last_frame.clone(),
+            self.last_driver_location.clone(),
+        ];
+        let receiver = self.feed.subscribe_with(initial.into_iter().flatten());
         MessageResult((self.order.view(), receiver))
     }
 }

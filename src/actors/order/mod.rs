@@ -63,6 +63,8 @@ pub struct OrderActor {
     second_round: bool,
     /// Stopping because the journal is ahead of this actor: the supervisor rebuilds it.
     reload_on_stop: bool,
+    /// The routed leg its driver is on, for road ETAs.
+    legs: legs::Legs,
 }
 
 type Reply = Result<OrderView, EngineError>;
@@ -101,6 +103,7 @@ impl OrderActor {
             last_driver_location: None,
             second_round: false,
             reload_on_stop: false,
+            legs: Default::default(),
         })
         .into()
     }
@@ -201,6 +204,7 @@ impl OrderActor {
         {
             ctx.cancel_future(timer);
         }
+        self.legs_after_change();
         let view = self.order.view();
         self.feed.publish(&OrderFeed::Update(view.clone()));
         let merchant_id = self.order.merchant_id;
@@ -314,4 +318,5 @@ macro_rules! atomic {
 }
 
 mod handlers;
+mod legs;
 mod offers;

@@ -47,6 +47,9 @@ impl OrderActor {
             pickup: self.order.pickup,
             dropoff: self.order.dropoff,
             expires_at: offer.expires_at,
+            pickup_address: self.order.pickup_address.clone(),
+            dropoff_address: self.order.dropoff_address.clone(),
+            pickup_eta_seconds: None,
         }
     }
 
@@ -111,9 +114,9 @@ impl OrderActor {
                         .unwrap_or(ChronoDuration::seconds(30)),
             ),
         };
-        let reserve = driver.send(ReserveOffer {
-            offer: self.offer_view(offer),
-        });
+        let mut view = self.offer_view(offer);
+        view.pickup_eta_seconds = Some(candidate.pickup_eta_secs.round());
+        let reserve = driver.send(ReserveOffer { offer: view });
         Box::pin(
             async move { reserve.await.unwrap_or(false) }
                 .into_actor(self)

@@ -14,8 +14,8 @@ use actix::prelude::*;
 
 use super::driver::{
     AnswerOffer, CrashDriver, GetDriverStatus, GoOffline, OrderChanged, PublishOffer, Reannounce,
-    ReportProgress, ReserveOffer, RestoreWork, SessionClosed, SetAvailability, SubscribeDriver,
-    UpdateLocation, WithdrawOffer,
+    ReportProgress, ReserveOffer, RestoreWork, RouteChanged, SessionClosed, SetAvailability,
+    SubscribeDriver, UpdateLocation, WithdrawOffer,
 };
 use super::handoff::Retire;
 use super::merchant::{BoardUpdate, CrashMerchant, SubscribeBoard};
@@ -159,6 +159,7 @@ address! {
         answer_offer: AnswerOffer,
         report_progress: ReportProgress,
         order_changed: OrderChanged,
+        route_changed: RouteChanged,
         restore_work: RestoreWork,
         reannounce: Reannounce,
         crash: CrashDriver,

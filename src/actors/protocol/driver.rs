@@ -113,6 +113,13 @@ pub struct OrderChanged {
     pub view: OrderView,
 }
 
+/// The active order's current leg was routed: shown to the driver.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RouteChanged {
+    pub route: super::feeds::RouteView,
+}
+
 /// Sent by a recovering order: this driver is assigned to it, or holds its open offer.
 #[derive(Message)]
 #[rtype(result = "()")]

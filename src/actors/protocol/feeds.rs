@@ -20,6 +20,32 @@ pub enum OrderFeed {
         /// Estimated seconds until the order reaches the customer.
         eta_seconds: f64,
     },
+    /// The leg the driver is on was routed (or re-routed): the line to draw.
+    Route(RouteView),
+}
+
+/// Which leg of a delivery a route is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegKind {
+    /// From the driver to the merchant.
+    ToPickup,
+    /// From the merchant to the customer.
+    ToDropoff,
+}
+
+/// The route of the leg an order's driver is on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub order_id: OrderId,
+    pub leg: LegKind,
+    /// `[lat, lon]` pairs from the driver's position when routed to the leg's end.
+    pub points: Vec<[f64; 2]>,
+    /// The router's duration, before the learned correction.
+    pub duration_secs: f64,
+    pub distance_m: f64,
+    /// Whether it follows roads (OSRM) or is the straight line.
+    pub by_road: bool,
 }
 
 /// An offer as the driver sees it.
@@ -30,6 +56,15 @@ pub struct OfferView {
     pub pickup: Position,
     pub dropoff: Position,
     pub expires_at: DateTime<Utc>,
+    /// The merchant's address.
+    #[serde(default)]
+    pub pickup_address: String,
+    #[serde(default)]
+    pub dropoff_address: String,
+    /// Estimated seconds from the driver to the pickup, by road when the maps service
+    /// answered (absent in offers re-issued after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickup_eta_seconds: Option<f64>,
 }
 
 /// What a driver's feed carries.
@@ -43,6 +78,8 @@ pub enum DriverFeed {
     Assigned(OrderView),
     /// The active order changed.
     OrderUpdate(OrderView),
+    /// The active order's current leg was routed.
+    Route(RouteView),
 }
 
 /// A driver's state as the engine reports it.

@@ -15,10 +15,10 @@ mod region;
 pub use addresses::{Accepts, Address, DriverAddr, MerchantAddr, OrderAddr, RegionAddr};
 pub use driver::{
     AnswerOffer, CrashDriver, GetDriverStatus, GoOffline, OrderChanged, Progress, PublishOffer,
-    Reannounce, ReportProgress, ReserveOffer, RestoreWork, SessionClosed, SetAvailability,
-    SubscribeDriver, UpdateLocation, WithdrawOffer,
+    Reannounce, ReportProgress, ReserveOffer, RestoreWork, RouteChanged, SessionClosed,
+    SetAvailability, SubscribeDriver, UpdateLocation, WithdrawOffer,
 };
-pub use feeds::{DriverFeed, DriverStatus, OfferView, OrderFeed};
+pub use feeds::{DriverFeed, DriverStatus, LegKind, OfferView, OrderFeed, RouteView};
 pub use handoff::Retire;
 pub use merchant::{BoardUpdate, CrashMerchant, SubscribeBoard};
 pub use order::{

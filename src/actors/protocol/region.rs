@@ -26,8 +26,12 @@ pub struct RemoveDriver {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
     pub driver_id: UserId,
+    /// Where the driver was when found.
+    pub location: LatLon,
+    /// Straight-line distance to the pickup.
     pub distance_m: f64,
-    /// Estimated time to reach the pickup, at the configured average speed.
+    /// Estimated time to reach the pickup: by road when the maps service answered, else at
+    /// the configured average speed.
     pub pickup_eta_secs: f64,
 }
 
