@@ -128,7 +128,10 @@ async function start(session) {
         ? (order.status === "picked_up" ? "At the door." : "At the kitchen.")
         : `Driving to the ${order.status === "picked_up" ? "customer" : "kitchen"}…`;
     }
-    if (position) map.marker("driver", position.lat, position.lon, "You");
+    if (position) {
+      map.marker("driver", position.lat, position.lon, "You");
+      map.trimRoute(position.lat, position.lon);
+    }
     report();
   }
 

@@ -19,6 +19,8 @@ const STREETS_MARGIN = 0.5;
 /** Smallest area shown around markers: a city extract's streets, or the demo's whole blocks. */
 const MIN_SPAN_CITY_M = 700;
 const MIN_SPAN_REGIONS_M = 2500;
+/** A driver farther than this from the route line is off it: the line is left whole. */
+const ROUTE_SNAP_M = 120;
 /** At most this many raster tiles for one view (more means the view is too far out for tiles). */
 const MAX_TILES = 64;
 const OSM_ATTRIBUTION = "© OpenStreetMap contributors, ODbL";
@@ -257,6 +259,31 @@ export class MapView {
     this.refit();
   }
 
+  /**
+   * Draws the route from the point on it nearest to the driver at (lat, lon) on, so the line
+   * shows the way still to go. A driver far off the line (a re-route is coming) leaves it whole.
+   */
+  trimRoute(lat, lon) {
+    const points = this.routePoints;
+    if (points.length < 2) return;
+    const [px, py] = this.project(lat, lon);
+    let best = -1;
+    let bestDistance = Infinity;
+    for (let i = 0; i + 1 < points.length; i += 1) {
+      const [ax, ay] = this.project(...points[i]);
+      const [bx, by] = this.project(...points[i + 1]);
+      const dx = bx - ax;
+      const dy = by - ay;
+      const t = dx || dy ? Math.max(0, Math.min(1, ((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy))) : 0;
+      const distance = Math.hypot(px - (ax + t * dx), py - (ay + t * dy));
+      if (distance < bestDistance) { bestDistance = distance; best = i; }
+    }
+    if (best < 0 || bestDistance / this.scale * METRES_PER_DEG > ROUTE_SNAP_M) return;
+    this.routePoints = [[lat, lon], ...points.slice(best + 1)];
+    const d = this.pathData(this.routePoints);
+    for (const path of this.layers.route.children) path.setAttribute("d", d);
+  }
+
   clearRoute() {
     this.layers.route.replaceChildren();
     this.routePoints = [];
@@ -459,7 +486,8 @@ function coordinates(lat, lon) {
  * options: label; info (GET /api/v1/map); token; map (a MapView to mark the point on and to pick
  * from, optional); near ({lat, lon}: suggestions close to it first); initial ({lat, lon, address});
  * marker ([name, label] of the map marker); onChange(place or null).
- * Returns { node, value(), resolve(), set(place), setNear(point) }.
+ * Returns { node, value(), resolve(), set(place), setNear(point), onChange } (onChange may be
+ * replaced later).
  */
 export function addressPicker({ label, info, token, map = null, near = null, initial = null, marker = ["dropoff", "You"], onChange = () => {} }) {
   return info.geocoding
@@ -469,6 +497,7 @@ export function addressPicker({ label, info, token, map = null, near = null, ini
 
 /** Today's fields: an address line and the point as numbers. */
 function coordinatePicker({ label, map, initial, marker, onChange }) {
+  const handle = { onChange };
   const address = field(label, { name: "address", value: initial?.address ?? "", required: true });
   const lat = field("Latitude", { name: "lat", type: "number", step: "any", value: initial?.lat ?? "" });
   const lon = field("Longitude", { name: "lon", type: "number", step: "any", value: initial?.lon ?? "" });
@@ -487,7 +516,7 @@ function coordinatePicker({ label, map, initial, marker, onChange }) {
   function mark() {
     const place = value();
     if (map && place) map.marker(marker[0], place.lat, place.lon, marker[1]);
-    onChange(place);
+    handle.onChange(place);
   }
   lat.input.addEventListener("change", mark);
   lon.input.addEventListener("change", mark);
@@ -497,7 +526,7 @@ function coordinatePicker({ label, map, initial, marker, onChange }) {
       map.refit();
     };
   }
-  return {
+  return Object.assign(handle, {
     node,
     value,
     set,
@@ -508,11 +537,12 @@ function coordinatePicker({ label, map, initial, marker, onChange }) {
       if (!place.address) throw new Error("Enter the delivery address.");
       return place;
     },
-  };
+  });
 }
 
 /** The combobox (WAI-ARIA 1.2 pattern: input role=combobox, a listbox of options). */
 function suggestingPicker({ label, token, map, near, initial, marker, onChange }) {
+  const handle = { onChange };
   pickers += 1;
   const id = `address-${pickers}`;
   const listId = `${id}-suggestions`;
@@ -620,7 +650,7 @@ function suggestingPicker({ label, token, map, near, initial, marker, onChange }
       map.marker(marker[0], chosen.lat, chosen.lon, marker[1]);
       map.refit();
     }
-    onChange(chosen);
+    handle.onChange(chosen);
   }
 
   function choose(place) {
@@ -630,7 +660,7 @@ function suggestingPicker({ label, token, map, near, initial, marker, onChange }
   input.addEventListener("input", () => {
     if (chosen) {
       chosen = null;
-      onChange(null);
+      handle.onChange(null);
     }
     clearTimeout(timer);
     timer = setTimeout(suggest, DEBOUNCE_MS);
@@ -673,7 +703,7 @@ function suggestingPicker({ label, token, map, near, initial, marker, onChange }
         chosen.address = place.label;
         input.value = place.label;
         say(`Delivering to ${place.label} (the point you picked).`);
-        onChange(chosen);
+        handle.onChange(chosen);
       } catch {
         // No name for it: the coordinates stay as the label.
       }
@@ -681,7 +711,7 @@ function suggestingPicker({ label, token, map, near, initial, marker, onChange }
   }
   if (initial && Number.isFinite(initial.lat) && Number.isFinite(initial.lon)) set(initial, { announce: false });
 
-  return {
+  return Object.assign(handle, {
     node,
     value: () => chosen,
     set,
@@ -705,5 +735,5 @@ function suggestingPicker({ label, token, map, near, initial, marker, onChange }
       choose(found[0]);
       return chosen;
     },
-  };
+  });
 }

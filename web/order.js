@@ -66,7 +66,7 @@ async function start(session) {
           merchant.address ? el("div", { class: "muted" }, merchant.address) : null,
           el("div", { class: "row" }, el("button", {
             type: "button", disabled: !merchant.is_open,
-            onclick: () => showMenu(session, merchant, picker, { info, regions }, error, results),
+            onclick: () => showMenu(session, merchant, picker, map, error, results),
           }, `Order from ${merchant.name}`))));
       }
     } catch (e) {
@@ -75,7 +75,7 @@ async function start(session) {
   });
 }
 
-async function showMenu(session, merchant, firstPicker, { info, regions }, error, results) {
+async function showMenu(session, merchant, picker, map, error, results) {
   showError(error, null);
   // One Idempotency-Key per checkout attempt: pressing Pay twice orders once.
   let key = null;
@@ -106,25 +106,19 @@ async function showMenu(session, merchant, firstPicker, { info, regions }, error
   card.addEventListener("change", () => { key = null; });
   const pay = el("button", { type: "submit", class: "big" }, "Pay and order");
   const message = el("div", { class: "alert error hidden", role: "alert", "data-testid": "checkout-error" });
-  // With addresses: where to deliver, again, with suggestions near this kitchen first and a map
-  // of the kitchen and the door. Without: the fields above stay the delivery address.
-  let dropoff = firstPicker;
-  let where = null;
-  if (info.geocoding) {
-    const mapBox = el("div");
-    const map = pickingMap(mapBox, regions, info, session.token);
-    if (map) map.marker("pickup", merchant.location.lat, merchant.location.lon, "Kitchen");
-    dropoff = addressPicker({
-      label: "Deliver to", info, token: session.token, map,
-      near: merchant.location, initial: firstPicker.value(),
-      onChange: () => { key = null; },
-    });
-    where = el("div", { class: "card" }, dropoff.node, map ? mapBox : "");
+  // The address box above stays where to deliver: its suggestions now favour addresses near this
+  // kitchen, and its map shows the kitchen beside the door.
+  picker.setNear(merchant.location);
+  picker.onChange = () => { key = null; };
+  if (map) {
+    map.marker("pickup", merchant.location.lat, merchant.location.lon, "Kitchen");
+    map.refit();
   }
   const form = el("form", { class: "card", "aria-label": `Menu of ${merchant.name}` },
-    el("h2", {}, merchant.name), lines,
+    el("h2", {}, merchant.name),
+    merchant.address ? el("p", { class: "muted" }, merchant.address) : null,
+    lines,
     el("p", {}, "Items: ", subtotal, el("span", { class: "muted" }, " + delivery fee")),
-    where,
     el("label", { for: cardId }, "Pay with"), card, message, pay);
   results.replaceChildren(form);
 
@@ -140,7 +134,7 @@ async function showMenu(session, merchant, firstPicker, { info, regions }, error
     }
     let place;
     try {
-      place = await dropoff.resolve();
+      place = await picker.resolve();
     } catch (e) {
       showError(message, e);
       return;

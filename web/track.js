@@ -90,6 +90,7 @@ async function start(session) {
       else if (message.type === "route" && (!message.order_id || message.order_id === order.id)) showRoute(message);
       else if (message.type === "driver_location") {
         map.marker("driver", message.lat, message.lon, "Driver");
+        map.trimRoute(message.lat, message.lon);
         if (order.status !== "delivered") {
           eta.textContent = `Arriving in about ${Math.max(1, Math.round(message.eta_seconds / 60))} min`;
         }
