@@ -23,6 +23,11 @@
 //! - `DISPATCH_STORE` (`postgres`): `postgres` — a fresh database on `BENCH_DATABASE_URL`
 //!   (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards, as in
 //!   production — or `sqlite`, a fresh file in the temporary directory, as `mealkitz demo` runs.
+//! - `DISPATCH_CITY` (`demo`): `demo` — the synthetic 26 km square of four regions — or
+//!   `helsinki`, the shipped OpenStreetMap extract of central Helsinki (two regions,
+//!   data/helsinki/regions.geojson), where OSRM has roads: with `MEALKITZ_OSRM_URL` set (the
+//!   server inherits it; `scripts/osrm.sh start`), candidates are ranked by road, and without
+//!   it by the straight line — the two runs compare OSRM's cost to dispatch;
 //! - `DISPATCH_REPLICAS` (1): with 2, a second replica shares the regions through Redis
 //!   (`REDIS_URL`, default `redis://127.0.0.1:6379`; PostgreSQL only). Every client still talks
 //!   to the first, so the orders of the second's two regions are routed: checkout, accept, the
@@ -65,6 +70,7 @@ use mealkitz::store::{NewUser, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use std::sync::OnceLock;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -309,9 +315,87 @@ struct Trace {
     region: Option<&'static str>,
 }
 
-/// The demo city region a position falls in (its four cells meet at the centre).
+/// Where the load runs (`DISPATCH_CITY`).
+struct Area {
+    centre: LatLon,
+    /// Half the area's extent north–south and east–west, metres.
+    half_north_m: f64,
+    half_east_m: f64,
+    /// Inset of merchants from the edges, and the range of dropoff distances, metres.
+    merchant_margin_m: f64,
+    dropoff_min_m: f64,
+    dropoff_max_m: f64,
+    /// The server's `--regions` file, when not the demo city.
+    regions_file: Option<String>,
+}
+
+/// Central Helsinki's extract spans 60.1642–60.1791 N and 24.9352–24.9534 E.
+const HELSINKI_CENTRE: LatLon = LatLon {
+    lat: 60.171_65,
+    lon: 24.944_3,
+};
+/// Where data/helsinki/regions.geojson splits west from east.
+const HELSINKI_SPLIT_LON_DEG: f64 = 24.944;
+
+static AREA: OnceLock<Area> = OnceLock::new();
+
+fn area() -> &'static Area {
+    AREA.get_or_init(|| match std::env::var("DISPATCH_CITY").as_deref() {
+        Ok("helsinki") => Area {
+            centre: HELSINKI_CENTRE,
+            half_north_m: 780.0,
+            half_east_m: 470.0,
+            merchant_margin_m: 100.0,
+            dropoff_min_m: 300.0,
+            dropoff_max_m: 1_200.0,
+            regions_file: Some(format!(
+                "{}/data/helsinki/regions.geojson",
+                env!("CARGO_MANIFEST_DIR")
+            )),
+        },
+        Ok("demo") | Err(_) => Area {
+            centre: LatLon {
+                lat: DEMO_CITY_CENTRE_LAT_DEG,
+                lon: DEMO_CITY_CENTRE_LON_DEG,
+            },
+            half_north_m: DEMO_CITY_SIDE_M / 2.0,
+            half_east_m: DEMO_CITY_SIDE_M / 2.0,
+            merchant_margin_m: MERCHANT_EDGE_MARGIN_M,
+            dropoff_min_m: DROPOFF_MIN_M,
+            dropoff_max_m: DROPOFF_MAX_M,
+            regions_file: None,
+        },
+        Ok(other) => panic!("DISPATCH_CITY must be demo or helsinki, not {other:?}"),
+    })
+}
+
+impl Area {
+    /// A uniform point `margin_m` inside the edges, as planar metres `[north, east]`.
+    fn uniform(&self, rng: &mut StdRng, margin_m: f64) -> [f64; 2] {
+        let north = self.half_north_m - margin_m;
+        let east = self.half_east_m - margin_m;
+        [
+            rng.random_range(-north..=north),
+            rng.random_range(-east..=east),
+        ]
+    }
+
+    fn contains(&self, p: [f64; 2], margin_m: f64) -> bool {
+        p[0].abs() <= self.half_north_m - margin_m && p[1].abs() <= self.half_east_m - margin_m
+    }
+}
+
+/// The region a position falls in: the demo city's four cells meet at its centre; Helsinki's
+/// two split at [`HELSINKI_SPLIT_LON_DEG`].
 fn demo_region(position: &Value) -> Option<&'static str> {
     let (lat, lon) = (position["lat"].as_f64()?, position["lon"].as_f64()?);
+    if area().regions_file.is_some() {
+        return Some(if lon < HELSINKI_SPLIT_LON_DEG {
+            "helsinki-west"
+        } else {
+            "helsinki-east"
+        });
+    }
     let north = lat >= DEMO_CITY_CENTRE_LAT_DEG;
     let east = lon >= DEMO_CITY_CENTRE_LON_DEG;
     Some(match (north, east) {
@@ -567,18 +651,17 @@ struct CheckoutResults {
     failures: HashMap<String, u64>,
 }
 
-/// A dropoff `DROPOFF_MIN_M`–`DROPOFF_MAX_M` from `pickup` in a random direction, inside the
-/// demo square.
+/// A dropoff the area's dropoff distance from `pickup` in a random direction, inside the area.
 fn dropoff(pickup: [f64; 2], rng: &mut StdRng) -> [f64; 2] {
-    let half_m = DEMO_CITY_SIDE_M / 2.0 - DROPOFF_EDGE_MARGIN_M;
+    let area = area();
     loop {
-        let distance_m = rng.random_range(DROPOFF_MIN_M..=DROPOFF_MAX_M);
+        let distance_m = rng.random_range(area.dropoff_min_m..=area.dropoff_max_m);
         let bearing_rad = rng.random_range(0.0..std::f64::consts::TAU);
         let p = [
             pickup[0] + distance_m * bearing_rad.cos(),
             pickup[1] + distance_m * bearing_rad.sin(),
         ];
-        if p[0].abs() <= half_m && p[1].abs() <= half_m {
+        if area.contains(p, DROPOFF_EDGE_MARGIN_M) {
             return p;
         }
     }
@@ -830,6 +913,12 @@ async fn run(knobs: Knobs) {
             "info,mealkitz::api::middleware=warn,mealkitz::api::orders=warn",
         )
         .envs(shared_env("dispatch-a"))
+        .envs(
+            area()
+                .regions_file
+                .iter()
+                .map(|f| ("MEALKITZ_REGIONS", f.clone())),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -866,6 +955,14 @@ async fn run(knobs: Knobs) {
         .unwrap();
     common::wait_ready(&http, port).await;
     println!("server pid {server_pid} on port {port}");
+    println!(
+        "city {}; ranking by {}",
+        std::env::var("DISPATCH_CITY").unwrap_or_else(|_| "demo".into()),
+        match std::env::var("MEALKITZ_OSRM_URL") {
+            Ok(url) if !url.is_empty() => format!("road (OSRM at {url})"),
+            _ => "straight line".to_owned(),
+        }
+    );
     // The second replica, and which regions it holds: commands for those are routed there.
     let mut second = None;
     let mut second_base = None;
@@ -908,19 +1005,13 @@ async fn run(knobs: Knobs) {
     }
 
     // Merchants and menus over REST, uniform over the demo square 2 km inside its edges.
-    let projection = LocalProjection::new(
-        LatLon::new(DEMO_CITY_CENTRE_LAT_DEG, DEMO_CITY_CENTRE_LON_DEG).unwrap(),
-    );
+    let projection = LocalProjection::new(area().centre);
     let mut rng = StdRng::seed_from_u64(SEED);
-    let half_m = DEMO_CITY_SIDE_M / 2.0 - MERCHANT_EDGE_MARGIN_M;
     let mut merchants = Vec::new();
     let mut owner_tokens = Vec::new();
     for (i, owner) in owner_ids.iter().enumerate() {
         let owner_token = token(SECRET, *owner, Role::Merchant);
-        let at = [
-            rng.random_range(-half_m..=half_m),
-            rng.random_range(-half_m..=half_m),
-        ];
+        let at = area().uniform(&mut rng, area().merchant_margin_m);
         let location = projection.to_latlon(at);
         let created = http
             .post(format!("{base}/api/v1/merchants"))
@@ -954,14 +1045,8 @@ async fn run(knobs: Knobs) {
     // Drivers uniform over the demo square (seeded); each goes online with one location and
     // then only answers what it is sent.
     let shared = Arc::new(Shared::default());
-    let half_m = DEMO_CITY_SIDE_M / 2.0 - DRIVER_EDGE_MARGIN_M;
     let homes: Vec<LatLon> = (0..driver_ids.len())
-        .map(|_| {
-            projection.to_latlon([
-                rng.random_range(-half_m..=half_m),
-                rng.random_range(-half_m..=half_m),
-            ])
-        })
+        .map(|_| projection.to_latlon(area().uniform(&mut rng, DRIVER_EDGE_MARGIN_M)))
         .collect();
     let started = Instant::now();
     let connect_failures = AtomicU64::new(0);

@@ -40,8 +40,9 @@ pub struct CheckoutLine {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DropoffInput {
-    pub lat: f64,
-    pub lon: f64,
+    /// With `lon`; both left out, the address is geocoded (near the merchant).
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
     pub address: String,
 }
 
@@ -110,13 +111,21 @@ async fn validate(state: &AppState, request: CheckoutRequest) -> Result<Plan, Ap
         .merchant(request.merchant_id)
         .await?
         .ok_or_else(|| ApiError::invalid_field("merchant_id", "no such merchant"))?;
-    let dropoff = Position {
-        lat: request.dropoff.lat,
-        lon: request.dropoff.lon,
-    };
-    let dropoff_point = service_point(state, "dropoff", dropoff)?;
     let pickup_point = crate::geo::LatLon::new(merchant.location.lat, merchant.location.lon)
         .map_err(ApiError::internal)?;
+    let dropoff = match (request.dropoff.lat, request.dropoff.lon) {
+        (Some(lat), Some(lon)) => Position { lat, lon },
+        (None, None) => {
+            super::locate::locate(&state.maps, "dropoff.address", &address, Some(pickup_point))?
+        }
+        _ => {
+            return Err(ApiError::invalid_field(
+                "dropoff",
+                "give both lat and lon, or neither (the address is then looked up)",
+            ));
+        }
+    };
+    let dropoff_point = service_point(state, "dropoff", dropoff)?;
     let distance_m = haversine_m(pickup_point, dropoff_point);
     let limit_m = state.checkout.max_delivery_distance_m;
     if distance_m > limit_m {

@@ -81,7 +81,8 @@ pub struct MyMerchants {
 pub struct CreateMerchantRequest {
     pub name: String,
     pub address: String,
-    pub location: Position,
+    /// Left out, the address is geocoded (503 `maps_unavailable` without map data).
+    pub location: Option<Position>,
 }
 
 /// One item on a menu.
@@ -202,10 +203,14 @@ pub async fn create(
     caller.require(&[Role::Merchant])?;
     let name = text_field("name", &request.name, NAME_MAX_CHARS)?;
     let address = text_field("address", &request.address, ADDRESS_MAX_CHARS)?;
-    service_point(&state, "location", request.location)?;
+    let location = match request.location {
+        Some(location) => location,
+        None => super::locate::locate(&state.maps, "address", &address, None)?,
+    };
+    service_point(&state, "location", location)?;
     let merchant = state
         .store
-        .create_merchant(caller.id, &name, &address, request.location)
+        .create_merchant(caller.id, &name, &address, location)
         .await?;
     tracing::info!(merchant_id = %merchant.id, owner_id = %caller.id, "merchant created");
     Ok(HttpResponse::Created().json(MerchantView::from(merchant)))

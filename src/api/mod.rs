@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod locate;
 pub mod merchants;
 pub mod middleware;
 pub mod openapi;
