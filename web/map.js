@@ -92,7 +92,7 @@ export class MapView {
     this.kx = Math.cos(((this.minLat + this.maxLat) / 2) * Math.PI / 180);
     this.scale = WIDTH / ((this.maxLon - this.minLon) * this.kx);
 
-    this.root = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: "map", role: "img", "aria-label": label });
+    this.root = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: "map", role: "group", "aria-label": label });
     this.layers = {};
     for (const name of ["tiles", "regions", "streets", "outlines", "names", "route", "markers"]) {
       this.layers[name] = svg("g", { class: `layer-${name}` });
