@@ -485,18 +485,22 @@ function coordinates(lat, lon) {
 /**
  * options: label; info (GET /api/v1/map); token; map (a MapView to mark the point on and to pick
  * from, optional); near ({lat, lon}: suggestions close to it first); initial ({lat, lon, address});
- * marker ([name, label] of the map marker); onChange(place or null).
+ * marker ([name, label] of the map marker); onChange(place or null); noun ("delivery address")
+ * and at ("Delivering to") for its messages.
  * Returns { node, value(), resolve(), set(place), setNear(point), onChange } (onChange may be
  * replaced later).
  */
-export function addressPicker({ label, info, token, map = null, near = null, initial = null, marker = ["dropoff", "You"], onChange = () => {} }) {
+export function addressPicker({
+  label, info, token, map = null, near = null, initial = null, marker = ["dropoff", "You"], onChange = () => {},
+  noun = "delivery address", at = "Delivering to",
+}) {
   return info.geocoding
-    ? suggestingPicker({ label, token, map, near, initial, marker, onChange })
-    : coordinatePicker({ label, map, initial, marker, onChange });
+    ? suggestingPicker({ label, token, map, near, initial, marker, onChange, noun, at })
+    : coordinatePicker({ label, map, initial, marker, onChange, noun });
 }
 
 /** Today's fields: an address line and the point as numbers. */
-function coordinatePicker({ label, map, initial, marker, onChange }) {
+function coordinatePicker({ label, map, initial, marker, onChange, noun }) {
   const handle = { onChange };
   const address = field(label, { name: "address", value: initial?.address ?? "", required: true });
   const lat = field("Latitude", { name: "lat", type: "number", step: "any", value: initial?.lat ?? "" });
@@ -533,15 +537,15 @@ function coordinatePicker({ label, map, initial, marker, onChange }) {
     setNear() {},
     async resolve() {
       const place = value();
-      if (!place) throw new Error("Enter the latitude and longitude of the delivery address.");
-      if (!place.address) throw new Error("Enter the delivery address.");
+      if (!place) throw new Error(`Enter the latitude and longitude of the ${noun}.`);
+      if (!place.address) throw new Error(`Enter the ${noun}.`);
       return place;
     },
   });
 }
 
 /** The combobox (WAI-ARIA 1.2 pattern: input role=combobox, a listbox of options). */
-function suggestingPicker({ label, token, map, near, initial, marker, onChange }) {
+function suggestingPicker({ label, token, map, near, initial, marker, onChange, noun, at }) {
   const handle = { onChange };
   pickers += 1;
   const id = `address-${pickers}`;
@@ -645,7 +649,7 @@ function suggestingPicker({ label, token, map, near, initial, marker, onChange }
     input.value = chosen.address;
     asked += 1; // an answer still on its way is for text no longer in the box
     close();
-    if (announce) say(`Delivering to ${chosen.address}.`);
+    if (announce) say(`${at} ${chosen.address}.`);
     if (map) {
       map.marker(marker[0], chosen.lat, chosen.lon, marker[1]);
       map.refit();
@@ -695,14 +699,14 @@ function suggestingPicker({ label, token, map, near, initial, marker, onChange }
     map.onPick = async (lat, lon) => {
       // The point counts at once; its name follows when the engine knows one.
       set({ lat, lon, address: coordinates(lat, lon) }, { announce: false });
-      say(`Delivering to the point ${coordinates(lat, lon)}.`);
+      say(`${at} the point ${coordinates(lat, lon)}.`);
       const mine = asked;
       try {
         const place = await api(`/api/v1/geocode/reverse?lat=${lat}&lon=${lon}`, { token });
         if (mine !== asked || !chosen || chosen.lat !== lat || chosen.lon !== lon) return;
         chosen.address = place.label;
         input.value = place.label;
-        say(`Delivering to ${place.label} (the point you picked).`);
+        say(`${at} ${place.label} (the point you picked).`);
         handle.onChange(chosen);
       } catch {
         // No name for it: the coordinates stay as the label.
@@ -720,7 +724,7 @@ function suggestingPicker({ label, token, map, near, initial, marker, onChange }
     async resolve() {
       if (chosen) return chosen;
       const text = input.value.trim();
-      if (!text) throw new Error(map ? "Type the delivery address, or click the map to pick the point." : "Type the delivery address.");
+      if (!text) throw new Error(map ? `Type the ${noun}, or click the map to pick the point.` : `Type the ${noun}.`);
       let found;
       try {
         ({ results: found } = await query(text, 1));

@@ -73,11 +73,12 @@ async function loadMerchants(session) {
  */
 function openKitchen(session, info, regions) {
   const name = field("Kitchen name", { name: "name", value: "Demo Kitchen", required: true });
-  const mapBox = el("div");
+  const mapBox = el("div", { class: "board-map" });
   const map = info.geocoding ? new MapView(mapBox, regions, { info, token: session.token, label: "Map: click to pick the kitchen's place" }) : null;
   const b = info.bounds;
   const address = addressPicker({
     label: "Address", info, token: session.token, map, marker: ["pickup", "Kitchen"],
+    noun: "kitchen's address", at: "The kitchen is at",
     near: b ? { lat: (b.south + b.north) / 2, lon: (b.west + b.east) / 2 } : null,
     initial: info.geocoding ? null : { lat: 40.7484, lon: -73.9857, address: "350 5th Ave" },
   });
