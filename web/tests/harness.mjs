@@ -132,13 +132,14 @@ function filesUnder(dir, depth) {
 }
 
 /**
- * osrm-routed on the Helsinki data, when MEALKITZ_TEST_OSRM_HOME holds OSRM prepared by
- * scripts/osrm.sh (its binary somewhere under it, e.g. bin/osrm-routed, and a contracted
- * (.hsgr, CH) or partitioned (.mldgr, MLD) Helsinki.osrm). Resolves to { url, stop() }, or to
- * { url: null, reason } when there is none, so that tests run by straight line.
+ * osrm-routed on the Helsinki data, when MEALKITZ_TEST_OSRM_HOME (else MEALKITZ_OSRM_HOME, as
+ * scripts/osrm.sh names it) holds OSRM prepared by scripts/osrm.sh: its binary somewhere under
+ * it (bin/osrm-routed) and a contracted (.hsgr, CH) or partitioned (.mldgr, MLD) Helsinki.osrm
+ * (data/Helsinki/). Resolves to { url, stop() }, or to { url: null, reason } when there is none,
+ * so that tests run by straight line.
  */
 export async function startOsrm() {
-  const home = process.env.MEALKITZ_TEST_OSRM_HOME;
+  const home = process.env.MEALKITZ_TEST_OSRM_HOME || process.env.MEALKITZ_OSRM_HOME;
   if (!home || !existsSync(home)) return { url: null, reason: "MEALKITZ_TEST_OSRM_HOME is not set or missing" };
   const files = filesUnder(home, 6);
   const binary = files.find((f) => path.basename(f) === "osrm-routed" && statSync(f).mode & 0o111);
