@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): make sure PostgreSQL and Redis answer on loopback, installing
-# and starting them on a fresh Debian machine, then validate the Kubernetes manifests, check
+# and starting them on a fresh Debian machine, install OSRM and prepare its Helsinki graph
+# (scripts/osrm.sh), then validate the Kubernetes manifests, check
 # formatting and lints and run every test. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +88,14 @@ ensure_browser() {
 ensure_postgres
 ensure_redis
 ensure_browser
+
+# OSRM's binaries from the PyPI wheel and the Helsinki road graph, in the cache (seconds once
+# installed; skipped when up to date). The tests start their own osrm-routed processes on it
+# (tests/api/osrm_support.rs).
+say "OSRM (scripts/osrm.sh install && scripts/osrm.sh prepare)"
+./scripts/osrm.sh install
+./scripts/osrm.sh prepare
+export MEALKITZ_TEST_OSRM_HOME="${MEALKITZ_OSRM_HOME:-${MEALKITZ_CACHE_DIR:-$HOME/.cache/mealkitz}/osrm}"
 
 # Offline: renders k8s/overlays/* and checks them against the Kubernetes schemas (a few seconds;
 # the first run installs kubernetes-validate from PyPI into ~/.cache/mealkitz/).

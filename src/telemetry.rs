@@ -16,6 +16,11 @@ const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,actix_server=warn,actix_web=war
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Histogram buckets for ETA errors, in seconds (5 s to an hour); an exact-name matcher sorts
+/// before the `_seconds` suffix one, so it wins.
+const ETA_ERROR_BUCKETS_SECONDS: &[f64] = &[
+    5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1_200.0, 1_800.0, 3_600.0,
+];
 /// How often histogram samples are folded into buckets when nobody scrapes, so memory stays
 /// bounded.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -48,6 +53,11 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
             .set_buckets_for_metric(
                 Matcher::Suffix("_seconds".to_owned()),
                 LATENCY_BUCKETS_SECONDS,
+            )
+            .expect("bucket list is non-empty")
+            .set_buckets_for_metric(
+                Matcher::Full("eta_abs_error_seconds".to_owned()),
+                ETA_ERROR_BUCKETS_SECONDS,
             )
             .expect("bucket list is non-empty")
             .build_recorder();

@@ -416,12 +416,14 @@ impl Engine {
     }
 
     /// Graceful stop: takes no more commands, lets every actor stop once its work in hand is
-    /// done, and writes pending snapshots. The event loops end with the process; stopping them
-    /// here would drop work in flight (and its database connections) mid-way.
+    /// done, and writes pending snapshots and the ETA corrections learned since their last
+    /// save. The event loops end with the process; stopping them here would drop work in
+    /// flight (and its database connections) mid-way.
     pub async fn shutdown(&self) {
         self.recovered.store(false, Ordering::Release);
         self.registry.stop_all();
         self.services.snapshots.flush().await;
+        self.services.eta.save(&self.services.store).await;
         if !self.tasks.stop(SNAPSHOT_WRITER_STOP_GRACE).await {
             tracing::warn!("the snapshot writer did not finish within its grace");
         }

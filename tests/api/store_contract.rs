@@ -13,6 +13,7 @@ crate::helpers::each_backend! {
     a_second_user_with_the_same_email_is_a_duplicate => duplicate_email;
     unknown_users_read_as_none => unknown_users;
     the_first_stored_setting_wins => first_setting_wins;
+    eta_corrections_are_saved_over_and_read_back => eta_corrections_round_trip;
 }
 
 async fn before_migration(kind: Db) {
@@ -96,4 +97,63 @@ async fn first_setting_wins(kind: Db) {
         "first"
     );
     assert_eq!(store.setting_or_insert("other", "x").await.unwrap(), "x");
+}
+
+async fn eta_corrections_round_trip(kind: Db) {
+    use mealkitz::maps::corrections::Correction;
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    assert!(store.eta_corrections().await.unwrap().is_empty());
+    let first = vec![
+        (
+            "west".to_owned(),
+            12,
+            Correction {
+                factor: 1.25,
+                samples: 3,
+            },
+        ),
+        (
+            "east".to_owned(),
+            0,
+            Correction {
+                factor: 0.75,
+                samples: 1,
+            },
+        ),
+    ];
+    store.save_eta_corrections(&first).await.unwrap();
+    // Saved again: the row is replaced, not duplicated.
+    let again = vec![(
+        "west".to_owned(),
+        12,
+        Correction {
+            factor: 1.5,
+            samples: 4,
+        },
+    )];
+    store.save_eta_corrections(&again).await.unwrap();
+    let mut read = store.eta_corrections().await.unwrap();
+    read.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        read,
+        vec![
+            (
+                "east".to_owned(),
+                0,
+                Correction {
+                    factor: 0.75,
+                    samples: 1
+                }
+            ),
+            (
+                "west".to_owned(),
+                12,
+                Correction {
+                    factor: 1.5,
+                    samples: 4
+                }
+            ),
+        ]
+    );
 }

@@ -320,3 +320,4 @@ macro_rules! atomic {
 mod handlers;
 mod legs;
 mod offers;
+mod road_eta;
