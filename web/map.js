@@ -37,6 +37,8 @@ const STREET_RANK = {
   tertiary_link: 4, tertiary: 5, secondary_link: 5, secondary: 6, primary_link: 6, primary: 7,
   trunk_link: 7, trunk: 8, motorway_link: 8, motorway: 9,
 };
+/** A street's name is drawn along it when its ends are this share of its length apart. */
+const LABEL_STRAIGHTNESS = 0.85;
 /** Classes whose names are drawn along them. */
 const LABELLED = new Set(["motorway", "trunk", "primary", "secondary", "tertiary", "residential", "pedestrian", "living_street", "unclassified"]);
 
@@ -403,9 +405,12 @@ export class MapView {
     for (const [name, { xy, length, cls }] of longest) {
       // About 7 px a character at 12 px, in map units at this zoom.
       if (length / k < name.length * 7.5 + 24) continue;
+      // A winding street would bend its name out of reading order: only fairly straight ones.
+      const [first, last] = [xy[0], xy[xy.length - 1]];
+      if (Math.hypot(last[0] - first[0], last[1] - first[1]) < length * LABEL_STRAIGHTNESS) continue;
       const { x, y, w, h } = this.view;
       if (!xy.some(([px, py]) => px >= x && px <= x + w && py >= y && py <= y + h)) continue;
-      const forward = xy[xy.length - 1][0] >= xy[0][0];
+      const forward = last[0] >= first[0];
       const line = forward ? xy : [...xy].reverse();
       n += 1;
       const id = `street-name-${Math.random().toString(36).slice(2, 8)}-${n}`;

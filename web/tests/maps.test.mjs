@@ -69,10 +69,10 @@ test("an address typed on the checkout is found, ordered to, and the driver's ro
   assert.ok(options.length >= 1 && options.length <= 10, `a short list: ${options.length}`);
   assert.match(options[0], /Aleksanterinkatu/i, `the best suggestion is on the street typed: ${options}`);
   assert.equal(await box.getAttribute("aria-expanded"), "true");
-  await screenshot(shop, "checkout-address");
 
   // Keyboard: down to the first suggestion, Enter takes it.
   await box.press("ArrowDown");
+  await screenshot(shop, "checkout-address");
   const activeId = await box.getAttribute("aria-activedescendant");
   assert.ok(activeId, "the highlighted option is announced");
   assert.equal(await shop.locator(`#${activeId}`).getAttribute("aria-selected"), "true");
