@@ -5,10 +5,11 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
 
 import { Server, launch, logIn, openPage, screenshot, sleep, startOsrm } from "./harness.mjs";
 
-const REPO = path.resolve(import.meta.dirname, "../..");
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const MAP_DATA = path.join(REPO, "data/helsinki/Helsinki.osm.pbf");
 const REGIONS = path.join(REPO, "data/helsinki/regions.geojson");
 /** By the Kaivokatu / Mannerheimintie corner, in the west region. */
