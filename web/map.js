@@ -559,7 +559,7 @@ function suggestingPicker({ label, token, map, near, initial, marker, onChange, 
   const input = el("input", {
     id, name: "address", type: "text", role: "combobox", autocomplete: "off", spellcheck: "false",
     "aria-autocomplete": "list", "aria-expanded": "false", "aria-controls": listId, "aria-describedby": statusId,
-    placeholder: "Street and number, e.g. Aleksanterinkatu 5",
+    placeholder: "Street and house number",
   });
   const list = el("ul", { id: listId, role: "listbox", class: "suggestions hidden", "aria-label": "Address suggestions" });
   const status = el("p", { id: statusId, class: "address-status muted", role: "status", "aria-live": "polite" });
