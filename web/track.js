@@ -76,6 +76,7 @@ async function start(session) {
 
   function showRoute(frame) {
     if (["delivered", "cancelled", "rejected"].includes(order.status)) return;
+    if (frame.leg === "to_pickup" && order.status === "picked_up") return; // a late one for the leg done
     const toKitchen = frame.leg === "to_pickup";
     map.showRoute(frame.points, { leg: frame.leg, label: toKitchen ? "The driver's route to the kitchen" : "The driver's route to you" });
     const km = Number.isFinite(frame.distance_m) ? ` · ${(frame.distance_m / 1000).toFixed(1)} km` : "";
