@@ -7,6 +7,7 @@ pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod locate;
+pub mod maps;
 pub mod merchants;
 pub mod middleware;
 pub mod openapi;
@@ -97,6 +98,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/orders/{order_id}/payment").route(web::get().to(orders::payment)))
             .service(resource("/orders/{order_id}/cancel").route(web::post().to(orders::cancel)))
             .service(resource("/payments/webhook").route(web::post().to(payments::webhook)))
-            .service(resource("/payments/attention").route(web::get().to(payments::attention))),
+            .service(resource("/payments/attention").route(web::get().to(payments::attention)))
+            .service(resource("/geocode").route(web::get().to(maps::geocode)))
+            .service(resource("/geocode/reverse").route(web::get().to(maps::reverse)))
+            .service(resource("/map").route(web::get().to(maps::info)))
+            .service(resource("/map/streets").route(web::get().to(maps::streets))),
     );
 }

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{checkout, error, health, merchants, orders, pages, payments, users};
+use super::{checkout, error, health, maps, merchants, orders, pages, payments, users};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::domain;
         merchants::set_menu, merchants::menu,
         checkout::checkout, orders::list, orders::get, orders::payment, orders::cancel,
         payments::webhook, payments::attention,
+        maps::geocode, maps::reverse, maps::streets, maps::info,
         openapi_json,
         pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::asset,
     ),
@@ -38,6 +39,8 @@ use crate::domain;
         orders::OrderPage, orders::PaymentView, orders::PaymentEventView,
         payments::WebhookEvent, payments::WebhookData, payments::WebhookAck,
         payments::AttentionPayment, payments::AttentionPayments,
+        maps::GeocodeResults, maps::Bounds, maps::MapInfo,
+        crate::maps::Place, crate::maps::Streets, crate::maps::streets::Street,
         domain::OrderView, domain::OrderItem, domain::Position, domain::HistoryEntry,
     )),
     modifiers(&BearerAuth),
@@ -47,6 +50,7 @@ use crate::domain;
         (name = "merchants", description = "Merchants and menus"),
         (name = "orders", description = "Checkout and orders"),
         (name = "payments", description = "Gateway webhooks, and payments that need an operator"),
+        (name = "maps", description = "Geocoding, streets and the map the pages draw (OpenStreetMap data, ODbL)"),
         (name = "websockets", description = "Handshakes of the real-time sockets"),
         (name = "pages", description = "The web pages and their assets"),
     )

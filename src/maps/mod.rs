@@ -213,6 +213,11 @@ impl Maps {
     pub fn has_map(&self) -> bool {
         self.map.is_some()
     }
+
+    /// The south-west and north-east corners of the offline map, when one is loaded.
+    pub fn bounds(&self) -> Option<(LatLon, LatLon)> {
+        self.map.as_ref().map(|map| map.bounds)
+    }
 }
 
 fn fell_back(call: &'static str, reason: &osrm::OsrmError) {

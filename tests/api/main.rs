@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod addresses;
 mod architecture;
 mod binary;
 mod chaos;
@@ -13,6 +14,7 @@ mod db_outage;
 mod dispatch;
 mod errors;
 mod health;
+mod maps_api;
 mod maps_dispatch;
 mod merchants;
 mod openapi;
