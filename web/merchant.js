@@ -1,6 +1,8 @@
-// The merchant's live order board: New / Accepted / Ready / Out for delivery / Done today.
+// The merchant's live order board: New / Accepted / Ready / Out for delivery / Done today, and a
+// map of the kitchen, the streets around it and where its open orders go.
 
 import { api, clearSession, clock, el, field, getSession, liveSocket, money, mountAuth, shortId, showError, statusBadge } from "/assets/common.js";
+import { MapView, addressPicker, mapInfo } from "/assets/map.js";
 
 const ROLE = "merchant";
 const root = document.getElementById("app");
@@ -53,28 +55,40 @@ function start(session) {
 
 async function loadMerchants(session) {
   try {
-    const { merchants } = await api("/api/v1/me/merchants", { token: session.token });
-    if (merchants.length === 0) openKitchen(session);
-    else board(session, merchants);
+    const [{ merchants }, info, regions] = await Promise.all([
+      api("/api/v1/me/merchants", { token: session.token }),
+      mapInfo(session.token),
+      api("/api/v1/regions").catch(() => ({ type: "FeatureCollection", features: [] })),
+    ]);
+    if (merchants.length === 0) openKitchen(session, info, regions);
+    else board(session, merchants, info, regions);
   } catch (error) {
     root.replaceChildren(el("div", { class: "alert error", role: "alert" }, error.message));
   }
 }
 
-/** First visit: open a kitchen (prefilled with a spot in the demo city) and its menu. */
-function openKitchen(session) {
+/**
+ * First visit: open a kitchen and its menu. Its address is typed with suggestions when the engine
+ * has map data, else given as coordinates (prefilled with a spot in the demo city).
+ */
+function openKitchen(session, info, regions) {
   const name = field("Kitchen name", { name: "name", value: "Demo Kitchen", required: true });
-  const address = field("Address", { name: "address", value: "350 5th Ave", required: true });
-  const lat = field("Latitude", { name: "lat", type: "number", step: "any", value: "40.7484" });
-  const lon = field("Longitude", { name: "lon", type: "number", step: "any", value: "-73.9857" });
+  const mapBox = el("div", { class: "board-map" });
+  const map = info.geocoding ? new MapView(mapBox, regions, { info, token: session.token, label: "Map: click to pick the kitchen's place" }) : null;
+  const b = info.bounds;
+  const address = addressPicker({
+    label: "Address", info, token: session.token, map, marker: ["pickup", "Kitchen"],
+    noun: "kitchen's address", at: "The kitchen is at",
+    near: b ? { lat: (b.south + b.north) / 2, lon: (b.west + b.east) / 2 } : null,
+    initial: info.geocoding ? null : { lat: 40.7484, lon: -73.9857, address: "350 5th Ave" },
+  });
   const menuId = "menu-lines";
   const menu = el("textarea", { id: menuId, rows: 4 }, "Ramen kit, 12.50\nGyoza (6), 5.99\nMiso soup, 3.50");
   const error = el("div", { class: "alert error hidden", role: "alert" });
   const submit = el("button", { type: "submit" }, "Open kitchen");
   const form = el("form", { class: "card" },
     el("h2", {}, "Open your kitchen"),
-    name.label, name.input, address.label, address.input,
-    el("div", { class: "row" }, el("div", {}, lat.label, lat.input), el("div", {}, lon.label, lon.input)),
+    name.label, name.input, address.node, map ? mapBox : "",
     el("label", { for: menuId }, "Menu (one item per line: name, price)"), menu,
     error, submit);
   form.addEventListener("submit", async (event) => {
@@ -87,9 +101,9 @@ function openKitchen(session) {
         if (cut < 0 || !Number.isFinite(price)) throw new Error(`Cannot read the price in "${line}".`);
         return { name: line.slice(0, cut).trim(), price_cents: price };
       });
+      const where = await address.resolve();
       const merchant = await api("/api/v1/merchants", { method: "POST", token: session.token, body: {
-        name: name.input.value, address: address.input.value,
-        location: { lat: parseFloat(lat.input.value), lon: parseFloat(lon.input.value) },
+        name: name.input.value, address: where.address, location: { lat: where.lat, lon: where.lon },
       } });
       await api(`/api/v1/merchants/${merchant.id}/menu`, { method: "PUT", token: session.token, body: { items } });
       loadMerchants(session);
@@ -100,7 +114,7 @@ function openKitchen(session) {
   root.replaceChildren(form);
 }
 
-function board(session, merchants) {
+function board(session, merchants, info, regions) {
   const orders = new Map();
   const fresh = new Set();
   const error = el("div", { class: "alert error hidden", role: "alert" });
@@ -110,10 +124,15 @@ function board(session, merchants) {
     lists.set(key, list);
     return el("section", { class: "column", "aria-label": title }, el("h2", {}, title, " ", el("span", { class: "pill", "data-count": key }, "0")), list);
   }));
+  const mapBox = el("div", { class: "board-map" });
   root.replaceChildren(
-    el("p", { class: "muted" }, "Kitchens: ", merchants.map((m) => m.name).join(", ")),
-    error, grid);
+    el("p", { class: "muted" }, "Kitchens: ", merchants.map((m) => `${m.name} (${m.address})`).join(", ")),
+    error, grid, mapBox);
   statusNode.classList.remove("hidden");
+  const map = new MapView(mapBox, regions, { info, token: session.token, label: "Map: your kitchen and where its orders go" });
+  for (const merchant of merchants) map.marker(`kitchen-${merchant.id}`, merchant.location.lat, merchant.location.lon, merchant.name, "kitchen");
+  /** The orders whose doors are on the map. */
+  const onMap = new Set();
 
   const socket = liveSocket("/ws/merchant", session.token, {
     onStatus: (state, detail) => statusBadge(statusNode, state, detail),
@@ -167,6 +186,23 @@ function board(session, merchants) {
     return node;
   }
 
+  /** A marker at the door of every open order; the map zooms to hold them and the kitchens. */
+  function drawDoors() {
+    const open = [...orders.values()].filter((order) => columnOf(order) !== "done");
+    const ids = new Set(open.map((order) => order.id));
+    let changed = false;
+    for (const id of onMap) {
+      if (!ids.has(id)) { map.removeMarker(`order-${id}`); onMap.delete(id); changed = true; }
+    }
+    for (const order of open) {
+      if (onMap.has(order.id)) continue;
+      map.marker(`order-${order.id}`, order.dropoff.lat, order.dropoff.lon, shortId(order.id), "dropoff");
+      onMap.add(order.id);
+      changed = true;
+    }
+    if (changed) map.refit();
+  }
+
   function render() {
     const today = new Date().toDateString();
     for (const [key] of COLUMNS) lists.get(key).replaceChildren();
@@ -179,6 +215,7 @@ function board(session, merchants) {
     for (const [key] of COLUMNS) {
       document.querySelector(`[data-count="${key}"]`).textContent = lists.get(key).children.length;
     }
+    drawDoors();
     // Highlight a new order once.
     setTimeout(() => fresh.clear(), 5000);
   }

@@ -1,6 +1,8 @@
-// The customer's checkout: where to deliver, a kitchen nearby, its menu, a test card, pay.
+// The customer's checkout: where to deliver (an address with suggestions, or a point picked on
+// the map), a kitchen nearby, its menu, a test card, pay.
 
-import { api, clearSession, el, field, getSession, money, mountAuth, showError } from "/assets/common.js";
+import { api, clearSession, el, getSession, money, mountAuth, showError } from "/assets/common.js";
+import { MapView, addressPicker, mapInfo } from "/assets/map.js";
 
 const ROLE = "customer";
 const root = document.getElementById("app");
@@ -12,36 +14,59 @@ const CARDS = [
   ["pm_card_chargeDeclinedInsufficientFunds", "Insufficient funds (test)"],
 ];
 
-function start(session) {
+const NYC_DEFAULT = { lat: 40.7516, lon: -73.9755, address: "20 W 34th St" };
+
+/** The middle of the map data's box, if there is one. */
+function centreOf(bounds) {
+  return bounds ? { lat: (bounds.south + bounds.north) / 2, lon: (bounds.west + bounds.east) / 2 } : null;
+}
+
+/** A map for picking the point, when the engine has map data (else the page stays as before). */
+function pickingMap(container, regions, info, token) {
+  if (!info.geocoding && !info.streets) return null;
+  return new MapView(container, regions, { info, token, label: "Map: click to pick the delivery point" });
+}
+
+async function start(session) {
   logout.classList.remove("hidden");
   logout.onclick = () => { clearSession(ROLE); location.reload(); };
 
-  const address = field("Deliver to (address)", { name: "address", value: "20 W 34th St", required: true });
-  const lat = field("Latitude", { name: "lat", type: "number", step: "any", value: "40.7516" });
-  const lon = field("Longitude", { name: "lon", type: "number", step: "any", value: "-73.9755" });
+  const [info, regions] = await Promise.all([
+    mapInfo(session.token),
+    api("/api/v1/regions").catch(() => ({ type: "FeatureCollection", features: [] })),
+  ]);
+  const mapBox = el("div");
   const find = el("button", { type: "submit" }, "Find kitchens nearby");
   const error = el("div", { class: "alert error hidden", role: "alert" });
   const results = el("div", { "aria-live": "polite" });
-  const where = el("form", { class: "card", "aria-label": "Delivery address" },
-    address.label, address.input,
-    el("div", { class: "row" }, el("div", {}, lat.label, lat.input), el("div", {}, lon.label, lon.input)),
-    el("div", { class: "row" }, find));
+  const where = el("form", { class: "card", "aria-label": "Delivery address" });
   root.replaceChildren(el("h2", {}, "Where should we deliver?"), where, error, results);
+  const map = pickingMap(mapBox, regions, info, session.token);
+  const picker = addressPicker({
+    label: "Deliver to (address)", info, token: session.token, map,
+    near: centreOf(info.bounds),
+    initial: info.geocoding ? null : NYC_DEFAULT,
+  });
+  where.append(picker.node);
+  if (map) where.append(mapBox);
+  where.append(el("div", { class: "row" }, find));
 
   where.addEventListener("submit", async (event) => {
     event.preventDefault();
     showError(error, null);
     try {
-      const found = await api(`/api/v1/merchants?lat=${lat.input.value}&lon=${lon.input.value}&radius_m=10000`);
+      const place = await picker.resolve();
+      const found = await api(`/api/v1/merchants?lat=${place.lat}&lon=${place.lon}&radius_m=10000`);
       results.replaceChildren(el("h2", {}, "Kitchens nearby"));
       if (found.merchants.length === 0) results.append(el("p", { class: "muted" }, "No kitchen delivers here yet."));
       for (const merchant of found.merchants) {
         results.append(el("div", { class: "card" },
           el("strong", {}, merchant.name), " ",
           el("span", { class: "muted" }, `${(merchant.distance_m / 1000).toFixed(1)} km · ${merchant.is_open ? "open" : "closed"}`),
+          merchant.address ? el("div", { class: "muted" }, merchant.address) : null,
           el("div", { class: "row" }, el("button", {
             type: "button", disabled: !merchant.is_open,
-            onclick: () => showMenu(session, merchant, { address, lat, lon }, error, results),
+            onclick: () => showMenu(session, merchant, picker, map, error, results),
           }, `Order from ${merchant.name}`))));
       }
     } catch (e) {
@@ -50,8 +75,10 @@ function start(session) {
   });
 }
 
-async function showMenu(session, merchant, where, error, results) {
+async function showMenu(session, merchant, picker, map, error, results) {
   showError(error, null);
+  // One Idempotency-Key per checkout attempt: pressing Pay twice orders once.
+  let key = null;
   let menu;
   try {
     menu = await api(`/api/v1/merchants/${merchant.id}/menu`);
@@ -79,14 +106,22 @@ async function showMenu(session, merchant, where, error, results) {
   card.addEventListener("change", () => { key = null; });
   const pay = el("button", { type: "submit", class: "big" }, "Pay and order");
   const message = el("div", { class: "alert error hidden", role: "alert", "data-testid": "checkout-error" });
+  // The address box above stays where to deliver: its suggestions now favour addresses near this
+  // kitchen, and its map shows the kitchen beside the door.
+  picker.setNear(merchant.location);
+  picker.onChange = () => { key = null; };
+  if (map) {
+    map.marker("pickup", merchant.location.lat, merchant.location.lon, "Kitchen");
+    map.refit();
+  }
   const form = el("form", { class: "card", "aria-label": `Menu of ${merchant.name}` },
-    el("h2", {}, merchant.name), lines,
+    el("h2", {}, merchant.name),
+    merchant.address ? el("p", { class: "muted" }, merchant.address) : null,
+    lines,
     el("p", {}, "Items: ", subtotal, el("span", { class: "muted" }, " + delivery fee")),
     el("label", { for: cardId }, "Pay with"), card, message, pay);
   results.replaceChildren(form);
 
-  // One Idempotency-Key per checkout attempt: pressing Pay twice orders once.
-  let key = null;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     showError(message, null);
@@ -97,6 +132,13 @@ async function showMenu(session, merchant, where, error, results) {
       showError(message, new Error("Choose at least one item."));
       return;
     }
+    let place;
+    try {
+      place = await picker.resolve();
+    } catch (e) {
+      showError(message, e);
+      return;
+    }
     key ??= crypto.randomUUID();
     pay.disabled = true;
     try {
@@ -104,7 +146,7 @@ async function showMenu(session, merchant, where, error, results) {
         method: "POST", token: session.token, headers: { "Idempotency-Key": key },
         body: {
           merchant_id: merchant.id, items, payment_method: card.value,
-          dropoff: { lat: parseFloat(where.lat.input.value), lon: parseFloat(where.lon.input.value), address: where.address.input.value },
+          dropoff: { lat: place.lat, lon: place.lon, address: place.address },
         },
       });
       location.assign(`/track/${order.id}`);

@@ -1,8 +1,8 @@
-// Tracking one order: its status timeline, a live map (regions, pickup, dropoff, the driver),
-// and the ETA.
+// Tracking one order: its status timeline, a live map (regions and streets, pickup, dropoff, the
+// driver and the route it drives), and the ETA.
 
 import { ApiError, api, clock, el, getSession, liveSocket, money, mountAuth, shortId, statusBadge } from "/assets/common.js";
-import { MapView } from "/assets/map.js";
+import { MapView, mapInfo } from "/assets/map.js";
 
 const root = document.getElementById("app");
 const statusNode = document.getElementById("status");
@@ -36,15 +36,17 @@ async function start(session) {
       notFound ? "Order not found. Check the link, or log in with the account that placed it." : error.message));
     return;
   }
-  const regions = await api("/api/v1/regions");
+  const [regions, info] = await Promise.all([api("/api/v1/regions"), mapInfo(session.token)]);
   const title = el("h2", {}, `Order ${shortId(order.id)}`);
   const summary = el("p", { class: "muted" });
   const timeline = el("ol", { class: "timeline", "aria-label": "Order status" });
   const dispatch = el("p", { "data-testid": "dispatch" });
   const eta = el("p", { "data-testid": "eta", class: "muted" });
+  const places = el("p", { "data-testid": "addresses" });
   const mapBox = el("div");
-  root.replaceChildren(el("div", { class: "card" }, title, summary, timeline, dispatch, eta), mapBox);
-  const map = new MapView(mapBox, regions);
+  const routeNote = el("p", { class: "muted", "data-testid": "route" });
+  root.replaceChildren(el("div", { class: "card" }, title, summary, places, timeline, dispatch, eta), mapBox, routeNote);
+  const map = new MapView(mapBox, regions, { info, token: session.token, label: "Map of the delivery" });
   statusNode.classList.remove("hidden");
 
   function show(current) {
@@ -62,9 +64,23 @@ async function start(session) {
       }
     }
     dispatch.textContent = current.status === "delivered" ? "" : DISPATCH[current.dispatch_status] || "";
+    places.textContent = `From ${current.pickup_address || "the kitchen"} to ${current.dropoff_address}`;
     map.marker("pickup", current.pickup.lat, current.pickup.lon, "Kitchen");
     map.marker("dropoff", current.dropoff.lat, current.dropoff.lon, "You");
     if (current.status === "delivered") eta.textContent = "Enjoy your meal!";
+    if (["delivered", "cancelled", "rejected"].includes(current.status)) {
+      map.clearRoute();
+      routeNote.textContent = "";
+    }
+  }
+
+  function showRoute(frame) {
+    if (["delivered", "cancelled", "rejected"].includes(order.status)) return;
+    if (frame.leg === "to_pickup" && order.status === "picked_up") return; // a late one for the leg done
+    const toKitchen = frame.leg === "to_pickup";
+    map.showRoute(frame.points, { leg: frame.leg, label: toKitchen ? "The driver's route to the kitchen" : "The driver's route to you" });
+    const km = Number.isFinite(frame.distance_m) ? ` · ${(frame.distance_m / 1000).toFixed(1)} km` : "";
+    routeNote.textContent = `${toKitchen ? "The driver's route to the kitchen" : "The driver's route to you"}${km}${frame.by_road ? " by road" : " (straight line)"}`;
   }
   show(order);
 
@@ -72,8 +88,10 @@ async function start(session) {
     onStatus: (state, detail) => statusBadge(statusNode, state, detail),
     onMessage(message) {
       if (message.type === "order_update") show(message.order);
+      else if (message.type === "route" && (!message.order_id || message.order_id === order.id)) showRoute(message);
       else if (message.type === "driver_location") {
         map.marker("driver", message.lat, message.lon, "Driver");
+        map.trimRoute(message.lat, message.lon);
         if (order.status !== "delivered") {
           eta.textContent = `Arriving in about ${Math.max(1, Math.round(message.eta_seconds / 60))} min`;
         }

@@ -28,7 +28,9 @@ pub enum Reply {
         status: DriverStatus,
     },
     DriverFeed {
-        status: DriverStatus,
+        /// Boxed: a status and an order side by side are the largest reply by far (the JSON is
+        /// the same).
+        status: Box<DriverStatus>,
         active: Option<OrderView>,
     },
     Board {
@@ -162,13 +164,16 @@ pub struct DriverSnapshot {
 impl Answer for DriverSnapshot {
     fn into_reply(self) -> Reply {
         Reply::DriverFeed {
-            status: self.status,
+            status: Box::new(self.status),
             active: self.active,
         }
     }
     fn from_reply(reply: Reply) -> Option<Self> {
         match reply {
-            Reply::DriverFeed { status, active } => Some(DriverSnapshot { status, active }),
+            Reply::DriverFeed { status, active } => Some(DriverSnapshot {
+                status: *status,
+                active,
+            }),
             _ => None,
         }
     }

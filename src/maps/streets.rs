@@ -9,11 +9,8 @@ use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{AABB, RTree};
 use serde::{Deserialize, Serialize};
 
+use super::types::OSM_ATTRIBUTION;
 use crate::geo::LatLon;
-
-/// OpenStreetMap's licence, shown wherever map data is (the same text as
-/// `crate::maps::OSM_ATTRIBUTION`; kept here so this file needs nothing from `mod.rs`).
-pub const OSM_ATTRIBUTION: &str = "© OpenStreetMap contributors, ODbL";
 
 /// Most ways one answer holds.
 pub const STREETS_MAX_WAYS: usize = 5_000;

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod addresses;
 mod architecture;
 mod binary;
 mod chaos;

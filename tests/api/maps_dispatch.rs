@@ -39,11 +39,15 @@ fn helsinki_file(name: &str) -> String {
     format!("{}/data/helsinki/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// An engine serving the two Helsinki regions, routing by OSRM at `osrm_url` when given.
-async fn helsinki_app(kind: Db, osrm_url: Option<&str>) -> TestApp {
+/// An engine serving the two Helsinki regions with the Helsinki extract's addresses and
+/// streets, routing by OSRM at `osrm_url` when given.
+pub async fn helsinki_app(kind: Db, osrm_url: Option<&str>) -> TestApp {
     let db = TestDb::create(kind).await;
     let mut config = test_config(&db);
-    let mut args = vec![format!("--regions={}", helsinki_file("regions.geojson"))];
+    let mut args = vec![
+        format!("--regions={}", helsinki_file("regions.geojson")),
+        format!("--map-data={}", helsinki_file("Helsinki.osm.pbf")),
+    ];
     if let Some(url) = osrm_url {
         args.push(format!("--osrm-url={url}"));
     }

@@ -561,12 +561,12 @@ fn reply_driver() -> Reply {
 fn reply_driver_feed(active: bool) -> Reply {
     if active {
         Reply::DriverFeed {
-            status: busy_driver(),
+            status: Box::new(busy_driver()),
             active: Some(assigned_view()),
         }
     } else {
         Reply::DriverFeed {
-            status: offered_driver(),
+            status: Box::new(offered_driver()),
             active: None,
         }
     }

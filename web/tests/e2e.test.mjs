@@ -77,7 +77,7 @@ test("a customer orders, the board accepts, the driver delivers, tracking shows 
   await sleep(1200);
   const later = await app.getByTestId("countdown").textContent();
   assert.ok(parseInt(later, 10) < parseInt(first, 10), `the countdown runs: ${first} then ${later}`);
-  await screenshot(app, "driver-offer");
+  await screenshot(app, "driver-offer-countdown");
   await offer.getByRole("button", { name: "Accept" }).click();
   await app.getByRole("region", { name: "Your delivery" }).waitFor();
 

@@ -1,8 +1,8 @@
 // Test harness: the mealkitz binary on a fresh SQLite store, Debian's Chromium through
-// playwright-core, REST helpers and screenshots.
+// playwright-core, osrm-routed when one is prepared, REST helpers and screenshots.
 
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -27,13 +27,18 @@ export async function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** `mealkitz serve` on loopback, restartable on the same port and database. */
+/**
+ * `mealkitz serve` on loopback, restartable on the same port and database. `args` are added to
+ * the command line (e.g. --map-data), `env` to its environment.
+ */
 export class Server {
-  constructor() {
+  constructor({ args = [], env = {} } = {}) {
     if (!BINARY) throw new Error("set MEALKITZ_BIN to the mealkitz binary");
     this.dir = mkdtempSync(path.join(tmpdir(), "mealkitz-browser-"));
     this.port = null;
     this.child = null;
+    this.args = args;
+    this.env = env;
   }
 
   get base() {
@@ -42,7 +47,7 @@ export class Server {
 
   async start() {
     this.port ??= await freePort();
-    this.child = spawn(BINARY, ["serve", "--bind", `127.0.0.1:${this.port}`], {
+    this.child = spawn(BINARY, ["serve", "--bind", `127.0.0.1:${this.port}`, ...this.args], {
       env: {
         ...process.env,
         DATABASE_URL: `sqlite://${path.join(this.dir, "mealkitz.db")}`,
@@ -52,6 +57,7 @@ export class Server {
         MEALKITZ_OFFER_TIMEOUT_SECS: "60",
         MEALKITZ_SEARCH_RETRY_MS: "500",
         MEALKITZ_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE: "10000",
+        ...this.env,
       },
       stdio: ["ignore", "ignore", process.env.TEST_LOG ? "inherit" : "ignore"],
     });
@@ -101,15 +107,73 @@ export class Server {
   }
 
   /** A merchant with a menu at (lat, lon). */
-  async kitchen(lat, lon, name = "Test Kitchen") {
+  async kitchen(lat, lon, name = "Test Kitchen", address = "1 Test St") {
     const owner = await this.user("merchant");
-    const merchant = await this.api("/api/v1/merchants", { method: "POST", token: owner.token, body: { name, address: "1 Test St", location: { lat, lon } } });
+    const merchant = await this.api("/api/v1/merchants", { method: "POST", token: owner.token, body: { name, address, location: { lat, lon } } });
     const menu = await this.api(`/api/v1/merchants/${merchant.id}/menu`, {
       method: "PUT", token: owner.token,
       body: { items: [{ name: "Ramen kit", price_cents: 1250 }, { name: "Gyoza (6)", price_cents: 599 }] },
     });
     return { owner, merchant, menu };
   }
+}
+
+/** The files under `dir` (to `depth` levels), for finding things in an install of unknown layout. */
+function filesUnder(dir, depth) {
+  const found = [];
+  let entries;
+  try { entries = readdirSync(dir, { withFileTypes: true }); } catch { return found; }
+  for (const entry of entries) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory() && depth > 0) found.push(...filesUnder(full, depth - 1));
+    else if (entry.isFile() || entry.isSymbolicLink()) found.push(full);
+  }
+  return found;
+}
+
+/**
+ * osrm-routed on the Helsinki data, when MEALKITZ_TEST_OSRM_HOME (else MEALKITZ_OSRM_HOME, as
+ * scripts/osrm.sh names it) holds OSRM prepared by scripts/osrm.sh: its binary somewhere under
+ * it (bin/osrm-routed) and a contracted (.hsgr, CH) or partitioned (.mldgr, MLD) Helsinki.osrm
+ * (data/Helsinki/). Resolves to { url, stop() }, or to { url: null, reason } when there is none,
+ * so that tests run by straight line.
+ */
+export async function startOsrm() {
+  const home = process.env.MEALKITZ_TEST_OSRM_HOME || process.env.MEALKITZ_OSRM_HOME;
+  if (!home || !existsSync(home)) return { url: null, reason: "MEALKITZ_TEST_OSRM_HOME is not set or missing" };
+  const files = filesUnder(home, 6);
+  const binary = files.find((f) => path.basename(f) === "osrm-routed" && statSync(f).mode & 0o111);
+  const graphs = files
+    .map((f) => /^(.*\.osrm)\.(hsgr|mldgr)$/.exec(f))
+    .filter(Boolean)
+    .sort((a, b) => Number(/helsinki/i.test(b[1])) - Number(/helsinki/i.test(a[1])));
+  if (!binary || graphs.length === 0) return { url: null, reason: `no osrm-routed or prepared .osrm under ${home}` };
+  const [, base, kind] = graphs[0];
+  const port = await freePort();
+  const child = spawn(binary, ["--algorithm", kind === "hsgr" ? "ch" : "mld", "--ip", "127.0.0.1", "--port", String(port), base], {
+    stdio: ["ignore", "ignore", process.env.TEST_LOG ? "inherit" : "ignore"],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 20000;
+  while (Date.now() < deadline && child.exitCode === null) {
+    try {
+      const response = await fetch(`${url}/nearest/v1/driving/24.9384,60.1699`);
+      if (response.ok) {
+        return {
+          url,
+          async stop() {
+            if (child.exitCode !== null) return;
+            const exited = new Promise((resolve) => child.once("exit", resolve));
+            child.kill("SIGTERM");
+            await exited;
+          },
+        };
+      }
+    } catch { /* not up yet */ }
+    await sleep(100);
+  }
+  child.kill("SIGKILL");
+  throw new Error(`osrm-routed (${binary} on ${base}) did not answer`);
 }
 
 export async function launch() {
