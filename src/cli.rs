@@ -7,9 +7,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::api::auth::Passwords;
 use crate::api::users::validate_account;
-use crate::config::{Config, ConfigError, Settings};
+use crate::config::{Config, ConfigError, MapsConfig, Settings};
 use crate::domain::Role;
-use crate::sim::{DemoArgs, SimulateArgs};
+use crate::sim::{CityKind, DemoArgs, SimulateArgs};
 use crate::startup::Application;
 use crate::store::{NewUser, Store, StoreError};
 use crate::{shutdown, telemetry};
@@ -71,7 +71,7 @@ impl From<anyhow::Error> for Failure {
 
 /// Entry point of the `mealkitz` binary.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // A value clap refused is a bad setting: one line naming it. Anything else (help,
         // version, an unknown flag) clap prints and exits with itself.
@@ -83,6 +83,14 @@ pub fn main() -> ExitCode {
             None => error.exit(),
         },
     };
+    if let Err(error) = demo_city_settings(
+        &mut cli.settings,
+        cli.command.as_ref(),
+        crate::sim::helsinki::files,
+    ) {
+        eprintln!("mealkitz: cannot write the Helsinki demo data: {error}");
+        return ExitCode::FAILURE;
+    }
     let config = match cli.settings.to_config() {
         Ok(config) => config,
         Err(error) => {
@@ -98,7 +106,7 @@ pub fn main() -> ExitCode {
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(simulate(args)),
+            Ok(runtime) => runtime.block_on(simulate(args, config.maps)),
             Err(error) => Err(Failure::Runtime(error.into())),
         },
         command => actix_web::rt::System::new().block_on(run(command, config)),
@@ -139,8 +147,29 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
     }
 }
 
-async fn simulate(args: SimulateArgs) -> Result<(), Failure> {
-    let report = crate::sim::run(args.to_sim(), |_| {}).await?;
+/// `demo --city helsinki` runs its own engine on the built-in Helsinki regions and map data
+/// (written to a cache directory by `files`), unless `--regions` / `--map-data` say otherwise.
+fn demo_city_settings(
+    settings: &mut Settings,
+    command: Option<&Command>,
+    files: impl FnOnce() -> std::io::Result<crate::sim::helsinki::Files>,
+) -> std::io::Result<()> {
+    let Some(Command::Demo(args)) = command else {
+        return Ok(());
+    };
+    if args.city != CityKind::Helsinki
+        || (settings.dispatch.regions.is_some() && settings.maps.map_data.is_some())
+    {
+        return Ok(());
+    }
+    let files = files()?;
+    settings.dispatch.regions.get_or_insert(files.regions);
+    settings.maps.map_data.get_or_insert(files.map_data);
+    Ok(())
+}
+
+async fn simulate(args: SimulateArgs, maps: MapsConfig) -> Result<(), Failure> {
+    let report = crate::sim::run(args.to_sim(&maps), |_| {}).await?;
     if args.json {
         println!(
             "{}",
@@ -162,6 +191,7 @@ async fn simulate(args: SimulateArgs) -> Result<(), Failure> {
 /// fleet, until Ctrl-C.
 async fn demo(config: Config, args: DemoArgs) -> Result<(), Failure> {
     let bind = config.http.bind;
+    let maps = config.maps.clone();
     let app = Application::build(config).await?;
     let port = app.port();
     let host = if bind.ip().is_unspecified() {
@@ -170,7 +200,7 @@ async fn demo(config: Config, args: DemoArgs) -> Result<(), Failure> {
         bind.ip().to_string()
     };
     let base = format!("http://{host}:{port}");
-    let sim = args.to_sim(format!("http://127.0.0.1:{port}"));
+    let sim = args.to_sim(format!("http://127.0.0.1:{port}"), &maps);
     let handle = app.stop_handle();
     let server = actix_web::rt::spawn(app.run_until_stopped());
     // Wait for the engine to be ready before the fleet logs in.
@@ -186,6 +216,11 @@ async fn demo(config: Config, args: DemoArgs) -> Result<(), Failure> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let base_for_print = base.clone();
+    let city_line = demo_city_line(args.city, &maps);
+    let attribution = maps
+        .map_data
+        .is_some()
+        .then(|| format!("Map data {}", crate::maps::OSM_ATTRIBUTION));
     // The fleet runs until the signal: it is cancelled then, and waited for.
     let fleet = crate::tasks::Tasks::new();
     fleet.spawn(async move {
@@ -207,6 +242,10 @@ async fn demo(config: Config, args: DemoArgs) -> Result<(), Failure> {
                 "  Order food:      {base_for_print}/order      (log in as {customer_email} / {})",
                 crate::sim::SIM_PASSWORD
             );
+            println!("  City:            {city_line}");
+            if let Some(attribution) = &attribution {
+                println!("  {attribution}");
+            }
             actix_web::rt::spawn(async move {
                 if first_order.wait_for(Option::is_some).await.is_ok()
                     && let Some(id) = first_order.borrow().clone()
@@ -225,6 +264,18 @@ async fn demo(config: Config, args: DemoArgs) -> Result<(), Failure> {
     handle.stop(true).await;
     let _ = server.await;
     Ok(())
+}
+
+/// The demo banner's line about the city and how its drivers drive.
+fn demo_city_line(city: CityKind, maps: &MapsConfig) -> String {
+    let roads = match &maps.osrm_url {
+        Some(url) => format!("drivers follow roads routed by OSRM at {url}"),
+        None => "drivers drive straight lines (start OSRM with scripts/osrm.sh start and pass --osrm-url for roads)".to_owned(),
+    };
+    match city {
+        CityKind::Synthetic => format!("synthetic; {roads}"),
+        CityKind::Helsinki => format!("Helsinki, real streets and addresses; {roads}"),
+    }
 }
 
 /// How long the demo waits for its simulated fleet to stop after Ctrl-C.
@@ -295,6 +346,64 @@ async fn create_admin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch_files() -> std::io::Result<crate::sim::helsinki::Files> {
+        crate::sim::helsinki::files_in(
+            &std::env::temp_dir().join(format!("mealkitz-cli-test-{}", std::process::id())),
+        )
+    }
+
+    #[test]
+    fn demo_in_helsinki_serves_the_built_in_regions_and_map_data() {
+        let mut cli = Cli::try_parse_from(["mealkitz", "demo", "--city", "helsinki"]).unwrap();
+        demo_city_settings(&mut cli.settings, cli.command.as_ref(), scratch_files).unwrap();
+        let config = cli.settings.to_config().unwrap();
+        let kamppi = crate::geo::LatLon::new(60.1690, 24.9330).unwrap();
+        assert!(config.dispatch.regions.locate(kamppi).is_some());
+        assert_eq!(config.dispatch.regions.regions().len(), 2);
+        let map_data = config.maps.map_data.expect("map data");
+        assert_eq!(
+            std::fs::read(&map_data).unwrap(),
+            crate::sim::helsinki::MAP_DATA
+        );
+    }
+
+    #[test]
+    fn demo_in_helsinki_keeps_the_regions_and_map_data_the_operator_chose() {
+        let files = scratch_files().unwrap();
+        let mine = files.regions.with_file_name("mine.geojson");
+        std::fs::write(&mine, crate::sim::helsinki::REGIONS_GEOJSON).unwrap();
+        let mut cli = Cli::try_parse_from([
+            "mealkitz",
+            "demo",
+            "--city",
+            "helsinki",
+            "--regions",
+            mine.to_str().unwrap(),
+            "--map-data",
+            "Cargo.toml",
+        ])
+        .unwrap();
+        demo_city_settings(&mut cli.settings, cli.command.as_ref(), || {
+            Err(std::io::Error::other("not needed"))
+        })
+        .unwrap();
+        assert_eq!(cli.settings.dispatch.regions, Some(mine));
+        assert_eq!(
+            cli.settings.maps.map_data,
+            Some(std::path::PathBuf::from("Cargo.toml"))
+        );
+        // The synthetic demo and other commands are left alone.
+        for argv in [vec!["mealkitz", "demo"], vec!["mealkitz", "serve"]] {
+            let mut cli = Cli::try_parse_from(argv).unwrap();
+            demo_city_settings(&mut cli.settings, cli.command.as_ref(), || {
+                Err(std::io::Error::other("not needed"))
+            })
+            .unwrap();
+            assert_eq!(cli.settings.dispatch.regions, None);
+            assert_eq!(cli.settings.maps.map_data, None);
+        }
+    }
 
     #[test]
     fn the_command_line_is_well_formed() {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::city::CityKind;
+use crate::config::MapsConfig;
 use crate::config::values::{positive, whole};
 
 /// The engine `simulate` loads by default: one started locally with the default settings.
@@ -51,6 +53,11 @@ pub struct SimConfig {
     pub time_scale: f64,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Which city.
+    pub city: CityKind,
+    /// The simulator's own maps: drivers route with `osrm_url` (straight lines without it);
+    /// Helsinki's addresses come from `map_data` (the built-in extract when unset).
+    pub maps: MapsConfig,
 }
 
 /// `mealkitz simulate`: a fleet and its customers as real clients of the engine at `--url`.
@@ -83,6 +90,11 @@ pub struct SimulateArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The city: `synthetic` (around New York coordinates, the engine's default regions) or
+    /// `helsinki` (real streets and addresses; the engine needs
+    /// `--regions data/helsinki/regions.geojson`). Drivers follow roads with `--osrm-url`.
+    #[arg(long, value_enum, default_value_t = CityKind::Synthetic)]
+    pub city: CityKind,
 }
 
 /// `mealkitz demo`: the engine plus a small simulated fleet, in one process.
@@ -96,11 +108,16 @@ pub struct DemoArgs {
     pub orders_per_minute: f64,
     #[arg(long, value_parser = positive(1_000.0), default_value_t = DEMO_TIME_SCALE)]
     pub time_scale: f64,
+    /// The city: `synthetic`, or `helsinki` (real streets and addresses from the built-in
+    /// OpenStreetMap extract, its two regions; drivers follow roads with `--osrm-url`).
+    #[arg(long, value_enum, default_value_t = CityKind::Synthetic)]
+    pub city: CityKind,
 }
 
 impl SimulateArgs {
-    /// The simulation these arguments ask for.
-    pub fn to_sim(&self) -> SimConfig {
+    /// The simulation these arguments ask for; the simulator's maps from the global maps
+    /// settings (`--osrm-url`, `--map-data`).
+    pub fn to_sim(&self, maps: &MapsConfig) -> SimConfig {
         let customers = self.customers.unwrap_or_else(|| {
             ((self.orders_per_minute / ORDERS_PER_MINUTE_PER_CUSTOMER).ceil() as usize)
                 .max(MIN_CUSTOMERS)
@@ -116,13 +133,16 @@ impl SimulateArgs {
             accept_rate: self.accept_rate,
             time_scale: self.time_scale,
             progress: !self.json,
+            city: self.city,
+            maps: maps.clone(),
         }
     }
 }
 
 impl DemoArgs {
-    /// The demo's simulation, against the engine at `url`; it runs until stopped.
-    pub fn to_sim(&self, url: String) -> SimConfig {
+    /// The demo's simulation, against the engine at `url` whose maps are `maps` (the drivers
+    /// route with the same OSRM); it runs until stopped.
+    pub fn to_sim(&self, url: String, maps: &MapsConfig) -> SimConfig {
         SimConfig {
             url,
             drivers: self.drivers,
@@ -134,6 +154,8 @@ impl DemoArgs {
             accept_rate: DEFAULT_ACCEPT_RATE,
             time_scale: self.time_scale,
             progress: false,
+            city: self.city,
+            maps: maps.clone(),
         }
     }
 }
@@ -214,11 +236,38 @@ mod tests {
     fn without_arguments_the_simulation_is_the_documented_one() {
         let command = SimulateArgs::augment_args(Command::new("simulate"));
         let matches = command.try_get_matches_from(["simulate"]).unwrap();
-        let sim = SimulateArgs::from_arg_matches(&matches).unwrap().to_sim();
+        let sim = SimulateArgs::from_arg_matches(&matches)
+            .unwrap()
+            .to_sim(&MapsConfig::default());
         assert_eq!(sim.url, DEFAULT_ENGINE_URL);
         assert_eq!((sim.drivers, sim.merchants, sim.customers), (200, 20, 12));
         assert_eq!(sim.duration, Duration::from_secs(60));
         assert_eq!((sim.seed, sim.accept_rate, sim.time_scale), (7, 0.9, 30.0));
         assert!(sim.progress);
+        assert_eq!(sim.city, CityKind::Synthetic);
+        assert_eq!(sim.maps.osrm_url, None);
+    }
+
+    #[test]
+    fn the_city_is_chosen_by_name_and_the_maps_come_from_the_global_settings() {
+        let command = SimulateArgs::augment_args(Command::new("simulate"));
+        let matches = command
+            .try_get_matches_from(["simulate", "--city", "helsinki"])
+            .unwrap();
+        let maps = MapsConfig {
+            osrm_url: Some("http://127.0.0.1:5000".to_owned()),
+            ..MapsConfig::default()
+        };
+        let sim = SimulateArgs::from_arg_matches(&matches)
+            .unwrap()
+            .to_sim(&maps);
+        assert_eq!(sim.city, CityKind::Helsinki);
+        assert_eq!(sim.maps, maps);
+        let command = SimulateArgs::augment_args(Command::new("simulate"));
+        assert!(
+            command
+                .try_get_matches_from(["simulate", "--city", "atlantis"])
+                .is_err()
+        );
     }
 }

@@ -1,33 +1,134 @@
 //! The simulated city and its demand, drawn from one seed: the same seed gives the same
-//! merchants, drivers, customers and orders (times, places, baskets).
+//! merchants, drivers, customers and orders (times, places, baskets). Two cities: the synthetic
+//! one (30 km × 30 km around New York coordinates, the engine's default regions) and Helsinki
+//! (the OpenStreetMap extract in `data/helsinki/`, real streets and addresses).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 
 use crate::domain::Position;
 use crate::geo::LatLon;
 
-/// Half the demo city's side, less a margin so everything stays inside the service area.
-const CITY_HALF_SIDE_M: f64 = 13_000.0;
-const CENTRE: LatLon = LatLon {
-    lat: 40.75,
-    lon: -73.98,
-};
-/// How far from its merchant an order is delivered: between these distances.
-const DROPOFF_MIN_M: f64 = 800.0;
-const DROPOFF_MAX_M: f64 = 4_500.0;
-
-/// A point `north_m`, `east_m` from the demo city's centre.
-pub fn offset(north_m: f64, east_m: f64) -> Position {
-    let LatLon { lat, lon } = CENTRE.offset_m(north_m, east_m);
-    Position { lat, lon }
+/// Which city to simulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum CityKind {
+    /// A square around New York coordinates: the engine's default regions, no map data.
+    #[default]
+    Synthetic,
+    /// Central Helsinki on real roads and addresses (engine started with
+    /// `--regions data/helsinki/regions.geojson --map-data data/helsinki/Helsinki.osm.pbf`).
+    Helsinki,
 }
 
-fn anywhere(rng: &mut StdRng) -> Position {
-    offset(
-        rng.random_range(-CITY_HALF_SIDE_M..CITY_HALF_SIDE_M),
-        rng.random_range(-CITY_HALF_SIDE_M..CITY_HALF_SIDE_M),
-    )
+impl CityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CityKind::Synthetic => "synthetic",
+            CityKind::Helsinki => "helsinki",
+        }
+    }
+}
+
+/// Where a city's people are: a rectangle around a centre, and how far orders travel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Area {
+    centre: LatLon,
+    half_north_m: f64,
+    half_east_m: f64,
+    /// How far from its merchant an order is delivered: between these distances.
+    dropoff_min_m: f64,
+    dropoff_max_m: f64,
+    /// How far (degrees either way) an idle driver drifts from where it started.
+    wander_deg: f64,
+}
+
+/// How far inside its map data (or its regions) a city's people are placed.
+pub const AREA_MARGIN_M: f64 = 100.0;
+
+/// The synthetic city: half its side is the demo regions' less a margin, so everything stays
+/// inside the service area.
+const SYNTHETIC: Area = Area {
+    centre: LatLon {
+        lat: 40.75,
+        lon: -73.98,
+    },
+    half_north_m: 13_000.0,
+    half_east_m: 13_000.0,
+    dropoff_min_m: 800.0,
+    dropoff_max_m: 4_500.0,
+    wander_deg: 0.01,
+};
+
+/// Central Helsinki: the extract spans about 60.164–60.179 N, 24.935–24.953 E (≈ 1.67 km ×
+/// 1.0 km); the people stay [`AREA_MARGIN_M`] inside it, where the street network is whole.
+const HELSINKI: Area = Area {
+    centre: LatLon {
+        lat: 60.1715,
+        lon: 24.944,
+    },
+    half_north_m: 730.0,
+    half_east_m: 400.0,
+    dropoff_min_m: 300.0,
+    dropoff_max_m: 1_200.0,
+    wander_deg: 0.002,
+};
+
+impl Area {
+    /// A point `north_m`, `east_m` from the centre.
+    fn offset(&self, north_m: f64, east_m: f64) -> Position {
+        let LatLon { lat, lon } = self.centre.offset_m(north_m, east_m);
+        Position { lat, lon }
+    }
+
+    fn anywhere(&self, rng: &mut StdRng) -> Position {
+        self.offset(
+            rng.random_range(-self.half_north_m..self.half_north_m),
+            rng.random_range(-self.half_east_m..self.half_east_m),
+        )
+    }
+
+    /// The south-west and north-east corners.
+    pub fn bounds(&self) -> (LatLon, LatLon) {
+        (
+            self.centre.offset_m(-self.half_north_m, -self.half_east_m),
+            self.centre.offset_m(self.half_north_m, self.half_east_m),
+        )
+    }
+
+    /// Whether `p` is inside the area.
+    pub fn contains(&self, p: Position) -> bool {
+        let (sw, ne) = self.bounds();
+        (sw.lat..=ne.lat).contains(&p.lat) && (sw.lon..=ne.lon).contains(&p.lon)
+    }
+
+    /// Whether `p` is inside the area grown by `margin_m` on every side.
+    pub fn contains_within(&self, p: Position, margin_m: f64) -> bool {
+        let (sw, ne) = self.bounds();
+        let (sw, ne) = (
+            sw.offset_m(-margin_m, -margin_m),
+            ne.offset_m(margin_m, margin_m),
+        );
+        (sw.lat..=ne.lat).contains(&p.lat) && (sw.lon..=ne.lon).contains(&p.lon)
+    }
+
+    /// The point of the area nearest to `p`.
+    pub fn clamp(&self, p: Position) -> Position {
+        let (sw, ne) = self.bounds();
+        Position {
+            lat: p.lat.clamp(sw.lat, ne.lat),
+            lon: p.lon.clamp(sw.lon, ne.lon),
+        }
+    }
+
+    /// A spot near `start` for an idle driver to drift to, inside the area.
+    pub fn wander_spot(&self, start: Position, rng: &mut StdRng) -> Position {
+        self.clamp(Position {
+            lat: start.lat + rng.random_range(-self.wander_deg..self.wander_deg),
+            lon: start.lon + rng.random_range(-self.wander_deg..self.wander_deg),
+        })
+    }
 }
 
 /// One order of the demand.
@@ -45,6 +146,8 @@ pub struct PlannedOrder {
 /// Everything the seed decides.
 #[derive(Debug, Clone)]
 pub struct City {
+    pub kind: CityKind,
+    pub area: Area,
     pub merchants: Vec<Position>,
     pub drivers: Vec<Position>,
     /// Each driver's speed, km/h.
@@ -63,6 +166,7 @@ pub const MENU: &[(&str, i64)] = &[
 
 impl City {
     pub fn new(
+        kind: CityKind,
         seed: u64,
         merchants: usize,
         drivers: usize,
@@ -70,9 +174,14 @@ impl City {
         orders_per_minute: f64,
         duration_secs: f64,
     ) -> City {
+        let area = match kind {
+            CityKind::Synthetic => SYNTHETIC,
+            CityKind::Helsinki => HELSINKI,
+        };
         let mut rng = StdRng::seed_from_u64(seed);
-        let merchant_spots: Vec<Position> = (0..merchants).map(|_| anywhere(&mut rng)).collect();
-        let driver_spots: Vec<Position> = (0..drivers).map(|_| anywhere(&mut rng)).collect();
+        let merchant_spots: Vec<Position> =
+            (0..merchants).map(|_| area.anywhere(&mut rng)).collect();
+        let driver_spots: Vec<Position> = (0..drivers).map(|_| area.anywhere(&mut rng)).collect();
         let speeds = (0..drivers).map(|_| rng.random_range(20.0..32.0)).collect();
         // Poisson arrivals: exponential gaps at the given rate.
         let rate_per_sec = orders_per_minute / 60.0;
@@ -86,19 +195,19 @@ impl City {
                     break;
                 }
                 let merchant = rng.random_range(0..merchants);
-                let distance = rng.random_range(DROPOFF_MIN_M..DROPOFF_MAX_M);
+                let distance = rng.random_range(area.dropoff_min_m..area.dropoff_max_m);
                 let bearing = rng.random_range(0.0..std::f64::consts::TAU);
                 let origin = merchant_spots[merchant];
                 let (north_m, east_m) = LatLon {
                     lat: origin.lat,
                     lon: origin.lon,
                 }
-                .offset_m_from(CENTRE);
+                .offset_m_from(area.centre);
                 let north = north_m + distance * bearing.cos();
                 let east = east_m + distance * bearing.sin();
-                let dropoff = offset(
-                    north.clamp(-CITY_HALF_SIDE_M, CITY_HALF_SIDE_M),
-                    east.clamp(-CITY_HALF_SIDE_M, CITY_HALF_SIDE_M),
+                let dropoff = area.offset(
+                    north.clamp(-area.half_north_m, area.half_north_m),
+                    east.clamp(-area.half_east_m, area.half_east_m),
                 );
                 let line_count = rng.random_range(1..=3);
                 let lines = (0..line_count)
@@ -117,6 +226,8 @@ impl City {
             }
         }
         City {
+            kind,
+            area,
             merchants: merchant_spots,
             drivers: driver_spots,
             driver_speeds_kmh: speeds,
@@ -156,19 +267,38 @@ mod tests {
 
     #[test]
     fn the_same_seed_makes_the_same_city_and_demand() {
-        let a = City::new(7, 10, 50, 20, 600.0, 120.0);
-        let b = City::new(7, 10, 50, 20, 600.0, 120.0);
-        assert_eq!(a.merchants, b.merchants);
-        assert_eq!(a.drivers, b.drivers);
-        assert_eq!(a.orders, b.orders);
-        assert_eq!(a.demand_fingerprint(), b.demand_fingerprint());
-        let c = City::new(8, 10, 50, 20, 600.0, 120.0);
-        assert_ne!(a.demand_fingerprint(), c.demand_fingerprint());
+        for kind in [CityKind::Synthetic, CityKind::Helsinki] {
+            let a = City::new(kind, 7, 10, 50, 20, 600.0, 120.0);
+            let b = City::new(kind, 7, 10, 50, 20, 600.0, 120.0);
+            assert_eq!(a.merchants, b.merchants);
+            assert_eq!(a.drivers, b.drivers);
+            assert_eq!(a.orders, b.orders);
+            assert_eq!(a.demand_fingerprint(), b.demand_fingerprint());
+            let c = City::new(kind, 8, 10, 50, 20, 600.0, 120.0);
+            assert_ne!(a.demand_fingerprint(), c.demand_fingerprint());
+        }
+    }
+
+    #[test]
+    fn the_synthetic_city_is_the_one_earlier_versions_drew() {
+        // Recorded before Helsinki was added: a seed keeps meaning the same city and demand.
+        let city = City::new(CityKind::Synthetic, 7, 20, 200, 12, 60.0, 60.0);
+        assert_eq!(city.demand_fingerprint(), "a7574e29b2f345b2");
+        assert_eq!(
+            (city.merchants[0].lat, city.merchants[0].lon),
+            (40.64017717867254, -74.0395430811435)
+        );
+        assert_eq!(
+            (city.drivers[0].lat, city.drivers[0].lon),
+            (40.68306380688103, -73.92847184517923)
+        );
+        let other = City::new(CityKind::Synthetic, 1, 20, 200, 12, 60.0, 60.0);
+        assert_eq!(other.demand_fingerprint(), "6d98eadb667aab46");
     }
 
     #[test]
     fn demand_follows_the_rate_and_stays_in_the_city() {
-        let city = City::new(1, 5, 5, 5, 600.0, 600.0);
+        let city = City::new(CityKind::Synthetic, 1, 5, 5, 5, 600.0, 600.0);
         // 6,000 expected; Poisson noise is ~1.3 %.
         assert!(
             (5_700..=6_300).contains(&city.orders.len()),
@@ -181,5 +311,48 @@ mod tests {
             assert!(regions.locate(p).is_some());
         }
         assert!(city.orders.windows(2).all(|w| w[0].at_secs <= w[1].at_secs));
+    }
+
+    #[test]
+    fn everyone_in_helsinki_is_inside_the_extract_and_its_regions() {
+        let regions = crate::geo::RegionMap::from_geojson(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/helsinki/regions.geojson"
+        )))
+        .unwrap();
+        // The extract's own extent (data/helsinki/README.md).
+        let in_extract =
+            |p: Position| (60.164..=60.179).contains(&p.lat) && (24.935..=24.953).contains(&p.lon);
+        let city = City::new(CityKind::Helsinki, 3, 30, 200, 10, 600.0, 600.0);
+        assert!(city.orders.len() > 5_000, "{}", city.orders.len());
+        let everyone = city
+            .merchants
+            .iter()
+            .chain(&city.drivers)
+            .chain(city.orders.iter().map(|o| &o.dropoff));
+        for p in everyone {
+            assert!(in_extract(*p), "{p:?} is outside the extract");
+            assert!(city.area.contains(*p), "{p:?}");
+            let at = LatLon::new(p.lat, p.lon).unwrap();
+            assert!(regions.locate(at).is_some(), "{p:?} is outside the regions");
+        }
+        // Spread over the extract, not bunched in a corner: both regions have merchants.
+        let west = city.merchants.iter().filter(|m| m.lon < 24.944).count();
+        assert!(west > 0 && west < city.merchants.len(), "{west}");
+    }
+
+    #[test]
+    fn an_idle_driver_never_wanders_out_of_the_city() {
+        let area = HELSINKI;
+        let mut rng = StdRng::seed_from_u64(5);
+        let (sw, _) = area.bounds();
+        let corner = Position {
+            lat: sw.lat,
+            lon: sw.lon,
+        };
+        for _ in 0..1_000 {
+            let spot = area.wander_spot(corner, &mut rng);
+            assert!(area.contains(spot), "{spot:?}");
+        }
     }
 }

@@ -1,12 +1,16 @@
 //! The fleet simulator: a city of merchants, drivers and customers as real clients of a running
 //! engine, over HTTP and WebSockets. Merchants run their boards, drivers drive (faster than real
 //! time, by `time_scale`) and answer offers, customers check out at a steady rate; at the end a
-//! report of what happened. `mealkitz simulate` and `mealkitz demo` run it.
+//! report of what happened. `mealkitz simulate` and `mealkitz demo` run it. Drivers follow
+//! road routes when the simulator has an OSRM (`--osrm-url`); the Helsinki city takes its
+//! addresses from map data ([`helsinki`]).
 
 mod args;
 mod city;
 mod clients;
+pub mod helsinki;
 mod report;
+mod walk;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,11 +20,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 pub use args::{DemoArgs, SimConfig, SimulateArgs};
-pub use city::City;
-pub use report::Report;
+pub use city::{City, CityKind};
+pub use report::{EtaError, Report};
 
-use self::clients::{Customers, driver, merchant};
-use self::report::Stats;
+use self::clients::{Customers, DriverPlan, addressed, driver, merchant};
+use self::report::{MapsUsed, RunTimes, Stats};
+use crate::config::MapsConfig;
+use crate::config::dispatch::DEFAULT_AVERAGE_SPEED_KMH;
+use crate::geo::{LatLon, RegionMap};
+use crate::maps::Maps;
+use crate::maps::offline::OfflineMap;
 
 /// The password of every simulated account.
 pub const SIM_PASSWORD: &str = "simulated-password";
@@ -107,16 +116,21 @@ impl Api {
     }
 }
 
-fn email(seed: u64, role: &str, i: usize) -> String {
-    format!("sim-{seed}-{role}-{i}@sim.mealkitz.test")
+/// A simulated account's email. Helsinki's people are not the synthetic city's (whose
+/// merchants are in New York), so a rerun against the same engine finds the right ones.
+fn email(city: CityKind, seed: u64, role: &str, i: usize) -> String {
+    match city {
+        CityKind::Synthetic => format!("sim-{seed}-{role}-{i}@sim.mealkitz.test"),
+        other => format!("sim-{}-{seed}-{role}-{i}@sim.mealkitz.test", other.as_str()),
+    }
 }
 
-async fn cast(api: &Api, config: &SimConfig, city: &City) -> anyhow::Result<Cast> {
+async fn cast(api: &Api, config: &SimConfig, city: &City, maps: &Maps) -> anyhow::Result<Cast> {
     use futures_util::{StreamExt, TryStreamExt};
     let logins = |role: &'static str, count: usize| {
         futures_util::stream::iter(0..count)
             .map(move |i| {
-                let email = email(config.seed, role, i);
+                let email = email(config.city, config.seed, role, i);
                 async move { api.account(role, &email).await }
             })
             .buffered(SETUP_CONCURRENCY)
@@ -137,7 +151,14 @@ async fn cast(api: &Api, config: &SimConfig, city: &City) -> anyhow::Result<Cast
             Some(existing) => existing["id"].as_str().unwrap_or_default().to_owned(),
             None => {
                 let spot = city.merchants[i];
-                let body = json!({"name": format!("Sim Kitchen {i}"), "address": format!("{i} Simulation Ave"), "location": spot});
+                let body = match addressed(maps, &city.area, spot) {
+                    Some(place) => {
+                        json!({"name": format!("Sim Kitchen {i}"), "address": place.label, "location": {"lat": place.lat, "lon": place.lon}})
+                    }
+                    None => {
+                        json!({"name": format!("Sim Kitchen {i}"), "address": format!("{i} Simulation Ave"), "location": spot})
+                    }
+                };
                 let (status, created) = api
                     .call(
                         reqwest::Method::POST,
@@ -185,9 +206,78 @@ async fn cast(api: &Api, config: &SimConfig, city: &City) -> anyhow::Result<Cast
         merchant_tokens,
         driver_tokens,
         customer_tokens,
-        first_merchant_email: email(config.seed, "merchant", 0),
-        first_customer_email: email(config.seed, "customer", 0),
+        first_merchant_email: email(config.city, config.seed, "merchant", 0),
+        first_customer_email: email(config.city, config.seed, "customer", 0),
     })
+}
+
+/// The simulator's own maps: OSRM for the drivers' routes when configured, and for Helsinki
+/// the map data its addresses come from (the built-in extract unless `--map-data` names one).
+/// Without usable map data the run goes on with made-up addresses.
+async fn sim_maps(config: &SimConfig) -> anyhow::Result<(Arc<Maps>, MapsUsed)> {
+    let routing = MapsConfig {
+        map_data: None,
+        map_tiles_url: None,
+        ..config.maps.clone()
+    };
+    let mut maps = Maps::from_config(&routing, DEFAULT_AVERAGE_SPEED_KMH)
+        .map_err(|e| anyhow::anyhow!("the simulator's maps: {e}"))?;
+    if config.city == CityKind::Helsinki {
+        let path = config.maps.map_data.clone();
+        let read = tokio::task::spawn_blocking(move || match path {
+            Some(path) => OfflineMap::load(&path),
+            None => OfflineMap::read(helsinki::MAP_DATA),
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|read| read);
+        match read {
+            Ok(map) => maps = maps.with_map(Arc::new(map)),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the map data; addresses are made up");
+            }
+        }
+    }
+    let used = MapsUsed {
+        routing: maps.provider(),
+        addresses: maps.has_map(),
+    };
+    Ok((Arc::new(maps), used))
+}
+
+/// Fails early, and says how to fix it, when the engine's regions do not cover the city (a
+/// Helsinki run against an engine serving the default regions, or the reverse).
+async fn check_service_area(api: &Api, city: &City) -> anyhow::Result<()> {
+    let response = api
+        .http
+        .get(format!("{}/api/v1/regions", api.base))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", api.base))?;
+    if !response.status().is_success() {
+        return Ok(());
+    }
+    let Ok(regions) = RegionMap::from_geojson(&response.text().await.unwrap_or_default()) else {
+        return Ok(());
+    };
+    let outside = city
+        .merchants
+        .iter()
+        .filter(|p| LatLon::new(p.lat, p.lon).map_or(true, |at| regions.locate(at).is_none()))
+        .count();
+    if outside > 0 {
+        let hint = match city.kind {
+            CityKind::Helsinki => "start it with --regions data/helsinki/regions.geojson",
+            CityKind::Synthetic => "start it without --regions (the default regions)",
+        };
+        bail!(
+            "the engine at {} does not serve the {} city ({outside} of {} merchants are outside its regions): {hint}",
+            api.base,
+            city.kind.as_str(),
+            city.merchants.len()
+        );
+    }
+    Ok(())
 }
 
 /// What the demo prints once the fleet is running.
@@ -214,6 +304,7 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
         bail!("{base} is not ready (GET /ready answered {status})");
     }
     let city = City::new(
+        config.city,
         config.seed,
         config.merchants,
         config.drivers,
@@ -221,8 +312,10 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
         config.orders_per_minute,
         config.duration.as_secs_f64(),
     );
+    check_service_area(&api, &city).await?;
     let setup_started = Instant::now();
-    let cast = cast(&api, &config, &city).await?;
+    let (maps, maps_used) = sim_maps(&config).await?;
+    let cast = cast(&api, &config, &city, &maps).await?;
     let setup_secs = setup_started.elapsed().as_secs_f64();
     let ws_base = base.replacen("http", "ws", 1);
     let stats = Arc::new(Mutex::new(Stats::default()));
@@ -239,17 +332,18 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
         )));
     }
     for (i, token) in cast.driver_tokens.iter().enumerate() {
-        tasks.push(tokio::spawn(driver(
-            format!("{ws_base}/ws/driver"),
-            token.clone(),
-            city.drivers[i],
-            city.driver_speeds_kmh[i],
-            config.seed ^ ((i as u64) << 20),
-            config.accept_rate,
-            config.time_scale,
-            stats.clone(),
-            stop.1.clone(),
-        )));
+        let plan = DriverPlan {
+            url: format!("{ws_base}/ws/driver"),
+            token: token.clone(),
+            start: city.drivers[i],
+            speed_kmh: city.driver_speeds_kmh[i],
+            seed: config.seed ^ ((i as u64) << 20),
+            accept_rate: config.accept_rate,
+            time_scale: config.time_scale,
+            area: city.area,
+            maps: maps.clone(),
+        };
+        tasks.push(tokio::spawn(driver(plan, stats.clone(), stop.1.clone())));
     }
     let (first_order_tx, first_order_rx) = tokio::sync::watch::channel(None);
     on_started(Started {
@@ -277,6 +371,8 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
         tokens: cast.customer_tokens.clone(),
         merchants: cast.merchants.clone(),
         stats: stats.clone(),
+        maps: maps.clone(),
+        area: city.area,
     };
     for (n, planned) in city.orders.iter().enumerate() {
         let due = started + Duration::from_secs_f64(planned.at_secs);
@@ -326,5 +422,14 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
     // Every client watches the stop signal; each finishes its step in hand and is waited for.
     let _ = tokio::time::timeout(CLIENTS_STOP_GRACE, futures_util::future::join_all(tasks)).await;
     let stats = std::mem::take(&mut *stats.lock().unwrap_or_else(|e| e.into_inner()));
-    Ok(stats.report(&config, &city, setup_secs, demand_secs, total_secs))
+    Ok(stats.report(
+        &config,
+        &city,
+        maps_used,
+        RunTimes {
+            setup_secs,
+            demand_secs,
+            total_secs,
+        },
+    ))
 }
