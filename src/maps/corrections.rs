@@ -16,8 +16,8 @@ pub const LEARNING_RATE: f64 = 0.1;
 /// Predictions shorter than this are too short to learn from (a driver already at the door).
 pub const MIN_PREDICTED_SECS: f64 = 30.0;
 /// An observation more than this many times off either way is an outlier (a driver who took a
-/// break, a test clock): ignored.
-pub const MAX_RATIO: f64 = 10.0;
+/// break, a simulator's fast clock): ignored.
+pub const MAX_RATIO: f64 = 4.0;
 
 /// One hour's correction.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -147,11 +147,11 @@ mod tests {
     fn the_factor_stays_within_its_bounds() {
         let mut c = Corrections::default();
         for _ in 0..100 {
-            c.observe("west", 1, 100.0, 900.0);
+            c.observe("west", 1, 100.0, 390.0);
         }
         assert_eq!(c.factor("west", 1), MAX_FACTOR);
         for _ in 0..200 {
-            c.observe("west", 2, 900.0, 100.0);
+            c.observe("west", 2, 390.0, 100.0);
         }
         assert_eq!(c.factor("west", 2), MIN_FACTOR);
     }
@@ -161,7 +161,8 @@ mod tests {
         let mut c = Corrections::default();
         let cases = [
             (10.0, 20.0),
-            (300.0, 300.0 * 11.0),
+            (300.0, 300.0 * 5.0),
+            (300.0, 300.0 / 10.0),
             (300.0, 0.0),
             (f64::NAN, 100.0),
             (300.0, f64::INFINITY),

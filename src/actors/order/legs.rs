@@ -15,6 +15,8 @@ pub(super) struct RoutedLeg {
     pub(super) routed_at: Instant,
     /// The learned correction it was told with.
     pub(super) factor: f64,
+    /// Its duration was already compared with what happened (the driver arrived).
+    pub(super) learned: bool,
 }
 
 /// The order's legs: the current one, the delivery leg known ahead (for the ETA before the

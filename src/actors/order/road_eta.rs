@@ -20,6 +20,9 @@ use crate::maps::progress::LegProgress;
 
 /// A driver off the route is re-routed at most this often.
 pub const REROUTE_MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// A driver this close to the leg's end has arrived: the leg's travel time is measured then,
+/// not at the pickup (which includes waiting for the food) or the delivery (the doorstep).
+pub const ARRIVED_M: f64 = 50.0;
 
 fn point(p: Position) -> LatLon {
     LatLon {
@@ -48,7 +51,8 @@ impl OrderActor {
         }
     }
 
-    /// After a journaled change: a leg that ended is learned from and dropped.
+    /// After a journaled change: a leg that ended is learned from (if its arrival was not
+    /// seen) and dropped, and the next leg may be routed at once.
     pub(super) fn legs_after_change(&mut self) {
         let now = self.leg_kind();
         let Some(leg) = self.legs.current.as_ref() else {
@@ -57,22 +61,37 @@ impl OrderActor {
         if now == Some(leg.kind) {
             return;
         }
-        let finished = match (leg.kind, self.order.state.status) {
-            (LegKind::ToPickup, OrderStatus::PickedUp) => Some(Leg::Pickup),
-            (LegKind::ToDropoff, OrderStatus::Delivered) => Some(Leg::Delivery),
-            _ => None,
-        };
-        if let Some(finished) = finished {
-            self.services.eta.observe(
-                &self.order.region_id,
-                finished,
-                leg.progress.duration_secs(),
-                leg.factor,
-                leg.routed_at.elapsed().as_secs_f64(),
-            );
+        let finished = matches!(
+            (leg.kind, self.order.state.status),
+            (LegKind::ToPickup, OrderStatus::PickedUp)
+                | (LegKind::ToDropoff, OrderStatus::Delivered)
+        );
+        if finished && !leg.learned {
+            self.learn_leg();
         }
         self.legs.current = None;
         self.legs.last_frame = None;
+        self.legs.last_request = None;
+    }
+
+    /// Compares the current leg's prediction with how long it took until now.
+    fn learn_leg(&mut self) {
+        let Some(leg) = self.legs.current.as_mut() else {
+            return;
+        };
+        leg.learned = true;
+        let kind = match leg.kind {
+            LegKind::ToPickup => Leg::Pickup,
+            LegKind::ToDropoff => Leg::Delivery,
+        };
+        let (predicted, factor, taken) = (
+            leg.progress.duration_secs(),
+            leg.factor,
+            leg.routed_at.elapsed().as_secs_f64(),
+        );
+        self.services
+            .eta
+            .observe(&self.order.region_id, kind, predicted, factor, taken);
     }
 
     /// The ETA to the customer from a fix of the order's driver, asking for a route when the
@@ -80,6 +99,19 @@ impl OrderActor {
     fn eta_from(&mut self, at: LatLon, ctx: &mut Context<Self>) -> Option<f64> {
         let kind = self.leg_kind()?;
         let (pickup, dropoff) = (point(self.order.pickup), point(self.order.dropoff));
+        let end = match kind {
+            LegKind::ToPickup => pickup,
+            LegKind::ToDropoff => dropoff,
+        };
+        if self
+            .legs
+            .current
+            .as_ref()
+            .is_some_and(|leg| leg.kind == kind && !leg.learned)
+            && haversine_m(at, end) <= ARRIVED_M
+        {
+            self.learn_leg();
+        }
         let routed = self
             .legs
             .current
@@ -177,6 +209,7 @@ impl Handler<LegRouted> for OrderActor {
             progress: LegProgress::new(&msg.leg),
             routed_at: Instant::now(),
             factor: self.services.eta.factor(&self.order.region_id),
+            learned: false,
         });
         let frame = OrderFeed::Route(view.clone());
         self.feed.publish(&frame);
