@@ -248,7 +248,21 @@ impl Osrm {
         };
         metrics::counter!("maps_osrm_requests_total", "call" => call, "outcome" => label)
             .increment(1);
+        let before = self.breaker.state();
         self.breaker.record(failure.is_none());
+        match (before, self.breaker.state(), &failure) {
+            (State::Closed, State::Open, Some(reason)) => {
+                tracing::warn!(
+                    call,
+                    reason,
+                    "OSRM keeps failing: circuit breaker opened; straight lines meanwhile"
+                )
+            }
+            (State::Open | State::HalfOpen, State::Closed, _) => {
+                tracing::info!(call, "OSRM answers again: circuit breaker closed")
+            }
+            _ => {}
+        }
         metrics::gauge!("maps_osrm_up").set(if failure.is_none() { 1.0 } else { 0.0 });
         if let Some(reason) = &failure {
             tracing::debug!(call, reason, "OSRM call failed");
@@ -280,7 +294,9 @@ impl Osrm {
             Ok(Ok(answer)) => return Ok(answer),
             Err(_) => OsrmError::Timeout,
             Ok(Err(e)) if e.is_timeout() => OsrmError::Timeout,
-            Ok(Err(e)) => OsrmError::Unreachable(error_chain(&e)),
+            // Without the URL: it holds customers' and drivers' coordinates, and the reason is
+            // shown by /ready and logged.
+            Ok(Err(e)) => OsrmError::Unreachable(error_chain(&e.without_url())),
         };
         Err(Failure {
             error,
