@@ -76,6 +76,17 @@ elif "$VENV/bin/python" "$scratch/copy/scripts/validate_k8s.py" >/dev/null 2>&1;
   say "the validator accepted several replicas with an optional REDIS_URL"
   status=1
 fi
+# And a copy whose engine is pointed at OSRM (k8s/components/maps) but may not reach it: the
+# egress rule the component adds to the engine's NetworkPolicy names another port.
+broken_copy
+sed -i 's/^\( *\)port: 5000$/\1port: 5001/' "$scratch/copy/k8s/components/maps/kustomization.yaml"
+if ! grep -q 'port: 5001' "$scratch/copy/k8s/components/maps/kustomization.yaml"; then
+  say "could not change the OSRM egress port in a copy of k8s/components/maps/kustomization.yaml (moved?)"
+  status=1
+elif "$VENV/bin/python" "$scratch/copy/scripts/validate_k8s.py" >/dev/null 2>&1; then
+  say "the validator accepted an engine that its NetworkPolicy keeps from reaching OSRM"
+  status=1
+fi
 
 elapsed_ms=$((($(date +%s%N) - started_ns) / 1000000))
 elapsed="$((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000)) | cut -c1)"

@@ -15,7 +15,11 @@ For every overlay under k8s/overlays/ it renders the kustomization with a real k
   and read-only settings, no Secret rendered, image tags set, the region count of the alert on
   unowned regions against the regions file, and that a Deployment that may run more than one
   replica reads REDIS_URL from a required Secret key (replicas share the regions, and route
-  commands to each other, only through Redis).
+  commands to each other, only through Redis); the engine's settings, probes, shutdown budget
+  and Redis rules apply to its own pods (app.kubernetes.io/name: mealkitz), not to OSRM's;
+* an engine given MEALKITZ_OSRM_URL=http://<service>:<port> (k8s/components/maps): that Service
+  is rendered with that port, a pod behind it listens there, and the engine's NetworkPolicy
+  lets it out to it.
 
 Files named *.example.yaml under k8s/ are validated on their own. Without any kustomize on
 PATH it says so and validates each file separately (the issue allows that), which cannot check
@@ -56,6 +60,11 @@ DRAIN_SECS = 10
 # src/actors/remote.rs); without it one replica holds every region and the others stand by.
 REDIS_VAR = "REDIS_URL"
 GEOJSON_TYPES = {"Polygon", "MultiPolygon"}
+# The engine's pods carry this label (k8s/base); other workloads (OSRM, k8s/components/maps)
+# are not held to the engine's settings, probes, shutdown budget and Redis rules.
+ENGINE_LABEL = ("app.kubernetes.io/name", "mealkitz")
+# The engine's setting naming the OSRM server (src/config/maps.rs).
+OSRM_URL_VAR = "MEALKITZ_OSRM_URL"
 
 
 class Report:
@@ -208,6 +217,11 @@ def metric_defined_in_src(name: str) -> bool:
     return False
 
 
+def is_engine(template: dict) -> bool:
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    return labels.get(ENGINE_LABEL[0]) == ENGINE_LABEL[1]
+
+
 def pod_workloads(objects: list[dict]) -> list[tuple[dict, dict]]:
     """(workload, pod template) for Deployments and Jobs."""
     out = []
@@ -272,15 +286,22 @@ def check_objects(where: str, objects: list[dict], namespace: str | None, report
     for policy in by_kind.get("NetworkPolicy", []):
         spec = policy.get("spec") or {}
         if not any(matches(spec.get("podSelector"), labels) for labels in pod_labels):
-            report.error(where, f"{ident(policy)}: podSelector matches no engine pod")
+            report.error(where, f"{ident(policy)}: podSelector matches no pod")
         allowed = {p.get("port") for rule in spec.get("ingress") or [] for p in rule.get("ports") or []}
-        for name, number in container_ports.items():
+        selected_ports = {(p.get("name"), p.get("containerPort"))
+                          for _, t in servers
+                          if matches(spec.get("podSelector"), (t.get("metadata") or {}).get("labels") or {})
+                          for c in (t.get("spec") or {}).get("containers", []) for p in c.get("ports") or []}
+        for name, number in sorted(selected_ports, key=str):
             if name not in allowed and number not in allowed:
                 report.error(where, f"{ident(policy)}: ingress does not allow container port {name} ({number})")
 
+    check_osrm_url(where, servers, services, by_kind.get("NetworkPolicy", []), configmaps, report)
+
     hpas = by_kind.get("HorizontalPodAutoscaler", [])
     for deployment, template in servers:
-        check_sharing(where, deployment, template, hpas, configmaps, report)
+        if is_engine(template):
+            check_sharing(where, deployment, template, hpas, configmaps, report)
 
     for hpa in hpas:
         spec = hpa.get("spec") or {}
@@ -367,7 +388,7 @@ def check_pod(where: str, workload: dict, template: dict, configmaps: dict, repo
                 report.secret_keys.add((key_ref.get("name"), key_ref.get("key")))
                 report.note(f"{where}: {cname} reads {var.get('name')} from Secret "
                             f"{key_ref.get('name')} key {key_ref.get('key')}")
-        if env_names is not None:
+        if env_names is not None and is_engine(template):
             for var in env:
                 if var not in env_names:
                     report.error(where, f"{cname}: environment variable {var} is not a setting of the engine "
@@ -383,7 +404,7 @@ def check_pod(where: str, workload: dict, template: dict, configmaps: dict, repo
             if isinstance(port, str) and port not in ports:
                 report.error(where, f"{cname}: {probe_name} port {port!r} is not a named container port")
 
-        if workload.get("kind") == "Deployment":
+        if workload.get("kind") == "Deployment" and is_engine(template):
             deployment_spec = workload.get("spec") or {}
             strategy = deployment_spec.get("strategy") or {}
             if deployment_spec.get("replicas", 1) == 1 and strategy.get("type", "RollingUpdate") == "RollingUpdate" \
@@ -425,6 +446,63 @@ def redis_problem(container: dict, configmaps: dict) -> str | None:
         if ref and REDIS_VAR in ((configmaps.get(ref) or {}).get("data") or {}):
             return f"{REDIS_VAR} comes from ConfigMap {ref}, not from a Secret"
     return f"{REDIS_VAR} is not set"
+
+
+def check_osrm_url(where: str, servers: list[tuple[dict, dict]], services: list[dict], policies: list[dict],
+                   configmaps: dict, report: Report) -> None:
+    """An engine told to ask OSRM at http://<service>:<port> (k8s/components/maps) must find that
+    Service rendered with that port, selecting a pod that listens on it, and its NetworkPolicies
+    must let it out to that port."""
+    for deployment, template in servers:
+        if not is_engine(template):
+            continue
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        for container in (template.get("spec") or {}).get("containers") or []:
+            env: dict[str, str | None] = {}
+            for source in container.get("envFrom") or []:
+                ref = (source.get("configMapRef") or {}).get("name")
+                env.update(((configmaps.get(ref) or {}).get("data") or {}) if ref else {})
+            for var in container.get("env") or []:
+                env[var.get("name")] = var.get("value")
+            url = env.get(OSRM_URL_VAR)
+            if not url:
+                continue
+            cname = f"{ident(deployment)} container {container.get('name')}"
+            match = re.fullmatch(r"https?://([a-z0-9-]+)(?:\.[a-z0-9.-]+)?(?::(\d+))?/?", url)
+            if not match:
+                report.note(f"{where}: {cname}: {OSRM_URL_VAR}={url} is outside the cluster; not checked")
+                continue
+            host, port = match.group(1), int(match.group(2) or (443 if url.startswith("https") else 80))
+            service = next((s for s in services if s["metadata"]["name"] == host), None)
+            if service is None:
+                report.error(where, f"{cname}: {OSRM_URL_VAR}={url} names Service {host}, which is not rendered")
+                continue
+            ports = [p for p in (service.get("spec") or {}).get("ports") or [] if p.get("port") == port]
+            if not ports:
+                report.error(where, f"{cname}: {OSRM_URL_VAR}={url}: Service {host} has no port {port}")
+                continue
+            selector = {"matchLabels": (service.get("spec") or {}).get("selector") or {}}
+            backends = [t for _, t in servers if matches(selector, (t.get("metadata") or {}).get("labels") or {})]
+            target = ports[0].get("targetPort", port)
+            listening = {value for t in backends for c in (t.get("spec") or {}).get("containers") or []
+                         for p in c.get("ports") or [] for value in (p.get("name"), p.get("containerPort"))}
+            if target not in listening:
+                report.error(where, f"{cname}: {OSRM_URL_VAR}={url}: no pod behind Service {host} listens on "
+                                    f"{target!r}")
+                continue
+            target_number = next((p.get("containerPort") for t in backends
+                                  for c in (t.get("spec") or {}).get("containers") or []
+                                  for p in c.get("ports") or [] if target in (p.get("name"), p.get("containerPort"))),
+                                 target)
+            for policy in policies:
+                spec = policy.get("spec") or {}
+                if "Egress" not in (spec.get("policyTypes") or []) or not matches(spec.get("podSelector"), labels):
+                    continue
+                if not any(not rule.get("ports") or any(p.get("port") in (target_number, target)
+                                                        for p in rule.get("ports") or [])
+                           for rule in spec.get("egress") or []):
+                    report.error(where, f"{ident(policy)}: no egress rule lets {ident(deployment)} reach "
+                                        f"{OSRM_URL_VAR}={url} (port {target_number})")
 
 
 def check_sharing(where: str, deployment: dict, template: dict, hpas: list[dict], configmaps: dict,
@@ -646,7 +724,8 @@ def validate_files_separately(versions: list[str], crds: dict, report: Report) -
 def targets(overlays: list[Path], scratch: Path):
     """(name, directory, namespace) to render: each overlay, and each overlay that uses no
     component combined with each component under k8s/components/ (e.g. prod + single-replica,
-    one pod for the whole city), rendered from a copy of k8s/."""
+    one pod for the whole city; prod + maps, OSRM beside the engine), rendered from a copy of
+    k8s/ in the overlay's namespace."""
     for overlay in overlays:
         yield rel(overlay), overlay, kustomization(overlay).get("namespace")
     components = sorted(p for p in (K8S / "components").glob("*") if kustomization(p)) \
@@ -661,12 +740,16 @@ def targets(overlays: list[Path], scratch: Path):
         for component in components:
             variant = copy / "variants" / f"{overlay.name}+{component.name}"
             variant.mkdir(parents=True)
-            (variant / "kustomization.yaml").write_text(yaml.safe_dump({
+            variant_kustomization = {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
                 "resources": [f"../../overlays/{overlay.name}"],
                 "components": [f"../../components/{component.name}"],
-            }))
+            }
+            # As in an overlay that lists the component: its objects land in the namespace too.
+            if kustomization(overlay).get("namespace"):
+                variant_kustomization["namespace"] = kustomization(overlay)["namespace"]
+            (variant / "kustomization.yaml").write_text(yaml.safe_dump(variant_kustomization))
             yield (f"{rel(overlay)} + {rel(component)}", variant, kustomization(overlay).get("namespace"))
 
 

@@ -10,7 +10,8 @@
 //!
 //! Metrics: `maps_osrm_request_seconds{call}` (histogram), `maps_osrm_requests_total{call,
 //! outcome}` (outcome `ok` or an [`OsrmError::kind`]), `maps_osrm_up` (1 after an answer, 0
-//! after a failure).
+//! after a failure), `maps_osrm_retries_total` (requests sent again after osrm-routed closed a
+//! pooled connection under them).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,6 +29,10 @@ pub const MAX_TABLE_CELLS: usize = 100 * 100;
 pub const MAX_ROUTE_POINTS: usize = 500;
 /// Idle pooled connections are closed after this long (osrm-routed keeps them 5 s).
 pub const POOL_IDLE_TIMEOUT_MS: u64 = 4_000;
+/// A point OSRM had to move farther than this to reach a road is outside its graph (another
+/// city, the sea): its table cells are `None` and a route through it is refused, so the caller
+/// uses the straight line rather than a trip from wherever OSRM snapped it.
+pub const MAX_SNAP_M: f64 = 500.0;
 /// Decimal places of the coordinates sent: 6 is about 0.1 m.
 const COORDINATE_DECIMALS: usize = 6;
 
@@ -243,7 +248,21 @@ impl Osrm {
         };
         metrics::counter!("maps_osrm_requests_total", "call" => call, "outcome" => label)
             .increment(1);
+        let before = self.breaker.state();
         self.breaker.record(failure.is_none());
+        match (before, self.breaker.state(), &failure) {
+            (State::Closed, State::Open, Some(reason)) => {
+                tracing::warn!(
+                    call,
+                    reason,
+                    "OSRM keeps failing: circuit breaker opened; straight lines meanwhile"
+                )
+            }
+            (State::Open | State::HalfOpen, State::Closed, _) => {
+                tracing::info!(call, "OSRM answers again: circuit breaker closed")
+            }
+            _ => {}
+        }
         metrics::gauge!("maps_osrm_up").set(if failure.is_none() { 1.0 } else { 0.0 });
         if let Some(reason) = &failure {
             tracing::debug!(call, reason, "OSRM call failed");
@@ -252,25 +271,47 @@ impl Osrm {
         outcome.map_err(|f| f.error)
     }
 
-    /// GET `url` and read the whole body within the deadline.
+    /// GET `url` and read the whole body within the deadline. A request lost on a pooled
+    /// connection the server had closed is sent once more on a fresh one (see
+    /// [`closed_under_us`]); both attempts share the deadline.
     async fn fetch(&self, url: &str) -> Result<(reqwest::StatusCode, Vec<u8>), Failure> {
-        let request = async {
+        let attempt = || async {
             let response = self.client.get(url).send().await?;
             let status = response.status();
             let body = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, body.to_vec()))
         };
+        let request = async {
+            match attempt().await {
+                Err(e) if closed_under_us(&e) => {
+                    metrics::counter!("maps_osrm_retries_total").increment(1);
+                    attempt().await
+                }
+                other => other,
+            }
+        };
         let error = match tokio::time::timeout(self.deadline, request).await {
             Ok(Ok(answer)) => return Ok(answer),
             Err(_) => OsrmError::Timeout,
             Ok(Err(e)) if e.is_timeout() => OsrmError::Timeout,
-            Ok(Err(e)) => OsrmError::Unreachable(error_chain(&e)),
+            // Without the URL: it holds customers' and drivers' coordinates, and the reason is
+            // shown by /ready and logged.
+            Ok(Err(e)) => OsrmError::Unreachable(error_chain(&e.without_url())),
         };
         Err(Failure {
             error,
             server_fault: true,
         })
     }
+}
+
+/// Whether a request failed because the server closed its (pooled) connection under it rather
+/// than because the server is away: sent, then no answer, with no connect error or timeout.
+/// osrm-routed closes a keep-alive connection after its 512th request without saying so
+/// (`Connection: keep-alive`, `Keep-Alive: max=1` on the 512th answer), so one call in 512 on a
+/// busy connection meets a closed socket; every call is a GET, safe to send again.
+fn closed_under_us(error: &reqwest::Error) -> bool {
+    error.is_request() && !error.is_connect() && !error.is_timeout()
 }
 
 /// A mutex's value even after a panic elsewhere (each is one plain value, always valid).
@@ -402,10 +443,36 @@ fn header(body: &[u8]) -> Result<(), Failure> {
 #[derive(Deserialize)]
 struct TableAnswer {
     durations: Vec<Vec<Option<f64>>>,
+    #[serde(default)]
+    sources: Vec<Waypoint>,
+    #[serde(default)]
+    destinations: Vec<Waypoint>,
+}
+
+/// Where OSRM placed a point: `distance` metres from it, on the nearest road.
+#[derive(Deserialize)]
+struct Waypoint {
+    #[serde(default)]
+    distance: Option<f64>,
+}
+
+impl Waypoint {
+    fn on_graph(&self) -> bool {
+        self.distance.is_none_or(|d| d <= MAX_SNAP_M)
+    }
+}
+
+/// Whether each of `count` points is on the graph (all are when OSRM did not say).
+fn on_graph(waypoints: &[Waypoint], count: usize) -> Vec<bool> {
+    if waypoints.len() == count {
+        waypoints.iter().map(Waypoint::on_graph).collect()
+    } else {
+        vec![true; count]
+    }
 }
 
 /// The durations of a `/table` answer for `rows` sources and `columns` destinations; a null,
-/// negative or non-finite cell is `None`.
+/// negative or non-finite cell, or one from or to a point off the graph, is `None`.
 fn parse_table(body: &[u8], rows: usize, columns: usize) -> Result<Vec<Vec<Option<f64>>>, Failure> {
     header(body)?;
     let answer: TableAnswer = serde_json::from_slice(body)
@@ -415,12 +482,18 @@ fn parse_table(body: &[u8], rows: usize, columns: usize) -> Result<Vec<Vec<Optio
             "a table of the wrong shape (asked {rows}×{columns})"
         )));
     }
+    let sources_on = on_graph(&answer.sources, rows);
+    let destinations_on = on_graph(&answer.destinations, columns);
     Ok(answer
         .durations
         .into_iter()
-        .map(|row| {
+        .zip(sources_on)
+        .map(|(row, source_on)| {
             row.into_iter()
-                .map(|cell| cell.filter(|s| s.is_finite() && *s >= 0.0))
+                .zip(&destinations_on)
+                .map(|(cell, destination_on)| {
+                    cell.filter(|s| s.is_finite() && *s >= 0.0 && source_on && *destination_on)
+                })
                 .collect()
         })
         .collect())
@@ -429,6 +502,8 @@ fn parse_table(body: &[u8], rows: usize, columns: usize) -> Result<Vec<Vec<Optio
 #[derive(Deserialize)]
 struct RouteAnswer {
     routes: Vec<RouteJson>,
+    #[serde(default)]
+    waypoints: Vec<Waypoint>,
 }
 
 #[derive(Deserialize)]
@@ -448,6 +523,11 @@ fn parse_route(body: &[u8]) -> Result<Route, Failure> {
     header(body)?;
     let answer: RouteAnswer = serde_json::from_slice(body)
         .map_err(|e| Failure::broken(format!("an unreadable route: {e}")))?;
+    if let Some(i) = answer.waypoints.iter().position(|w| !w.on_graph()) {
+        return Err(Failure::refused(format!(
+            "OffGraph: point {i} is over {MAX_SNAP_M} m from any road it knows"
+        )));
+    }
     let Some(route) = answer.routes.into_iter().next() else {
         return Err(Failure::refused("NoRoute".to_owned()));
     };
@@ -581,6 +661,24 @@ mod tests {
     fn a_recorded_table_reads_as_seconds_with_none_for_null() {
         let cells = parse_table(TABLE_1X3.as_bytes(), 1, 3).unwrap();
         assert_eq!(cells, vec![vec![Some(231.0), Some(188.8), None]]);
+    }
+
+    /// Recorded (hints shortened): `/table/v1/driving/24.940000,60.170000;0.000000,0.000000?sources=0&destinations=0;1&annotations=duration`
+    /// — the second point, in the Gulf of Guinea, snapped to Bulevardi 7,090 km away.
+    const TABLE_OFF_GRAPH: &str = r#"{"code":"Ok","destinations":[{"hint":"AAAA","location":[24.940115,60.170002],"name":"","distance":6.386967751},{"hint":"AAAA","location":[24.93666,60.164199],"name":"Bulevardi","distance":7089539.184}],"durations":[[0,320.1]],"sources":[{"hint":"AAAA","location":[24.940115,60.170002],"name":"","distance":6.386967751}]}"#;
+
+    #[test]
+    fn a_point_far_off_the_graph_gets_no_road_time() {
+        let cells = parse_table(TABLE_OFF_GRAPH.as_bytes(), 1, 2).unwrap();
+        assert_eq!(cells, vec![vec![Some(0.0), None]]);
+        let route = ROUTE.replace(r#""distance":19.45868652"#, r#""distance":7089539.184"#);
+        let failure = parse_route(route.as_bytes()).unwrap_err();
+        assert!(!failure.server_fault);
+        assert!(
+            matches!(&failure.error, OsrmError::Refused(why) if why.starts_with("OffGraph: point 1")),
+            "{:?}",
+            failure.error
+        );
     }
 
     #[test]
@@ -759,6 +857,70 @@ mod tests {
             }
             other => panic!("expected degraded, got {other:?}"),
         }
+    }
+
+    /// A server like osrm-routed at its keep-alive limit: on every connection it answers the
+    /// first request (saying `Connection: keep-alive`), then reads the next one and closes the
+    /// connection without answering it. Counts the connections.
+    async fn one_answer_per_connection_server(
+        body: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    let mut answered = false;
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buffer[..n]);
+                        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            if answered {
+                                // The next request: close without a word.
+                                return;
+                            }
+                            answered = true;
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-type: \
+                                 application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            if socket.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, connections)
+    }
+
+    #[tokio::test]
+    async fn a_request_lost_on_a_connection_the_server_closed_is_sent_again_on_a_new_one() {
+        let (url, connections) =
+            one_answer_per_connection_server(r#"{"code":"Ok","durations":[[42]]}"#).await;
+        let osrm = Osrm::new(&url, Duration::from_secs(2)).unwrap();
+        let (a, b) = (p(60.17, 24.94), p(60.167, 24.948));
+        for call in 0..4 {
+            assert_eq!(
+                osrm.table(&[a], &[b]).await,
+                Ok(vec![vec![Some(42.0)]]),
+                "call {call}"
+            );
+        }
+        // Call 0 opened a connection; each later one met the closed one, then opened another.
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(osrm.health(), Health::Ok);
     }
 
     #[tokio::test]
