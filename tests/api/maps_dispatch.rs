@@ -207,15 +207,7 @@ async fn the_tracking_eta_is_osrms_route_duration_and_the_route_is_shown() {
         })
         .await
         .unwrap();
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text;
     assert!(
         metrics
             .lines()
@@ -228,15 +220,7 @@ async fn the_tracking_eta_is_osrms_route_duration_and_the_route_is_shown() {
 async fn with_osrm_killed_dispatch_goes_on_by_the_straight_line_and_ready_says_degraded() {
     let mut osrm = OsrmServer::start();
     let app = helsinki_app(Db::Postgres, Some(&osrm.url)).await;
-    let ready: Value = app
-        .client
-        .get(format!("{}/ready", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = app.get("/ready").await.body;
     assert_eq!(ready["checks"]["maps"], "ok", "{ready}");
     osrm.kill();
     let mut by_air = app.driver_at(NEAR_BY_AIR).await;
@@ -245,25 +229,12 @@ async fn with_osrm_killed_dispatch_goes_on_by_the_straight_line_and_ready_says_d
         .await
         .expect("dispatch goes on without OSRM");
     assert_eq!(offer.order_id, order.id);
-    let response = app
-        .client
-        .get(format!("{}/ready", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "the maps never fail readiness");
-    let ready: Value = response.json().await.unwrap();
+    let response = app.get("/ready").await;
+    assert_eq!(response.status, 200, "the maps never fail readiness");
+    let ready = response.body;
     let maps = ready["checks"]["maps"].as_str().unwrap_or_default();
     assert!(maps.starts_with("degraded"), "{ready}");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text;
     assert!(
         metrics
             .lines()
