@@ -91,6 +91,11 @@ pub struct Osrm {
     base_url: String,
     deadline: Duration,
     client: reqwest::Client,
+    /// The client's own thread: every request and its pooled connections run there, not on
+    /// the caller's event loop. A region's event loop is busy with its actors (a connection it
+    /// drove would wait for them) and stops when the region is handed off (taking the
+    /// connections it drove with it).
+    io: IoThread,
     breaker: SharedBreaker,
     /// `None` after a successful call; why the last one failed otherwise.
     last_failure: Mutex<Option<String>>,
@@ -128,6 +133,7 @@ impl Osrm {
             base_url: base_url.to_owned(),
             deadline,
             client,
+            io: IoThread::start()?,
             breaker: SharedBreaker::default(),
             last_failure: Mutex::new(Some("not asked yet".to_owned())),
             last_point: Mutex::new(None),
@@ -275,34 +281,91 @@ impl Osrm {
     /// connection the server had closed is sent once more on a fresh one (see
     /// [`closed_under_us`]); both attempts share the deadline.
     async fn fetch(&self, url: &str) -> Result<(reqwest::StatusCode, Vec<u8>), Failure> {
-        let attempt = || async {
-            let response = self.client.get(url).send().await?;
-            let status = response.status();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body.to_vec()))
-        };
-        let request = async {
-            match attempt().await {
-                Err(e) if closed_under_us(&e) => {
-                    metrics::counter!("maps_osrm_retries_total").increment(1);
-                    attempt().await
-                }
-                other => other,
-            }
-        };
-        let error = match tokio::time::timeout(self.deadline, request).await {
-            Ok(Ok(answer)) => return Ok(answer),
-            Err(_) => OsrmError::Timeout,
-            Ok(Err(e)) if e.is_timeout() => OsrmError::Timeout,
-            // Without the URL: it holds customers' and drivers' coordinates, and the reason is
-            // shown by /ready and logged.
-            Ok(Err(e)) => OsrmError::Unreachable(error_chain(&e.without_url())),
-        };
-        Err(Failure {
-            error,
-            server_fault: true,
+        let (client, url, deadline) = (self.client.clone(), url.to_owned(), self.deadline);
+        match self.io.handle.spawn(fetch(client, url, deadline)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failure {
+                error: OsrmError::Unreachable("the OSRM client's thread is gone".to_owned()),
+                server_fault: true,
+            }),
+        }
+    }
+}
+
+/// A thread running a single-threaded runtime for the client's requests; it ends when the
+/// client is dropped.
+struct IoThread {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl IoThread {
+    fn start() -> Result<IoThread, String> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, handle) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("maps-osrm".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(runtime.handle().clone()));
+                runtime.block_on(async move {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|e| format!("cannot start the OSRM client's thread: {e}"))?;
+        let handle = handle
+            .recv()
+            .map_err(|_| "the OSRM client's thread did not start".to_owned())??;
+        Ok(IoThread {
+            handle,
+            _stop: stop,
         })
     }
+}
+
+/// One GET within `deadline` (sent once more if the pooled connection was closed under it).
+async fn fetch(
+    client: reqwest::Client,
+    url: String,
+    deadline: Duration,
+) -> Result<(reqwest::StatusCode, Vec<u8>), Failure> {
+    let url = url.as_str();
+    let attempt = || async {
+        let response = client.get(url).send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        Ok::<_, reqwest::Error>((status, body.to_vec()))
+    };
+    let request = async {
+        match attempt().await {
+            Err(e) if closed_under_us(&e) => {
+                metrics::counter!("maps_osrm_retries_total").increment(1);
+                attempt().await
+            }
+            other => other,
+        }
+    };
+    let error = match tokio::time::timeout(deadline, request).await {
+        Ok(Ok(answer)) => return Ok(answer),
+        Err(_) => OsrmError::Timeout,
+        Ok(Err(e)) if e.is_timeout() => OsrmError::Timeout,
+        // Without the URL: it holds customers' and drivers' coordinates, and the reason is
+        // shown by /ready and logged.
+        Ok(Err(e)) => OsrmError::Unreachable(error_chain(&e.without_url())),
+    };
+    Err(Failure {
+        error,
+        server_fault: true,
+    })
 }
 
 /// Whether a request failed because the server closed its (pooled) connection under it rather
