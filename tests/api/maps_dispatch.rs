@@ -1,6 +1,6 @@
 //! Road-aware dispatch and road ETAs against a real `osrm-routed` on the Helsinki extract
 //! (started per test by [`OsrmServer`]): a driver nearer by air but farther by road loses the
-//! offer; the offer's pickup ETA and the tracking ETA agree with OSRM's own answers; with OSRM
+//! offer, greedy and batched; the offer's pickup ETA and the tracking ETA agree with OSRM's own answers; with OSRM
 //! killed, dispatch goes on by the straight line and `/ready` says the maps are degraded.
 
 use std::time::Duration;
@@ -42,6 +42,11 @@ fn helsinki_file(name: &str) -> String {
 /// An engine serving the two Helsinki regions with the Helsinki extract's addresses and
 /// streets, routing by OSRM at `osrm_url` when given.
 pub async fn helsinki_app(kind: Db, osrm_url: Option<&str>) -> TestApp {
+    helsinki_app_with(kind, osrm_url, &[]).await
+}
+
+/// [`helsinki_app`] with `extra` flags.
+async fn helsinki_app_with(kind: Db, osrm_url: Option<&str>, extra: &[&str]) -> TestApp {
     let db = TestDb::create(kind).await;
     let mut config = test_config(&db);
     let mut args = vec![
@@ -51,8 +56,10 @@ pub async fn helsinki_app(kind: Db, osrm_url: Option<&str>) -> TestApp {
     if let Some(url) = osrm_url {
         args.push(format!("--osrm-url={url}"));
     }
+    args.extend(extra.iter().map(|flag| flag.to_string()));
     let parsed = Config::from_args(args).expect("the Helsinki settings are valid");
     config.dispatch.regions = parsed.dispatch.regions;
+    config.dispatch.matching = parsed.dispatch.matching;
     config.maps = parsed.maps;
     spawn_app_with(db, config).await
 }
@@ -116,6 +123,33 @@ async fn nearer_by_road_wins(kind: Db) {
     );
     assert!(road < osrm_route_secs(&osrm, NEAR_BY_AIR, PICKUP).await);
     assert_eq!(offer.pickup_address, "1 Kitchen Street");
+}
+
+#[actix_web::test]
+async fn batched_matching_costs_its_window_by_road_too() {
+    let osrm = OsrmServer::start();
+    let app = helsinki_app_with(
+        Db::Postgres,
+        Some(&osrm.url),
+        &["--matching=batched", "--batch-window-ms=200"],
+    )
+    .await;
+    let mut by_air = app.driver_at(NEAR_BY_AIR).await;
+    let mut by_road = app.driver_at(NEAR_BY_ROAD).await;
+    let order = accepted_order(&app).await;
+    let offer = next_offer(&mut by_road, PROMPTLY)
+        .await
+        .expect("the window's assignment by road picks the driver nearer by road");
+    assert_eq!(offer.order_id, order.id);
+    assert_no_offer(&mut by_air).await;
+    let road = osrm_route_secs(&osrm, NEAR_BY_ROAD, PICKUP).await;
+    let eta = offer
+        .pickup_eta_seconds
+        .expect("the offer carries its pickup ETA");
+    assert!(
+        (eta - road).abs() <= 2.0,
+        "offer says {eta} s, OSRM {road} s"
+    );
 }
 
 #[actix_web::test]
