@@ -1,7 +1,8 @@
 //! Road-aware dispatch and road ETAs against a real `osrm-routed` on the Helsinki extract
 //! (started per test by [`OsrmServer`]): a driver nearer by air but farther by road loses the
-//! offer, greedy and batched; the offer's pickup ETA and the tracking ETA agree with OSRM's own answers; with OSRM
-//! killed, dispatch goes on by the straight line and `/ready` says the maps are degraded.
+//! offer, greedy and batched; the offer's pickup ETA and the tracking ETA agree with OSRM's own
+//! answers; with OSRM killed, dispatch goes on by the straight line and `/ready` says the maps
+//! are degraded.
 
 use std::time::Duration;
 
