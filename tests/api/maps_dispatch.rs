@@ -105,25 +105,11 @@ crate::helpers::each_backend! {
 async fn nearer_by_road_wins(kind: Db) {
     let osrm = OsrmServer::start();
     let app = helsinki_app(kind, Some(&osrm.url)).await;
-    let mut by_air = app.driver_at(NEAR_BY_AIR).await;
-    let mut by_road = app.driver_at(NEAR_BY_ROAD).await;
-    let order = accepted_order(&app).await;
-    let offer = next_offer(&mut by_road, PROMPTLY)
-        .await
-        .expect("the driver nearer by road is offered the order");
-    assert_eq!(offer.order_id, order.id);
-    assert_no_offer(&mut by_air).await;
-    // The offer's pickup ETA is OSRM's travel time from that driver to the pickup.
-    let road = osrm_route_secs(&osrm, NEAR_BY_ROAD, PICKUP).await;
-    let eta = offer
-        .pickup_eta_seconds
-        .expect("the offer carries its pickup ETA");
+    road_winner_is_offered(&app, &osrm).await;
     assert!(
-        (eta - road).abs() <= 2.0,
-        "offer says {eta} s, OSRM {road} s"
+        osrm_route_secs(&osrm, NEAR_BY_ROAD, PICKUP).await
+            < osrm_route_secs(&osrm, NEAR_BY_AIR, PICKUP).await
     );
-    assert!(road < osrm_route_secs(&osrm, NEAR_BY_AIR, PICKUP).await);
-    assert_eq!(offer.pickup_address, "1 Kitchen Street");
 }
 
 #[actix_web::test]
@@ -135,15 +121,22 @@ async fn batched_matching_costs_its_window_by_road_too() {
         &["--matching=batched", "--batch-window-ms=200"],
     )
     .await;
+    road_winner_is_offered(&app, &osrm).await;
+}
+
+/// With both drivers online, an accepted order at [`PICKUP`] is offered to the one nearer by
+/// road only, and the offer carries OSRM's travel time from that driver and the kitchen's
+/// address.
+async fn road_winner_is_offered(app: &TestApp, osrm: &OsrmServer) {
     let mut by_air = app.driver_at(NEAR_BY_AIR).await;
     let mut by_road = app.driver_at(NEAR_BY_ROAD).await;
-    let order = accepted_order(&app).await;
+    let order = accepted_order(app).await;
     let offer = next_offer(&mut by_road, PROMPTLY)
         .await
-        .expect("the window's assignment by road picks the driver nearer by road");
+        .expect("the driver nearer by road is offered the order");
     assert_eq!(offer.order_id, order.id);
     assert_no_offer(&mut by_air).await;
-    let road = osrm_route_secs(&osrm, NEAR_BY_ROAD, PICKUP).await;
+    let road = osrm_route_secs(osrm, NEAR_BY_ROAD, PICKUP).await;
     let eta = offer
         .pickup_eta_seconds
         .expect("the offer carries its pickup ETA");
@@ -151,6 +144,7 @@ async fn batched_matching_costs_its_window_by_road_too() {
         (eta - road).abs() <= 2.0,
         "offer says {eta} s, OSRM {road} s"
     );
+    assert_eq!(offer.pickup_address, "1 Kitchen Street");
 }
 
 #[actix_web::test]
