@@ -319,15 +319,18 @@ pub async fn rank_by_road(
     mut candidates: Vec<Candidate>,
     eta_factor: f64,
 ) -> Vec<Candidate> {
-    if candidates.is_empty() {
-        return candidates;
-    }
-    let sources: Vec<LatLon> = candidates.iter().map(|c| c.location).collect();
-    let table = maps.table(&sources, &[pickup]).await;
-    for (candidate, row) in candidates.iter_mut().zip(&table.secs) {
-        if let Some(secs) = row.first() {
-            candidate.pickup_eta_secs = secs * eta_factor;
+    if maps.by_road() && !candidates.is_empty() {
+        let sources: Vec<LatLon> = candidates.iter().map(|c| c.location).collect();
+        let table = maps.table(&sources, &[pickup]).await;
+        for (candidate, row) in candidates.iter_mut().zip(&table.secs) {
+            if let Some(secs) = row.first() {
+                candidate.pickup_eta_secs = *secs;
+            }
         }
+    }
+    // Without a road router the R-tree's straight-line times stand (no second computation).
+    for candidate in &mut candidates {
+        candidate.pickup_eta_secs *= eta_factor;
     }
     candidates.sort_by(|a, b| a.pickup_eta_secs.total_cmp(&b.pickup_eta_secs));
     candidates
@@ -354,13 +357,23 @@ async fn batch_costs(
             });
         }
     }
-    let table = maps.table(&locations, pickups).await;
+    let table = if maps.by_road() && !locations.is_empty() {
+        Some(maps.table(&locations, pickups).await)
+    } else {
+        None
+    };
     for (row, set) in sets.iter_mut().enumerate() {
         for candidate in set.iter_mut() {
             let column = column_of[&candidate.driver_id];
-            if let Some(secs) = table.secs.get(column).and_then(|r| r.get(row)) {
-                candidate.pickup_eta_secs = secs * eta_factor;
+            if let Some(secs) = table
+                .as_ref()
+                .and_then(|t| t.secs.get(column))
+                .and_then(|r| r.get(row))
+            {
+                candidate.pickup_eta_secs = *secs;
             }
+            // Without a road router the R-tree's straight-line time stands.
+            candidate.pickup_eta_secs *= eta_factor;
         }
     }
     let cost = sets

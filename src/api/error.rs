@@ -138,6 +138,13 @@ impl From<ErrorCode> for ApiError {
     }
 }
 
+impl From<crate::maps::MapsError> for ApiError {
+    fn from(error: crate::maps::MapsError) -> Self {
+        let crate::maps::MapsError::Unavailable(reason) = error;
+        ApiError::new(ErrorCode::MapsUnavailable).with_message(reason)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {

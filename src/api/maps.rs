@@ -10,7 +10,7 @@ use super::auth::AuthUser;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::state::AppState;
 use crate::geo::LatLon;
-use crate::maps::{Health, MapsError, OSM_ATTRIBUTION, Place, Streets};
+use crate::maps::{Health, OSM_ATTRIBUTION, Place, Streets};
 
 /// Longest geocoding query, in characters.
 pub const GEOCODE_QUERY_MAX_CHARS: usize = 200;
@@ -74,11 +74,6 @@ pub struct MapInfo {
     pub tiles_url: Option<String>,
     /// The map data's licence, to show beside any map.
     pub attribution: String,
-}
-
-fn unavailable(error: MapsError) -> ApiError {
-    let MapsError::Unavailable(reason) = error;
-    ApiError::new(ErrorCode::MapsUnavailable).with_message(reason)
 }
 
 fn invalid_location(message: impl Into<String>) -> ApiError {
@@ -145,10 +140,7 @@ pub async fn geocode(
             }
         },
     };
-    let results = state
-        .maps
-        .geocode(query, near, limit)
-        .map_err(unavailable)?;
+    let results = state.maps.geocode(query, near, limit)?;
     metrics::histogram!("maps_geocode_seconds").record(started.elapsed().as_secs_f64());
     Ok(HttpResponse::Ok().json(GeocodeResults { results }))
 }
@@ -173,7 +165,7 @@ pub async fn reverse(
     let lat = coordinate("lat", params.lat.as_deref())?;
     let lon = coordinate("lon", params.lon.as_deref())?;
     let at = LatLon::new(lat, lon).map_err(|e| invalid_location(e.to_string()))?;
-    let place = state.maps.reverse(at).map_err(unavailable)?;
+    let place = state.maps.reverse(at)?;
     Ok(HttpResponse::Ok().json(place))
 }
 
@@ -228,10 +220,7 @@ pub async fn streets(
     params: web::Query<StreetsParams>,
 ) -> Result<HttpResponse, ApiError> {
     let (south_west, north_east) = bbox(params.bbox.as_deref())?;
-    let streets = state
-        .maps
-        .streets(south_west, north_east)
-        .map_err(unavailable)?;
+    let streets = state.maps.streets(south_west, north_east)?;
     Ok(HttpResponse::Ok().json(streets))
 }
 

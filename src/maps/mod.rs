@@ -84,6 +84,11 @@ impl Maps {
         self
     }
 
+    /// True when travel times come from a road router (OSRM), not only the straight line.
+    pub fn by_road(&self) -> bool {
+        self.osrm.is_some()
+    }
+
     /// The name of the routing provider: `osrm` or `straight_line`.
     pub fn provider(&self) -> &'static str {
         if self.osrm.is_some() {
@@ -135,32 +140,29 @@ impl Maps {
     /// straight line when OSRM is not there or fails (counted). A cell OSRM cannot route is
     /// the straight line too.
     pub async fn table(&self, sources: &[LatLon], destinations: &[LatLon]) -> Table {
-        let fallback = self.straight_table(sources, destinations);
-        if sources.is_empty() || destinations.is_empty() {
-            return fallback;
-        }
-        let Some(osrm) = &self.osrm else {
-            return fallback;
-        };
-        match osrm.table(sources, destinations).await {
-            Ok(cells) => Table {
-                secs: cells
-                    .into_iter()
-                    .zip(fallback.secs)
-                    .map(|(row, straight)| {
-                        row.into_iter()
-                            .zip(straight)
-                            .map(|(cell, straight)| cell.unwrap_or(straight))
-                            .collect()
-                    })
-                    .collect(),
-                by_road: true,
-            },
-            Err(reason) => {
-                fell_back("table", &reason);
-                fallback
+        if let (Some(osrm), false) = (&self.osrm, sources.is_empty() || destinations.is_empty()) {
+            match osrm.table(sources, destinations).await {
+                Ok(cells) => {
+                    return Table {
+                        secs: cells
+                            .into_iter()
+                            .zip(sources)
+                            .map(|(row, s)| {
+                                row.into_iter()
+                                    .zip(destinations)
+                                    .map(|(cell, d)| {
+                                        cell.unwrap_or_else(|| self.straight_secs(*s, *d))
+                                    })
+                                    .collect()
+                            })
+                            .collect(),
+                        by_road: true,
+                    };
+                }
+                Err(reason) => fell_back("table", &reason),
             }
         }
+        self.straight_table(sources, destinations)
     }
 
     /// The route through `points` (two or more): OSRM's, or the straight line through them.

@@ -15,9 +15,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::city::{AREA_MARGIN_M, Area, MENU, PlannedOrder};
 use super::report::Stats;
-use super::walk::{Walk, step};
+use super::walk::{Walk, point, step};
 use crate::domain::Position;
-use crate::geo::{LatLon, haversine_m};
+use crate::geo::haversine_m;
 use crate::maps::{Maps, Place};
 
 /// How often a simulated driver moves and its app reports the location.
@@ -32,13 +32,6 @@ type Shared = Arc<Mutex<Stats>>;
 
 fn lock(stats: &Shared) -> std::sync::MutexGuard<'_, Stats> {
     stats.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn point(p: Position) -> LatLon {
-    LatLon {
-        lat: p.lat,
-        lon: p.lon,
-    }
 }
 
 fn position(value: &Value) -> Option<Position> {

@@ -17,7 +17,8 @@ pub struct Walk {
     next: usize,
 }
 
-fn point(p: Position) -> LatLon {
+/// A domain position as a geometry point.
+pub(super) fn point(p: Position) -> LatLon {
     LatLon {
         lat: p.lat,
         lon: p.lon,
