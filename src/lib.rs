@@ -27,6 +27,8 @@
 //! - [`api`]: REST routes, auth and extractors, rendering the error table.
 //! - [`gateway`]: the WebSockets — their HTTP upgrade, one session actor per socket, and the
 //!   socket core the sessions share; it reaches dispatch through [`actors::Engine`] only.
+//! - [`notify`]: the notification service — the outbox fanned out into WhatsApp messages to
+//!   customers and signed webhooks to merchants, sent at least once by one replica at a time.
 //! - [`payments`]: the payment gateway (sandbox, its books in the store), webhook signatures,
 //!   settlement with back-off, and the reconciler of holds no order will use.
 //! - [`sim`]: the fleet simulator (`mealkitz simulate`, `mealkitz demo`) and its arguments.
@@ -36,7 +38,7 @@
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //!
 //! Data flows one way: `domain`, `geo`, `error`, `config` → `store`, `bus`, `tasks`, `maps` → `actors` →
-//! `cluster` → `api`, `gateway`, `payments` → `startup`, `cli`.
+//! `cluster` → `api`, `gateway`, `payments`, `notify` → `startup`, `cli`.
 
 pub mod actors;
 pub mod api;
@@ -49,6 +51,7 @@ pub mod error;
 pub mod gateway;
 pub mod geo;
 pub mod maps;
+pub mod notify;
 pub mod payments;
 pub mod shutdown;
 pub mod sim;

@@ -11,7 +11,7 @@
 //! - [`dispatch`]: the service area, searching and the actors, with [`matching`] and this
 //!   replica's [`lease`];
 //! - [`gateway`]: WebSockets; [`checkout`]: payments and abuse limits; [`maps`]: OSRM, the map
-//!   extract and tiles;
+//!   extract and tiles; [`notify`]: WhatsApp, merchants' webhooks and the public address;
 //! - [`values`]: the value parsers they share; [`secret`] and [`error`]: the types they share.
 
 pub mod auth;
@@ -25,6 +25,7 @@ pub mod lease;
 pub mod log;
 pub mod maps;
 pub mod matching;
+pub mod notify;
 pub mod redis;
 pub mod secret;
 pub mod values;
@@ -44,6 +45,7 @@ pub use lease::generated_node_id;
 pub use log::{LogArgs, LogConfig, LogFormat};
 pub use maps::{MapsArgs, MapsConfig};
 pub use matching::Matching;
+pub use notify::{NotifyArgs, NotifyConfig};
 pub use redis::{RedisArgs, RedisConfig};
 pub use secret::Secret;
 
@@ -69,6 +71,8 @@ pub struct Settings {
     pub checkout: CheckoutArgs,
     #[command(flatten)]
     pub maps: MapsArgs,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 /// The validated configuration of one process.
@@ -83,6 +87,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub checkout: CheckoutConfig,
     pub maps: MapsConfig,
+    pub notify: NotifyConfig,
 }
 
 impl Settings {
@@ -117,6 +122,7 @@ impl Settings {
             gateway: self.gateway.to_config(),
             checkout: self.checkout.to_config(),
             maps: self.maps.to_config(),
+            notify: self.notify.to_config(),
         })
     }
 }

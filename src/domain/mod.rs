@@ -1,9 +1,11 @@
-//! The pure core of the marketplace: order lifecycle, money, identifiers and users. No I/O.
+//! The pure core of the marketplace: order lifecycle, money, identifiers, users and what notifies
+//! whom. No I/O.
 
 pub mod assignment;
 pub mod delivery;
 pub mod ids;
 pub mod money;
+pub mod notification;
 pub mod order;
 pub mod pricing;
 pub mod user;
@@ -14,5 +16,6 @@ pub use delivery::{
 };
 pub use ids::{MerchantId, OrderId, UserId};
 pub use money::Cents;
+pub use notification::{NotifyEvent, Phone};
 pub use order::{DispatchStatus, OrderEvent, OrderState, OrderStatus, TransitionError};
 pub use user::{Email, Role};

@@ -16,11 +16,13 @@ mod leases;
 mod menus;
 mod merchants;
 mod orders;
+mod outbox;
 mod payments;
 mod sandbox;
 mod settings;
 mod snapshots;
 mod users;
+mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -39,10 +41,15 @@ pub use leases::{Claim, Lease, unix_ms};
 pub use menus::MenuItem;
 pub use merchants::Merchant;
 pub use orders::OrderFilter;
+pub use outbox::{
+    AttemptRecord, Channel, CustomerContact, NewNotification, NextStep, Notification,
+    NotificationSummary, OutboxEntry,
+};
 pub use payments::{Payment, PaymentEvent, PaymentStatus};
 pub use sandbox::SandboxAnswer;
 pub use snapshots::{Snapshot, SnapshotKind};
 pub use users::{NewUser, User, UserWithPassword};
+pub use webhooks::{Delivery, DeliveryAttempt, NewWebhookEndpoint, WebhookEndpoint};
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 /// Short, so a dead database turns into a quick 503 rather than a pile of hung requests.
@@ -149,6 +156,8 @@ struct Inner {
     migrated: AtomicBool,
     /// Set once this process holds region leases: every journal write is checked against it.
     fence: std::sync::RwLock<Option<Arc<fence::Fence>>>,
+    /// Woken after a journal write that put work in the outbox, so the notifier sends at once.
+    outbox_signal: Arc<tokio::sync::Notify>,
 }
 
 /// Handle to the database; cheap to clone.
@@ -232,6 +241,7 @@ impl Store {
                 writer,
                 migrated: AtomicBool::new(false),
                 fence: std::sync::RwLock::new(None),
+                outbox_signal: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -257,6 +267,17 @@ impl Store {
     /// The pool for writes, once the schema is in place (see [`on_writer!`]).
     pub(crate) fn writer(&self) -> Result<&Pool, StoreError> {
         self.pool().map(|_| &self.inner.writer)
+    }
+
+    /// Woken whenever this process journals an entry that notifies (the notifier waits on it).
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.outbox_signal.clone()
+    }
+
+    fn outbox_written(&self, written: bool) {
+        if written {
+            self.inner.outbox_signal.notify_one();
+        }
     }
 
     /// Whether migrations have run in this process.

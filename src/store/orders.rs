@@ -1,5 +1,5 @@
 //! Orders and the write-ahead journal: create an order with its first entry, append entries in
-//! one transaction with the status projection, read an order back, and load every open order of
+//! one transaction with the status projection and the outbox rows they raise, read an order back, and load every open order of
 //! a region for recovery (snapshot plus the journal after it, in three bulk queries).
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::leases::check_fence;
+use super::outbox::{OutboxRow, insert_outbox, outbox_rows};
 use super::snapshots::SnapshotKind;
 use super::{Pool, Store, StoreError, on_pool, on_writer};
 use crate::domain::{
@@ -167,6 +168,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let started = Instant::now();
         let fence = self.fence_check(&order.region_id)?;
+        let outbox = outbox_rows(std::slice::from_ref(entry));
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             check_fence!(fence, tx);
@@ -183,9 +185,11 @@ impl Store {
             .bind(entry.at)
             .execute(&mut *tx)
             .await?;
+            insert_outbox!(tx, order.id.as_uuid(), &outbox);
             tx.commit().await?;
         });
         record_journal_write(started);
+        self.outbox_written(!outbox.is_empty());
         Ok(())
     }
 
@@ -199,9 +203,19 @@ impl Store {
         let expected_version = first.seq - 1;
         let started = Instant::now();
         let fence = self.fence_check(&after.region_id)?;
+        let outbox = outbox_rows(entries);
         if let Pool::Postgres(pool) = self.writer()? {
-            append_in_one_statement(pool, after, expected_version, entries, fence.as_ref()).await?;
+            append_in_one_statement(
+                pool,
+                after,
+                expected_version,
+                entries,
+                &outbox,
+                fence.as_ref(),
+            )
+            .await?;
             record_journal_write(started);
+            self.outbox_written(!outbox.is_empty());
             return Ok(());
         }
         on_writer!(self, |pool| {
@@ -239,9 +253,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            insert_outbox!(tx, after.id.as_uuid(), &outbox);
             tx.commit().await?;
         });
         record_journal_write(started);
+        self.outbox_written(!outbox.is_empty());
         Ok(())
     }
 
@@ -276,6 +292,35 @@ impl Store {
         fold(&mut orders, events)?;
         order = orders.remove(&id.as_uuid()).expect("inserted above");
         Ok(Some(order))
+    }
+
+    /// One order as it was right after its `seq`-th journal entry (what a notification about
+    /// that entry shows), folded from the start: journals are short.
+    pub async fn order_at(&self, id: OrderId, seq: i64) -> Result<Option<Order>, StoreError> {
+        let row: Option<OrderRow> = on_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = $1"
+            )))
+            .bind(id.as_uuid())
+            .fetch_optional(pool)
+            .await?
+        });
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let events: Vec<EventRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT order_id, seq, detail, at FROM order_events \
+                 WHERE order_id = $1 AND seq > 1 AND seq <= $2 ORDER BY seq",
+            )
+            .bind(id.as_uuid())
+            .bind(seq)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut orders = HashMap::from([(id.as_uuid(), row.genesis())]);
+        fold(&mut orders, events)?;
+        Ok(orders.remove(&id.as_uuid()))
     }
 
     /// Every open order of `region_id`, rebuilt from snapshots and the journal. Three queries
@@ -514,6 +559,7 @@ async fn append_in_one_statement(
     after: &Order,
     expected_version: i64,
     entries: &[JournalEntry],
+    outbox: &[OutboxRow],
     fence: Option<&super::leases::FenceCheck>,
 ) -> Result<(), StoreError> {
     /// The statement after its `fence` CTE: the row moved if the fence holds, the entries
@@ -530,19 +576,25 @@ async fn append_in_one_statement(
                 SELECT moved.id, e.seq, e.event, e.detail, e.at FROM moved, \
                 UNNEST($8::bigint[], $9::text[], $10::jsonb[], $11::timestamptz[]) \
                     AS e(seq, event, detail, at) \
+                RETURNING 1), \
+            outboxed AS ( \
+                INSERT INTO outbox (id, order_id, seq, event, at, created_at) \
+                SELECT x.id, moved.id, x.seq, x.event, x.at, x.at FROM moved, \
+                UNNEST($12::uuid[], $13::bigint[], $14::text[], $15::timestamptz[]) \
+                    AS x(id, seq, event, at) \
                 RETURNING 1) \
             SELECT (SELECT COUNT(*) FROM fence), (SELECT COUNT(*) FROM moved), \
-                (SELECT COUNT(*) FROM journaled)"
+                (SELECT COUNT(*) FROM journaled), (SELECT COUNT(*) FROM outboxed)"
         };
     }
     const FENCED: &str = concat!(
         "WITH fence AS (SELECT 1 FROM region_leases \
-         WHERE region_id = $12 AND owner = $13 AND epoch = $14 FOR SHARE), ",
+         WHERE region_id = $16 AND owner = $17 AND epoch = $18 FOR SHARE), ",
         move_and_journal!()
     );
     const UNFENCED: &str = concat!("WITH fence AS (SELECT 1), ", move_and_journal!());
     let sql = if fence.is_some() { FENCED } else { UNFENCED };
-    let mut query = sqlx::query_as::<_, (i64, i64, i64)>(sql)
+    let mut query = sqlx::query_as::<_, (i64, i64, i64, i64)>(sql)
         .bind(after.state.status.as_str())
         .bind(after.state.dispatch.as_str())
         .bind(after.driver_id.map(|d| d.as_uuid()))
@@ -558,14 +610,23 @@ async fn append_in_one_statement(
                 .collect::<Vec<&str>>(),
         )
         .bind(entries.iter().map(|e| Json(&e.change)).collect::<Vec<_>>())
-        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>());
+        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(outbox.iter().map(|row| row.0).collect::<Vec<Uuid>>())
+        .bind(outbox.iter().map(|row| row.1).collect::<Vec<i64>>())
+        .bind(outbox.iter().map(|row| row.2).collect::<Vec<&str>>())
+        .bind(
+            outbox
+                .iter()
+                .map(|row| row.3)
+                .collect::<Vec<DateTime<Utc>>>(),
+        );
     if let Some(fence) = fence {
         query = query
             .bind(fence.region.as_str())
             .bind(fence.node.as_str())
             .bind(fence.epoch());
     }
-    let (fenced, moved, journaled) = query.fetch_one(pool).await?;
+    let (fenced, moved, journaled, outboxed) = query.fetch_one(pool).await?;
     if fenced != 1 {
         return Err(fence.map_or_else(
             || StoreError::Conflict("lease check failed".to_owned()),
@@ -578,11 +639,12 @@ async fn append_in_one_statement(
             after.id
         )));
     }
-    if journaled != entries.len() as i64 {
+    if journaled != entries.len() as i64 || outboxed != outbox.len() as i64 {
         return Err(StoreError::Corrupt(format!(
-            "order {}: {journaled} of {} journal entries written",
+            "order {}: {journaled} of {} journal entries and {outboxed} of {} outbox rows written",
             after.id,
-            entries.len()
+            entries.len(),
+            outbox.len()
         )));
     }
     Ok(())

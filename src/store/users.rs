@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Store, StoreError, on_pool, on_writer};
-use crate::domain::{Email, Role, UserId};
+use crate::domain::{Email, Phone, Role, UserId};
 
 /// A user as the rest of the engine sees it: never with the password hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,10 @@ pub struct User {
     pub name: String,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// Their phone number (E.164), if they gave one.
+    pub phone: Option<String>,
+    /// Whether they agreed to order updates on WhatsApp.
+    pub notify_whatsapp: bool,
 }
 
 /// A user with the stored password hash, for checking a login and nothing else.
@@ -40,6 +44,8 @@ struct UserRow {
     role: String,
     password_hash: String,
     created_at: DateTime<Utc>,
+    phone: Option<String>,
+    notify_whatsapp: bool,
 }
 
 impl TryFrom<UserRow> for UserWithPassword {
@@ -57,6 +63,8 @@ impl TryFrom<UserRow> for UserWithPassword {
                 name: row.name,
                 role,
                 created_at: row.created_at,
+                phone: row.phone,
+                notify_whatsapp: row.notify_whatsapp,
             },
             password_hash: row.password_hash,
         })
@@ -73,6 +81,8 @@ impl Store {
             role: new.role,
             // Stored at microsecond precision, like PostgreSQL, so what we return is what we read.
             created_at: super::now(),
+            phone: None,
+            notify_whatsapp: false,
         };
         on_writer!(self, |pool| {
             sqlx::query(
@@ -99,7 +109,7 @@ impl Store {
     ) -> Result<Option<UserWithPassword>, StoreError> {
         let row: Option<UserRow> = on_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT id, email, name, role, password_hash, created_at FROM users WHERE email = $1",
+                "SELECT id, email, name, role, password_hash, created_at, phone, notify_whatsapp FROM users WHERE email = $1",
             )
                 .bind(email.as_str())
                 .fetch_optional(pool)
@@ -112,7 +122,7 @@ impl Store {
     pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
         let row: Option<UserRow> = on_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT id, email, name, role, password_hash, created_at FROM users WHERE id = $1",
+                "SELECT id, email, name, role, password_hash, created_at, phone, notify_whatsapp FROM users WHERE id = $1",
             )
             .bind(id.as_uuid())
             .fetch_optional(pool)
@@ -122,5 +132,28 @@ impl Store {
             .map(UserWithPassword::try_from)
             .transpose()?
             .map(|u| u.user))
+    }
+
+    /// Sets the account's phone number (E.164, or none) and WhatsApp consent. Returns the account
+    /// as it is now, or `None` when there is no such account.
+    pub async fn set_user_contact(
+        &self,
+        id: UserId,
+        phone: Option<&Phone>,
+        notify_whatsapp: bool,
+    ) -> Result<Option<User>, StoreError> {
+        let moved = on_writer!(self, |pool| {
+            sqlx::query("UPDATE users SET phone = $1, notify_whatsapp = $2 WHERE id = $3")
+                .bind(phone.map(Phone::as_str))
+                .bind(notify_whatsapp)
+                .bind(id.as_uuid())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+        if moved == 0 {
+            return Ok(None);
+        }
+        self.user_by_id(id).await
     }
 }

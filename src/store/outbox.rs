@@ -1,0 +1,670 @@
+//! The notification outbox and the messages it becomes: outbox rows written in the journal's own
+//! transaction, claimed by one notifier at a time and fanned out into notifications (one per
+//! destination), which are claimed in order per order and destination, attempted, and recorded —
+//! with the contacts and WhatsApp statuses that decide and follow them.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Backend, Store, StoreError, on_pool, on_writer};
+use crate::domain::{JournalEntry, NotifyEvent, OrderId, Phone, UserId};
+
+/// A journal entry that notifies, waiting to be fanned out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: Uuid,
+    pub order_id: OrderId,
+    pub seq: i64,
+    pub event: NotifyEvent,
+    /// When the entry was journaled.
+    pub at: DateTime<Utc>,
+}
+
+/// Where a notification goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    WhatsApp,
+    Webhook,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::WhatsApp => "whatsapp",
+            Channel::Webhook => "webhook",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Channel, StoreError> {
+        match raw {
+            "whatsapp" => Ok(Channel::WhatsApp),
+            "webhook" => Ok(Channel::Webhook),
+            other => Err(StoreError::Corrupt(format!("notification channel {other}"))),
+        }
+    }
+}
+
+/// A message to make from an outbox entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub channel: Channel,
+    /// The phone (WhatsApp) or the endpoint id (webhook).
+    pub destination: String,
+    pub endpoint_id: Option<Uuid>,
+    /// What every attempt sends: the webhook body, or the customer message's facts.
+    pub payload: serde_json::Value,
+}
+
+/// A message claimed for sending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub id: Uuid,
+    pub outbox_id: Uuid,
+    pub order_id: OrderId,
+    pub seq: i64,
+    pub event: NotifyEvent,
+    pub channel: Channel,
+    pub destination: String,
+    pub endpoint_id: Option<Uuid>,
+    pub payload: serde_json::Value,
+    /// Attempts made so far in its schedule.
+    pub attempts: i32,
+    /// When it first became due: the lag is measured from here.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One attempt to send, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub at: DateTime<Utc>,
+    /// `sent`, `failed`, `rate_limited`, `window_closed`, `refused`, …
+    pub outcome: String,
+    /// The HTTP status the receiver answered with, if it answered.
+    pub status_code: Option<i32>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+/// What becomes of a notification after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextStep {
+    /// Delivered. `sent_as` says how (`text`, `template`, `webhook`); `provider_id` is
+    /// WhatsApp's message id (`wamid…`).
+    Sent {
+        sent_as: String,
+        provider_id: Option<String>,
+    },
+    /// Try again at `at`; `attempts` is the new count of the schedule.
+    Retry {
+        at: DateTime<Utc>,
+        attempts: i32,
+        error: String,
+    },
+    /// Given up: the schedule is spent or the error is final.
+    Failed { attempts: i32, error: String },
+    /// Not to be sent any more (its endpoint was disabled or removed).
+    Cancelled { reason: String },
+    /// Put back untouched, due at `at` (the channel is paused): the attempt did not count.
+    Deferred { at: DateTime<Utc> },
+}
+
+/// What a customer or merchant sees of a message sent about an order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct NotificationSummary {
+    /// The message id the receiver sees (`msg_…`).
+    pub message_id: String,
+    #[schema(value_type = String, example = "whatsapp")]
+    pub channel: &'static str,
+    #[schema(value_type = String, example = "order.accepted")]
+    pub event: NotifyEvent,
+    /// `pending`, `sent`, `failed` or `cancelled`.
+    pub state: String,
+    /// WhatsApp's own status once it reports one: `sent`, `delivered`, `read`, `failed`.
+    pub provider_status: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// Where and whether a customer may be told about an order on WhatsApp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerContact {
+    pub phone: Option<Phone>,
+    pub consent: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRecord {
+    id: Uuid,
+    order_id: Uuid,
+    seq: i64,
+    event: String,
+    at: DateTime<Utc>,
+}
+
+impl TryFrom<OutboxRecord> for OutboxEntry {
+    type Error = StoreError;
+    fn try_from(row: OutboxRecord) -> Result<Self, StoreError> {
+        Ok(OutboxEntry {
+            id: row.id,
+            order_id: OrderId(row.order_id),
+            seq: row.seq,
+            event: parse_event(&row.event)?,
+            at: row.at,
+        })
+    }
+}
+
+fn parse_event(raw: &str) -> Result<NotifyEvent, StoreError> {
+    NotifyEvent::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("notification event {raw}")))
+}
+
+#[derive(sqlx::FromRow)]
+struct NotificationRow {
+    id: Uuid,
+    outbox_id: Uuid,
+    order_id: Uuid,
+    seq: i64,
+    event: String,
+    channel: String,
+    destination: String,
+    endpoint_id: Option<Uuid>,
+    payload: Json<serde_json::Value>,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<NotificationRow> for Notification {
+    type Error = StoreError;
+    fn try_from(row: NotificationRow) -> Result<Self, StoreError> {
+        Ok(Notification {
+            id: row.id,
+            outbox_id: row.outbox_id,
+            order_id: OrderId(row.order_id),
+            seq: row.seq,
+            event: parse_event(&row.event)?,
+            channel: Channel::parse(&row.channel)?,
+            destination: row.destination,
+            endpoint_id: row.endpoint_id,
+            payload: row.payload.0,
+            attempts: row.attempts,
+            created_at: row.created_at,
+        })
+    }
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, outbox_id, order_id, seq, event, channel, destination, \
+    endpoint_id, payload, attempts, created_at";
+
+/// An outbox row to write with a journal entry: its id, the entry's seq, the event and when.
+pub(crate) type OutboxRow = (Uuid, i64, &'static str, DateTime<Utc>);
+
+/// The outbox rows `entries` of an order make: one per entry that raises an event.
+pub(crate) fn outbox_rows(entries: &[JournalEntry]) -> Vec<OutboxRow> {
+    entries
+        .iter()
+        .filter_map(|entry| {
+            NotifyEvent::of_change(&entry.change)
+                .map(|event| (Uuid::now_v7(), entry.seq, event.as_str(), entry.at))
+        })
+        .collect()
+}
+
+/// Inserts an order's outbox rows in the journal's transaction `$tx`; a macro because the
+/// transaction's type differs per backend.
+macro_rules! insert_outbox {
+    ($tx:ident, $order_id:expr, $rows:expr) => {
+        for (id, seq, event, at) in $rows {
+            sqlx::query(
+                "INSERT INTO outbox (id, order_id, seq, event, at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(id)
+            .bind($order_id)
+            .bind(*seq)
+            .bind(*event)
+            .bind(*at)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+pub(crate) use insert_outbox;
+
+impl Store {
+    /// Claims up to `limit` outbox entries not yet fanned out and not held by another notifier,
+    /// oldest first, for `hold`.
+    pub async fn claim_outbox(
+        &self,
+        node: &str,
+        limit: i64,
+        hold: std::time::Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let now = super::now();
+        let until = now + chrono::Duration::from_std(hold).unwrap_or(chrono::TimeDelta::MAX);
+        let lock = match self.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let rows: Vec<OutboxRecord> = on_writer!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
+                   SELECT id FROM outbox WHERE fanned_out_at IS NULL \
+                   AND (claimed_until IS NULL OR claimed_until < $3) \
+                   ORDER BY created_at LIMIT $4 {lock}) \
+                 RETURNING id, order_id, seq, event, at"
+            )))
+            .bind(node)
+            .bind(until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut entries = rows
+            .into_iter()
+            .map(OutboxEntry::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.sort_by_key(|e| (e.at, e.seq));
+        Ok(entries)
+    }
+
+    /// Makes `entry`'s notifications and marks it fanned out, in one transaction. Running it
+    /// twice (two notifiers, a crash in between) makes each notification once: one per
+    /// destination.
+    pub async fn fan_out(
+        &self,
+        entry: &OutboxEntry,
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError> {
+        let now = super::now();
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for new in notifications {
+                sqlx::query(
+                    "INSERT INTO notifications (id, outbox_id, order_id, seq, event, channel, \
+                     destination, endpoint_id, payload, state, attempts, next_attempt_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10) \
+                     ON CONFLICT (outbox_id, destination) DO NOTHING",
+                )
+                .bind(Uuid::now_v7())
+                .bind(entry.id)
+                .bind(entry.order_id.as_uuid())
+                .bind(entry.seq)
+                .bind(entry.event.as_str())
+                .bind(new.channel.as_str())
+                .bind(&new.destination)
+                .bind(new.endpoint_id)
+                .bind(Json(&new.payload))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE outbox SET fanned_out_at = $2, claimed_by = NULL, claimed_until = NULL \
+                 WHERE id = $1 AND fanned_out_at IS NULL",
+            )
+            .bind(entry.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Claims up to `limit` due notifications on `channels` for `hold`: for each order and
+    /// destination only the earliest unsent one, and none while an earlier entry of its order
+    /// waits in the outbox — so a destination gets an order's messages in order.
+    pub async fn claim_notifications(
+        &self,
+        node: &str,
+        channels: &[Channel],
+        limit: i64,
+        hold: std::time::Duration,
+    ) -> Result<Vec<Notification>, StoreError> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = super::now();
+        let until = now + chrono::Duration::from_std(hold).unwrap_or(chrono::TimeDelta::MAX);
+        let channels = channels
+            .iter()
+            .map(|c| format!("'{}'", c.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let lock = match self.backend() {
+            Backend::Postgres => "FOR UPDATE OF n SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let rows: Vec<NotificationRow> = on_writer!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE notifications SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
+                   SELECT n.id FROM notifications n \
+                   WHERE n.state = 'pending' AND n.next_attempt_at <= $3 \
+                   AND n.channel IN ({channels}) \
+                   AND (n.claimed_until IS NULL OR n.claimed_until < $3) \
+                   AND NOT EXISTS (SELECT 1 FROM notifications e WHERE e.order_id = n.order_id \
+                       AND e.destination = n.destination AND e.seq < n.seq AND e.state = 'pending') \
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.order_id = n.order_id \
+                       AND o.seq < n.seq AND o.fanned_out_at IS NULL) \
+                   ORDER BY n.next_attempt_at LIMIT $4 {lock}) \
+                 RETURNING {NOTIFICATION_COLUMNS}"
+            )))
+            .bind(node)
+            .bind(until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut claimed = rows
+            .into_iter()
+            .map(Notification::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|n| (n.created_at, n.seq));
+        Ok(claimed)
+    }
+
+    /// Records an attempt (when one was made) and the notification's next step, releasing the
+    /// claim. The step is applied only while `node` still holds the claim; returns whether it was.
+    pub async fn record_notification(
+        &self,
+        id: Uuid,
+        node: &str,
+        attempt: Option<&AttemptRecord>,
+        next: &NextStep,
+    ) -> Result<bool, StoreError> {
+        let now = super::now();
+        let (state, attempts, due, error, sent_as, provider_id, sent_at) = match next {
+            NextStep::Sent {
+                sent_as,
+                provider_id,
+            } => (
+                "sent",
+                None,
+                None,
+                None,
+                Some(sent_as.as_str()),
+                provider_id.as_deref(),
+                Some(now),
+            ),
+            NextStep::Retry {
+                at,
+                attempts,
+                error,
+            } => (
+                "pending",
+                Some(*attempts),
+                Some(*at),
+                Some(error.as_str()),
+                None,
+                None,
+                None,
+            ),
+            NextStep::Failed { attempts, error } => (
+                "failed",
+                Some(*attempts),
+                None,
+                Some(error.as_str()),
+                None,
+                None,
+                None,
+            ),
+            NextStep::Cancelled { reason } => (
+                "cancelled",
+                None,
+                None,
+                Some(reason.as_str()),
+                None,
+                None,
+                None,
+            ),
+            NextStep::Deferred { at } => ("pending", None, Some(*at), None, None, None, None),
+        };
+        let applied = on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            if let Some(attempt) = attempt {
+                sqlx::query(
+                    "INSERT INTO notification_attempts (id, notification_id, at, outcome, \
+                     status_code, latency_ms, error) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(Uuid::now_v7())
+                .bind(id)
+                .bind(attempt.at)
+                .bind(&attempt.outcome)
+                .bind(attempt.status_code)
+                .bind(attempt.latency_ms)
+                .bind(attempt.error.as_deref())
+                .execute(&mut *tx)
+                .await?;
+            }
+            let moved = sqlx::query(
+                "UPDATE notifications SET state = $3, \
+                 attempts = COALESCE($4, attempts + $5), \
+                 next_attempt_at = COALESCE($6, next_attempt_at), \
+                 last_error = COALESCE($7, last_error), sent_as = COALESCE($8, sent_as), \
+                 provider_id = COALESCE($9, provider_id), sent_at = COALESCE($10, sent_at), \
+                 claimed_by = NULL, claimed_until = NULL \
+                 WHERE id = $1 AND claimed_by = $2",
+            )
+            .bind(id)
+            .bind(node)
+            .bind(state)
+            .bind(attempts)
+            .bind(i32::from(attempt.is_some()))
+            .bind(due)
+            .bind(error)
+            .bind(sent_as)
+            .bind(provider_id)
+            .bind(sent_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            moved == 1
+        });
+        Ok(applied)
+    }
+
+    /// Where a customer may be told about `order` on WhatsApp: the phone and consent given at
+    /// checkout for it, else the account's.
+    pub async fn customer_contact(
+        &self,
+        order: OrderId,
+        customer: UserId,
+    ) -> Result<CustomerContact, StoreError> {
+        let row: Option<(Option<String>, Option<bool>, Option<String>, bool)> =
+            on_pool!(self, |pool| {
+                sqlx::query_as(
+                    "SELECT c.phone, c.notify_whatsapp, u.phone, u.notify_whatsapp FROM users u \
+                     LEFT JOIN order_contacts c ON c.order_id = $1 WHERE u.id = $2",
+                )
+                .bind(order.as_uuid())
+                .bind(customer.as_uuid())
+                .fetch_optional(pool)
+                .await?
+            });
+        let Some((order_phone, order_consent, user_phone, user_consent)) = row else {
+            return Ok(CustomerContact {
+                phone: None,
+                consent: false,
+            });
+        };
+        let phone = order_phone
+            .or(user_phone)
+            .and_then(|raw| Phone::parse(&raw).ok());
+        Ok(CustomerContact {
+            phone,
+            consent: order_consent.unwrap_or(user_consent),
+        })
+    }
+
+    /// Keeps the phone and consent given at checkout for one order (a retried checkout writes
+    /// the same again).
+    pub async fn set_order_contact(
+        &self,
+        order: OrderId,
+        phone: Option<&Phone>,
+        notify_whatsapp: Option<bool>,
+    ) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO order_contacts (order_id, phone, notify_whatsapp, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO UPDATE \
+                 SET phone = excluded.phone, notify_whatsapp = excluded.notify_whatsapp",
+            )
+            .bind(order.as_uuid())
+            .bind(phone.map(Phone::as_str))
+            .bind(notify_whatsapp)
+            .bind(super::now())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// When `phone` last wrote to us on WhatsApp, if ever.
+    pub async fn whatsapp_last_inbound(
+        &self,
+        phone: &Phone,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row: Option<(DateTime<Utc>,)> = on_pool!(self, |pool| {
+            sqlx::query_as("SELECT last_inbound_at FROM whatsapp_contacts WHERE phone = $1")
+                .bind(phone.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(at,)| at))
+    }
+
+    /// Notes that `phone` wrote to us at `at` (the inbound webhook): it opens the customer-service
+    /// window. A late redelivery never moves it back.
+    pub async fn record_whatsapp_inbound(
+        &self,
+        phone: &Phone,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO whatsapp_contacts (phone, last_inbound_at) VALUES ($1, $2) \
+                 ON CONFLICT (phone) DO UPDATE SET last_inbound_at = excluded.last_inbound_at \
+                 WHERE whatsapp_contacts.last_inbound_at < excluded.last_inbound_at",
+            )
+            .bind(phone.as_str())
+            .bind(at)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Records a status WhatsApp reported for the message it knows as `provider_id` (`sent`,
+    /// `delivered`, `read`, `failed`). A status never moves back (a late `sent` after `read`
+    /// is kept out); `failed` always wins. Returns whether a message of ours had that id.
+    pub async fn record_whatsapp_status(
+        &self,
+        provider_id: &str,
+        status: &str,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let rank = |s: &str| match s {
+            "sent" => 1,
+            "delivered" => 2,
+            "read" => 3,
+            "failed" => 4,
+            _ => 0,
+        };
+        let current: Option<(Uuid, Option<String>)> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, provider_status FROM notifications WHERE provider_id = $1 LIMIT 1",
+            )
+            .bind(provider_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        let Some((id, known)) = current else {
+            return Ok(false);
+        };
+        if known
+            .as_deref()
+            .is_some_and(|known| rank(known) >= rank(status))
+        {
+            return Ok(true);
+        }
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE notifications SET provider_status = $2, provider_status_at = $3, \
+                 last_error = COALESCE($4, last_error) WHERE id = $1",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(at)
+            .bind(error)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(true)
+    }
+
+    /// Seconds the oldest due, unsent work has waited: an outbox entry not fanned out, or a
+    /// notification due and not sent. Zero when nothing waits.
+    pub async fn notification_lag_seconds(&self) -> Result<f64, StoreError> {
+        let now = super::now();
+        let oldest: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT (SELECT MIN(created_at) FROM outbox WHERE fanned_out_at IS NULL), \
+                 (SELECT MIN(next_attempt_at) FROM notifications WHERE state = 'pending' \
+                  AND next_attempt_at <= $1)",
+            )
+            .bind(now)
+            .fetch_one(pool)
+            .await?
+        });
+        let oldest = [oldest.0, oldest.1].into_iter().flatten().min();
+        Ok(oldest.map_or(0.0, |at| {
+            (now - at).num_milliseconds().max(0) as f64 / 1_000.0
+        }))
+    }
+
+    /// The messages sent, or to be sent, about an order, in the order they were made.
+    pub async fn order_notifications(
+        &self,
+        order: OrderId,
+    ) -> Result<Vec<NotificationSummary>, StoreError> {
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(
+            Uuid,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<DateTime<Utc>>,
+        )> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT outbox_id, channel, event, state, provider_status, sent_at \
+                     FROM notifications WHERE order_id = $1 ORDER BY seq, channel, created_at",
+            )
+            .bind(order.as_uuid())
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(
+                |(outbox_id, channel, event, state, provider_status, sent_at)| {
+                    Ok(NotificationSummary {
+                        message_id: crate::domain::notification::message_id(outbox_id),
+                        channel: Channel::parse(&channel)?.as_str(),
+                        event: parse_event(&event)?,
+                        state,
+                        provider_status,
+                        sent_at,
+                    })
+                },
+            )
+            .collect()
+    }
+}
