@@ -159,6 +159,7 @@ impl Application {
             limits: Arc::new(Limits::new(&config.checkout, bus.clone())),
             maps,
             map_tiles_url: config.maps.map_tiles_url.clone(),
+            notify: Arc::new(config.notify.clone()),
         });
 
         let listener = TcpListener::bind(config.http.bind)

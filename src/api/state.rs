@@ -9,7 +9,7 @@ use super::auth::Auth;
 use super::limits::Limits;
 use crate::actors::Engine;
 use crate::bus::Bus;
-use crate::config::{CheckoutConfig, GatewayConfig};
+use crate::config::{CheckoutConfig, GatewayConfig, NotifyConfig};
 use crate::domain::UserId;
 use crate::payments::PaymentGateway;
 use crate::store::Store;
@@ -41,6 +41,8 @@ pub struct AppState {
     pub maps: Arc<crate::maps::Maps>,
     /// The XYZ raster tile URL the pages may draw (`MEALKITZ_MAP_TILES_URL`).
     pub map_tiles_url: Option<String>,
+    /// Notification settings: which webhook URLs merchants may register.
+    pub notify: Arc<NotifyConfig>,
 }
 
 /// The checkouts running in this process, by (customer, Idempotency-Key): a second request with
