@@ -327,7 +327,7 @@ async fn webhook_endpoints(kind: Db) {
         .await
         .unwrap();
     let listed = store.webhook_endpoints(merchant.id).await.unwrap();
-    assert_eq!(listed, [endpoint.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&endpoint));
     let later = mealkitz::store::now() + chrono::Duration::hours(24);
     let rotated = store
         .rotate_webhook_secret(endpoint.id, "whsec_new", later)
