@@ -88,20 +88,42 @@ impl Notifier {
                 if !running.store.is_migrated() {
                     continue;
                 }
-                // Drain: a round that found work is followed by another at once.
-                while !stop.is_cancelled() && running.round().await > 0 {}
-                if lag_refreshed.is_none_or(|at| at.elapsed() >= LAG_REFRESH) {
-                    lag_refreshed = Some(Instant::now());
-                    match running.store.notification_lag_seconds().await {
-                        Ok(lag) => metrics::gauge!("notifier_lag_seconds").set(lag),
-                        Err(error) => {
-                            tracing::debug!(error = %error, "cannot measure the notifier's lag")
-                        }
+                // Drain: a round that found work is followed by another at once; the lag is
+                // measured and old messages pruned between rounds when due, busy or not.
+                loop {
+                    let done = running.round().await;
+                    if lag_refreshed.is_none_or(|at| at.elapsed() >= LAG_REFRESH) {
+                        lag_refreshed = Some(Instant::now());
+                        running.measure_lag().await;
+                    }
+                    if pruned.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+                        pruned = Some(Instant::now());
+                        running.prune().await;
+                    }
+                    if done == 0 || stop.is_cancelled() {
+                        break;
                     }
                 }
             }
         });
         notifier
+    }
+
+    async fn measure_lag(&self) {
+        match self.store.notification_lag_seconds().await {
+            Ok(lag) => metrics::gauge!("notifier_lag_seconds").set(lag),
+            Err(error) => tracing::debug!(error = %error, "cannot measure the notifier's lag"),
+        }
+    }
+
+    /// Deletes finished messages older than [`NOTIFICATION_RETENTION_DAYS`].
+    async fn prune(&self) {
+        let before = crate::store::now() - chrono::Duration::days(NOTIFICATION_RETENTION_DAYS);
+        match self.store.prune_notifications(before).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "pruned finished notifications older than 30 days"),
+            Err(error) => tracing::debug!(error = %error, "cannot prune notifications"),
+        }
     }
 
     /// One round: fan out what the outbox holds, then send what is due. Returns how much it did.
