@@ -142,6 +142,14 @@ impl Application {
             engine.attach_router(router.clone());
             router
         });
+        // The notification service: drains the outbox the journal writes into.
+        let notifier = crate::notify::Notifier::new(
+            store.clone(),
+            maps.clone(),
+            config.notify.clone(),
+            config.dispatch.node_id.clone(),
+        )
+        .spawn(&tasks);
         let (sockets_shutdown_tx, sockets_shutdown) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
             store: store.clone(),
@@ -159,6 +167,7 @@ impl Application {
             limits: Arc::new(Limits::new(&config.checkout, bus.clone())),
             maps,
             map_tiles_url: config.maps.map_tiles_url.clone(),
+            notifier,
         });
 
         let listener = TcpListener::bind(config.http.bind)

@@ -30,8 +30,8 @@ pub async fn health() -> HttpResponse {
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
-    /// Each dependency (`database`, `dispatch`, `maps`, and with Redis `redis` and `routing`):
-    /// `ok`, or why it failed (`degraded: …` for the three that do not fail readiness). `leases`, when
+    /// Each dependency (`database`, `dispatch`, `maps`, `notifications`, and with Redis `redis`
+    /// and `routing`): `ok`, or why it failed (`degraded: …` for those that do not fail readiness). `leases`, when
     /// present, tells when this replica last stepped down from a region another one took over
     /// (it does not fail readiness).
     pub checks: BTreeMap<String, String>,
@@ -86,6 +86,9 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
     // The maps service is reported, never failing: without OSRM, dispatch and ETAs go on by
     // the straight line.
+    // Notifications are reported, never failing: messages wait in the store while a channel
+    // is paused.
+    checks.insert("notifications".to_owned(), state.notifier.health());
     checks.insert(
         "maps".to_owned(),
         match maps {

@@ -41,6 +41,8 @@ pub struct AppState {
     pub maps: Arc<crate::maps::Maps>,
     /// The XYZ raster tile URL the pages may draw (`MEALKITZ_MAP_TILES_URL`).
     pub map_tiles_url: Option<String>,
+    /// The notification service of this replica (`/ready` reports it).
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 /// The checkouts running in this process, by (customer, Idempotency-Key): a second request with

@@ -70,7 +70,7 @@ pub struct Notification {
     pub payload: serde_json::Value,
     /// Attempts made so far in its schedule.
     pub attempts: i32,
-    /// When it first became due: the lag is measured from here.
+    /// When the journal entry it tells of was written: its delivery time is measured from here.
     pub created_at: DateTime<Utc>,
 }
 
@@ -283,7 +283,7 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO notifications (id, outbox_id, order_id, seq, event, channel, \
                      destination, endpoint_id, payload, state, attempts, next_attempt_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $11) \
                      ON CONFLICT (outbox_id, destination) DO NOTHING",
                 )
                 .bind(Uuid::now_v7())
@@ -296,6 +296,7 @@ impl Store {
                 .bind(new.endpoint_id)
                 .bind(Json(&new.payload))
                 .bind(now)
+                .bind(entry.at)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -473,17 +474,18 @@ impl Store {
         order: OrderId,
         customer: UserId,
     ) -> Result<CustomerContact, StoreError> {
-        let row: Option<(Option<String>, Option<bool>, Option<String>, bool)> =
-            on_pool!(self, |pool| {
-                sqlx::query_as(
-                    "SELECT c.phone, c.notify_whatsapp, u.phone, u.notify_whatsapp FROM users u \
+        /// The checkout's phone and consent, then the account's.
+        type ContactRow = (Option<String>, Option<bool>, Option<String>, bool);
+        let row: Option<ContactRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT c.phone, c.notify_whatsapp, u.phone, u.notify_whatsapp FROM users u \
                      LEFT JOIN order_contacts c ON c.order_id = $1 WHERE u.id = $2",
-                )
-                .bind(order.as_uuid())
-                .bind(customer.as_uuid())
-                .fetch_optional(pool)
-                .await?
-            });
+            )
+            .bind(order.as_uuid())
+            .bind(customer.as_uuid())
+            .fetch_optional(pool)
+            .await?
+        });
         let Some((order_phone, order_consent, user_phone, user_consent)) = row else {
             return Ok(CustomerContact {
                 phone: None,
@@ -666,5 +668,137 @@ impl Store {
                 },
             )
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::sqlite_store;
+    use super::*;
+    use crate::domain::{Cents, Change, MerchantId, NewOrder, Order, Position, Role};
+    use crate::store::NewUser;
+
+    async fn placed_order(store: &Store) -> (Order, JournalEntry) {
+        let customer = store
+            .create_user(NewUser {
+                email: crate::domain::Email::parse("c@example.com").unwrap(),
+                name: "Cee".into(),
+                role: Role::Customer,
+                password_hash: "x".into(),
+            })
+            .await
+            .unwrap();
+        let at = crate::store::now();
+        let here = Position {
+            lat: 60.17,
+            lon: 24.94,
+        };
+        Order::place(
+            NewOrder {
+                id: OrderId::new(),
+                merchant_id: MerchantId::new(),
+                customer_id: customer.id,
+                items: vec![],
+                delivery_fee_cents: Cents(0),
+                total_cents: Cents(1_000),
+                pickup: here,
+                dropoff: here,
+                dropoff_address: "Mannerheimintie 1".into(),
+                pickup_address: String::new(),
+            },
+            "helsinki".into(),
+            at,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_written_with_the_journal_and_sends_in_order_per_destination() {
+        let (store, dir) = sqlite_store();
+        store.migrate().await.unwrap();
+        let (order, first) = placed_order(&store).await;
+        store.create_order(&order, &first).await.unwrap();
+        let mut after = order.clone();
+        let accepted = after
+            .decide(
+                Change::MerchantAccepted { prep_minutes: 5 },
+                crate::store::now(),
+            )
+            .unwrap();
+        after.apply(&accepted).unwrap();
+        let search = after
+            .decide(Change::SearchStarted, crate::store::now())
+            .unwrap();
+        after.apply(&search).unwrap();
+        store.append(&after, &[accepted, search]).await.unwrap();
+
+        let hold = std::time::Duration::from_secs(60);
+        let claimed = store.claim_outbox("a", 10, hold).await.unwrap();
+        let events: Vec<_> = claimed.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(
+            events,
+            ["order.placed", "order.accepted"],
+            "searching raises nothing"
+        );
+        assert!(
+            store.claim_outbox("b", 10, hold).await.unwrap().is_empty(),
+            "held by a"
+        );
+        for entry in &claimed {
+            let to = |destination: &str| NewNotification {
+                channel: Channel::Webhook,
+                destination: destination.into(),
+                endpoint_id: None,
+                payload: serde_json::json!({"seq": entry.seq}),
+            };
+            store.fan_out(entry, &[to("x"), to("y")]).await.unwrap();
+            store.fan_out(entry, &[to("x")]).await.unwrap();
+        }
+        assert!(
+            store.claim_outbox("b", 10, hold).await.unwrap().is_empty(),
+            "fanned out"
+        );
+
+        let first_round = store
+            .claim_notifications("a", &[Channel::Webhook], 10, hold)
+            .await
+            .unwrap();
+        let seen: Vec<_> = first_round
+            .iter()
+            .map(|n| (n.seq, n.destination.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [(1, "x"), (1, "y")],
+            "one per destination, the earliest first"
+        );
+        let sent = NextStep::Sent {
+            sent_as: "webhook".into(),
+            provider_id: None,
+        };
+        assert!(
+            store
+                .record_notification(first_round[0].id, "a", None, &sent)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_notification(first_round[1].id, "b", None, &sent)
+                .await
+                .unwrap(),
+            "not b's claim"
+        );
+        let second_round = store
+            .claim_notifications("a", &[Channel::Webhook], 10, hold)
+            .await
+            .unwrap();
+        let seen: Vec<_> = second_round
+            .iter()
+            .map(|n| (n.seq, n.destination.as_str()))
+            .collect();
+        assert_eq!(seen, [(2, "x")], "y waits for its first message");
+        assert!(store.notification_lag_seconds().await.unwrap() >= 0.0);
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,0 +1,306 @@
+//! The notifier: one background loop per replica that claims outbox entries and fans them out,
+//! then claims due notifications (for each order and destination only the earliest) and sends
+//! them, several at once, recording every attempt and what comes next. Woken by every journal
+//! write that notifies, and every half second besides for work of other replicas and retries.
+//! A claim is held for `MEALKITZ_NOTIFIER_CLAIM_SECS`: a replica that dies mid-send leaves its
+//! messages to another once it lapses, and they go out with the same id.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use super::fanout::notifications_for;
+use super::webhook::Webhooks;
+use super::whatsapp::{TOKEN_PAUSE, WhatsApp};
+use super::{Sent, webhook, whatsapp};
+use crate::config::NotifyConfig;
+use crate::maps::Maps;
+use crate::store::{AttemptRecord, Channel, NextStep, Notification, Store};
+use crate::tasks::Tasks;
+
+/// How often the notifier looks for work when nothing woke it.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Outbox entries fanned out per round.
+const OUTBOX_BATCH: i64 = 100;
+/// Notifications claimed per round.
+const SEND_BATCH: i64 = 64;
+/// Messages in flight at once.
+const SENDS_IN_FLIGHT: usize = 16;
+/// The lag gauge is refreshed at most this often.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
+
+/// The notifier of this replica; `/ready` asks it how it is.
+pub struct Notifier {
+    store: Store,
+    maps: Arc<Maps>,
+    config: NotifyConfig,
+    node: String,
+    whatsapp: Option<WhatsApp>,
+    webhooks: Webhooks,
+}
+
+impl Notifier {
+    pub fn new(store: Store, maps: Arc<Maps>, config: NotifyConfig, node: String) -> Notifier {
+        let whatsapp = WhatsApp::new(&config);
+        let webhooks = Webhooks::new(config.webhook_allow_private);
+        Notifier {
+            store,
+            maps,
+            config,
+            node,
+            whatsapp,
+            webhooks,
+        }
+    }
+
+    /// For `/ready`: `ok`, or what is degraded (never failing readiness).
+    pub fn health(&self) -> String {
+        match &self.whatsapp {
+            Some(whatsapp) if whatsapp.is_paused() => format!(
+                "degraded: WhatsApp refused the access token; the channel is paused (tried again every {} min) and messages wait",
+                TOKEN_PAUSE.as_secs() / 60
+            ),
+            _ => "ok".to_owned(),
+        }
+    }
+
+    /// Starts the loop; returns the notifier for `/ready`.
+    pub fn spawn(self, tasks: &Tasks) -> Arc<Notifier> {
+        let notifier = Arc::new(self);
+        let running = notifier.clone();
+        let signal = notifier.store.outbox_signal();
+        metrics::gauge!("whatsapp_channel_paused").set(0.0);
+        tasks.spawn_watching(|stop| async move {
+            let mut lag_refreshed: Option<Instant> = None;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = signal.notified() => {}
+                    () = tokio::time::sleep(POLL_INTERVAL) => {}
+                }
+                if !running.store.is_migrated() {
+                    continue;
+                }
+                // Drain: a round that found work is followed by another at once.
+                while !stop.is_cancelled() && running.round().await > 0 {}
+                if lag_refreshed.is_none_or(|at| at.elapsed() >= LAG_REFRESH) {
+                    lag_refreshed = Some(Instant::now());
+                    match running.store.notification_lag_seconds().await {
+                        Ok(lag) => metrics::gauge!("notifier_lag_seconds").set(lag),
+                        Err(error) => {
+                            tracing::debug!(error = %error, "cannot measure the notifier's lag")
+                        }
+                    }
+                }
+            }
+        });
+        notifier
+    }
+
+    /// One round: fan out what the outbox holds, then send what is due. Returns how much it did.
+    async fn round(&self) -> usize {
+        let mut done = 0;
+        match self
+            .store
+            .claim_outbox(&self.node, OUTBOX_BATCH, self.config.claim)
+            .await
+        {
+            Ok(entries) => {
+                for entry in entries {
+                    let made = match notifications_for(
+                        &self.store,
+                        &self.maps,
+                        &self.config,
+                        &entry,
+                    )
+                    .await
+                    {
+                        Ok(made) => made,
+                        Err(error) => {
+                            tracing::warn!(error = %error, order_id = %entry.order_id, "cannot fan out an outbox entry; will retry");
+                            continue;
+                        }
+                    };
+                    match self.store.fan_out(&entry, &made).await {
+                        Ok(()) => done += 1,
+                        Err(error) => {
+                            tracing::warn!(error = %error, order_id = %entry.order_id, "cannot store notifications; will retry")
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(error = %error, "cannot claim outbox entries"),
+        }
+        let mut channels = vec![Channel::Webhook];
+        if self.whatsapp.as_ref().is_some_and(|w| !w.is_paused()) {
+            channels.push(Channel::WhatsApp);
+        }
+        let claimed = match self
+            .store
+            .claim_notifications(&self.node, &channels, SEND_BATCH, self.config.claim)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::debug!(error = %error, "cannot claim notifications");
+                return done;
+            }
+        };
+        done += claimed.len();
+        futures_util::stream::iter(claimed)
+            .for_each_concurrent(SENDS_IN_FLIGHT, |notification| async move {
+                self.deliver(&notification).await;
+            })
+            .await;
+        done
+    }
+
+    /// Sends one notification and records the attempt and what comes next.
+    async fn deliver(&self, notification: &Notification) {
+        let started = Instant::now();
+        let at = crate::store::now();
+        let (attempt, next) = match notification.channel {
+            Channel::WhatsApp => match &self.whatsapp {
+                Some(channel) => {
+                    whatsapp_step(notification, channel.send(&self.store, notification).await)
+                }
+                None => (
+                    None,
+                    NextStep::Deferred {
+                        at: at + chrono::Duration::seconds(60),
+                    },
+                ),
+            },
+            Channel::Webhook => webhook_step(self.webhooks.send(&self.store, notification).await),
+        };
+        let latency_ms = started.elapsed().as_millis() as i64;
+        let attempt = attempt.map(
+            |(outcome, status, error): (&str, Option<u16>, Option<String>)| AttemptRecord {
+                at,
+                outcome: outcome.to_owned(),
+                status_code: status.map(i32::from),
+                latency_ms,
+                error,
+            },
+        );
+        let channel = notification.channel.as_str();
+        if let Some(attempt) = &attempt {
+            metrics::counter!("notifications_total", "channel" => channel, "outcome" => attempt.outcome.clone())
+                .increment(1);
+            metrics::histogram!("notification_attempt_seconds", "channel" => channel)
+                .record(started.elapsed().as_secs_f64());
+        }
+        if let NextStep::Sent { .. } = next {
+            let waited = (chrono::Utc::now() - notification.created_at)
+                .num_milliseconds()
+                .max(0);
+            metrics::histogram!("notification_delivery_seconds", "channel" => channel)
+                .record(waited as f64 / 1_000.0);
+        }
+        match self
+            .store
+            .record_notification(notification.id, &self.node, attempt.as_ref(), &next)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
+                notification_id = %notification.id,
+                "a notification's claim lapsed while it was sent; another replica may send it again (same id)"
+            ),
+            Err(error) => tracing::warn!(
+                error = %error,
+                notification_id = %notification.id,
+                "cannot record a notification attempt; it will be sent again (same id)"
+            ),
+        }
+    }
+}
+
+type Attempt = Option<(&'static str, Option<u16>, Option<String>)>;
+
+fn sent_step(sent: Sent) -> (Attempt, NextStep) {
+    (
+        Some(("sent", sent.status, sent.note)),
+        NextStep::Sent {
+            sent_as: sent.sent_as.to_owned(),
+            provider_id: sent.provider_id,
+        },
+    )
+}
+
+fn due_in(after: Duration) -> chrono::DateTime<chrono::Utc> {
+    crate::store::now() + chrono::Duration::from_std(after).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+fn whatsapp_step(notification: &Notification, outcome: whatsapp::Outcome) -> (Attempt, NextStep) {
+    match outcome {
+        whatsapp::Outcome::Sent(sent) => sent_step(sent),
+        whatsapp::Outcome::Retry {
+            after,
+            outcome,
+            status,
+            error,
+        } => (
+            Some((outcome, status, Some(error.clone()))),
+            NextStep::Retry {
+                at: due_in(after),
+                attempts: notification.attempts + 1,
+                error,
+            },
+        ),
+        whatsapp::Outcome::Failed {
+            outcome,
+            status,
+            error,
+        } => (
+            Some((outcome, status, Some(error.clone()))),
+            NextStep::Failed {
+                attempts: notification.attempts + 1,
+                error,
+            },
+        ),
+        whatsapp::Outcome::Paused { status, error } => (
+            Some(("token_expired", status, Some(error))),
+            NextStep::Deferred {
+                at: due_in(TOKEN_PAUSE),
+            },
+        ),
+    }
+}
+
+fn webhook_step(outcome: webhook::Outcome) -> (Attempt, NextStep) {
+    match outcome {
+        webhook::Outcome::Sent(sent) => sent_step(sent),
+        webhook::Outcome::Retry {
+            after,
+            attempts,
+            outcome,
+            status,
+            error,
+        } => (
+            Some((outcome, status, Some(error.clone()))),
+            NextStep::Retry {
+                at: due_in(after),
+                attempts,
+                error,
+            },
+        ),
+        webhook::Outcome::Failed {
+            attempts,
+            outcome,
+            status,
+            error,
+        } => (
+            Some((outcome, status, Some(error.clone()))),
+            NextStep::Failed { attempts, error },
+        ),
+        webhook::Outcome::Cancelled { status, reason } => (
+            status.map(|status| {
+                let outcome = if status == 410 { "gone" } else { "disabled" };
+                (outcome, Some(status), Some(reason.clone()))
+            }),
+            NextStep::Cancelled { reason },
+        ),
+    }
+}
