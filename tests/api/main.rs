@@ -33,5 +33,6 @@ mod simulator;
 mod store_contract;
 mod supervision;
 mod users;
+mod webhooks_api;
 mod wire;
 mod ws;
