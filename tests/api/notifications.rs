@@ -954,6 +954,43 @@ async fn an_expired_token_190_pauses_the_channel_sends_nothing_more_and_shows_in
     );
 }
 
+#[actix_web::test]
+async fn an_undeliverable_message_is_recorded_as_failed_not_sent_again_and_the_next_one_still_goes()
+{
+    let scene = Scene::start(Db::Sqlite).await;
+    let mut driver = scene.driver().await;
+    // 131026: the number cannot receive it. Not a rate limit, not the window: give up on it.
+    scene.graph.script([GraphAnswer::Error(131_026)]);
+    let order = scene.place().await;
+    scene.accept(order).await;
+    scene.assign(order, &mut driver).await;
+    let made = scene.settled(order, "order.driver_assigned").await;
+    let states: BTreeMap<String, String> = made
+        .iter()
+        .filter(|n| n.channel == "whatsapp")
+        .map(|n| (n.event.clone(), n.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        BTreeMap::from([
+            ("order.accepted".to_owned(), "failed".to_owned()),
+            ("order.driver_assigned".to_owned(), "sent".to_owned()),
+        ]),
+        "{made:#?}"
+    );
+    let requests = scene.graph.requests();
+    let seen: Vec<(&str, u16)> = requests.iter().map(|r| (r.template(), r.status)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("mealkitz_order_accepted", 400),
+            ("mealkitz_order_driver_assigned", 200)
+        ],
+        "the refused message is not sent again, and does not hold up the next:\n{}",
+        scene.graph.describe()
+    );
+}
+
 // ---- Merchant webhooks: retries, a gone endpoint, signatures and rotation. ----
 
 async fn webhook_retried(kind: Db) {
@@ -1190,6 +1227,36 @@ async fn an_endpoint_asking_to_retry_after_a_while_is_not_called_again_before_it
         waited >= Duration::from_millis(7_500),
         "Retry-After: 8 asks for longer than the schedule's 5 s; retried after {waited:?}"
     );
+}
+
+#[actix_web::test]
+async fn an_endpoint_that_does_not_answer_within_15_s_is_given_up_on_and_retried_with_the_same_id()
+{
+    let scene = Scene::start(Db::Sqlite).await;
+    scene
+        .hooks
+        .script([HookAnswer::hang(Duration::from_secs(120))]);
+    let order = scene.place().await;
+    let hooks = scene
+        .hooks
+        .wait_for_matching("a second attempt", |all| all.len() >= 2)
+        .await;
+    assert_eq!(hooks[0].id, hooks[1].id, "{}", scene.hooks.describe());
+    let waited = hooks[1].at.duration_since(hooks[0].at);
+    assert!(
+        waited >= Duration::from_secs(15) && waited < Duration::from_secs(120),
+        "the first attempt is abandoned after 15 s (and retried 5 s later), not waited out: {waited:?}"
+    );
+    scene.settled(order, "order.placed").await;
+    let deliveries = scene.deliveries(scene.endpoint.id).await;
+    let attempts = deliveries[0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{deliveries:#?}");
+    assert!(attempts[0]["status_code"].is_null(), "{deliveries:#?}");
+    assert!(
+        attempts[0]["latency_ms"].as_i64().unwrap() >= 14_000,
+        "{deliveries:#?}"
+    );
+    assert_eq!(attempts[1]["status_code"], 200, "{deliveries:#?}");
 }
 
 // ---- Processes: a SIGKILL mid-send, and two replicas. ----
