@@ -29,6 +29,11 @@ const SEND_BATCH: i64 = 64;
 const SENDS_IN_FLIGHT: usize = 16;
 /// The lag gauge is refreshed at most this often.
 const LAG_REFRESH: Duration = Duration::from_secs(1);
+/// Finished messages (and their attempts) are kept this long for the deliveries list, then
+/// pruned.
+pub const NOTIFICATION_RETENTION_DAYS: i64 = 30;
+/// How often the prune runs.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3_600);
 
 /// The notifier of this replica; `/ready` asks it how it is.
 pub struct Notifier {
@@ -73,6 +78,7 @@ impl Notifier {
         metrics::gauge!("whatsapp_channel_paused").set(0.0);
         tasks.spawn_watching(|stop| async move {
             let mut lag_refreshed: Option<Instant> = None;
+            let mut pruned: Option<Instant> = None;
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,

@@ -632,6 +632,39 @@ impl Store {
         }))
     }
 
+    /// Deletes what is done and older than `before`: finished notifications (sent, failed,
+    /// cancelled) with their attempts, and fanned-out outbox rows nothing refers to any more.
+    /// Returns how many notifications went.
+    pub async fn prune_notifications(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let pruned = on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM notification_attempts WHERE notification_id IN (SELECT id FROM \
+                 notifications WHERE state <> 'pending' AND created_at < $1)",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+            let pruned = sqlx::query(
+                "DELETE FROM notifications WHERE state <> 'pending' AND created_at < $1",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "DELETE FROM outbox WHERE fanned_out_at IS NOT NULL AND fanned_out_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.outbox_id = outbox.id)",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            pruned
+        });
+        Ok(pruned)
+    }
+
     /// The messages sent, or to be sent, about an order, in the order they were made.
     pub async fn order_notifications(
         &self,
