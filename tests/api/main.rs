@@ -17,6 +17,8 @@ mod health;
 mod maps_api;
 mod maps_dispatch;
 mod merchants;
+mod notifications;
+mod notify_support;
 mod openapi;
 mod osrm_client;
 mod osrm_support;
