@@ -23,6 +23,7 @@ mod openapi;
 mod osrm_client;
 mod osrm_support;
 mod pages;
+mod processes;
 mod recovery;
 mod redis_bus;
 mod redis_outage;

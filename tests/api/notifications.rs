@@ -25,14 +25,13 @@ use uuid::Uuid;
 
 use crate::helpers::{
     Db, Driver, Reply, Session, TestApp, TestDb, at, migrated_store, next_offer, offset_m,
-    redis_url, spawn_app_with, test_config,
+    spawn_app_with, test_config,
 };
-use crate::merchants::Shop;
 use crate::notify_support::{
     ACCESS_TOKEN, API_VERSION, ARRIVES_WITHIN, GraphAnswer, GraphApi, GraphRequest, Hook,
     HookAnswer, PHONE_NUMBER_ID, WebhookReceiver,
 };
-use crate::replicas::{Replica, remove_redis_keys};
+use crate::processes::{Processes, Shop};
 use crate::ws::{Cast, cast};
 
 /// The customer's phone, and the digits WhatsApp is asked to send to.
@@ -1261,42 +1260,18 @@ async fn an_endpoint_that_does_not_answer_within_15_s_is_given_up_on_and_retried
 
 // ---- Processes: a SIGKILL mid-send, and two replicas. ----
 
-/// One signing secret for every process, so a token from one is good on all and after a restart.
-const JWT_SECRET: &str = "notify-test-jwt-secret-0123456789abcdef";
-const PASSWORD: &str = "correct horse battery";
 /// Seconds a process holds a message it is sending before another may send it.
 const CLAIM_SECS: u64 = 2;
-/// Lease TTL of the processes.
-const LEASE_TTL_SECS: u64 = 3;
-/// Error codes that mean "not now": the request is sent again.
-const RETRYABLE: [&str; 3] = ["dispatch_unavailable", "store_unavailable", "actor_failed"];
 
 /// `mealkitz serve` processes on one PostgreSQL database (and Redis when there are several),
 /// sending to the stand-ins. Dropping it kills them (printing their logs if the test failed).
 struct Fleet {
-    processes: Vec<Replica>,
-    nodes: Vec<String>,
-    settings: Vec<(&'static str, String)>,
-    tag: String,
-    redis_prefix: Option<String>,
-    http: reqwest::Client,
-    pool: sqlx::PgPool,
-    _db: TestDb,
+    processes: Processes,
 }
 
 impl Fleet {
     async fn start(count: usize, graph: &GraphApi) -> Fleet {
-        let db = TestDb::create(Db::Postgres).await;
-        // Migrated before any process starts, so the test can read it at once.
-        migrated_store(&db).await.close().await;
-        let id = Uuid::new_v4().simple().to_string();
-        let mut settings = vec![
-            ("DATABASE_URL", db.url.clone()),
-            ("MEALKITZ_JWT_SECRET", JWT_SECRET.to_owned()),
-            ("MEALKITZ_LEASE_TTL_SECS", LEASE_TTL_SECS.to_string()),
-            ("MEALKITZ_HTTP_WORKERS", "2".to_owned()),
-            ("MEALKITZ_DB_MAX_CONNECTIONS", "5".to_owned()),
-            ("MEALKITZ_CHECKOUTS_PER_MINUTE", "1000".to_owned()),
+        let settings = vec![
             ("MEALKITZ_WHATSAPP_API_URL", graph.url.clone()),
             ("MEALKITZ_WHATSAPP_API_VERSION", API_VERSION.to_owned()),
             (
@@ -1308,235 +1283,28 @@ impl Fleet {
             ("MEALKITZ_PUBLIC_URL", PUBLIC_URL.to_owned()),
             ("MEALKITZ_NOTIFIER_CLAIM_SECS", CLAIM_SECS.to_string()),
         ];
-        let redis_prefix = (count > 1).then(|| format!("test-{id}:"));
-        if let Some(prefix) = &redis_prefix {
-            settings.push(("REDIS_URL", redis_url()));
-            settings.push(("MEALKITZ_REDIS_KEY_PREFIX", prefix.clone()));
-        }
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
-            .connect_lazy(&db.url)
-            .expect("a pool on the test database");
-        let mut fleet = Fleet {
-            processes: Vec::new(),
-            nodes: Vec::new(),
-            settings,
-            tag: format!("n{}", &id[..8]),
-            redis_prefix,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-            pool,
-            _db: db,
-        };
-        for _ in 0..count {
-            fleet.spawn().await;
-        }
-        fleet
-    }
-
-    /// Starts one more process and waits until it is ready; its index.
-    async fn spawn(&mut self) -> usize {
-        let number = self.processes.len() + 1;
-        let node = format!("{}-p{number}", self.tag);
-        let process = Replica::spawn(number, node.clone(), &self.settings).await;
-        self.processes.push(process);
-        self.nodes.push(node);
-        let index = number - 1;
-        self.wait_ready(index).await;
-        index
-    }
-
-    async fn wait_ready(&self, index: usize) {
-        let process = &self.processes[index];
-        let url = format!("{}/ready", process.address);
-        let deadline = Instant::now() + ARRIVES_WITHIN;
-        loop {
-            if let Ok(response) = self.http.get(&url).send().await
-                && response.status().as_u16() == 200
-            {
-                return;
-            }
-            assert!(
-                !process.exited.load(std::sync::atomic::Ordering::SeqCst),
-                "process {} exited before it was ready:\n{}",
-                process.name,
-                process.log_tail()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "process {} not ready:\n{}",
-                process.name,
-                process.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGKILLs process `index`.
-    fn kill(&mut self, index: usize) {
-        self.processes[index].kill();
-    }
-
-    /// The index of the live process whose node id `owner` (a claim's holder) starts with.
-    fn process_of(&self, owner: &str) -> Option<usize> {
-        (0..self.processes.len())
-            .find(|&i| self.processes[i].alive && owner.starts_with(&self.nodes[i]))
-    }
-
-    /// A REST call to a live process (from `via` on), retried while the answer is a retryable
-    /// 503 or the process cannot be reached.
-    async fn rest(
-        &self,
-        via: usize,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Reply {
-        let deadline = Instant::now() + ARRIVES_WITHIN;
-        let mut turn = via;
-        loop {
-            let live: Vec<usize> = (0..self.processes.len())
-                .filter(|&i| self.processes[i].alive)
-                .collect();
-            let process = &self.processes[live[turn % live.len()]];
-            let mut request = self.http.request(
-                method.parse().unwrap(),
-                format!("{}{path}", process.address),
-            );
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            for (name, value) in headers {
-                request = request.header(*name, *value);
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let last = match request.send().await {
-                Ok(response) => {
-                    let reply = Reply::read(response).await;
-                    if reply.status != 503 || !RETRYABLE.contains(&reply.error_code()) {
-                        return reply;
-                    }
-                    format!("{} {}", reply.status, reply.text)
-                }
-                Err(error) => {
-                    turn += 1;
-                    error.to_string()
-                }
-            };
-            assert!(
-                Instant::now() < deadline,
-                "{method} {path} still failing: {last}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    async fn sign_up(&self, via: usize, role: &str) -> Session {
-        let email = format!("{role}-{}@example.com", Uuid::new_v4().simple());
-        let registered = self
-            .rest(
-                via,
-                "POST",
-                "/api/v1/users",
-                None,
-                &[],
-                Some(&json!({"email": email, "password": PASSWORD, "name": "Test User", "role": role})),
-            )
-            .await;
-        assert_eq!(registered.status, 201, "{}", registered.text);
-        let session = self
-            .rest(
-                via,
-                "POST",
-                "/api/v1/sessions",
-                None,
-                &[],
-                Some(&json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
-        assert_eq!(session.status, 200, "{}", session.text);
-        Session {
-            id: registered.body["id"].as_str().unwrap().to_owned(),
-            email,
-            token: session.body["token"].as_str().unwrap().to_owned(),
-        }
+        let mut processes = Processes::new(count > 1, settings).await;
+        // Migrated before any process starts, so the test can read it at once.
+        migrated_store(processes.db()).await.close().await;
+        processes.start(count).await;
+        Fleet { processes }
     }
 
     /// A merchant with a menu, south-west of the centre.
     async fn open_shop(&self) -> Shop {
-        let owner = self.sign_up(0, "merchant").await;
-        let location = at(-5_000.0, -5_000.0);
-        let created = self
-            .rest(
-                0,
-                "POST",
-                "/api/v1/merchants",
-                Some(&owner.token),
-                &[],
-                Some(&json!({"name": MERCHANT_NAME, "address": "1 Test Street", "location": location})),
-            )
-            .await;
-        assert_eq!(created.status, 201, "{}", created.text);
-        let merchant_id = created.body["id"].as_str().unwrap().to_owned();
-        let menu = self
-            .rest(
-                0,
-                "PUT",
-                &format!("/api/v1/merchants/{merchant_id}/menu"),
-                Some(&owner.token),
-                &[],
-                Some(&json!({"items": [
-                    {"name": "Ramen kit", "price_cents": 1250},
-                    {"name": "Gyoza (6)", "price_cents": 599},
-                ]})),
-            )
-            .await;
-        assert_eq!(menu.status, 200, "{}", menu.text);
-        let items = menu.body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                (
-                    i["id"].as_str().unwrap().to_owned(),
-                    i["price_cents"].as_i64().unwrap(),
-                )
-            })
-            .collect();
-        Shop {
-            owner,
-            merchant_id,
-            items,
-        }
+        self.processes.open_shop(0, -5_000.0, -5_000.0).await
     }
 
     /// Checks out an order of `shop` for `customer` through process `via`.
     async fn checkout(&self, via: usize, customer: &Session, shop: &Shop) -> OrderId {
-        let body = crate::checkout::order_body(shop, at(-4_000.0, -5_000.0), "pm_card_visa");
-        let key = crate::checkout::new_key();
-        let placed = self
-            .rest(
-                via,
-                "POST",
-                "/api/v1/orders",
-                Some(&customer.token),
-                &[("Idempotency-Key", key.as_str())],
-                Some(&body),
-            )
-            .await;
-        assert_eq!(placed.status, 201, "{}", placed.text);
-        placed.body["id"].as_str().unwrap().parse().unwrap()
+        let placed = self.processes.checkout(via, customer, shop).await;
+        placed["id"].as_str().unwrap().parse().unwrap()
     }
 
     /// The customer cancels `order` through process `via`.
     async fn cancel(&self, via: usize, customer: &Session, order: OrderId) {
         let cancelled = self
+            .processes
             .rest(
                 via,
                 "POST",
@@ -1553,6 +1321,7 @@ impl Fleet {
     async fn register(&self, shop: &Shop, url: &str, events: &[&str]) -> Endpoint {
         registered(
             &self
+                .processes
                 .rest(
                     0,
                     "POST",
@@ -1568,6 +1337,7 @@ impl Fleet {
     /// Gives `who` the customer's phone and consent (`PATCH /api/v1/me`).
     async fn agree(&self, who: &Session) {
         let reply = self
+            .processes
             .rest(
                 0,
                 "PATCH",
@@ -1587,6 +1357,7 @@ impl Fleet {
         loop {
             let made = made_of(
                 &self
+                    .processes
                     .rest(
                         0,
                         "GET",
@@ -1614,39 +1385,10 @@ impl Fleet {
             "SELECT claimed_by FROM notifications WHERE order_id = $1 AND channel = 'whatsapp'",
         )
         .bind(order.as_uuid())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.processes.pool())
         .await
         .unwrap();
         row.and_then(|(owner,)| owner)
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let failed = std::thread::panicking();
-        for process in &mut self.processes {
-            process.kill();
-            if failed {
-                eprintln!(
-                    "---- process {}, last log lines ----\n{}",
-                    process.name,
-                    process.log_tail()
-                );
-            }
-        }
-        if let Some(prefix) = self.redis_prefix.clone() {
-            let removed = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(remove_redis_keys(&prefix))
-            })
-            .join();
-            if let Ok(Err(error)) = removed {
-                eprintln!("could not remove the test's Redis keys: {error}");
-            }
-        }
     }
 }
 
@@ -1661,7 +1403,7 @@ async fn a_sigkill_between_the_journal_commit_and_the_send_loses_nothing_and_the
         .register(&shop, &hooks.url, &["order.cancelled"])
         .await;
     hooks.trust(&[&endpoint.secret]);
-    let customer = fleet.sign_up(0, "customer").await;
+    let customer = fleet.processes.sign_up(0, "customer").await;
     fleet.agree(&customer).await;
 
     // The Graph API and the merchant take the first request and do not answer: the
@@ -1677,11 +1419,11 @@ async fn a_sigkill_between_the_journal_commit_and_the_send_loses_nothing_and_the
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let webhook_was_in_flight = !hooks.hooks().is_empty();
-    fleet.kill(0);
+    fleet.processes.kill(0);
     let killed_at = Instant::now();
     hooks.clear_script();
 
-    fleet.spawn().await;
+    fleet.processes.add().await;
     let requests = graph
         .wait_for_matching("the message answered 200 after the restart", |all| {
             all.iter().any(|r| r.status == 200 && r.at > killed_at)
@@ -1741,7 +1483,7 @@ async fn two_replicas_send_each_message_once_and_a_killed_senders_claims_are_sen
     let shop = fleet.open_shop().await;
     let endpoint = fleet.register(&shop, &hooks.url, &all_events()).await;
     hooks.trust(&[&endpoint.secret]);
-    let customer = fleet.sign_up(1, "customer").await;
+    let customer = fleet.processes.sign_up(1, "customer").await;
     fleet.agree(&customer).await;
 
     // Orders placed and cancelled through either replica.
@@ -1786,7 +1528,7 @@ async fn two_replicas_send_each_message_once_and_a_killed_senders_claims_are_sen
     let deadline = Instant::now() + ARRIVES_WITHIN;
     let sender = loop {
         if let Some(owner) = fleet.whatsapp_claimed_by(order).await
-            && let Some(process) = fleet.process_of(&owner)
+            && let Some(process) = fleet.processes.process_of(&owner)
         {
             break process;
         }
@@ -1794,11 +1536,11 @@ async fn two_replicas_send_each_message_once_and_a_killed_senders_claims_are_sen
             Instant::now() < deadline,
             "no live replica holds the claim of the message in flight (claimed by {:?}; nodes {:?})",
             fleet.whatsapp_claimed_by(order).await,
-            fleet.nodes
+            fleet.processes.nodes()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    fleet.kill(sender);
+    fleet.processes.kill(sender);
     let killed_at = Instant::now();
     graph
         .wait_for_matching("the message sent again by the other replica", |all| {
