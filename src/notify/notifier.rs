@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
+use super::Outcome;
 use super::fanout::notifications_for;
 use super::webhook::Webhooks;
 use super::whatsapp::{TOKEN_PAUSE, WhatsApp};
-use super::{Sent, webhook, whatsapp};
 use crate::config::NotifyConfig;
 use crate::maps::Maps;
 use crate::store::{AttemptRecord, Channel, NextStep, Notification, Store};
@@ -190,9 +190,7 @@ impl Notifier {
         let at = crate::store::now();
         let (attempt, next) = match notification.channel {
             Channel::WhatsApp => match &self.whatsapp {
-                Some(channel) => {
-                    whatsapp_step(notification, channel.send(&self.store, notification).await)
-                }
+                Some(channel) => step(channel.send(&self.store, notification).await),
                 None => (
                     None,
                     NextStep::Deferred {
@@ -200,7 +198,7 @@ impl Notifier {
                     },
                 ),
             },
-            Channel::Webhook => webhook_step(self.webhooks.send(&self.store, notification).await),
+            Channel::Webhook => step(self.webhooks.send(&self.store, notification).await),
         };
         let latency_ms = started.elapsed().as_millis() as i64;
         let attempt = attempt.map(
@@ -247,60 +245,20 @@ impl Notifier {
 
 type Attempt = Option<(&'static str, Option<u16>, Option<String>)>;
 
-fn sent_step(sent: Sent) -> (Attempt, NextStep) {
-    (
-        Some(("sent", sent.status, sent.note)),
-        NextStep::Sent {
-            sent_as: sent.sent_as.to_owned(),
-            provider_id: sent.provider_id,
-        },
-    )
-}
-
 fn due_in(after: Duration) -> chrono::DateTime<chrono::Utc> {
     crate::store::now() + chrono::Duration::from_std(after).unwrap_or(chrono::TimeDelta::MAX)
 }
 
-fn whatsapp_step(notification: &Notification, outcome: whatsapp::Outcome) -> (Attempt, NextStep) {
+fn step(outcome: Outcome) -> (Attempt, NextStep) {
     match outcome {
-        whatsapp::Outcome::Sent(sent) => sent_step(sent),
-        whatsapp::Outcome::Retry {
-            after,
-            outcome,
-            status,
-            error,
-        } => (
-            Some((outcome, status, Some(error.clone()))),
-            NextStep::Retry {
-                at: due_in(after),
-                attempts: notification.attempts + 1,
-                error,
+        Outcome::Sent(sent) => (
+            Some(("sent", sent.status, sent.note)),
+            NextStep::Sent {
+                sent_as: sent.sent_as.to_owned(),
+                provider_id: sent.provider_id,
             },
         ),
-        whatsapp::Outcome::Failed {
-            outcome,
-            status,
-            error,
-        } => (
-            Some((outcome, status, Some(error.clone()))),
-            NextStep::Failed {
-                attempts: notification.attempts + 1,
-                error,
-            },
-        ),
-        whatsapp::Outcome::Paused { status, error } => (
-            Some(("token_expired", status, Some(error))),
-            NextStep::Deferred {
-                at: due_in(TOKEN_PAUSE),
-            },
-        ),
-    }
-}
-
-fn webhook_step(outcome: webhook::Outcome) -> (Attempt, NextStep) {
-    match outcome {
-        webhook::Outcome::Sent(sent) => sent_step(sent),
-        webhook::Outcome::Retry {
+        Outcome::Retry {
             after,
             attempts,
             outcome,
@@ -314,7 +272,7 @@ fn webhook_step(outcome: webhook::Outcome) -> (Attempt, NextStep) {
                 error,
             },
         ),
-        webhook::Outcome::Failed {
+        Outcome::Failed {
             attempts,
             outcome,
             status,
@@ -323,12 +281,20 @@ fn webhook_step(outcome: webhook::Outcome) -> (Attempt, NextStep) {
             Some((outcome, status, Some(error.clone()))),
             NextStep::Failed { attempts, error },
         ),
-        webhook::Outcome::Cancelled { status, reason } => (
+        // A 410 (or the last failure before five days of them) is an attempt; an endpoint
+        // removed or disabled before the attempt is none.
+        Outcome::Cancelled { status, reason } => (
             status.map(|status| {
                 let outcome = if status == 410 { "gone" } else { "disabled" };
                 (outcome, Some(status), Some(reason.clone()))
             }),
             NextStep::Cancelled { reason },
+        ),
+        Outcome::Paused { status, error } => (
+            Some(("token_expired", status, Some(error))),
+            NextStep::Deferred {
+                at: due_in(TOKEN_PAUSE),
+            },
         ),
     }
 }

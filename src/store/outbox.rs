@@ -223,7 +223,26 @@ macro_rules! insert_outbox {
 }
 pub(crate) use insert_outbox;
 
+/// Now, and when a claim made now for `hold` lapses.
+fn claim_window(hold: std::time::Duration) -> (DateTime<Utc>, DateTime<Utc>) {
+    let now = super::now();
+    (
+        now,
+        now + chrono::Duration::from_std(hold).unwrap_or(chrono::TimeDelta::MAX),
+    )
+}
+
 impl Store {
+    /// The clause that makes concurrent claims skip each other's rows: PostgreSQL locks the
+    /// rows it picks (`of` names the table when the query joins); SQLite has one writer at a time
+    /// and needs none.
+    fn skip_locked(&self, of: &str) -> String {
+        match self.backend() {
+            Backend::Postgres => format!("FOR UPDATE {of} SKIP LOCKED"),
+            Backend::Sqlite => String::new(),
+        }
+    }
+
     /// Claims up to `limit` outbox entries not yet fanned out and not held by another notifier,
     /// oldest first, for `hold`.
     pub async fn claim_outbox(
@@ -232,12 +251,8 @@ impl Store {
         limit: i64,
         hold: std::time::Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let now = super::now();
-        let until = now + chrono::Duration::from_std(hold).unwrap_or(chrono::TimeDelta::MAX);
-        let lock = match self.backend() {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let (now, until) = claim_window(hold);
+        let lock = self.skip_locked("");
         let rows: Vec<OutboxRecord> = on_writer!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
@@ -319,17 +334,13 @@ impl Store {
         if channels.is_empty() {
             return Ok(Vec::new());
         }
-        let now = super::now();
-        let until = now + chrono::Duration::from_std(hold).unwrap_or(chrono::TimeDelta::MAX);
+        let (now, until) = claim_window(hold);
         let channels = channels
             .iter()
             .map(|c| format!("'{}'", c.as_str()))
             .collect::<Vec<_>>()
             .join(", ");
-        let lock = match self.backend() {
-            Backend::Postgres => "FOR UPDATE OF n SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let lock = self.skip_locked("OF n");
         let rows: Vec<NotificationRow> = on_writer!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE notifications SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \

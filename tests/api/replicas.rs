@@ -22,8 +22,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::{Session, offset_m};
 use crate::processes::{BACKOFF, Processes, RETRY_WINDOW, RETRYABLE, Shop};
-// The chaos tests take the process and the Redis clean-up from here.
-pub(crate) use crate::processes::{Replica, remove_redis_keys};
 
 /// The demo city's regions.
 const REGIONS: [&str; 4] = ["nw", "ne", "sw", "se"];
