@@ -384,7 +384,8 @@ def check_pod(where: str, workload: dict, template: dict, configmaps: dict, repo
         for var in container.get("env") or []:
             env[var.get("name")] = var.get("value")
             key_ref = (var.get("valueFrom") or {}).get("secretKeyRef")
-            if key_ref:
+            # A key marked optional may be left out of a Secret (the setting stays unset).
+            if key_ref and not key_ref.get("optional"):
                 report.secret_keys.add((key_ref.get("name"), key_ref.get("key")))
                 report.note(f"{where}: {cname} reads {var.get('name')} from Secret "
                             f"{key_ref.get('name')} key {key_ref.get('key')}")

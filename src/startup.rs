@@ -168,6 +168,7 @@ impl Application {
             maps,
             map_tiles_url: config.maps.map_tiles_url.clone(),
             notifier,
+            notify: Arc::new(config.notify.clone()),
         });
 
         let listener = TcpListener::bind(config.http.bind)

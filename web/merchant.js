@@ -1,5 +1,6 @@
-// The merchant's live order board: New / Accepted / Ready / Out for delivery / Done today, and a
-// map of the kitchen, the streets around it and where its open orders go.
+// The merchant's live order board: New / Accepted / Ready / Out for delivery / Done today, a
+// notice of webhooks that fail or were disabled, and a map of the kitchen, the streets around it
+// and where its open orders go.
 
 import { api, clearSession, clock, el, field, getSession, liveSocket, money, mountAuth, shortId, showError, statusBadge } from "/assets/common.js";
 import { MapView, addressPicker, mapInfo } from "/assets/map.js";
@@ -16,6 +17,30 @@ const COLUMNS = [
   ["out", "Out for delivery"],
   ["done", "Done today"],
 ];
+
+/** How often the webhooks' health is read again. */
+const WEBHOOKS_REFRESH_MS = 60000;
+
+/** A moment as the clock time today, or the date and time before. */
+function since(iso) {
+  const at = new Date(iso);
+  return at.toDateString() === new Date().toDateString()
+    ? clock(iso)
+    : at.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+/** What is wrong with a webhook endpoint, in a sentence; null when nothing is. */
+function webhookProblem(webhook) {
+  if (webhook.disabled_at) {
+    return `${webhook.url} was disabled ${since(webhook.disabled_at)}: ${webhook.disabled_reason || "no reason given"}. Register it again once it works.`;
+  }
+  if (webhook.failing_since) {
+    const last = webhook.last_delivery;
+    const answer = last?.status_code ? ` (last answer: HTTP ${last.status_code})` : last?.last_error ? ` (${last.last_error})` : "";
+    return `${webhook.url} has been failing since ${since(webhook.failing_since)}${answer}; it is disabled after 5 days of failures.`;
+  }
+  return null;
+}
 
 function columnOf(order) {
   switch (order.status) {
@@ -125,14 +150,37 @@ function board(session, merchants, info, regions) {
     return el("section", { class: "column", "aria-label": title }, el("h2", {}, title, " ", el("span", { class: "pill", "data-count": key }, "0")), list);
   }));
   const mapBox = el("div", { class: "board-map" });
+  const hooks = el("div", { class: "alert warn hidden", role: "status", "data-testid": "webhook-notice" });
   root.replaceChildren(
     el("p", { class: "muted" }, "Kitchens: ", merchants.map((m) => `${m.name} (${m.address})`).join(", ")),
-    error, grid, mapBox);
+    hooks, error, grid, mapBox);
   statusNode.classList.remove("hidden");
   const map = new MapView(mapBox, regions, { info, token: session.token, label: "Map: your kitchen and where its orders go" });
   for (const merchant of merchants) map.marker(`kitchen-${merchant.id}`, merchant.location.lat, merchant.location.lon, merchant.name, "kitchen");
   /** The orders whose doors are on the map. */
   const onMap = new Set();
+
+  /** Lists the kitchens' webhooks that fail or were disabled; hidden when all are well. */
+  async function refreshWebhooks() {
+    const problems = [];
+    for (const merchant of merchants) {
+      try {
+        const { webhooks } = await api(`/api/v1/merchants/${merchant.id}/webhooks`, { token: session.token });
+        for (const webhook of webhooks) {
+          const problem = webhookProblem(webhook);
+          if (problem) problems.push(merchants.length > 1 ? `${merchant.name}: ${problem}` : problem);
+        }
+      } catch { /* keep the notice as it was; the next round tries again */ return; }
+    }
+    hooks.replaceChildren();
+    hooks.classList.toggle("hidden", problems.length === 0);
+    if (problems.length) {
+      hooks.append(el("strong", {}, problems.length === 1 ? "A webhook needs attention" : "Webhooks need attention"),
+        el("ul", {}, problems.map((problem) => el("li", {}, problem))));
+    }
+  }
+  refreshWebhooks();
+  setInterval(refreshWebhooks, WEBHOOKS_REFRESH_MS);
 
   const socket = liveSocket("/ws/merchant", session.token, {
     onStatus: (state, detail) => statusBadge(statusNode, state, detail),

@@ -1,5 +1,5 @@
 // The customer's checkout: where to deliver (an address with suggestions, or a point picked on
-// the map), a kitchen nearby, its menu, a test card, pay.
+// the map), a kitchen nearby, its menu, a test card, order updates on WhatsApp if wanted, pay.
 
 import { api, clearSession, el, getSession, money, mountAuth, showError } from "/assets/common.js";
 import { MapView, addressPicker, mapInfo } from "/assets/map.js";
@@ -80,8 +80,12 @@ async function showMenu(session, merchant, picker, map, error, results) {
   // One Idempotency-Key per checkout attempt: pressing Pay twice orders once.
   let key = null;
   let menu;
+  let me = {};
   try {
-    menu = await api(`/api/v1/merchants/${merchant.id}/menu`);
+    [menu, me] = await Promise.all([
+      api(`/api/v1/merchants/${merchant.id}/menu`),
+      api("/api/v1/me", { token: session.token }).catch(() => ({})),
+    ]);
   } catch (e) {
     showError(error, e);
     return;
@@ -104,6 +108,16 @@ async function showMenu(session, merchant, picker, map, error, results) {
   const cardId = "payment-card";
   const card = el("select", { id: cardId, name: "payment_method" }, CARDS.map(([value, label]) => el("option", { value }, label)));
   card.addEventListener("change", () => { key = null; });
+  // Order updates on WhatsApp: prefilled from the account, sent for this order when filled in.
+  const phoneId = "whatsapp-phone";
+  const phone = el("input", {
+    id: phoneId, name: "phone", type: "tel", inputmode: "tel", autocomplete: "tel",
+    placeholder: "+358…", value: me.phone || "", "aria-describedby": "whatsapp-hint",
+  });
+  const consentId = "whatsapp-consent";
+  const consent = el("input", { id: consentId, name: "notify_whatsapp", type: "checkbox", checked: Boolean(me.notify_whatsapp) });
+  phone.addEventListener("input", () => { key = null; });
+  consent.addEventListener("change", () => { key = null; });
   const pay = el("button", { type: "submit", class: "big" }, "Pay and order");
   const message = el("div", { class: "alert error hidden", role: "alert", "data-testid": "checkout-error" });
   // The address box above stays where to deliver: its suggestions now favour addresses near this
@@ -119,7 +133,11 @@ async function showMenu(session, merchant, picker, map, error, results) {
     merchant.address ? el("p", { class: "muted" }, merchant.address) : null,
     lines,
     el("p", {}, "Items: ", subtotal, el("span", { class: "muted" }, " + delivery fee")),
-    el("label", { for: cardId }, "Pay with"), card, message, pay);
+    el("label", { for: cardId }, "Pay with"), card,
+    el("label", { for: phoneId }, "Phone for order updates (optional)"), phone,
+    el("p", { id: "whatsapp-hint", class: "muted" }, "International form: + and the country code, e.g. +358 40 123 4567."),
+    el("label", { for: consentId, class: "check" }, consent, "Send me order updates on WhatsApp"),
+    message, pay);
   results.replaceChildren(form);
 
   form.addEventListener("submit", async (event) => {
@@ -132,6 +150,16 @@ async function showMenu(session, merchant, picker, map, error, results) {
       showError(message, new Error("Choose at least one item."));
       return;
     }
+    const number = phone.value.trim();
+    if (consent.checked && !number) {
+      showError(message, new Error("Enter a phone number for WhatsApp updates, or untick the box."));
+      phone.focus();
+      return;
+    }
+    // Left unsaid only when there is nothing to say (no number, no consent here or on the
+    // account): the account's choice then holds, and it is the one shown.
+    const contact = number || consent.checked || me.notify_whatsapp ? { notify_whatsapp: consent.checked } : {};
+    if (number) contact.phone = number;
     let place;
     try {
       place = await picker.resolve();
@@ -147,16 +175,19 @@ async function showMenu(session, merchant, picker, map, error, results) {
         body: {
           merchant_id: merchant.id, items, payment_method: card.value,
           dropoff: { lat: place.lat, lon: place.lon, address: place.address },
+          ...contact,
         },
       });
       location.assign(`/track/${order.id}`);
     } catch (e) {
       const explained = {
+        invalid_phone: "That phone number cannot be used: write it with + and the country code, e.g. +358 40 123 4567.",
         payment_declined: "Your card was declined. No order was placed and nothing was charged.",
         insufficient_funds: "Your card was declined for insufficient funds. No order was placed.",
       }[e.code];
       showError(message, explained ? new Error(explained) : e);
       if (e.code === "payment_declined" || e.code === "insufficient_funds") key = null;
+      if (e.code === "invalid_phone") phone.focus();
     } finally {
       pay.disabled = false;
     }

@@ -17,7 +17,9 @@ use super::state::AppState;
 use crate::actors::EngineError;
 use crate::actors::commands::orders::PlaceOrder;
 use crate::domain::pricing::quote;
-use crate::domain::{Cents, MerchantId, NewOrder, OrderId, OrderItem, OrderView, Position, Role};
+use crate::domain::{
+    Cents, MerchantId, NewOrder, OrderId, OrderItem, OrderView, Phone, Position, Role,
+};
 use crate::geo::haversine_m;
 use crate::payments::{Authorisation, AuthoriseRequest, DeclineCode, GatewayError, authorise_key};
 use crate::store::{KeyClaim, Payment, PaymentStatus, StoreError};
@@ -55,6 +57,20 @@ pub struct CheckoutRequest {
     /// A sandbox test method: `pm_card_visa`, `pm_card_chargeDeclined`,
     /// `pm_card_chargeDeclinedInsufficientFunds`.
     pub payment_method: String,
+    /// Where to send this order's updates on WhatsApp, in E.164 form (`+358401234567`); left
+    /// out, the account's number (`PATCH /api/v1/me`) is used.
+    #[serde(default)]
+    #[schema(example = "+358401234567")]
+    pub phone: Option<String>,
+    /// Whether to send this order's updates on WhatsApp; left out, the account's choice holds.
+    #[serde(default)]
+    pub notify_whatsapp: Option<bool>,
+}
+
+/// The phone number and WhatsApp consent a checkout gave for its order.
+struct OrderContact {
+    phone: Option<Phone>,
+    notify_whatsapp: Option<bool>,
 }
 
 /// A checkout that passed validation: what to charge and what to order.
@@ -68,6 +84,8 @@ struct Plan {
     dropoff_address: String,
     pickup_address: String,
     payment_method: String,
+    /// Kept for the order when the checkout gave a phone or a consent.
+    contact: Option<OrderContact>,
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
@@ -89,6 +107,16 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
 
 /// Checks everything that needs no money: the merchant, the items, the dropoff, the price.
 async fn validate(state: &AppState, request: CheckoutRequest) -> Result<Plan, ApiError> {
+    let phone = match request.phone.as_deref() {
+        Some(raw) => Some(Phone::parse(raw).map_err(|e| {
+            ApiError::new(ErrorCode::InvalidPhone).with_message(format!("phone: {e}"))
+        })?),
+        None => None,
+    };
+    let contact = (phone.is_some() || request.notify_whatsapp.is_some()).then_some(OrderContact {
+        phone,
+        notify_whatsapp: request.notify_whatsapp,
+    });
     if request.items.is_empty() || request.items.len() > ORDER_MAX_LINES {
         return Err(ApiError::invalid_field(
             "items",
@@ -181,6 +209,7 @@ async fn validate(state: &AppState, request: CheckoutRequest) -> Result<Plan, Ap
         dropoff_address: address,
         pickup_address: merchant.address.clone(),
         payment_method: method.to_owned(),
+        contact,
     })
 }
 
@@ -355,6 +384,15 @@ async fn process(
     if let Err(outcome) = still_ours(state, caller, key).await {
         return outcome;
     }
+    // Kept before the order exists, so that its first notification already finds it.
+    if let Some(contact) = &plan.contact
+        && let Err(error) = state
+            .store
+            .set_order_contact(order_id, contact.phone.as_ref(), contact.notify_whatsapp)
+            .await
+    {
+        return transient(error);
+    }
     let placed = state
         .engine
         .execute(PlaceOrder {
@@ -424,7 +462,7 @@ fn replayed(status: u16, body: String) -> HttpResponse {
         (status = 409, description = "request_in_progress (a live server is still running a request with this key: retry shortly with the same key) or merchant_closed", body = ErrorBody),
         (status = 410, description = "checkout_abandoned: the checkout was given up unfinished (after MEALKITZ_PAYMENT_ABANDON_AFTER_SECS) and its hold released", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, description = "invalid_field, outside_service_area, dropoff_too_far, idempotency_key_reused", body = ErrorBody),
+        (status = 422, description = "invalid_field, invalid_phone, outside_service_area, dropoff_too_far, idempotency_key_reused", body = ErrorBody),
         (status = 429, body = ErrorBody),
         (status = 503, description = "store_unavailable, dispatch_unavailable or payment_gateway_unavailable: retry with the same key", body = ErrorBody),
     )

@@ -16,6 +16,7 @@ pub mod pages;
 pub mod payments;
 pub mod state;
 pub mod users;
+pub mod webhooks;
 
 pub use state::AppState;
 
@@ -69,7 +70,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .service(resource("/users").route(web::post().to(users::register)))
             .service(resource("/sessions").route(web::post().to(users::login)))
-            .service(resource("/me").route(web::get().to(users::me)))
+            .service(
+                resource("/me")
+                    .route(web::get().to(users::me))
+                    .route(web::patch().to(users::update_me)),
+            )
             .service(resource("/me/merchants").route(web::get().to(merchants::mine)))
             .service(resource("/regions").route(web::get().to(merchants::regions)))
             .service(
@@ -90,6 +95,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(merchants::menu)),
             )
             .service(
+                resource("/merchants/{merchant_id}/webhooks")
+                    .route(web::post().to(webhooks::create))
+                    .route(web::get().to(webhooks::list)),
+            )
+            .service(
+                resource("/merchants/{merchant_id}/webhooks/{webhook_id}")
+                    .route(web::delete().to(webhooks::delete)),
+            )
+            .service(
+                resource("/merchants/{merchant_id}/webhooks/{webhook_id}/rotate-secret")
+                    .route(web::post().to(webhooks::rotate_secret)),
+            )
+            .service(
+                resource("/merchants/{merchant_id}/webhooks/{webhook_id}/deliveries")
+                    .route(web::get().to(webhooks::deliveries)),
+            )
+            .service(
+                resource(
+                    "/merchants/{merchant_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+                )
+                .route(web::post().to(webhooks::retry)),
+            )
+            .service(
                 resource("/orders")
                     .route(web::post().to(checkout::checkout))
                     .route(web::get().to(orders::list)),
@@ -97,6 +125,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/orders/{order_id}").route(web::get().to(orders::get)))
             .service(resource("/orders/{order_id}/payment").route(web::get().to(orders::payment)))
             .service(resource("/orders/{order_id}/cancel").route(web::post().to(orders::cancel)))
+            .service(
+                resource("/orders/{order_id}/notifications")
+                    .route(web::get().to(orders::notifications)),
+            )
             .service(resource("/payments/webhook").route(web::post().to(payments::webhook)))
             .service(resource("/payments/attention").route(web::get().to(payments::attention)))
             .service(resource("/geocode").route(web::get().to(maps::geocode)))

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{checkout, error, health, maps, merchants, orders, pages, payments, users};
+use super::{checkout, error, health, maps, merchants, orders, pages, payments, users, webhooks};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -12,17 +12,21 @@ use crate::domain;
     info(
         title = "MealKitz Dispatch API",
         version = "1",
-        description = "Checkout, orders, merchants and menus, payments, and the handshakes of the \
-            real-time WebSockets (their messages are described in docs/protocol.md). Every error \
+        description = "Checkout, orders and their notifications, merchants, menus and webhooks, \
+            payments, and the handshakes of the real-time WebSockets (their messages are \
+            described in docs/protocol.md). Every error \
             is `{\"error\":{\"code\",\"message\"}}`; see docs/api.md for the table of codes."
     ),
     paths(
         health::health, health::ready, health::metrics,
-        users::register, users::login, users::me,
+        users::register, users::login, users::me, users::update_me,
         merchants::create, merchants::nearby, merchants::mine, merchants::regions, merchants::get,
         merchants::open, merchants::close,
         merchants::set_menu, merchants::menu,
+        webhooks::create, webhooks::list, webhooks::delete, webhooks::rotate_secret,
+        webhooks::deliveries, webhooks::retry,
         checkout::checkout, orders::list, orders::get, orders::payment, orders::cancel,
+        orders::notifications,
         payments::webhook, payments::attention,
         maps::geocode, maps::reverse, maps::streets, maps::info,
         openapi_json,
@@ -32,11 +36,16 @@ use crate::domain;
         error::ErrorBody, error::ErrorDetail,
         health::Health, health::Readiness,
         users::RegisterRequest, users::LoginRequest, users::UserView, users::SessionView,
+        users::UpdateMeRequest,
         merchants::CreateMerchantRequest, merchants::MerchantView, merchants::NearbyMerchant,
         merchants::NearbyMerchants, merchants::SetMenuRequest, merchants::MenuItemInput,
         merchants::MenuView, merchants::MenuItemView, merchants::MyMerchants,
         checkout::CheckoutRequest, checkout::CheckoutLine, checkout::DropoffInput, orders::CancelRequest,
-        orders::OrderPage, orders::PaymentView, orders::PaymentEventView,
+        orders::OrderPage, orders::PaymentView, orders::PaymentEventView, orders::NotificationList,
+        crate::store::NotificationSummary,
+        webhooks::CreateWebhookRequest, webhooks::WebhookView, webhooks::WebhookWithSecret,
+        webhooks::WebhookList, webhooks::LastDelivery, webhooks::DeliveryList,
+        webhooks::RetryAccepted, crate::store::Delivery, crate::store::DeliveryAttempt,
         payments::WebhookEvent, payments::WebhookData, payments::WebhookAck,
         payments::AttentionPayment, payments::AttentionPayments,
         maps::GeocodeResults, maps::Bounds, maps::MapInfo,
@@ -48,6 +57,7 @@ use crate::domain;
         (name = "service", description = "Health, readiness, metrics, this document"),
         (name = "users", description = "Accounts and login"),
         (name = "merchants", description = "Merchants and menus"),
+        (name = "webhooks", description = "Merchants' webhook endpoints (Standard Webhooks): registration, secrets, deliveries; see docs/notifications.md"),
         (name = "orders", description = "Checkout and orders"),
         (name = "payments", description = "Gateway webhooks, and payments that need an operator"),
         (name = "maps", description = "Geocoding, streets and the map the pages draw (OpenStreetMap data, ODbL)"),

@@ -1,5 +1,5 @@
-//! Orders over REST once placed: reading one order and its payment, listing the caller's
-//! orders, and cancelling (placing one is [`super::checkout`]).
+//! Orders over REST once placed: reading one order, its payment and the notifications sent about
+//! it, listing the caller's orders, and cancelling (placing one is [`super::checkout`]).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use super::state::AppState;
 use crate::actors::commands::orders::CancelOrder;
 use crate::actors::{Canceller, EngineError};
 use crate::domain::{Cents, OrderId, OrderView, Role};
-use crate::store::{OrderFilter, PaymentStatus};
+use crate::store::{NotificationSummary, OrderFilter, PaymentStatus};
 
 /// Longest dropoff address or cancellation reason, in characters.
 pub const TEXT_MAX_CHARS: usize = 300;
@@ -63,6 +63,13 @@ pub struct PaymentView {
     pub payment_method: String,
     /// Every change of status, oldest first.
     pub events: Vec<PaymentEventView>,
+}
+
+/// The messages sent, or to be sent, about an order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NotificationList {
+    /// In the order they were made: by journal entry, then channel.
+    pub notifications: Vec<NotificationSummary>,
 }
 
 /// The order, if the caller may see it: its customer, its merchant's owner, its driver, an
@@ -141,6 +148,24 @@ pub async fn payment(
             })
             .collect(),
     }))
+}
+
+/// What was sent about the order, and to be sent: to the customer on WhatsApp (with WhatsApp's
+/// own status once it reports one) and to the merchant's webhooks. Seen by whoever may see the
+/// order.
+#[utoipa::path(
+    get, path = "/api/v1/orders/{order_id}/notifications", tag = "orders",
+    params(("order_id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = NotificationList), (status = 401, body = ErrorBody), (status = 404, description = "No such order, or not yours", body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn notifications(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<OrderId>,
+) -> Result<HttpResponse, ApiError> {
+    let order = visible_order(&state, &caller, path.into_inner()).await?;
+    let notifications = state.store.order_notifications(order.id).await?;
+    Ok(HttpResponse::Ok().json(NotificationList { notifications }))
 }
 
 /// The caller's orders, newest first: a customer's own, a merchant's (all merchants owned), a

@@ -9,7 +9,7 @@ use super::auth::Auth;
 use super::limits::Limits;
 use crate::actors::Engine;
 use crate::bus::Bus;
-use crate::config::{CheckoutConfig, GatewayConfig};
+use crate::config::{CheckoutConfig, GatewayConfig, NotifyConfig};
 use crate::domain::UserId;
 use crate::payments::PaymentGateway;
 use crate::store::Store;
@@ -43,6 +43,8 @@ pub struct AppState {
     pub map_tiles_url: Option<String>,
     /// The notification service of this replica (`/ready` reports it).
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Notification settings: which webhook URLs merchants may register.
+    pub notify: Arc<NotifyConfig>,
 }
 
 /// The checkouts running in this process, by (customer, Idempotency-Key): a second request with

@@ -1,5 +1,5 @@
-//! Accounts and sessions: sign up (`POST /api/v1/users`), log in (`POST /api/v1/sessions`) and
-//! who am I (`GET /api/v1/me`).
+//! Accounts and sessions: sign up (`POST /api/v1/users`), log in (`POST /api/v1/sessions`), who
+//! am I (`GET /api/v1/me`) and my phone number and WhatsApp consent (`PATCH /api/v1/me`).
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -9,7 +9,7 @@ use super::auth::{AuthUser, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::ApiJson;
 use super::state::AppState;
-use crate::domain::{Email, Role, UserId};
+use crate::domain::{Email, Phone, Role, UserId};
 use crate::store::{NewUser, StoreError, User};
 
 /// Longest display name, in characters.
@@ -25,6 +25,13 @@ pub struct UserView {
     #[schema(value_type = String, example = "customer")]
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// The phone number order updates go to (E.164), or null.
+    #[serde(default)]
+    #[schema(example = "+358401234567")]
+    pub phone: Option<String>,
+    /// Whether the user agreed to order updates on WhatsApp.
+    #[serde(default)]
+    pub notify_whatsapp: bool,
 }
 
 impl From<User> for UserView {
@@ -35,6 +42,8 @@ impl From<User> for UserView {
             name: user.name,
             role: user.role,
             created_at: user.created_at,
+            phone: user.phone,
+            notify_whatsapp: user.notify_whatsapp,
         }
     }
 }
@@ -239,5 +248,95 @@ pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResp
         .user_by_id(caller.id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken))?;
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+/// A change of the caller's contact settings; a field left out stays as it is.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    /// An international number in E.164 form (`+358401234567`; spaces and dashes are dropped);
+    /// null removes the number (and, unless `notify_whatsapp` is given, the consent with it).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "+358401234567")]
+    pub phone: Option<Option<String>>,
+    /// Agree (true) or not (false) to order updates on WhatsApp; true needs a phone number.
+    #[serde(default)]
+    pub notify_whatsapp: Option<bool>,
+}
+
+/// Reads a field that is there, null or not, as `Some`: with `#[serde(default)]` a field left
+/// out is `None`, so that `null` (remove) and absent (keep) differ.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// The contact settings a PATCH leads to from the current ones, or the field at fault.
+fn updated_contact(
+    current: &User,
+    request: UpdateMeRequest,
+) -> Result<(Option<Phone>, bool), ApiError> {
+    let phone = match request.phone {
+        Some(Some(raw)) => Some(Phone::parse(&raw).map_err(|e| {
+            ApiError::new(ErrorCode::InvalidPhone).with_message(format!("phone: {e}"))
+        })?),
+        Some(None) => None,
+        None => current
+            .phone
+            .as_deref()
+            .and_then(|raw| Phone::parse(raw).ok()),
+    };
+    let notify_whatsapp = match request.notify_whatsapp {
+        Some(wanted) => wanted,
+        // Removing the number withdraws the consent that needed it.
+        None => current.notify_whatsapp && phone.is_some(),
+    };
+    if notify_whatsapp && phone.is_none() {
+        return Err(ApiError::invalid_field(
+            "notify_whatsapp",
+            "WhatsApp updates need a phone number: give `phone` too",
+        ));
+    }
+    Ok((phone, notify_whatsapp))
+}
+
+/// `PATCH /api/v1/me`: sets or removes the caller's phone number and WhatsApp consent.
+#[utoipa::path(
+    patch, path = "/api/v1/me", tag = "users", request_body = UpdateMeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account as it is now", body = UserView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, description = "invalid_phone, or invalid_field (`notify_whatsapp` true without a phone number, an unknown field)", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn update_me(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    ApiJson(request): ApiJson<UpdateMeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let current = state
+        .store
+        .user_by_id(caller.id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken))?;
+    let (phone, notify_whatsapp) = updated_contact(&current, request)?;
+    let user = state
+        .store
+        .set_user_contact(caller.id, phone.as_ref(), notify_whatsapp)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken))?;
+    tracing::info!(
+        user_id = %user.id,
+        phone = phone.as_ref().map(Phone::masked).as_deref().unwrap_or("none"),
+        notify_whatsapp,
+        "contact settings changed"
+    );
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }

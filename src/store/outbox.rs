@@ -801,4 +801,86 @@ mod tests {
         store.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    #[tokio::test]
+    async fn whatsapp_statuses_never_move_back_and_the_window_opens_with_an_inbound_message() {
+        let (store, dir) = sqlite_store();
+        store.migrate().await.unwrap();
+        let (order, first) = placed_order(&store).await;
+        store.create_order(&order, &first).await.unwrap();
+        let hold = std::time::Duration::from_secs(60);
+        let entry = store.claim_outbox("a", 1, hold).await.unwrap().remove(0);
+        let to_phone = NewNotification {
+            channel: Channel::WhatsApp,
+            destination: "+358401234567".into(),
+            endpoint_id: None,
+            payload: serde_json::json!({}),
+        };
+        store.fan_out(&entry, &[to_phone]).await.unwrap();
+        let claimed = store
+            .claim_notifications("a", &[Channel::WhatsApp], 1, hold)
+            .await
+            .unwrap();
+        let sent = NextStep::Sent {
+            sent_as: "template".into(),
+            provider_id: Some("wamid.ABC".into()),
+        };
+        assert!(
+            store
+                .record_notification(claimed[0].id, "a", None, &sent)
+                .await
+                .unwrap()
+        );
+        let at = crate::store::now();
+        assert!(
+            store
+                .record_whatsapp_status("wamid.ABC", "read", at, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .record_whatsapp_status("wamid.ABC", "delivered", at, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_whatsapp_status("wamid.OTHER", "read", at, None)
+                .await
+                .unwrap()
+        );
+        let shown = store.order_notifications(order.id).await.unwrap();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(
+            shown[0].provider_status.as_deref(),
+            Some("read"),
+            "read is not undone by a late delivered"
+        );
+        assert_eq!(shown[0].state, "sent");
+        assert!(
+            store
+                .record_whatsapp_status("wamid.ABC", "failed", at, Some("131026"))
+                .await
+                .unwrap()
+        );
+        let shown = store.order_notifications(order.id).await.unwrap();
+        assert_eq!(shown[0].provider_status.as_deref(), Some("failed"));
+
+        let phone = Phone::parse("+358401234567").unwrap();
+        assert_eq!(store.whatsapp_last_inbound(&phone).await.unwrap(), None);
+        let earlier = at - chrono::Duration::hours(1);
+        store.record_whatsapp_inbound(&phone, at).await.unwrap();
+        store
+            .record_whatsapp_inbound(&phone, earlier)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.whatsapp_last_inbound(&phone).await.unwrap(),
+            Some(at),
+            "a late redelivery does not move it back"
+        );
+        store.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

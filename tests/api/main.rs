@@ -31,5 +31,6 @@ mod simulator;
 mod store_contract;
 mod supervision;
 mod users;
+mod webhooks_api;
 mod wire;
 mod ws;

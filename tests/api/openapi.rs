@@ -170,6 +170,7 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("POST", "/api/v1/users"),
         ("POST", "/api/v1/sessions"),
         ("GET", "/api/v1/me"),
+        ("PATCH", "/api/v1/me"),
         ("POST", "/api/v1/merchants"),
         ("GET", "/api/v1/merchants"),
         ("GET", "/api/v1/merchants/{merchant_id}"),
@@ -177,11 +178,30 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("POST", "/api/v1/merchants/{merchant_id}/close"),
         ("PUT", "/api/v1/merchants/{merchant_id}/menu"),
         ("GET", "/api/v1/merchants/{merchant_id}/menu"),
+        ("POST", "/api/v1/merchants/{merchant_id}/webhooks"),
+        ("GET", "/api/v1/merchants/{merchant_id}/webhooks"),
+        (
+            "DELETE",
+            "/api/v1/merchants/{merchant_id}/webhooks/{webhook_id}",
+        ),
+        (
+            "POST",
+            "/api/v1/merchants/{merchant_id}/webhooks/{webhook_id}/rotate-secret",
+        ),
+        (
+            "GET",
+            "/api/v1/merchants/{merchant_id}/webhooks/{webhook_id}/deliveries",
+        ),
+        (
+            "POST",
+            "/api/v1/merchants/{merchant_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+        ),
         ("POST", "/api/v1/orders"),
         ("GET", "/api/v1/orders"),
         ("GET", "/api/v1/orders/{order_id}"),
         ("GET", "/api/v1/orders/{order_id}/payment"),
         ("POST", "/api/v1/orders/{order_id}/cancel"),
+        ("GET", "/api/v1/orders/{order_id}/notifications"),
         ("POST", "/api/v1/payments/webhook"),
         ("GET", "/api/v1/payments/attention"),
         ("GET", "/api/v1/me/merchants"),
@@ -207,6 +227,8 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         let concrete = path
             .replace("{order_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{merchant_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{webhook_id}", &uuid::Uuid::now_v7().to_string())
+            .replace("{delivery_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{name}", "app.css");
         let response = app
             .client

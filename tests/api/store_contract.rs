@@ -14,6 +14,8 @@ crate::helpers::each_backend! {
     unknown_users_read_as_none => unknown_users;
     the_first_stored_setting_wins => first_setting_wins;
     eta_corrections_are_saved_over_and_read_back => eta_corrections_round_trip;
+    the_outbox_commits_with_the_journal_and_one_notifier_holds_each_message => outbox_and_claims;
+    webhook_endpoints_rotate_disable_and_list_their_deliveries => webhook_endpoints;
 }
 
 async fn before_migration(kind: Db) {
@@ -156,4 +158,222 @@ async fn eta_corrections_round_trip(kind: Db) {
             ),
         ]
     );
+}
+
+/// A merchant, and an order of one of its customers journaled through accepted and searching.
+async fn journaled_order(store: &Store) -> (mealkitz::store::Merchant, mealkitz::domain::Order) {
+    use mealkitz::domain::{Cents, Change, NewOrder, Order, OrderId, Position};
+    let owner = store
+        .create_user(new_user("owner@example.com", Role::Merchant))
+        .await
+        .unwrap();
+    let customer = store
+        .create_user(new_user("eater@example.com", Role::Customer))
+        .await
+        .unwrap();
+    let here = Position {
+        lat: 60.17,
+        lon: 24.94,
+    };
+    let merchant = store
+        .create_merchant(owner.id, "Kallio Kitchen", "Fleminginkatu 1", here)
+        .await
+        .unwrap();
+    let (order, first) = Order::place(
+        NewOrder {
+            id: OrderId::new(),
+            merchant_id: merchant.id,
+            customer_id: customer.id,
+            items: vec![],
+            delivery_fee_cents: Cents(390),
+            total_cents: Cents(2_450),
+            pickup: here,
+            dropoff: here,
+            dropoff_address: "Mannerheimintie 1".into(),
+            pickup_address: "Fleminginkatu 1".into(),
+        },
+        "helsinki".into(),
+        mealkitz::store::now(),
+    );
+    store.create_order(&order, &first).await.unwrap();
+    let mut after = order.clone();
+    let accepted = after
+        .decide(
+            Change::MerchantAccepted { prep_minutes: 5 },
+            mealkitz::store::now(),
+        )
+        .unwrap();
+    after.apply(&accepted).unwrap();
+    let searching = after
+        .decide(Change::SearchStarted, mealkitz::store::now())
+        .unwrap();
+    after.apply(&searching).unwrap();
+    store.append(&after, &[accepted, searching]).await.unwrap();
+    (merchant, after)
+}
+
+async fn outbox_and_claims(kind: Db) {
+    use mealkitz::store::{Channel, NewNotification, NextStep};
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let (_, order) = journaled_order(&store).await;
+    let hold = std::time::Duration::from_secs(60);
+    let (mine, theirs) = futures_util::join!(
+        store.claim_outbox("a", 10, hold),
+        store.claim_outbox("b", 10, hold)
+    );
+    let (mine, theirs) = (mine.unwrap(), theirs.unwrap());
+    assert_eq!(
+        mine.len() + theirs.len(),
+        2,
+        "each outbox row claimed once: {mine:?} {theirs:?}"
+    );
+    let mut entries: Vec<_> = mine.into_iter().chain(theirs).collect();
+    entries.sort_by_key(|e| e.seq);
+    let events: Vec<_> = entries.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(events, ["order.placed", "order.accepted"]);
+    assert!(entries.iter().all(|e| e.order_id == order.id));
+    for entry in &entries {
+        let message = NewNotification {
+            channel: Channel::Webhook,
+            destination: "endpoint".into(),
+            endpoint_id: None,
+            payload: serde_json::json!({"seq": entry.seq}),
+        };
+        store
+            .fan_out(entry, std::slice::from_ref(&message))
+            .await
+            .unwrap();
+        store.fan_out(entry, &[message]).await.unwrap();
+    }
+    let claimed = store
+        .claim_notifications("a", &[Channel::Webhook], 10, hold)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|n| n.seq).collect::<Vec<_>>(),
+        [1],
+        "the earliest first"
+    );
+    assert!(
+        store
+            .claim_notifications("b", &[Channel::Webhook], 10, hold)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retry = NextStep::Retry {
+        at: mealkitz::store::now() - chrono::Duration::seconds(1),
+        attempts: 1,
+        error: "HTTP 500".into(),
+    };
+    assert!(
+        store
+            .record_notification(claimed[0].id, "a", None, &retry)
+            .await
+            .unwrap()
+    );
+    let again = store
+        .claim_notifications("b", &[Channel::Webhook], 10, hold)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].id, again[0].attempts),
+        (claimed[0].id, 1),
+        "the same message, retried"
+    );
+    let sent = NextStep::Sent {
+        sent_as: "webhook".into(),
+        provider_id: None,
+    };
+    assert!(
+        !store
+            .record_notification(again[0].id, "a", None, &sent)
+            .await
+            .unwrap(),
+        "a's claim is gone"
+    );
+    assert!(
+        store
+            .record_notification(again[0].id, "b", None, &sent)
+            .await
+            .unwrap()
+    );
+    let next = store
+        .claim_notifications("a", &[Channel::Webhook], 10, hold)
+        .await
+        .unwrap();
+    assert_eq!(next.iter().map(|n| n.seq).collect::<Vec<_>>(), [2]);
+    let shown = store.order_notifications(order.id).await.unwrap();
+    assert_eq!(shown.len(), 2);
+    assert_eq!(shown[0].state, "sent");
+    assert!(shown[0].message_id.starts_with("msg_"));
+}
+
+async fn webhook_endpoints(kind: Db) {
+    use mealkitz::domain::NotifyEvent;
+    use mealkitz::store::NewWebhookEndpoint;
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let (merchant, _) = journaled_order(&store).await;
+    let endpoint = store
+        .create_webhook_endpoint(NewWebhookEndpoint {
+            merchant_id: merchant.id,
+            url: "https://pos.example.com/hook".into(),
+            events: vec![NotifyEvent::Placed, NotifyEvent::Cancelled],
+            secret: "whsec_old".into(),
+        })
+        .await
+        .unwrap();
+    let listed = store.webhook_endpoints(merchant.id).await.unwrap();
+    assert_eq!(listed, std::slice::from_ref(&endpoint));
+    let later = mealkitz::store::now() + chrono::Duration::hours(24);
+    let rotated = store
+        .rotate_webhook_secret(endpoint.id, "whsec_new", later)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = mealkitz::store::now();
+    assert_eq!(rotated.signing_secrets(now), ["whsec_new", "whsec_old"]);
+    assert_eq!(
+        rotated.signing_secrets(later),
+        ["whsec_new"],
+        "the grace period ends"
+    );
+    let since = store
+        .webhook_endpoint_failed(endpoint.id, now)
+        .await
+        .unwrap();
+    assert_eq!(since, Some(now));
+    let still = store
+        .webhook_endpoint_failed(endpoint.id, now + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(still, Some(now), "failing since the first failure");
+    store.webhook_endpoint_succeeded(endpoint.id).await.unwrap();
+    assert!(
+        store
+            .disable_webhook_endpoint(endpoint.id, "gone")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .disable_webhook_endpoint(endpoint.id, "gone")
+            .await
+            .unwrap()
+    );
+    let disabled = store.webhook_endpoint(endpoint.id).await.unwrap().unwrap();
+    assert_eq!(disabled.disabled_reason.as_deref(), Some("gone"));
+    assert_eq!(disabled.failing_since, None);
+    assert!(
+        store
+            .webhook_deliveries(endpoint.id, 50)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.delete_webhook_endpoint(endpoint.id).await.unwrap());
+    assert!(store.webhook_endpoint(endpoint.id).await.unwrap().is_none());
 }

@@ -208,3 +208,69 @@ async fn postgres_users_and_tokens_survive_a_restart() {
 async fn sqlite_users_and_tokens_survive_a_restart() {
     users_and_tokens_survive_a_restart(Db::Sqlite).await;
 }
+
+async fn patch_me(
+    app: &crate::helpers::TestApp,
+    token: &str,
+    body: &serde_json::Value,
+) -> crate::helpers::Reply {
+    app.request("PATCH", "/api/v1/me", Some(token), &[], Some(body))
+        .await
+}
+
+on_both_backends! {
+    async fn a_phone_number_and_whatsapp_consent_are_set_shown_and_removed_through_me(app) {
+        let user = app.signed_up("customer").await;
+        let me = app.get_authed("/api/v1/me", &user.token).await;
+        assert_eq!(me.body["phone"], serde_json::Value::Null, "{}", me.text);
+        assert_eq!(me.body["notify_whatsapp"], false, "{}", me.text);
+
+        let set = patch_me(&app, &user.token, &json!({"phone": "+358 40-123 4567", "notify_whatsapp": true})).await;
+        assert_eq!(set.status, 200, "{}", set.text);
+        assert_eq!(set.body["phone"], "+358401234567");
+        assert_eq!(set.body["notify_whatsapp"], true);
+        assert_eq!(set.body["id"], user.id.as_str());
+        let me = app.get_authed("/api/v1/me", &user.token).await;
+        assert_eq!(me.body, set.body);
+        let session = app.login(&user.email, "correct horse battery").await;
+        assert_eq!(session.body["user"]["phone"], "+358401234567");
+
+        // A field left out stays as it is.
+        let off = patch_me(&app, &user.token, &json!({"notify_whatsapp": false})).await;
+        assert_eq!(off.status, 200, "{}", off.text);
+        assert_eq!((off.body["phone"].as_str(), off.body["notify_whatsapp"].as_bool()), (Some("+358401234567"), Some(false)));
+        let on = patch_me(&app, &user.token, &json!({"notify_whatsapp": true})).await;
+        assert_eq!(on.body["notify_whatsapp"], true, "{}", on.text);
+        let unchanged = patch_me(&app, &user.token, &json!({})).await;
+        assert_eq!(unchanged.body, on.body);
+
+        // Removing the number withdraws the consent that needed it.
+        let removed = patch_me(&app, &user.token, &json!({"phone": null})).await;
+        assert_eq!(removed.status, 200, "{}", removed.text);
+        assert_eq!(removed.body["phone"], serde_json::Value::Null);
+        assert_eq!(removed.body["notify_whatsapp"], false);
+        let me = app.get_authed("/api/v1/me", &user.token).await;
+        assert_eq!(me.body, removed.body);
+    }
+
+    async fn me_refuses_an_invalid_phone_and_whatsapp_without_a_phone(app) {
+        let user = app.signed_up("driver").await;
+        for phone in ["0401234567", "+358", "+0401234567", "+358 40 123 4567 890 12", "+358x401234567", ""] {
+            let refused = patch_me(&app, &user.token, &json!({"phone": phone})).await;
+            refused.assert_error(422, "invalid_phone");
+            assert!(refused.body["error"]["message"].as_str().unwrap().starts_with("phone: "), "{}", refused.text);
+        }
+        for body in [json!({"notify_whatsapp": true}), json!({"phone": null, "notify_whatsapp": true})] {
+            let refused = patch_me(&app, &user.token, &body).await;
+            refused.assert_error(422, "invalid_field");
+            assert_eq!(refused.body["error"]["field"], "notify_whatsapp", "{}", refused.text);
+        }
+        for body in [json!({"phon": "+358401234567"}), json!({"phone": 358401234567_i64}), json!({"notify_whatsapp": "yes"})] {
+            patch_me(&app, &user.token, &body).await.assert_error(422, "invalid_field");
+        }
+        // Nothing refused was kept.
+        let me = app.get_authed("/api/v1/me", &user.token).await;
+        assert_eq!((me.body["phone"].clone(), me.body["notify_whatsapp"].clone()), (serde_json::Value::Null, json!(false)));
+        patch_me(&app, "not.a.token", &json!({})).await.assert_error(401, "invalid_token");
+    }
+}
