@@ -403,10 +403,7 @@ struct Timed<'a> {
 }
 
 /// A channel's figures from its first arrivals, in the order they arrived.
-fn channel(
-    arrivals: &[Timed<'_>],
-    duplicates: usize,
-) -> ChannelFigures {
+fn channel(arrivals: &[Timed<'_>], duplicates: usize) -> ChannelFigures {
     let span_secs = match (arrivals.first(), arrivals.last()) {
         (Some(first), Some(last)) => (last.at - first.at).num_milliseconds() as f64 / 1_000.0,
         _ => 0.0,
@@ -416,7 +413,7 @@ fn channel(
     for arrival in arrivals {
         *per_second.entry(arrival.at.timestamp()).or_default() += 1;
         if let Some((order, rank)) = arrival.order {
-            by_order.entry(order).or_default().push(*rank);
+            by_order.entry(order).or_default().push(rank);
         }
     }
     ChannelFigures {
