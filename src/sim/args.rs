@@ -282,4 +282,22 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn notify_runs_its_own_engine_so_it_takes_no_url() {
+        let command = SimulateArgs::augment_args(Command::new("simulate"));
+        let matches = command
+            .try_get_matches_from(["simulate", "--notify"])
+            .unwrap();
+        let args = SimulateArgs::from_arg_matches(&matches).unwrap();
+        assert!(args.notify);
+        // The stand-ins are started by the command, not by the arguments.
+        assert!(args.to_sim(&MapsConfig::default()).notify.is_none());
+        let command = SimulateArgs::augment_args(Command::new("simulate"));
+        assert!(
+            command
+                .try_get_matches_from(["simulate", "--notify", "--url", "http://127.0.0.1:9"])
+                .is_err()
+        );
+    }
 }

@@ -516,3 +516,67 @@ fn figures(records: &Records, delivered: &HashSet<String>) -> NotifyFigures {
             .count(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(ms: i64, id: &str, order: &str, event: &str, timeline: usize) -> WebhookArrival {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).expect("a time");
+        WebhookArrival {
+            at: t0 + chrono::Duration::milliseconds(ms + 20),
+            merchant: 0,
+            webhook_id: id.to_owned(),
+            event: event.to_owned(),
+            journal_at: Some(t0 + chrono::Duration::milliseconds(ms)),
+            order_id: order.to_owned(),
+            timeline_len: timeline,
+        }
+    }
+
+    fn text(ms: i64, id: &str) -> WhatsAppArrival {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).expect("a time");
+        WhatsAppArrival {
+            at: t0 + chrono::Duration::milliseconds(ms + 50),
+            message_id: Some(id.to_owned()),
+            kind: "template".to_owned(),
+            to: "358400000001".to_owned(),
+        }
+    }
+
+    #[test]
+    fn figures_time_whatsapp_by_the_webhook_of_its_entry_and_catch_duplicates_and_disorder() {
+        let records = Records {
+            webhooks: vec![
+                hook(0, "msg_a1", "a", "order.accepted", 3),
+                hook(100, "msg_a2", "a", "order.delivered", 9),
+                hook(100, "msg_a2", "a", "order.delivered", 9),
+                hook(200, "msg_b1", "b", "order.accepted", 3),
+            ],
+            // Order a's messages arrive the wrong way round; b's once, then again.
+            whatsapp: vec![
+                text(100, "msg_a2"),
+                text(0, "msg_a1"),
+                text(200, "msg_b1"),
+                text(300, "msg_b1"),
+                text(400, "msg_unknown"),
+            ],
+            ..Records::default()
+        };
+        let delivered: HashSet<String> = ["a".to_owned(), "b".to_owned()].into();
+        let figures = figures(&records, &delivered);
+        assert_eq!(figures.webhook.messages, 3);
+        assert_eq!(figures.webhook.duplicates, 1);
+        assert_eq!(figures.webhook.orders_out_of_order, 0);
+        assert_eq!(figures.webhook.lag_ms.max, 20.0);
+        assert_eq!(figures.whatsapp.messages, 4);
+        assert_eq!(figures.whatsapp.duplicates, 1);
+        assert_eq!(figures.whatsapp.orders_out_of_order, 1);
+        assert_eq!(figures.whatsapp_untimed, 1);
+        assert_eq!(figures.whatsapp.lag_ms.count, 3);
+        assert_eq!(figures.whatsapp.lag_ms.p50, 50.0);
+        // b was delivered without an order.delivered message on either channel.
+        assert_eq!(figures.delivered_without_message, 1);
+        assert!(!figures.clean());
+    }
+}
