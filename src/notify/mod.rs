@@ -33,3 +33,34 @@ pub struct Sent {
     /// Anything worth keeping with the attempt (a text re-sent as a template).
     pub note: Option<String>,
 }
+
+/// How one attempt on either channel ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Sent(Sent),
+    /// Try again after `after`; `attempts` is the new count of the message's schedule.
+    Retry {
+        after: std::time::Duration,
+        attempts: i32,
+        outcome: &'static str,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Given up after `attempts`.
+    Failed {
+        attempts: i32,
+        outcome: &'static str,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Not sent and never will be: the webhook endpoint is gone or disabled.
+    Cancelled {
+        status: Option<u16>,
+        reason: String,
+    },
+    /// WhatsApp refused the token: the channel is paused; the message waits for it.
+    Paused {
+        status: Option<u16>,
+        error: String,
+    },
+}

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
+use super::Outcome;
 use super::fanout::notifications_for;
 use super::webhook::Webhooks;
 use super::whatsapp::{TOKEN_PAUSE, WhatsApp};
-use super::{Sent, webhook, whatsapp};
 use crate::config::NotifyConfig;
 use crate::maps::Maps;
 use crate::store::{AttemptRecord, Channel, NextStep, Notification, Store};
@@ -29,6 +29,11 @@ const SEND_BATCH: i64 = 64;
 const SENDS_IN_FLIGHT: usize = 16;
 /// The lag gauge is refreshed at most this often.
 const LAG_REFRESH: Duration = Duration::from_secs(1);
+/// Finished messages (and their attempts) are kept this long for the deliveries list, then
+/// pruned.
+pub const NOTIFICATION_RETENTION_DAYS: i64 = 30;
+/// How often the prune runs.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3_600);
 
 /// The notifier of this replica; `/ready` asks it how it is.
 pub struct Notifier {
@@ -73,6 +78,7 @@ impl Notifier {
         metrics::gauge!("whatsapp_channel_paused").set(0.0);
         tasks.spawn_watching(|stop| async move {
             let mut lag_refreshed: Option<Instant> = None;
+            let mut pruned: Option<Instant> = None;
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -82,20 +88,42 @@ impl Notifier {
                 if !running.store.is_migrated() {
                     continue;
                 }
-                // Drain: a round that found work is followed by another at once.
-                while !stop.is_cancelled() && running.round().await > 0 {}
-                if lag_refreshed.is_none_or(|at| at.elapsed() >= LAG_REFRESH) {
-                    lag_refreshed = Some(Instant::now());
-                    match running.store.notification_lag_seconds().await {
-                        Ok(lag) => metrics::gauge!("notifier_lag_seconds").set(lag),
-                        Err(error) => {
-                            tracing::debug!(error = %error, "cannot measure the notifier's lag")
-                        }
+                // Drain: a round that found work is followed by another at once; the lag is
+                // measured and old messages pruned between rounds when due, busy or not.
+                loop {
+                    let done = running.round().await;
+                    if lag_refreshed.is_none_or(|at| at.elapsed() >= LAG_REFRESH) {
+                        lag_refreshed = Some(Instant::now());
+                        running.measure_lag().await;
+                    }
+                    if pruned.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+                        pruned = Some(Instant::now());
+                        running.prune().await;
+                    }
+                    if done == 0 || stop.is_cancelled() {
+                        break;
                     }
                 }
             }
         });
         notifier
+    }
+
+    async fn measure_lag(&self) {
+        match self.store.notification_lag_seconds().await {
+            Ok(lag) => metrics::gauge!("notifier_lag_seconds").set(lag),
+            Err(error) => tracing::debug!(error = %error, "cannot measure the notifier's lag"),
+        }
+    }
+
+    /// Deletes finished messages older than [`NOTIFICATION_RETENTION_DAYS`].
+    async fn prune(&self) {
+        let before = crate::store::now() - chrono::Duration::days(NOTIFICATION_RETENTION_DAYS);
+        match self.store.prune_notifications(before).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "pruned finished notifications older than 30 days"),
+            Err(error) => tracing::debug!(error = %error, "cannot prune notifications"),
+        }
     }
 
     /// One round: fan out what the outbox holds, then send what is due. Returns how much it did.
@@ -162,9 +190,7 @@ impl Notifier {
         let at = crate::store::now();
         let (attempt, next) = match notification.channel {
             Channel::WhatsApp => match &self.whatsapp {
-                Some(channel) => {
-                    whatsapp_step(notification, channel.send(&self.store, notification).await)
-                }
+                Some(channel) => step(channel.send(&self.store, notification).await),
                 None => (
                     None,
                     NextStep::Deferred {
@@ -172,7 +198,7 @@ impl Notifier {
                     },
                 ),
             },
-            Channel::Webhook => webhook_step(self.webhooks.send(&self.store, notification).await),
+            Channel::Webhook => step(self.webhooks.send(&self.store, notification).await),
         };
         let latency_ms = started.elapsed().as_millis() as i64;
         let attempt = attempt.map(
@@ -219,60 +245,20 @@ impl Notifier {
 
 type Attempt = Option<(&'static str, Option<u16>, Option<String>)>;
 
-fn sent_step(sent: Sent) -> (Attempt, NextStep) {
-    (
-        Some(("sent", sent.status, sent.note)),
-        NextStep::Sent {
-            sent_as: sent.sent_as.to_owned(),
-            provider_id: sent.provider_id,
-        },
-    )
-}
-
 fn due_in(after: Duration) -> chrono::DateTime<chrono::Utc> {
     crate::store::now() + chrono::Duration::from_std(after).unwrap_or(chrono::TimeDelta::MAX)
 }
 
-fn whatsapp_step(notification: &Notification, outcome: whatsapp::Outcome) -> (Attempt, NextStep) {
+fn step(outcome: Outcome) -> (Attempt, NextStep) {
     match outcome {
-        whatsapp::Outcome::Sent(sent) => sent_step(sent),
-        whatsapp::Outcome::Retry {
-            after,
-            outcome,
-            status,
-            error,
-        } => (
-            Some((outcome, status, Some(error.clone()))),
-            NextStep::Retry {
-                at: due_in(after),
-                attempts: notification.attempts + 1,
-                error,
+        Outcome::Sent(sent) => (
+            Some(("sent", sent.status, sent.note)),
+            NextStep::Sent {
+                sent_as: sent.sent_as.to_owned(),
+                provider_id: sent.provider_id,
             },
         ),
-        whatsapp::Outcome::Failed {
-            outcome,
-            status,
-            error,
-        } => (
-            Some((outcome, status, Some(error.clone()))),
-            NextStep::Failed {
-                attempts: notification.attempts + 1,
-                error,
-            },
-        ),
-        whatsapp::Outcome::Paused { status, error } => (
-            Some(("token_expired", status, Some(error))),
-            NextStep::Deferred {
-                at: due_in(TOKEN_PAUSE),
-            },
-        ),
-    }
-}
-
-fn webhook_step(outcome: webhook::Outcome) -> (Attempt, NextStep) {
-    match outcome {
-        webhook::Outcome::Sent(sent) => sent_step(sent),
-        webhook::Outcome::Retry {
+        Outcome::Retry {
             after,
             attempts,
             outcome,
@@ -286,7 +272,7 @@ fn webhook_step(outcome: webhook::Outcome) -> (Attempt, NextStep) {
                 error,
             },
         ),
-        webhook::Outcome::Failed {
+        Outcome::Failed {
             attempts,
             outcome,
             status,
@@ -295,12 +281,20 @@ fn webhook_step(outcome: webhook::Outcome) -> (Attempt, NextStep) {
             Some((outcome, status, Some(error.clone()))),
             NextStep::Failed { attempts, error },
         ),
-        webhook::Outcome::Cancelled { status, reason } => (
+        // A 410 (or the last failure before five days of them) is an attempt; an endpoint
+        // removed or disabled before the attempt is none.
+        Outcome::Cancelled { status, reason } => (
             status.map(|status| {
                 let outcome = if status == 410 { "gone" } else { "disabled" };
                 (outcome, Some(status), Some(reason.clone()))
             }),
             NextStep::Cancelled { reason },
+        ),
+        Outcome::Paused { status, error } => (
+            Some(("token_expired", status, Some(error))),
+            NextStep::Deferred {
+                at: due_in(TOKEN_PAUSE),
+            },
         ),
     }
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::Sent;
 use super::address::{PublicResolver, check_parsed};
 use super::signing::signature_header;
+use super::{Outcome, Sent};
 use crate::domain::notification::{
     WEBHOOK_DISABLE_AFTER_FAILING_SECS, message_id, webhook_retry_delay,
 };
@@ -21,30 +21,6 @@ pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
 const WEBHOOK_MAX_REDIRECTS: usize = 3;
 /// Bytes of an endpoint's answer kept in the attempt's record.
 const ANSWER_KEPT_BYTES: usize = 200;
-
-/// How one attempt ended.
-#[derive(Debug)]
-pub enum Outcome {
-    Sent(Sent),
-    Retry {
-        after: Duration,
-        attempts: i32,
-        outcome: &'static str,
-        status: Option<u16>,
-        error: String,
-    },
-    Failed {
-        attempts: i32,
-        outcome: &'static str,
-        status: Option<u16>,
-        error: String,
-    },
-    /// Not sent and never will be: the endpoint is gone or disabled.
-    Cancelled {
-        status: Option<u16>,
-        reason: String,
-    },
-}
 
 /// The HTTP client deliveries go through.
 pub struct Webhooks {
@@ -108,6 +84,7 @@ impl Webhooks {
             Outcome::Cancelled { .. } => {
                 disable(store, &endpoint, "the endpoint answered 410 Gone").await;
             }
+            Outcome::Paused { .. } => {}
         }
         outcome
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::Sent;
+use super::{Outcome, Sent};
 use crate::config::NotifyConfig;
 use crate::config::notify::WhatsAppAccount;
 use crate::domain::notification::{
@@ -41,30 +41,6 @@ pub struct WhatsApp {
     templates: std::collections::BTreeMap<NotifyEvent, String>,
     language: String,
     paused_until: Mutex<Option<Instant>>,
-}
-
-/// How one attempt ended.
-#[derive(Debug)]
-pub enum Outcome {
-    Sent(Sent),
-    /// Try again after the delay (counted as an attempt).
-    Retry {
-        after: Duration,
-        outcome: &'static str,
-        status: Option<u16>,
-        error: String,
-    },
-    /// Given up.
-    Failed {
-        outcome: &'static str,
-        status: Option<u16>,
-        error: String,
-    },
-    /// The token was refused: the channel is paused; the message waits for it.
-    Paused {
-        status: Option<u16>,
-        error: String,
-    },
 }
 
 /// An error WhatsApp answered with.
@@ -126,6 +102,7 @@ impl WhatsApp {
             Ok(message) => message,
             Err(error) => {
                 return Outcome::Failed {
+                    attempts: notification.attempts + 1,
                     outcome: "invalid",
                     status: None,
                     error: format!("the stored message cannot be read: {error}"),
@@ -134,6 +111,7 @@ impl WhatsApp {
         };
         let Ok(phone) = Phone::parse(&notification.destination) else {
             return Outcome::Failed {
+                attempts: notification.attempts + 1,
                 outcome: "invalid",
                 status: None,
                 error: "the stored phone number is not E.164".to_owned(),
@@ -145,6 +123,7 @@ impl WhatsApp {
             Err(error) => {
                 return Outcome::Retry {
                     after: RATE_LIMIT_BACKOFF_MIN,
+                    attempts: notification.attempts + 1,
                     outcome: "store_unavailable",
                     status: None,
                     error: error.to_string(),
@@ -188,6 +167,7 @@ impl WhatsApp {
             }
             WhatsAppFailure::RateLimited if attempts < RATE_LIMIT_MAX_ATTEMPTS => Outcome::Retry {
                 after: backoff(attempts),
+                attempts,
                 outcome: "rate_limited",
                 status: failure.status,
                 error: failure.error,
@@ -199,12 +179,14 @@ impl WhatsApp {
             {
                 Outcome::Retry {
                     after: backoff(attempts),
+                    attempts,
                     outcome: "failed",
                     status: failure.status,
                     error: failure.error,
                 }
             }
             _ => Outcome::Failed {
+                attempts,
                 outcome: if kind == WhatsAppFailure::RateLimited {
                     "rate_limited"
                 } else {

@@ -9,6 +9,7 @@
 //! must), [`Store::migrate_until_ready`] keeps trying, and until it succeeds every operation
 //! fails fast with [`StoreError::Unavailable`].
 
+mod contacts;
 mod eta;
 mod fence;
 mod idempotency;
@@ -36,14 +37,15 @@ use sqlx::sqlite::{
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
+pub use contacts::CustomerContact;
 pub use idempotency::{AbandonedKey, IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim};
 pub use leases::{Claim, Lease, unix_ms};
 pub use menus::MenuItem;
 pub use merchants::Merchant;
 pub use orders::OrderFilter;
 pub use outbox::{
-    AttemptRecord, Channel, CustomerContact, NewNotification, NextStep, Notification,
-    NotificationSummary, OutboxEntry,
+    AttemptRecord, Channel, NewNotification, NextStep, Notification, NotificationSummary,
+    OutboxEntry,
 };
 pub use payments::{Payment, PaymentEvent, PaymentStatus};
 pub use sandbox::SandboxAnswer;

@@ -1,14 +1,14 @@
 //! The notification outbox and the messages it becomes: outbox rows written in the journal's own
 //! transaction, claimed by one notifier at a time and fanned out into notifications (one per
-//! destination), which are claimed in order per order and destination, attempted, and recorded —
-//! with the contacts and WhatsApp statuses that decide and follow them.
+//! destination), which are claimed in order per order and destination, attempted, recorded,
+//! listed per order and pruned when old.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Backend, Store, StoreError, on_pool, on_writer};
-use crate::domain::{JournalEntry, NotifyEvent, OrderId, Phone, UserId};
+use crate::domain::{JournalEntry, NotifyEvent, OrderId};
 
 /// A journal entry that notifies, waiting to be fanned out.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,13 +125,6 @@ pub struct NotificationSummary {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
-/// Where and whether a customer may be told about an order on WhatsApp.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CustomerContact {
-    pub phone: Option<Phone>,
-    pub consent: bool,
-}
-
 #[derive(sqlx::FromRow)]
 struct OutboxRecord {
     id: Uuid,
@@ -230,7 +223,26 @@ macro_rules! insert_outbox {
 }
 pub(crate) use insert_outbox;
 
+/// Now, and when a claim made now for `hold` lapses.
+fn claim_window(hold: std::time::Duration) -> (DateTime<Utc>, DateTime<Utc>) {
+    let now = super::now();
+    (
+        now,
+        now + chrono::Duration::from_std(hold).unwrap_or(chrono::TimeDelta::MAX),
+    )
+}
+
 impl Store {
+    /// The clause that makes concurrent claims skip each other's rows: PostgreSQL locks the
+    /// rows it picks (`of` names the table when the query joins); SQLite has one writer at a time
+    /// and needs none.
+    fn skip_locked(&self, of: &str) -> String {
+        match self.backend() {
+            Backend::Postgres => format!("FOR UPDATE {of} SKIP LOCKED"),
+            Backend::Sqlite => String::new(),
+        }
+    }
+
     /// Claims up to `limit` outbox entries not yet fanned out and not held by another notifier,
     /// oldest first, for `hold`.
     pub async fn claim_outbox(
@@ -239,12 +251,8 @@ impl Store {
         limit: i64,
         hold: std::time::Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let now = super::now();
-        let until = now + chrono::Duration::from_std(hold).unwrap_or(chrono::TimeDelta::MAX);
-        let lock = match self.backend() {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let (now, until) = claim_window(hold);
+        let lock = self.skip_locked("");
         let rows: Vec<OutboxRecord> = on_writer!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
@@ -326,17 +334,13 @@ impl Store {
         if channels.is_empty() {
             return Ok(Vec::new());
         }
-        let now = super::now();
-        let until = now + chrono::Duration::from_std(hold).unwrap_or(chrono::TimeDelta::MAX);
+        let (now, until) = claim_window(hold);
         let channels = channels
             .iter()
             .map(|c| format!("'{}'", c.as_str()))
             .collect::<Vec<_>>()
             .join(", ");
-        let lock = match self.backend() {
-            Backend::Postgres => "FOR UPDATE OF n SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let lock = self.skip_locked("OF n");
         let rows: Vec<NotificationRow> = on_writer!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "UPDATE notifications SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
@@ -467,151 +471,6 @@ impl Store {
         Ok(applied)
     }
 
-    /// Where a customer may be told about `order` on WhatsApp: the phone and consent given at
-    /// checkout for it, else the account's.
-    pub async fn customer_contact(
-        &self,
-        order: OrderId,
-        customer: UserId,
-    ) -> Result<CustomerContact, StoreError> {
-        /// The checkout's phone and consent, then the account's.
-        type ContactRow = (Option<String>, Option<bool>, Option<String>, bool);
-        let row: Option<ContactRow> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT c.phone, c.notify_whatsapp, u.phone, u.notify_whatsapp FROM users u \
-                     LEFT JOIN order_contacts c ON c.order_id = $1 WHERE u.id = $2",
-            )
-            .bind(order.as_uuid())
-            .bind(customer.as_uuid())
-            .fetch_optional(pool)
-            .await?
-        });
-        let Some((order_phone, order_consent, user_phone, user_consent)) = row else {
-            return Ok(CustomerContact {
-                phone: None,
-                consent: false,
-            });
-        };
-        let phone = order_phone
-            .or(user_phone)
-            .and_then(|raw| Phone::parse(&raw).ok());
-        Ok(CustomerContact {
-            phone,
-            consent: order_consent.unwrap_or(user_consent),
-        })
-    }
-
-    /// Keeps the phone and consent given at checkout for one order (a retried checkout writes
-    /// the same again).
-    pub async fn set_order_contact(
-        &self,
-        order: OrderId,
-        phone: Option<&Phone>,
-        notify_whatsapp: Option<bool>,
-    ) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO order_contacts (order_id, phone, notify_whatsapp, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO UPDATE \
-                 SET phone = excluded.phone, notify_whatsapp = excluded.notify_whatsapp",
-            )
-            .bind(order.as_uuid())
-            .bind(phone.map(Phone::as_str))
-            .bind(notify_whatsapp)
-            .bind(super::now())
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
-    }
-
-    /// When `phone` last wrote to us on WhatsApp, if ever.
-    pub async fn whatsapp_last_inbound(
-        &self,
-        phone: &Phone,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row: Option<(DateTime<Utc>,)> = on_pool!(self, |pool| {
-            sqlx::query_as("SELECT last_inbound_at FROM whatsapp_contacts WHERE phone = $1")
-                .bind(phone.as_str())
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(row.map(|(at,)| at))
-    }
-
-    /// Notes that `phone` wrote to us at `at` (the inbound webhook): it opens the customer-service
-    /// window. A late redelivery never moves it back.
-    pub async fn record_whatsapp_inbound(
-        &self,
-        phone: &Phone,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO whatsapp_contacts (phone, last_inbound_at) VALUES ($1, $2) \
-                 ON CONFLICT (phone) DO UPDATE SET last_inbound_at = excluded.last_inbound_at \
-                 WHERE whatsapp_contacts.last_inbound_at < excluded.last_inbound_at",
-            )
-            .bind(phone.as_str())
-            .bind(at)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
-    }
-
-    /// Records a status WhatsApp reported for the message it knows as `provider_id` (`sent`,
-    /// `delivered`, `read`, `failed`). A status never moves back (a late `sent` after `read`
-    /// is kept out); `failed` always wins. Returns whether a message of ours had that id.
-    pub async fn record_whatsapp_status(
-        &self,
-        provider_id: &str,
-        status: &str,
-        at: DateTime<Utc>,
-        error: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let rank = |s: &str| match s {
-            "sent" => 1,
-            "delivered" => 2,
-            "read" => 3,
-            "failed" => 4,
-            _ => 0,
-        };
-        let current: Option<(Uuid, Option<String>)> = on_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT id, provider_status FROM notifications WHERE provider_id = $1 LIMIT 1",
-            )
-            .bind(provider_id)
-            .fetch_optional(pool)
-            .await?
-        });
-        let Some((id, known)) = current else {
-            return Ok(false);
-        };
-        if known
-            .as_deref()
-            .is_some_and(|known| rank(known) >= rank(status))
-        {
-            return Ok(true);
-        }
-        on_writer!(self, |pool| {
-            sqlx::query(
-                "UPDATE notifications SET provider_status = $2, provider_status_at = $3, \
-                 last_error = COALESCE($4, last_error) WHERE id = $1",
-            )
-            .bind(id)
-            .bind(status)
-            .bind(at)
-            .bind(error)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(true)
-    }
-
     /// Seconds the oldest due, unsent work has waited: an outbox entry not fanned out, or a
     /// notification due and not sent. Zero when nothing waits.
     pub async fn notification_lag_seconds(&self) -> Result<f64, StoreError> {
@@ -630,6 +489,39 @@ impl Store {
         Ok(oldest.map_or(0.0, |at| {
             (now - at).num_milliseconds().max(0) as f64 / 1_000.0
         }))
+    }
+
+    /// Deletes what is done and older than `before`: finished notifications (sent, failed,
+    /// cancelled) with their attempts, and fanned-out outbox rows nothing refers to any more.
+    /// Returns how many notifications went.
+    pub async fn prune_notifications(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let pruned = on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM notification_attempts WHERE notification_id IN (SELECT id FROM \
+                 notifications WHERE state <> 'pending' AND created_at < $1)",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+            let pruned = sqlx::query(
+                "DELETE FROM notifications WHERE state <> 'pending' AND created_at < $1",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "DELETE FROM outbox WHERE fanned_out_at IS NOT NULL AND fanned_out_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.outbox_id = outbox.id)",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            pruned
+        });
+        Ok(pruned)
     }
 
     /// The messages sent, or to be sent, about an order, in the order they were made.
@@ -675,7 +567,7 @@ impl Store {
 mod tests {
     use super::super::test_support::sqlite_store;
     use super::*;
-    use crate::domain::{Cents, Change, MerchantId, NewOrder, Order, Position, Role};
+    use crate::domain::{Cents, Change, MerchantId, NewOrder, Order, Phone, Position, Role};
     use crate::store::NewUser;
 
     async fn placed_order(store: &Store) -> (Order, JournalEntry) {

@@ -24,8 +24,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::{Db, TestDb, redis_url};
 use crate::helpers::{at, offset_m};
+use crate::processes::{Replica, remove_redis_keys};
 use crate::relay::Relay;
-use crate::replicas::{Acks, Replica, assert_journal_invariants, remove_redis_keys};
+use crate::replicas::{Acks, assert_journal_invariants};
 
 /// Lease TTL of the engine processes: every cut lasts longer than this.
 const LEASE_TTL_SECS: u64 = 3;

@@ -7,69 +7,33 @@
 //! client was told about exactly once.
 
 use std::cell::Cell;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use mealkitz::domain::Position;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{Db, Reply, TestDb, redis_url};
-use crate::helpers::{at, offset_m};
+use crate::helpers::{Session, offset_m};
+use crate::processes::{BACKOFF, Processes, RETRY_WINDOW, RETRYABLE, Shop};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_mealkitz");
-/// Lease TTL of the replicas: a killed replica's regions are free this long after its last
-/// renewal.
-const LEASE_TTL_SECS: u64 = 3;
 /// The demo city's regions.
 const REGIONS: [&str; 4] = ["nw", "ne", "sw", "se"];
 /// Half the side of a demo-city region: its centre is this far north or south and east or west
 /// of the city's centre.
 const HALF_REGION_M: f64 = 7_500.0;
-/// One signing secret for every replica, so that a token from one is good on all (and no replica
-/// races another to generate and store one).
-const JWT_SECRET: &str = "replicas-test-jwt-secret-0123456789abcdef";
-const PASSWORD: &str = "correct horse battery";
-/// How long a command may keep failing with a retryable error (its region between owners), and
-/// how long a socket waits for something that should come.
-const RETRY_WINDOW: Duration = Duration::from_secs(15);
 /// How long the leases may take to settle after a replica joins or dies.
 const SETTLE_WITHIN: Duration = Duration::from_secs(20);
-/// Error codes that mean "not now": the command is sent again.
-const RETRYABLE: [&str; 3] = ["dispatch_unavailable", "store_unavailable", "actor_failed"];
 /// How long a command waits for its acknowledgement before it is sent again.
 const ACK_WAIT: Duration = Duration::from_secs(4);
 /// Pause between two looks at something polled.
 const POLL: Duration = Duration::from_millis(100);
-/// Pause before a retry.
-const BACKOFF: Duration = Duration::from_millis(250);
-/// Lines of each replica's log kept, printed when a test fails.
-const LOG_TAIL_LINES: usize = 100;
-
-/// Runs `mealkitz serve` ("$0") in the background and prints its pid; kills it with SIGKILL as
-/// soon as its stdin closes, whether the test closed it (a kill, or the end of the test) or the
-/// test process went away (a nextest timeout), so that no replica outlives its test. The shell
-/// drops its own copies of stdout and stderr, so the replica's stderr ends when the replica does.
-const WATCHDOG: &str = r#""$0" serve --bind 127.0.0.1:0 >/dev/null &
-pid=$!
-echo "$pid"
-exec >/dev/null 2>/dev/null
-while read -r _; do :; done
-kill -9 "$pid"
-wait "$pid"
-exit 0
-"#;
 
 /// The centre of a demo-city region, in metres north and east of the city's centre.
 fn region_centre(region: &str) -> (f64, f64) {
@@ -85,154 +49,6 @@ fn region_centre(region: &str) -> (f64, f64) {
 /// `position` moved `north_m` metres north (negative: south).
 fn north_of(position: Position, north_m: f64) -> Position {
     offset_m(position, north_m, 0.0)
-}
-
-/// One `mealkitz serve` child process.
-pub(crate) struct Replica {
-    /// "#1", "#2", … in the order the test started them.
-    pub(crate) name: String,
-    /// Its `MEALKITZ_NODE_ID`; the process adds a random suffix, so its lease rows and member
-    /// row start with this.
-    node: String,
-    pub(crate) address: String,
-    /// The watchdog shell; the replica dies when `watchdog` (the shell's stdin) is dropped.
-    shell: Child,
-    watchdog: Option<ChildStdin>,
-    log: Arc<Mutex<VecDeque<String>>>,
-    /// Set once the replica's stderr ended: it exited.
-    pub(crate) exited: Arc<AtomicBool>,
-    pub(crate) alive: bool,
-}
-
-impl Replica {
-    /// Starts a replica and waits until it listens (not until it is ready).
-    pub(crate) async fn spawn(
-        number: usize,
-        node: String,
-        settings: &[(&'static str, String)],
-    ) -> Replica {
-        let name = format!("#{number}");
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg(BINARY)
-            .current_dir(std::env::temp_dir());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("MEALKITZ_") || key == "DATABASE_URL" || key == "REDIS_URL" {
-                command.env_remove(key);
-            }
-        }
-        command
-            .env("RUST_LOG", "info")
-            .env("MEALKITZ_LOG_FORMAT", "json")
-            .env("MEALKITZ_NODE_ID", &node);
-        for (key, value) in settings {
-            command.env(key, value);
-        }
-        let mut shell = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the watchdog shell");
-        let watchdog = shell.stdin.take();
-        let mut pid = String::new();
-        BufReader::new(shell.stdout.take().unwrap())
-            .read_line(&mut pid)
-            .expect("the watchdog prints the replica's pid");
-        assert!(
-            pid.trim().parse::<u32>().is_ok(),
-            "replica {name}: no pid from the watchdog: {pid:?}"
-        );
-
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let exited = Arc::new(AtomicBool::new(false));
-        let (port_tx, port_rx) = mpsc::channel();
-        {
-            let stderr = shell.stderr.take().unwrap();
-            let (log, exited, name) = (log.clone(), exited.clone(), name.clone());
-            let echo = std::env::var_os("TEST_LOG").is_some();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if echo {
-                        eprintln!("[replica {name}] {line}");
-                    }
-                    if let Ok(entry) = serde_json::from_str::<Value>(&line)
-                        && entry["message"] == "mealkitz listening"
-                        && let Some(port) = entry["port"].as_u64()
-                    {
-                        let _ = port_tx.send(port);
-                    }
-                    // Every request is logged; the tail keeps what else happened.
-                    if line.contains("\"message\":\"request served\"") {
-                        continue;
-                    }
-                    let mut tail = log.lock().unwrap();
-                    if tail.len() == LOG_TAIL_LINES {
-                        tail.pop_front();
-                    }
-                    tail.push_back(line);
-                }
-                exited.store(true, Ordering::SeqCst);
-            });
-        }
-        let mut replica = Replica {
-            name,
-            node,
-            address: String::new(),
-            shell,
-            watchdog,
-            log,
-            exited,
-            alive: true,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            match port_rx.try_recv() {
-                Ok(port) => break port,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    panic!(
-                        "replica {} exited before listening:\n{}",
-                        replica.name,
-                        replica.log_tail()
-                    )
-                }
-                Err(mpsc::TryRecvError::Empty) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "replica {} did not log its port within 30 s:\n{}",
-                        replica.name,
-                        replica.log_tail()
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        };
-        replica.address = format!("http://127.0.0.1:{port}");
-        replica
-    }
-
-    /// Kills the replica with SIGKILL (through the watchdog) and reaps it.
-    pub(crate) fn kill(&mut self) {
-        if !self.alive {
-            return;
-        }
-        self.alive = false;
-        drop(self.watchdog.take());
-        let _ = self.shell.wait();
-    }
-
-    pub(crate) fn log_tail(&self) -> String {
-        self.log
-            .lock()
-            .map(|tail| tail.iter().cloned().collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default()
-    }
-
-    fn owns(&self, owner: &str) -> bool {
-        owner.starts_with(&self.node)
-    }
 }
 
 /// A row of `region_leases`.
@@ -300,20 +116,6 @@ impl fmt::Display for Holdings {
         }
         Ok(())
     }
-}
-
-/// A registered, logged-in user.
-struct Account {
-    id: String,
-    token: String,
-}
-
-/// A merchant with a two-item menu, made through REST.
-struct Shop {
-    owner: Account,
-    merchant_id: String,
-    items: Vec<String>,
-    location: Position,
 }
 
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -405,158 +207,48 @@ fn timeline(order: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Replicas of one deployment on a fresh database and a Redis key prefix of their own. Dropping
-/// it kills every replica still running (also when the test panics, which prints their logs),
-/// removes the Redis keys, and then drops the database.
+/// Replicas of one deployment on a fresh database and a Redis key prefix of their own (see
+/// [`Processes`], which kills them and cleans up when dropped).
 struct Replicas {
-    replicas: Vec<Replica>,
-    /// Environment every replica gets.
-    settings: Vec<(&'static str, String)>,
-    /// Prefix of this test's node ids.
-    tag: String,
-    redis_prefix: String,
-    /// For reading leases, members and the journal.
-    pool: PgPool,
-    http: reqwest::Client,
+    processes: Processes,
     /// For picking replicas round-robin.
     turn: Cell<usize>,
-    /// Dropped last, after the replicas are dead.
-    _db: TestDb,
 }
 
 impl Replicas {
     /// Starts `count` replicas on a fresh PostgreSQL database and waits until each is ready.
     async fn start(count: usize) -> Replicas {
-        let db = TestDb::create(Db::Postgres).await;
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let redis_prefix = format!("test-{id}:");
-        let settings = vec![
-            ("DATABASE_URL", db.url.clone()),
-            ("REDIS_URL", redis_url()),
-            ("MEALKITZ_REDIS_KEY_PREFIX", redis_prefix.clone()),
-            ("MEALKITZ_LEASE_TTL_SECS", LEASE_TTL_SECS.to_string()),
-            ("MEALKITZ_JWT_SECRET", JWT_SECRET.to_owned()),
-            ("MEALKITZ_HTTP_WORKERS", "2".to_owned()),
-            ("MEALKITZ_DB_MAX_CONNECTIONS", "5".to_owned()),
-            // Searching orders look again soon, so a driver that has just come online (its
-            // location still travelling to the region's owner) is found quickly.
-            ("MEALKITZ_SEARCH_RETRY_MS", "300".to_owned()),
-            // No offer lapses while its region changes owner.
-            ("MEALKITZ_OFFER_TIMEOUT_SECS", "60".to_owned()),
-            ("MEALKITZ_SNAPSHOT_INTERVAL_MS", "200".to_owned()),
-            ("MEALKITZ_CHECKOUTS_PER_MINUTE", "1000".to_owned()),
-        ];
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .connect_lazy(&db.url)
-            .expect("a pool on the test database");
-        let mut replicas = Replicas {
-            replicas: Vec::new(),
-            settings,
-            tag: format!("t{}", &id[..8]),
-            redis_prefix,
-            pool,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
+        let mut processes = Processes::new(
+            true,
+            vec![
+                // Searching orders look again soon, so a driver that has just come online (its
+                // location still travelling to the region's owner) is found quickly.
+                ("MEALKITZ_SEARCH_RETRY_MS", "300".to_owned()),
+                // No offer lapses while its region changes owner.
+                ("MEALKITZ_OFFER_TIMEOUT_SECS", "60".to_owned()),
+                ("MEALKITZ_SNAPSHOT_INTERVAL_MS", "200".to_owned()),
+            ],
+        )
+        .await;
+        processes.start(count).await;
+        Replicas {
+            processes,
             turn: Cell::new(0),
-            _db: db,
-        };
-        for _ in 0..count {
-            replicas.spawn().await;
         }
-        for replica in 0..count {
-            replicas.wait_ready(replica).await;
-        }
-        replicas
-    }
-
-    async fn spawn(&mut self) -> usize {
-        let number = self.replicas.len() + 1;
-        let node = format!("{}-r{number}", self.tag);
-        let replica = Replica::spawn(number, node, &self.settings).await;
-        self.replicas.push(replica);
-        number - 1
-    }
-
-    /// Starts one more replica and waits until it is ready; its index.
-    async fn add_replica(&mut self) -> usize {
-        let replica = self.spawn().await;
-        self.wait_ready(replica).await;
-        replica
-    }
-
-    /// Polls `/ready` until it answers 200: the replica has joined (it need not own a region).
-    async fn wait_ready(&self, replica: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("{}/ready", self.replicas[replica].address);
-        loop {
-            let last = match self.http.get(&url).send().await {
-                Ok(response) if response.status().as_u16() == 200 => return,
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    format!("{status} {}", response.text().await.unwrap_or_default())
-                }
-                Err(error) => error.to_string(),
-            };
-            let r = &self.replicas[replica];
-            assert!(
-                !r.exited.load(Ordering::SeqCst),
-                "replica {} exited before it was ready:\n{}",
-                r.name,
-                r.log_tail()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "replica {} not ready after 30 s: {last}",
-                r.name
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn name(&self, replica: usize) -> &str {
-        &self.replicas[replica].name
-    }
-
-    fn live(&self) -> Vec<usize> {
-        (0..self.replicas.len())
-            .filter(|&i| self.replicas[i].alive)
-            .collect()
-    }
-
-    /// The first live replica from `from` on (wrapping).
-    fn next_live(&self, from: usize) -> usize {
-        let n = self.replicas.len();
-        (0..n)
-            .map(|k| (from + k) % n)
-            .find(|&i| self.replicas[i].alive)
-            .expect("a live replica")
     }
 
     /// The next live replica, round-robin.
     fn pick(&self) -> usize {
         let turn = self.turn.get();
         self.turn.set(turn + 1);
-        self.next_live(turn % self.replicas.len())
-    }
-
-    /// Kills replica `replica` with SIGKILL.
-    fn kill(&mut self, replica: usize) {
-        self.replicas[replica].kill();
-    }
-
-    /// The live replica a lease or member row names, if any.
-    fn replica_of(&self, owner: &str) -> Option<usize> {
-        self.replicas.iter().position(|r| r.alive && r.owns(owner))
+        self.processes.next_live(turn % self.processes.all().len())
     }
 
     async fn holdings(&self) -> Holdings {
         let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
             "SELECT region_id, owner, epoch, expires_at_ms FROM region_leases ORDER BY region_id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.processes.pool())
         .await
         .unwrap_or_default();
         let now = mealkitz::store::unix_ms();
@@ -570,10 +262,10 @@ impl Replicas {
             })
             .collect();
         let mut held = HashMap::new();
-        let mut counts = vec![0; self.replicas.len()];
+        let mut counts = vec![0; self.processes.all().len()];
         for row in &rows {
             if row.expires_at_ms > now
-                && let Some(replica) = self.replica_of(&row.owner)
+                && let Some(replica) = self.processes.process_of(&row.owner)
             {
                 held.insert(row.region.clone(), (replica, row.epoch));
                 counts[replica] += 1;
@@ -598,20 +290,10 @@ impl Replicas {
             assert!(
                 Instant::now() < deadline,
                 "leases did not settle within {SETTLE_WITHIN:?} ({what}); replicas {:?}, leases:\n{holdings}",
-                self.nodes()
+                self.processes.nodes()
             );
             tokio::time::sleep(POLL).await;
         }
-    }
-
-    fn nodes(&self) -> Vec<String> {
-        self.replicas
-            .iter()
-            .map(|r| {
-                let state = if r.alive { "live" } else { "killed" };
-                format!("{} {} ({state})", r.name, r.node)
-            })
-            .collect()
     }
 
     /// The replicas with an unexpired row in `cluster_members`.
@@ -619,17 +301,17 @@ impl Replicas {
         let rows: Vec<(String,)> =
             sqlx::query_as("SELECT node FROM cluster_members WHERE expires_at_ms > $1")
                 .bind(mealkitz::store::unix_ms())
-                .fetch_all(&self.pool)
+                .fetch_all(self.processes.pool())
                 .await
                 .unwrap_or_default();
         rows.iter()
-            .filter_map(|(node,)| self.replicas.iter().position(|r| r.owns(node)))
+            .filter_map(|(node,)| self.processes.all().iter().position(|r| r.owns(node)))
             .collect()
     }
 
     /// Polls `cluster_members` until exactly the live replicas are members.
     async fn wait_for_live_members(&self) {
-        let expected: BTreeSet<usize> = self.live().into_iter().collect();
+        let expected: BTreeSet<usize> = self.processes.live().into_iter().collect();
         let deadline = Instant::now() + SETTLE_WITHIN;
         loop {
             let members = self.members().await;
@@ -639,171 +321,29 @@ impl Replicas {
             assert!(
                 Instant::now() < deadline,
                 "cluster_members lists replicas {members:?}, not the live ones {expected:?}; replicas {:?}",
-                self.nodes()
+                self.processes.nodes()
             );
             tokio::time::sleep(POLL).await;
         }
     }
-
-    /// A REST call on `via` (or the next live replica if it is gone), retried while the answer
-    /// is a 503 with a retryable code or the replica cannot be reached.
-    async fn rest(
-        &self,
-        via: usize,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Reply {
-        let deadline = Instant::now() + RETRY_WINDOW;
-        let mut replica = self.next_live(via);
-        loop {
-            let url = format!("{}{path}", self.replicas[replica].address);
-            let mut request = self.http.request(method.parse().unwrap(), url);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            for (name, value) in headers {
-                request = request.header(*name, *value);
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let last = match request.send().await {
-                Ok(response) => {
-                    let reply = Reply::read(response).await;
-                    if reply.status != 503 || !RETRYABLE.contains(&reply.error_code()) {
-                        return reply;
-                    }
-                    format!("{} {}", reply.status, reply.text)
-                }
-                Err(error) => {
-                    replica = self.next_live(replica + 1);
-                    error.to_string()
-                }
-            };
-            assert!(
-                Instant::now() < deadline,
-                "{method} {path} still failing after {RETRY_WINDOW:?}: {last}"
-            );
-            tokio::time::sleep(BACKOFF).await;
-        }
-    }
-
-    /// Registers a user with `role` on `via` and logs in on the next replica.
-    async fn sign_up(&self, via: usize, role: &str) -> Account {
-        let email = format!("{role}-{}@example.com", uuid::Uuid::new_v4().simple());
-        let registered = self
-            .rest(
-                via,
-                "POST",
-                "/api/v1/users",
-                None,
-                &[],
-                Some(&json!({"email": email, "password": PASSWORD, "name": "Replica User", "role": role})),
-            )
-            .await;
-        assert_eq!(registered.status, 201, "{}", registered.text);
-        let session = self
-            .rest(
-                via + 1,
-                "POST",
-                "/api/v1/sessions",
-                None,
-                &[],
-                Some(&json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
-        assert_eq!(session.status, 200, "{}", session.text);
-        Account {
-            id: registered.body["id"].as_str().unwrap().to_owned(),
-            token: session.body["token"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    /// A merchant user and its merchant at `north_m`, `east_m` of the city centre, with a menu.
-    async fn open_shop(&self, via: usize, north_m: f64, east_m: f64) -> Shop {
-        let owner = self.sign_up(via, "merchant").await;
-        let location = at(north_m, east_m);
-        let created = self
-            .rest(
-                via,
-                "POST",
-                "/api/v1/merchants",
-                Some(&owner.token),
-                &[],
-                Some(&json!({"name": "Replica Kitchen", "address": "1 Lease Lane", "location": location})),
-            )
-            .await;
-        assert_eq!(created.status, 201, "{}", created.text);
-        let merchant_id = created.body["id"].as_str().unwrap().to_owned();
-        let menu = self
-            .rest(
-                via,
-                "PUT",
-                &format!("/api/v1/merchants/{merchant_id}/menu"),
-                Some(&owner.token),
-                &[],
-                Some(&json!({"items": [
-                    {"name": "Ramen kit", "price_cents": 1250},
-                    {"name": "Gyoza (6)", "price_cents": 599},
-                ]})),
-            )
-            .await;
-        assert_eq!(menu.status, 200, "{}", menu.text);
-        let items = menu.body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|item| item["id"].as_str().unwrap().to_owned())
-            .collect();
-        Shop {
-            owner,
-            merchant_id,
-            items,
-            location,
-        }
-    }
-
-    /// Checks out an order at `shop` (delivered 1 km north of it) on `via`: the order.
+    /// Checks out an order at `shop` (delivered 1 km north of it) on `via`: the order, its
+    /// placement acknowledged in `acks`.
     async fn checkout(
         &self,
         via: usize,
-        customer: &Account,
+        customer: &Session,
         shop: &Shop,
         acks: &mut Acks,
     ) -> Value {
-        let dropoff = north_of(shop.location, 1_000.0);
-        let body = json!({
-            "merchant_id": shop.merchant_id,
-            "items": [
-                {"menu_item_id": shop.items[0], "quantity": 2},
-                {"menu_item_id": shop.items[1], "quantity": 1},
-            ],
-            "dropoff": {"lat": dropoff.lat, "lon": dropoff.lon, "address": "5 Replica Row"},
-            "payment_method": "pm_card_visa",
-        });
-        let key = uuid::Uuid::new_v4().to_string();
-        let placed = self
-            .rest(
-                via,
-                "POST",
-                "/api/v1/orders",
-                Some(&customer.token),
-                &[("Idempotency-Key", key.as_str())],
-                Some(&body),
-            )
-            .await;
-        assert_eq!(placed.status, 201, "{}", placed.text);
-        assert_eq!(placed.body["status"], "placed", "{}", placed.text);
-        acks.push((placed.body["id"].as_str().unwrap().to_owned(), "placed"));
-        placed.body
+        let placed = self.processes.checkout(via, customer, shop).await;
+        acks.push((placed["id"].as_str().unwrap().to_owned(), "placed"));
+        placed
     }
 
     /// The order as REST shows it on `via`.
     async fn get_order(&self, via: usize, token: &str, order_id: &str) -> Value {
         let reply = self
+            .processes
             .rest(
                 via,
                 "GET",
@@ -821,11 +361,13 @@ impl Replicas {
     /// handshake.
     async fn connect(&self, via: usize, label: &str, path: &str, token: &str) -> Socket {
         let deadline = Instant::now() + RETRY_WINDOW;
-        let mut replica = self.next_live(via);
+        let mut replica = self.processes.next_live(via);
         loop {
             let url = format!(
                 "{}{path}",
-                self.replicas[replica].address.replace("http://", "ws://")
+                self.processes.all()[replica]
+                    .address
+                    .replace("http://", "ws://")
             );
             let mut request = url.into_client_request().unwrap();
             request
@@ -855,16 +397,16 @@ impl Replicas {
                         status,
                         503,
                         "{label}: handshake on replica {} refused: {body}",
-                        self.name(replica)
+                        self.processes.name(replica)
                     );
                     format!("{status} {body}")
                 }
                 Ok(Err(error)) => {
-                    replica = self.next_live(replica + 1);
+                    replica = self.processes.next_live(replica + 1);
                     error.to_string()
                 }
                 Err(_) => {
-                    replica = self.next_live(replica + 1);
+                    replica = self.processes.next_live(replica + 1);
                     "handshake timed out".to_owned()
                 }
             };
@@ -886,8 +428,8 @@ impl Replicas {
         eprintln!(
             "{} on replica {}: {why}; reconnected to replica {}",
             socket.label,
-            self.name(socket.replica),
-            self.name(fresh.replica)
+            self.processes.name(socket.replica),
+            self.processes.name(fresh.replica)
         );
         *socket = fresh;
     }
@@ -940,6 +482,7 @@ impl Replicas {
         done: impl Fn(&Value) -> bool,
     ) -> Option<Value> {
         let reply = self
+            .processes
             .rest(
                 socket.replica,
                 "GET",
@@ -1034,7 +577,7 @@ impl Replicas {
     }
 
     /// A driver socket on `via`, available at `position`.
-    async fn driver_online(&self, via: usize, driver: &Account, position: Position) -> Socket {
+    async fn driver_online(&self, via: usize, driver: &Session, position: Position) -> Socket {
         let mut socket = self
             .connect(via, "driver", "/ws/driver", &driver.token)
             .await;
@@ -1112,7 +655,7 @@ impl Replicas {
     async fn driver_takes(
         &self,
         socket: &mut Socket,
-        driver: &Account,
+        driver: &Session,
         position: Position,
         order_id: &str,
         acks: &mut Acks,
@@ -1152,69 +695,6 @@ impl Replicas {
             .await;
         acks.push((order_id.to_owned(), step));
         order
-    }
-}
-
-/// Deletes every Redis key under `prefix`.
-pub(crate) async fn remove_redis_keys(prefix: &str) -> redis::RedisResult<()> {
-    let client = redis::Client::open(redis_url())?;
-    let mut connection = client.get_multiplexed_async_connection().await?;
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut connection)
-            .await?;
-        if !keys.is_empty() {
-            let () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut connection)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        let failed = std::thread::panicking();
-        for replica in &mut self.replicas {
-            let was_alive = replica.alive;
-            replica.kill();
-            if failed {
-                let state = if was_alive {
-                    ""
-                } else {
-                    ", killed by the test"
-                };
-                eprintln!(
-                    "---- replica {} ({}{state}), last log lines ----\n{}",
-                    replica.name,
-                    replica.node,
-                    replica.log_tail()
-                );
-            }
-        }
-        // Drop runs outside any async context we could block on; use a private runtime.
-        let prefix = self.redis_prefix.clone();
-        let removed = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(remove_redis_keys(&prefix))
-        })
-        .join();
-        if let Ok(Err(error)) = removed {
-            eprintln!("could not remove the test's Redis keys: {error}");
-        }
     }
 }
 
@@ -1311,9 +791,9 @@ async fn three_replicas_deliver_an_order_with_driver_board_and_tracker_on_differ
     // The merchant is in a region replica #2 owns.
     let region = holdings.regions_of(owner)[0].clone();
     let (north, east) = region_centre(&region);
-    let shop = cluster.open_shop(owner, north, east).await;
-    let customer = cluster.sign_up(customer_side, "customer").await;
-    let driver = cluster.sign_up(driver_side, "driver").await;
+    let shop = cluster.processes.open_shop(owner, north, east).await;
+    let customer = cluster.processes.sign_up(customer_side, "customer").await;
+    let driver = cluster.processes.sign_up(driver_side, "driver").await;
     let mut acks = Acks::new();
 
     let near = north_of(shop.location, -300.0);
@@ -1393,7 +873,7 @@ async fn three_replicas_deliver_an_order_with_driver_board_and_tracker_on_differ
         "region {region} moved away from replica #2 before the kill:\n{before}"
     );
     let killed_at = Instant::now();
-    cluster.kill(owner);
+    cluster.processes.kill(owner);
     drop(board);
 
     let after = cluster
@@ -1428,7 +908,7 @@ async fn three_replicas_deliver_an_order_with_driver_board_and_tracker_on_differ
     eprintln!(
         "failover: region {region} owned by replica {} (epoch {new_epoch}) {} ms after SIGKILL of \
          replica #2; the order delivered {} ms after it",
-        cluster.name(new_owner),
+        cluster.processes.name(new_owner),
         took_over.as_millis(),
         delivered_after.as_millis()
     );
@@ -1447,7 +927,7 @@ async fn three_replicas_deliver_an_order_with_driver_board_and_tracker_on_differ
     assert_eq!(stored["status"], "delivered", "{stored}");
     assert_eq!(stored["driver_id"], driver.id.as_str(), "{stored}");
 
-    assert_journal_invariants(&cluster.pool, &acks).await;
+    assert_journal_invariants(cluster.processes.pool(), &acks).await;
 }
 
 /// How far an order got before the fourth replica joins.
@@ -1485,7 +965,7 @@ struct Tracked {
 
 /// A driver of the fourth-replica test, waiting next to one shop.
 struct DriverApp {
-    account: Account,
+    account: Session,
     socket: Socket,
 }
 
@@ -1515,12 +995,15 @@ async fn a_fourth_replica_takes_its_fair_share_of_regions_and_no_order_is_lost()
     cluster.wait_for_live_members().await;
 
     // A shop at the centre of each region, each with its board on a replica of its own.
-    let customer = cluster.sign_up(cluster.pick(), "customer").await;
+    let customer = cluster.processes.sign_up(cluster.pick(), "customer").await;
     let mut shops = Vec::new();
     let mut boards = Vec::new();
     for region in REGIONS {
         let (north, east) = region_centre(region);
-        let shop = cluster.open_shop(cluster.pick(), north, east).await;
+        let shop = cluster
+            .processes
+            .open_shop(cluster.pick(), north, east)
+            .await;
         let mut board = cluster
             .connect(
                 cluster.pick(),
@@ -1568,7 +1051,7 @@ async fn a_fourth_replica_takes_its_fair_share_of_regions_and_no_order_is_lost()
                 .await;
         }
         if matches!(stage, Stage::Assigned | Stage::PickedUp) {
-            let account = cluster.sign_up(cluster.pick(), "driver").await;
+            let account = cluster.processes.sign_up(cluster.pick(), "driver").await;
             let position = north_of(shops[shop].location, -300.0);
             let mut socket = cluster
                 .driver_online(cluster.pick(), &account, position)
@@ -1625,7 +1108,7 @@ async fn a_fourth_replica_takes_its_fair_share_of_regions_and_no_order_is_lost()
         "the three replicas no longer hold 2/1/1:\n{three}"
     );
     let joined_at = Instant::now();
-    let newcomer = cluster.add_replica().await;
+    let newcomer = cluster.processes.add().await;
     let four = cluster
         .wait_for_holdings("each of the four replicas holds one region", |h| {
             h.all_held() && (0..4).all(|replica| h.count(replica) == 1)
@@ -1655,8 +1138,8 @@ async fn a_fourth_replica_takes_its_fair_share_of_regions_and_no_order_is_lost()
     eprintln!(
         "rebalance: region {moved} moved from replica {} to replica {} (epoch {old_epoch} -> \
          {new_epoch}) {} ms after the fourth replica started",
-        cluster.name(from),
-        cluster.name(to),
+        cluster.processes.name(from),
+        cluster.processes.name(to),
         took.as_millis()
     );
 
@@ -1737,6 +1220,7 @@ async fn a_fourth_replica_takes_its_fair_share_of_regions_and_no_order_is_lost()
     let path = format!("/api/v1/orders/{}/cancel", order.id);
     let reason = json!({"reason": "changed my mind"});
     let reply = cluster
+        .processes
         .rest(
             cluster.pick(),
             "POST",
@@ -1771,7 +1255,7 @@ async fn a_fourth_replica_takes_its_fair_share_of_regions_and_no_order_is_lost()
     // Each searching order gets a new driver next to it (no other searching order is within
     // the largest search radius of it, and every other driver is busy).
     for &i in &searching {
-        let account = cluster.sign_up(cluster.pick(), "driver").await;
+        let account = cluster.processes.sign_up(cluster.pick(), "driver").await;
         let position = north_of(shops[orders[i].shop].location, -300.0);
         let mut socket = cluster
             .driver_online(cluster.pick(), &account, position)
@@ -1821,5 +1305,5 @@ async fn a_fourth_replica_takes_its_fair_share_of_regions_and_no_order_is_lost()
         orders.len()
     );
 
-    assert_journal_invariants(&cluster.pool, &acks).await;
+    assert_journal_invariants(cluster.processes.pool(), &acks).await;
 }

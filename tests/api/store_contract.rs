@@ -309,6 +309,17 @@ async fn outbox_and_claims(kind: Db) {
     assert_eq!(shown.len(), 2);
     assert_eq!(shown[0].state, "sent");
     assert!(shown[0].message_id.starts_with("msg_"));
+    let later = mealkitz::store::now() + chrono::Duration::days(1);
+    assert_eq!(
+        store.prune_notifications(later).await.unwrap(),
+        1,
+        "only the finished one"
+    );
+    let kept = store.order_notifications(order.id).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|n| n.state.as_str()).collect::<Vec<_>>(),
+        ["pending"]
+    );
 }
 
 async fn webhook_endpoints(kind: Db) {
