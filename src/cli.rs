@@ -1,5 +1,6 @@
-//! The command line: parse settings, then run `serve`, `migrate` or `admin create`. Exit status
-//! 2 for a bad setting or argument, 1 for a failure while running, 0 otherwise.
+//! The command line: parse settings, then run `serve`, `migrate`, `admin create`, `simulate`
+//! or `demo`. Exit status 2 for a bad setting or argument, 1 for a failure while running, 0
+//! otherwise.
 
 use std::process::ExitCode;
 
@@ -101,14 +102,17 @@ pub fn main() -> ExitCode {
     telemetry::init_tracing(config.log.format);
     let command = cli.command.unwrap_or(Command::Serve);
     let outcome = match command {
-        // The simulator is only a client: a multi-threaded runtime, no actor system.
-        Command::Simulate(args) => match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime.block_on(simulate(args, config.maps)),
-            Err(error) => Err(Failure::Runtime(error.into())),
-        },
+        // The simulator is only a client: a multi-threaded runtime, no actor system (unless it
+        // runs the engine itself, for `--notify`).
+        Command::Simulate(args) if !args.notify => {
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(simulate(args, config.maps)),
+                Err(error) => Err(Failure::Runtime(error.into())),
+            }
+        }
         command => actix_web::rt::System::new().block_on(run(command, config)),
     };
     match outcome {
@@ -143,7 +147,7 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                 },
         } => create_admin(&config, &email, password, &name).await,
         Command::Demo(args) => demo(config, args).await,
-        Command::Simulate(_) => unreachable!("run on its own runtime in main"),
+        Command::Simulate(args) => simulate_notified(config, args).await,
     }
 }
 
@@ -170,10 +174,53 @@ fn demo_city_settings(
 
 async fn simulate(args: SimulateArgs, maps: MapsConfig) -> Result<(), Failure> {
     let report = crate::sim::run(args.to_sim(&maps), |_| {}).await?;
-    if args.json {
+    print_report(&report, args.json)
+}
+
+/// `simulate --notify`: the engine in this process on the configured store, listening on a
+/// free port of 127.0.0.1, its WhatsApp and webhooks sent to the simulator's stand-ins; the
+/// simulation against it, then the engine and the stand-ins stopped.
+async fn simulate_notified(mut config: Config, args: SimulateArgs) -> Result<(), Failure> {
+    let stand_ins = crate::sim::StandIns::start().await?;
+    stand_ins.configure(&mut config.notify);
+    config.http.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let maps = config.maps.clone();
+    let app = Application::build(config).await?;
+    let port = app.port();
+    let handle = app.stop_handle();
+    let server = actix_web::rt::spawn(app.run_until_stopped());
+    wait_until_ready(port).await;
+    let mut sim = args.to_sim(&maps);
+    sim.url = format!("http://127.0.0.1:{port}");
+    sim.notify = Some(stand_ins.clone());
+    let report = crate::sim::run(sim, |_| {}).await;
+    handle.stop(true).await;
+    let _ = server.await;
+    stand_ins.stop().await;
+    print_report(&report?, args.json)
+}
+
+/// Waits (up to a minute) for the engine on `port` to answer `/ready`.
+async fn wait_until_ready(port: u16) {
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        let ready = client
+            .get(format!("http://127.0.0.1:{port}/ready"))
+            .send()
+            .await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Prints the report (as JSON with `json`); fails when the run was not clean.
+fn print_report(report: &crate::sim::Report, json: bool) -> Result<(), Failure> {
+    if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+            serde_json::to_string_pretty(report).map_err(anyhow::Error::from)?
         );
     } else {
         print!("{}", report.table());
@@ -204,17 +251,7 @@ async fn demo(config: Config, args: DemoArgs) -> Result<(), Failure> {
     let handle = app.stop_handle();
     let server = actix_web::rt::spawn(app.run_until_stopped());
     // Wait for the engine to be ready before the fleet logs in.
-    let client = reqwest::Client::new();
-    for _ in 0..600 {
-        let ready = client
-            .get(format!("http://127.0.0.1:{port}/ready"))
-            .send()
-            .await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_until_ready(port).await;
     let base_for_print = base.clone();
     let city_line = demo_city_line(args.city, &maps);
     let attribution = maps

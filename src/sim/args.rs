@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::city::CityKind;
+use super::notify::StandIns;
 use crate::config::MapsConfig;
 use crate::config::values::{positive, whole};
 
@@ -58,6 +59,9 @@ pub struct SimConfig {
     /// The simulator's own maps: drivers route with `osrm_url` (straight lines without it);
     /// Helsinki's addresses come from `map_data` (the built-in extract when unset).
     pub maps: MapsConfig,
+    /// The notification stand-ins the engine sends to, when the run measures notifications:
+    /// customers then give phone numbers and merchants register webhook endpoints.
+    pub notify: Option<StandIns>,
 }
 
 /// `mealkitz simulate`: a fleet and its customers as real clients of the engine at `--url`.
@@ -95,6 +99,12 @@ pub struct SimulateArgs {
     /// `--regions data/helsinki/regions.geojson`). Drivers follow roads with `--osrm-url`.
     #[arg(long, value_enum, default_value_t = CityKind::Synthetic)]
     pub city: CityKind,
+    /// Measure notifications: start the engine in this process, on the configured store
+    /// (`--database-url`), with WhatsApp and webhooks sent to local stand-ins (a Graph API and
+    /// a webhook receiver checking signatures); report messages per second and the notifier's
+    /// lag. Replaces `--url`.
+    #[arg(long, conflicts_with = "url")]
+    pub notify: bool,
 }
 
 /// `mealkitz demo`: the engine plus a small simulated fleet, in one process.
@@ -135,6 +145,7 @@ impl SimulateArgs {
             progress: !self.json,
             city: self.city,
             maps: maps.clone(),
+            notify: None,
         }
     }
 }
@@ -156,6 +167,7 @@ impl DemoArgs {
             progress: false,
             city: self.city,
             maps: maps.clone(),
+            notify: None,
         }
     }
 }
@@ -267,6 +279,24 @@ mod tests {
         assert!(
             command
                 .try_get_matches_from(["simulate", "--city", "atlantis"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn notify_runs_its_own_engine_so_it_takes_no_url() {
+        let command = SimulateArgs::augment_args(Command::new("simulate"));
+        let matches = command
+            .try_get_matches_from(["simulate", "--notify"])
+            .unwrap();
+        let args = SimulateArgs::from_arg_matches(&matches).unwrap();
+        assert!(args.notify);
+        // The stand-ins are started by the command, not by the arguments.
+        assert!(args.to_sim(&MapsConfig::default()).notify.is_none());
+        let command = SimulateArgs::augment_args(Command::new("simulate"));
+        assert!(
+            command
+                .try_get_matches_from(["simulate", "--notify", "--url", "http://127.0.0.1:9"])
                 .is_err()
         );
     }

@@ -9,7 +9,9 @@ mod args;
 mod city;
 mod clients;
 pub mod helsinki;
+mod notify;
 mod report;
+mod summary;
 mod walk;
 
 use std::sync::{Arc, Mutex};
@@ -21,12 +23,16 @@ use serde_json::{Value, json};
 
 pub use args::{DemoArgs, SimConfig, SimulateArgs};
 pub use city::{City, CityKind};
+pub use notify::{ChannelFigures, NotifyFigures, StandIns, WebhookArrival, WhatsAppArrival};
 pub use report::{EtaError, Report};
+pub use summary::Summary;
 
 use self::clients::{Customers, DriverPlan, addressed, driver, merchant};
+use self::notify::{WEBHOOK_PATH_PREFIX, customer_phone};
 use self::report::{MapsUsed, RunTimes, Stats};
 use crate::config::MapsConfig;
 use crate::config::dispatch::DEFAULT_AVERAGE_SPEED_KMH;
+use crate::domain::NotifyEvent;
 use crate::geo::{LatLon, RegionMap};
 use crate::maps::Maps;
 use crate::maps::offline::OfflineMap;
@@ -41,6 +47,8 @@ const SETUP_CONCURRENCY: usize = 8;
 const RATE_LIMIT_RETRIES: usize = 60;
 /// After the demand ends, how long the run waits for open orders to be delivered.
 const DRAIN_LIMIT: Duration = Duration::from_secs(300);
+/// After the orders are done, how long a `--notify` run waits for the last messages.
+const NOTIFY_SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Accounts and tokens of the simulated people, and the merchants they run.
 struct Cast {
@@ -211,6 +219,48 @@ async fn cast(api: &Api, config: &SimConfig, city: &City, maps: &Maps) -> anyhow
     })
 }
 
+/// For a run with the notification stand-ins: every customer gives a phone number and agrees to
+/// updates on WhatsApp, and every merchant registers one webhook endpoint at the receiver for
+/// all eight events (after removing its endpoints of earlier runs, whose stand-ins are gone).
+async fn subscribe(api: &Api, cast: &Cast, stand_ins: &StandIns) -> anyhow::Result<()> {
+    use reqwest::Method;
+    for (i, token) in cast.customer_tokens.iter().enumerate() {
+        let body = json!({"phone": customer_phone(i), "notify_whatsapp": true});
+        let (status, answer) = api
+            .call(Method::PATCH, "/api/v1/me", Some(token), Some(&body))
+            .await?;
+        if status != 200 {
+            bail!("cannot give customer {i} a phone number: {status} {answer}");
+        }
+    }
+    let events: Vec<&str> = NotifyEvent::ALL.iter().map(|e| e.as_str()).collect();
+    for (i, ((merchant, _), token)) in cast.merchants.iter().zip(&cast.merchant_tokens).enumerate()
+    {
+        let path = format!("/api/v1/merchants/{merchant}/webhooks");
+        let (_, listed) = api.call(Method::GET, &path, Some(token), None).await?;
+        for old in listed["webhooks"].as_array().into_iter().flatten() {
+            if old["url"]
+                .as_str()
+                .is_some_and(|url| url.contains(WEBHOOK_PATH_PREFIX))
+                && let Some(id) = old["id"].as_str()
+            {
+                api.call(Method::DELETE, &format!("{path}/{id}"), Some(token), None)
+                    .await?;
+            }
+        }
+        let body = json!({"url": stand_ins.webhook_url(i), "events": events});
+        let (status, created) = api
+            .call(Method::POST, &path, Some(token), Some(&body))
+            .await?;
+        let secret = created["secret"].as_str().filter(|_| status == 201);
+        let Some(secret) = secret else {
+            bail!("cannot register merchant {i}'s webhook endpoint: {status} {created}");
+        };
+        stand_ins.register_secret(i, secret.to_owned());
+    }
+    Ok(())
+}
+
 /// The simulator's own maps: OSRM for the drivers' routes when configured, and for Helsinki
 /// the map data its addresses come from (the built-in extract unless `--map-data` names one).
 /// Without usable map data the run goes on with made-up addresses.
@@ -316,6 +366,9 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
     let setup_started = Instant::now();
     let (maps, maps_used) = sim_maps(&config).await?;
     let cast = cast(&api, &config, &city, &maps).await?;
+    if let Some(stand_ins) = &config.notify {
+        subscribe(&api, &cast, stand_ins).await?;
+    }
     let setup_secs = setup_started.elapsed().as_secs_f64();
     let ws_base = base.replacen("http", "ws", 1);
     let stats = Arc::new(Mutex::new(Stats::default()));
@@ -422,7 +475,15 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
     // Every client watches the stop signal; each finishes its step in hand and is waited for.
     let _ = tokio::time::timeout(CLIENTS_STOP_GRACE, futures_util::future::join_all(tasks)).await;
     let stats = std::mem::take(&mut *stats.lock().unwrap_or_else(|e| e.into_inner()));
-    Ok(stats.report(
+    let notifications = match &config.notify {
+        Some(stand_ins) => {
+            let delivered = stats.delivered_orders();
+            stand_ins.settle(&delivered, NOTIFY_SETTLE_LIMIT).await;
+            Some(stand_ins.figures(&delivered))
+        }
+        None => None,
+    };
+    let mut report = stats.report(
         &config,
         &city,
         maps_used,
@@ -431,5 +492,7 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
             demand_secs,
             total_secs,
         },
-    ))
+    );
+    report.notifications = notifications;
+    Ok(report)
 }

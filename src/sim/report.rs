@@ -20,13 +20,15 @@
 //! skewed factor included: run against a fresh store and compare the delivery figure (the
 //! router's own duration) for the router's accuracy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::args::SimConfig;
 use super::city::{City, CityKind};
+use super::notify::{ChannelFigures, NotifyFigures};
+use super::summary::Summary;
 
 /// One order's life, as the simulated clients saw it.
 #[derive(Debug, Default, Clone)]
@@ -71,6 +73,15 @@ impl Stats {
 
     pub fn error(&mut self, code: &str) {
         *self.errors.entry(code.to_owned()).or_default() += 1;
+    }
+
+    /// The ids of the orders delivered.
+    pub fn delivered_orders(&self) -> HashSet<String> {
+        self.orders
+            .iter()
+            .filter(|(_, t)| t.delivered_at.is_some())
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     pub fn delivered(&self) -> usize {
@@ -179,6 +190,7 @@ impl Stats {
             delivery_eta_error: EtaError::of(delivery_eta),
             ws_messages_per_sec: (self.ws_in + self.ws_out) as f64 / total_secs.max(1e-9),
             errors: self.errors,
+            notifications: None,
         }
     }
 }
@@ -236,45 +248,6 @@ impl EtaError {
     }
 }
 
-/// Mean and percentiles of one measure.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub count: usize,
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Summary {
-    fn of(mut values: Vec<f64>) -> Summary {
-        values.retain(|v| v.is_finite());
-        values.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            if values.is_empty() {
-                0.0
-            } else {
-                values[((values.len() - 1) as f64 * q).round() as usize]
-            }
-        };
-        Summary {
-            count: values.len(),
-            mean: if values.is_empty() {
-                0.0
-            } else {
-                values.iter().sum::<f64>() / values.len() as f64
-            },
-            p50: at(0.50),
-            p90: at(0.90),
-            p95: at(0.95),
-            p99: at(0.99),
-            max: values.last().copied().unwrap_or(0.0),
-        }
-    }
-}
-
 /// The end-of-run report (`--json` prints it as JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -319,12 +292,18 @@ pub struct Report {
     pub ws_messages_per_sec: f64,
     /// Error codes seen (HTTP and WebSocket), with counts.
     pub errors: BTreeMap<String, u64>,
+    /// What the notification stand-ins measured, in a `--notify` run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotifyFigures>,
 }
 
 impl Report {
     /// Whether the run met "delivered end to end with no errors".
     pub fn clean(&self) -> bool {
-        self.errors.is_empty() && self.checkouts_failed == 0 && self.orders_still_open == 0
+        self.errors.is_empty()
+            && self.checkouts_failed == 0
+            && self.orders_still_open == 0
+            && self.notifications.as_ref().is_none_or(NotifyFigures::clean)
     }
 
     /// The report as a table.
@@ -392,6 +371,9 @@ impl Report {
         out += &eta("pickup ETA error (sim.)", &self.pickup_eta_error);
         out += &eta("delivery ETA error (sim.)", &self.delivery_eta_error);
         out += &format!("  websocket messages: {:.0}/s\n", self.ws_messages_per_sec);
+        if let Some(n) = &self.notifications {
+            out += &notifications_table(n);
+        }
         if self.errors.is_empty() {
             out += "  errors: none\n";
         } else {
@@ -403,6 +385,42 @@ impl Report {
         }
         out
     }
+}
+
+/// The `--notify` lines of the report.
+fn notifications_table(n: &NotifyFigures) -> String {
+    let lag = |name: &str, channel: &ChannelFigures| {
+        let s = &channel.lag_ms;
+        format!(
+            "  {name:<28} p50 {:>7.1}  p90 {:>7.1}  p99 {:>7.1}  max {:>7.1}  ms ({} timed)\n",
+            s.p50, s.p90, s.p99, s.max, s.count
+        )
+    };
+    let rate = |name: &str, channel: &ChannelFigures| {
+        format!(
+            "  {name:<28} {} messages, {:.1}/s (peak {}/s), {} duplicates, {} orders out of order\n",
+            channel.messages,
+            channel.per_sec,
+            channel.peak_per_sec,
+            channel.duplicates,
+            channel.orders_out_of_order
+        )
+    };
+    let mut out = String::new();
+    out += &rate("WhatsApp (stand-in)", &n.whatsapp);
+    out += &rate("webhooks (receiver)", &n.webhook);
+    out += &lag("notifier lag, WhatsApp", &n.whatsapp);
+    out += &lag("notifier lag, webhooks", &n.webhook);
+    out += &format!(
+        "  {:<28} {} templates, {} untimed · {} signature failures · {} Graph API auth failures · {} delivered orders without their message\n",
+        "notification checks",
+        n.whatsapp_templates,
+        n.whatsapp_untimed,
+        n.signature_failures,
+        n.whatsapp_auth_failures,
+        n.delivered_without_message
+    );
+    out
 }
 
 #[cfg(test)]
@@ -462,6 +480,7 @@ mod tests {
             progress: false,
             city: CityKind::Helsinki,
             maps: crate::config::MapsConfig::default(),
+            notify: None,
         };
         let city = City::new(CityKind::Helsinki, 1, 1, 1, 1, 1.0, 1.0);
         let t0 = Instant::now();

@@ -1,11 +1,13 @@
 //! The fleet simulator against a running engine: every order delivered without errors, the
-//! same seed asks for the same demand, and the Helsinki city runs on an engine serving the
-//! Helsinki regions, with the engine's ETAs scored against what the drivers did.
+//! same seed asks for the same demand, the Helsinki city runs on an engine serving the
+//! Helsinki regions, with the engine's ETAs scored against what the drivers did, and a run with
+//! the notification stand-ins sees every customer message arrive, in order, on both channels.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use mealkitz::config::{Config, MapsConfig};
-use mealkitz::sim::{CityKind, SimConfig};
+use mealkitz::sim::{CityKind, SimConfig, StandIns, WebhookArrival};
 
 use crate::helpers::{Db, TestDb, spawn_app, spawn_app_with, test_config};
 
@@ -24,6 +26,7 @@ fn quick_run(url: String, city: CityKind) -> SimConfig {
         progress: false,
         city,
         maps: MapsConfig::default(),
+        notify: None,
     }
 }
 
@@ -96,4 +99,102 @@ async fn a_helsinki_run_delivers_on_the_helsinki_regions_and_scores_every_eta() 
             .contains("does not serve the synthetic city"),
         "{wrong}"
     );
+}
+
+#[actix_web::test]
+async fn a_notified_run_brings_each_customer_message_once_in_the_order_of_the_transitions() {
+    let stand_ins = StandIns::start().await.expect("the stand-ins start");
+    let db = TestDb::create(Db::Sqlite).await;
+    let mut config = test_config(&db);
+    stand_ins.configure(&mut config.notify);
+    let app = spawn_app_with(db, config).await;
+    let mut sim = quick_run(app.address.clone(), CityKind::Synthetic);
+    sim.duration = Duration::from_secs(5);
+    sim.notify = Some(stand_ins.clone());
+    let report = mealkitz::sim::run(sim, |_| {}).await.expect("notified run");
+    let table = report.table();
+    assert!(report.orders_delivered > 0, "{table}");
+    assert!(report.clean(), "{table}");
+    let figures = report
+        .notifications
+        .as_ref()
+        .expect("the run measured notifications");
+    assert!(table.contains("notifier lag, WhatsApp"), "{table}");
+    assert_eq!(figures.signature_failures, 0, "{table}");
+    assert_eq!(figures.whatsapp_auth_failures, 0, "{table}");
+    assert_eq!(figures.delivered_without_message, 0, "{table}");
+    assert_eq!(figures.whatsapp.orders_out_of_order, 0, "{table}");
+    assert_eq!(figures.webhook.orders_out_of_order, 0, "{table}");
+    assert_eq!(figures.whatsapp_untimed, 0, "{table}");
+    assert_eq!(figures.whatsapp.lag_ms.count, figures.whatsapp.messages);
+    assert!(figures.whatsapp.lag_ms.p50 > 0.0, "{table}");
+
+    // Read from the stand-ins' own records: each order's customer messages, matched to their
+    // journal entries through the webhook of the same message id, are one per transition in
+    // the order the transitions happened; its webhooks are every event, placed first.
+    let webhooks = stand_ins.webhook_arrivals();
+    let entries: HashMap<&str, &WebhookArrival> = webhooks
+        .iter()
+        .map(|hook| (hook.webhook_id.as_str(), hook))
+        .collect();
+    let mut told: HashMap<&str, Vec<&str>> = HashMap::new();
+    for message in stand_ins.whatsapp_arrivals() {
+        let id = message.message_id.as_deref().expect("a message id");
+        let entry = entries[id];
+        assert_eq!(message.kind, "template", "outside the 24-hour window");
+        assert_eq!(message.to.len(), 12, "{}", message.to);
+        told.entry(entry.order_id.as_str())
+            .or_default()
+            .push(entry.event.as_str());
+    }
+    assert_eq!(told.len(), report.orders_delivered, "{table}");
+    for (order, events) in &told {
+        assert_eq!(
+            events,
+            &[
+                "order.accepted",
+                "order.driver_assigned",
+                "order.picked_up",
+                "order.delivered"
+            ],
+            "order {order}"
+        );
+    }
+    let mut hooked: HashMap<&str, Vec<&str>> = HashMap::new();
+    for hook in &webhooks {
+        hooked
+            .entry(hook.order_id.as_str())
+            .or_default()
+            .push(hook.event.as_str());
+    }
+    for (order, events) in &hooked {
+        assert_eq!(events.len(), 6, "order {order}: {events:?}");
+        assert_eq!(events.first(), Some(&"order.placed"), "order {order}");
+        assert_eq!(events.last(), Some(&"order.delivered"), "order {order}");
+    }
+
+    // The receiver does check: a delivery signed with another secret is refused and counted.
+    let forged = reqwest::Client::new()
+        .post(stand_ins.webhook_url(0))
+        .header("webhook-id", "msg_forged")
+        .header(
+            "webhook-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
+        .header(
+            "webhook-signature",
+            mealkitz::notify::signing::signature(
+                &mealkitz::notify::signing::new_secret(),
+                "msg_forged",
+                chrono::Utc::now().timestamp(),
+                b"{}",
+            ),
+        )
+        .body("{}")
+        .send()
+        .await
+        .expect("the receiver answers");
+    assert_eq!(forged.status(), 401);
+    assert_eq!(stand_ins.signature_failures(), 1);
+    stand_ins.stop().await;
 }
