@@ -261,17 +261,21 @@ impl Store {
         Ok(())
     }
 
-    /// One order, rebuilt from its newest snapshot and the journal after it.
-    pub async fn load_order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
-        let row: Option<OrderRow> = on_pool!(self, |pool| {
+    /// An order's row as placed, if it exists.
+    async fn order_row(&self, id: OrderId) -> Result<Option<OrderRow>, StoreError> {
+        Ok(on_pool!(self, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = $1"
             )))
             .bind(id.as_uuid())
             .fetch_optional(pool)
             .await?
-        });
-        let Some(row) = row else {
+        }))
+    }
+
+    /// One order, rebuilt from its newest snapshot and the journal after it.
+    pub async fn load_order(&self, id: OrderId) -> Result<Option<Order>, StoreError> {
+        let Some(row) = self.order_row(id).await? else {
             return Ok(None);
         };
         let snapshot = self
@@ -297,15 +301,7 @@ impl Store {
     /// One order as it was right after its `seq`-th journal entry (what a notification about
     /// that entry shows), folded from the start: journals are short.
     pub async fn order_at(&self, id: OrderId, seq: i64) -> Result<Option<Order>, StoreError> {
-        let row: Option<OrderRow> = on_pool!(self, |pool| {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = $1"
-            )))
-            .bind(id.as_uuid())
-            .fetch_optional(pool)
-            .await?
-        });
-        let Some(row) = row else {
+        let Some(row) = self.order_row(id).await? else {
             return Ok(None);
         };
         let events: Vec<EventRow> = on_pool!(self, |pool| {

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::checkout::{admin, checkout, new_key, order_body};
-use crate::helpers::{Db, Reply, TestApp, TestDb, at, each_backend, spawn_app_with, test_config};
+use crate::helpers::{
+    Db, Reply, Session, TestApp, TestDb, at, each_backend, spawn_app_with, test_config,
+};
 use crate::merchants::{Shop, open_shop};
 
 /// A webhook URL that passes the public-address check and never connects (`.invalid` never
@@ -91,6 +93,28 @@ async fn delivery_of(store: &Store, endpoint: &str, order: &str) -> String {
 }
 
 /// Rows in `table` of the application's database.
+/// A customer's order at `shop`, and its delivery to `endpoint`: (customer, order id, delivery id).
+async fn placed_with_delivery(
+    app: &TestApp,
+    shop: &Shop,
+    endpoint: &str,
+) -> (Session, String, String) {
+    let customer = app.signed_up("customer").await;
+    let placed = checkout(
+        app,
+        &customer.token,
+        &new_key(),
+        &order_body(shop, at(-5_500.0, -5_000.0), "pm_card_visa"),
+    )
+    .await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let order_id = placed.body["id"].as_str().unwrap().to_owned();
+    let store = crate::ws::store_of(app).await;
+    let delivery = delivery_of(&store, endpoint, &order_id).await;
+    store.close().await;
+    (customer, order_id, delivery)
+}
+
 async fn count_rows(db: &TestDb, table: &str) -> i64 {
     let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
     match db.kind {
@@ -228,19 +252,8 @@ async fn deliveries_and_replay(kind: Db) {
     let owner = &shop.owner.token;
     let endpoint = hook(&app, &shop).await;
     let other_endpoint = hook(&app, &shop).await;
-    let customer = app.signed_up("customer").await;
-    let placed = checkout(
-        &app,
-        &customer.token,
-        &new_key(),
-        &order_body(&shop, at(-5_500.0, -5_000.0), "pm_card_visa"),
-    )
-    .await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    let order_id = placed.body["id"].as_str().unwrap();
-    let store = crate::ws::store_of(&app).await;
-    let delivery = delivery_of(&store, &endpoint, order_id).await;
-    store.close().await;
+    let (_, order_id, delivery) = placed_with_delivery(&app, &shop, &endpoint).await;
+    let order_id = order_id.as_str();
 
     let base = format!("{}/{endpoint}", webhooks_path(&shop.merchant_id));
     let listed = app.get_authed(&format!("{base}/deliveries"), owner).await;
@@ -399,19 +412,8 @@ async fn order_notifications(kind: Db) {
     let app = app_allowing_private(kind, false).await;
     let shop = open_shop(&app, -5_000.0, -5_000.0).await;
     let endpoint = hook(&app, &shop).await;
-    let customer = app.signed_up("customer").await;
-    let placed = checkout(
-        &app,
-        &customer.token,
-        &new_key(),
-        &order_body(&shop, at(-5_500.0, -5_000.0), "pm_card_visa"),
-    )
-    .await;
-    assert_eq!(placed.status, 201, "{}", placed.text);
-    let order_id = placed.body["id"].as_str().unwrap();
-    let store = crate::ws::store_of(&app).await;
-    delivery_of(&store, &endpoint, order_id).await;
-    store.close().await;
+    let (customer, order_id, _) = placed_with_delivery(&app, &shop, &endpoint).await;
+    let order_id = order_id.as_str();
 
     let path = format!("/api/v1/orders/{order_id}/notifications");
     let admin = admin(&app).await;
