@@ -255,6 +255,10 @@ impl WhatsAppFailure {
     }
 }
 
+/// The currency sign amounts are written with, as the web app writes them (`web/common.js`):
+/// amounts carry no currency of their own yet.
+pub const CURRENCY_SIGN: &str = "$";
+
 /// How long WhatsApp's customer-service window stays open after the customer's last message.
 pub const WHATSAPP_WINDOW_HOURS: i64 = 24;
 
@@ -296,7 +300,7 @@ impl CustomerMessage {
         };
         let driver = self.driver_first_name.as_deref().unwrap_or("Your driver");
         let money_back = format!(
-            "The €{} held on your card is released; you are not charged.",
+            "The {CURRENCY_SIGN}{} held on your card is released; you are not charged.",
             self.total_cents
         );
         let reason = self
@@ -351,7 +355,7 @@ impl CustomerMessage {
             NotifyEvent::DriverAssigned => parameters.push(driver),
             NotifyEvent::PickedUp => parameters.extend([driver, eta]),
             NotifyEvent::Rejected | NotifyEvent::Cancelled => {
-                parameters.push(format!("€{}", self.total_cents))
+                parameters.push(format!("{CURRENCY_SIGN}{}", self.total_cents))
             }
             NotifyEvent::Placed | NotifyEvent::Ready | NotifyEvent::Delivered => {}
         }
@@ -522,7 +526,7 @@ mod tests {
         assert!(picked.contains("arriving in about 32 min"), "{picked}");
         let cancelled = message(NotifyEvent::Cancelled).text();
         assert!(
-            cancelled.contains("€24.50 held on your card is released"),
+            cancelled.contains("$24.50 held on your card is released"),
             "{cancelled}"
         );
         assert_eq!(
@@ -531,7 +535,7 @@ mod tests {
         );
         assert_eq!(
             message(NotifyEvent::Rejected).template_parameters(),
-            ["3F9A1C", "€24.50"]
+            ["3F9A1C", "$24.50"]
         );
     }
 

@@ -159,9 +159,14 @@ fn phone(raw: &str) -> Phone {
     Phone::parse(raw).unwrap()
 }
 
-/// `cents` as the customer reads it (`€24.50`).
-fn euros(cents: i64) -> String {
-    format!("€{}.{:02}", cents / 100, cents % 100)
+/// `cents` as the customer reads it (`$24.50`), in the currency sign the web app shows too.
+fn money(cents: i64) -> String {
+    format!(
+        "{}{}.{:02}",
+        mealkitz::domain::notification::CURRENCY_SIGN,
+        cents / 100,
+        cents % 100
+    )
 }
 
 /// Whether `id` looks like our message ids: `msg_` and 32 hex digits.
@@ -757,7 +762,7 @@ async fn refund_in_message(kind: Db) {
     for needed in [
         format!("#{}", order_code(rejected)),
         "out of stock".to_owned(),
-        euros(total),
+        money(total),
         "released".to_owned(),
         "not charged".to_owned(),
     ] {
@@ -783,7 +788,7 @@ async fn refund_in_message(kind: Db) {
     let text = sent[0].text();
     assert!(text.contains("cancelled"), "{text}");
     assert!(
-        text.contains(&euros(total)) && text.contains("released"),
+        text.contains(&money(total)) && text.contains("released"),
         "{text}"
     );
     payment_becomes(&scene.app, &scene.cast.customer.token, cancelled, "voided").await;
@@ -806,7 +811,7 @@ async fn refund_in_message(kind: Db) {
     assert_eq!(sent[0].template(), "mealkitz_order_rejected");
     assert_eq!(
         sent[0].parameters(),
-        [order_code(theirs), euros(total)],
+        [order_code(theirs), money(total)],
         "{}",
         sent[0].summary()
     );
