@@ -83,6 +83,8 @@ error_table! {
     PaymentGatewayUnavailable => 503, "payment_gateway_unavailable", None,   false, "The payment gateway is unavailable; try again shortly.";
     InvalidSignature          => 400, "invalid_signature",          None,    false, "The webhook signature is missing, malformed, expired or wrong.";
     WebhookUrlRefused         => 422, "webhook_url_refused",        None,    false, "Webhook URLs must be https:// addresses on the public internet (not private, loopback or link-local).";
+    WhatsappSignatureInvalid  => 401, "whatsapp_signature_invalid", None,    false, "The X-Hub-Signature-256 header is missing or does not match the body under the app secret.";
+    WhatsappWebhookDisabled   => 503, "whatsapp_webhook_disabled",  None,    false, "The WhatsApp webhook is not configured (MEALKITZ_WHATSAPP_APP_SECRET).";
     InvalidPhone              => 422, "invalid_phone",              None,    false, "Phone numbers must be in international E.164 form: +, the country code and the number (+358401234567).";
     MapsUnavailable           => 503, "maps_unavailable",           None,    false, "No maps provider can answer this (no map data is loaded).";
     WebhooksDisabled          => 503, "webhooks_disabled",          None,    false, "Webhooks are not configured (MEALKITZ_WEBHOOK_SECRET).";

@@ -17,6 +17,7 @@ pub mod payments;
 pub mod state;
 pub mod users;
 pub mod webhooks;
+pub mod whatsapp;
 
 pub use state::AppState;
 
@@ -62,6 +63,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/track/{order_id}").route(web::get().to(pages::track)))
     .service(resource("/driver").route(web::get().to(pages::driver)))
     .service(resource("/assets/{name}").route(web::get().to(pages::asset)))
+    .service(
+        resource("/webhooks/whatsapp")
+            .route(web::get().to(whatsapp::verify))
+            .route(web::post().to(whatsapp::receive)),
+    )
     .service(
         utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
             .config(utoipa_swagger_ui::Config::from("/openapi.json")),

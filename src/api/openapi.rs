@@ -4,7 +4,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{checkout, error, health, maps, merchants, orders, pages, payments, users, webhooks};
+use super::{
+    checkout, error, health, maps, merchants, orders, pages, payments, users, webhooks, whatsapp,
+};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -28,6 +30,7 @@ use crate::domain;
         checkout::checkout, orders::list, orders::get, orders::payment, orders::cancel,
         orders::notifications,
         payments::webhook, payments::attention,
+        whatsapp::verify, whatsapp::receive,
         maps::geocode, maps::reverse, maps::streets, maps::info,
         openapi_json,
         pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::asset,
@@ -59,6 +62,7 @@ use crate::domain;
         (name = "merchants", description = "Merchants and menus"),
         (name = "webhooks", description = "Merchants' webhook endpoints (Standard Webhooks): registration, secrets, deliveries; see docs/notifications.md"),
         (name = "orders", description = "Checkout and orders"),
+        (name = "whatsapp", description = "The WhatsApp Business webhook: verification and signed deliveries (messages into the inbox, statuses onto sent messages)"),
         (name = "payments", description = "Gateway webhooks, and payments that need an operator"),
         (name = "maps", description = "Geocoding, streets and the map the pages draw (OpenStreetMap data, ODbL)"),
         (name = "websockets", description = "Handshakes of the real-time sockets"),

@@ -1,4 +1,5 @@
-//! The notification service: the WhatsApp Business Cloud API account customers are told through,
+//! The notification service: the WhatsApp Business Cloud API account customers are told through
+//! (and the verify token and app secret of its inbound webhook),
 //! the templates used outside the 24-hour window, which webhook addresses merchants may register,
 //! the public address links point to, and how long a notifier holds a message it is sending.
 
@@ -43,6 +44,16 @@ pub struct NotifyArgs {
     #[arg(long, global = true, env = "MEALKITZ_WHATSAPP_TOKEN", hide_env_values = true,
           value_parser = secret(WHATSAPP_TOKEN_MIN_BYTES))]
     pub whatsapp_token: Option<Secret>,
+    /// The token Meta echoes when it verifies the WhatsApp webhook
+    /// (`GET /webhooks/whatsapp?hub.verify_token=…`).
+    #[arg(long, global = true, env = "MEALKITZ_WHATSAPP_VERIFY_TOKEN", hide_env_values = true,
+          value_parser = secret(WHATSAPP_TOKEN_MIN_BYTES))]
+    pub whatsapp_verify_token: Option<Secret>,
+    /// The Meta app's secret: every `POST /webhooks/whatsapp` must carry its HMAC-SHA256 of the
+    /// body (`X-Hub-Signature-256`). Unset: the webhook is refused (503).
+    #[arg(long, global = true, env = "MEALKITZ_WHATSAPP_APP_SECRET", hide_env_values = true,
+          value_parser = secret(WHATSAPP_TOKEN_MIN_BYTES))]
+    pub whatsapp_app_secret: Option<Secret>,
     /// Approved template names for messages outside the 24-hour window, as
     /// `accepted=name,picked_up=name,…` (keys: placed, accepted, rejected, ready,
     /// driver_assigned, picked_up, delivered, cancelled). Unset keys: `mealkitz_order_<key>`.
@@ -83,6 +94,10 @@ pub struct NotifyConfig {
     pub whatsapp_api_version: String,
     /// Set when both the phone number id and the token are.
     pub whatsapp: Option<WhatsAppAccount>,
+    /// What the inbound webhook's verification must echo.
+    pub whatsapp_verify_token: Option<Secret>,
+    /// What the inbound webhook's bodies are signed with.
+    pub whatsapp_app_secret: Option<Secret>,
     /// A template name for every event.
     pub whatsapp_templates: BTreeMap<NotifyEvent, String>,
     pub whatsapp_template_language: String,
@@ -97,6 +112,8 @@ impl Default for NotifyConfig {
             whatsapp_api_url: DEFAULT_WHATSAPP_API_URL.to_owned(),
             whatsapp_api_version: DEFAULT_WHATSAPP_API_VERSION.to_owned(),
             whatsapp: None,
+            whatsapp_verify_token: None,
+            whatsapp_app_secret: None,
             whatsapp_templates: with_default_templates(BTreeMap::new()),
             whatsapp_template_language: DEFAULT_WHATSAPP_TEMPLATE_LANGUAGE.to_owned(),
             webhook_allow_private: false,
@@ -119,6 +136,8 @@ impl NotifyArgs {
             whatsapp_api_url: self.whatsapp_api_url.clone(),
             whatsapp_api_version: self.whatsapp_api_version.clone(),
             whatsapp,
+            whatsapp_verify_token: self.whatsapp_verify_token.clone(),
+            whatsapp_app_secret: self.whatsapp_app_secret.clone(),
             whatsapp_templates: with_default_templates(self.whatsapp_templates.clone()),
             whatsapp_template_language: self.whatsapp_template_language.clone(),
             webhook_allow_private: self.webhook_allow_private,

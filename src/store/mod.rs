@@ -13,6 +13,7 @@ mod contacts;
 mod eta;
 mod fence;
 mod idempotency;
+mod inbox;
 mod leases;
 mod menus;
 mod merchants;
@@ -39,6 +40,7 @@ use crate::config::{DatabaseConfig, DatabaseUrl};
 
 pub use contacts::CustomerContact;
 pub use idempotency::{AbandonedKey, IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim};
+pub use inbox::InboundMessage;
 pub use leases::{Claim, Lease, unix_ms};
 pub use menus::MenuItem;
 pub use merchants::Merchant;

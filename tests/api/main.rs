@@ -35,5 +35,6 @@ mod store_contract;
 mod supervision;
 mod users;
 mod webhooks_api;
+mod whatsapp_webhook;
 mod wire;
 mod ws;

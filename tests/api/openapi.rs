@@ -203,6 +203,8 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("POST", "/api/v1/orders/{order_id}/cancel"),
         ("GET", "/api/v1/orders/{order_id}/notifications"),
         ("POST", "/api/v1/payments/webhook"),
+        ("GET", "/webhooks/whatsapp"),
+        ("POST", "/webhooks/whatsapp"),
         ("GET", "/api/v1/payments/attention"),
         ("GET", "/api/v1/me/merchants"),
         ("GET", "/api/v1/regions"),

@@ -115,7 +115,7 @@ async fn placed_with_delivery(
     (customer, order_id, delivery)
 }
 
-async fn count_rows(db: &TestDb, table: &str) -> i64 {
+pub(crate) async fn count_rows(db: &TestDb, table: &str) -> i64 {
     let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
     match db.kind {
         Db::Postgres => {

@@ -1,0 +1,13 @@
+-- The WhatsApp inbox (issue 17): every inbound message, stored before the webhook answers 200
+-- and keyed by WhatsApp's message id, so a redelivery (Meta retries for days) never acts twice.
+-- `state` is `received` until the conversation worker takes it; `ignored` for what cannot be read.
+CREATE TABLE whatsapp_inbox (
+    id           TEXT PRIMARY KEY,
+    phone        TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    message      JSONB NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('received', 'processed', 'ignored')),
+    received_at  TIMESTAMPTZ NOT NULL,
+    processed_at TIMESTAMPTZ
+);
+CREATE INDEX whatsapp_inbox_waiting ON whatsapp_inbox (received_at) WHERE state = 'received';
