@@ -15,6 +15,7 @@ use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::state::AppState;
 use crate::domain::Phone;
 use crate::notify::status::{record_statuses, statuses_in};
+use crate::payments::webhook::decode_hex;
 use crate::store::InboundMessage;
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the raw body>`.
@@ -75,16 +76,6 @@ pub fn signature_matches(header: Option<&str>, body: &[u8], secret: &[u8]) -> bo
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     mac.verify_slice(&given).is_ok()
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// `POST /webhooks/whatsapp`: Meta's deliveries. Signature first; then every message is kept

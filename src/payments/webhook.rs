@@ -32,7 +32,8 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+/// Hex digits as bytes; `None` for an odd length or a non-hex digit.
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
