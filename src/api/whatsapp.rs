@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::state::AppState;
 use crate::domain::Phone;
-use crate::notify::status::{record_statuses, statuses_in};
-use crate::payments::webhook::decode_hex;
+use crate::notify::status::{change_values, record_statuses, statuses_in};
+use crate::payments::webhook::{decode_hex, encode_hex};
 use crate::store::InboundMessage;
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the raw body>`.
@@ -110,10 +110,7 @@ pub async fn receive(
     }
     let now = crate::store::now();
     let Ok(envelope) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        let digest: String = Sha256::digest(&body)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = encode_hex(&Sha256::digest(&body));
         state
             .store
             .record_inbound_message(&InboundMessage {
@@ -132,7 +129,9 @@ pub async fn receive(
         return Ok(HttpResponse::Ok().finish());
     };
     let mut fresh = 0;
-    for message in messages_in(&envelope) {
+    let messages = change_values(&envelope)
+        .flat_map(|value| value["messages"].as_array().into_iter().flatten());
+    for message in messages {
         let Some(id) = message["id"].as_str().filter(|id| !id.is_empty()) else {
             continue;
         };
@@ -182,17 +181,6 @@ pub async fn receive(
     );
     metrics::counter!("whatsapp_webhooks_total", "outcome" => "received").increment(1);
     Ok(HttpResponse::Ok().finish())
-}
-
-/// Every message in an envelope (`entry[].changes[].value.messages[]`).
-fn messages_in(envelope: &serde_json::Value) -> Vec<&serde_json::Value> {
-    let mut out = Vec::new();
-    for entry in envelope["entry"].as_array().into_iter().flatten() {
-        for change in entry["changes"].as_array().into_iter().flatten() {
-            out.extend(change["value"]["messages"].as_array().into_iter().flatten());
-        }
-    }
-    out
 }
 
 #[cfg(test)]

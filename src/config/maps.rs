@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::values::whole_millis;
+use super::values::{http_url, whole_millis};
 
 /// How long a travel-time or route call to OSRM may take before the straight line answers.
 pub const DEFAULT_OSRM_TIMEOUT: Duration = Duration::from_millis(250);
@@ -67,18 +67,6 @@ impl MapsArgs {
             map_data: self.map_data.clone(),
             map_tiles_url: self.map_tiles_url.clone(),
         }
-    }
-}
-
-/// An `http://` or `https://` URL with a host; blank means unset.
-fn http_url(raw: &str) -> Result<String, String> {
-    let url = raw.trim().trim_end_matches('/');
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(url.to_owned()),
-        _ => Err(format!("{raw:?} is not an http:// or https:// URL")),
     }
 }
 

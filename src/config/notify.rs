@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::secret::Secret;
-use super::values::{secret, whole_secs};
+use super::values::{http_url, secret, whole_secs};
 use crate::domain::NotifyEvent;
 
 pub const DEFAULT_WHATSAPP_API_URL: &str = "https://graph.facebook.com";
@@ -29,7 +29,7 @@ const WHATSAPP_TOKEN_MIN_BYTES: usize = 16;
 #[command(next_help_heading = "Notifications")]
 pub struct NotifyArgs {
     /// WhatsApp Business Cloud API base URL.
-    #[arg(long, global = true, env = "MEALKITZ_WHATSAPP_API_URL", value_parser = base_url,
+    #[arg(long, global = true, env = "MEALKITZ_WHATSAPP_API_URL", value_parser = http_url,
           default_value = DEFAULT_WHATSAPP_API_URL)]
     pub whatsapp_api_url: String,
     /// Graph API version in the path (`v23.0`).
@@ -70,7 +70,7 @@ pub struct NotifyArgs {
           action = clap::ArgAction::Set, value_parser = clap::value_parser!(bool))]
     pub webhook_allow_private: bool,
     /// The address customers reach the web app at: tracking links in messages start with it.
-    #[arg(long, global = true, env = "MEALKITZ_PUBLIC_URL", value_parser = base_url,
+    #[arg(long, global = true, env = "MEALKITZ_PUBLIC_URL", value_parser = http_url,
           default_value = DEFAULT_PUBLIC_URL)]
     pub public_url: String,
     /// Seconds a notifier holds a message it is sending; past it (the replica died) another
@@ -156,18 +156,6 @@ fn with_default_templates(
             .or_insert_with(|| format!("{DEFAULT_TEMPLATE_PREFIX}{}", event.template_key()));
     }
     given
-}
-
-/// An `http://` or `https://` URL with a host, without a trailing slash.
-fn base_url(raw: &str) -> Result<String, String> {
-    let url = raw.trim().trim_end_matches('/');
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(url.to_owned()),
-        _ => Err("must be an http:// or https:// URL with a host".to_owned()),
-    }
 }
 
 /// `v` and a version number (`v23.0`).

@@ -99,6 +99,18 @@ pub fn name_of<E: ValueEnum>(value: &E) -> String {
         .unwrap_or_default()
 }
 
+/// An `http://` or `https://` URL with a host, without a trailing slash.
+pub fn http_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(url.to_owned()),
+        _ => Err(format!("{raw:?} is not an http:// or https:// URL")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

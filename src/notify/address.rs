@@ -90,9 +90,8 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
                 || (first & 0xffc0) == 0xfec0 // site-local fec0::/10
-                || ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && !is_public_v4(embedded_v4(ip))
-                || ip == Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0)
-                || (first == 0x2001 && ip.segments()[1] == 0x0db8))
+                || ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && !is_public_v4(embedded_v4(ip)) // NAT64
+                || (first == 0x2001 && ip.segments()[1] == 0x0db8)) // documentation 2001:db8::/32
         }
     }
 }

@@ -18,7 +18,7 @@ pub async fn notifications_for(
     config: &NotifyConfig,
     entry: &OutboxEntry,
 ) -> Result<Vec<NewNotification>, StoreError> {
-    let Some(order) = store.order_at(entry.order_id, entry.seq).await? else {
+    let Some((order, change)) = store.order_at(entry.order_id, entry.seq).await? else {
         tracing::warn!(order_id = %entry.order_id, seq = entry.seq, "outbox entry of an unknown order");
         return Ok(Vec::new());
     };
@@ -40,7 +40,7 @@ pub async fn notifications_for(
     if entry.event.tells_customer() && config.whatsapp.is_some() {
         let contact = store.customer_contact(order.id, order.customer_id).await?;
         if let (true, Some(phone)) = (contact.consent, contact.phone) {
-            let message = customer_message(store, maps, config, entry, &order).await?;
+            let message = customer_message(store, maps, config, entry, &order, change).await?;
             out.push(NewNotification {
                 channel: Channel::WhatsApp,
                 destination: phone.as_str().to_owned(),
@@ -60,6 +60,7 @@ async fn customer_message(
     config: &NotifyConfig,
     entry: &OutboxEntry,
     order: &Order,
+    change: Change,
 ) -> Result<CustomerMessage, StoreError> {
     let merchant_name = store
         .merchant(order.merchant_id)
@@ -80,18 +81,8 @@ async fn customer_message(
         _ => None,
     }
     .map(|secs| (secs / 60.0).ceil().max(1.0) as u32);
-    let reason = match entry.event {
-        NotifyEvent::Rejected | NotifyEvent::Cancelled => store
-            .journal(order.id)
-            .await?
-            .into_iter()
-            .find(|e| e.seq == entry.seq)
-            .and_then(|e| match e.change {
-                Change::MerchantRejected { reason } | Change::CancelledByAdmin { reason } => {
-                    Some(reason)
-                }
-                _ => None,
-            }),
+    let reason = match change {
+        Change::MerchantRejected { reason } | Change::CancelledByAdmin { reason } => Some(reason),
         _ => None,
     };
     Ok(CustomerMessage {

@@ -64,3 +64,17 @@ pub enum Outcome {
         error: String,
     },
 }
+
+/// A delivery error's text with its causes, without the URL (a merchant may have put a token in
+/// theirs), for the attempt's record.
+pub(crate) fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -36,23 +36,30 @@ pub struct StatusError {
 /// Statuses WhatsApp reports; anything else is ignored.
 const KNOWN_STATUSES: [&str; 4] = ["sent", "delivered", "read", "failed"];
 
+/// Each `entry[].changes[].value` of a WhatsApp webhook envelope: where its `messages[]` and
+/// `statuses[]` are.
+pub fn change_values(envelope: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    envelope["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|entry| entry["changes"].as_array().into_iter().flatten())
+        .map(|change| &change["value"])
+}
+
 /// Every status in a webhook envelope (`entry[].changes[].value.statuses[]`); malformed ones are
 /// skipped.
 pub fn statuses_in(envelope: &serde_json::Value) -> Vec<StatusUpdate> {
-    let mut out = Vec::new();
-    for entry in envelope["entry"].as_array().into_iter().flatten() {
-        for change in entry["changes"].as_array().into_iter().flatten() {
-            for status in change["value"]["statuses"].as_array().into_iter().flatten() {
-                match serde_json::from_value::<StatusUpdate>(status.clone()) {
-                    Ok(update) => out.push(update),
-                    Err(error) => {
-                        tracing::debug!(error = %error, "a WhatsApp status was not understood")
-                    }
-                }
-            }
-        }
-    }
-    out
+    change_values(envelope)
+        .flat_map(|value| value["statuses"].as_array().into_iter().flatten())
+        .filter_map(|status| {
+            serde_json::from_value::<StatusUpdate>(status.clone())
+                .inspect_err(
+                    |error| tracing::debug!(error = %error, "a WhatsApp status was not understood"),
+                )
+                .ok()
+        })
+        .collect()
 }
 
 /// Records each status on its notification. Returns how many were about messages of ours.

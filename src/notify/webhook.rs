@@ -9,7 +9,7 @@ use rand::Rng;
 
 use super::address::{PublicResolver, check_parsed};
 use super::signing::signature_header;
-use super::{Outcome, Sent};
+use super::{Outcome, Sent, describe};
 use crate::domain::notification::{
     WEBHOOK_DISABLE_AFTER_FAILING_SECS, message_id, webhook_retry_delay,
 };
@@ -112,9 +112,9 @@ impl Webhooks {
                 let (outcome, error) = if error.is_timeout() {
                     ("timeout", "no answer within 15 s".to_owned())
                 } else if error.is_redirect() {
-                    ("refused", describe(&error))
+                    ("refused", describe(error))
                 } else {
-                    ("unreachable", describe(&error))
+                    ("unreachable", describe(error))
                 };
                 return schedule(attempts, outcome, None, error, None);
             }
@@ -245,22 +245,6 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
         .to_std()
         .ok()
-}
-
-/// An error's text with its source chain, without the URL (which a merchant may have put a
-/// token in).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    if let Some(at) = text.find(" for url (") {
-        text.truncate(at);
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::{Outcome, Sent};
+use super::{Outcome, Sent, describe};
 use crate::config::NotifyConfig;
 use crate::config::notify::WhatsAppAccount;
 use crate::domain::notification::{
@@ -249,7 +249,7 @@ impl WhatsApp {
                 error: if error.is_timeout() {
                     "no answer within 10 s".to_owned()
                 } else {
-                    format!("cannot reach the Graph API: {}", without_url(&error))
+                    format!("cannot reach the Graph API: {}", describe(error))
                 },
             })?;
         let status = response.status().as_u16();
@@ -294,16 +294,6 @@ fn backoff(attempts: i32) -> Duration {
         .min(RATE_LIMIT_BACKOFF_MAX)
         .as_secs_f64();
     Duration::from_secs_f64(full / 2.0 + full / 2.0 * rand::rng().random::<f64>())
-}
-
-/// A reqwest error's text without its URL (which holds nothing secret here, but the habit keeps
-/// tokens in query strings out of logs elsewhere).
-fn without_url(error: &reqwest::Error) -> String {
-    let mut error = error.to_string();
-    if let Some(at) = error.find(" for url (") {
-        error.truncate(at);
-    }
-    error
 }
 
 #[cfg(test)]

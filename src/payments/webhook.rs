@@ -32,6 +32,11 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
+/// Bytes as lower-case hex digits.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Hex digits as bytes; `None` for an odd length or a non-hex digit.
 pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
@@ -46,7 +51,7 @@ pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
 /// The header value signing `body` at `timestamp` (for senders and tests).
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let digest = mac(secret, timestamp, body).finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = encode_hex(&digest);
     format!("t={timestamp},v1={hex}")
 }
 

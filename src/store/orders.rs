@@ -299,8 +299,12 @@ impl Store {
     }
 
     /// One order as it was right after its `seq`-th journal entry (what a notification about
-    /// that entry shows), folded from the start: journals are short.
-    pub async fn order_at(&self, id: OrderId, seq: i64) -> Result<Option<Order>, StoreError> {
+    /// that entry shows), with that entry's change; folded from the start: journals are short.
+    pub async fn order_at(
+        &self,
+        id: OrderId,
+        seq: i64,
+    ) -> Result<Option<(Order, Change)>, StoreError> {
         let Some(row) = self.order_row(id).await? else {
             return Ok(None);
         };
@@ -314,9 +318,13 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
+        let change = events
+            .iter()
+            .find(|event| event.seq == seq)
+            .map_or(Change::Placed, |event| event.detail.0.clone());
         let mut orders = HashMap::from([(id.as_uuid(), row.genesis())]);
         fold(&mut orders, events)?;
-        Ok(orders.remove(&id.as_uuid()))
+        Ok(orders.remove(&id.as_uuid()).map(|order| (order, change)))
     }
 
     /// Every open order of `region_id`, rebuilt from snapshots and the journal. Three queries

@@ -278,27 +278,24 @@ impl Store {
         Ok(())
     }
 
-    /// Notes a failed attempt at `at`; returns since when the endpoint has been failing.
+    /// Notes a failed attempt at `at`; returns since when the endpoint has been failing (`None`
+    /// when it no longer exists).
     pub async fn webhook_endpoint_failed(
         &self,
         id: Uuid,
         at: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query(
-                "UPDATE webhook_endpoints SET failing_since = $2 \
-                 WHERE id = $1 AND failing_since IS NULL",
+        let since: Option<(Option<DateTime<Utc>>,)> = on_writer!(self, |pool| {
+            sqlx::query_as(
+                "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $2) \
+                 WHERE id = $1 RETURNING failing_since",
             )
             .bind(id)
             .bind(at)
-            .execute(pool)
+            .fetch_optional(pool)
             .await?
-            .rows_affected()
         });
-        Ok(self
-            .webhook_endpoint(id)
-            .await?
-            .and_then(|endpoint| endpoint.failing_since))
+        Ok(since.and_then(|(since,)| since))
     }
 
     /// Disables an endpoint for `reason` and cancels what waits for it. Returns whether it was
