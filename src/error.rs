@@ -85,6 +85,9 @@ error_table! {
     WebhookUrlRefused         => 422, "webhook_url_refused",        None,    false, "Webhook URLs must be https:// addresses on the public internet (not private, loopback or link-local).";
     WhatsappSignatureInvalid  => 401, "whatsapp_signature_invalid", None,    false, "The X-Hub-Signature-256 header is missing or does not match the body under the app secret.";
     WhatsappWebhookDisabled   => 503, "whatsapp_webhook_disabled",  None,    false, "The WhatsApp webhook is not configured (MEALKITZ_WHATSAPP_APP_SECRET).";
+    PayLinkNotFound           => 404, "pay_link_not_found",         None,    false, "There is no such payment link.";
+    PayLinkExpired            => 410, "pay_link_expired",           None,    false, "This payment link has expired (links last 30 minutes); ask for a new one in the WhatsApp chat.";
+    PayLinkUsed               => 410, "pay_link_used",              None,    false, "This payment link was used: its order is placed.";
     InvalidPhone              => 422, "invalid_phone",              None,    false, "Phone numbers must be in international E.164 form: +, the country code and the number (+358401234567).";
     MapsUnavailable           => 503, "maps_unavailable",           None,    false, "No maps provider can answer this (no map data is loaded).";
     WebhooksDisabled          => 503, "webhooks_disabled",          None,    false, "Webhooks are not configured (MEALKITZ_WEBHOOK_SECRET).";

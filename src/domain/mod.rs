@@ -2,6 +2,7 @@
 //! whom. No I/O.
 
 pub mod assignment;
+pub mod chat;
 pub mod delivery;
 pub mod ids;
 pub mod money;

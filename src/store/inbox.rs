@@ -42,6 +42,9 @@ impl Store {
             .await?
             .rows_affected()
         });
+        if inserted == 1 && message.state == "received" {
+            self.inner.inbox_signal.notify_one();
+        }
         Ok(inserted == 1)
     }
 }

@@ -19,6 +19,7 @@ mod menus;
 mod merchants;
 mod orders;
 mod outbox;
+mod paylinks;
 mod payments;
 mod sandbox;
 mod settings;
@@ -49,6 +50,7 @@ pub use outbox::{
     AttemptRecord, Channel, NewNotification, NextStep, Notification, NotificationSummary,
     OutboxEntry,
 };
+pub use paylinks::{NewPayLink, PAY_LINK_TTL_SECS, PayLink, new_pay_token, pay_token_hash};
 pub use payments::{Payment, PaymentEvent, PaymentStatus};
 pub use sandbox::SandboxAnswer;
 pub use snapshots::{Snapshot, SnapshotKind};
@@ -162,6 +164,9 @@ struct Inner {
     fence: std::sync::RwLock<Option<Arc<fence::Fence>>>,
     /// Woken after a journal write that put work in the outbox, so the notifier sends at once.
     outbox_signal: Arc<tokio::sync::Notify>,
+    /// Woken when a WhatsApp message (or a paid link) lands in the inbox, so the conversation
+    /// worker takes it at once.
+    inbox_signal: Arc<tokio::sync::Notify>,
 }
 
 /// Handle to the database; cheap to clone.
@@ -246,6 +251,7 @@ impl Store {
                 migrated: AtomicBool::new(false),
                 fence: std::sync::RwLock::new(None),
                 outbox_signal: Arc::new(tokio::sync::Notify::new()),
+                inbox_signal: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
@@ -276,6 +282,11 @@ impl Store {
     /// Woken whenever this process journals an entry that notifies (the notifier waits on it).
     pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
         self.inner.outbox_signal.clone()
+    }
+
+    /// Woken whenever this process keeps an inbound WhatsApp message to act on.
+    pub fn inbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.inbox_signal.clone()
     }
 
     fn outbox_written(&self, written: bool) {

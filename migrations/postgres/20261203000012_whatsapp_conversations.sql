@@ -1,0 +1,65 @@
+-- WhatsApp ordering (issue 17): the conversation of each number, the bot's replies waiting to
+-- be sent, payment links, and phones proven by WhatsApp itself.
+
+-- A number WhatsApp vouched for (the sender of a message) is verified; only a verified phone
+-- links a WhatsApp conversation to an existing account.
+ALTER TABLE users ADD COLUMN phone_verified_at TIMESTAMPTZ;
+CREATE INDEX users_verified_phone ON users (phone) WHERE phone_verified_at IS NOT NULL;
+
+-- The inbox is worked per phone, oldest first; a message that keeps failing is set aside.
+ALTER TABLE whatsapp_inbox ADD COLUMN attempts INT NOT NULL DEFAULT 0;
+CREATE INDEX whatsapp_inbox_phone_waiting ON whatsapp_inbox (phone, received_at, id)
+    WHERE state = 'received';
+
+-- One conversation per phone: the state machine's state (domain::conversation), the account it
+-- orders for, and a claim so that one worker on one replica moves it at a time.
+CREATE TABLE whatsapp_conversations (
+    phone          TEXT PRIMARY KEY,
+    user_id        UUID NOT NULL REFERENCES users (id),
+    state          JSONB NOT NULL,
+    version        BIGINT NOT NULL DEFAULT 0,
+    created_at     TIMESTAMPTZ NOT NULL,
+    last_active_at TIMESTAMPTZ NOT NULL,
+    -- When the idle sweep should look at it (NULL: nothing to expire).
+    expires_at     TIMESTAMPTZ,
+    claimed_by     TEXT,
+    claimed_until  TIMESTAMPTZ
+);
+CREATE INDEX whatsapp_conversations_expiring ON whatsapp_conversations (expires_at)
+    WHERE expires_at IS NOT NULL;
+
+-- The bot's replies, written in the transaction that moves the conversation and sent in order
+-- per phone (seq) by the worker holding its claim. `id` is WhatsApp's biz_opaque_callback_data.
+CREATE TABLE whatsapp_outbound (
+    id              TEXT PRIMARY KEY,
+    phone           TEXT NOT NULL,
+    seq             BIGINT NOT NULL,
+    body            JSONB NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'failed')),
+    attempts        INT NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ NOT NULL,
+    created_at      TIMESTAMPTZ NOT NULL,
+    sent_at         TIMESTAMPTZ,
+    provider_id     TEXT,
+    error           TEXT,
+    UNIQUE (phone, seq)
+);
+CREATE INDEX whatsapp_outbound_pending ON whatsapp_outbound (next_attempt_at)
+    WHERE state = 'pending';
+
+-- Payment links: a random token (only its SHA-256 kept) for one basket of one conversation,
+-- single-use, expiring. `basket_key` is the conversation and basket revision: one link, one
+-- checkout (`attempt` moves on only after a declined card), one order.
+CREATE TABLE pay_links (
+    id          UUID PRIMARY KEY,
+    token_hash  TEXT NOT NULL UNIQUE,
+    basket_key  TEXT NOT NULL UNIQUE,
+    phone       TEXT NOT NULL,
+    customer_id UUID NOT NULL REFERENCES users (id),
+    basket      JSONB NOT NULL,
+    attempt     INT NOT NULL DEFAULT 0,
+    order_id    UUID,
+    created_at  TIMESTAMPTZ NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL,
+    used_at     TIMESTAMPTZ
+);
