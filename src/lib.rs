@@ -29,6 +29,9 @@
 //!   socket core the sessions share; it reaches dispatch through [`actors::Engine`] only.
 //! - [`notify`]: the notification service — the outbox fanned out into WhatsApp messages to
 //!   customers and signed webhooks to merchants, sent at least once by one replica at a time.
+//! - [`chat`]: ordering over WhatsApp — a worker per replica moving each phone's conversation
+//!   (the pure machine in `domain::conversation`) one inbound message at a time and sending the
+//!   bot's replies; the webhook and the pay endpoint (`api`) only fill its inbox.
 //! - [`payments`]: the payment gateway (sandbox, its books in the store), webhook signatures,
 //!   settlement with back-off, and the reconciler of holds no order will use.
 //! - [`sim`]: the fleet simulator (`mealkitz simulate`, `mealkitz demo`) and its arguments.
@@ -38,11 +41,12 @@
 //! - [`telemetry`]: logs and the Prometheus recorder.
 //!
 //! Data flows one way: `domain`, `geo`, `error`, `config` → `store`, `bus`, `tasks`, `maps` → `actors` →
-//! `cluster` → `api`, `gateway`, `payments`, `notify` → `startup`, `cli`.
+//! `cluster` → `api`, `gateway`, `payments`, `notify`, `chat` → `startup`, `cli`.
 
 pub mod actors;
 pub mod api;
 pub mod bus;
+pub mod chat;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -150,6 +150,24 @@ impl Application {
             config.dispatch.node_id.clone(),
         )
         .spawn(&tasks);
+        // Ordering over WhatsApp: the conversations the webhook's inbox feeds.
+        let tokens = auth.clone();
+        let chat = crate::chat::Chat::new(crate::chat::ChatParts {
+            store: store.clone(),
+            maps: maps.clone(),
+            engine: engine.clone(),
+            notify: config.notify.clone(),
+            checkout: config.checkout.clone(),
+            node: config.dispatch.node_id.clone(),
+            issue_token: Arc::new(move |user| {
+                tokens
+                    .tokens
+                    .issue(user, crate::domain::Role::Customer)
+                    .ok()
+                    .map(|issued| issued.token)
+            }),
+        })
+        .spawn(&tasks);
         let (sockets_shutdown_tx, sockets_shutdown) = tokio::sync::watch::channel(false);
         let state = web::Data::new(AppState {
             store: store.clone(),
@@ -168,6 +186,7 @@ impl Application {
             maps,
             map_tiles_url: config.maps.map_tiles_url.clone(),
             notifier,
+            chat,
             notify: Arc::new(config.notify.clone()),
         });
 

@@ -12,11 +12,12 @@ CREATE INDEX whatsapp_inbox_phone_waiting ON whatsapp_inbox (phone, received_at,
     WHERE state = 'received';
 
 -- One conversation per phone: the state machine's state (domain::conversation), the account it
--- orders for, and a claim so that one worker on one replica moves it at a time.
+-- orders for, and a claim so that one worker on one replica moves it at a time. The row is made
+-- by the first claim; `user_id` and `state` are set when its first message is read.
 CREATE TABLE whatsapp_conversations (
     phone          TEXT PRIMARY KEY,
-    user_id        UUID NOT NULL REFERENCES users (id),
-    state          JSONB NOT NULL,
+    user_id        UUID REFERENCES users (id),
+    state          JSONB,
     version        BIGINT NOT NULL DEFAULT 0,
     created_at     TIMESTAMPTZ NOT NULL,
     last_active_at TIMESTAMPTZ NOT NULL,

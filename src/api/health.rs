@@ -89,6 +89,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     // Notifications are reported, never failing: messages wait in the store while a channel
     // is paused.
     checks.insert("notifications".to_owned(), state.notifier.health());
+    checks.insert("whatsapp_ordering".to_owned(), state.chat.health());
     checks.insert(
         "maps".to_owned(),
         match maps {

@@ -121,11 +121,16 @@ impl RateLimiter {
     }
 }
 
+/// Inbound WhatsApp messages read per phone number and minute; more are kept as ignored
+/// (a person types far fewer; a script or a loop does not get the bot's attention).
+pub const WHATSAPP_MESSAGES_PER_PHONE_PER_MINUTE: u32 = 20;
+
 /// Every limit the API applies.
 pub struct Limits {
     pub login_per_email: RateLimiter,
     pub login_failures_per_address: RateLimiter,
     pub checkout_per_customer: RateLimiter,
+    pub whatsapp_per_phone: RateLimiter,
 }
 
 impl Limits {
@@ -145,6 +150,11 @@ impl Limits {
             checkout_per_customer: RateLimiter::shared(
                 "checkout-customer",
                 config.checkouts_per_minute,
+                bus.clone(),
+            ),
+            whatsapp_per_phone: RateLimiter::shared(
+                "whatsapp-phone",
+                WHATSAPP_MESSAGES_PER_PHONE_PER_MINUTE,
                 bus,
             ),
         }

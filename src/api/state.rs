@@ -43,6 +43,8 @@ pub struct AppState {
     pub map_tiles_url: Option<String>,
     /// The notification service of this replica (`/ready` reports it).
     pub notifier: Arc<crate::notify::Notifier>,
+    /// The WhatsApp conversation worker of this replica (for `/ready`).
+    pub chat: Arc<crate::chat::Chat>,
     /// Notification settings: which webhook URLs merchants may register.
     pub notify: Arc<NotifyConfig>,
 }

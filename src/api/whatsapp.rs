@@ -106,6 +106,8 @@ pub async fn receive(
         .and_then(|v| v.to_str().ok());
     if !signature_matches(header, &body, secret.expose().as_bytes()) {
         metrics::counter!("whatsapp_webhooks_total", "outcome" => "bad_signature").increment(1);
+        metrics::counter!("whatsapp_inbound_rejected_total", "reason" => "bad_signature")
+            .increment(1);
         return Err(ErrorCode::WhatsappSignatureInvalid.into());
     }
     let now = crate::store::now();
@@ -129,47 +131,11 @@ pub async fn receive(
         return Ok(HttpResponse::Ok().finish());
     };
     let mut fresh = 0;
-    let messages = change_values(&envelope)
-        .flat_map(|value| value["messages"].as_array().into_iter().flatten());
-    for message in messages {
-        let Some(id) = message["id"].as_str().filter(|id| !id.is_empty()) else {
-            continue;
-        };
-        let phone = message["from"]
-            .as_str()
-            .and_then(|from| Phone::parse(&format!("+{from}")).ok());
-        let kind = message["type"].as_str().unwrap_or("unknown").to_owned();
-        let sent_at = message["timestamp"]
-            .as_str()
-            .and_then(|t| t.parse::<i64>().ok())
-            .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
-            .unwrap_or(now);
-        let kept = state
-            .store
-            .record_inbound_message(&InboundMessage {
-                id: id.to_owned(),
-                phone: phone
-                    .as_ref()
-                    .map(|p| p.as_str().to_owned())
-                    .unwrap_or_default(),
-                kind: kind.clone(),
-                message: message.clone(),
-                state: if phone.is_some() {
-                    "received"
-                } else {
-                    "ignored"
-                },
-                received_at: now,
-            })
-            .await?;
-        if !kept {
-            metrics::counter!("whatsapp_inbound_duplicates_total").increment(1);
-            continue;
-        }
-        fresh += 1;
-        metrics::counter!("whatsapp_inbound_messages_total", "kind" => kind).increment(1);
-        if let Some(phone) = &phone {
-            state.store.record_whatsapp_inbound(phone, sent_at).await?;
+    for value in change_values(&envelope) {
+        for message in value["messages"].as_array().into_iter().flatten() {
+            if keep_message(&state, value, message, now).await? {
+                fresh += 1;
+            }
         }
     }
     let statuses = statuses_in(&envelope);
@@ -181,6 +147,85 @@ pub async fn receive(
     );
     metrics::counter!("whatsapp_webhooks_total", "outcome" => "received").increment(1);
     Ok(HttpResponse::Ok().finish())
+}
+
+/// Keeps one of Meta's message objects in the inbox, with the sender's profile name from the
+/// envelope's `contacts`; `true` when it was new. A message without a readable sender, or over
+/// the per-phone rate, is kept as ignored: answered 200, never read.
+async fn keep_message(
+    state: &AppState,
+    value: &serde_json::Value,
+    message: &serde_json::Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, ApiError> {
+    let Some(id) = message["id"].as_str().filter(|id| !id.is_empty()) else {
+        return Ok(false);
+    };
+    let from = message["from"].as_str();
+    let phone = from.and_then(|from| Phone::parse(&format!("+{from}")).ok());
+    let mut kind = message["type"].as_str().unwrap_or("unknown").to_owned();
+    let sent_at = message["timestamp"]
+        .as_str()
+        .and_then(|t| t.parse::<i64>().ok())
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .unwrap_or(now);
+    let limited = match &phone {
+        Some(phone) => state
+            .limits
+            .whatsapp_per_phone
+            .ensure_below(phone.as_str())
+            .await
+            .is_err(),
+        None => false,
+    };
+    if limited {
+        metrics::counter!("whatsapp_inbound_rejected_total", "reason" => "rate_limited")
+            .increment(1);
+        kind = "rate_limited".to_owned();
+    }
+    let mut message = message.clone();
+    let profile_name = value["contacts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|contact| contact["wa_id"].as_str() == from)
+        .and_then(|contact| contact["profile"]["name"].as_str());
+    if let (Some(name), Some(fields)) = (profile_name, message.as_object_mut()) {
+        fields.insert(
+            "profile".to_owned(),
+            serde_json::json!({ "name": name.chars().take(100).collect::<String>() }),
+        );
+    }
+    let kept = state
+        .store
+        .record_inbound_message(&InboundMessage {
+            id: id.to_owned(),
+            phone: phone
+                .as_ref()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+            kind: kind.clone(),
+            message,
+            state: if phone.is_some() && !limited {
+                "received"
+            } else {
+                "ignored"
+            },
+            received_at: now,
+        })
+        .await?;
+    if !kept {
+        metrics::counter!("whatsapp_inbound_duplicates_total").increment(1);
+        return Ok(false);
+    }
+    metrics::counter!("whatsapp_inbound_messages_total", "kind" => kind).increment(1);
+    if let Some(phone) = &phone {
+        if !limited {
+            state.limits.whatsapp_per_phone.record(phone.as_str()).await;
+        }
+        state.store.record_whatsapp_inbound(phone, sent_at).await?;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod assignment;
 pub mod chat;
+pub mod conversation;
 pub mod delivery;
 pub mod ids;
 pub mod money;

@@ -152,6 +152,23 @@ impl WhatsApp {
         }
     }
 
+    /// Sends one reply of a conversation: `body` is a Cloud API message (interactive or text,
+    /// inside the window the customer's message opened), `id` its stable id, `attempts` those
+    /// made before. Errors mean what they mean for notifications.
+    pub async fn send_reply(&self, body: &Value, id: &str, attempts: i32) -> Outcome {
+        let mut body = body.clone();
+        body["biz_opaque_callback_data"] = json!(id);
+        let sent_as = if body["type"] == "interactive" {
+            "interactive"
+        } else {
+            "text"
+        };
+        match self.post(&body).await {
+            Ok(provider_id) => sent(sent_as, provider_id, None),
+            Err(failure) => self.failed(failure, attempts),
+        }
+    }
+
     fn failed(&self, failure: ApiFailure, attempts: i32) -> Outcome {
         let kind = failure
             .code

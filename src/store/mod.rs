@@ -10,6 +10,7 @@
 //! fails fast with [`StoreError::Unavailable`].
 
 mod contacts;
+mod conversations;
 mod eta;
 mod fence;
 mod idempotency;
@@ -40,6 +41,10 @@ use sqlx::sqlite::{
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
 pub use contacts::CustomerContact;
+pub use conversations::{
+    ConversationRecord, ConversationSave, INBOUND_MAX_ATTEMPTS, PendingInbound, PendingReply,
+    ReplyOutcome,
+};
 pub use idempotency::{AbandonedKey, IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim};
 pub use inbox::InboundMessage;
 pub use leases::{Claim, Lease, unix_ms};

@@ -56,7 +56,10 @@ impl Store {
     /// Issues the link of `new.basket_key` under `new.token_hash`: a new link, or the one issued
     /// for it before (unused) with its token replaced and its expiry renewed — a conversation
     /// that crashed after issuing sends the new token. `None` when that link was used already.
-    pub async fn issue_pay_link(&self, new: &NewPayLink<'_>) -> Result<Option<PayLink>, StoreError> {
+    pub async fn issue_pay_link(
+        &self,
+        new: &NewPayLink<'_>,
+    ) -> Result<Option<PayLink>, StoreError> {
         todo!("helper {new:?}")
     }
 
@@ -67,12 +70,21 @@ impl Store {
 
     /// After a declined card: the link's next checkout gets a new key. `false` when `attempt`
     /// is no longer the link's (another request moved it on).
-    pub async fn advance_pay_link_attempt(&self, id: Uuid, attempt: i32) -> Result<bool, StoreError> {
+    pub async fn advance_pay_link_attempt(
+        &self,
+        id: Uuid,
+        attempt: i32,
+    ) -> Result<bool, StoreError> {
         todo!("helper {id} {attempt}")
     }
 
     /// Marks the link paid by `order`; `false` when it was marked before.
-    pub async fn use_pay_link(&self, id: Uuid, order: OrderId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn use_pay_link(
+        &self,
+        id: Uuid,
+        order: OrderId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         todo!("helper {id} {order} {at}")
     }
 }
