@@ -5,10 +5,11 @@
 //! mid-way (it is read again, and a payment link issued again replaces the unsent one) — resets
 //! conversations idle for 30 minutes, and sends the replies in order.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use super::Chat;
 use super::effects::{Party, run};
@@ -96,8 +97,25 @@ impl Chat {
         let Ok(phone) = Phone::parse(phone) else {
             return;
         };
-        if let Err(error) = self.converse(&phone, record).await {
-            tracing::warn!(error = %error, phone = %phone.masked(), "a WhatsApp conversation stopped for now");
+        // A bug must not stop every conversation: a panic is caught here, counted against the
+        // message being read (set aside after a few), and the phone released.
+        match AssertUnwindSafe(self.converse(&phone, record))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, phone = %phone.masked(), "a WhatsApp conversation stopped for now");
+            }
+            Err(_) => {
+                metrics::counter!("whatsapp_conversation_panics_total").increment(1);
+                tracing::error!(phone = %phone.masked(), "a WhatsApp conversation panicked; its message is retried, then set aside");
+                if let Ok(waiting) = store.pending_inbound(phone.as_str()).await
+                    && let Some(first) = waiting.first()
+                {
+                    let _ = store.inbound_failed(&first.id, crate::store::now()).await;
+                }
+            }
         }
         if let Err(error) = self.send_replies(&phone).await {
             tracing::warn!(error = %error, phone = %phone.masked(), "cannot send WhatsApp replies for now");

@@ -320,3 +320,128 @@ impl Basket {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metas_message_objects_are_read_as_inputs() {
+        let cases = [
+            (
+                json!({"type":"text","text":{"body":"  hi\tthere \u{0007} "}}),
+                Input::Text {
+                    body: "hi there".into(),
+                },
+            ),
+            (
+                json!({"type":"interactive","interactive":{"type":"button_reply","button_reply":{"id":"qty:2","title":"2"}}}),
+                Input::Choice {
+                    id: "qty:2".into(),
+                    title: "2".into(),
+                },
+            ),
+            (
+                json!({"type":"interactive","interactive":{"type":"list_reply","list_reply":{"id":"dish:x","title":"Soup","description":"$9"}}}),
+                Input::Choice {
+                    id: "dish:x".into(),
+                    title: "Soup".into(),
+                },
+            ),
+            (
+                json!({"type":"location","location":{"latitude":60.17,"longitude":"24.94","name":"Home","address":"Mannerheimintie 5"}}),
+                Input::Location {
+                    lat: 60.17,
+                    lon: 24.94,
+                    label: Some("Home, Mannerheimintie 5".into()),
+                },
+            ),
+            (
+                json!({"type":"location","location":{"latitude":91,"longitude":24}}),
+                Input::Unsupported {
+                    kind: "location".into(),
+                },
+            ),
+            (
+                json!({"type":"interactive","interactive":{"type":"nfm_reply"}}),
+                Input::Unsupported {
+                    kind: "interactive".into(),
+                },
+            ),
+            (
+                json!({"type":"image","image":{"id":"1"}}),
+                Input::Unsupported {
+                    kind: "image".into(),
+                },
+            ),
+            (
+                json!(null),
+                Input::Unsupported {
+                    kind: "unknown".into(),
+                },
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(Input::from_whatsapp(&message), expected, "{message}");
+        }
+        let long = "x".repeat(5_000);
+        let Input::Text { body } =
+            Input::from_whatsapp(&json!({"type":"text","text":{"body":long}}))
+        else {
+            panic!("text");
+        };
+        assert_eq!(body.chars().count(), INPUT_MAX_CHARS);
+    }
+
+    #[test]
+    fn replies_are_cloud_api_messages_within_the_limits() {
+        let buttons = Reply::buttons(
+            "Pick",
+            &[
+                ("a", "One"),
+                ("b", "A title far longer than twenty"),
+                ("c", "Three"),
+                ("d", "Four"),
+            ],
+        );
+        let body = buttons.to_whatsapp("358401234567");
+        assert_eq!(body["to"], "358401234567");
+        assert_eq!(body["messaging_product"], "whatsapp");
+        assert_eq!(body["interactive"]["type"], "button");
+        let sent = body["interactive"]["action"]["buttons"].as_array().unwrap();
+        assert_eq!(sent.len(), 3);
+        assert_eq!(
+            sent[1]["reply"]["title"].as_str().unwrap().chars().count(),
+            20
+        );
+
+        let rows = (0..12)
+            .map(|i| ReplyOption {
+                id: format!("r{i}"),
+                title: format!("Row {i}"),
+                description: Some("d".repeat(100)),
+            })
+            .collect();
+        let list = Reply::list("Body", "A very long button label", rows).to_whatsapp("1");
+        let action = &list["interactive"]["action"];
+        assert_eq!(action["sections"][0]["rows"].as_array().unwrap().len(), 10);
+        assert!(action["button"].as_str().unwrap().chars().count() <= 20);
+        assert_eq!(
+            action["sections"][0]["rows"][0]["description"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
+            72
+        );
+
+        let ask = Reply::location_request("Where?").to_whatsapp("1");
+        assert_eq!(ask["interactive"]["type"], "location_request_message");
+        assert_eq!(ask["interactive"]["action"]["name"], "send_location");
+        assert_eq!(
+            Reply::text("Hello").to_whatsapp("1")["text"]["body"],
+            "Hello"
+        );
+    }
+}

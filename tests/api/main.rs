@@ -35,6 +35,7 @@ mod store_contract;
 mod supervision;
 mod users;
 mod webhooks_api;
+mod whatsapp_conversation;
 mod whatsapp_webhook;
 mod wire;
 mod ws;

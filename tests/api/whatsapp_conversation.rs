@@ -1,0 +1,723 @@
+//! Ordering over WhatsApp (issue 17): a customer who only ever talks to the bot — signed webhook
+//! POSTs in, the bot's messages out to a Graph API stand-in that records them — goes from "hi"
+//! through location, kitchen, dish, quantity and basket to a payment link, pays it, and then
+//! hears from the notification service as the order moves. A redelivered message acts once; the
+//! conversation survives a restart; `status`, `cancel`, unreadable messages and idleness are
+//! answered; the number becomes a customer account that owns the order.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use mealkitz::actors::commands::{self, AnswerOffer, MerchantAccept, MerchantReady};
+use mealkitz::config::notify::WhatsAppAccount;
+use mealkitz::config::{Config, Secret};
+use mealkitz::domain::notification::order_code;
+use mealkitz::domain::{OrderId, Phone, Position};
+use mealkitz::store::{ConversationSave, Store};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::helpers::{
+    Db, TestApp, TestDb, each_backend, migrated_store, next_offer, offset_m, spawn_app_with, start,
+    test_config,
+};
+use crate::notify_support::{ACCESS_TOKEN, API_VERSION, GraphApi, GraphRequest, PHONE_NUMBER_ID};
+use crate::webhooks_api::count_rows;
+use crate::ws::{Cast, cast};
+
+const APP_SECRET: &str = "meta-app-secret-for-conversations";
+const PUBLIC_URL: &str = "http://localhost:8000";
+/// How long a test watches for a message that must not come.
+const QUIET: Duration = Duration::from_secs(2);
+const OFFER_WITHIN: Duration = Duration::from_secs(10);
+
+fn chat_config(db: &TestDb, graph: &GraphApi) -> Config {
+    let mut config = test_config(db);
+    config.notify.whatsapp_api_url = graph.url.clone();
+    config.notify.whatsapp_api_version = API_VERSION.to_owned();
+    config.notify.whatsapp = Some(WhatsAppAccount {
+        phone_number_id: PHONE_NUMBER_ID.to_owned(),
+        token: Secret::new(ACCESS_TOKEN),
+    });
+    config.notify.whatsapp_app_secret = Some(Secret::new(APP_SECRET));
+    config.notify.public_url = PUBLIC_URL.to_owned();
+    config
+}
+
+fn signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(APP_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+/// A person on WhatsApp: their number, and how many of the bot's messages to them were read.
+struct Person {
+    digits: String,
+    name: String,
+    sent: usize,
+    read: usize,
+}
+
+impl Person {
+    fn new(digits: &str, name: &str) -> Person {
+        Person {
+            digits: digits.to_owned(),
+            name: name.to_owned(),
+            sent: 0,
+            read: 0,
+        }
+    }
+
+    fn phone(&self) -> Phone {
+        Phone::parse(&format!("+{}", self.digits)).unwrap()
+    }
+
+    /// Meta's envelope around one message object from this person (`wamid` and timestamp set).
+    fn envelope(&mut self, message: Value) -> (String, Vec<u8>) {
+        self.sent += 1;
+        let wamid = format!("wamid.TEST{}{}", self.digits, self.sent);
+        let mut message = message;
+        message["from"] = json!(self.digits);
+        message["id"] = json!(wamid);
+        message["timestamp"] = json!(chrono::Utc::now().timestamp().to_string());
+        let body = json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+                "contacts": [{"profile": {"name": self.name}, "wa_id": self.digits}],
+                "messages": [message],
+            }}]}]
+        });
+        (wamid, serde_json::to_vec(&body).unwrap())
+    }
+}
+
+struct Scene {
+    app: TestApp,
+    store: Store,
+    graph: GraphApi,
+    cast: Cast,
+}
+
+async fn post_signed(app: &TestApp, body: &[u8]) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/webhooks/whatsapp", app.address))
+        .header("content-type", "application/json")
+        .header("X-Hub-Signature-256", signature(body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+impl Scene {
+    async fn start(kind: Db) -> Scene {
+        let graph = GraphApi::start().await;
+        let db = TestDb::create(kind).await;
+        let config = chat_config(&db, &graph);
+        let app = spawn_app_with(db, config).await;
+        Scene::around(app, graph).await
+    }
+
+    async fn around(app: TestApp, graph: GraphApi) -> Scene {
+        let store = migrated_store(&app.db).await;
+        let cast = cast(&app, crate::helpers::at(-5_000.0, -5_000.0)).await;
+        Scene {
+            app,
+            store,
+            graph,
+            cast,
+        }
+    }
+
+    /// A place 800 m from the kitchen: inside the delivery distance.
+    fn home(&self) -> Position {
+        offset_m(self.cast.pickup, 800.0, 0.0)
+    }
+
+    /// Sends one message object from `who`, signed; the `wamid` and body (for redelivery).
+    async fn send(&self, who: &mut Person, message: Value) -> (String, Vec<u8>) {
+        let (wamid, body) = who.envelope(message);
+        assert_eq!(post_signed(&self.app, &body).await, 200);
+        (wamid, body)
+    }
+
+    async fn say(&self, who: &mut Person, text: &str) {
+        self.send(who, json!({"type": "text", "text": {"body": text}}))
+            .await;
+    }
+
+    async fn tap(&self, who: &mut Person, id: &str) {
+        let kind = if id.starts_with("kitchen:") || id.starts_with("dish:") {
+            "list_reply"
+        } else {
+            "button_reply"
+        };
+        self.send(
+            who,
+            json!({"type": "interactive", "interactive": {"type": kind, kind: {"id": id, "title": id}}}),
+        )
+        .await;
+    }
+
+    async fn share_location(&self, who: &mut Person, at: Position) {
+        self.send(
+            who,
+            json!({"type": "location", "location": {"latitude": at.lat, "longitude": at.lon}}),
+        )
+        .await;
+    }
+
+    /// Every message sent to `who` so far.
+    fn to(&self, who: &Person) -> Vec<GraphRequest> {
+        self.graph
+            .requests()
+            .into_iter()
+            .filter(|r| r.to() == who.digits)
+            .collect()
+    }
+
+    /// Waits for the next message to `who` that `wanted` accepts, marking everything before it
+    /// read; panics with the conversation if none comes.
+    async fn expect(
+        &self,
+        who: &mut Person,
+        what: &str,
+        wanted: impl Fn(&GraphRequest) -> bool,
+    ) -> GraphRequest {
+        let from = who.read;
+        let digits = who.digits.clone();
+        let all = self
+            .graph
+            .wait_for_matching(what, |all| {
+                all.iter()
+                    .filter(|r| r.to() == digits)
+                    .skip(from)
+                    .any(&wanted)
+            })
+            .await;
+        let mine: Vec<&GraphRequest> = all.iter().filter(|r| r.to() == digits).collect();
+        let at = from
+            + mine[from..]
+                .iter()
+                .position(|r| wanted(r))
+                .expect("matched above");
+        who.read = at + 1;
+        mine[at].clone()
+    }
+
+    /// Waits [`QUIET`] and checks that nothing more came to `who`.
+    async fn expect_nothing_more(&self, who: &Person) {
+        tokio::time::sleep(QUIET).await;
+        let extra: Vec<String> = self.to(who)[who.read..]
+            .iter()
+            .map(GraphRequest::summary)
+            .collect();
+        assert!(extra.is_empty(), "nothing more was to come: {extra:#?}");
+    }
+}
+
+fn body_text(request: &GraphRequest) -> String {
+    let body = &request.body;
+    [
+        body["text"]["body"].as_str(),
+        body["interactive"]["body"]["text"].as_str(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+fn interactive(request: &GraphRequest, kind: &str) -> bool {
+    request.body["interactive"]["type"] == kind
+}
+
+fn list_ids(request: &GraphRequest) -> Vec<String> {
+    request.body["interactive"]["action"]["sections"][0]["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn button_ids(request: &GraphRequest) -> Vec<String> {
+    request.body["interactive"]["action"]["buttons"]
+        .as_array()
+        .map(|buttons| {
+            buttons
+                .iter()
+                .map(|b| b["reply"]["id"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The token of the first payment link in `text`.
+fn pay_token(text: &str) -> Option<String> {
+    let start = text.find("/pay/")? + "/pay/".len();
+    Some(
+        text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect(),
+    )
+}
+
+/// Takes `who` from "hi" to the payment link; the link's token.
+async fn order_up_to_the_link(scene: &Scene, who: &mut Person) -> String {
+    scene.say(who, "hi").await;
+    let ask = scene
+        .expect(who, "the greeting asks for the location", |r| {
+            interactive(r, "location_request_message")
+        })
+        .await;
+    assert!(
+        body_text(&ask).contains(&format!("Hi {}!", who.name.split(' ').next().unwrap())),
+        "{}",
+        ask.summary()
+    );
+    scene.share_location(who, scene.home()).await;
+    let kitchens = scene
+        .expect(who, "the kitchens list", |r| interactive(r, "list"))
+        .await;
+    let kitchen = format!("kitchen:{}", scene.cast.merchant_id);
+    assert!(
+        list_ids(&kitchens).contains(&kitchen),
+        "{:?}",
+        kitchens.body
+    );
+    scene.tap(who, &kitchen).await;
+    let menu = scene
+        .expect(who, "the menu", |r| {
+            interactive(r, "list") && body_text(r).contains("menu")
+        })
+        .await;
+    let dish = list_ids(&menu)
+        .into_iter()
+        .find(|id| id.starts_with("dish:"))
+        .expect("a dish on the menu");
+    scene.tap(who, &dish).await;
+    let how_many = scene
+        .expect(who, "the quantity buttons", |r| interactive(r, "button"))
+        .await;
+    assert_eq!(button_ids(&how_many), ["qty:1", "qty:2", "qty:3"]);
+    scene.tap(who, "qty:2").await;
+    let basket = scene
+        .expect(who, "the basket", |r| {
+            interactive(r, "button") && body_text(r).contains("Your basket")
+        })
+        .await;
+    assert_eq!(
+        button_ids(&basket),
+        ["basket:checkout", "basket:add", "basket:cancel"]
+    );
+    assert!(body_text(&basket).contains("2 ×"), "{}", body_text(&basket));
+    scene.tap(who, "basket:checkout").await;
+    let link = scene
+        .expect(who, "the payment link", |r| body_text(r).contains("/pay/"))
+        .await;
+    let text = body_text(&link);
+    assert!(text.contains(&format!("{PUBLIC_URL}/pay/")), "{text}");
+    assert!(text.contains("Total $"), "{text}");
+    pay_token(&text).expect("a token in the link")
+}
+
+/// Pays the link with `method`: the status and body.
+async fn pay(scene: &Scene, token: &str, method: &str) -> (u16, Value) {
+    let reply = scene
+        .app
+        .post_json(
+            &format!("/api/v1/pay/{token}"),
+            &json!({"payment_method": method}),
+        )
+        .await;
+    (reply.status, reply.body)
+}
+
+async fn a_whole_order_over_whatsapp_from_hi_to_delivered(kind: Db) {
+    let scene = Scene::start(kind).await;
+    let mut aino = Person::new("358401110001", "Aino Virtanen");
+    let token = order_up_to_the_link(&scene, &mut aino).await;
+
+    let (status, order) = pay(&scene, &token, "pm_card_visa").await;
+    assert_eq!(status, 201, "{order}");
+    let order_id: OrderId = order["id"].as_str().unwrap().parse().unwrap();
+    let code = order_code(order_id);
+    let placed = scene
+        .expect(&mut aino, "the order placed", |r| {
+            body_text(r).contains(&format!("Order #{code} placed"))
+        })
+        .await;
+    // The tracking link signs the customer in: the order is theirs over REST.
+    let text = body_text(&placed);
+    let fragment = text
+        .split(&format!("{PUBLIC_URL}/track/{order_id}#token="))
+        .nth(1)
+        .expect("a tracking link with a sign-in token");
+    let customer_token: String = fragment.split_whitespace().next().unwrap().to_owned();
+    let seen = scene
+        .app
+        .get_authed(&format!("/api/v1/orders/{order_id}"), &customer_token)
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.text);
+    let me = scene.app.get_authed("/api/v1/me", &customer_token).await;
+    assert_eq!(me.body["phone"], "+358401110001", "{}", me.text);
+    assert_eq!(me.body["name"], "Aino Virtanen");
+    assert_eq!(me.body["role"], "customer");
+    assert_eq!(seen.body["customer_id"], me.body["id"], "{}", seen.text);
+    // The link is spent.
+    let (again, body) = pay(&scene, &token, "pm_card_visa").await;
+    assert_eq!(again, 410, "{body}");
+    assert_eq!(body["error"]["code"], "pay_link_used");
+
+    // "status" answers from the order as it is.
+    scene.say(&mut aino, "status").await;
+    let status = scene
+        .expect(&mut aino, "the status", |r| {
+            body_text(r).contains("is waiting for the kitchen")
+        })
+        .await;
+    assert!(body_text(&status).contains(&code));
+
+    // From here on the notification service speaks.
+    let mut driver = scene
+        .app
+        .driver_at(offset_m(scene.cast.pickup, -300.0, 0.0))
+        .await;
+    scene
+        .app
+        .engine
+        .execute(MerchantAccept {
+            merchant_id: scene.cast.merchant_id,
+            order_id,
+            prep_minutes: 10,
+        })
+        .await
+        .expect("accepted");
+    scene
+        .expect(&mut aino, "accepted", |r| body_text(r).contains("accepted"))
+        .await;
+    let offer = next_offer(&mut driver, OFFER_WITHIN)
+        .await
+        .expect("an offer");
+    scene
+        .app
+        .engine
+        .execute(AnswerOffer {
+            driver: driver.id,
+            offer_id: offer.offer_id,
+            accept: true,
+        })
+        .await
+        .expect("answered")
+        .expect("assigned");
+    scene
+        .expect(&mut aino, "a driver assigned", |r| {
+            body_text(r).contains("on the way to pick up")
+        })
+        .await;
+    scene
+        .app
+        .engine
+        .execute(MerchantReady {
+            merchant_id: scene.cast.merchant_id,
+            order_id,
+        })
+        .await
+        .expect("ready");
+    scene
+        .app
+        .engine
+        .execute(commands::PickedUp {
+            driver: driver.id,
+            order_id,
+        })
+        .await
+        .expect("picked up");
+    scene
+        .app
+        .engine
+        .execute(commands::Delivered {
+            driver: driver.id,
+            order_id,
+        })
+        .await
+        .expect("delivered");
+    scene
+        .expect(&mut aino, "delivered", |r| {
+            body_text(r).contains("was delivered")
+        })
+        .await;
+    // One account for the number, one order, one authorisation.
+    assert_eq!(
+        count_rows(&scene.app.db, "users WHERE phone = '+358401110001'").await,
+        1
+    );
+    assert_eq!(count_rows(&scene.app.db, "orders").await, 1);
+    assert_eq!(count_rows(&scene.app.db, "payments").await, 1);
+}
+
+async fn a_redelivered_message_acts_once_and_unreadable_ones_get_help(kind: Db) {
+    let scene = Scene::start(kind).await;
+    let mut eero = Person::new("358401110002", "Eero");
+    let (wamid, body) = scene
+        .send(&mut eero, json!({"type": "text", "text": {"body": "hi"}}))
+        .await;
+    scene
+        .expect(&mut eero, "the greeting", |r| {
+            interactive(r, "location_request_message")
+        })
+        .await;
+    // Meta delivers the same message again, twice.
+    assert_eq!(post_signed(&scene.app, &body).await, 200);
+    assert_eq!(post_signed(&scene.app, &body).await, 200);
+    scene.expect_nothing_more(&eero).await;
+    assert_eq!(
+        count_rows(
+            &scene.app.db,
+            &format!("whatsapp_inbox WHERE id = '{wamid}'")
+        )
+        .await,
+        1
+    );
+    // A photo: a polite answer and the help.
+    scene
+        .send(
+            &mut eero,
+            json!({"type": "image", "image": {"id": "1", "mime_type": "image/jpeg"}}),
+        )
+        .await;
+    let sorry = scene
+        .expect(&mut eero, "the apology", |r| {
+            body_text(r).contains("can't read image")
+        })
+        .await;
+    assert!(body_text(&sorry).contains("*status*"), "the help follows");
+    // A stale button: where we are, asked again.
+    scene.tap(&mut eero, "qty:2").await;
+    scene
+        .expect(&mut eero, "the current question again", |r| {
+            interactive(r, "location_request_message")
+        })
+        .await;
+}
+
+#[actix_web::test]
+async fn a_typed_address_is_looked_up_or_the_pin_asked_for_without_map_data() {
+    let scene = Scene::start(Db::Sqlite).await;
+    let mut liisa = Person::new("358401110003", "Liisa");
+    scene.say(&mut liisa, "hello").await;
+    scene
+        .expect(&mut liisa, "the greeting", |r| {
+            interactive(r, "location_request_message")
+        })
+        .await;
+    scene.say(&mut liisa, "Mannerheimintie 5, Helsinki").await;
+    // The test engine loads no address data: the bot asks for a pin instead of guessing.
+    let ask = scene
+        .expect(&mut liisa, "a request for the pin", |r| {
+            interactive(r, "location_request_message")
+        })
+        .await;
+    assert!(
+        body_text(&ask).contains("can't look up typed addresses"),
+        "{}",
+        body_text(&ask)
+    );
+    // Far outside the service area: no kitchen.
+    scene
+        .share_location(&mut liisa, Position { lat: 0.5, lon: 0.5 })
+        .await;
+    scene
+        .expect(&mut liisa, "no kitchen there", |r| {
+            body_text(r).contains("no open kitchen")
+        })
+        .await;
+}
+
+#[actix_web::test]
+async fn the_conversation_survives_a_restart_mid_order() {
+    let graph = GraphApi::start().await;
+    let db = TestDb::create(Db::Postgres).await;
+    let config = chat_config(&db, &graph);
+    let app = spawn_app_with(db, config.clone()).await;
+    let scene = Scene::around(app, graph).await;
+    let mut minna = Person::new("358401110004", "Minna");
+    scene.say(&mut minna, "hi").await;
+    scene
+        .expect(&mut minna, "the greeting", |r| {
+            interactive(r, "location_request_message")
+        })
+        .await;
+    scene.share_location(&mut minna, scene.home()).await;
+    scene
+        .expect(&mut minna, "the kitchens list", |r| interactive(r, "list"))
+        .await;
+    let Scene {
+        app, graph, cast, ..
+    } = scene;
+    let db = app.stop().await;
+    let app = start(db, config).await;
+    let store = migrated_store(&app.db).await;
+    let scene = Scene {
+        app,
+        store,
+        graph,
+        cast,
+    };
+    scene
+        .tap(&mut minna, &format!("kitchen:{}", scene.cast.merchant_id))
+        .await;
+    scene
+        .expect(&mut minna, "the menu after the restart", |r| {
+            interactive(r, "list") && body_text(r).contains("menu")
+        })
+        .await;
+}
+
+#[actix_web::test]
+async fn cancel_before_the_kitchen_accepts_releases_the_hold() {
+    let scene = Scene::start(Db::Postgres).await;
+    let mut olli = Person::new("358401110005", "Olli");
+    let token = order_up_to_the_link(&scene, &mut olli).await;
+    // A declined card first: the link stays usable for another card.
+    let (declined, body) = pay(&scene, &token, "pm_card_chargeDeclined").await;
+    assert_eq!(declined, 402, "{body}");
+    let (status, order) = pay(&scene, &token, "pm_card_visa").await;
+    assert_eq!(status, 201, "{order}");
+    let order_id: OrderId = order["id"].as_str().unwrap().parse().unwrap();
+    let code = order_code(order_id);
+    scene
+        .expect(&mut olli, "placed", |r| body_text(r).contains("placed"))
+        .await;
+    scene.say(&mut olli, "cancel").await;
+    // The bot's answer, and the notification service's message of what was released, in
+    // whichever order they come.
+    let digits = olli.digits.clone();
+    scene
+        .graph
+        .wait_for_matching("the cancellation and its refund message", |all| {
+            let mine: Vec<String> = all
+                .iter()
+                .filter(|r| r.to() == digits)
+                .map(body_text)
+                .collect();
+            mine.iter()
+                .any(|t| t.contains(&format!("Order #{code} is cancelled")))
+                && mine.iter().any(|t| {
+                    t.contains(&format!("order #{code} was cancelled"))
+                        && t.contains("held on your card is released")
+                })
+        })
+        .await;
+    let loaded = scene.store.load_order(order_id).await.unwrap().unwrap();
+    assert_eq!(loaded.status().as_str(), "cancelled");
+}
+
+#[actix_web::test]
+async fn an_idle_conversation_is_reset_with_a_note() {
+    let scene = Scene::start(Db::Sqlite).await;
+    let mut pia = Person::new("358401110006", "Pia");
+    scene.say(&mut pia, "hi").await;
+    scene
+        .expect(&mut pia, "the greeting", |r| {
+            interactive(r, "location_request_message")
+        })
+        .await;
+    // Thirty-one minutes pass: the conversation's last message is moved back.
+    let phone = pia.phone();
+    let now = chrono::Utc::now();
+    let record = scene
+        .store
+        .claim_conversation(
+            phone.as_str(),
+            "test",
+            now,
+            now + chrono::Duration::seconds(30),
+        )
+        .await
+        .unwrap()
+        .expect("claimed between the worker's rounds");
+    let mut state = record.state.expect("a state");
+    let long_ago = now - chrono::Duration::minutes(31);
+    state["last_active_at"] = json!(long_ago);
+    assert!(
+        scene
+            .store
+            .save_conversation(&ConversationSave {
+                phone: phone.as_str(),
+                node: "test",
+                version: record.version,
+                user_id: record.user_id.unwrap(),
+                state: &state,
+                last_active_at: Some(long_ago),
+                expires_at: Some(now - chrono::Duration::minutes(1)),
+                inbound_id: None,
+                replies: &[],
+                at: now,
+            })
+            .await
+            .unwrap()
+    );
+    scene
+        .store
+        .release_conversation(phone.as_str(), "test")
+        .await
+        .unwrap();
+    scene
+        .expect(&mut pia, "the note", |r| {
+            body_text(r).contains("timed out after 30 minutes")
+        })
+        .await;
+    scene.expect_nothing_more(&pia).await;
+}
+
+async fn a_number_links_to_an_account_only_with_that_phone_verified(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let phone = Phone::parse("+358401110007").unwrap();
+    // An account that merely typed the number is not the number's owner.
+    let typed = store
+        .create_user(crate::helpers::new_user(
+            "typed@example.com",
+            mealkitz::domain::Role::Customer,
+        ))
+        .await
+        .unwrap();
+    store
+        .set_user_contact(typed.id, Some(&phone), true)
+        .await
+        .unwrap();
+    let first = store
+        .whatsapp_customer(&phone, Some("Sanna"))
+        .await
+        .unwrap();
+    assert_ne!(first.id, typed.id);
+    assert_eq!(first.name, "Sanna");
+    assert_eq!(first.phone.as_deref(), Some("+358401110007"));
+    // The WhatsApp account is verified by WhatsApp: the next contact finds it again.
+    let again = store
+        .whatsapp_customer(&phone, Some("Other Name"))
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+}
+
+each_backend! {
+    a_whole_order_over_whatsapp_from_hi_to_delivered => a_whole_order_over_whatsapp_from_hi_to_delivered;
+    a_redelivered_message_acts_once_and_unreadable_ones_get_help => a_redelivered_message_acts_once_and_unreadable_ones_get_help;
+    a_number_links_to_an_account_only_with_that_phone_verified => a_number_links_to_an_account_only_with_that_phone_verified;
+}
