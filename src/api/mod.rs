@@ -82,6 +82,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::patch().to(users::update_me)),
             )
             .service(resource("/me/merchants").route(web::get().to(merchants::mine)))
+            .service(resource("/me/whatsapp-link").route(web::post().to(users::whatsapp_link)))
             .service(resource("/regions").route(web::get().to(merchants::regions)))
             .service(
                 resource("/merchants")

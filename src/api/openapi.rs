@@ -21,7 +21,7 @@ use crate::domain;
     ),
     paths(
         health::health, health::ready, health::metrics,
-        users::register, users::login, users::me, users::update_me,
+        users::register, users::login, users::me, users::update_me, users::whatsapp_link,
         merchants::create, merchants::nearby, merchants::mine, merchants::regions, merchants::get,
         merchants::open, merchants::close,
         merchants::set_menu, merchants::menu,
@@ -39,6 +39,7 @@ use crate::domain;
         error::ErrorBody, error::ErrorDetail,
         health::Health, health::Readiness,
         users::RegisterRequest, users::LoginRequest, users::UserView, users::SessionView,
+        users::WhatsAppLinkView,
         users::UpdateMeRequest,
         merchants::CreateMerchantRequest, merchants::MerchantView, merchants::NearbyMerchant,
         merchants::NearbyMerchants, merchants::SetMenuRequest, merchants::MenuItemInput,

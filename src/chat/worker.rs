@@ -14,7 +14,7 @@ use futures_util::{FutureExt, StreamExt};
 use super::Chat;
 use super::effects::{Party, run};
 use crate::domain::chat::Input;
-use crate::domain::conversation::Conversation;
+use crate::domain::conversation::{Conversation, Found};
 use crate::domain::notification::message_id;
 use crate::domain::{OrderId, Phone, UserId};
 use crate::notify::Outcome;
@@ -147,7 +147,6 @@ impl Chat {
                     if conversation.name.is_none() {
                         conversation.name = first_name(&user.name);
                     }
-                    customer = Some(user.id);
                     user.id
                 }
             };
@@ -164,9 +163,12 @@ impl Chat {
                 )
                 .await;
             match moved {
-                Ok(true) => version += 1,
+                Ok(Some(now_as)) => {
+                    version += 1;
+                    customer = Some(now_as);
+                }
                 // The claim was lost: the message is its new owner's.
-                Ok(false) => return Ok(()),
+                Ok(None) => return Ok(()),
                 Err(error) => {
                     if store
                         .inbound_failed(&message.id, crate::store::now())
@@ -198,7 +200,8 @@ impl Chat {
         Ok(())
     }
 
-    /// One input: the conversation moved, its effects done, everything saved at once.
+    /// One input: the conversation moved, its effects done, everything saved at once. The
+    /// account it now orders as (another after a link code), or `None` when the claim was lost.
     async fn take(
         &self,
         phone: &Phone,
@@ -207,7 +210,8 @@ impl Chat {
         version: i64,
         input: &Input,
         inbound_id: Option<&str>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<UserId>, StoreError> {
+        let mut customer = customer;
         let now = crate::store::now();
         let mut moved = conversation.clone();
         let sessions = moved.session;
@@ -223,6 +227,12 @@ impl Chat {
                 conversation: &moved,
             };
             let found = run(&self.parts, &party, effect).await;
+            if let Found::Linked {
+                customer: linked, ..
+            } = &found
+            {
+                customer = *linked;
+            }
             step = moved.resume(found);
             replies.append(&mut step.replies);
         }
@@ -261,7 +271,7 @@ impl Chat {
             }
             *conversation = moved;
         }
-        Ok(saved)
+        Ok(saved.then_some(customer))
     }
 
     /// Sends the phone's waiting replies in order; stops at the first that must wait.

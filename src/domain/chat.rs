@@ -321,6 +321,38 @@ impl Basket {
     }
 }
 
+/// The alphabet of account link codes: Crockford's base 32 (no I, L, O or U to misread).
+pub const LINK_CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Characters in a link code (40 bits: no guessing one within its ten minutes).
+pub const LINK_CODE_CHARS: usize = 8;
+/// How long a link code can be used.
+pub const LINK_CODE_TTL_SECS: i64 = 10 * 60;
+
+/// A link code as typed (`k7m2-qx9p`, `K7M2 QX9P`, with O for 0 or I/L for 1) in its one form
+/// (`K7M2QX9P`); `None` if it cannot be one.
+pub fn link_code_normal(typed: &str) -> Option<String> {
+    let code: String = typed
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' '))
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            other => other,
+        })
+        .collect();
+    (code.len() == LINK_CODE_CHARS && code.bytes().all(|b| LINK_CODE_ALPHABET.contains(&b)))
+        .then_some(code)
+}
+
+/// What a link code is stored and found by: the hex SHA-256 of its one form.
+pub fn link_code_hash(normal: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(normal.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +424,22 @@ mod tests {
             panic!("text");
         };
         assert_eq!(body.chars().count(), INPUT_MAX_CHARS);
+    }
+
+    #[test]
+    fn link_codes_are_read_however_they_are_typed() {
+        assert_eq!(link_code_normal("k7m2-qx9p").as_deref(), Some("K7M2QX9P"));
+        assert_eq!(link_code_normal(" K7M2 QX9P ").as_deref(), Some("K7M2QX9P"));
+        assert_eq!(
+            link_code_normal("O1L2-I3UX"),
+            None,
+            "U is not in the alphabet"
+        );
+        assert_eq!(link_code_normal("OILZ-0000").as_deref(), Some("011Z0000"));
+        assert_eq!(link_code_normal("K7M2QX9"), None);
+        assert_eq!(link_code_normal("K7M2QX9P1"), None);
+        assert_eq!(link_code_hash("K7M2QX9P").len(), 64);
+        assert_ne!(link_code_hash("K7M2QX9P"), link_code_hash("K7M2QX9Q"));
     }
 
     #[test]

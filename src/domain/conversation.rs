@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::chat::{Basket, BasketLine, Dropoff, Input, Reply, ReplyOption};
+use super::chat::{Basket, BasketLine, Dropoff, Input, Reply, ReplyOption, link_code_normal};
 use super::notification::{CURRENCY_SIGN, order_code};
-use super::{Cents, MerchantId, OrderId, OrderStatus, Position};
+use super::{Cents, MerchantId, OrderId, OrderStatus, Position, UserId};
 
 /// A conversation with nothing said for this long is reset, with a note.
 pub const IDLE_EXPIRY_SECS: i64 = 30 * 60;
@@ -84,6 +84,8 @@ pub enum Effect {
     CancelOrder { order: OrderId },
     /// A link to the tracking page of a just-placed order.
     TrackingLink { order: OrderId },
+    /// Link this number to the account that made the code (its one form).
+    LinkAccount { code: String },
 }
 
 /// What an [`Effect`] found.
@@ -121,6 +123,13 @@ pub enum Found {
     TrackingLink {
         url: String,
     },
+    /// The number now orders as this account (named so the customer can tell).
+    Linked {
+        customer: UserId,
+        name: String,
+    },
+    /// No such code, used, or expired.
+    LinkRefused,
     /// A dependency failed (database, maps, …): try again shortly.
     Unavailable,
     /// Typed addresses cannot be looked up here (no geocoder): send a pin.
@@ -217,6 +226,15 @@ fn command(text: &str) -> Option<Command> {
         "add more" | "add" | "more" => Command::AddMore,
         _ => return None,
     })
+}
+
+/// The code of a "link K7M2-QX9P" message, in its one form.
+fn link_code_of(text: &str) -> Option<String> {
+    let (word, code) = text.trim().split_once(char::is_whitespace)?;
+    if !word.eq_ignore_ascii_case("link") {
+        return None;
+    }
+    link_code_normal(code)
 }
 
 /// The help text: what can be typed at any point.
@@ -376,6 +394,10 @@ impl Conversation {
                 "Sorry, I can't read {kind} messages yet.\n\n{HELP_TEXT}"
             ))),
             Input::Location { lat, lon, label } => self.located_at(*lat, *lon, label.clone()),
+            Input::Text { body } if link_code_of(body).is_some() => {
+                let code = link_code_of(body).unwrap_or_default();
+                Step::run(Effect::LinkAccount { code })
+            }
             Input::Text { body } => match command(body) {
                 Some(command) => self.command(command),
                 None => self.typed(body),
@@ -724,6 +746,12 @@ impl Conversation {
                     "Order #{code} placed ✅ Track it here: {url}\nI'll message you when the kitchen accepts it. Type *status* any time."
                 )))
             }
+            Found::Linked { name, .. } => Step::say(Reply::text(format!(
+                "Done: this number now orders for the account of {name}. Your orders from here show up there too."
+            ))),
+            Found::LinkRefused => Step::say(Reply::text(
+                "That link code doesn't work: it may be mistyped, used or older than 10 minutes. Make a new one on the website.",
+            )),
             Found::Unavailable => Step::say(Reply::text(
                 "Sorry, something on our side is not answering. Please try again in a minute.",
             )),
@@ -998,6 +1026,7 @@ mod tests {
             Some(Effect::OrderStatus { .. }) => "status",
             Some(Effect::CancelOrder { .. }) => "cancel",
             Some(Effect::TrackingLink { .. }) => "tracking",
+            Some(Effect::LinkAccount { .. }) => "link",
         }
     }
 
@@ -1027,6 +1056,9 @@ mod tests {
             ("start", text("status"), "start", "-", "haven't ordered"),
             ("start", text("cancel"), "start", "-", "no order to cancel"),
             ("start", text("help"), "start", "-", "*status*"),
+            ("start", text("link k7m2-qx9p"), "start", "link", ""),
+            ("basket", text("LINK K7M2QX9P"), "basket", "link", ""),
+            ("start", text("link me up"), "location", "-", "Hi Aino"),
             (
                 "start",
                 choice("basket:checkout"),

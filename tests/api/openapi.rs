@@ -171,6 +171,7 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("POST", "/api/v1/sessions"),
         ("GET", "/api/v1/me"),
         ("PATCH", "/api/v1/me"),
+        ("POST", "/api/v1/me/whatsapp-link"),
         ("POST", "/api/v1/merchants"),
         ("GET", "/api/v1/merchants"),
         ("GET", "/api/v1/merchants/{merchant_id}"),

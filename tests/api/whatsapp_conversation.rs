@@ -716,7 +716,186 @@ async fn a_number_links_to_an_account_only_with_that_phone_verified(kind: Db) {
     assert_eq!(again.id, first.id);
 }
 
+/// One worker on one replica moves a conversation at a time: a claim excludes others until it
+/// is released or lapses, and a save needs the claim and the version read (so a worker whose
+/// claim lapsed mid-message saves nothing, and the message waits for the new owner).
+async fn one_worker_at_a_time_moves_a_conversation(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let phone = Phone::parse("+358401110008").unwrap();
+    let customer = store.whatsapp_customer(&phone, None).await.unwrap();
+    let now = chrono::Utc::now();
+    let secs = chrono::Duration::seconds;
+    store
+        .record_inbound_message(&mealkitz::store::InboundMessage {
+            id: "wamid.CLAIM1".into(),
+            phone: phone.as_str().into(),
+            kind: "text".into(),
+            message: json!({"type": "text", "text": {"body": "hi"}}),
+            state: "received",
+            received_at: now,
+        })
+        .await
+        .unwrap();
+    let claim = |node: &'static str, at: chrono::DateTime<chrono::Utc>| {
+        let store = store.clone();
+        let phone = phone.clone();
+        async move {
+            store
+                .claim_conversation(phone.as_str(), node, at, at + chrono::Duration::seconds(30))
+                .await
+                .unwrap()
+        }
+    };
+    let a = claim("a", now)
+        .await
+        .expect("the first claim makes the row");
+    assert_eq!((a.version, a.state.is_none()), (0, true));
+    assert!(claim("b", now).await.is_none(), "held by a");
+    assert!(claim("a", now).await.is_some(), "a renews its own claim");
+    let state = json!({"stage": "start"});
+    let replies = vec![
+        ("msg_1".to_owned(), json!({"type": "text"})),
+        ("msg_2".to_owned(), json!({"type": "text"})),
+    ];
+    let save = |node: &'static str, version: i64| ConversationSave {
+        phone: phone.as_str(),
+        node,
+        version,
+        user_id: customer.id,
+        state: &state,
+        last_active_at: Some(now),
+        expires_at: None,
+        inbound_id: Some("wamid.CLAIM1"),
+        replies: &replies,
+        at: now,
+    };
+    assert!(
+        !store.save_conversation(&save("b", 0)).await.unwrap(),
+        "b holds no claim"
+    );
+    assert!(
+        !store.save_conversation(&save("a", 1)).await.unwrap(),
+        "a stale version"
+    );
+    assert_eq!(
+        count_rows(&db, "whatsapp_outbound").await,
+        0,
+        "nothing saved"
+    );
+    assert!(store.save_conversation(&save("a", 0)).await.unwrap());
+    assert_eq!(
+        count_rows(&db, "whatsapp_outbound WHERE state = 'pending'").await,
+        2
+    );
+    assert_eq!(
+        count_rows(
+            &db,
+            "whatsapp_inbox WHERE id = 'wamid.CLAIM1' AND state = 'processed'"
+        )
+        .await,
+        1
+    );
+    let waiting = store.pending_replies(phone.as_str()).await.unwrap();
+    assert_eq!(
+        waiting.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["msg_1", "msg_2"],
+        "replies wait in order"
+    );
+    store
+        .release_conversation(phone.as_str(), "a")
+        .await
+        .unwrap();
+    let b = claim("b", now).await.expect("released");
+    assert_eq!(b.version, 1);
+    assert_eq!(b.user_id, Some(customer.id));
+    // b dies holding it: its claim lapses and c takes over.
+    assert!(claim("c", now + secs(10)).await.is_none());
+    assert!(
+        claim("c", now + secs(31)).await.is_some(),
+        "a lapsed claim is taken over"
+    );
+}
+
+/// A customer with a web account links their number by sending the code the account shows:
+/// the message proves the number, the code the account.
+async fn a_link_code_sent_from_the_phone_links_the_number_to_the_account(kind: Db) {
+    let scene = Scene::start(kind).await;
+    let web = scene.app.signed_up("customer").await;
+    let mut sanna = Person::new("358401110009", "Sanna");
+    scene.say(&mut sanna, "link ABCD-EFGH").await;
+    scene
+        .expect(&mut sanna, "a refusal", |r| {
+            body_text(r).contains("doesn't work")
+        })
+        .await;
+    let made = scene
+        .app
+        .request(
+            "POST",
+            "/api/v1/me/whatsapp-link",
+            Some(&web.token),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let message = made.body["message"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("link "), "{message}");
+    // Typed in lower case, as people do.
+    scene.say(&mut sanna, &message.to_lowercase()).await;
+    scene
+        .expect(&mut sanna, "the confirmation", |r| {
+            body_text(r).contains("now orders for the account")
+        })
+        .await;
+    let me = scene.app.get_authed("/api/v1/me", &web.token).await;
+    assert_eq!(me.body["phone"], "+358401110009", "{}", me.text);
+    assert_eq!(me.body["phone_verified"], true, "{}", me.text);
+    assert_eq!(me.body["notify_whatsapp"], true, "{}", me.text);
+    let owner = scene
+        .store
+        .whatsapp_customer(&sanna.phone(), None)
+        .await
+        .unwrap();
+    assert_eq!(owner.id.to_string(), me.body["id"].as_str().unwrap());
+    assert_eq!(
+        count_rows(
+            &scene.app.db,
+            &format!(
+                "whatsapp_conversations WHERE user_id = '{}'",
+                me.body["id"].as_str().unwrap()
+            )
+        )
+        .await
+        .min(1),
+        i64::from(kind == Db::Postgres),
+        "the conversation orders for the account (SQLite keeps ids as blobs: checked above)"
+    );
+    // The code is spent.
+    scene.say(&mut sanna, &message).await;
+    scene
+        .expect(&mut sanna, "a refusal of the spent code", |r| {
+            body_text(r).contains("doesn't work")
+        })
+        .await;
+    // Another number on the account is not verified.
+    let changed = scene
+        .app
+        .request(
+            "PATCH",
+            "/api/v1/me",
+            Some(&web.token),
+            &[],
+            Some(&json!({"phone": "+358401119999"})),
+        )
+        .await;
+    assert_eq!(changed.body["phone_verified"], false, "{}", changed.text);
+}
+
 each_backend! {
+    a_link_code_sent_from_the_phone_links_the_number_to_the_account => a_link_code_sent_from_the_phone_links_the_number_to_the_account;
+    one_worker_at_a_time_moves_a_conversation => one_worker_at_a_time_moves_a_conversation;
     a_whole_order_over_whatsapp_from_hi_to_delivered => a_whole_order_over_whatsapp_from_hi_to_delivered;
     a_redelivered_message_acts_once_and_unreadable_ones_get_help => a_redelivered_message_acts_once_and_unreadable_ones_get_help;
     a_number_links_to_an_account_only_with_that_phone_verified => a_number_links_to_an_account_only_with_that_phone_verified;
