@@ -18,7 +18,7 @@ const DECLINED = {
 function closed(error) {
   root.replaceChildren(el("div", { class: "card" },
     el("h2", {}, error.status === 404 ? "Payment link not found" : "This payment link is closed"),
-    el("div", { class: "alert error", role: "alert", "data-testid": "pay-closed" }, error.message),
+    el("div", { class: error.code === "pay_link_used" ? "alert info" : "alert error", role: "alert", "data-testid": "pay-closed" }, error.message),
     el("p", { class: "muted" }, "Go back to the WhatsApp chat to order again.")));
 }
 
@@ -34,7 +34,6 @@ function basketTable(link) {
     el("td", {}, `${item.quantity} × ${item.name}`),
     el("td", { class: "amount" }, money(item.quantity * item.unit_price_cents))));
   return el("table", { class: "basket" },
-    el("caption", { class: "muted" }, `From ${link.merchant_name}`),
     el("tbody", {}, rows,
       el("tr", { class: "sum" }, el("td", {}, "Items"), el("td", { class: "amount" }, money(link.subtotal_cents))),
       el("tr", {}, el("td", {}, "Delivery fee"), el("td", { class: "amount" }, money(link.delivery_fee_cents))),
