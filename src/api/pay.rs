@@ -26,8 +26,11 @@ pub const PAY_METHODS: [(&str, &str); 3] = [
     (SANDBOX_DECLINED, "Declined card (test)"),
     (SANDBOX_INSUFFICIENT_FUNDS, "Insufficient funds (test)"),
 ];
-/// Longest token looked up; a real one is 43 characters (32 bytes, base64url).
-const PAY_TOKEN_MAX_CHARS: usize = 128;
+/// Longest token looked up; a real one is 43 bytes (32 random bytes, base64url).
+const PAY_TOKEN_MAX_BYTES: usize = 128;
+/// The answer to another card while the link's attempt with an earlier card is unfinished.
+const UNFINISHED_ATTEMPT: &str = "An earlier payment on this link with another card has not \
+    finished yet; retry in a moment (or with the card you chose first).";
 /// The inbox kind that tells the conversation its link was paid.
 pub const PAID_KIND: &str = "paid";
 
@@ -78,7 +81,7 @@ pub struct PayRequest {
 
 /// The link `token` opens, if it can still be paid: 404 unknown, 410 used or expired.
 async fn payable_link(state: &AppState, token: &str) -> Result<PayLink, ApiError> {
-    if token.is_empty() || token.len() > PAY_TOKEN_MAX_CHARS {
+    if token.is_empty() || token.len() > PAY_TOKEN_MAX_BYTES {
         return Err(ErrorCode::PayLinkNotFound.into());
     }
     let link = state
@@ -284,12 +287,10 @@ pub async fn pay(
             next_attempt(&state, &link).await?;
             Err(error)
         }
+        // This attempt's key is bound to the card of an earlier request that has not finished.
         Err(error) if error.code() == ErrorCode::IdempotencyKeyReused => {
             Err(ApiError::new(ErrorCode::RequestInProgress)
-                .with_message(
-                    "An earlier payment on this link with another card has not finished yet; \
-             retry in a moment (or with the card you chose first).",
-                )
+                .with_message(UNFINISHED_ATTEMPT)
                 .retry_after(1))
         }
         Err(error) => Err(error),
