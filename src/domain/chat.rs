@@ -213,7 +213,9 @@ impl Reply {
                 .map(|row| ReplyOption {
                     id: cut(&row.id, REPLY_ID_MAX_CHARS),
                     title: cut(&row.title, ROW_TITLE_MAX_CHARS),
-                    description: row.description.map(|d| cut(&d, ROW_DESCRIPTION_MAX_CHARS)),
+                    description: row
+                        .description
+                        .map(|d| cut(&d, ROW_DESCRIPTION_MAX_CHARS)),
                 })
                 .collect(),
         }
