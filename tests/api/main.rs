@@ -23,6 +23,7 @@ mod openapi;
 mod osrm_client;
 mod osrm_support;
 mod pages;
+mod pay;
 mod processes;
 mod recovery;
 mod redis_bus;
