@@ -571,6 +571,7 @@ async fn the_conversation_survives_a_restart_mid_order() {
     } = scene;
     let db = app.stop().await;
     let app = start(db, config).await;
+    app.wait_until_ready().await;
     let store = migrated_store(&app.db).await;
     let scene = Scene {
         app,
@@ -859,18 +860,21 @@ async fn a_link_code_sent_from_the_phone_links_the_number_to_the_account(kind: D
         .await
         .unwrap();
     assert_eq!(owner.id.to_string(), me.body["id"].as_str().unwrap());
-    assert_eq!(
-        count_rows(
-            &scene.app.db,
-            &format!(
-                "whatsapp_conversations WHERE user_id = '{}'",
-                me.body["id"].as_str().unwrap()
-            )
+    // What the chat orders from now on is the account's.
+    let token = order_up_to_the_link(&scene, &mut sanna).await;
+    let (status, order) = pay(&scene, &token, "pm_card_visa").await;
+    assert_eq!(status, 201, "{order}");
+    let seen = scene
+        .app
+        .get_authed(
+            &format!("/api/v1/orders/{}", order["id"].as_str().unwrap()),
+            &web.token,
         )
-        .await
-        .min(1),
-        i64::from(kind == Db::Postgres),
-        "the conversation orders for the account (SQLite keeps ids as blobs: checked above)"
+        .await;
+    assert_eq!(
+        seen.status, 200,
+        "the linked account sees the order: {}",
+        seen.text
     );
     // The code is spent.
     scene.say(&mut sanna, &message).await;

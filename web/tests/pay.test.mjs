@@ -137,10 +137,10 @@ test("a basket chosen in the WhatsApp chat is paid on the pay page, after a decl
 
   mark = sent.length;
   await deliver(listReply(`kitchen:${merchant.id}`));
-  await botSays(mark, mentions(`item:${ramen.id}`), "the kitchen's menu");
+  await botSays(mark, mentions(`dish:${ramen.id}`), "the kitchen's menu");
 
   mark = sent.length;
-  await deliver(listReply(`item:${ramen.id}`));
+  await deliver(listReply(`dish:${ramen.id}`));
   await botSays(mark, mentions("qty:2"), "a choice of quantity");
 
   mark = sent.length;
