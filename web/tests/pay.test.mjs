@@ -194,4 +194,14 @@ test("a basket chosen in the WhatsApp chat is paid on the pay page, after a decl
   // Only the declined card's answer (402) reached the console, as the browser reports it.
   const unexpected = page.problems.filter((p) => !/status of (402|410)/.test(p));
   assert.deepEqual(unexpected, [], "no script errors");
+
+  // The chat's tracking link opens the order signed in (a customer who never set a password),
+  // and the sign-in token leaves the address bar.
+  const trackUrl = /(https?:\/\/\S+\/track\/\S+)/.exec(placed.text.body)[1];
+  assert.match(trackUrl, /#token=/, "the link signs the customer in");
+  const tracking = await openPage(browser, trackUrl);
+  await tracking.getByTestId("dispatch").waitFor();
+  assert.match(await tracking.locator("h2").first().textContent(), /^Order /);
+  assert.ok(!tracking.url().includes("token="), `the token is gone from the address: ${tracking.url()}`);
+  await screenshot(tracking, "pay-tracking");
 });
