@@ -190,7 +190,6 @@ async fn complete(state: &AppState, link: &PayLink, order: OrderId) -> Result<()
         })
         .await?;
     if state.store.use_pay_link(link.id, order, now).await? {
-        metrics::counter!("whatsapp_orders_paid_total").increment(1);
         tracing::info!(pay_link_id = %link.id, order_id = %order, "payment link paid");
     }
     Ok(())
