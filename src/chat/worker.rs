@@ -17,6 +17,7 @@ use crate::domain::chat::Input;
 use crate::domain::conversation::{Conversation, Found};
 use crate::domain::notification::message_id;
 use crate::domain::{OrderId, Phone, UserId};
+use crate::geo::{LatLon, haversine_m};
 use crate::notify::Outcome;
 use crate::notify::whatsapp::TOKEN_PAUSE;
 use crate::store::{
@@ -138,7 +139,7 @@ impl Chat {
         let mut version = record.version;
         let mut customer = record.user_id;
         for message in store.pending_inbound(phone.as_str()).await? {
-            let input = input_of(&message);
+            let input = self.labelled(input_of(&message));
             let customer_id = match customer {
                 Some(id) => id,
                 None => {
@@ -315,6 +316,31 @@ impl Chat {
             }
         }
         Ok(())
+    }
+}
+
+/// A pin shared without a name is named after the nearest known address, when one is this
+/// close (the customer reads it back in the basket and on the receipt).
+const PIN_ADDRESS_WITHIN_M: f64 = 75.0;
+
+impl Chat {
+    /// The input with a shared pin named by the offline map when WhatsApp sent no name.
+    fn labelled(&self, input: Input) -> Input {
+        match input {
+            Input::Location {
+                lat,
+                lon,
+                label: None,
+            } => {
+                let label = LatLon::new(lat, lon).ok().and_then(|at| {
+                    let place = self.parts.maps.reverse(at).ok()?;
+                    let there = LatLon::new(place.lat, place.lon).ok()?;
+                    (haversine_m(at, there) <= PIN_ADDRESS_WITHIN_M).then_some(place.label)
+                });
+                Input::Location { lat, lon, label }
+            }
+            other => other,
+        }
     }
 }
 

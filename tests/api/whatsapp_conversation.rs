@@ -12,7 +12,7 @@ use mealkitz::actors::commands::{self, AnswerOffer, MerchantAccept, MerchantRead
 use mealkitz::config::notify::WhatsAppAccount;
 use mealkitz::config::{Config, Secret};
 use mealkitz::domain::notification::order_code;
-use mealkitz::domain::{OrderId, Phone, Position};
+use mealkitz::domain::{MerchantId, OrderId, Phone, Position};
 use mealkitz::store::{ConversationSave, Store};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -23,7 +23,7 @@ use crate::helpers::{
 };
 use crate::notify_support::{ACCESS_TOKEN, API_VERSION, GraphApi, GraphRequest, PHONE_NUMBER_ID};
 use crate::webhooks_api::count_rows;
-use crate::ws::{Cast, cast};
+use crate::ws::cast;
 
 const APP_SECRET: &str = "meta-app-secret-for-conversations";
 const PUBLIC_URL: &str = "http://localhost:8000";
@@ -103,7 +103,9 @@ struct Scene {
     app: TestApp,
     store: Store,
     graph: GraphApi,
-    cast: Cast,
+    /// The kitchen the scene's customers order from, and where it is.
+    kitchen: MerchantId,
+    pickup: Position,
 }
 
 async fn post_signed(app: &TestApp, body: &[u8]) -> u16 {
@@ -135,13 +137,14 @@ impl Scene {
             app,
             store,
             graph,
-            cast,
+            kitchen: cast.merchant_id,
+            pickup: cast.pickup,
         }
     }
 
     /// A place 800 m from the kitchen: inside the delivery distance.
     fn home(&self) -> Position {
-        offset_m(self.cast.pickup, 800.0, 0.0)
+        offset_m(self.pickup, 800.0, 0.0)
     }
 
     /// Sends one message object from `who`, signed; the `wamid` and body (for redelivery).
@@ -293,7 +296,7 @@ async fn order_up_to_the_link(scene: &Scene, who: &mut Person) -> String {
     let kitchens = scene
         .expect(who, "the kitchens list", |r| interactive(r, "list"))
         .await;
-    let kitchen = format!("kitchen:{}", scene.cast.merchant_id);
+    let kitchen = format!("kitchen:{}", scene.kitchen);
     assert!(
         list_ids(&kitchens).contains(&kitchen),
         "{:?}",
@@ -395,13 +398,13 @@ async fn a_whole_order_over_whatsapp_from_hi_to_delivered(kind: Db) {
     // From here on the notification service speaks.
     let mut driver = scene
         .app
-        .driver_at(offset_m(scene.cast.pickup, -300.0, 0.0))
+        .driver_at(offset_m(scene.pickup, -300.0, 0.0))
         .await;
     scene
         .app
         .engine
         .execute(MerchantAccept {
-            merchant_id: scene.cast.merchant_id,
+            merchant_id: scene.kitchen,
             order_id,
             prep_minutes: 10,
         })
@@ -433,7 +436,7 @@ async fn a_whole_order_over_whatsapp_from_hi_to_delivered(kind: Db) {
         .app
         .engine
         .execute(MerchantReady {
-            merchant_id: scene.cast.merchant_id,
+            merchant_id: scene.kitchen,
             order_id,
         })
         .await
@@ -567,7 +570,11 @@ async fn the_conversation_survives_a_restart_mid_order() {
         .expect(&mut minna, "the kitchens list", |r| interactive(r, "list"))
         .await;
     let Scene {
-        app, graph, cast, ..
+        app,
+        graph,
+        kitchen,
+        pickup,
+        ..
     } = scene;
     let db = app.stop().await;
     let app = start(db, config).await;
@@ -577,10 +584,11 @@ async fn the_conversation_survives_a_restart_mid_order() {
         app,
         store,
         graph,
-        cast,
+        kitchen,
+        pickup,
     };
     scene
-        .tap(&mut minna, &format!("kitchen:{}", scene.cast.merchant_id))
+        .tap(&mut minna, &format!("kitchen:{}", scene.kitchen))
         .await;
     scene
         .expect(&mut minna, "the menu after the restart", |r| {
@@ -895,6 +903,97 @@ async fn a_link_code_sent_from_the_phone_links_the_number_to_the_account(kind: D
         )
         .await;
     assert_eq!(changed.body["phone_verified"], false, "{}", changed.text);
+}
+
+/// With the offline map of Helsinki (OpenStreetMap contributors, ODbL) loaded, a typed address is
+/// looked up, and a pin shared without a name is named after the address it is on.
+#[actix_web::test]
+async fn typed_addresses_and_bare_pins_are_read_on_the_helsinki_map() {
+    let data = |file: &str| format!("{}/data/helsinki/{file}", env!("CARGO_MANIFEST_DIR"));
+    let graph = GraphApi::start().await;
+    let db = TestDb::create(Db::Sqlite).await;
+    let mut config = chat_config(&db, &graph);
+    let helsinki = Config::from_args([
+        format!("--map-data={}", data("Helsinki.osm.pbf")),
+        format!("--regions={}", data("regions.geojson")),
+    ])
+    .expect("the Helsinki settings are valid");
+    config.maps = helsinki.maps;
+    config.dispatch.regions = helsinki.dispatch.regions;
+    let app = spawn_app_with(db, config).await;
+    let owner = app.signed_up("merchant").await;
+    // A kitchen on Aleksanterinkatu.
+    let pickup = Position {
+        lat: 60.16866,
+        lon: 24.94722,
+    };
+    let created = app
+        .post_authed(
+            "/api/v1/merchants",
+            &owner.token,
+            &json!({"name": "Kallio Kitchen", "address": "Aleksanterinkatu 52", "location": pickup}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let kitchen: MerchantId = created.body["id"].as_str().unwrap().parse().unwrap();
+    let menu = app
+        .put_authed(
+            &format!("/api/v1/merchants/{kitchen}/menu"),
+            &owner.token,
+            &json!({"items": [{"name": "Salmon soup kit", "price_cents": 1490}]}),
+        )
+        .await;
+    assert_eq!(menu.status, 200, "{}", menu.text);
+    let store = migrated_store(&app.db).await;
+    let scene = Scene {
+        app,
+        store,
+        graph,
+        kitchen,
+        pickup,
+    };
+    let mut ville = Person::new("358401110010", "Ville");
+    scene.say(&mut ville, "moi").await;
+    scene
+        .expect(&mut ville, "the greeting", |r| {
+            interactive(r, "location_request_message")
+        })
+        .await;
+    scene.say(&mut ville, "mannerheimintie 5, helsinki").await;
+    let kitchens = scene
+        .expect(&mut ville, "the kitchens near the typed address", |r| {
+            interactive(r, "list")
+        })
+        .await;
+    assert!(
+        body_text(&kitchens).contains("to Mannerheimintie 5, Helsinki"),
+        "{}",
+        body_text(&kitchens)
+    );
+    assert!(list_ids(&kitchens).contains(&format!("kitchen:{kitchen}")));
+    // Start over, and share a pin with no name a few metres from that door.
+    scene.say(&mut ville, "start over").await;
+    scene
+        .expect(&mut ville, "the location asked again", |r| {
+            interactive(r, "location_request_message") && body_text(r).contains("type *same*")
+        })
+        .await;
+    scene
+        .send(
+            &mut ville,
+            json!({"type": "location", "location": {"latitude": 60.16866, "longitude": 24.94722}}),
+        )
+        .await;
+    let named = scene
+        .expect(&mut ville, "the kitchens near the pin", |r| {
+            interactive(r, "list")
+        })
+        .await;
+    assert!(
+        body_text(&named).contains("Helsinki") && !body_text(&named).contains("Pinned location"),
+        "the pin is named by the map: {}",
+        body_text(&named)
+    );
 }
 
 each_backend! {
