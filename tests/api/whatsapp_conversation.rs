@@ -22,6 +22,7 @@ use crate::helpers::{
     test_config,
 };
 use crate::notify_support::{ACCESS_TOKEN, API_VERSION, GraphApi, GraphRequest, PHONE_NUMBER_ID};
+use crate::processes::Processes;
 use crate::webhooks_api::count_rows;
 use crate::ws::cast;
 
@@ -109,16 +110,7 @@ struct Scene {
 }
 
 async fn post_signed(app: &TestApp, body: &[u8]) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{}/webhooks/whatsapp", app.address))
-        .header("content-type", "application/json")
-        .header("X-Hub-Signature-256", signature(body))
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    post_signed_to(&app.address, body).await
 }
 
 impl Scene {
@@ -197,25 +189,7 @@ impl Scene {
         what: &str,
         wanted: impl Fn(&GraphRequest) -> bool,
     ) -> GraphRequest {
-        let from = who.read;
-        let digits = who.digits.clone();
-        let all = self
-            .graph
-            .wait_for_matching(what, |all| {
-                all.iter()
-                    .filter(|r| r.to() == digits)
-                    .skip(from)
-                    .any(&wanted)
-            })
-            .await;
-        let mine: Vec<&GraphRequest> = all.iter().filter(|r| r.to() == digits).collect();
-        let at = from
-            + mine[from..]
-                .iter()
-                .position(|r| wanted(r))
-                .expect("matched above");
-        who.read = at + 1;
-        mine[at].clone()
+        expect_on(&self.graph, who, what, wanted).await
     }
 
     /// Waits [`QUIET`] and checks that nothing more came to `who`.
@@ -227,6 +201,47 @@ impl Scene {
             .collect();
         assert!(extra.is_empty(), "nothing more was to come: {extra:#?}");
     }
+}
+
+/// Waits for the next message to `who` at `graph` that `wanted` accepts, marking everything
+/// before it read; panics with the conversation if none comes.
+async fn expect_on(
+    graph: &GraphApi,
+    who: &mut Person,
+    what: &str,
+    wanted: impl Fn(&GraphRequest) -> bool,
+) -> GraphRequest {
+    let from = who.read;
+    let digits = who.digits.clone();
+    let all = graph
+        .wait_for_matching(what, |all| {
+            all.iter()
+                .filter(|r| r.to() == digits)
+                .skip(from)
+                .any(&wanted)
+        })
+        .await;
+    let mine: Vec<&GraphRequest> = all.iter().filter(|r| r.to() == digits).collect();
+    let at = from
+        + mine[from..]
+            .iter()
+            .position(|r| wanted(r))
+            .expect("matched above");
+    who.read = at + 1;
+    mine[at].clone()
+}
+
+async fn post_signed_to(address: &str, body: &[u8]) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{address}/webhooks/whatsapp"))
+        .header("content-type", "application/json")
+        .header("X-Hub-Signature-256", signature(body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 fn body_text(request: &GraphRequest) -> String {
@@ -994,6 +1009,125 @@ async fn typed_addresses_and_bare_pins_are_read_on_the_helsinki_map() {
         "the pin is named by the map: {}",
         body_text(&named)
     );
+}
+
+/// Two `mealkitz serve` processes on one database: the customer's messages land on either, the
+/// conversation moves on whichever claims it, and after one is killed (SIGKILL) the other carries
+/// the same conversation to a placed order. Every step is answered once.
+#[actix_web::test]
+async fn the_conversation_goes_on_across_replicas_and_past_a_killed_one() {
+    let graph = GraphApi::start().await;
+    let settings = vec![
+        ("MEALKITZ_WHATSAPP_API_URL", graph.url.clone()),
+        ("MEALKITZ_WHATSAPP_API_VERSION", API_VERSION.to_owned()),
+        (
+            "MEALKITZ_WHATSAPP_PHONE_NUMBER_ID",
+            PHONE_NUMBER_ID.to_owned(),
+        ),
+        ("MEALKITZ_WHATSAPP_TOKEN", ACCESS_TOKEN.to_owned()),
+        ("MEALKITZ_WHATSAPP_APP_SECRET", APP_SECRET.to_owned()),
+        ("MEALKITZ_PUBLIC_URL", PUBLIC_URL.to_owned()),
+        ("MEALKITZ_NOTIFIER_CLAIM_SECS", "2".to_owned()),
+    ];
+    let mut processes = Processes::new(true, settings).await;
+    migrated_store(processes.db()).await.close().await;
+    processes.start(2).await;
+    let shop = processes.open_shop(0, -5_000.0, -5_000.0).await;
+    let address = |processes: &Processes, n: usize| processes.all()[n].address.clone();
+    let mut noora = Person::new("358401110011", "Noora");
+    // Each message to the other replica than the one before.
+    let mut turn = 0;
+    let mut send = async |processes: &Processes, who: &mut Person, message: Value| {
+        let (_, body) = who.envelope(message);
+        let via = processes.next_live(turn);
+        turn = via + 1;
+        assert_eq!(post_signed_to(&address(processes, via), &body).await, 200);
+    };
+    send(
+        &processes,
+        &mut noora,
+        json!({"type": "text", "text": {"body": "hi"}}),
+    )
+    .await;
+    expect_on(&graph, &mut noora, "the greeting", |r| {
+        interactive(r, "location_request_message")
+    })
+    .await;
+    let home = offset_m(shop.location, 800.0, 0.0);
+    send(
+        &processes,
+        &mut noora,
+        json!({"type": "location", "location": {"latitude": home.lat, "longitude": home.lon}}),
+    )
+    .await;
+    expect_on(&graph, &mut noora, "the kitchens", |r| {
+        interactive(r, "list")
+    })
+    .await;
+    let tap = |id: &str| {
+        let kind = if id.starts_with("kitchen:") || id.starts_with("dish:") {
+            "list_reply"
+        } else {
+            "button_reply"
+        };
+        json!({"type": "interactive", "interactive": {"type": kind, kind: {"id": id, "title": id}}})
+    };
+    send(
+        &processes,
+        &mut noora,
+        tap(&format!("kitchen:{}", shop.merchant_id)),
+    )
+    .await;
+    expect_on(&graph, &mut noora, "the menu", |r| {
+        interactive(r, "list") && body_text(r).contains("menu")
+    })
+    .await;
+    // One replica dies (SIGKILL); the conversation carries on on the other.
+    processes.kill(0);
+    send(
+        &processes,
+        &mut noora,
+        tap(&format!("dish:{}", shop.items[0])),
+    )
+    .await;
+    expect_on(&graph, &mut noora, "the quantity", |r| {
+        interactive(r, "button")
+    })
+    .await;
+    send(&processes, &mut noora, tap("qty:3")).await;
+    expect_on(&graph, &mut noora, "the basket", |r| {
+        body_text(r).contains("3 ×")
+    })
+    .await;
+    send(&processes, &mut noora, tap("basket:checkout")).await;
+    let link = expect_on(&graph, &mut noora, "the link", |r| {
+        body_text(r).contains("/pay/")
+    })
+    .await;
+    let token = pay_token(&body_text(&link)).unwrap();
+    let paid = processes
+        .rest(
+            1,
+            "POST",
+            &format!("/api/v1/pay/{token}"),
+            None,
+            &[],
+            Some(&json!({"payment_method": "pm_card_visa"})),
+        )
+        .await;
+    assert_eq!(paid.status, 201, "{}", paid.text);
+    expect_on(&graph, &mut noora, "placed", |r| {
+        body_text(r).contains("placed")
+    })
+    .await;
+    // Seven answers for seven messages (and the paid link): none twice.
+    let mine: Vec<String> = graph
+        .requests()
+        .iter()
+        .filter(|r| r.to() == noora.digits)
+        .map(GraphRequest::summary)
+        .collect();
+    assert_eq!(mine.len(), 7, "one answer per step: {mine:#?}");
 }
 
 each_backend! {
