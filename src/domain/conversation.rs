@@ -489,38 +489,17 @@ impl Conversation {
                 })
             }
             Stage::ChoosingKitchen { kitchens, page } => {
-                let shown = page_of(&kitchens, page, KITCHEN_PAGE_ROWS);
-                let ids: Vec<(String, &str)> = shown
+                let shown = page_of(&kitchens, page, KITCHEN_PAGE_ROWS)
                     .iter()
-                    .map(|k| (format!("kitchen:{}", k.id), k.name.as_str()))
-                    .collect();
-                let refs: Vec<(&str, &str)> = ids.iter().map(|(i, n)| (i.as_str(), *n)).collect();
-                match typed_choice(text, &refs) {
-                    Some(id) => {
-                        let id = id.to_owned();
-                        self.chose(&id)
-                    }
-                    None => self
-                        .prompt()
-                        .before(Reply::text("Please pick a kitchen from the list.")),
-                }
+                    .map(|k| (format!("kitchen:{}", k.id), k.name.as_str()));
+                self.typed_row(text, shown, "Please pick a kitchen from the list.")
             }
             Stage::ChoosingDish { page } => {
-                let shown = page_of(&self.menu, page, MENU_PAGE_ROWS);
-                let ids: Vec<(String, &str)> = shown
+                let menu = self.menu.clone();
+                let shown = page_of(&menu, page, MENU_PAGE_ROWS)
                     .iter()
-                    .map(|d| (format!("dish:{}", d.id), d.name.as_str()))
-                    .collect();
-                let refs: Vec<(&str, &str)> = ids.iter().map(|(i, n)| (i.as_str(), *n)).collect();
-                match typed_choice(text, &refs) {
-                    Some(id) => {
-                        let id = id.to_owned();
-                        self.chose(&id)
-                    }
-                    None => self
-                        .prompt()
-                        .before(Reply::text("Please pick a dish from the menu.")),
-                }
+                    .map(|d| (format!("dish:{}", d.id), d.name.as_str()));
+                self.typed_row(text, shown, "Please pick a dish from the menu.")
             }
             Stage::ChoosingQuantity { dish } => match typed_number(text) {
                 Some(n) if (1..=QUANTITY_MAX).contains(&n) => self.add_to_basket(dish, n),
@@ -531,6 +510,22 @@ impl Conversation {
             Stage::Reviewing | Stage::AwaitingPayment => self.prompt().before(Reply::text(
                 "Tap *Checkout* to pay, *Add more* for more dishes, or *Cancel*.",
             )),
+        }
+    }
+
+    /// A row of the list shown, chosen by typing its number or part of its name; otherwise the
+    /// list again after `otherwise`.
+    fn typed_row<'a>(
+        &mut self,
+        text: &str,
+        shown: impl Iterator<Item = (String, &'a str)>,
+        otherwise: &str,
+    ) -> Step {
+        let rows: Vec<(String, &str)> = shown.collect();
+        let refs: Vec<(&str, &str)> = rows.iter().map(|(id, name)| (id.as_str(), *name)).collect();
+        match typed_choice(text, &refs).map(str::to_owned) {
+            Some(id) => self.chose(&id),
+            None => self.prompt().before(Reply::text(otherwise)),
         }
     }
 
@@ -565,11 +560,10 @@ impl Conversation {
                 }
             }
             ("kitchens", Stage::ChoosingKitchen { kitchens, .. }) => {
-                let page = value
-                    .strip_prefix("page:")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
-                self.stage = Stage::ChoosingKitchen { kitchens, page };
+                self.stage = Stage::ChoosingKitchen {
+                    kitchens,
+                    page: page_number(value),
+                };
                 self.prompt()
             }
             ("dish", Stage::ChoosingDish { .. }) => {
@@ -582,11 +576,9 @@ impl Conversation {
                 }
             }
             ("menu", Stage::ChoosingDish { .. }) => {
-                let page = value
-                    .strip_prefix("page:")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
-                self.stage = Stage::ChoosingDish { page };
+                self.stage = Stage::ChoosingDish {
+                    page: page_number(value),
+                };
                 self.prompt()
             }
             ("qty", Stage::ChoosingQuantity { dish }) => match value.parse::<u32>() {
@@ -869,6 +861,14 @@ impl Conversation {
             }
         }
     }
+}
+
+/// The page a "More" row turns to (`page:2`), the first when unreadable.
+fn page_number(value: &str) -> usize {
+    value
+        .strip_prefix("page:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
 }
 
 fn last_page(len: usize, per_page: usize) -> usize {

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use mealkitz::actors::commands::{self, AnswerOffer, MerchantAccept, MerchantReady};
 use mealkitz::config::notify::WhatsAppAccount;
 use mealkitz::config::{Config, Secret};
@@ -15,7 +14,6 @@ use mealkitz::domain::notification::order_code;
 use mealkitz::domain::{MerchantId, OrderId, Phone, Position};
 use mealkitz::store::{ConversationSave, Store};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::helpers::{
     Db, TestApp, TestDb, each_backend, migrated_store, next_offer, offset_m, spawn_app_with, start,
@@ -46,15 +44,7 @@ fn chat_config(db: &TestDb, graph: &GraphApi) -> Config {
 }
 
 fn signature(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(APP_SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256={hex}")
+    crate::whatsapp_webhook::signature(body, APP_SECRET)
 }
 
 /// A person on WhatsApp: their number, and how many of the bot's messages to them were read.
@@ -192,6 +182,15 @@ impl Scene {
         expect_on(&self.graph, who, what, wanted).await
     }
 
+    /// `who` says `hello`; the bot greets them and asks where to deliver.
+    async fn greeted(&self, who: &mut Person, hello: &str) -> GraphRequest {
+        self.say(who, hello).await;
+        self.expect(who, "the greeting", |r| {
+            interactive(r, "location_request_message")
+        })
+        .await
+    }
+
     /// Waits [`QUIET`] and checks that nothing more came to `who`.
     async fn expect_nothing_more(&self, who: &Person) {
         tokio::time::sleep(QUIET).await;
@@ -296,12 +295,7 @@ fn pay_token(text: &str) -> Option<String> {
 
 /// Takes `who` from "hi" to the payment link; the link's token.
 async fn order_up_to_the_link(scene: &Scene, who: &mut Person) -> String {
-    scene.say(who, "hi").await;
-    let ask = scene
-        .expect(who, "the greeting asks for the location", |r| {
-            interactive(r, "location_request_message")
-        })
-        .await;
+    let ask = scene.greeted(who, "hi").await;
     assert!(
         body_text(&ask).contains(&format!("Hi {}!", who.name.split(' ').next().unwrap())),
         "{}",
@@ -537,12 +531,7 @@ async fn a_redelivered_message_acts_once_and_unreadable_ones_get_help(kind: Db) 
 async fn a_typed_address_is_looked_up_or_the_pin_asked_for_without_map_data() {
     let scene = Scene::start(Db::Sqlite).await;
     let mut liisa = Person::new("358401110003", "Liisa");
-    scene.say(&mut liisa, "hello").await;
-    scene
-        .expect(&mut liisa, "the greeting", |r| {
-            interactive(r, "location_request_message")
-        })
-        .await;
+    scene.greeted(&mut liisa, "hello").await;
     scene.say(&mut liisa, "Mannerheimintie 5, Helsinki").await;
     // The test engine loads no address data: the bot asks for a pin instead of guessing.
     let ask = scene
@@ -574,12 +563,7 @@ async fn the_conversation_survives_a_restart_mid_order() {
     let app = spawn_app_with(db, config.clone()).await;
     let scene = Scene::around(app, graph).await;
     let mut minna = Person::new("358401110004", "Minna");
-    scene.say(&mut minna, "hi").await;
-    scene
-        .expect(&mut minna, "the greeting", |r| {
-            interactive(r, "location_request_message")
-        })
-        .await;
+    scene.greeted(&mut minna, "hi").await;
     scene.share_location(&mut minna, scene.home()).await;
     scene
         .expect(&mut minna, "the kitchens list", |r| interactive(r, "list"))
@@ -655,12 +639,7 @@ async fn cancel_before_the_kitchen_accepts_releases_the_hold() {
 async fn an_idle_conversation_is_reset_with_a_note() {
     let scene = Scene::start(Db::Sqlite).await;
     let mut pia = Person::new("358401110006", "Pia");
-    scene.say(&mut pia, "hi").await;
-    scene
-        .expect(&mut pia, "the greeting", |r| {
-            interactive(r, "location_request_message")
-        })
-        .await;
+    scene.greeted(&mut pia, "hi").await;
     // Thirty-one minutes pass: the conversation's last message is moved back.
     let phone = pia.phone();
     let now = chrono::Utc::now();
@@ -968,12 +947,7 @@ async fn typed_addresses_and_bare_pins_are_read_on_the_helsinki_map() {
         pickup,
     };
     let mut ville = Person::new("358401110010", "Ville");
-    scene.say(&mut ville, "moi").await;
-    scene
-        .expect(&mut ville, "the greeting", |r| {
-            interactive(r, "location_request_message")
-        })
-        .await;
+    scene.greeted(&mut ville, "moi").await;
     scene.say(&mut ville, "mannerheimintie 5, helsinki").await;
     let kitchens = scene
         .expect(&mut ville, "the kitchens near the typed address", |r| {
