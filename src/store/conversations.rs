@@ -259,6 +259,23 @@ impl Store {
         })?)
     }
 
+    /// Puts `phone`'s waiting replies off until `until` (the channel cannot send now), without
+    /// counting an attempt.
+    pub async fn defer_replies(&self, phone: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE whatsapp_outbound SET next_attempt_at = $2 \
+                 WHERE phone = $1 AND state = 'pending' AND next_attempt_at < $2",
+            )
+            .bind(phone)
+            .bind(until)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(())
+    }
+
     /// Records how sending a reply went.
     pub async fn record_reply(
         &self,
