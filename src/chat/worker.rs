@@ -33,6 +33,11 @@ const PHONES_PER_ROUND: i64 = 64;
 const CONVERSATIONS_IN_FLIGHT: usize = 8;
 /// Effects one input may chain (an address looked up, then kitchens found, …).
 const EFFECTS_PER_INPUT: usize = 4;
+/// Messages, replies, spent links and codes are kept this long, then pruned (messages are
+/// personal data).
+pub const WHATSAPP_RETENTION_DAYS: i64 = 30;
+/// How often the prune runs.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3_600);
 
 impl Chat {
     /// Starts the loop; returns the service for `/ready`.
@@ -45,6 +50,7 @@ impl Chat {
         let running = chat.clone();
         let signal = chat.parts.store.inbox_signal();
         tasks.spawn_watching(|stop| async move {
+            let mut pruned: Option<std::time::Instant> = None;
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -55,9 +61,26 @@ impl Chat {
                     continue;
                 }
                 while running.round().await > 0 && !stop.is_cancelled() {}
+                if pruned.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+                    pruned = Some(std::time::Instant::now());
+                    running.prune().await;
+                }
             }
         });
         chat
+    }
+
+    /// Deletes what is older than [`WHATSAPP_RETENTION_DAYS`] and no longer needed.
+    async fn prune(&self) {
+        let before = crate::store::now() - chrono::Duration::days(WHATSAPP_RETENTION_DAYS);
+        match self.parts.store.prune_whatsapp(before).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(
+                count,
+                "pruned WhatsApp messages, links and codes older than 30 days"
+            ),
+            Err(error) => tracing::debug!(error = %error, "cannot prune WhatsApp rows"),
+        }
     }
 
     /// One round: every phone with work, a few at once. Returns how much was done (messages
