@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use mealkitz::config::{Config, MapsConfig};
-use mealkitz::sim::{CityKind, SimConfig, StandIns, WebhookArrival};
+use mealkitz::sim::{CityKind, SimConfig, StandIns, WebhookArrival, WhatsAppPlan};
 
 use crate::helpers::{Db, TestDb, spawn_app, spawn_app_with, test_config};
 
@@ -27,6 +27,7 @@ fn quick_run(url: String, city: CityKind) -> SimConfig {
         city,
         maps: MapsConfig::default(),
         notify: None,
+        whatsapp: WhatsAppPlan::default(),
     }
 }
 

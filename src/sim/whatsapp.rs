@@ -1,0 +1,508 @@
+//! The simulated WhatsApp customers (`simulate --whatsapp-share`): each a phone number that
+//! orders like a person would — says hi, shares its location, taps (or types) a kitchen, a dish
+//! and a quantity, sometimes adds more, checks out, opens the payment link and pays (a few
+//! first with a card that is declined), and waits for "Order #… placed" — through signed calls
+//! to the engine's WhatsApp webhook, reading the bot's answers at the Graph API stand-in, with
+//! a human pause before each message. Some calls are delivered twice, as Meta does, and any
+//! answer to the repeat is counted as a duplicate action. One conversation per number at a
+//! time: a customer's next order waits for the last to end.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::args::WhatsAppPlan;
+use super::city::{MENU, PlannedOrder};
+use super::clients::{Customers, addressed};
+use super::notify::{BotArrival, STAND_IN_APP_SECRET, STAND_IN_PHONE_NUMBER_ID, StandIns};
+use super::whatsapp_figures::{ChatStats, Talked, WhatsAppFigures};
+use super::whatsapp_wire::{
+    Bot, Pick, SIGNATURE_HEADER, Said, Sender, envelope, pay_token, pick_dish, pick_kitchen,
+    placed_code, signature,
+};
+
+/// How long a customer waits for the bot before giving up.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a message delivered twice, how long (at least) the customer watches for the bot
+/// answering the repeat.
+const REDELIVERY_WATCH: Duration = Duration::from_millis(750);
+/// Tries at the webhook when it answers 5xx or not at all, a second apart (Meta retries too).
+const WEBHOOK_TRIES: usize = 3;
+const WEBHOOK_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Shares of the customers who greet with "hello" (the rest say "hi"), type the kitchen's
+/// number instead of tapping its row, type the quantity instead of tapping, and tap "Add more"
+/// once.
+const HELLO_SHARE: f64 = 0.3;
+const TYPED_KITCHEN_SHARE: f64 = 0.2;
+const TYPED_QUANTITY_SHARE: f64 = 0.25;
+const ADD_MORE_SHARE: f64 = 0.25;
+/// Pages of kitchens a customer turns through looking for its own.
+const KITCHEN_PAGES_MAX: usize = 5;
+/// The quantities the bot offers as buttons (`qty:1` to `qty:3`).
+const QUANTITY_BUTTONS_MAX: u32 = 3;
+/// The card that pays, and the one that is declined.
+const VISA: &str = "pm_card_visa";
+const DECLINED_CARD: &str = "pm_card_chargeDeclined";
+/// Profile names the customers have on WhatsApp.
+const NAMES: &[&str] = &[
+    "Aino", "Eero", "Helmi", "Onni", "Venla", "Leo", "Ella", "Väinö",
+];
+
+/// WhatsApp customer `i`'s number (seed `seed`): Finnish mobile, 14 digits, so it is never one
+/// of the REST customers' 12-digit numbers; a rerun with the same seed is the same person.
+pub fn whatsapp_phone(seed: u64, i: usize) -> String {
+    format!("+35845{:03}{:06}", seed % 1_000, i % 1_000_000)
+}
+
+/// The run's WhatsApp customers: the first [`WhatsAppPlan::customers`] of the simulated ones.
+pub struct Chatters {
+    customers: Customers,
+    plan: WhatsAppPlan,
+    seed: u64,
+    /// Of all the simulated customers.
+    out_of: usize,
+    /// Each WhatsApp customer's messages from the stand-in; held while it talks.
+    inboxes: Vec<tokio::sync::Mutex<UnboundedReceiver<BotArrival>>>,
+    chat: Mutex<ChatStats>,
+}
+
+impl Chatters {
+    /// The WhatsApp customers among `out_of`, ordering from `customers`' kitchens and counted in
+    /// its stats, listening at `stand_ins`.
+    pub fn new(
+        customers: &Customers,
+        plan: &WhatsAppPlan,
+        stand_ins: &StandIns,
+        seed: u64,
+        out_of: usize,
+    ) -> Chatters {
+        let inboxes = (0..plan.customers(out_of))
+            .map(|i| {
+                let phone = whatsapp_phone(seed, i);
+                tokio::sync::Mutex::new(stand_ins.listen(&phone[1..]))
+            })
+            .collect();
+        Chatters {
+            customers: customers.clone(),
+            plan: plan.clone(),
+            seed,
+            out_of,
+            inboxes,
+            chat: Mutex::new(ChatStats::default()),
+        }
+    }
+
+    /// Whether simulated customer `customer` orders over WhatsApp.
+    pub fn takes(&self, customer: usize) -> bool {
+        customer < self.inboxes.len()
+    }
+
+    /// Orders planned order `n` over WhatsApp; its id when placed.
+    pub async fn order(&self, n: usize, planned: &PlannedOrder) -> Option<String> {
+        let mut inbox = self.inboxes.get(planned.customer)?.lock().await;
+        // What came since this number's last conversation (its order's updates) is old news.
+        while inbox.try_recv().is_ok() {}
+        let phone = whatsapp_phone(self.seed, planned.customer);
+        let mut talk = Talk {
+            run: self,
+            inbox: &mut inbox,
+            rng: StdRng::seed_from_u64(self.seed ^ (n as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
+            digits: &phone[1..],
+            name: NAMES[planned.customer % NAMES.len()],
+            posted_at: None,
+            redelivered: false,
+            order: None,
+            talked: Talked::default(),
+        };
+        self.lock().conversations += 1;
+        let started = Instant::now();
+        let outcome = talk.converse(planned).await;
+        let (order, talked) = (talk.order.take(), std::mem::take(&mut talk.talked));
+        let mut chat = self.lock();
+        chat.add(talked);
+        if order.is_some() {
+            chat.orders += 1;
+        }
+        match outcome {
+            Ok(placed_at) => chat
+                .time_to_order_secs
+                .push(placed_at.saturating_duration_since(started).as_secs_f64()),
+            Err(reason) => chat.failed(&reason),
+        }
+        order
+    }
+
+    /// Notes a conversation that had not ended when the run did.
+    pub fn unfinished(&self) {
+        self.lock().failed("still talking when the run ended");
+    }
+
+    pub fn figures(&self) -> WhatsAppFigures {
+        self.lock().figures(self.inboxes.len(), self.out_of)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChatStats> {
+        self.chat.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One conversation, from "hi" to the order placed.
+struct Talk<'a> {
+    run: &'a Chatters,
+    inbox: &'a mut UnboundedReceiver<BotArrival>,
+    rng: StdRng,
+    digits: &'a str,
+    name: &'a str,
+    /// When the last webhook call was made, until the bot's first reply to it came.
+    posted_at: Option<Instant>,
+    /// The last message was delivered twice.
+    redelivered: bool,
+    /// The order, once paid.
+    order: Option<String>,
+    talked: Talked,
+}
+
+impl Talk<'_> {
+    /// The conversation; when the bot said the order was placed, or why it did not get there
+    /// (a short reason, the same for every customer it happens to).
+    async fn converse(&mut self, planned: &PlannedOrder) -> Result<Instant, String> {
+        let hi = if self.rng.random_bool(HELLO_SHARE) {
+            "hello"
+        } else {
+            "hi"
+        };
+        self.say(Said::Text(hi.to_owned())).await?;
+        let (asked, _) = self
+            .expect("location request", |bot| {
+                matches!(bot, Bot::LocationRequest | Bot::List(_) | Bot::Buttons(_))
+            })
+            .await?;
+        if asked != Bot::LocationRequest {
+            // An earlier conversation of this number was left half-way (a rerun): start over.
+            self.pause().await;
+            self.say(Said::Text("start over".to_owned())).await?;
+            self.expect("location request", |bot| *bot == Bot::LocationRequest)
+                .await?;
+        }
+        self.pause().await;
+        let chatters = self.run;
+        let run = &chatters.customers;
+        let location = match addressed(&run.maps, &run.area, planned.dropoff) {
+            Some(place) => Said::Location {
+                lat: place.lat,
+                lon: place.lon,
+                address: Some(place.label),
+            },
+            None => Said::Location {
+                lat: planned.dropoff.lat,
+                lon: planned.dropoff.lon,
+                address: None,
+            },
+        };
+        self.say(location).await?;
+        let kitchen = self.choose_kitchen(planned).await?;
+        let (merchant, items) = &run.merchants[planned.merchant];
+        let wanted: Vec<&str> = if kitchen == *merchant {
+            planned
+                .lines
+                .iter()
+                .filter_map(|(line, _)| items.get(*line).map(String::as_str))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let quantity = planned.lines.first().map_or(1, |(_, q)| *q);
+        self.choose_dish(&wanted, quantity).await?;
+        if self.rng.random_bool(ADD_MORE_SHARE) {
+            self.pause().await;
+            self.tap_button("basket:add", "Add more").await?;
+            let more = planned.lines.get(1).map_or(1, |(_, q)| *q);
+            self.choose_dish(wanted.get(1..).unwrap_or_default(), more)
+                .await?;
+        }
+        self.pause().await;
+        self.tap_button("basket:checkout", "Checkout").await?;
+        let (link, _) = self
+            .expect(
+                "payment link",
+                |bot| matches!(bot, Bot::Text(text) if pay_token(text).is_some()),
+            )
+            .await?;
+        let token = match &link {
+            Bot::Text(text) => pay_token(text).unwrap_or_default().to_owned(),
+            _ => String::new(),
+        };
+        // Opening the page and picking a card.
+        self.pause().await;
+        if self.rng.random_bool(self.run.plan.decline_share) {
+            match self.pay(&token, DECLINED_CARD).await? {
+                (402, _) => self.talked.declined_first += 1,
+                (status, _) => return Err(format!("a declined card was answered {status}")),
+            }
+            self.pause().await;
+        }
+        let paid_at = Instant::now();
+        let (status, order) = self.pay(&token, VISA).await?;
+        let id = match (status, order["id"].as_str()) {
+            (201, Some(id)) => id.to_owned(),
+            (201, None) => return Err("paying answered 201 without an order".to_owned()),
+            (status, _) => {
+                let code = order["error"]["code"].as_str().unwrap_or("no error code");
+                return Err(format!("paying with Visa answered {status} {code}"));
+            }
+        };
+        self.run
+            .customers
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .trace(&id)
+            .placed_at
+            .get_or_insert(paid_at);
+        self.order = Some(id);
+        let (_, placed_at) = self
+            .expect(
+                "\"Order #… placed\" message",
+                |bot| matches!(bot, Bot::Text(text) if placed_code(text).is_some()),
+            )
+            .await?;
+        Ok(placed_at)
+    }
+
+    /// Reads the kitchens and picks one (turning pages to find its own); the merchant's id.
+    async fn choose_kitchen(&mut self, planned: &PlannedOrder) -> Result<String, String> {
+        let (list, _) = self
+            .expect("kitchen list", |bot| {
+                bot.lists("kitchen:") || *bot == Bot::LocationRequest
+            })
+            .await?;
+        if list == Bot::LocationRequest {
+            return Err("no kitchen delivers to the location".to_owned());
+        }
+        let chatters = self.run;
+        let merchants = &chatters.customers.merchants;
+        let wanted = merchants[planned.merchant].0.as_str();
+        let ours: Vec<&str> = merchants.iter().map(|(id, _)| id.as_str()).collect();
+        let mut list = list;
+        for _ in 0..KITCHEN_PAGES_MAX {
+            match pick_kitchen(list.offered(), wanted, &ours) {
+                Pick::Row(i, row) => {
+                    self.pause().await;
+                    let said = if self.rng.random_bool(TYPED_KITCHEN_SHARE) {
+                        Said::Text((i + 1).to_string())
+                    } else {
+                        Said::ListReply {
+                            id: row.id.clone(),
+                            title: row.title,
+                        }
+                    };
+                    self.say(said).await?;
+                    let id = row.id.strip_prefix("kitchen:").unwrap_or_default();
+                    return Ok(id.to_owned());
+                }
+                Pick::NextPage(row) => {
+                    self.pause().await;
+                    self.say(Said::ListReply {
+                        id: row.id,
+                        title: row.title,
+                    })
+                    .await?;
+                    (list, _) = self
+                        .expect("next kitchens", |bot| bot.lists("kitchen:"))
+                        .await?;
+                }
+                Pick::Nothing => break,
+            }
+        }
+        Err("none of the simulation's kitchens was listed".to_owned())
+    }
+
+    /// Reads the menu, taps a dish (the first of `wanted` listed, else any), then the
+    /// quantity, and reads the basket.
+    async fn choose_dish(&mut self, wanted: &[&str], quantity: u32) -> Result<(), String> {
+        let (menu, _) = self.expect("menu", |bot| bot.lists("dish:")).await?;
+        let fallback = self.rng.random_range(0..MENU.len());
+        let Pick::Row(_, dish) = pick_dish(menu.offered(), wanted, fallback) else {
+            return Err("the menu had no dish".to_owned());
+        };
+        self.pause().await;
+        self.say(Said::ListReply {
+            id: dish.id,
+            title: dish.title,
+        })
+        .await?;
+        self.expect("quantity buttons", |bot| bot.has_button("qty:1"))
+            .await?;
+        self.pause().await;
+        let quantity = quantity.max(1);
+        if quantity <= QUANTITY_BUTTONS_MAX && !self.rng.random_bool(TYPED_QUANTITY_SHARE) {
+            self.tap_button(&format!("qty:{quantity}"), &quantity.to_string())
+                .await?;
+        } else {
+            self.say(Said::Text(quantity.to_string())).await?;
+        }
+        self.expect("basket", |bot| bot.has_button("basket:checkout"))
+            .await?;
+        Ok(())
+    }
+
+    async fn tap_button(&mut self, id: &str, title: &str) -> Result<(), String> {
+        self.say(Said::ButtonReply {
+            id: id.to_owned(),
+            title: title.to_owned(),
+        })
+        .await
+    }
+
+    /// Sends one message through the webhook, signed; now and then delivers it twice.
+    async fn say(&mut self, said: Said) -> Result<(), String> {
+        let wamid = format!("wamid.sim{}", uuid::Uuid::new_v4().simple());
+        let from = Sender {
+            digits: self.digits,
+            name: self.name,
+            wamid: &wamid,
+            sent_at_unix_secs: chrono::Utc::now().timestamp(),
+        };
+        let body = envelope(STAND_IN_PHONE_NUMBER_ID, from, &said).to_string();
+        let signed = signature(STAND_IN_APP_SECRET.as_bytes(), body.as_bytes());
+        self.posted_at = Some(Instant::now());
+        self.post(&body, &signed).await?;
+        if self.rng.random_bool(self.run.plan.redeliver_share) {
+            self.talked.redeliveries += 1;
+            self.redelivered = true;
+            self.post(&body, &signed).await?;
+        }
+        Ok(())
+    }
+
+    async fn post(&mut self, body: &str, signed: &str) -> Result<(), String> {
+        let url = format!("{}/webhooks/whatsapp", self.run.customers.api_base);
+        let mut last = String::new();
+        for _ in 0..WEBHOOK_TRIES {
+            self.talked.webhook_calls += 1;
+            let answer = self
+                .run
+                .customers
+                .http
+                .post(&url)
+                .header(SIGNATURE_HEADER, signed)
+                .header("content-type", "application/json")
+                .body(body.to_owned())
+                .send()
+                .await;
+            match answer.map(|a| a.status().as_u16()) {
+                Ok(200) => return Ok(()),
+                Ok(status) if status < 500 => {
+                    return Err(format!("the webhook answered {status}"));
+                }
+                Ok(status) => last = format!("the webhook answered {status}"),
+                Err(_) => last = "the webhook did not answer".to_owned(),
+            }
+            tokio::time::sleep(WEBHOOK_RETRY_PAUSE).await;
+        }
+        Err(last)
+    }
+
+    /// `POST /api/v1/pay/{token}` with `card`: the status and the body.
+    async fn pay(&mut self, token: &str, card: &str) -> Result<(u16, Value), String> {
+        let customers = &self.run.customers;
+        let answer = customers
+            .http
+            .post(format!("{}/api/v1/pay/{token}", customers.api_base))
+            .json(&json!({"payment_method": card}))
+            .send()
+            .await
+            .map_err(|_| "the pay endpoint did not answer".to_owned())?;
+        let status = answer.status().as_u16();
+        Ok((status, answer.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Waits for the bot's message `wanted` accepts (order updates pass by; other messages
+    /// are counted as unexpected); it and when it arrived. Times the first reply to the last
+    /// webhook call.
+    async fn expect(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&Bot) -> bool,
+    ) -> Result<(Bot, Instant), String> {
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let arrived = match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+                Ok(Some(arrived)) => arrived,
+                Ok(None) => return Err("the Graph API stand-in stopped".to_owned()),
+                Err(_) => {
+                    return Err(format!("no {what} within {} s", REPLY_TIMEOUT.as_secs()));
+                }
+            };
+            let bot = Bot::read(&arrived.body);
+            if !bot.is_conversation() {
+                continue;
+            }
+            if let Some(posted) = self.posted_at.take() {
+                let latency = arrived.at.saturating_duration_since(posted);
+                self.talked
+                    .reply_latency_ms
+                    .push(latency.as_secs_f64() * 1e3);
+            }
+            if wanted(&bot) {
+                return Ok((bot, arrived.at));
+            }
+            self.talked.unexpected_replies += 1;
+        }
+    }
+
+    /// A person's pause before the next message. After a message delivered twice it lasts
+    /// long enough to see the bot answer the repeat, which it must not.
+    async fn pause(&mut self) {
+        let think = self.run.plan.think;
+        let spread = think.max.saturating_sub(think.min).as_secs_f64();
+        let mut pause = think.min + Duration::from_secs_f64(spread * self.rng.random::<f64>());
+        if self.redelivered {
+            pause = pause.max(REDELIVERY_WATCH);
+        }
+        let until = tokio::time::Instant::now() + pause;
+        while let Ok(Some(arrived)) = tokio::time::timeout_at(until, self.inbox.recv()).await {
+            if !Bot::read(&arrived.body).is_conversation() {
+                continue;
+            }
+            if self.redelivered {
+                self.talked.duplicate_actions += 1;
+            } else {
+                self.talked.unexpected_replies += 1;
+            }
+        }
+        self.redelivered = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Phone;
+
+    #[test]
+    fn whatsapp_numbers_are_valid_unique_and_never_a_rest_customers() {
+        let mut seen = std::collections::HashSet::new();
+        for seed in [7, 11, 1_007] {
+            for i in [0, 1, 2, 999_999] {
+                let phone = whatsapp_phone(seed, i);
+                let parsed = Phone::parse(&phone).expect("E.164");
+                assert!(phone.starts_with("+3584"), "{phone}");
+                assert_eq!(parsed.digits().len(), 14);
+                assert_ne!(
+                    parsed.digits().len(),
+                    super::super::notify::customer_phone(i).len() - 1
+                );
+                seen.insert((seed % 1_000, phone));
+            }
+        }
+        let phones: std::collections::HashSet<_> = seen.iter().map(|(_, p)| p).collect();
+        // Seeds 7 and 1 007 are the same people; every other number differs.
+        assert_eq!(phones.len(), 8);
+        assert_eq!(whatsapp_phone(7, 3), whatsapp_phone(7, 3));
+    }
+}
