@@ -196,9 +196,11 @@ mod tests {
             "{table}"
         );
 
-        let mut clean = ChatStats::default();
-        clean.conversations = 1;
-        clean.orders = 1;
+        let mut clean = ChatStats {
+            conversations: 1,
+            orders: 1,
+            ..ChatStats::default()
+        };
         assert!(clean.figures(1, 1).clean());
         clean.talked.duplicate_actions = 1;
         assert!(!clean.figures(1, 1).clean());
