@@ -64,3 +64,14 @@ CREATE TABLE pay_links (
     expires_at  TIMESTAMPTZ NOT NULL,
     used_at     TIMESTAMPTZ
 );
+
+-- Codes that link a WhatsApp number to an existing account: shown to the signed-in customer
+-- (only the SHA-256 kept), sent by them from their phone as "link <code>", single-use, ten
+-- minutes. The message proves the number; the code proves the account.
+CREATE TABLE whatsapp_link_codes (
+    code_hash  TEXT PRIMARY KEY,
+    user_id    UUID NOT NULL REFERENCES users (id),
+    created_at TIMESTAMPTZ NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    used_at    TIMESTAMPTZ
+);

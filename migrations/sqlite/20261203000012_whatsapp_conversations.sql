@@ -64,3 +64,14 @@ CREATE TABLE pay_links (
     expires_at  TEXT NOT NULL,
     used_at     TEXT
 ) STRICT;
+
+-- Codes that link a WhatsApp number to an existing account: shown to the signed-in customer
+-- (only the SHA-256 kept), sent by them from their phone as "link <code>", single-use, ten
+-- minutes. The message proves the number; the code proves the account.
+CREATE TABLE whatsapp_link_codes (
+    code_hash  TEXT PRIMARY KEY NOT NULL,
+    user_id    BLOB NOT NULL REFERENCES users (id),
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at    TEXT
+) STRICT;

@@ -428,20 +428,39 @@ pub fn request_hash(body: &serde_json::Value) -> String {
         .collect()
 }
 
-fn json_response(status: StatusCode, body: String) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/json")
-        .body(body)
+/// A checkout's answer that is not a fresh error: the placed order (201), or the answer kept
+/// for a repeated Idempotency-Key, replayed as first given.
+#[derive(Debug)]
+pub struct CheckoutAnswer {
+    pub status: StatusCode,
+    /// The JSON body: an [`OrderView`] for 201, else an [`ErrorBody`].
+    pub body: String,
+    /// Answered from the key's record (sent with `Idempotent-Replayed: true`).
+    pub replayed: bool,
 }
 
-fn replayed(status: u16, body: String) -> HttpResponse {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json_response(status, body);
-    response.headers_mut().insert(
-        actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
-        actix_web::http::header::HeaderValue::from_static("true"),
-    );
-    response
+impl CheckoutAnswer {
+    fn replayed(status: u16, body: String) -> CheckoutAnswer {
+        CheckoutAnswer {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+            replayed: true,
+        }
+    }
+
+    /// The HTTP response REST checkout sends for it.
+    pub fn into_response(self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status)
+            .content_type("application/json")
+            .body(self.body);
+        if self.replayed {
+            response.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
+                actix_web::http::header::HeaderValue::from_static("true"),
+            );
+        }
+        response
+    }
 }
 
 /// Places an order: validates it, authorises the payment, and hands it to dispatch as
@@ -483,19 +502,34 @@ pub async fn checkout(
     if !is_json(&req) {
         return Err(ErrorCode::UnsupportedMediaType.into());
     }
-    let hash = request_hash(&parse_json(&body)?);
-    let request: CheckoutRequest = parse_json(&body)?;
-    let Some(running) = state.checkouts_in_flight.enter(caller.id, &key) else {
+    run(&state, &caller, &key, &body)
+        .await
+        .map(CheckoutAnswer::into_response)
+}
+
+/// Checks out the JSON `body` as `caller` under Idempotency-Key `key`: the one code path of
+/// every checkout (REST, and a WhatsApp payment link for its customer). Answers the placed
+/// order, or the answer kept for the key when it repeats; any other outcome is the error.
+/// The caller checked its role, its rate limit and the body's content type.
+pub async fn run(
+    state: &web::Data<AppState>,
+    caller: &AuthUser,
+    key: &str,
+    body: &[u8],
+) -> Result<CheckoutAnswer, ApiError> {
+    let hash = request_hash(&parse_json(body)?);
+    let request: CheckoutRequest = parse_json(body)?;
+    let Some(running) = state.checkouts_in_flight.enter(caller.id, key) else {
         return Err(ApiError::new(ErrorCode::RequestInProgress).retry_after(1));
     };
     let node = state.cluster.node().to_owned();
     let (order_id, resumed) = match state
         .store
-        .claim_idempotency_key(caller.id, &key, &hash, &node)
+        .claim_idempotency_key(caller.id, key, &hash, &node)
         .await?
     {
         KeyClaim::Proceed { order_id, resumed } => (order_id, resumed),
-        KeyClaim::Replay { status, body } => return Ok(replayed(status, body)),
+        KeyClaim::Replay { status, body } => return Ok(CheckoutAnswer::replayed(status, body)),
         KeyClaim::InProgress => {
             return Err(ApiError::new(ErrorCode::RequestInProgress).retry_after(1));
         }
@@ -508,7 +542,7 @@ pub async fn checkout(
     // leave its key locked, or a payment half-recorded.
     let task_state = state.clone();
     let task_caller = caller.clone();
-    let task_key = key.clone();
+    let task_key = key.to_owned();
     let saga = actix_web::rt::spawn(async move {
         let answer = run_checkout(
             &task_state,
@@ -530,7 +564,7 @@ pub async fn checkout(
             tracing::error!(error = %error, order_id = %order_id, "checkout task failed");
             state
                 .store
-                .unlock_idempotency_key(caller.id, &key, &node)
+                .unlock_idempotency_key(caller.id, key, &node)
                 .await?;
             Err(ApiError::internal(error))
         }
@@ -546,7 +580,7 @@ async fn run_checkout(
     order_id: OrderId,
     resumed: bool,
     request: CheckoutRequest,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<CheckoutAnswer, ApiError> {
     // An earlier attempt may have placed the order and died before answering: answer with it.
     // Its write may have committed with nobody told (the database went away at the commit), so
     // an open order is handed to dispatch again: placing an id that exists adopts it there.
@@ -594,7 +628,7 @@ async fn finish(
     caller: &AuthUser,
     key: &str,
     outcome: Outcome,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<CheckoutAnswer, ApiError> {
     match outcome {
         Outcome::Placed(view) => {
             let body = serde_json::to_string(&view).map_err(ApiError::internal)?;
@@ -607,7 +641,11 @@ async fn finish(
             }
             metrics::counter!("checkouts_total", "outcome" => "placed").increment(1);
             tracing::info!(order_id = %view.id, customer_id = %caller.id, total_cents = view.total_cents.0, "order checked out");
-            Ok(json_response(StatusCode::CREATED, body))
+            Ok(CheckoutAnswer {
+                status: StatusCode::CREATED,
+                body,
+                replayed: false,
+            })
         }
         Outcome::Final(error) => {
             if error.code() == ErrorCode::RequestInProgress {

@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod orders;
 pub mod pages;
+pub mod pay;
 pub mod payments;
 pub mod state;
 pub mod users;
@@ -62,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/order").route(web::get().to(pages::order)))
     .service(resource("/track/{order_id}").route(web::get().to(pages::track)))
     .service(resource("/driver").route(web::get().to(pages::driver)))
+    .service(resource("/pay/{token}").route(web::get().to(pages::pay)))
     .service(resource("/assets/{name}").route(web::get().to(pages::asset)))
     .service(
         resource("/webhooks/whatsapp")
@@ -82,6 +84,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::patch().to(users::update_me)),
             )
             .service(resource("/me/merchants").route(web::get().to(merchants::mine)))
+            .service(resource("/me/whatsapp-link").route(web::post().to(users::whatsapp_link)))
             .service(resource("/regions").route(web::get().to(merchants::regions)))
             .service(
                 resource("/merchants")
@@ -134,6 +137,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/orders/{order_id}/notifications")
                     .route(web::get().to(orders::notifications)),
+            )
+            .service(
+                resource("/pay/{token}")
+                    .route(web::get().to(pay::show))
+                    .route(web::post().to(pay::pay)),
             )
             .service(resource("/payments/webhook").route(web::post().to(payments::webhook)))
             .service(resource("/payments/attention").route(web::get().to(payments::attention)))

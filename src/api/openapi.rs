@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    checkout, error, health, maps, merchants, orders, pages, payments, users, webhooks, whatsapp,
+    checkout, error, health, maps, merchants, orders, pages, pay, payments, users, webhooks,
+    whatsapp,
 };
 use crate::domain;
 
@@ -21,7 +22,7 @@ use crate::domain;
     ),
     paths(
         health::health, health::ready, health::metrics,
-        users::register, users::login, users::me, users::update_me,
+        users::register, users::login, users::me, users::update_me, users::whatsapp_link,
         merchants::create, merchants::nearby, merchants::mine, merchants::regions, merchants::get,
         merchants::open, merchants::close,
         merchants::set_menu, merchants::menu,
@@ -30,15 +31,17 @@ use crate::domain;
         checkout::checkout, orders::list, orders::get, orders::payment, orders::cancel,
         orders::notifications,
         payments::webhook, payments::attention,
-        whatsapp::verify, whatsapp::receive,
+        whatsapp::verify, whatsapp::receive, pay::show, pay::pay,
         maps::geocode, maps::reverse, maps::streets, maps::info,
         openapi_json,
-        pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::asset,
+        pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::pay,
+        pages::asset,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
         health::Health, health::Readiness,
         users::RegisterRequest, users::LoginRequest, users::UserView, users::SessionView,
+        users::WhatsAppLinkView,
         users::UpdateMeRequest,
         merchants::CreateMerchantRequest, merchants::MerchantView, merchants::NearbyMerchant,
         merchants::NearbyMerchants, merchants::SetMenuRequest, merchants::MenuItemInput,
@@ -49,6 +52,7 @@ use crate::domain;
         webhooks::CreateWebhookRequest, webhooks::WebhookView, webhooks::WebhookWithSecret,
         webhooks::WebhookList, webhooks::LastDelivery, webhooks::DeliveryList,
         webhooks::RetryAccepted, crate::store::Delivery, crate::store::DeliveryAttempt,
+        pay::PayLinkView, pay::PayItem, pay::PayMethod, pay::PayRequest,
         payments::WebhookEvent, payments::WebhookData, payments::WebhookAck,
         payments::AttentionPayment, payments::AttentionPayments,
         maps::GeocodeResults, maps::Bounds, maps::MapInfo,
@@ -62,7 +66,7 @@ use crate::domain;
         (name = "merchants", description = "Merchants and menus"),
         (name = "webhooks", description = "Merchants' webhook endpoints (Standard Webhooks): registration, secrets, deliveries; see docs/notifications.md"),
         (name = "orders", description = "Checkout and orders"),
-        (name = "whatsapp", description = "The WhatsApp Business webhook: verification and signed deliveries (messages into the inbox, statuses onto sent messages)"),
+        (name = "whatsapp", description = "The WhatsApp Business webhook (verification and signed deliveries: messages into the inbox, statuses onto sent messages) and the payment links the conversation sends"),
         (name = "payments", description = "Gateway webhooks, and payments that need an operator"),
         (name = "maps", description = "Geocoding, streets and the map the pages draw (OpenStreetMap data, ODbL)"),
         (name = "websockets", description = "Handshakes of the real-time sockets"),

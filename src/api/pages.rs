@@ -1,5 +1,5 @@
 //! The web pages, served from assets compiled into the binary: the landing page, the merchant
-//! board, the customer's checkout, order tracking, and the driver app. Plain HTML, CSS and
+//! board, the customer's checkout, order tracking, the driver app, and paying a WhatsApp basket. Plain HTML, CSS and
 //! JavaScript modules; nothing is loaded from anywhere else.
 
 use actix_web::http::header;
@@ -39,6 +39,7 @@ assets! {
     "order.html" => "text/html; charset=utf-8",
     "track.html" => "text/html; charset=utf-8",
     "driver.html" => "text/html; charset=utf-8",
+    "pay.html" => "text/html; charset=utf-8",
     "app.css" => "text/css; charset=utf-8",
     "common.js" => "text/javascript; charset=utf-8",
     "map.js" => "text/javascript; charset=utf-8",
@@ -46,6 +47,7 @@ assets! {
     "order.js" => "text/javascript; charset=utf-8",
     "track.js" => "text/javascript; charset=utf-8",
     "driver.js" => "text/javascript; charset=utf-8",
+    "pay.js" => "text/javascript; charset=utf-8",
     "icon.svg" => "image/svg+xml",
 }
 
@@ -101,6 +103,19 @@ pub async fn track(
 #[utoipa::path(get, path = "/driver", tag = "pages", responses((status = 200, description = "HTML page", content_type = "text/html")))]
 pub async fn driver(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     serve(&state, "driver.html")
+}
+
+/// `GET /pay/{token}`: paying a WhatsApp basket through its payment link.
+#[utoipa::path(
+    get, path = "/pay/{token}", tag = "pages",
+    params(("token" = String, Path)),
+    responses((status = 200, description = "HTML page (it reads the link itself)", content_type = "text/html"))
+)]
+pub async fn pay(
+    state: web::Data<AppState>,
+    _: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    serve(&state, "pay.html")
 }
 
 /// `GET /assets/{name}`: the pages' styles and scripts.

@@ -9,6 +9,9 @@ use super::auth::{AuthUser, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::ApiJson;
 use super::state::AppState;
+use crate::domain::chat::{
+    LINK_CODE_ALPHABET, LINK_CODE_CHARS, LINK_CODE_TTL_SECS, link_code_hash,
+};
 use crate::domain::{Email, Phone, Role, UserId};
 use crate::store::{NewUser, StoreError, User};
 
@@ -32,6 +35,10 @@ pub struct UserView {
     /// Whether the user agreed to order updates on WhatsApp.
     #[serde(default)]
     pub notify_whatsapp: bool,
+    /// Whether the phone is proven theirs on WhatsApp (`POST /api/v1/me/whatsapp-link`, or an
+    /// account made by WhatsApp itself). Changing the number clears it.
+    #[serde(default)]
+    pub phone_verified: bool,
 }
 
 impl From<User> for UserView {
@@ -44,6 +51,7 @@ impl From<User> for UserView {
             created_at: user.created_at,
             phone: user.phone,
             notify_whatsapp: user.notify_whatsapp,
+            phone_verified: user.phone_verified,
         }
     }
 }
@@ -249,6 +257,61 @@ pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResp
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken))?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
+}
+
+/// A code that links a WhatsApp number to the caller's account (`POST /api/v1/me/whatsapp-link`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WhatsAppLinkView {
+    /// Shown to the customer; sent by them from their phone.
+    #[schema(example = "K7M2-QX9P")]
+    pub code: String,
+    /// The whole message to send to the business number.
+    #[schema(example = "link K7M2-QX9P")]
+    pub message: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/me/whatsapp-link`: a single-use code, valid ten minutes, that the customer sends
+/// to the WhatsApp bot from their phone as `link <code>`. The message proves the number, the
+/// code the account: the number becomes the account's verified phone, and the chat orders for
+/// this account from then on.
+#[utoipa::path(
+    post, path = "/api/v1/me/whatsapp-link", tag = "whatsapp", security(("bearer" = [])),
+    responses(
+        (status = 201, body = WhatsAppLinkView),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn whatsapp_link(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Customer])?;
+    state
+        .limits
+        .checkout_per_customer
+        .check(&caller.id.to_string())
+        .await?;
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let normal: String = (0..LINK_CODE_CHARS)
+        .map(|_| char::from(LINK_CODE_ALPHABET[rng.random_range(0..LINK_CODE_ALPHABET.len())]))
+        .collect();
+    let now = crate::store::now();
+    let expires_at = now + chrono::Duration::seconds(LINK_CODE_TTL_SECS);
+    state
+        .store
+        .create_whatsapp_link_code(caller.id, &link_code_hash(&normal), now, expires_at)
+        .await?;
+    let code = format!("{}-{}", &normal[..4], &normal[4..]);
+    Ok(HttpResponse::Created().json(WhatsAppLinkView {
+        message: format!("link {code}"),
+        code,
+        expires_at,
+    }))
 }
 
 /// A change of the caller's contact settings; a field left out stays as it is.

@@ -5,7 +5,7 @@
 
 use crate::actors::commands::orders::CancelOrder;
 use crate::actors::{Canceller, EngineError};
-use crate::domain::chat::{Basket, Dropoff};
+use crate::domain::chat::{Basket, Dropoff, link_code_hash};
 use crate::domain::conversation::{Conversation, Dish, Effect, Found, Kitchen};
 use crate::domain::pricing::quote;
 use crate::domain::{MerchantId, OrderId, OrderStatus, Phone, Position, UserId};
@@ -37,6 +37,7 @@ pub async fn run(parts: &ChatParts, party: &Party<'_>, effect: Effect) -> Found 
         Effect::OrderStatus { order } => status(parts, order).await,
         Effect::CancelOrder { order } => return cancel(parts, party, order).await,
         Effect::TrackingLink { order } => Ok(tracking_link(parts, party, order)),
+        Effect::LinkAccount { code } => link_account(parts, party, &code).await,
     };
     done.unwrap_or_else(|error| {
         tracing::warn!(error = %error, "a WhatsApp conversation could not reach the store");
@@ -246,4 +247,25 @@ fn tracking_link(parts: &ChatParts, party: &Party<'_>, order: OrderId) -> Found 
             None => base,
         },
     }
+}
+
+async fn link_account(
+    parts: &ChatParts,
+    party: &Party<'_>,
+    code: &str,
+) -> Result<Found, StoreError> {
+    let redeemed = parts
+        .store
+        .redeem_whatsapp_link_code(&link_code_hash(code), party.phone, crate::store::now())
+        .await?;
+    Ok(match redeemed {
+        Some(user) => {
+            tracing::info!(user_id = %user.id, phone = %party.phone.masked(), "a WhatsApp number was linked to an account");
+            Found::Linked {
+                customer: user.id,
+                name: user.name,
+            }
+        }
+        None => Found::LinkRefused,
+    })
 }

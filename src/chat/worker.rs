@@ -5,17 +5,19 @@
 //! mid-way (it is read again, and a payment link issued again replaces the unsent one) — resets
 //! conversations idle for 30 minutes, and sends the replies in order.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use super::Chat;
 use super::effects::{Party, run};
 use crate::domain::chat::Input;
-use crate::domain::conversation::Conversation;
+use crate::domain::conversation::{Conversation, Found};
 use crate::domain::notification::message_id;
 use crate::domain::{OrderId, Phone, UserId};
+use crate::geo::{LatLon, haversine_m};
 use crate::notify::Outcome;
 use crate::notify::whatsapp::TOKEN_PAUSE;
 use crate::store::{
@@ -96,8 +98,25 @@ impl Chat {
         let Ok(phone) = Phone::parse(phone) else {
             return;
         };
-        if let Err(error) = self.converse(&phone, record).await {
-            tracing::warn!(error = %error, phone = %phone.masked(), "a WhatsApp conversation stopped for now");
+        // A bug must not stop every conversation: a panic is caught here, counted against the
+        // message being read (set aside after a few), and the phone released.
+        match AssertUnwindSafe(self.converse(&phone, record))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, phone = %phone.masked(), "a WhatsApp conversation stopped for now");
+            }
+            Err(_) => {
+                metrics::counter!("whatsapp_conversation_panics_total").increment(1);
+                tracing::error!(phone = %phone.masked(), "a WhatsApp conversation panicked; its message is retried, then set aside");
+                if let Ok(waiting) = store.pending_inbound(phone.as_str()).await
+                    && let Some(first) = waiting.first()
+                {
+                    let _ = store.inbound_failed(&first.id, crate::store::now()).await;
+                }
+            }
         }
         if let Err(error) = self.send_replies(&phone).await {
             tracing::warn!(error = %error, phone = %phone.masked(), "cannot send WhatsApp replies for now");
@@ -120,7 +139,7 @@ impl Chat {
         let mut version = record.version;
         let mut customer = record.user_id;
         for message in store.pending_inbound(phone.as_str()).await? {
-            let input = input_of(&message);
+            let input = self.labelled(input_of(&message));
             let customer_id = match customer {
                 Some(id) => id,
                 None => {
@@ -129,7 +148,6 @@ impl Chat {
                     if conversation.name.is_none() {
                         conversation.name = first_name(&user.name);
                     }
-                    customer = Some(user.id);
                     user.id
                 }
             };
@@ -146,9 +164,12 @@ impl Chat {
                 )
                 .await;
             match moved {
-                Ok(true) => version += 1,
+                Ok(Some(now_as)) => {
+                    version += 1;
+                    customer = Some(now_as);
+                }
                 // The claim was lost: the message is its new owner's.
-                Ok(false) => return Ok(()),
+                Ok(None) => return Ok(()),
                 Err(error) => {
                     if store
                         .inbound_failed(&message.id, crate::store::now())
@@ -180,7 +201,8 @@ impl Chat {
         Ok(())
     }
 
-    /// One input: the conversation moved, its effects done, everything saved at once.
+    /// One input: the conversation moved, its effects done, everything saved at once. The
+    /// account it now orders as (another after a link code), or `None` when the claim was lost.
     async fn take(
         &self,
         phone: &Phone,
@@ -189,7 +211,8 @@ impl Chat {
         version: i64,
         input: &Input,
         inbound_id: Option<&str>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<UserId>, StoreError> {
+        let mut customer = customer;
         let now = crate::store::now();
         let mut moved = conversation.clone();
         let sessions = moved.session;
@@ -205,6 +228,12 @@ impl Chat {
                 conversation: &moved,
             };
             let found = run(&self.parts, &party, effect).await;
+            if let Found::Linked {
+                customer: linked, ..
+            } = &found
+            {
+                customer = *linked;
+            }
             step = moved.resume(found);
             replies.append(&mut step.replies);
         }
@@ -243,7 +272,7 @@ impl Chat {
             }
             *conversation = moved;
         }
-        Ok(saved)
+        Ok(saved.then_some(customer))
     }
 
     /// Sends the phone's waiting replies in order; stops at the first that must wait.
@@ -287,6 +316,31 @@ impl Chat {
             }
         }
         Ok(())
+    }
+}
+
+/// A pin shared without a name is named after the nearest known address, when one is this
+/// close (the customer reads it back in the basket and on the receipt).
+const PIN_ADDRESS_WITHIN_M: f64 = 75.0;
+
+impl Chat {
+    /// The input with a shared pin named by the offline map when WhatsApp sent no name.
+    fn labelled(&self, input: Input) -> Input {
+        match input {
+            Input::Location {
+                lat,
+                lon,
+                label: None,
+            } => {
+                let label = LatLon::new(lat, lon).ok().and_then(|at| {
+                    let place = self.parts.maps.reverse(at).ok()?;
+                    let there = LatLon::new(place.lat, place.lon).ok()?;
+                    (haversine_m(at, there) <= PIN_ADDRESS_WITHIN_M).then_some(place.label)
+                });
+                Input::Location { lat, lon, label }
+            }
+            other => other,
+        }
     }
 }
 

@@ -320,3 +320,176 @@ impl Basket {
         )
     }
 }
+
+/// The alphabet of account link codes: Crockford's base 32 (no I, L, O or U to misread).
+pub const LINK_CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Characters in a link code (40 bits: no guessing one within its ten minutes).
+pub const LINK_CODE_CHARS: usize = 8;
+/// How long a link code can be used.
+pub const LINK_CODE_TTL_SECS: i64 = 10 * 60;
+
+/// A link code as typed (`k7m2-qx9p`, `K7M2 QX9P`, with O for 0 or I/L for 1) in its one form
+/// (`K7M2QX9P`); `None` if it cannot be one.
+pub fn link_code_normal(typed: &str) -> Option<String> {
+    let code: String = typed
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' '))
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            other => other,
+        })
+        .collect();
+    (code.len() == LINK_CODE_CHARS && code.bytes().all(|b| LINK_CODE_ALPHABET.contains(&b)))
+        .then_some(code)
+}
+
+/// What a link code is stored and found by: the hex SHA-256 of its one form.
+pub fn link_code_hash(normal: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(normal.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metas_message_objects_are_read_as_inputs() {
+        let cases = [
+            (
+                json!({"type":"text","text":{"body":"  hi\tthere \u{0007} "}}),
+                Input::Text {
+                    body: "hi there".into(),
+                },
+            ),
+            (
+                json!({"type":"interactive","interactive":{"type":"button_reply","button_reply":{"id":"qty:2","title":"2"}}}),
+                Input::Choice {
+                    id: "qty:2".into(),
+                    title: "2".into(),
+                },
+            ),
+            (
+                json!({"type":"interactive","interactive":{"type":"list_reply","list_reply":{"id":"dish:x","title":"Soup","description":"$9"}}}),
+                Input::Choice {
+                    id: "dish:x".into(),
+                    title: "Soup".into(),
+                },
+            ),
+            (
+                json!({"type":"location","location":{"latitude":60.17,"longitude":"24.94","name":"Home","address":"Mannerheimintie 5"}}),
+                Input::Location {
+                    lat: 60.17,
+                    lon: 24.94,
+                    label: Some("Home, Mannerheimintie 5".into()),
+                },
+            ),
+            (
+                json!({"type":"location","location":{"latitude":91,"longitude":24}}),
+                Input::Unsupported {
+                    kind: "location".into(),
+                },
+            ),
+            (
+                json!({"type":"interactive","interactive":{"type":"nfm_reply"}}),
+                Input::Unsupported {
+                    kind: "interactive".into(),
+                },
+            ),
+            (
+                json!({"type":"image","image":{"id":"1"}}),
+                Input::Unsupported {
+                    kind: "image".into(),
+                },
+            ),
+            (
+                json!(null),
+                Input::Unsupported {
+                    kind: "unknown".into(),
+                },
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(Input::from_whatsapp(&message), expected, "{message}");
+        }
+        let long = "x".repeat(5_000);
+        let Input::Text { body } =
+            Input::from_whatsapp(&json!({"type":"text","text":{"body":long}}))
+        else {
+            panic!("text");
+        };
+        assert_eq!(body.chars().count(), INPUT_MAX_CHARS);
+    }
+
+    #[test]
+    fn link_codes_are_read_however_they_are_typed() {
+        assert_eq!(link_code_normal("k7m2-qx9p").as_deref(), Some("K7M2QX9P"));
+        assert_eq!(link_code_normal(" K7M2 QX9P ").as_deref(), Some("K7M2QX9P"));
+        assert_eq!(
+            link_code_normal("O1L2-I3UX"),
+            None,
+            "U is not in the alphabet"
+        );
+        assert_eq!(link_code_normal("OILZ-0000").as_deref(), Some("011Z0000"));
+        assert_eq!(link_code_normal("K7M2QX9"), None);
+        assert_eq!(link_code_normal("K7M2QX9P1"), None);
+        assert_eq!(link_code_hash("K7M2QX9P").len(), 64);
+        assert_ne!(link_code_hash("K7M2QX9P"), link_code_hash("K7M2QX9Q"));
+    }
+
+    #[test]
+    fn replies_are_cloud_api_messages_within_the_limits() {
+        let buttons = Reply::buttons(
+            "Pick",
+            &[
+                ("a", "One"),
+                ("b", "A title far longer than twenty"),
+                ("c", "Three"),
+                ("d", "Four"),
+            ],
+        );
+        let body = buttons.to_whatsapp("358401234567");
+        assert_eq!(body["to"], "358401234567");
+        assert_eq!(body["messaging_product"], "whatsapp");
+        assert_eq!(body["interactive"]["type"], "button");
+        let sent = body["interactive"]["action"]["buttons"].as_array().unwrap();
+        assert_eq!(sent.len(), 3);
+        assert_eq!(
+            sent[1]["reply"]["title"].as_str().unwrap().chars().count(),
+            20
+        );
+
+        let rows = (0..12)
+            .map(|i| ReplyOption {
+                id: format!("r{i}"),
+                title: format!("Row {i}"),
+                description: Some("d".repeat(100)),
+            })
+            .collect();
+        let list = Reply::list("Body", "A very long button label", rows).to_whatsapp("1");
+        let action = &list["interactive"]["action"];
+        assert_eq!(action["sections"][0]["rows"].as_array().unwrap().len(), 10);
+        assert!(action["button"].as_str().unwrap().chars().count() <= 20);
+        assert_eq!(
+            action["sections"][0]["rows"][0]["description"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
+            72
+        );
+
+        let ask = Reply::location_request("Where?").to_whatsapp("1");
+        assert_eq!(ask["interactive"]["type"], "location_request_message");
+        assert_eq!(ask["interactive"]["action"]["name"], "send_location");
+        assert_eq!(
+            Reply::text("Hello").to_whatsapp("1")["text"]["body"],
+            "Hello"
+        );
+    }
+}

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::chat::{Basket, BasketLine, Dropoff, Input, Reply, ReplyOption};
+use super::chat::{Basket, BasketLine, Dropoff, Input, Reply, ReplyOption, link_code_normal};
 use super::notification::{CURRENCY_SIGN, order_code};
-use super::{Cents, MerchantId, OrderId, OrderStatus, Position};
+use super::{Cents, MerchantId, OrderId, OrderStatus, Position, UserId};
 
 /// A conversation with nothing said for this long is reset, with a note.
 pub const IDLE_EXPIRY_SECS: i64 = 30 * 60;
@@ -84,6 +84,8 @@ pub enum Effect {
     CancelOrder { order: OrderId },
     /// A link to the tracking page of a just-placed order.
     TrackingLink { order: OrderId },
+    /// Link this number to the account that made the code (its one form).
+    LinkAccount { code: String },
 }
 
 /// What an [`Effect`] found.
@@ -121,6 +123,13 @@ pub enum Found {
     TrackingLink {
         url: String,
     },
+    /// The number now orders as this account (named so the customer can tell).
+    Linked {
+        customer: UserId,
+        name: String,
+    },
+    /// No such code, used, or expired.
+    LinkRefused,
     /// A dependency failed (database, maps, …): try again shortly.
     Unavailable,
     /// Typed addresses cannot be looked up here (no geocoder): send a pin.
@@ -217,6 +226,15 @@ fn command(text: &str) -> Option<Command> {
         "add more" | "add" | "more" => Command::AddMore,
         _ => return None,
     })
+}
+
+/// The code of a "link K7M2-QX9P" message, in its one form.
+fn link_code_of(text: &str) -> Option<String> {
+    let (word, code) = text.trim().split_once(char::is_whitespace)?;
+    if !word.eq_ignore_ascii_case("link") {
+        return None;
+    }
+    link_code_normal(code)
 }
 
 /// The help text: what can be typed at any point.
@@ -376,6 +394,10 @@ impl Conversation {
                 "Sorry, I can't read {kind} messages yet.\n\n{HELP_TEXT}"
             ))),
             Input::Location { lat, lon, label } => self.located_at(*lat, *lon, label.clone()),
+            Input::Text { body } if link_code_of(body).is_some() => {
+                let code = link_code_of(body).unwrap_or_default();
+                Step::run(Effect::LinkAccount { code })
+            }
             Input::Text { body } => match command(body) {
                 Some(command) => self.command(command),
                 None => self.typed(body),
@@ -467,38 +489,17 @@ impl Conversation {
                 })
             }
             Stage::ChoosingKitchen { kitchens, page } => {
-                let shown = page_of(&kitchens, page, KITCHEN_PAGE_ROWS);
-                let ids: Vec<(String, &str)> = shown
+                let shown = page_of(&kitchens, page, KITCHEN_PAGE_ROWS)
                     .iter()
-                    .map(|k| (format!("kitchen:{}", k.id), k.name.as_str()))
-                    .collect();
-                let refs: Vec<(&str, &str)> = ids.iter().map(|(i, n)| (i.as_str(), *n)).collect();
-                match typed_choice(text, &refs) {
-                    Some(id) => {
-                        let id = id.to_owned();
-                        self.chose(&id)
-                    }
-                    None => self
-                        .prompt()
-                        .before(Reply::text("Please pick a kitchen from the list.")),
-                }
+                    .map(|k| (format!("kitchen:{}", k.id), k.name.as_str()));
+                self.typed_row(text, shown, "Please pick a kitchen from the list.")
             }
             Stage::ChoosingDish { page } => {
-                let shown = page_of(&self.menu, page, MENU_PAGE_ROWS);
-                let ids: Vec<(String, &str)> = shown
+                let menu = self.menu.clone();
+                let shown = page_of(&menu, page, MENU_PAGE_ROWS)
                     .iter()
-                    .map(|d| (format!("dish:{}", d.id), d.name.as_str()))
-                    .collect();
-                let refs: Vec<(&str, &str)> = ids.iter().map(|(i, n)| (i.as_str(), *n)).collect();
-                match typed_choice(text, &refs) {
-                    Some(id) => {
-                        let id = id.to_owned();
-                        self.chose(&id)
-                    }
-                    None => self
-                        .prompt()
-                        .before(Reply::text("Please pick a dish from the menu.")),
-                }
+                    .map(|d| (format!("dish:{}", d.id), d.name.as_str()));
+                self.typed_row(text, shown, "Please pick a dish from the menu.")
             }
             Stage::ChoosingQuantity { dish } => match typed_number(text) {
                 Some(n) if (1..=QUANTITY_MAX).contains(&n) => self.add_to_basket(dish, n),
@@ -509,6 +510,22 @@ impl Conversation {
             Stage::Reviewing | Stage::AwaitingPayment => self.prompt().before(Reply::text(
                 "Tap *Checkout* to pay, *Add more* for more dishes, or *Cancel*.",
             )),
+        }
+    }
+
+    /// A row of the list shown, chosen by typing its number or part of its name; otherwise the
+    /// list again after `otherwise`.
+    fn typed_row<'a>(
+        &mut self,
+        text: &str,
+        shown: impl Iterator<Item = (String, &'a str)>,
+        otherwise: &str,
+    ) -> Step {
+        let rows: Vec<(String, &str)> = shown.collect();
+        let refs: Vec<(&str, &str)> = rows.iter().map(|(id, name)| (id.as_str(), *name)).collect();
+        match typed_choice(text, &refs).map(str::to_owned) {
+            Some(id) => self.chose(&id),
+            None => self.prompt().before(Reply::text(otherwise)),
         }
     }
 
@@ -543,11 +560,10 @@ impl Conversation {
                 }
             }
             ("kitchens", Stage::ChoosingKitchen { kitchens, .. }) => {
-                let page = value
-                    .strip_prefix("page:")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
-                self.stage = Stage::ChoosingKitchen { kitchens, page };
+                self.stage = Stage::ChoosingKitchen {
+                    kitchens,
+                    page: page_number(value),
+                };
                 self.prompt()
             }
             ("dish", Stage::ChoosingDish { .. }) => {
@@ -560,11 +576,9 @@ impl Conversation {
                 }
             }
             ("menu", Stage::ChoosingDish { .. }) => {
-                let page = value
-                    .strip_prefix("page:")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
-                self.stage = Stage::ChoosingDish { page };
+                self.stage = Stage::ChoosingDish {
+                    page: page_number(value),
+                };
                 self.prompt()
             }
             ("qty", Stage::ChoosingQuantity { dish }) => match value.parse::<u32>() {
@@ -724,6 +738,12 @@ impl Conversation {
                     "Order #{code} placed ✅ Track it here: {url}\nI'll message you when the kitchen accepts it. Type *status* any time."
                 )))
             }
+            Found::Linked { name, .. } => Step::say(Reply::text(format!(
+                "Done: this number now orders for the account of {name}. Your orders from here show up there too."
+            ))),
+            Found::LinkRefused => Step::say(Reply::text(
+                "That link code doesn't work: it may be mistyped, used or older than 10 minutes. Make a new one on the website.",
+            )),
             Found::Unavailable => Step::say(Reply::text(
                 "Sorry, something on our side is not answering. Please try again in a minute.",
             )),
@@ -843,6 +863,14 @@ impl Conversation {
     }
 }
 
+/// The page a "More" row turns to (`page:2`), the first when unreadable.
+fn page_number(value: &str) -> usize {
+    value
+        .strip_prefix("page:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
 fn last_page(len: usize, per_page: usize) -> usize {
     len.saturating_sub(1) / per_page.max(1)
 }
@@ -882,4 +910,555 @@ fn more_row(
             last_page(len, per_page) + 1
         )),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::chat::BUTTONS_MAX;
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + minute * 60, 0).unwrap()
+    }
+
+    fn text(body: &str) -> Input {
+        Input::Text { body: body.into() }
+    }
+
+    fn choice(id: &str) -> Input {
+        Input::Choice {
+            id: id.into(),
+            title: String::new(),
+        }
+    }
+
+    fn kitchen(n: u128) -> Kitchen {
+        Kitchen {
+            id: MerchantId(Uuid::from_u128(n)),
+            name: format!("Kitchen {n}"),
+            distance_m: 500.0 * n as f64,
+        }
+    }
+
+    fn dish(n: u128) -> Dish {
+        Dish {
+            id: Uuid::from_u128(1_000 + n),
+            name: format!("Dish {n}"),
+            price_cents: Cents(1_000 + n as i64),
+        }
+    }
+
+    fn place() -> Dropoff {
+        Dropoff {
+            position: Position {
+                lat: 60.17,
+                lon: 24.94,
+            },
+            address: "Mannerheimintie 5, Helsinki".into(),
+        }
+    }
+
+    /// A conversation at a stage, as the steps before it would have left it.
+    fn at_stage(stage: &str) -> Conversation {
+        let mut c = Conversation::new(Some("Aino".into()));
+        c.session = 1;
+        c.last_active_at = Some(at(0));
+        if stage == "start" {
+            return c;
+        }
+        c.stage = Stage::AwaitingLocation;
+        if stage == "location" {
+            return c;
+        }
+        c.dropoff = Some(place());
+        c.stage = Stage::ChoosingKitchen {
+            kitchens: vec![kitchen(1), kitchen(2)],
+            page: 0,
+        };
+        if stage == "kitchens" {
+            return c;
+        }
+        c.kitchen = Some(kitchen(1));
+        c.menu = (1..=3).map(dish).collect();
+        c.stage = Stage::ChoosingDish { page: 0 };
+        if stage == "menu" {
+            return c;
+        }
+        c.stage = Stage::ChoosingQuantity { dish: dish(2).id };
+        if stage == "quantity" {
+            return c;
+        }
+        c.basket = vec![BasketLine {
+            menu_item_id: dish(2).id,
+            name: "Dish 2".into(),
+            quantity: 2,
+            unit_price_cents: Cents(1_002),
+        }];
+        c.basket_rev = 1;
+        c.stage = Stage::Reviewing;
+        if stage == "basket" {
+            return c;
+        }
+        c.stage = Stage::AwaitingPayment;
+        assert_eq!(stage, "paying", "unknown stage {stage}");
+        c
+    }
+
+    fn stage_name(stage: &Stage) -> &'static str {
+        match stage {
+            Stage::Start => "start",
+            Stage::AwaitingLocation => "location",
+            Stage::ChoosingKitchen { .. } => "kitchens",
+            Stage::ChoosingDish { .. } => "menu",
+            Stage::ChoosingQuantity { .. } => "quantity",
+            Stage::Reviewing => "basket",
+            Stage::AwaitingPayment => "paying",
+        }
+    }
+
+    fn effect_name(effect: &Option<Effect>) -> &'static str {
+        match effect {
+            None => "-",
+            Some(Effect::Geocode { .. }) => "geocode",
+            Some(Effect::FindKitchens { .. }) => "find_kitchens",
+            Some(Effect::LoadMenu { .. }) => "load_menu",
+            Some(Effect::IssuePayLink { .. }) => "pay_link",
+            Some(Effect::OrderStatus { .. }) => "status",
+            Some(Effect::CancelOrder { .. }) => "cancel",
+            Some(Effect::TrackingLink { .. }) => "tracking",
+            Some(Effect::LinkAccount { .. }) => "link",
+        }
+    }
+
+    fn all_text(step: &Step) -> String {
+        step.replies
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn every_stage_answers_every_kind_of_input_as_the_table_says() {
+        let order = OrderId(Uuid::from_u128(0xabc123));
+        let k1 = format!("kitchen:{}", kitchen(1).id);
+        let d3 = format!("dish:{}", dish(3).id);
+        // (stage, input, next stage, effect asked, text the replies contain)
+        let table: Vec<(&str, Input, &str, &str, &str)> = vec![
+            ("start", text("hi"), "location", "-", "location_request"),
+            (
+                "start",
+                text("I'd like some food"),
+                "location",
+                "-",
+                "Hi Aino!",
+            ),
+            ("start", text("status"), "start", "-", "haven't ordered"),
+            ("start", text("cancel"), "start", "-", "no order to cancel"),
+            ("start", text("help"), "start", "-", "*status*"),
+            ("start", text("link k7m2-qx9p"), "start", "link", ""),
+            ("basket", text("LINK K7M2QX9P"), "basket", "link", ""),
+            ("start", text("link me up"), "location", "-", "Hi Aino"),
+            (
+                "start",
+                choice("basket:checkout"),
+                "location",
+                "-",
+                "earlier conversation",
+            ),
+            (
+                "start",
+                Input::Location {
+                    lat: 60.17,
+                    lon: 24.94,
+                    label: None,
+                },
+                "location",
+                "find_kitchens",
+                "",
+            ),
+            (
+                "start",
+                Input::Unsupported {
+                    kind: "image".into(),
+                },
+                "start",
+                "-",
+                "can't read image messages",
+            ),
+            (
+                "location",
+                text("Mannerheimintie 5"),
+                "location",
+                "geocode",
+                "",
+            ),
+            ("location", text("ab"), "location", "-", "too short"),
+            (
+                "location",
+                Input::Location {
+                    lat: 60.17,
+                    lon: 24.94,
+                    label: Some("Home".into()),
+                },
+                "location",
+                "find_kitchens",
+                "",
+            ),
+            ("location", choice(&k1), "location", "-", "earlier step"),
+            ("kitchens", choice(&k1), "kitchens", "load_menu", ""),
+            ("kitchens", text("2"), "kitchens", "load_menu", ""),
+            ("kitchens", text("kitchen 1"), "kitchens", "load_menu", ""),
+            ("kitchens", text("9"), "kitchens", "-", "pick a kitchen"),
+            (
+                "kitchens",
+                choice("kitchen:00000000-0000-0000-0000-000000000063"),
+                "kitchens",
+                "-",
+                "earlier step",
+            ),
+            ("menu", choice(&d3), "quantity", "-", "How many Dish 3?"),
+            ("menu", text("3"), "quantity", "-", "qty:3"),
+            ("menu", text("pizza"), "menu", "-", "pick a dish"),
+            ("menu", text("menu"), "menu", "-", "Kitchen 1's menu"),
+            ("quantity", choice("qty:2"), "basket", "-", "2 × Dish 2"),
+            ("quantity", text("12"), "basket", "-", "12 × Dish 2"),
+            ("quantity", text("0"), "quantity", "-", "from 1 to 99"),
+            ("quantity", text("100"), "quantity", "-", "from 1 to 99"),
+            (
+                "quantity",
+                choice("qty:7000"),
+                "quantity",
+                "-",
+                "earlier step",
+            ),
+            (
+                "basket",
+                choice("basket:checkout"),
+                "basket",
+                "pay_link",
+                "",
+            ),
+            ("basket", text("checkout"), "basket", "pay_link", ""),
+            (
+                "basket",
+                choice("basket:add"),
+                "menu",
+                "-",
+                "Kitchen 1's menu",
+            ),
+            (
+                "basket",
+                choice("basket:cancel"),
+                "start",
+                "-",
+                "cleared your basket",
+            ),
+            (
+                "basket",
+                text("cancel"),
+                "start",
+                "-",
+                "cleared your basket",
+            ),
+            ("basket", text("what?"), "basket", "-", "Tap *Checkout*"),
+            (
+                "basket",
+                Input::Location {
+                    lat: 60.2,
+                    lon: 24.9,
+                    label: None,
+                },
+                "basket",
+                "-",
+                "start over",
+            ),
+            (
+                "basket",
+                text("start over"),
+                "location",
+                "-",
+                "Last time it was Mannerheimintie 5",
+            ),
+            (
+                "paying",
+                choice("basket:checkout"),
+                "paying",
+                "-",
+                "payment link is in the message above",
+            ),
+            ("paying", choice("basket:add"), "menu", "-", "menu"),
+            (
+                "paying",
+                Input::Paid { order_id: order },
+                "start",
+                "tracking",
+                "",
+            ),
+            (
+                "kitchens",
+                Input::Paid { order_id: order },
+                "start",
+                "tracking",
+                "",
+            ),
+        ];
+        for (stage, input, next, effect, says) in table {
+            let mut c = at_stage(stage);
+            let step = c.handle(&input, at(1));
+            let case = format!("{stage} + {input:?}");
+            assert_eq!(stage_name(&c.stage), next, "{case}: stage");
+            assert_eq!(effect_name(&step.effect), effect, "{case}: effect");
+            let said = all_text(&step);
+            assert!(said.contains(says), "{case}: replies {said} lack {says:?}");
+            if effect == "-" {
+                assert!(!step.replies.is_empty(), "{case}: nothing said");
+            }
+        }
+    }
+
+    #[test]
+    fn what_effects_find_moves_the_conversation_on() {
+        // (stage, found, next stage, effect asked next, text)
+        let table: Vec<(&str, Found, &str, &str, &str)> = vec![
+            (
+                "location",
+                Found::Located(place()),
+                "location",
+                "find_kitchens",
+                "",
+            ),
+            (
+                "location",
+                Found::NotLocated,
+                "location",
+                "-",
+                "couldn't find that address",
+            ),
+            (
+                "location",
+                Found::NoGeocoder,
+                "location",
+                "-",
+                "share your location pin",
+            ),
+            (
+                "location",
+                Found::Kitchens(vec![]),
+                "location",
+                "-",
+                "no open kitchen delivers",
+            ),
+            (
+                "location",
+                Found::Kitchens(vec![kitchen(1)]),
+                "kitchens",
+                "-",
+                "1 kitchen delivers",
+            ),
+            (
+                "kitchens",
+                Found::Menu {
+                    kitchen: kitchen(2),
+                    dishes: vec![dish(1)],
+                },
+                "menu",
+                "-",
+                "Kitchen 2's menu",
+            ),
+            (
+                "kitchens",
+                Found::Menu {
+                    kitchen: kitchen(2),
+                    dishes: vec![],
+                },
+                "kitchens",
+                "-",
+                "nothing on its menu",
+            ),
+            (
+                "kitchens",
+                Found::KitchenClosed,
+                "kitchens",
+                "-",
+                "isn't taking orders",
+            ),
+            (
+                "basket",
+                Found::PayLink {
+                    url: "https://x/pay/t".into(),
+                    delivery_fee_cents: Cents(390),
+                    total_cents: Cents(2_394),
+                },
+                "paying",
+                "-",
+                "Total $23.94 (with $3.90 delivery)",
+            ),
+            (
+                "basket",
+                Found::CheckoutRefused("Kitchen 1 has just closed.".into()),
+                "basket",
+                "-",
+                "has just closed",
+            ),
+            ("basket", Found::AlreadyPaid, "start", "-", "paid already"),
+            (
+                "basket",
+                Found::Unavailable,
+                "basket",
+                "-",
+                "try again in a minute",
+            ),
+        ];
+        for (stage, found, next, effect, says) in table {
+            let mut c = at_stage(stage);
+            let case = format!("{stage} + {found:?}");
+            let step = c.resume(found);
+            assert_eq!(stage_name(&c.stage), next, "{case}: stage");
+            assert_eq!(effect_name(&step.effect), effect, "{case}: effect");
+            let said = all_text(&step);
+            assert!(said.contains(says), "{case}: replies {said} lack {says:?}");
+        }
+    }
+
+    #[test]
+    fn a_whole_order_from_hi_to_placed() {
+        let mut c = Conversation::new(Some("Aino".into()));
+        assert_eq!(c.handle(&text("hi"), at(0)).effect, None);
+        let step = c.handle(
+            &Input::Location {
+                lat: 60.17,
+                lon: 24.94,
+                label: None,
+            },
+            at(1),
+        );
+        assert!(matches!(step.effect, Some(Effect::FindKitchens { .. })));
+        c.resume(Found::Kitchens(vec![kitchen(1)]));
+        let step = c.handle(&choice(&format!("kitchen:{}", kitchen(1).id)), at(2));
+        assert_eq!(
+            step.effect,
+            Some(Effect::LoadMenu {
+                kitchen: kitchen(1).id
+            })
+        );
+        c.resume(Found::Menu {
+            kitchen: kitchen(1),
+            dishes: vec![dish(1), dish(2)],
+        });
+        c.handle(&choice(&format!("dish:{}", dish(1).id)), at(3));
+        c.handle(&choice("qty:2"), at(3));
+        c.handle(&choice("basket:add"), at(4));
+        c.handle(&choice(&format!("dish:{}", dish(1).id)), at(4));
+        c.handle(&text("3"), at(5));
+        assert_eq!(c.basket.len(), 1, "the same dish twice is one line");
+        assert_eq!(c.basket[0].quantity, 5);
+        let step = c.handle(&choice("basket:checkout"), at(6));
+        let Some(Effect::IssuePayLink { basket, key }) = step.effect else {
+            panic!("checkout asks for a link: {step:?}");
+        };
+        assert_eq!(basket.merchant_id, kitchen(1).id);
+        assert_eq!(basket.subtotal(), Cents(5 * 1_001));
+        assert_eq!(key, format!("{}:{}", c.session, c.basket_rev));
+        c.resume(Found::PayLink {
+            url: "https://x/pay/t".into(),
+            delivery_fee_cents: Cents(390),
+            total_cents: Cents(5_395),
+        });
+        let order = OrderId(Uuid::from_u128(0xabc123));
+        let step = c.handle(&Input::Paid { order_id: order }, at(7));
+        assert_eq!(step.effect, Some(Effect::TrackingLink { order }));
+        let step = c.resume(Found::TrackingLink {
+            url: "https://x/track/1".into(),
+        });
+        assert!(all_text(&step).contains("Order #ABC123 placed"));
+        assert!(c.basket.is_empty());
+        assert_eq!(c.last_order, Some(order));
+        // From then on, status and cancel are about that order.
+        assert_eq!(
+            c.handle(&text("Status"), at(8)).effect,
+            Some(Effect::OrderStatus { order })
+        );
+        assert_eq!(
+            c.handle(&text("cancel"), at(8)).effect,
+            Some(Effect::CancelOrder { order })
+        );
+        let step = c.resume(Found::CannotCancel {
+            status: OrderStatus::Accepted,
+        });
+        assert!(all_text(&step).contains("can't be cancelled any more: it is being prepared"));
+    }
+
+    #[test]
+    fn a_changed_basket_is_a_new_revision_and_so_a_new_link() {
+        let mut c = at_stage("paying");
+        let before = c.basket_rev;
+        c.handle(&choice("basket:add"), at(1));
+        c.handle(&choice(&format!("dish:{}", dish(1).id)), at(1));
+        c.handle(&choice("qty:1"), at(1));
+        let step = c.handle(&choice("basket:checkout"), at(2));
+        let Some(Effect::IssuePayLink { key, .. }) = step.effect else {
+            panic!("{step:?}");
+        };
+        assert!(c.basket_rev > before);
+        assert_eq!(key, format!("1:{}", c.basket_rev));
+    }
+
+    #[test]
+    fn thirty_idle_minutes_reset_the_conversation_with_a_note() {
+        let mut c = at_stage("basket");
+        assert_eq!(c.expires_at(), Some(at(30)));
+        assert!(c.handle(&Input::Idle, at(29)).replies.is_empty(), "not yet");
+        let step = c.handle(&Input::Idle, at(30));
+        assert!(all_text(&step).contains("timed out after 30 minutes"));
+        assert_eq!(c.stage, Stage::Start);
+        assert!(c.basket.is_empty());
+        assert_eq!(c.expires_at(), None, "nothing left to expire");
+        assert!(c.handle(&Input::Idle, at(90)).replies.is_empty());
+
+        // A message after the sweep missed it: the note first, then the message is read.
+        let mut c = at_stage("menu");
+        let step = c.handle(&text("hi"), at(45));
+        let said = all_text(&step);
+        assert!(said.find("timed out").unwrap() < said.find("Hi Aino").unwrap());
+        assert_eq!(c.stage, Stage::AwaitingLocation);
+    }
+
+    #[test]
+    fn long_lists_page_within_whatsapps_limits() {
+        let mut c = at_stage("menu");
+        c.menu = (1..=25).map(dish).collect();
+        c.menu[0].name = "An extraordinarily long dish name for a list row".into();
+        let rows = |step: &Step| match &step.replies[0] {
+            Reply::List { rows, .. } => rows.clone(),
+            other => panic!("a list: {other:?}"),
+        };
+        let first = rows(&c.prompt());
+        assert_eq!(first.len(), 10);
+        assert_eq!(first[9].id, "menu:page:1");
+        assert!(first.iter().all(|r| r.title.chars().count() <= 24));
+        assert!(first[0].title.ends_with('…'));
+        let step = c.handle(&choice("menu:page:2"), at(1));
+        let last = rows(&step);
+        assert_eq!(last.len(), 8, "7 dishes and the way back");
+        assert_eq!(last[7].id, "menu:page:0");
+        // A dish typed by its number on the page shown.
+        let step = c.handle(&text("1"), at(1));
+        assert!(all_text(&step).contains("Dish 19"), "{}", all_text(&step));
+        // Buttons: at most three, short titles.
+        match &step.replies[0] {
+            Reply::Buttons { buttons, .. } => {
+                assert!(buttons.len() <= BUTTONS_MAX);
+                assert!(buttons.iter().all(|b| b.title.chars().count() <= 20));
+            }
+            other => panic!("buttons: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_state_survives_a_round_trip_through_json() {
+        let c = at_stage("paying");
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(serde_json::from_value::<Conversation>(json).unwrap(), c);
+    }
 }

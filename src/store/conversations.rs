@@ -348,4 +348,74 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("user {} vanished after insert", id)))
     }
+
+    /// Keeps a code (its hash) that links a WhatsApp number to `user` until `expires_at`.
+    pub async fn create_whatsapp_link_code(
+        &self,
+        user: UserId,
+        code_hash: &str,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO whatsapp_link_codes (code_hash, user_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(code_hash)
+            .bind(user.as_uuid())
+            .bind(at)
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(())
+    }
+
+    /// Spends a link code sent from `phone`: the account it was made for gets the number,
+    /// verified, with WhatsApp updates on. `None` for an unknown, used or expired code.
+    pub async fn redeem_whatsapp_link_code(
+        &self,
+        code_hash: &str,
+        phone: &Phone,
+        at: DateTime<Utc>,
+    ) -> Result<Option<User>, StoreError> {
+        let user: Option<(Uuid,)> = on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let user: Option<(Uuid,)> = sqlx::query_as(
+                "UPDATE whatsapp_link_codes SET used_at = $2 \
+                 WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_id",
+            )
+            .bind(code_hash)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((id,)) = user {
+                // The number is this account's now: no other account is linked by it.
+                sqlx::query(
+                    "UPDATE users SET phone_verified_at = NULL WHERE phone = $1 AND id <> $2",
+                )
+                .bind(phone.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE users SET phone = $1, phone_verified_at = $2, notify_whatsapp = TRUE \
+                     WHERE id = $3",
+                )
+                .bind(phone.as_str())
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(user)
+        })?;
+        match user {
+            Some((id,)) => self.user_by_id(UserId(id)).await,
+            None => Ok(None),
+        }
+    }
 }

@@ -18,6 +18,9 @@ pub struct User {
     pub phone: Option<String>,
     /// Whether they agreed to order updates on WhatsApp.
     pub notify_whatsapp: bool,
+    /// Whether the phone is proven theirs (they wrote from it on WhatsApp): only a verified
+    /// phone links a WhatsApp conversation to the account.
+    pub phone_verified: bool,
 }
 
 /// A user with the stored password hash, for checking a login and nothing else.
@@ -46,6 +49,7 @@ struct UserRow {
     created_at: DateTime<Utc>,
     phone: Option<String>,
     notify_whatsapp: bool,
+    phone_verified_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<UserRow> for UserWithPassword {
@@ -65,6 +69,7 @@ impl TryFrom<UserRow> for UserWithPassword {
                 created_at: row.created_at,
                 phone: row.phone,
                 notify_whatsapp: row.notify_whatsapp,
+                phone_verified: row.phone_verified_at.is_some(),
             },
             password_hash: row.password_hash,
         })
@@ -83,6 +88,7 @@ impl Store {
             created_at: super::now(),
             phone: None,
             notify_whatsapp: false,
+            phone_verified: false,
         };
         on_writer!(self, |pool| {
             sqlx::query(
@@ -109,7 +115,7 @@ impl Store {
     ) -> Result<Option<UserWithPassword>, StoreError> {
         let row: Option<UserRow> = on_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT id, email, name, role, password_hash, created_at, phone, notify_whatsapp FROM users WHERE email = $1",
+                "SELECT id, email, name, role, password_hash, created_at, phone, notify_whatsapp, phone_verified_at FROM users WHERE email = $1",
             )
                 .bind(email.as_str())
                 .fetch_optional(pool)
@@ -122,7 +128,7 @@ impl Store {
     pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
         let row: Option<UserRow> = on_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT id, email, name, role, password_hash, created_at, phone, notify_whatsapp FROM users WHERE id = $1",
+                "SELECT id, email, name, role, password_hash, created_at, phone, notify_whatsapp, phone_verified_at FROM users WHERE id = $1",
             )
             .bind(id.as_uuid())
             .fetch_optional(pool)
@@ -134,7 +140,8 @@ impl Store {
             .map(|u| u.user))
     }
 
-    /// Sets the account's phone number (E.164, or none) and WhatsApp consent. Returns the account
+    /// Sets the account's phone number (E.164, or none) and WhatsApp consent (a changed number
+    /// loses its verification). Returns the account
     /// as it is now, or `None` when there is no such account.
     pub async fn set_user_contact(
         &self,
@@ -143,13 +150,18 @@ impl Store {
         notify_whatsapp: bool,
     ) -> Result<Option<User>, StoreError> {
         let moved = on_writer!(self, |pool| {
-            sqlx::query("UPDATE users SET phone = $1, notify_whatsapp = $2 WHERE id = $3")
-                .bind(phone.map(Phone::as_str))
-                .bind(notify_whatsapp)
-                .bind(id.as_uuid())
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
+            // A changed number is no longer verified.
+            sqlx::query(
+                "UPDATE users SET phone = $1, notify_whatsapp = $2, \
+                   phone_verified_at = CASE WHEN phone = $1 THEN phone_verified_at ELSE NULL END \
+                 WHERE id = $3",
+            )
+            .bind(phone.map(Phone::as_str))
+            .bind(notify_whatsapp)
+            .bind(id.as_uuid())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
         })?;
         if moved == 0 {
             return Ok(None);

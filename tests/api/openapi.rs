@@ -171,6 +171,7 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("POST", "/api/v1/sessions"),
         ("GET", "/api/v1/me"),
         ("PATCH", "/api/v1/me"),
+        ("POST", "/api/v1/me/whatsapp-link"),
         ("POST", "/api/v1/merchants"),
         ("GET", "/api/v1/merchants"),
         ("GET", "/api/v1/merchants/{merchant_id}"),
@@ -206,6 +207,8 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("GET", "/webhooks/whatsapp"),
         ("POST", "/webhooks/whatsapp"),
         ("GET", "/api/v1/payments/attention"),
+        ("GET", "/api/v1/pay/{token}"),
+        ("POST", "/api/v1/pay/{token}"),
         ("GET", "/api/v1/me/merchants"),
         ("GET", "/api/v1/regions"),
         ("GET", "/api/v1/geocode"),
@@ -217,6 +220,7 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("GET", "/order"),
         ("GET", "/track/{order_id}"),
         ("GET", "/driver"),
+        ("GET", "/pay/{token}"),
         ("GET", "/assets/{name}"),
     ];
     for (method, path) in registered {
@@ -231,7 +235,8 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
             .replace("{merchant_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{webhook_id}", &uuid::Uuid::now_v7().to_string())
             .replace("{delivery_id}", &uuid::Uuid::now_v7().to_string())
-            .replace("{name}", "app.css");
+            .replace("{name}", "app.css")
+            .replace("{token}", "not-a-real-token");
         let response = app
             .client
             .request(method.parse().unwrap(), app.url(&concrete))

@@ -25,7 +25,8 @@ async fn app(kind: Db) -> TestApp {
     spawn_app_with(db, config).await
 }
 
-fn signature(body: &[u8], secret: &str) -> String {
+/// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`, as Meta signs a delivery.
+pub(crate) fn signature(body: &[u8], secret: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     let hex: String = mac
