@@ -25,6 +25,9 @@ pub const DEFAULT_TIME_SCALE: f64 = 30.0;
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 86_400);
 /// Without `--customers`, one customer per this many orders a minute…
 pub const ORDERS_PER_MINUTE_PER_CUSTOMER: f64 = 5.0;
+/// …or, when some order over WhatsApp, per this many: a conversation takes 6 to 12 messages and
+/// the webhook reads 20 a minute from one number.
+pub const ORDERS_PER_MINUTE_PER_CUSTOMER_WITH_WHATSAPP: f64 = 1.0;
 /// …and at least this many.
 pub const MIN_CUSTOMERS: usize = 10;
 /// A WhatsApp customer's pause before each message, by default.
@@ -87,7 +90,8 @@ pub struct SimulateArgs {
     pub drivers: usize,
     #[arg(long, value_parser = whole(100_000usize), default_value_t = DEFAULT_MERCHANTS)]
     pub merchants: usize,
-    /// Customers placing the orders (default: one per 5 orders a minute, at least 10).
+    /// Customers placing the orders (default: one per 5 orders a minute, at least 10; with
+    /// `--whatsapp-share`, one per order a minute, as a number may send 20 messages a minute).
     #[arg(long, value_parser = whole(1_000_000usize))]
     pub customers: Option<usize>,
     #[arg(long, value_parser = positive(100_000.0), default_value_t = DEFAULT_ORDERS_PER_MINUTE)]
@@ -161,9 +165,13 @@ impl SimulateArgs {
     /// The simulation these arguments ask for; the simulator's maps from the global maps
     /// settings (`--osrm-url`, `--map-data`).
     pub fn to_sim(&self, maps: &MapsConfig) -> SimConfig {
+        let per_customer = if self.whatsapp_share > 0.0 {
+            ORDERS_PER_MINUTE_PER_CUSTOMER_WITH_WHATSAPP
+        } else {
+            ORDERS_PER_MINUTE_PER_CUSTOMER
+        };
         let customers = self.customers.unwrap_or_else(|| {
-            ((self.orders_per_minute / ORDERS_PER_MINUTE_PER_CUSTOMER).ceil() as usize)
-                .max(MIN_CUSTOMERS)
+            ((self.orders_per_minute / per_customer).ceil() as usize).max(MIN_CUSTOMERS)
         });
         SimConfig {
             url: self.url.clone(),
@@ -441,6 +449,9 @@ mod tests {
         assert!(args.in_process() && !args.notify);
         let sim = args.to_sim(&MapsConfig::default());
         assert_eq!(sim.whatsapp.share, 0.3);
+        // One customer per order a minute: 60 of them, 18 on WhatsApp.
+        assert_eq!(sim.customers, 60);
+        assert_eq!(sim.whatsapp.customers(sim.customers), 18);
         assert_eq!(sim.whatsapp.customers(12), 4);
         assert_eq!(sim.whatsapp.customers(1), 1);
         assert!(sim.whatsapp.stand_ins.is_none());

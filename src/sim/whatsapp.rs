@@ -5,8 +5,10 @@
 //! to the engine's WhatsApp webhook, reading the bot's answers at the Graph API stand-in, with
 //! a human pause before each message. Some calls are delivered twice, as Meta does, and any
 //! answer to the repeat is counted as a duplicate action. One conversation per number at a
-//! time: a customer's next order waits for the last to end.
+//! time: a customer's next order waits for the last to end. And like a person, a number never
+//! writes more than the webhook reads from one number a minute: it waits instead (counted).
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,12 +26,19 @@ use super::whatsapp_wire::{
     Bot, Pick, SIGNATURE_HEADER, Said, Sender, envelope, pay_token, pick_dish, pick_kitchen,
     placed_code, signature,
 };
+use crate::api::limits::WHATSAPP_MESSAGES_PER_PHONE_PER_MINUTE;
 
 /// How long a customer waits for the bot before giving up.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// After a message delivered twice, how long (at least) the customer watches for the bot
 /// answering the repeat.
 const REDELIVERY_WATCH: Duration = Duration::from_millis(750);
+/// The window of the webhook's per-number limit, and the new messages a number sends in it at
+/// most (one below the limit).
+const PHONE_WINDOW: Duration = Duration::from_secs(60);
+const PHONE_MESSAGES_PER_WINDOW: usize = WHATSAPP_MESSAGES_PER_PHONE_PER_MINUTE as usize - 1;
+/// Longest excerpt of an unexpected bot message quoted in a failure's reason.
+const QUOTE_MAX_CHARS: usize = 60;
 /// Tries at the webhook when it answers 5xx or not at all, a second apart (Meta retries too).
 const WEBHOOK_TRIES: usize = 3;
 const WEBHOOK_RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -65,8 +74,8 @@ pub struct Chatters {
     seed: u64,
     /// Of all the simulated customers.
     out_of: usize,
-    /// Each WhatsApp customer's messages from the stand-in; held while it talks.
-    inboxes: Vec<tokio::sync::Mutex<UnboundedReceiver<BotArrival>>>,
+    /// Each WhatsApp customer's handset; held while it talks.
+    handsets: Vec<tokio::sync::Mutex<Handset>>,
     chat: Mutex<ChatStats>,
 }
 
@@ -80,10 +89,13 @@ impl Chatters {
         seed: u64,
         out_of: usize,
     ) -> Chatters {
-        let inboxes = (0..plan.customers(out_of))
+        let handsets = (0..plan.customers(out_of))
             .map(|i| {
                 let phone = whatsapp_phone(seed, i);
-                tokio::sync::Mutex::new(stand_ins.listen(&phone[1..]))
+                tokio::sync::Mutex::new(Handset {
+                    inbox: stand_ins.listen(&phone[1..]),
+                    sent: VecDeque::new(),
+                })
             })
             .collect();
         Chatters {
@@ -91,31 +103,32 @@ impl Chatters {
             plan: plan.clone(),
             seed,
             out_of,
-            inboxes,
+            handsets,
             chat: Mutex::new(ChatStats::default()),
         }
     }
 
     /// Whether simulated customer `customer` orders over WhatsApp.
     pub fn takes(&self, customer: usize) -> bool {
-        customer < self.inboxes.len()
+        customer < self.handsets.len()
     }
 
     /// Orders planned order `n` over WhatsApp; its id when placed.
     pub async fn order(&self, n: usize, planned: &PlannedOrder) -> Option<String> {
-        let mut inbox = self.inboxes.get(planned.customer)?.lock().await;
+        let mut handset = self.handsets.get(planned.customer)?.lock().await;
         // What came since this number's last conversation (its order's updates) is old news.
-        while inbox.try_recv().is_ok() {}
+        while handset.inbox.try_recv().is_ok() {}
         let phone = whatsapp_phone(self.seed, planned.customer);
         let mut talk = Talk {
             run: self,
-            inbox: &mut inbox,
+            handset: &mut handset,
             rng: StdRng::seed_from_u64(self.seed ^ (n as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
             digits: &phone[1..],
             name: NAMES[planned.customer % NAMES.len()],
             posted_at: None,
             redelivered: false,
             order: None,
+            unexpected: None,
             talked: Talked::default(),
         };
         self.lock().conversations += 1;
@@ -142,7 +155,7 @@ impl Chatters {
     }
 
     pub fn figures(&self) -> WhatsAppFigures {
-        self.lock().figures(self.inboxes.len(), self.out_of)
+        self.lock().figures(self.handsets.len(), self.out_of)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ChatStats> {
@@ -150,10 +163,36 @@ impl Chatters {
     }
 }
 
+/// A WhatsApp customer's handset: the bot's messages to it, and when it sent its latest new
+/// messages (within the last [`PHONE_WINDOW`]).
+struct Handset {
+    inbox: UnboundedReceiver<BotArrival>,
+    sent: VecDeque<Instant>,
+}
+
+impl Handset {
+    /// How long to wait before one more new message keeps within the per-number limit.
+    fn wait_for_room(&mut self, now: Instant) -> Duration {
+        while self
+            .sent
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= PHONE_WINDOW)
+        {
+            self.sent.pop_front();
+        }
+        match self.sent.front() {
+            Some(oldest) if self.sent.len() >= PHONE_MESSAGES_PER_WINDOW => {
+                PHONE_WINDOW.saturating_sub(now.saturating_duration_since(*oldest))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 /// One conversation, from "hi" to the order placed.
 struct Talk<'a> {
     run: &'a Chatters,
-    inbox: &'a mut UnboundedReceiver<BotArrival>,
+    handset: &'a mut Handset,
     rng: StdRng,
     digits: &'a str,
     name: &'a str,
@@ -163,6 +202,8 @@ struct Talk<'a> {
     redelivered: bool,
     /// The order, once paid.
     order: Option<String>,
+    /// The last bot message the customer did not expect, quoted.
+    unexpected: Option<String>,
     talked: Talked,
 }
 
@@ -360,6 +401,13 @@ impl Talk<'_> {
 
     /// Sends one message through the webhook, signed; now and then delivers it twice.
     async fn say(&mut self, said: Said) -> Result<(), String> {
+        let wait = self.handset.wait_for_room(Instant::now());
+        if !wait.is_zero() {
+            self.talked.waits_for_the_limit += 1;
+            tokio::time::sleep(wait).await;
+            self.handset.wait_for_room(Instant::now());
+        }
+        self.handset.sent.push_back(Instant::now());
         let wamid = format!("wamid.sim{}", uuid::Uuid::new_v4().simple());
         let from = Sender {
             digits: self.digits,
@@ -431,11 +479,15 @@ impl Talk<'_> {
     ) -> Result<(Bot, Instant), String> {
         let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
         loop {
-            let arrived = match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+            let arrived = match tokio::time::timeout_at(deadline, self.handset.inbox.recv()).await {
                 Ok(Some(arrived)) => arrived,
                 Ok(None) => return Err("the Graph API stand-in stopped".to_owned()),
                 Err(_) => {
-                    return Err(format!("no {what} within {} s", REPLY_TIMEOUT.as_secs()));
+                    let mut reason = format!("no {what} within {} s", REPLY_TIMEOUT.as_secs());
+                    if let Some(said) = self.unexpected.take() {
+                        reason.push_str(&format!(" (the bot said {said})"));
+                    }
+                    return Err(reason);
                 }
             };
             let bot = Bot::read(&arrived.body);
@@ -449,9 +501,11 @@ impl Talk<'_> {
                     .push(latency.as_secs_f64() * 1e3);
             }
             if wanted(&bot) {
+                self.unexpected = None;
                 return Ok((bot, arrived.at));
             }
             self.talked.unexpected_replies += 1;
+            self.unexpected = Some(quote(&bot));
         }
     }
 
@@ -465,17 +519,43 @@ impl Talk<'_> {
             pause = pause.max(REDELIVERY_WATCH);
         }
         let until = tokio::time::Instant::now() + pause;
-        while let Ok(Some(arrived)) = tokio::time::timeout_at(until, self.inbox.recv()).await {
-            if !Bot::read(&arrived.body).is_conversation() {
+        while let Ok(Some(arrived)) =
+            tokio::time::timeout_at(until, self.handset.inbox.recv()).await
+        {
+            let bot = Bot::read(&arrived.body);
+            if !bot.is_conversation() {
                 continue;
             }
             if self.redelivered {
                 self.talked.duplicate_actions += 1;
             } else {
                 self.talked.unexpected_replies += 1;
+                self.unexpected = Some(quote(&bot));
             }
         }
         self.redelivered = false;
+    }
+}
+
+/// A bot message in a few words, for a failure's reason.
+fn quote(bot: &Bot) -> String {
+    match bot {
+        Bot::Text(text) => {
+            let mut quoted: String = text.chars().take(QUOTE_MAX_CHARS).collect();
+            if text.chars().count() > QUOTE_MAX_CHARS {
+                quoted.push('…');
+            }
+            format!("{quoted:?}")
+        }
+        Bot::LocationRequest => "a location request".to_owned(),
+        other => {
+            let ids: Vec<&str> = other
+                .offered()
+                .iter()
+                .map(|o| o.id.split(':').next().unwrap_or_default())
+                .collect();
+            format!("a list or buttons of {}", ids.join(","))
+        }
     }
 }
 
@@ -504,5 +584,41 @@ mod tests {
         // Seeds 7 and 1 007 are the same people; every other number differs.
         assert_eq!(phones.len(), 8);
         assert_eq!(whatsapp_phone(7, 3), whatsapp_phone(7, 3));
+    }
+
+    #[test]
+    fn a_number_never_writes_more_new_messages_in_a_minute_than_the_webhook_reads() {
+        let (_tx, inbox) = tokio::sync::mpsc::unbounded_channel();
+        let mut handset = Handset {
+            inbox,
+            sent: VecDeque::new(),
+        };
+        let t0 = Instant::now();
+        for i in 0..PHONE_MESSAGES_PER_WINDOW {
+            let at = t0 + Duration::from_secs(i as u64);
+            assert_eq!(handset.wait_for_room(at), Duration::ZERO, "message {i}");
+            handset.sent.push_back(at);
+        }
+        assert!(PHONE_MESSAGES_PER_WINDOW < WHATSAPP_MESSAGES_PER_PHONE_PER_MINUTE as usize);
+        // Full: the next waits until the oldest is a minute old.
+        let now = t0 + Duration::from_secs(30);
+        assert_eq!(handset.wait_for_room(now), Duration::from_secs(30));
+        // Then there is room again, and the oldest is forgotten.
+        assert_eq!(handset.wait_for_room(t0 + PHONE_WINDOW), Duration::ZERO);
+        assert_eq!(handset.sent.len(), PHONE_MESSAGES_PER_WINDOW - 1);
+    }
+
+    #[test]
+    fn an_unexpected_bot_message_is_quoted_briefly() {
+        let long = "I can't check this basket out: Sim Kitchen 3 doesn't deliver that far, sorry.";
+        let quoted = quote(&Bot::Text(long.to_owned()));
+        assert!(quoted.starts_with("\"I can't check"), "{quoted}");
+        assert!(quoted.chars().count() <= QUOTE_MAX_CHARS + 3, "{quoted}");
+        assert_eq!(quote(&Bot::LocationRequest), "a location request");
+        let buttons = Bot::Buttons(vec![super::super::whatsapp_wire::Offered {
+            id: "qty:1".to_owned(),
+            title: "1".to_owned(),
+        }]);
+        assert_eq!(quote(&buttons), "a list or buttons of qty");
     }
 }

@@ -24,6 +24,8 @@ pub struct Talked {
     pub reply_latency_ms: Vec<f64>,
     /// Payments declined on purpose (then paid with Visa).
     pub declined_first: u64,
+    /// Times a number held back a message to stay within the webhook's per-number limit.
+    pub waits_for_the_limit: u64,
 }
 
 /// Everything the WhatsApp customers counted during a run.
@@ -47,6 +49,7 @@ impl ChatStats {
         all.duplicate_actions += talked.duplicate_actions;
         all.unexpected_replies += talked.unexpected_replies;
         all.declined_first += talked.declined_first;
+        all.waits_for_the_limit += talked.waits_for_the_limit;
         all.reply_latency_ms.extend(talked.reply_latency_ms);
     }
 
@@ -74,6 +77,7 @@ impl ChatStats {
             duplicate_actions: talked.duplicate_actions,
             unexpected_replies: talked.unexpected_replies,
             declined_first: talked.declined_first,
+            waits_for_the_limit: talked.waits_for_the_limit,
             failures: self.failures.clone(),
         }
     }
@@ -103,6 +107,9 @@ pub struct WhatsAppFigures {
     pub unexpected_replies: u64,
     /// Conversations that paid with a declined card first, then Visa.
     pub declined_first: u64,
+    /// Messages held back to stay within the webhook's per-number limit (time to order
+    /// includes the wait).
+    pub waits_for_the_limit: u64,
     /// Conversations that did not end in an order, by reason.
     pub failures: BTreeMap<String, u64>,
 }
@@ -135,13 +142,14 @@ impl WhatsAppFigures {
             "bot reply latency", l.p50, l.p99, l.max, l.count
         );
         out += &format!(
-            "  {:<28} {} webhook calls, {} redelivered, {} duplicate actions · {} declined cards first · {} unexpected replies\n",
+            "  {:<28} {} webhook calls, {} redelivered, {} duplicate actions · {} declined cards first · {} unexpected replies · {} waits for the per-number limit\n",
             "WhatsApp checks",
             self.webhook_calls,
             self.redeliveries,
             self.duplicate_actions,
             self.declined_first,
-            self.unexpected_replies
+            self.unexpected_replies,
+            self.waits_for_the_limit
         );
         if self.failures.is_empty() {
             out += &format!("  {:<28} none\n", "WhatsApp failures");
