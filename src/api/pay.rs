@@ -13,6 +13,7 @@ use super::checkout;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::ApiJson;
 use super::state::AppState;
+use crate::domain::chat::PAID_KIND;
 use crate::domain::pricing::quote;
 use crate::domain::{OrderId, OrderView, Role};
 use crate::geo::{LatLon, haversine_m};
@@ -31,8 +32,6 @@ const PAY_TOKEN_MAX_BYTES: usize = 128;
 /// The answer to another card while the link's attempt with an earlier card is unfinished.
 const UNFINISHED_ATTEMPT: &str = "An earlier payment on this link with another card has not \
     finished yet; retry in a moment (or with the card you chose first).";
-/// The inbox kind that tells the conversation its link was paid.
-pub const PAID_KIND: &str = "paid";
 
 /// One line of the basket, at the price the checkout charges.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

@@ -111,23 +111,9 @@ pub async fn receive(
         return Err(ErrorCode::WhatsappSignatureInvalid.into());
     }
     let now = crate::store::now();
-    let Ok(envelope) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        let digest = encode_hex(&Sha256::digest(&body));
-        state
-            .store
-            .record_inbound_message(&InboundMessage {
-                id: format!("ignored_{digest}"),
-                phone: String::new(),
-                kind: "malformed".to_owned(),
-                message: serde_json::Value::String(format!(
-                    "{} bytes that are not JSON",
-                    body.len()
-                )),
-                state: "ignored",
-                received_at: now,
-            })
-            .await?;
-        metrics::counter!("whatsapp_webhooks_total", "outcome" => "ignored").increment(1);
+    let envelope = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    let Some(envelope) = envelope.filter(is_envelope) else {
+        keep_unreadable(&state, &body, now).await?;
         return Ok(HttpResponse::Ok().finish());
     };
     let mut fresh = 0;
@@ -149,6 +135,42 @@ pub async fn receive(
     Ok(HttpResponse::Ok().finish())
 }
 
+/// Whether a body is Meta's envelope: `object` is `whatsapp_business_account` and `entry` a list.
+fn is_envelope(envelope: &serde_json::Value) -> bool {
+    envelope["object"] == "whatsapp_business_account" && envelope["entry"].is_array()
+}
+
+/// Keeps a signed body that is not Meta's envelope as ignored (once per body: its SHA-256 is the
+/// id), so it shows in the inbox and Meta, answered 200, does not send it again.
+async fn keep_unreadable(
+    state: &AppState,
+    body: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ApiError> {
+    let digest = encode_hex(&Sha256::digest(body));
+    let json = serde_json::from_slice::<serde_json::Value>(body).is_ok();
+    state
+        .store
+        .record_inbound_message(&InboundMessage {
+            id: format!("ignored_{digest}"),
+            phone: String::new(),
+            kind: "malformed".to_owned(),
+            message: serde_json::Value::String(if json {
+                format!(
+                    "{} bytes of JSON that are not a WhatsApp envelope",
+                    body.len()
+                )
+            } else {
+                format!("{} bytes that are not JSON", body.len())
+            }),
+            state: "ignored",
+            received_at: now,
+        })
+        .await?;
+    metrics::counter!("whatsapp_webhooks_total", "outcome" => "ignored").increment(1);
+    Ok(())
+}
+
 /// Keeps one of Meta's message objects in the inbox, with the sender's profile name from the
 /// envelope's `contacts`; `true` when it was new. A message without a readable sender, or over
 /// the per-phone rate, is kept as ignored: answered 200, never read.
@@ -164,6 +186,10 @@ async fn keep_message(
     let from = message["from"].as_str();
     let phone = from.and_then(|from| Phone::parse(&format!("+{from}")).ok());
     let mut kind = message["type"].as_str().unwrap_or("unknown").to_owned();
+    if kind == crate::domain::chat::PAID_KIND {
+        // Only the pay endpoint writes that kind; whatever Meta calls it, it is not ours.
+        kind = "unknown".to_owned();
+    }
     let sent_at = message["timestamp"]
         .as_str()
         .and_then(|t| t.parse::<i64>().ok())

@@ -34,7 +34,7 @@ pub async fn run(parts: &ChatParts, party: &Party<'_>, effect: Effect) -> Found 
         Effect::FindKitchens { at } => kitchens(parts, at).await,
         Effect::LoadMenu { kitchen } => menu(parts, party, kitchen).await,
         Effect::IssuePayLink { basket, key } => pay_link(parts, party, &basket, &key).await,
-        Effect::OrderStatus { order } => status(parts, order).await,
+        Effect::OrderStatus { order } => status(parts, party, order).await,
         Effect::CancelOrder { order } => return cancel(parts, party, order).await,
         Effect::TrackingLink { order } => Ok(tracking_link(parts, party, order)),
         Effect::LinkAccount { code } => link_account(parts, party, &code).await,
@@ -203,13 +203,14 @@ async fn pay_link(
     })
 }
 
-async fn status(parts: &ChatParts, order: OrderId) -> Result<Found, StoreError> {
+async fn status(parts: &ChatParts, party: &Party<'_>, order: OrderId) -> Result<Found, StoreError> {
     Ok(match parts.store.load_order(order).await? {
-        Some(order) => Found::Status {
+        // Only the chat's own customer's order (a linked number orders for another account).
+        Some(order) if order.customer_id == party.customer => Found::Status {
             status: order.status(),
             eta_minutes: None,
         },
-        None => Found::Unavailable,
+        _ => Found::Unavailable,
     })
 }
 

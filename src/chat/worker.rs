@@ -13,7 +13,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::Chat;
 use super::effects::{Party, run};
-use crate::domain::chat::Input;
+use crate::domain::chat::{Input, PAID_ID_PREFIX, PAID_KIND};
 use crate::domain::conversation::{Conversation, Found};
 use crate::domain::notification::message_id;
 use crate::domain::{OrderId, Phone, UserId};
@@ -33,14 +33,24 @@ const PHONES_PER_ROUND: i64 = 64;
 const CONVERSATIONS_IN_FLIGHT: usize = 8;
 /// Effects one input may chain (an address looked up, then kitchens found, …).
 const EFFECTS_PER_INPUT: usize = 4;
+/// Messages, replies, spent links and codes are kept this long, then pruned (messages are
+/// personal data).
+pub const WHATSAPP_RETENTION_DAYS: i64 = 30;
+/// How often the prune runs.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3_600);
 
 impl Chat {
     /// Starts the loop; returns the service for `/ready`.
     pub fn spawn(self, tasks: &Tasks) -> Arc<Chat> {
         let chat = Arc::new(self);
+        if chat.whatsapp.is_none() {
+            // Nothing could be answered: messages wait in the inbox (`/ready` says `off`).
+            return chat;
+        }
         let running = chat.clone();
         let signal = chat.parts.store.inbox_signal();
         tasks.spawn_watching(|stop| async move {
+            let mut pruned: Option<std::time::Instant> = None;
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -51,12 +61,31 @@ impl Chat {
                     continue;
                 }
                 while running.round().await > 0 && !stop.is_cancelled() {}
+                if pruned.is_none_or(|at| at.elapsed() >= PRUNE_INTERVAL) {
+                    pruned = Some(std::time::Instant::now());
+                    running.prune().await;
+                }
             }
         });
         chat
     }
 
-    /// One round: every phone with work, a few at once. Returns how many were taken.
+    /// Deletes what is older than [`WHATSAPP_RETENTION_DAYS`] and no longer needed.
+    async fn prune(&self) {
+        let before = crate::store::now() - chrono::Duration::days(WHATSAPP_RETENTION_DAYS);
+        match self.parts.store.prune_whatsapp(before).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(
+                count,
+                "pruned WhatsApp messages, links and codes older than 30 days"
+            ),
+            Err(error) => tracing::debug!(error = %error, "cannot prune WhatsApp rows"),
+        }
+    }
+
+    /// One round: every phone with work, a few at once. Returns how much was done (messages
+    /// read, conversations reset, replies sent or given up): the loop goes round again at once
+    /// only after a round that did something.
     async fn round(&self) -> usize {
         let now = crate::store::now();
         let phones = match self
@@ -71,16 +100,15 @@ impl Chat {
                 return 0;
             }
         };
-        let count = phones.len();
         futures_util::stream::iter(phones)
-            .for_each_concurrent(CONVERSATIONS_IN_FLIGHT, |phone| async move {
-                self.work_on(&phone).await;
-            })
-            .await;
-        count
+            .map(|phone| async move { self.work_on(&phone).await })
+            .buffer_unordered(CONVERSATIONS_IN_FLIGHT)
+            .fold(0, |done, more| async move { done + more })
+            .await
     }
 
-    async fn work_on(&self, phone: &str) {
+    /// Moves one phone's conversation and sends its replies; how much was done.
+    async fn work_on(&self, phone: &str) -> usize {
         let store = &self.parts.store;
         let now = crate::store::now();
         let until = now + chrono::Duration::from_std(self.claim).unwrap_or(chrono::Duration::MAX);
@@ -89,22 +117,23 @@ impl Chat {
             .await
         {
             Ok(Some(record)) => record,
-            Ok(None) => return,
+            Ok(None) => return 0,
             Err(error) => {
                 tracing::debug!(error = %error, "cannot claim a WhatsApp conversation");
-                return;
+                return 0;
             }
         };
         let Ok(phone) = Phone::parse(phone) else {
-            return;
+            return 0;
         };
+        let mut done = 0;
         // A bug must not stop every conversation: a panic is caught here, counted against the
         // message being read (set aside after a few), and the phone released.
         match AssertUnwindSafe(self.converse(&phone, record))
             .catch_unwind()
             .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(taken)) => done += taken,
             Ok(Err(error)) => {
                 tracing::warn!(error = %error, phone = %phone.masked(), "a WhatsApp conversation stopped for now");
             }
@@ -118,8 +147,11 @@ impl Chat {
                 }
             }
         }
-        if let Err(error) = self.send_replies(&phone).await {
-            tracing::warn!(error = %error, phone = %phone.masked(), "cannot send WhatsApp replies for now");
+        match self.send_replies(&phone).await {
+            Ok(sent) => done += sent,
+            Err(error) => {
+                tracing::warn!(error = %error, phone = %phone.masked(), "cannot send WhatsApp replies for now");
+            }
         }
         if let Err(error) = store
             .release_conversation(phone.as_str(), &self.parts.node)
@@ -127,10 +159,15 @@ impl Chat {
         {
             tracing::debug!(error = %error, "cannot release a WhatsApp conversation (its claim lapses)");
         }
+        done
     }
 
-    /// Reads the phone's waiting messages, then resets it if it went idle.
-    async fn converse(&self, phone: &Phone, record: ConversationRecord) -> Result<(), StoreError> {
+    /// Reads the phone's waiting messages, then resets it if it went idle; how many inputs it took.
+    async fn converse(
+        &self,
+        phone: &Phone,
+        record: ConversationRecord,
+    ) -> Result<usize, StoreError> {
         let store = &self.parts.store;
         let mut conversation: Conversation = record
             .state
@@ -138,6 +175,7 @@ impl Chat {
             .unwrap_or_default();
         let mut version = record.version;
         let mut customer = record.user_id;
+        let mut taken = 0;
         for message in store.pending_inbound(phone.as_str()).await? {
             let input = self.labelled(input_of(&message));
             let customer_id = match customer {
@@ -166,10 +204,11 @@ impl Chat {
             match moved {
                 Ok(Some(now_as)) => {
                     version += 1;
+                    taken += 1;
                     customer = Some(now_as);
                 }
                 // The claim was lost: the message is its new owner's.
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(taken),
                 Err(error) => {
                     if store
                         .inbound_failed(&message.id, crate::store::now())
@@ -187,18 +226,22 @@ impl Chat {
         if let Some(customer) = customer
             && conversation.expires_at().is_some_and(|at| at <= now)
         {
-            self.take(
-                phone,
-                customer,
-                &mut conversation,
-                version,
-                &Input::Idle,
-                None,
-            )
-            .await?;
-            metrics::counter!("whatsapp_conversations_expired_total").increment(1);
+            let reset = self
+                .take(
+                    phone,
+                    customer,
+                    &mut conversation,
+                    version,
+                    &Input::Idle,
+                    None,
+                )
+                .await?;
+            if reset.is_some() {
+                taken += 1;
+                metrics::counter!("whatsapp_conversations_expired_total").increment(1);
+            }
         }
-        Ok(())
+        Ok(taken)
     }
 
     /// One input: the conversation moved, its effects done, everything saved at once. The
@@ -275,16 +318,24 @@ impl Chat {
         Ok(saved.then_some(customer))
     }
 
-    /// Sends the phone's waiting replies in order; stops at the first that must wait.
-    async fn send_replies(&self, phone: &Phone) -> Result<(), StoreError> {
+    /// Sends the phone's waiting replies in order; stops at the first that must wait. How many
+    /// it finished (sent or gave up).
+    async fn send_replies(&self, phone: &Phone) -> Result<usize, StoreError> {
         let Some(whatsapp) = &self.whatsapp else {
-            return Ok(());
+            return Ok(0);
         };
         let store = &self.parts.store;
+        let mut finished = 0;
         for reply in store.pending_replies(phone.as_str()).await? {
             let now = crate::store::now();
-            if reply.next_attempt_at > now || whatsapp.is_paused() {
-                return Ok(());
+            if whatsapp.is_paused() {
+                // Looked at again when a paused channel tries its token again.
+                let until = now + chrono::Duration::from_std(TOKEN_PAUSE).unwrap_or_default();
+                store.defer_replies(phone.as_str(), until).await?;
+                return Ok(finished);
+            }
+            if reply.next_attempt_at > now {
+                return Ok(finished);
             }
             let outcome = match whatsapp
                 .send_reply(&reply.body.0, &reply.id, reply.attempts)
@@ -312,10 +363,11 @@ impl Chat {
             metrics::counter!("whatsapp_replies_total", "outcome" => label).increment(1);
             store.record_reply(&reply.id, &outcome, now).await?;
             if matches!(outcome, ReplyOutcome::Retry { .. }) {
-                return Ok(());
+                return Ok(finished);
             }
+            finished += 1;
         }
-        Ok(())
+        Ok(finished)
     }
 }
 
@@ -344,20 +396,21 @@ impl Chat {
     }
 }
 
-/// What a stored inbound message says: a payment made, or one of Meta's message objects.
+/// What a stored inbound message says: a payment made (written by the pay endpoint only), or
+/// one of Meta's message objects.
 fn input_of(message: &PendingInbound) -> Input {
-    match message.kind.as_str() {
-        "paid" => match message.message.0["order_id"]
+    if message.kind == PAID_KIND && message.id.starts_with(PAID_ID_PREFIX) {
+        return match message.message.0["order_id"]
             .as_str()
             .and_then(|id| id.parse::<OrderId>().ok())
         {
             Some(order_id) => Input::Paid { order_id },
             None => Input::Unsupported {
-                kind: "paid".to_owned(),
+                kind: "payment".to_owned(),
             },
-        },
-        _ => Input::from_whatsapp(&message.message.0),
+        };
     }
+    Input::from_whatsapp(&message.message.0)
 }
 
 /// The first word of a profile name, for greetings.

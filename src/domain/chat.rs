@@ -29,6 +29,12 @@ pub const INPUT_MAX_CHARS: usize = 500;
 /// Longest row or button id, in characters (WhatsApp allows 200 / 256).
 pub const REPLY_ID_MAX_CHARS: usize = 200;
 
+/// The inbox kind of the message the pay endpoint writes when a link was paid (`paid_{link}`);
+/// the webhook never keeps a message under it.
+pub const PAID_KIND: &str = "paid";
+/// The id prefix of those messages.
+pub const PAID_ID_PREFIX: &str = "paid_";
+
 /// What the customer sent, as the conversation reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -738,9 +738,13 @@ impl Conversation {
                     "Order #{code} placed ✅ Track it here: {url}\nI'll message you when the kitchen accepts it. Type *status* any time."
                 )))
             }
-            Found::Linked { name, .. } => Step::say(Reply::text(format!(
-                "Done: this number now orders for the account of {name}. Your orders from here show up there too."
-            ))),
+            Found::Linked { name, .. } => {
+                // Orders placed before were another account's.
+                self.last_order = None;
+                Step::say(Reply::text(format!(
+                    "Done: this number now orders for the account of {name}. Your orders from here show up there too."
+                )))
+            }
             Found::LinkRefused => Step::say(Reply::text(
                 "That link code doesn't work: it may be mistyped, used or older than 10 minutes. Make a new one on the website.",
             )),

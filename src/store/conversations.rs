@@ -259,6 +259,23 @@ impl Store {
         })?)
     }
 
+    /// Puts `phone`'s waiting replies off until `until` (the channel cannot send now), without
+    /// counting an attempt.
+    pub async fn defer_replies(&self, phone: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE whatsapp_outbound SET next_attempt_at = $2 \
+                 WHERE phone = $1 AND state = 'pending' AND next_attempt_at < $2",
+            )
+            .bind(phone)
+            .bind(until)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        Ok(())
+    }
+
     /// Records how sending a reply went.
     pub async fn record_reply(
         &self,
@@ -417,5 +434,28 @@ impl Store {
             Some((id,)) => self.user_by_id(UserId(id)).await,
             None => Ok(None),
         }
+    }
+
+    /// Deletes what WhatsApp ordering no longer needs from before `before`: read or ignored
+    /// inbound messages, replies sent or given up, payment links spent or expired, link codes
+    /// expired. Messages are personal data: they are not kept longer than needed. How many rows.
+    pub async fn prune_whatsapp(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const PRUNES: [&str; 4] = [
+            "DELETE FROM whatsapp_inbox WHERE state <> 'received' AND received_at < $1",
+            "DELETE FROM whatsapp_outbound WHERE state <> 'pending' AND created_at < $1",
+            "DELETE FROM pay_links WHERE expires_at < $1",
+            "DELETE FROM whatsapp_link_codes WHERE expires_at < $1",
+        ];
+        let mut deleted = 0;
+        for sql in PRUNES {
+            deleted += on_writer!(self, |pool| {
+                sqlx::query(sql)
+                    .bind(before)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            })?;
+        }
+        Ok(deleted)
     }
 }

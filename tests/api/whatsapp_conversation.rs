@@ -1104,7 +1104,61 @@ async fn the_conversation_goes_on_across_replicas_and_past_a_killed_one() {
     assert_eq!(mine.len(), 7, "one answer per step: {mine:#?}");
 }
 
+/// Messages are personal data: what is read, sent, spent or expired goes after 30 days; what
+/// still waits stays.
+async fn old_messages_links_and_codes_are_pruned_and_waiting_ones_kept(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let phone = Phone::parse("+358401110012").unwrap();
+    let customer = store.whatsapp_customer(&phone, None).await.unwrap();
+    let now = chrono::Utc::now();
+    let old = now - chrono::Duration::days(31);
+    for (id, state, at) in [
+        ("wamid.old-read", "processed", old),
+        ("wamid.old-waiting", "received", old),
+        ("wamid.new-read", "processed", now),
+    ] {
+        store
+            .record_inbound_message(&mealkitz::store::InboundMessage {
+                id: id.into(),
+                phone: phone.as_str().into(),
+                kind: "text".into(),
+                message: json!({"type": "text", "text": {"body": "hi"}}),
+                state,
+                received_at: at,
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .create_whatsapp_link_code(customer.id, "old-code", old, old)
+        .await
+        .unwrap();
+    store
+        .create_whatsapp_link_code(
+            customer.id,
+            "new-code",
+            now,
+            now + chrono::Duration::minutes(10),
+        )
+        .await
+        .unwrap();
+    let deleted = store
+        .prune_whatsapp(now - chrono::Duration::days(30))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2, "the old read message and the old code");
+    assert_eq!(count_rows(&db, "whatsapp_inbox").await, 2);
+    assert_eq!(
+        count_rows(&db, "whatsapp_inbox WHERE id = 'wamid.old-waiting'").await,
+        1,
+        "a message still waiting is never pruned"
+    );
+    assert_eq!(count_rows(&db, "whatsapp_link_codes").await, 1);
+}
+
 each_backend! {
+    old_messages_links_and_codes_are_pruned_and_waiting_ones_kept => old_messages_links_and_codes_are_pruned_and_waiting_ones_kept;
     a_link_code_sent_from_the_phone_links_the_number_to_the_account => a_link_code_sent_from_the_phone_links_the_number_to_the_account;
     one_worker_at_a_time_moves_a_conversation => one_worker_at_a_time_moves_a_conversation;
     a_whole_order_over_whatsapp_from_hi_to_delivered => a_whole_order_over_whatsapp_from_hi_to_delivered;

@@ -150,6 +150,38 @@ async fn kept_once(kind: Db) {
         2,
         "kept as ignored, once"
     );
+    // JSON, but not Meta's envelope (no object, entries of the wrong shape): the same.
+    for odd in [
+        &br#"{"hello":"world"}"#[..],
+        br#"{"object":"whatsapp_business_account","entry":{"id":"1"}}"#,
+        br#"[1,2,3]"#,
+    ] {
+        assert_eq!(post(&app, odd, Some(signature(odd, APP_SECRET))).await, 200);
+    }
+    assert_eq!(
+        count_rows(&app.db, "whatsapp_inbox WHERE state = 'ignored'").await,
+        4,
+        "each unreadable body kept as ignored"
+    );
+    // A message that calls itself what only the pay endpoint writes is read as unknown.
+    let forged = envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "1234567890"},
+        "messages": [{"from": "358401234567", "id": "wamid.forged", "timestamp": at.to_string(),
+                      "type": "paid", "order_id": "00000000-0000-0000-0000-000000000001"}]
+    }));
+    assert_eq!(
+        post(&app, &forged, Some(signature(&forged, APP_SECRET))).await,
+        200
+    );
+    assert_eq!(
+        count_rows(
+            &app.db,
+            "whatsapp_inbox WHERE id = 'wamid.forged' AND kind = 'unknown'"
+        )
+        .await,
+        1
+    );
 
     let status = envelope(json!({
         "messaging_product": "whatsapp",
