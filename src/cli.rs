@@ -103,8 +103,8 @@ pub fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     let outcome = match command {
         // The simulator is only a client: a multi-threaded runtime, no actor system (unless it
-        // runs the engine itself, for `--notify`).
-        Command::Simulate(args) if !args.notify => {
+        // runs the engine itself, for `--notify` or `--whatsapp-share`).
+        Command::Simulate(args) if !args.in_process() => {
             match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -177,9 +177,11 @@ async fn simulate(args: SimulateArgs, maps: MapsConfig) -> Result<(), Failure> {
     print_report(&report, args.json)
 }
 
-/// `simulate --notify`: the engine in this process on the configured store, listening on a
-/// free port of 127.0.0.1, its WhatsApp and webhooks sent to the simulator's stand-ins; the
-/// simulation against it, then the engine and the stand-ins stopped.
+/// `simulate --notify` or `--whatsapp-share`: the engine in this process on the configured
+/// store, listening on a free port of 127.0.0.1, its WhatsApp and webhooks sent to the
+/// simulator's stand-ins (and its WhatsApp webhook taking the stand-ins' app secret); the
+/// simulation against it, then the engine and the stand-ins stopped. Notifications are measured
+/// with `--notify` only.
 async fn simulate_notified(mut config: Config, args: SimulateArgs) -> Result<(), Failure> {
     let stand_ins = crate::sim::StandIns::start().await?;
     stand_ins.configure(&mut config.notify);
@@ -192,7 +194,8 @@ async fn simulate_notified(mut config: Config, args: SimulateArgs) -> Result<(),
     wait_until_ready(port).await;
     let mut sim = args.to_sim(&maps);
     sim.url = format!("http://127.0.0.1:{port}");
-    sim.notify = Some(stand_ins.clone());
+    sim.notify = args.notify.then(|| stand_ins.clone());
+    sim.whatsapp.stand_ins = Some(stand_ins.clone());
     let report = crate::sim::run(sim, |_| {}).await;
     handle.stop(true).await;
     let _ = server.await;

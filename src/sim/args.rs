@@ -25,8 +25,22 @@ pub const DEFAULT_TIME_SCALE: f64 = 30.0;
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 86_400);
 /// Without `--customers`, one customer per this many orders a minute…
 pub const ORDERS_PER_MINUTE_PER_CUSTOMER: f64 = 5.0;
+/// …or, when some order over WhatsApp, per this many: a conversation takes 6 to 12 messages and
+/// the webhook reads 20 a minute from one number.
+pub const ORDERS_PER_MINUTE_PER_CUSTOMER_WITH_WHATSAPP: f64 = 1.0;
 /// …and at least this many.
 pub const MIN_CUSTOMERS: usize = 10;
+/// A WhatsApp customer's pause before each message, by default.
+pub const DEFAULT_THINK: ThinkTime = ThinkTime {
+    min: Duration::from_millis(200),
+    max: Duration::from_millis(1_500),
+};
+/// Longest think time.
+pub const MAX_THINK: Duration = Duration::from_secs(60);
+/// Share of webhook calls the simulated Meta delivers twice, by default.
+pub const DEFAULT_REDELIVER_SHARE: f64 = 0.05;
+/// Share of WhatsApp customers who try a declined card first, by default.
+pub const DEFAULT_DECLINE_SHARE: f64 = 0.05;
 
 pub const DEMO_DRIVERS: usize = 40;
 pub const DEMO_MERCHANTS: usize = 6;
@@ -62,6 +76,8 @@ pub struct SimConfig {
     /// The notification stand-ins the engine sends to, when the run measures notifications:
     /// customers then give phone numbers and merchants register webhook endpoints.
     pub notify: Option<StandIns>,
+    /// The customers who order over WhatsApp.
+    pub whatsapp: WhatsAppPlan,
 }
 
 /// `mealkitz simulate`: a fleet and its customers as real clients of the engine at `--url`.
@@ -74,7 +90,8 @@ pub struct SimulateArgs {
     pub drivers: usize,
     #[arg(long, value_parser = whole(100_000usize), default_value_t = DEFAULT_MERCHANTS)]
     pub merchants: usize,
-    /// Customers placing the orders (default: one per 5 orders a minute, at least 10).
+    /// Customers placing the orders (default: one per 5 orders a minute, at least 10; with
+    /// `--whatsapp-share`, one per order a minute, as a number may send 20 messages a minute).
     #[arg(long, value_parser = whole(1_000_000usize))]
     pub customers: Option<usize>,
     #[arg(long, value_parser = positive(100_000.0), default_value_t = DEFAULT_ORDERS_PER_MINUTE)]
@@ -105,6 +122,21 @@ pub struct SimulateArgs {
     /// lag. Replaces `--url`.
     #[arg(long, conflicts_with = "url")]
     pub notify: bool,
+    /// Share of the customers (0 to 1) who order over WhatsApp: signed webhook calls to the
+    /// engine, answering the bot like a person, paying the link, against a Graph API stand-in.
+    /// Runs the engine in this process as `--notify` does (the notification figures only with
+    /// `--notify`). Replaces `--url`.
+    #[arg(long, value_parser = share, default_value_t = 0.0, conflicts_with = "url")]
+    pub whatsapp_share: f64,
+    /// A WhatsApp customer's pause before each message: `MIN..MAX` seconds.
+    #[arg(long, value_parser = ThinkTime::parse, default_value = think_text(DEFAULT_THINK))]
+    pub whatsapp_think: ThinkTime,
+    /// Share of webhook calls delivered twice (same `wamid`), to show the bot acts once.
+    #[arg(long, value_parser = share, default_value_t = DEFAULT_REDELIVER_SHARE)]
+    pub whatsapp_redeliver: f64,
+    /// Share of WhatsApp customers who first try a card that is declined, then Visa.
+    #[arg(long, value_parser = share, default_value_t = DEFAULT_DECLINE_SHARE)]
+    pub whatsapp_declines: f64,
 }
 
 /// `mealkitz demo`: the engine plus a small simulated fleet, in one process.
@@ -125,12 +157,21 @@ pub struct DemoArgs {
 }
 
 impl SimulateArgs {
+    /// Whether the run needs the engine in this process, with the stand-ins.
+    pub fn in_process(&self) -> bool {
+        self.notify || self.whatsapp_share > 0.0
+    }
+
     /// The simulation these arguments ask for; the simulator's maps from the global maps
     /// settings (`--osrm-url`, `--map-data`).
     pub fn to_sim(&self, maps: &MapsConfig) -> SimConfig {
+        let per_customer = if self.whatsapp_share > 0.0 {
+            ORDERS_PER_MINUTE_PER_CUSTOMER_WITH_WHATSAPP
+        } else {
+            ORDERS_PER_MINUTE_PER_CUSTOMER
+        };
         let customers = self.customers.unwrap_or_else(|| {
-            ((self.orders_per_minute / ORDERS_PER_MINUTE_PER_CUSTOMER).ceil() as usize)
-                .max(MIN_CUSTOMERS)
+            ((self.orders_per_minute / per_customer).ceil() as usize).max(MIN_CUSTOMERS)
         });
         SimConfig {
             url: self.url.clone(),
@@ -146,6 +187,13 @@ impl SimulateArgs {
             city: self.city,
             maps: maps.clone(),
             notify: None,
+            whatsapp: WhatsAppPlan {
+                share: self.whatsapp_share,
+                think: self.whatsapp_think,
+                redeliver_share: self.whatsapp_redeliver,
+                decline_share: self.whatsapp_declines,
+                stand_ins: None,
+            },
         }
     }
 }
@@ -168,6 +216,7 @@ impl DemoArgs {
             city: self.city,
             maps: maps.clone(),
             notify: None,
+            whatsapp: WhatsAppPlan::default(),
         }
     }
 }
@@ -186,6 +235,87 @@ pub fn duration(raw: &str) -> Result<Duration, String> {
             Ok(Duration::from_secs_f64(n * unit_secs))
         }
         _ => Err(format!("{raw:?} is not a duration such as 120s, 5m or 1h")),
+    }
+}
+
+/// The pause a WhatsApp customer takes before each message, drawn evenly between two bounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThinkTime {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl ThinkTime {
+    /// Think time as `--whatsapp-think` reads it: `MIN..MAX` in seconds (`0.2..1.5`), each at
+    /// most a minute, or one number for a fixed pause.
+    pub fn parse(raw: &str) -> Result<ThinkTime, String> {
+        let secs = |part: &str| {
+            let part = part.trim().trim_end_matches('s');
+            match part.trim().parse::<f64>() {
+                Ok(s) if s.is_finite() && (0.0..=MAX_THINK.as_secs_f64()).contains(&s) => {
+                    Ok(Duration::from_secs_f64(s))
+                }
+                _ => Err(format!(
+                    "{raw:?} is not a think time such as 0.2..1.5 (seconds, at most {})",
+                    MAX_THINK.as_secs()
+                )),
+            }
+        };
+        let (min, max) = match raw.split_once("..") {
+            Some((min, max)) => (secs(min)?, secs(max)?),
+            None => (secs(raw)?, secs(raw)?),
+        };
+        if min > max {
+            return Err(format!(
+                "{raw:?}: the shortest think time is above the longest"
+            ));
+        }
+        Ok(ThinkTime { min, max })
+    }
+}
+
+/// `--whatsapp-think` as shown in `--help`.
+fn think_text(think: ThinkTime) -> String {
+    format!("{}..{}", think.min.as_secs_f64(), think.max.as_secs_f64())
+}
+
+/// The WhatsApp customers of a run (`--whatsapp-share`).
+#[derive(Debug, Clone)]
+pub struct WhatsAppPlan {
+    /// Share of the customers who order over WhatsApp, 0 to 1 (0: none).
+    pub share: f64,
+    /// Pause before each message.
+    pub think: ThinkTime,
+    /// Share of webhook calls delivered a second time (same body, same `wamid`).
+    pub redeliver_share: f64,
+    /// Share of the WhatsApp customers who first try a card that is declined.
+    pub decline_share: f64,
+    /// The Graph API stand-in the engine sends its replies to, with the app secret the
+    /// customers sign with (the engine's settings from [`StandIns::configure`]). Required when
+    /// `share` is above 0.
+    pub stand_ins: Option<StandIns>,
+}
+
+impl Default for WhatsAppPlan {
+    fn default() -> Self {
+        WhatsAppPlan {
+            share: 0.0,
+            think: DEFAULT_THINK,
+            redeliver_share: DEFAULT_REDELIVER_SHARE,
+            decline_share: DEFAULT_DECLINE_SHARE,
+            stand_ins: None,
+        }
+    }
+}
+
+impl WhatsAppPlan {
+    /// How many of `customers` order over WhatsApp: the share, rounded, and at least one when
+    /// the share is above 0.
+    pub fn customers(&self, customers: usize) -> usize {
+        if self.share <= 0.0 {
+            return 0;
+        }
+        ((self.share * customers as f64).round() as usize).clamp(1, customers)
     }
 }
 
@@ -258,6 +388,12 @@ mod tests {
         assert!(sim.progress);
         assert_eq!(sim.city, CityKind::Synthetic);
         assert_eq!(sim.maps.osrm_url, None);
+        assert_eq!(sim.whatsapp.share, 0.0);
+        assert_eq!(sim.whatsapp.think, DEFAULT_THINK);
+        assert_eq!(
+            (sim.whatsapp.redeliver_share, sim.whatsapp.decline_share),
+            (0.05, 0.05)
+        );
     }
 
     #[test]
@@ -298,6 +434,73 @@ mod tests {
             command
                 .try_get_matches_from(["simulate", "--notify", "--url", "http://127.0.0.1:9"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn whatsapp_share_runs_its_own_engine_and_reads_its_think_time() {
+        let parse = |argv: &[&str]| {
+            let command = SimulateArgs::augment_args(Command::new("simulate"));
+            command
+                .try_get_matches_from(argv)
+                .map(|m| SimulateArgs::from_arg_matches(&m).unwrap())
+        };
+        let args = parse(&["simulate", "--whatsapp-share", "0.3"]).unwrap();
+        assert!(args.in_process() && !args.notify);
+        let sim = args.to_sim(&MapsConfig::default());
+        assert_eq!(sim.whatsapp.share, 0.3);
+        // One customer per order a minute: 60 of them, 18 on WhatsApp.
+        assert_eq!(sim.customers, 60);
+        assert_eq!(sim.whatsapp.customers(sim.customers), 18);
+        assert_eq!(sim.whatsapp.customers(12), 4);
+        assert_eq!(sim.whatsapp.customers(1), 1);
+        assert!(sim.whatsapp.stand_ins.is_none());
+        let args = parse(&[
+            "simulate",
+            "--whatsapp-share",
+            "1",
+            "--whatsapp-think",
+            "0.05..0.1s",
+            "--whatsapp-redeliver",
+            "0.5",
+            "--whatsapp-declines",
+            "0",
+        ])
+        .unwrap();
+        let plan = args.to_sim(&MapsConfig::default()).whatsapp;
+        assert_eq!(plan.think.min, Duration::from_millis(50));
+        assert_eq!(plan.think.max, Duration::from_millis(100));
+        assert_eq!((plan.redeliver_share, plan.decline_share), (0.5, 0.0));
+        assert_eq!(plan.customers(3), 3);
+        // Without the flag, the client-only run as before.
+        assert!(!parse(&["simulate"]).unwrap().in_process());
+        assert!(parse(&["simulate", "--url", "http://127.0.0.1:9"]).is_ok());
+        assert_eq!(WhatsAppPlan::default().customers(100), 0);
+        for bad in [
+            vec!["simulate", "--whatsapp-share", "1.5"],
+            vec![
+                "simulate",
+                "--whatsapp-share",
+                "0.3",
+                "--url",
+                "http://127.0.0.1:9",
+            ],
+            vec!["simulate", "--whatsapp-think", "2..1"],
+            vec!["simulate", "--whatsapp-think", "0.1..61"],
+            vec!["simulate", "--whatsapp-think", "soon"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            ThinkTime::parse("0.5").unwrap(),
+            ThinkTime {
+                min: Duration::from_millis(500),
+                max: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(
+            ThinkTime::parse(&think_text(DEFAULT_THINK)),
+            Ok(DEFAULT_THINK)
         );
     }
 }

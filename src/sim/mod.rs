@@ -3,7 +3,8 @@
 //! time, by `time_scale`) and answer offers, customers check out at a steady rate; at the end a
 //! report of what happened. `mealkitz simulate` and `mealkitz demo` run it. Drivers follow
 //! road routes when the simulator has an OSRM (`--osrm-url`); the Helsinki city takes its
-//! addresses from map data ([`helsinki`]).
+//! addresses from map data ([`helsinki`]). With `--whatsapp-share`, that share of the customers
+//! order over WhatsApp instead ([`whatsapp`]).
 
 mod args;
 mod city;
@@ -13,6 +14,9 @@ mod notify;
 mod report;
 mod summary;
 mod walk;
+mod whatsapp;
+mod whatsapp_figures;
+mod whatsapp_wire;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,15 +25,18 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-pub use args::{DemoArgs, SimConfig, SimulateArgs};
+pub use args::{DemoArgs, SimConfig, SimulateArgs, ThinkTime, WhatsAppPlan};
 pub use city::{City, CityKind};
 pub use notify::{ChannelFigures, NotifyFigures, StandIns, WebhookArrival, WhatsAppArrival};
 pub use report::{EtaError, Report};
 pub use summary::Summary;
+pub use whatsapp::whatsapp_phone;
+pub use whatsapp_figures::WhatsAppFigures;
 
 use self::clients::{Customers, DriverPlan, addressed, driver, merchant};
 use self::notify::{WEBHOOK_PATH_PREFIX, customer_phone};
 use self::report::{MapsUsed, RunTimes, Stats};
+use self::whatsapp::Chatters;
 use crate::config::MapsConfig;
 use crate::config::dispatch::DEFAULT_AVERAGE_SPEED_KMH;
 use crate::domain::NotifyEvent;
@@ -49,6 +56,8 @@ const RATE_LIMIT_RETRIES: usize = 60;
 const DRAIN_LIMIT: Duration = Duration::from_secs(300);
 /// After the orders are done, how long a `--notify` run waits for the last messages.
 const NOTIFY_SETTLE_LIMIT: Duration = Duration::from_secs(60);
+/// After the demand ends, how long the run waits for WhatsApp conversations still going.
+const CONVERSATIONS_LIMIT: Duration = Duration::from_secs(120);
 
 /// Accounts and tokens of the simulated people, and the merchants they run.
 struct Cast {
@@ -342,6 +351,13 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
     if config.merchants == 0 || config.drivers == 0 || config.customers == 0 {
         bail!("the simulation needs at least one merchant, driver and customer");
     }
+    let whatsapp_stand_ins = match (&config.whatsapp.stand_ins, config.whatsapp.share > 0.0) {
+        (Some(stand_ins), true) => Some(stand_ins.clone()),
+        (None, true) => bail!(
+            "--whatsapp-share needs the Graph API stand-in the engine sends its replies to (the engine run in this process)"
+        ),
+        (_, false) => None,
+    };
     let base = config.url.trim_end_matches('/').to_owned();
     let api = Api {
         http: reqwest::Client::builder()
@@ -427,9 +443,27 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
         maps: maps.clone(),
         area: city.area,
     };
+    let chatters = whatsapp_stand_ins.map(|stand_ins| {
+        Arc::new(Chatters::new(
+            &customers,
+            &config.whatsapp,
+            &stand_ins,
+            config.seed,
+            city.customers,
+        ))
+    });
+    let mut conversations = Vec::new();
     for (n, planned) in city.orders.iter().enumerate() {
         let due = started + Duration::from_secs_f64(planned.at_secs);
         tokio::time::sleep_until(due.into()).await;
+        if let Some(chatters) = chatters.clone().filter(|c| c.takes(planned.customer)) {
+            let planned = planned.clone();
+            conversations.push(tokio::spawn(
+                async move { chatters.order(n, &planned).await },
+            ));
+            progress.set_position(n as u64 + 1);
+            continue;
+        }
         let customers = customers.clone();
         let planned = planned.clone();
         let first = first_order_tx.clone();
@@ -453,6 +487,21 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
         .elapsed()
         .as_secs_f64()
         .max(config.duration.as_secs_f64());
+    // The WhatsApp customers still talking finish their conversations (their orders then drain
+    // with the others).
+    let conversations_end = tokio::time::Instant::now() + CONVERSATIONS_LIMIT;
+    for mut conversation in conversations {
+        progress.set_message("WhatsApp customers finishing their conversations");
+        if tokio::time::timeout_at(conversations_end, &mut conversation)
+            .await
+            .is_err()
+        {
+            conversation.abort();
+            if let Some(chatters) = &chatters {
+                chatters.unfinished();
+            }
+        }
+    }
     // Drain: wait for the orders placed to finish, while they still make progress.
     let drain_started = Instant::now();
     let mut last = (usize::MAX, Instant::now());
@@ -494,5 +543,6 @@ pub async fn run(config: SimConfig, on_started: impl FnOnce(Started)) -> anyhow:
         },
     );
     report.notifications = notifications;
+    report.whatsapp = chatters.map(|chatters| chatters.figures());
     Ok(report)
 }

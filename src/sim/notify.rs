@@ -6,6 +6,11 @@
 //! the journal entry that raised the message), duplicates, signature failures, and whether each
 //! order's messages arrived in the order of its transitions.
 //!
+//! The Graph API stand-in also hands each message to the simulated WhatsApp customer it is for
+//! (by the `to` digits, when one [`StandIns::listen`]s), and the engine is given the app secret
+//! those customers sign their webhook calls with; their conversation's replies are no
+//! notifications, and the figures leave them out.
+//!
 //! Timing a WhatsApp message: the webhook body carries the journal entry's time (`timestamp`), and
 //! a WhatsApp message carries the same message id (`biz_opaque_callback_data` = `webhook-id`,
 //! one id per journal entry), so each WhatsApp message is timed by the webhook of its entry.
@@ -34,6 +39,8 @@ use crate::notify::signing::verify;
 pub const STAND_IN_PHONE_NUMBER_ID: &str = "1234567890";
 /// The access token the engine is given, and the only one the Graph API stand-in takes.
 pub const STAND_IN_TOKEN: &str = "sim-token-0123456789abcdef";
+/// The Meta app secret the engine is given: simulated WhatsApp customers sign with it.
+pub const STAND_IN_APP_SECRET: &str = "sim-app-secret-0123456789abcdef";
 /// Where the receiver takes merchant `n`'s deliveries: `/sim-hooks/{n}`.
 pub const WEBHOOK_PATH_PREFIX: &str = "/sim-hooks/";
 /// How far a delivery's `webhook-timestamp` may be from the receiver's clock (Standard Webhooks'
@@ -76,6 +83,14 @@ impl WebhookArrival {
     }
 }
 
+/// A message at the Graph API stand-in, handed to the WhatsApp customer it is for.
+#[derive(Debug, Clone)]
+pub struct BotArrival {
+    pub at: Instant,
+    /// The Cloud API message as the engine sent it.
+    pub body: Value,
+}
+
 #[derive(Debug, Default)]
 struct Records {
     whatsapp: Vec<WhatsAppArrival>,
@@ -86,6 +101,8 @@ struct Records {
     auth_failures: u64,
     /// Merchant → its endpoint's secret.
     secrets: HashMap<usize, String>,
+    /// Digits of a simulated WhatsApp customer → where its messages go.
+    chats: HashMap<String, tokio::sync::mpsc::UnboundedSender<BotArrival>>,
 }
 
 struct Inner {
@@ -171,6 +188,17 @@ impl StandIns {
             token: Secret::new(STAND_IN_TOKEN),
         });
         notify.webhook_allow_private = true;
+        notify.whatsapp_app_secret = Some(Secret::new(STAND_IN_APP_SECRET));
+    }
+
+    /// Every message the Graph API stand-in takes for `digits` from now on, as it arrives; a
+    /// second call for the same digits takes them over.
+    pub fn listen(&self, digits: &str) -> tokio::sync::mpsc::UnboundedReceiver<BotArrival> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        lock(&self.inner.records)
+            .chats
+            .insert(digits.to_owned(), tx);
+        rx
     }
 
     /// The Graph API stand-in's base URL.
@@ -259,6 +287,7 @@ async fn whatsapp_message(
     records: Shared,
 ) -> HttpResponse {
     let at = Utc::now();
+    let arrived = Instant::now();
     let (_version, phone_number_id) = path.into_inner();
     let expected = format!("Bearer {STAND_IN_TOKEN}");
     let token = request
@@ -277,7 +306,8 @@ async fn whatsapp_message(
             "fbtrace_id": "sim"}}));
     };
     let to = message["to"].as_str().unwrap_or_default().to_owned();
-    lock(&records).whatsapp.push(WhatsAppArrival {
+    let mut records = lock(&records);
+    records.whatsapp.push(WhatsAppArrival {
         at,
         message_id: message["biz_opaque_callback_data"]
             .as_str()
@@ -285,6 +315,14 @@ async fn whatsapp_message(
         kind: message["type"].as_str().unwrap_or_default().to_owned(),
         to: to.clone(),
     });
+    if let Some(chat) = records.chats.get(&to) {
+        // A customer that stopped listening misses nothing it waits for.
+        let _ = chat.send(BotArrival {
+            at: arrived,
+            body: message,
+        });
+    }
+    drop(records);
     HttpResponse::Ok().json(json!({
         "messaging_product": "whatsapp",
         "contacts": [{"input": to, "wa_id": to}],
@@ -372,8 +410,12 @@ pub struct NotifyFigures {
     /// WhatsApp messages sent as templates (the simulated customers never write, so their
     /// 24-hour window is closed and every message is a template).
     pub whatsapp_templates: usize,
-    /// WhatsApp messages with no webhook of the same id to time them by.
+    /// WhatsApp messages with no webhook of the same id to time them by (a simulated WhatsApp
+    /// customer's conversation left out).
     pub whatsapp_untimed: usize,
+    /// The bot's replies in simulated WhatsApp conversations: no notifications, not counted
+    /// above.
+    pub conversation_replies: usize,
     /// Deliveries the receiver refused: a bad signature or a stale timestamp. Must be 0.
     pub signature_failures: u64,
     /// Graph API calls with the wrong token or phone number id. Must be 0.
@@ -467,14 +509,19 @@ fn figures(records: &Records, delivered: &HashSet<String>) -> NotifyFigures {
     let mut whatsapp_duplicates = 0;
     let mut untimed = 0;
     let mut announced_on_whatsapp = HashSet::new();
+    let mut conversation_replies = 0;
     for arrival in &records.whatsapp {
+        let entry = arrival.message_id.as_deref().and_then(|id| entries.get(id));
+        if entry.is_none() && records.chats.contains_key(&arrival.to) {
+            conversation_replies += 1;
+            continue;
+        }
         if let Some(id) = &arrival.message_id
             && !seen.insert((arrival.to.as_str(), id.as_str()))
         {
             whatsapp_duplicates += 1;
             continue;
         }
-        let entry = arrival.message_id.as_deref().and_then(|id| entries.get(id));
         match entry {
             Some(entry) => {
                 if entry.event == delivered_event {
@@ -505,6 +552,7 @@ fn figures(records: &Records, delivered: &HashSet<String>) -> NotifyFigures {
             .filter(|a| a.kind == "template")
             .count(),
         whatsapp_untimed: untimed,
+        conversation_replies,
         signature_failures: records.signature_failures,
         whatsapp_auth_failures: records.auth_failures,
         delivered_without_message: delivered
@@ -578,5 +626,29 @@ mod tests {
         // b was delivered without an order.delivered message on either channel.
         assert_eq!(figures.delivered_without_message, 1);
         assert!(!figures.clean());
+    }
+
+    #[test]
+    fn a_whatsapp_customers_conversation_is_no_notification_but_its_order_updates_are() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let chatting = "358450000001";
+        let mut reply = text(10, "msg_reply");
+        reply.to = chatting.to_owned();
+        reply.kind = "interactive".to_owned();
+        let mut update = text(0, "msg_a1");
+        update.to = chatting.to_owned();
+        update.kind = "text".to_owned();
+        let records = Records {
+            webhooks: vec![hook(0, "msg_a1", "a", "order.accepted", 3)],
+            whatsapp: vec![reply, update, text(400, "msg_unknown")],
+            chats: [(chatting.to_owned(), tx)].into(),
+            ..Records::default()
+        };
+        let figures = figures(&records, &HashSet::new());
+        assert_eq!(figures.conversation_replies, 1);
+        // The order update to the chatting customer is timed; the unknown one to another is not.
+        assert_eq!(figures.whatsapp.messages, 2);
+        assert_eq!(figures.whatsapp.lag_ms.count, 1);
+        assert_eq!(figures.whatsapp_untimed, 1);
     }
 }

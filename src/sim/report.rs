@@ -29,6 +29,7 @@ use super::args::SimConfig;
 use super::city::{City, CityKind};
 use super::notify::{ChannelFigures, NotifyFigures};
 use super::summary::Summary;
+use super::whatsapp_figures::WhatsAppFigures;
 
 /// One order's life, as the simulated clients saw it.
 #[derive(Debug, Default, Clone)]
@@ -191,6 +192,7 @@ impl Stats {
             ws_messages_per_sec: (self.ws_in + self.ws_out) as f64 / total_secs.max(1e-9),
             errors: self.errors,
             notifications: None,
+            whatsapp: None,
         }
     }
 }
@@ -295,6 +297,9 @@ pub struct Report {
     /// What the notification stand-ins measured, in a `--notify` run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notifications: Option<NotifyFigures>,
+    /// What the WhatsApp customers measured, in a `--whatsapp-share` run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whatsapp: Option<WhatsAppFigures>,
 }
 
 impl Report {
@@ -304,6 +309,7 @@ impl Report {
             && self.checkouts_failed == 0
             && self.orders_still_open == 0
             && self.notifications.as_ref().is_none_or(NotifyFigures::clean)
+            && self.whatsapp.as_ref().is_none_or(WhatsAppFigures::clean)
     }
 
     /// The report as a table.
@@ -374,6 +380,9 @@ impl Report {
         if let Some(n) = &self.notifications {
             out += &notifications_table(n);
         }
+        if let Some(whatsapp) = &self.whatsapp {
+            out += &whatsapp.table();
+        }
         if self.errors.is_empty() {
             out += "  errors: none\n";
         } else {
@@ -412,10 +421,11 @@ fn notifications_table(n: &NotifyFigures) -> String {
     out += &lag("notifier lag, WhatsApp", &n.whatsapp);
     out += &lag("notifier lag, webhooks", &n.webhook);
     out += &format!(
-        "  {:<28} {} templates, {} untimed · {} signature failures · {} Graph API auth failures · {} delivered orders without their message\n",
+        "  {:<28} {} templates, {} untimed ({} conversation replies apart) · {} signature failures · {} Graph API auth failures · {} delivered orders without their message\n",
         "notification checks",
         n.whatsapp_templates,
         n.whatsapp_untimed,
+        n.conversation_replies,
         n.signature_failures,
         n.whatsapp_auth_failures,
         n.delivered_without_message
@@ -481,6 +491,7 @@ mod tests {
             city: CityKind::Helsinki,
             maps: crate::config::MapsConfig::default(),
             notify: None,
+            whatsapp: crate::sim::WhatsAppPlan::default(),
         };
         let city = City::new(CityKind::Helsinki, 1, 1, 1, 1, 1.0, 1.0);
         let t0 = Instant::now();

@@ -1,13 +1,15 @@
 //! The fleet simulator against a running engine: every order delivered without errors, the
 //! same seed asks for the same demand, the Helsinki city runs on an engine serving the
-//! Helsinki regions, with the engine's ETAs scored against what the drivers did, and a run with
-//! the notification stand-ins sees every customer message arrive, in order, on both channels.
+//! Helsinki regions, with the engine's ETAs scored against what the drivers did, a run with
+//! the notification stand-ins sees every customer message arrive, in order, on both channels,
+//! and customers ordering over WhatsApp all get to a placed order, each message acting once
+//! however often it is delivered.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use mealkitz::config::{Config, MapsConfig};
-use mealkitz::sim::{CityKind, SimConfig, StandIns, WebhookArrival};
+use mealkitz::sim::{CityKind, SimConfig, StandIns, ThinkTime, WebhookArrival, WhatsAppPlan};
 
 use crate::helpers::{Db, TestDb, spawn_app, spawn_app_with, test_config};
 
@@ -27,6 +29,7 @@ fn quick_run(url: String, city: CityKind) -> SimConfig {
         city,
         maps: MapsConfig::default(),
         notify: None,
+        whatsapp: WhatsAppPlan::default(),
     }
 }
 
@@ -197,4 +200,64 @@ async fn a_notified_run_brings_each_customer_message_once_in_the_order_of_the_tr
     assert_eq!(forged.status(), 401);
     assert_eq!(stand_ins.signature_failures(), 1);
     stand_ins.stop().await;
+}
+
+/// A short run where two of the three customers order over WhatsApp, a third of their webhook
+/// calls delivered twice, nobody trying a declined card.
+async fn whatsapp_run(kind: Db) {
+    let stand_ins = StandIns::start().await.expect("the stand-ins start");
+    let db = TestDb::create(kind).await;
+    let mut config = test_config(&db);
+    stand_ins.configure(&mut config.notify);
+    let app = spawn_app_with(db, config).await;
+    let mut sim = quick_run(app.address.clone(), CityKind::Synthetic);
+    sim.duration = Duration::from_secs(6);
+    sim.whatsapp = WhatsAppPlan {
+        share: 0.67,
+        think: ThinkTime {
+            min: Duration::from_millis(20),
+            max: Duration::from_millis(80),
+        },
+        redeliver_share: 0.3,
+        decline_share: 0.0,
+        stand_ins: Some(stand_ins.clone()),
+    };
+    let report = mealkitz::sim::run(sim, |_| {}).await.expect("WhatsApp run");
+    let table = report.table();
+    let whatsapp = report.whatsapp.as_ref().expect("the run measured WhatsApp");
+    assert_eq!(whatsapp.customers, 2, "{table}");
+    assert!(whatsapp.conversations > 0, "{table}");
+    assert!(whatsapp.failures.is_empty(), "{table}");
+    assert_eq!(whatsapp.orders, whatsapp.conversations, "{table}");
+    assert_eq!(whatsapp.conversion, 1.0, "{table}");
+    assert_eq!(
+        whatsapp.time_to_order_secs.count, whatsapp.orders,
+        "{table}"
+    );
+    assert_eq!(whatsapp.declined_first, 0, "{table}");
+    // Redelivered messages were answered once.
+    assert!(whatsapp.redeliveries > 0, "{table}");
+    assert_eq!(whatsapp.duplicate_actions, 0, "{table}");
+    // Hi, location, kitchen, dish, quantity and checkout each got their reply, timed.
+    assert!(
+        whatsapp.reply_latency_ms.count >= 6 * whatsapp.conversations,
+        "{table}"
+    );
+    assert!(whatsapp.reply_latency_ms.p50 > 0.0, "{table}");
+    assert!(table.contains("WhatsApp ordering"), "{table}");
+    // The third customer checked out over REST; every order, either way, was delivered.
+    assert!(report.orders_placed > whatsapp.orders, "{table}");
+    assert_eq!(report.orders_delivered, report.orders_placed, "{table}");
+    assert!(report.clean(), "{table}");
+    stand_ins.stop().await;
+}
+
+#[actix_web::test]
+async fn whatsapp_customers_all_order_and_a_redelivered_message_acts_once_on_sqlite() {
+    whatsapp_run(Db::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn whatsapp_customers_all_order_and_a_redelivered_message_acts_once_on_postgres() {
+    whatsapp_run(Db::Postgres).await;
 }
