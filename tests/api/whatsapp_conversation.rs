@@ -142,16 +142,7 @@ impl Scene {
     }
 
     async fn tap(&self, who: &mut Person, id: &str) {
-        let kind = if id.starts_with("kitchen:") || id.starts_with("dish:") {
-            "list_reply"
-        } else {
-            "button_reply"
-        };
-        self.send(
-            who,
-            json!({"type": "interactive", "interactive": {"type": kind, kind: {"id": id, "title": id}}}),
-        )
-        .await;
+        self.send(who, tap(id)).await;
     }
 
     async fn share_location(&self, who: &mut Person, at: Position) {
@@ -241,6 +232,17 @@ async fn post_signed_to(address: &str, body: &[u8]) -> u16 {
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// The message object of a tap on the list row or reply button `id` (rows are kitchens and
+/// dishes; the rest are buttons).
+fn tap(id: &str) -> Value {
+    let kind = if id.starts_with("kitchen:") || id.starts_with("dish:") {
+        "list_reply"
+    } else {
+        "button_reply"
+    };
+    json!({"type": "interactive", "interactive": {"type": kind, kind: {"id": id, "title": id}}})
 }
 
 fn body_text(request: &GraphRequest) -> String {
@@ -1038,14 +1040,6 @@ async fn the_conversation_goes_on_across_replicas_and_past_a_killed_one() {
         interactive(r, "list")
     })
     .await;
-    let tap = |id: &str| {
-        let kind = if id.starts_with("kitchen:") || id.starts_with("dish:") {
-            "list_reply"
-        } else {
-            "button_reply"
-        };
-        json!({"type": "interactive", "interactive": {"type": kind, kind: {"id": id, "title": id}}})
-    };
     send(
         &processes,
         &mut noora,
