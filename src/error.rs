@@ -57,6 +57,8 @@ error_table! {
     TokenExpired              => 401, "token_expired",              None,    false, "The token has expired; log in again.";
     InvalidCredentials        => 401, "invalid_credentials",        None,    false, "The email or password is wrong.";
     Forbidden                 => 403, "forbidden",                  None,    false, "Your account may not do this.";
+    InsufficientScope         => 403, "insufficient_scope",         None,    false, "This key or token lacks the scope this needs.";
+    MerchantNotInGrant        => 403, "merchant_not_in_grant",      None,    false, "This key or token is limited to another merchant.";
     NotFound                  => 404, "not_found",                  None,    false, "There is nothing here.";
     MethodNotAllowed          => 405, "method_not_allowed",         None,    false, "This method is not allowed on this resource.";
     EmailTaken                => 409, "email_taken",                None,    false, "An account with this email already exists.";
@@ -88,6 +90,12 @@ error_table! {
     PayLinkNotFound           => 404, "pay_link_not_found",         None,    false, "There is no such payment link.";
     PayLinkExpired            => 410, "pay_link_expired",           None,    false, "This payment link has expired (links last 30 minutes); ask for a new one in the WhatsApp chat.";
     PayLinkUsed               => 410, "pay_link_used",              None,    false, "This payment link was used: its order is placed.";
+    InvalidScope              => 422, "invalid_scope",              None,    false, "A scope is unknown, or not one the account may hold.";
+    ApiKeyNotFound            => 404, "api_key_not_found",          None,    false, "There is no such API key.";
+    OauthClientNotFound       => 404, "oauth_client_not_found",     None,    false, "There is no such OAuth client.";
+    OidcNotConfigured         => 404, "oidc_not_configured",        None,    false, "Sign-in with an OpenID provider is not configured (MEALKITZ_OIDC_ISSUER).";
+    OidcLoginFailed           => 400, "oidc_login_failed",          None,    false, "The sign-in with the OpenID provider failed or expired; start again.";
+    OidcProviderUnavailable   => 503, "oidc_provider_unavailable",  Some(5), false, "The OpenID provider cannot be reached; try again shortly.";
     InvalidPhone              => 422, "invalid_phone",              None,    false, "Phone numbers must be in international E.164 form: +, the country code and the number (+358401234567).";
     MapsUnavailable           => 503, "maps_unavailable",           None,    false, "No maps provider can answer this (no map data is loaded).";
     WebhooksDisabled          => 503, "webhooks_disabled",          None,    false, "Webhooks are not configured (MEALKITZ_WEBHOOK_SECRET).";

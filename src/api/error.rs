@@ -56,6 +56,8 @@ pub struct ApiError {
     message: Cow<'static, str>,
     field: Option<String>,
     retry_after_secs: Option<u64>,
+    /// `WWW-Authenticate` for a 403 `insufficient_scope` (RFC 6750 §3.1).
+    required_scope: Option<&'static str>,
     /// The cause, for the log only; never sent to the client.
     source: Option<anyhow::Error>,
 }
@@ -85,6 +87,7 @@ impl ApiError {
             message: Cow::Borrowed(code.default_message()),
             field: None,
             retry_after_secs: code.retry_after_secs(),
+            required_scope: None,
             source: None,
         }
     }
@@ -109,6 +112,17 @@ impl ApiError {
         ApiError {
             source: Some(source.into()),
             ..ApiError::new(ErrorCode::Internal)
+        }
+    }
+
+    /// 403 `insufficient_scope` naming the scope needed, in the body and, as RFC 6750 §3.1 has
+    /// it, in `WWW-Authenticate`.
+    pub fn insufficient_scope(scope: crate::domain::Scope) -> Self {
+        ApiError {
+            required_scope: Some(scope.as_str()),
+            ..ApiError::new(ErrorCode::InsufficientScope).with_message(format!(
+                "This key or token lacks the scope `{scope}` that this needs."
+            ))
         }
     }
 
@@ -199,6 +213,14 @@ impl ResponseError for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"mealkitz\""),
             ));
+        }
+        if let Some(scope) = self.required_scope {
+            let value = format!(
+                "Bearer realm=\"mealkitz\", error=\"insufficient_scope\", scope=\"{scope}\""
+            );
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.insert_header((header::WWW_AUTHENTICATE, value));
+            }
         }
         response.json(self.body())
     }

@@ -10,6 +10,7 @@ pub mod money;
 pub mod notification;
 pub mod order;
 pub mod pricing;
+pub mod scope;
 pub mod user;
 
 pub use delivery::{
@@ -20,4 +21,5 @@ pub use ids::{MerchantId, OrderId, UserId};
 pub use money::Cents;
 pub use notification::{NotifyEvent, Phone};
 pub use order::{DispatchStatus, OrderEvent, OrderState, OrderStatus, TransitionError};
+pub use scope::{Scope, Scopes};
 pub use user::{Email, Role};

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::OpenApi;
 
 use super::{DriverSession, MerchantSession, SessionSetup, TrackerSession};
-use crate::api::auth::{AuthUser, bearer_token};
+use crate::api::auth::{AuthUser, authenticate, bearer_token};
 use crate::api::error::{ApiError, ErrorBody, ErrorCode};
 use crate::api::{AppState, resource};
 use crate::config::GatewayConfig;
@@ -43,18 +43,17 @@ fn query(req: &HttpRequest) -> Result<SocketQuery, ApiError> {
 
 /// The caller, from `Authorization: Bearer` or, for browsers (which cannot set headers on a
 /// WebSocket), `?token=`.
-fn caller(req: &HttpRequest, state: &AppState, query: &SocketQuery) -> Result<AuthUser, ApiError> {
+async fn caller(
+    req: &HttpRequest,
+    state: &AppState,
+    query: &SocketQuery,
+) -> Result<AuthUser, ApiError> {
     let token = match (bearer_token(req), &query.token) {
         (Ok(token), _) => token.to_owned(),
         (Err(_), Some(token)) if !token.is_empty() => token.clone(),
         (Err(error), _) => return Err(error),
     };
-    let claims = state.auth.tokens.verify(&token)?;
-    Ok(AuthUser {
-        id: claims.sub,
-        role: claims.role,
-        expires_at: claims.exp,
-    })
+    authenticate(state, &token, req.method().as_str(), req.path()).await
 }
 
 /// Browsers send `Origin`; it must be the page's own origin or one on the allowlist. Clients
@@ -127,7 +126,7 @@ pub async fn driver(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query(&req)?;
-    let caller = caller(&req, &state, &query)?;
+    let caller = caller(&req, &state, &query).await?;
     check_origin(&req, &state.gateway)?;
     caller.require(&[Role::Driver])?;
     let (response, setup) = upgrade(&req, body, &state, &caller)?;
@@ -154,7 +153,7 @@ pub async fn merchant(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query(&req)?;
-    let caller = caller(&req, &state, &query)?;
+    let caller = caller(&req, &state, &query).await?;
     check_origin(&req, &state.gateway)?;
     caller.require(&[Role::Merchant])?;
     let owned = state.store.merchants_of_owner(caller.id).await?;
@@ -197,7 +196,7 @@ pub async fn order(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query(&req)?;
-    let caller = caller(&req, &state, &query)?;
+    let caller = caller(&req, &state, &query).await?;
     check_origin(&req, &state.gateway)?;
     let order_id = path.into_inner();
     let not_found = || ApiError::new(ErrorCode::NotFound).with_message("No such order.");

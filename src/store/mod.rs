@@ -9,6 +9,7 @@
 //! must), [`Store::migrate_until_ready`] keeps trying, and until it succeeds every operation
 //! fails fast with [`StoreError::Unavailable`].
 
+mod audit;
 mod contacts;
 mod conversations;
 mod eta;
@@ -40,6 +41,7 @@ use sqlx::sqlite::{
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
+pub use audit::{AuditEntry, NewAuditEntry};
 pub use contacts::CustomerContact;
 pub use conversations::{
     ConversationRecord, ConversationSave, INBOUND_MAX_ATTEMPTS, PendingInbound, PendingReply,

@@ -226,10 +226,12 @@ impl Tokens {
     }
 }
 
-/// Password hashing and tokens, shared by the HTTP workers.
+/// Password hashing, login tokens, API keys and integration tokens, shared by the HTTP workers.
 pub struct Auth {
     pub passwords: Passwords,
     pub tokens: Tokens,
+    pub keys: super::keys::ApiKeys,
+    pub signing: super::signing::SigningKeys,
 }
 
 impl Auth {
@@ -237,6 +239,8 @@ impl Auth {
         Arc::new(Auth {
             passwords: Passwords::new(),
             tokens: Tokens::new(config),
+            keys: super::keys::ApiKeys::new(config),
+            signing: super::signing::SigningKeys::new(config),
         })
     }
 }
@@ -249,6 +253,7 @@ mod tests {
         Tokens::new(&AuthConfig {
             jwt_secret: Some(Secret::new(secret)),
             token_ttl_secs: 3600,
+            ..AuthConfig::default()
         })
     }
 
@@ -279,6 +284,7 @@ mod tests {
         let tokens = Tokens::new(&AuthConfig {
             jwt_secret: None,
             token_ttl_secs: 60,
+            ..AuthConfig::default()
         });
         assert!(!tokens.is_ready());
         let error = tokens.issue(UserId::new(), Role::Customer).err().unwrap();
