@@ -32,7 +32,7 @@ CREATE TABLE audit_log (
     detail      TEXT NOT NULL
 );
 
--- OAuth2 clients (client credentials grant). The secret is kept as an argon2id hash; tokens
+-- OAuth2 clients (client credentials grant). The secret (256 random bits) is kept as its SHA-256; tokens
 -- act for `user_id` (the client's own account, or a merchant's owner when `merchant_id` is set).
 CREATE TABLE oauth_clients (
     client_id    TEXT PRIMARY KEY,
