@@ -46,6 +46,7 @@ scope_table! {
     MerchantsWrite => "merchants:write", [Merchant, Admin],                   "Create merchants, open and close them.";
     WebhooksManage => "webhooks:manage", [Merchant, Admin],                   "Register, list, delete and retry a merchant's webhooks.";
     DriversWrite   => "drivers:write",   [Driver],                            "Drive: the driver socket (locations, offers, deliveries).";
+    MapsRead       => "maps:read",       [Customer, Driver, Merchant, Admin], "Geocode addresses, name places, read the map's streets.";
     KeysManage     => "keys:manage",     [Customer, Driver, Merchant, Admin], "Create, list and revoke API keys (never beyond the caller's own scopes).";
     Admin          => "admin",           [Admin],                             "Operate: OAuth clients, the audit log, signing keys, payments needing attention.";
 }
