@@ -131,11 +131,13 @@ pub struct Limits {
     pub login_failures_per_address: RateLimiter,
     pub checkout_per_customer: RateLimiter,
     pub whatsapp_per_phone: RateLimiter,
+    /// Requests per API key (`MEALKITZ_API_KEY_REQUESTS_PER_MINUTE`).
+    pub per_api_key: RateLimiter,
 }
 
 impl Limits {
-    /// The limits in `config`, counted in Redis when `bus` is set.
-    pub fn new(config: &CheckoutConfig, bus: Option<Arc<Bus>>) -> Self {
+    /// The limits in `config` and `api_key_per_minute`, counted in Redis when `bus` is set.
+    pub fn new(config: &CheckoutConfig, api_key_per_minute: u32, bus: Option<Arc<Bus>>) -> Self {
         Limits {
             login_per_email: RateLimiter::shared(
                 "login-email",
@@ -155,8 +157,9 @@ impl Limits {
             whatsapp_per_phone: RateLimiter::shared(
                 "whatsapp-phone",
                 WHATSAPP_MESSAGES_PER_PHONE_PER_MINUTE,
-                bus,
+                bus.clone(),
             ),
+            per_api_key: RateLimiter::shared("api-key", api_key_per_minute, bus),
         }
     }
 }

@@ -218,6 +218,10 @@ impl RateLimit {
 }
 
 /// The state every socket session carries.
+/// The expiry timer of a credential that never expires (an API key without `expires_at`) is
+/// set this far ahead instead: a year.
+const NEVER_EXPIRES_CAP_SECS: i64 = 366 * 24 * 3_600;
+
 pub struct SocketCore {
     /// `driver`, `merchant` or `tracker`, for metrics.
     kind: &'static str,
@@ -363,7 +367,10 @@ pub trait Socket:
                 core.outbox.push(Frame::Ping);
             }
         });
-        let remaining_secs = core.token_expires_at - chrono::Utc::now().timestamp();
+        let remaining_secs = core
+            .token_expires_at
+            .saturating_sub(chrono::Utc::now().timestamp())
+            .min(NEVER_EXPIRES_CAP_SECS);
         let remaining = Duration::from_secs(u64::try_from(remaining_secs).unwrap_or(0));
         ctx.run_later(remaining, |act, ctx| {
             act.close(ctx, CloseCode::Policy, "token_expired");

@@ -8,6 +8,9 @@ mod credentials;
 pub mod keys;
 pub mod signing;
 
+use std::marker::PhantomData;
+use std::ops::Deref;
+
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
@@ -17,6 +20,8 @@ pub use self::credentials::{
 };
 use super::error::{ApiError, ErrorCode};
 use super::state::AppState;
+use crate::domain::scope::NeedsScope;
+pub use crate::domain::scope::need;
 use crate::domain::{MerchantId, Role, Scope, Scopes, UserId};
 
 /// How the caller proved who they are.
@@ -181,6 +186,45 @@ impl FromRequest for AuthUser {
             let state = state
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not registered")))?;
             authenticate(&state, &credential?, &method, &path).await
+        })
+    }
+}
+
+/// The caller, proven by a valid bearer credential that carries the scope `S` (else 403
+/// `insufficient_scope`). A handler states the scope it needs by taking
+/// `caller: Scoped<need::OrdersWrite>`; the check runs before the request body is read.
+pub struct Scoped<S: NeedsScope> {
+    caller: AuthUser,
+    scope: PhantomData<S>,
+}
+
+impl<S: NeedsScope> Scoped<S> {
+    pub fn into_inner(self) -> AuthUser {
+        self.caller
+    }
+}
+
+impl<S: NeedsScope> Deref for Scoped<S> {
+    type Target = AuthUser;
+
+    fn deref(&self) -> &AuthUser {
+        &self.caller
+    }
+}
+
+impl<S: NeedsScope + 'static> FromRequest for Scoped<S> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = AuthUser::from_request(req, payload);
+        Box::pin(async move {
+            let caller = caller.await?;
+            caller.require_scope(S::SCOPE)?;
+            Ok(Scoped {
+                caller,
+                scope: PhantomData,
+            })
         })
     }
 }
