@@ -131,8 +131,10 @@ fn requested_scopes(caller: &super::auth::AuthUser, names: &[String]) -> Result<
 pub async fn create(
     state: web::Data<AppState>,
     caller: Scoped<need::KeysManage>,
-    ApiJson(request): ApiJson<CreateApiKeyRequest>,
+    body: Result<ApiJson<CreateApiKeyRequest>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read only once the credential and its scope passed.
+    let ApiJson(request) = body?;
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > KEY_NAME_MAX_CHARS {
         return Err(ApiError::invalid_field(

@@ -199,8 +199,10 @@ async fn owned_merchant(
 pub async fn create(
     state: web::Data<AppState>,
     caller: Scoped<need::MerchantsWrite>,
-    ApiJson(request): ApiJson<CreateMerchantRequest>,
+    body: Result<ApiJson<CreateMerchantRequest>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read only once the credential and its scope passed.
+    let ApiJson(request) = body?;
     caller.require(&[Role::Merchant])?;
     if caller.grant.merchant.is_some() {
         return Err(ApiError::new(ErrorCode::MerchantNotInGrant).with_message(
@@ -325,8 +327,10 @@ pub async fn set_menu(
     state: web::Data<AppState>,
     caller: Scoped<need::MenuWrite>,
     path: web::Path<MerchantId>,
-    ApiJson(request): ApiJson<SetMenuRequest>,
+    body: Result<ApiJson<SetMenuRequest>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read only once the credential and its scope passed.
+    let ApiJson(request) = body?;
     let merchant = owned_merchant(&state, &caller, path.into_inner()).await?;
     if request.items.len() > MENU_MAX_ITEMS {
         return Err(ApiError::invalid_field(

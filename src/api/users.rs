@@ -386,8 +386,10 @@ fn updated_contact(
 pub async fn update_me(
     state: web::Data<AppState>,
     caller: Scoped<need::ProfileWrite>,
-    ApiJson(request): ApiJson<UpdateMeRequest>,
+    body: Result<ApiJson<UpdateMeRequest>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read only once the credential and its scope passed.
+    let ApiJson(request) = body?;
     let current = state
         .store
         .user_by_id(caller.id)

@@ -237,8 +237,10 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: Scoped<need::WebhooksManage>,
     path: web::Path<MerchantId>,
-    ApiJson(request): ApiJson<CreateWebhookRequest>,
+    body: Result<ApiJson<CreateWebhookRequest>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read only once the credential and its scope passed.
+    let ApiJson(request) = body?;
     let merchant = managed_merchant(&state, &caller, path.into_inner()).await?;
     let url =
         check_webhook_url(&request.url, state.notify.webhook_allow_private).map_err(|refusal| {

@@ -56,11 +56,12 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// A person's own session: every scope the role can use, no merchant limit.
-    pub fn session(role: Role) -> Grant {
+    /// A person's own session: every scope (their role decides what they may do, as it always
+    /// has), no merchant limit.
+    pub fn session() -> Grant {
         Grant {
             via: Via::Session,
-            scopes: Scopes::for_role(role),
+            scopes: Scopes::all(),
             merchant: None,
         }
     }
@@ -85,7 +86,7 @@ impl AuthUser {
             id: claims.sub,
             role: claims.role,
             expires_at: claims.exp,
-            grant: Grant::session(claims.role),
+            grant: Grant::session(),
         }
     }
 
