@@ -13,9 +13,9 @@ use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{AuthUser, Grant, Via};
+use super::caller::{AuthUser, Grant, Via};
 use crate::api::error::{ApiError, ErrorCode};
-use crate::api::state::AppState;
+use crate::api::limits::RateLimiter;
 use crate::config::AuthConfig;
 use crate::domain::{Scope, Scopes};
 use crate::store::{ApiKey, NewAuditEntry, Store, StoreError};
@@ -190,16 +190,14 @@ impl ApiKeys {
     /// holding `admin` is written to the audit log before the request goes on.
     pub async fn authenticate(
         &self,
-        state: &AppState,
+        store: &Store,
+        limiter: &RateLimiter,
         key: &str,
         method: &str,
         path: &str,
     ) -> Result<AuthUser, ApiError> {
         let lookup = lookup_of(key).ok_or_else(unknown_key)?;
-        let row = self
-            .row(&state.store, lookup)
-            .await?
-            .ok_or_else(unknown_key)?;
+        let row = self.row(store, lookup).await?.ok_or_else(unknown_key)?;
         let matches: bool = key_hash(key).ct_eq(&row.key_hash).into();
         if !matches || row.revoked_at.is_some() {
             return Err(unknown_key());
@@ -208,8 +206,8 @@ impl ApiKeys {
             return Err(ApiError::new(ErrorCode::TokenExpired)
                 .with_message("The API key has expired; make a new one."));
         }
-        state.limits.per_api_key.check(&row.id.to_string()).await?;
-        self.note_use(&state.store, &row);
+        limiter.check(&row.id.to_string()).await?;
+        self.note_use(store, &row);
         // A key never holds more than its owner's role can use today.
         let scopes = row.scopes.intersection(Scopes::for_role(row.owner_role));
         let via = Via::ApiKey {
@@ -217,8 +215,7 @@ impl ApiKeys {
             test: row.test,
         };
         if scopes.contains(Scope::Admin) {
-            state
-                .store
+            store
                 .audit(NewAuditEntry {
                     actor: Some(row.owner_id),
                     via: &via.label(),

@@ -1,9 +1,10 @@
 //! Authentication: the [`AuthUser`] extractor that every protected route takes, and the bearer
 //! credential it reads — a person's login token (HS256), an API key (`mk_live_…`), or an
 //! integration access token (EdDSA, from OAuth2 client credentials). Each proves a user and a
-//! [`Grant`]: the scopes it carries and the merchant it is limited to. Password hashing and login
+//! [`Grant`] (`caller.rs`): the scopes it carries and the merchant it is limited to. Password hashing and login
 //! tokens are in `credentials.rs`, API keys in `keys.rs`, integration tokens in `signing.rs`.
 
+mod caller;
 mod credentials;
 pub mod keys;
 pub mod signing;
@@ -15,6 +16,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
 
+pub use self::caller::{AuthUser, Grant, Via};
 pub use self::credentials::{
     Auth, Claims, IssuedToken, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS, Passwords, Tokens,
 };
@@ -22,62 +24,6 @@ use super::error::{ApiError, ErrorCode};
 use super::state::AppState;
 use crate::domain::scope::NeedsScope;
 pub use crate::domain::scope::need;
-use crate::domain::{MerchantId, Role, Scope, Scopes, UserId};
-
-/// How the caller proved who they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Via {
-    /// A person's own login token: every scope their role can use.
-    Session,
-    /// An API key (its id; `test` for `mk_test_` keys).
-    ApiKey { id: uuid::Uuid, test: bool },
-    /// An access token of an OAuth2 client.
-    Client { client_id: String },
-}
-
-impl Via {
-    /// A short label for logs and the audit log (`session`, `api_key:<id>`, `client:<id>`).
-    pub fn label(&self) -> String {
-        match self {
-            Via::Session => "session".to_owned(),
-            Via::ApiKey { id, .. } => format!("api_key:{id}"),
-            Via::Client { client_id } => format!("client:{client_id}"),
-        }
-    }
-}
-
-/// What the credential allows, beyond the role of the user it acts for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub via: Via,
-    pub scopes: Scopes,
-    /// Only this merchant's resources, when set.
-    pub merchant: Option<MerchantId>,
-}
-
-impl Grant {
-    /// A person's own session: every scope (their role decides what they may do, as it always
-    /// has), no merchant limit.
-    pub fn session() -> Grant {
-        Grant {
-            via: Via::Session,
-            scopes: Scopes::all(),
-            merchant: None,
-        }
-    }
-}
-
-/// The caller, proven by a valid bearer credential. Taking this as a handler argument makes the
-/// route require authentication.
-#[derive(Debug, Clone)]
-pub struct AuthUser {
-    pub id: UserId,
-    pub role: Role,
-    /// When the credential stops being valid, unix seconds (`i64::MAX` for a key that never
-    /// expires).
-    pub expires_at: i64,
-    pub grant: Grant,
-}
 
 impl AuthUser {
     /// A person signed in with a login token.
@@ -88,44 +34,6 @@ impl AuthUser {
             expires_at: claims.exp,
             grant: Grant::session(),
         }
-    }
-
-    /// Refuses the request unless the caller has one of `roles`.
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ApiError::new(ErrorCode::Forbidden))
-        }
-    }
-
-    /// Refuses the request (403 `insufficient_scope`) unless the credential carries `scope`.
-    /// Every protected route and socket message calls it with the scope it states.
-    pub fn require_scope(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.grant.scopes.contains(scope) {
-            Ok(())
-        } else {
-            Err(ApiError::insufficient_scope(scope))
-        }
-    }
-
-    /// Whether the credential may touch `merchant`'s resources (it is not limited to another).
-    pub fn may_reach(&self, merchant: MerchantId) -> bool {
-        self.grant.merchant.is_none_or(|only| only == merchant)
-    }
-
-    /// Refuses (403 `merchant_not_in_grant`) a credential limited to another merchant.
-    pub fn require_merchant(&self, merchant: MerchantId) -> Result<(), ApiError> {
-        if self.may_reach(merchant) {
-            Ok(())
-        } else {
-            Err(ApiError::new(ErrorCode::MerchantNotInGrant))
-        }
-    }
-
-    /// Whether this is a person's own session (not a key or an integration's token).
-    pub fn is_session(&self) -> bool {
-        self.grant.via == Via::Session
     }
 }
 
@@ -159,7 +67,13 @@ pub async fn authenticate(
         return state
             .auth
             .keys
-            .authenticate(state, credential, method, path)
+            .authenticate(
+                &state.store,
+                &state.limits.per_api_key,
+                credential,
+                method,
+                path,
+            )
             .await;
     }
     if signing::is_integration_token(credential) {

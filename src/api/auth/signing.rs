@@ -2,7 +2,7 @@
 //! them (from a file, or generated, kept in the store and rotated), and the public keys as a JWKS.
 //! (Issue 18, part 3: being built.)
 
-use super::AuthUser;
+use super::caller::AuthUser;
 use crate::api::error::{ApiError, ErrorCode};
 use crate::config::AuthConfig;
 use crate::store::{Store, StoreError};
