@@ -7,8 +7,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::OpenApi;
 
+use super::session::CredentialCheck;
 use super::{DriverSession, MerchantSession, SessionSetup, TrackerSession};
-use crate::api::auth::{AuthUser, authenticate, bearer_token};
+use crate::api::auth::{AuthUser, Via, authenticate, bearer_token};
 use crate::api::error::{ApiError, ErrorBody, ErrorCode};
 use crate::api::{AppState, resource};
 use crate::config::GatewayConfig;
@@ -88,10 +89,24 @@ fn check_origin(req: &HttpRequest, gateway: &GatewayConfig) -> Result<(), ApiErr
     }
 }
 
+/// For a socket opened with an API key: asks the key cache whether the key still works.
+fn credential_check(state: &web::Data<AppState>, caller: &AuthUser) -> Option<CredentialCheck> {
+    let Via::ApiKey { lookup, .. } = &caller.grant.via else {
+        return None;
+    };
+    let state = state.clone();
+    let lookup = lookup.clone();
+    Some(Box::new(move || {
+        let state = state.clone();
+        let lookup = lookup.clone();
+        Box::pin(async move { state.auth.keys.still_valid(&state.store, &lookup).await })
+    }))
+}
+
 fn upgrade(
     req: &HttpRequest,
     body: web::Payload,
-    state: &AppState,
+    state: &web::Data<AppState>,
     caller: &AuthUser,
 ) -> Result<(HttpResponse, SessionSetup), ApiError> {
     let (response, session, stream) = actix_ws::handle(req, body).map_err(|e| {
@@ -105,6 +120,7 @@ fn upgrade(
             engine: state.engine.clone(),
             config: state.gateway.clone(),
             token_expires_at: caller.expires_at,
+            still_valid: credential_check(state, caller),
             shutdown: state.sockets_shutdown.clone(),
         },
     ))

@@ -720,3 +720,34 @@ async fn sockets_check_the_scope_of_the_handshake_and_of_every_message() {
     .expect("refused");
     assert_eq!(tracking.0, 404, "{}", tracking.1);
 }
+
+#[actix_web::test]
+async fn a_socket_opened_with_a_key_closes_when_the_key_is_revoked() {
+    let app = crate::helpers::spawn_app(Db::Postgres).await;
+    let shop = open_shop(&app, -5_000.0, -5_000.0).await;
+    let made = make_key(
+        &app,
+        &shop.owner.token,
+        json!({"name": "screen", "scopes": ["orders:read"], "merchant_id": shop.merchant_id}),
+    )
+    .await;
+    let mut board = crate::ws::ws_connect(&app, "/ws/merchant", Some(&key_of(&made)), None)
+        .await
+        .expect("the board opens");
+    board.expect("board").await;
+    let revoked = app
+        .request(
+            "DELETE",
+            &format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()),
+            Some(&shop.owner.token),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    let (code, reason) = board
+        .closed(Duration::from_secs(3))
+        .await
+        .expect("the socket closes within the key check's second");
+    assert_eq!((code, reason.as_str()), (1008, "credential_revoked"));
+}

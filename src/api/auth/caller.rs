@@ -10,8 +10,12 @@ use crate::domain::{MerchantId, Role, Scope, Scopes, UserId};
 pub enum Via {
     /// A person's own login token: every scope their role can use.
     Session,
-    /// An API key (its id; `test` for `mk_test_` keys).
-    ApiKey { id: uuid::Uuid, test: bool },
+    /// An API key (its id, the public id inside it; `test` for `mk_test_` keys).
+    ApiKey {
+        id: uuid::Uuid,
+        lookup: String,
+        test: bool,
+    },
     /// An access token of an OAuth2 client.
     Client { client_id: String },
 }

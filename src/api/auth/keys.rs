@@ -185,6 +185,18 @@ impl ApiKeys {
         });
     }
 
+    /// Whether the key with public id `lookup` still works (neither revoked nor expired): what
+    /// an open socket asks every second. While the store cannot answer it is taken to.
+    pub async fn still_valid(&self, store: &Store, lookup: &str) -> bool {
+        match self.row(store, lookup).await {
+            Ok(Some(row)) => {
+                row.revoked_at.is_none() && row.expires_at.is_none_or(|at| at > Utc::now())
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
     /// The caller a key proves, for a request `method path`: the key must be known, match its
     /// hash, be neither revoked nor expired, and be under its request limit. Every use of a key
     /// holding `admin` is written to the audit log before the request goes on.
@@ -212,6 +224,7 @@ impl ApiKeys {
         let scopes = row.scopes.intersection(Scopes::for_role(row.owner_role));
         let via = Via::ApiKey {
             id: row.id,
+            lookup: row.lookup.clone(),
             test: row.test,
         };
         if scopes.contains(Scope::Admin) {
