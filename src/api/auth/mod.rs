@@ -63,8 +63,8 @@ pub async fn authenticate(
     method: &str,
     path: &str,
 ) -> Result<AuthUser, ApiError> {
-    if keys::looks_like_key(credential) {
-        return state
+    let (kind, proven) = if keys::looks_like_key(credential) {
+        let proven = state
             .auth
             .keys
             .authenticate(
@@ -75,17 +75,21 @@ pub async fn authenticate(
                 path,
             )
             .await;
-    }
-    if signing::is_integration_token(credential) {
-        return state
-            .auth
-            .signing
-            .authenticate(&state.store, credential)
-            .await;
-    }
-    Ok(AuthUser::from_session(
-        state.auth.tokens.verify(credential)?,
-    ))
+        ("api_key", proven)
+    } else if signing::is_integration_token(credential) {
+        let proven = state.auth.signing.authenticate(&state.store, credential).await;
+        ("access_token", proven)
+    } else {
+        let proven = state.auth.tokens.verify(credential).map(AuthUser::from_session);
+        ("session", proven)
+    };
+    let outcome = match &proven {
+        Ok(_) => "ok",
+        Err(error) => error.code().as_str(),
+    };
+    metrics::counter!("auth_requests_total", "credential" => kind, "outcome" => outcome)
+        .increment(1);
+    proven
 }
 
 impl FromRequest for AuthUser {
