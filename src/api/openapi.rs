@@ -35,7 +35,7 @@ use crate::domain;
         maps::geocode, maps::reverse, maps::streets, maps::info,
         api_keys::create, api_keys::list, api_keys::revoke, audit::list,
         openapi_json,
-        pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::pay,
+        pages::index, pages::merchant, pages::keys, pages::order, pages::track, pages::driver, pages::pay,
         pages::asset,
     ),
     components(schemas(
