@@ -77,10 +77,18 @@ pub async fn authenticate(
             .await;
         ("api_key", proven)
     } else if signing::is_integration_token(credential) {
-        let proven = state.auth.signing.authenticate(&state.store, credential).await;
+        let proven = state
+            .auth
+            .signing
+            .authenticate(&state.store, credential)
+            .await;
         ("access_token", proven)
     } else {
-        let proven = state.auth.tokens.verify(credential).map(AuthUser::from_session);
+        let proven = state
+            .auth
+            .tokens
+            .verify(credential)
+            .map(AuthUser::from_session);
         ("session", proven)
     };
     let outcome = match &proven {
