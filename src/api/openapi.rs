@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    checkout, error, health, maps, merchants, orders, pages, pay, payments, users, webhooks,
+    checkout, error, health, maps, merchants, oidc, orders, pages, pay, payments, users, webhooks,
     whatsapp,
 };
 use crate::domain;
@@ -36,6 +36,7 @@ use crate::domain;
         openapi_json,
         pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::pay,
         pages::asset,
+        oidc::info, oidc::login, oidc::callback,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -57,6 +58,7 @@ use crate::domain;
         payments::AttentionPayment, payments::AttentionPayments,
         maps::GeocodeResults, maps::Bounds, maps::MapInfo,
         crate::maps::Place, crate::maps::Streets, crate::maps::streets::Street,
+        oidc::OidcInfo,
         domain::OrderView, domain::OrderItem, domain::Position, domain::HistoryEntry,
     )),
     modifiers(&BearerAuth),
