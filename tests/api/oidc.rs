@@ -14,7 +14,10 @@ use reqwest::header::{ACCEPT, COOKIE, LOCATION, SET_COOKIE};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command};
 
-use crate::helpers::{Db, Reply, TestApp, TestDb, each_backend, migrated_store, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{
+    Db, Reply, TestApp, TestDb, each_backend, migrated_store, spawn_app, spawn_app_with,
+    test_config,
+};
 use crate::osrm_support::free_port;
 
 const CLIENT_ID: &str = "mealkitz-api-test";
@@ -39,7 +42,12 @@ impl Provider {
         let mut child = Command::new("node")
             .arg(tests.join("oidc-provider.mjs"))
             .args(["--port", &port.to_string(), "--client-id", CLIENT_ID])
-            .args(["--client-secret", CLIENT_SECRET, "--redirect-uri", redirect_uri])
+            .args([
+                "--client-secret",
+                CLIENT_SECRET,
+                "--redirect-uri",
+                redirect_uri,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -143,7 +151,8 @@ impl Browser {
                 continue;
             };
             if let Some((name, value)) = pair.split_once('=') {
-                self.cookies.insert(name.trim().to_owned(), value.to_owned());
+                self.cookies
+                    .insert(name.trim().to_owned(), value.to_owned());
             }
         }
     }
@@ -225,6 +234,17 @@ async fn get_raw(app: &TestApp, path_or_url: &str, browser: bool) -> Reply {
     Reply::read(request.send().await.unwrap()).await
 }
 
+/// Asserts 400 `oidc_login_failed` whose message says `why`.
+#[track_caller]
+fn assert_login_failed(reply: &Reply, why: &str) {
+    reply.assert_error(400, "oidc_login_failed");
+    let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(why), "expected {why:?} in {}", reply.text);
+}
+
+/// The message stateless failures give: the state is not (or no longer) in the store.
+const UNKNOWN_STATE: &str = "unknown, expired (after 10 minutes) or was used already";
+
 fn location(reply: &Reply) -> String {
     assert_eq!(reply.status, 302, "{}", reply.text);
     reply.headers[LOCATION].to_str().unwrap().to_owned()
@@ -239,7 +259,9 @@ async fn provider_callback(app: &TestApp, login: &str, return_to: &str) -> Strin
     )
     .await;
     let authorize = location(&start);
-    Browser::new().sign_in(&authorize, login, &app.address).await
+    Browser::new()
+        .sign_in(&authorize, login, &app.address)
+        .await
 }
 
 /// The token in `#token=…` of a redirect to `page`.
@@ -286,7 +308,10 @@ async fn new_person(kind: Db) {
 
     let start = get_raw(&app, "/auth/oidc/login?return_to=/order", false).await;
     let authorize = reqwest::Url::parse(&location(&start)).unwrap();
-    assert!(authorize.as_str().starts_with(&provider.issuer), "{authorize}");
+    assert!(
+        authorize.as_str().starts_with(&provider.issuer),
+        "{authorize}"
+    );
     let params: BTreeMap<String, String> = authorize.query_pairs().into_owned().collect();
     assert_eq!(params["response_type"], "code");
     assert_eq!(params["client_id"], CLIENT_ID);
@@ -329,7 +354,7 @@ async fn replayed_state(kind: Db) {
 
     // The same callback again (a replay, a reload): the state is gone.
     let replay = get_raw(&app, &callback, false).await;
-    replay.assert_error(400, "oidc_login_failed");
+    assert_login_failed(&replay, UNKNOWN_STATE);
     // A browser gets the message on the page instead.
     let in_browser = get_raw(&app, &callback, true).await;
     let back = location(&in_browser);
@@ -339,12 +364,10 @@ async fn replayed_state(kind: Db) {
     );
 
     // A state nobody issued, and none at all.
-    get_raw(&app, "/auth/oidc/callback?code=x&state=forged", false)
-        .await
-        .assert_error(400, "oidc_login_failed");
-    get_raw(&app, "/auth/oidc/callback?code=x", false)
-        .await
-        .assert_error(400, "oidc_login_failed");
+    let forged = get_raw(&app, "/auth/oidc/callback?code=x&state=forged", false).await;
+    assert_login_failed(&forged, UNKNOWN_STATE);
+    let stateless = get_raw(&app, "/auth/oidc/callback?code=x", false).await;
+    assert_login_failed(&stateless, "without its state");
 
     // A real state with a code the provider never issued: refused, and the state is used up.
     let start = get_raw(&app, "/auth/oidc/login", false).await;
@@ -356,12 +379,10 @@ async fn replayed_state(kind: Db) {
         .1
         .into_owned();
     let forged = format!("/auth/oidc/callback?code=not-a-code&state={state}");
-    get_raw(&app, &forged, false)
-        .await
-        .assert_error(400, "oidc_login_failed");
-    get_raw(&app, &forged, false)
-        .await
-        .assert_error(400, "oidc_login_failed");
+    let refused = get_raw(&app, &forged, false).await;
+    assert_login_failed(&refused, "refused the sign-in's code");
+    let again = get_raw(&app, &forged, false).await;
+    assert_login_failed(&again, UNKNOWN_STATE);
 
     // The provider refusing (the person cancelled) comes back to the page with the reason.
     let start = get_raw(&app, "/auth/oidc/login?return_to=/driver", false).await;
@@ -379,7 +400,10 @@ async fn replayed_state(kind: Db) {
     )
     .await;
     let back = location(&refused);
-    assert!(back.starts_with("/driver#oidc_error=oidc_login_failed&message="), "{back}");
+    assert!(
+        back.starts_with("/driver#oidc_error=oidc_login_failed&message="),
+        "{back}"
+    );
     assert!(back.contains("cancelled"), "{back}");
 
     // A state older than 10 minutes is refused.
@@ -395,9 +419,13 @@ async fn replayed_state(kind: Db) {
         })
         .await
         .unwrap();
-    get_raw(&app, &format!("/auth/oidc/callback?code=x&state={stale}"), false)
-        .await
-        .assert_error(400, "oidc_login_failed");
+    let expired = get_raw(
+        &app,
+        &format!("/auth/oidc/callback?code=x&state={stale}"),
+        false,
+    )
+    .await;
+    assert_login_failed(&expired, UNKNOWN_STATE);
     provider.stop().await;
 }
 
@@ -408,29 +436,25 @@ async fn linking(kind: Db) {
     let callback = provider_callback(&app, &merchant.email, "/merchant").await;
     let token = token_for(&get_raw(&app, &callback, false).await, "/merchant");
     let me = app.get_authed("/api/v1/me", &token).await;
-    assert_eq!(me.body["id"], merchant.id.as_str(), "linked, not a new account");
+    assert_eq!(
+        me.body["id"],
+        merchant.id.as_str(),
+        "linked, not a new account"
+    );
     assert_eq!(me.body["role"], "merchant");
 
     // An account whose email the provider does not verify for this person: refused.
     let email = format!("unverified-{}@example.com", uuid::Uuid::new_v4().simple());
-    let registered = app.register(&email, "correct horse battery", "customer").await;
+    let registered = app
+        .register(&email, "correct horse battery", "customer")
+        .await;
     assert_eq!(registered.status, 201, "{}", registered.text);
     let callback = provider_callback(&app, &email, "/").await;
     let refused = get_raw(&app, &callback, false).await;
-    refused.assert_error(400, "oidc_login_failed");
-    assert!(
-        refused.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("already exists"),
-        "{}",
-        refused.text
-    );
+    assert_login_failed(&refused, "already exists");
     // And it stays refused (no half-made link), while the password still works.
     let callback = provider_callback(&app, &email, "/").await;
-    get_raw(&app, &callback, false)
-        .await
-        .assert_error(400, "oidc_login_failed");
+    assert_login_failed(&get_raw(&app, &callback, false).await, "already exists");
     let session = app.login(&email, "correct horse battery").await;
     assert_eq!(session.body["user"]["id"], registered.body["id"]);
     provider.stop().await;
@@ -475,7 +499,11 @@ async fn a_provider_that_is_down_gets_503_and_sign_in_recovers_when_it_is_back()
     // Nothing listens at the issuer yet.
     let down = get_raw(&app, "/auth/oidc/login", false).await;
     down.assert_error(503, "oidc_provider_unavailable");
-    assert!(down.headers.contains_key("retry-after"), "{:?}", down.headers);
+    assert!(
+        down.headers.contains_key("retry-after"),
+        "{:?}",
+        down.headers
+    );
     // The button's information needs no provider.
     assert_eq!(app.get("/auth/oidc").await.status, 200);
 
