@@ -98,10 +98,10 @@ export async function pageSession(role) {
   return getSession(role);
 }
 
-/** The OpenID provider sign-in is configured: { name, login_url }, or null. */
+/** The OpenID provider sign-in, when configured: { name, login_url }, else null. */
 let providerInfo;
 export function signInProvider() {
-  providerInfo ??= api("/auth/oidc").catch(() => null);
+  providerInfo ??= api("/auth/oidc").then((info) => (info && info.enabled ? info : null)).catch(() => null);
   return providerInfo;
 }
 

@@ -276,13 +276,16 @@ fn token_for(reply: &Reply, page: &str) -> String {
 // ---- Not configured ----------------------------------------------------------------------
 
 each_backend! {
-    without_a_provider_every_oidc_route_answers_404_oidc_not_configured => not_configured;
+    without_a_provider_sign_in_is_off_and_its_routes_answer_404_oidc_not_configured => not_configured;
 }
 
 async fn not_configured(kind: Db) {
     let app = spawn_app(kind).await;
+    // The pages' question has an answer, not an error: sign-in is off.
+    let info = app.get("/auth/oidc").await;
+    assert_eq!(info.status, 200, "{}", info.text);
+    assert_eq!(info.body, serde_json::json!({ "enabled": false }));
     for path in [
-        "/auth/oidc",
         "/auth/oidc/login",
         "/auth/oidc/login?return_to=/merchant",
         "/auth/oidc/callback?code=x&state=y",
@@ -303,8 +306,10 @@ async fn new_person(kind: Db) {
     let (app, provider) = app_and_provider(kind).await;
     let info = app.get("/auth/oidc").await;
     assert_eq!(info.status, 200, "{}", info.text);
-    assert_eq!(info.body["name"], "Test ID");
-    assert_eq!(info.body["login_url"], "/auth/oidc/login");
+    assert_eq!(
+        info.body,
+        serde_json::json!({ "enabled": true, "name": "Test ID", "login_url": "/auth/oidc/login" })
+    );
 
     let start = get_raw(&app, "/auth/oidc/login?return_to=/order", false).await;
     let authorize = reqwest::Url::parse(&location(&start)).unwrap();

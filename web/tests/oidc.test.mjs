@@ -124,7 +124,7 @@ async function tabSession(page, role) {
 
 test("the provider is announced by name, and a new person signing in on / becomes a customer", async () => {
   const info = await server.api("/auth/oidc");
-  assert.deepEqual(info, { name: PROVIDER_NAME, login_url: "/auth/oidc/login" });
+  assert.deepEqual(info, { enabled: true, name: PROVIDER_NAME, login_url: "/auth/oidc/login" });
 
   const login = newLogin("newcomer");
   const page = await openPage(browser, `${server.base}/`);

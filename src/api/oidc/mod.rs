@@ -37,13 +37,17 @@ const NO_PASSWORD_HASH: &str = "!oidc-no-password";
 /// Longest error code from the provider repeated to the person (RFC 6749 codes are short).
 const PROVIDER_ERROR_MAX_CHARS: usize = 64;
 
-/// The configured provider, for the pages' "Sign in with …" button.
+/// Whether sign-in with a provider is on, and what the pages' "Sign in with …" button needs.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OidcInfo {
-    /// The provider's name, for "Sign in with {name}".
-    pub name: String,
-    /// Where the button goes (add `?return_to=/path` to come back to that page).
-    pub login_url: String,
+    /// Whether a provider is configured.
+    pub enabled: bool,
+    /// The provider's name, for "Sign in with {name}" (when enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where the button goes; add `?return_to=/path` to come back to that page (when enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -74,20 +78,28 @@ fn configured(state: &AppState) -> Result<&Oidc, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::OidcNotConfigured))
 }
 
-/// `GET /auth/oidc`: the configured provider, or 404 `oidc_not_configured`.
+/// `GET /auth/oidc`: whether sign-in with a provider is on, and its name. Always 200: every
+/// page asks, and sign-in being off is no error (a 404 would put one in every browser console).
 #[utoipa::path(
     get, path = "/auth/oidc", tag = "users",
-    responses(
-        (status = 200, body = OidcInfo),
-        (status = 404, description = "oidc_not_configured", body = ErrorBody),
-    )
+    responses((status = 200, description = "`{\"enabled\":false}` when no provider is configured", body = OidcInfo))
 )]
-pub async fn info(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let oidc = configured(&state)?;
-    Ok(HttpResponse::Ok().json(OidcInfo {
-        name: oidc.name().to_owned(),
-        login_url: OIDC_LOGIN_PATH.to_owned(),
-    }))
+pub async fn info(state: web::Data<AppState>) -> HttpResponse {
+    let info = match state.oidc.as_deref() {
+        Some(oidc) => OidcInfo {
+            enabled: true,
+            name: Some(oidc.name().to_owned()),
+            login_url: Some(OIDC_LOGIN_PATH.to_owned()),
+        },
+        None => OidcInfo {
+            enabled: false,
+            name: None,
+            login_url: None,
+        },
+    };
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .json(info)
 }
 
 /// `return_to` when it names a page of this site: a path starting with a single `/` (not `//`
