@@ -32,8 +32,10 @@ struct Provider {
 }
 
 impl Provider {
-    /// Starts the provider on `port` with one client whose redirect URI is `redirect_uri`.
-    async fn start(port: u16, redirect_uri: &str) -> Provider {
+    /// Starts the provider on `port` with one client whose redirect URI is `redirect_uri`; the
+    /// email and profile claims come from its userinfo endpoint, and, with `claims_in_id_token`,
+    /// in the ID token too.
+    async fn start(port: u16, redirect_uri: &str, claims_in_id_token: bool) -> Provider {
         let tests = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web/tests");
         assert!(
             tests.join("node_modules/oidc-provider").exists(),
@@ -48,6 +50,7 @@ impl Provider {
                 "--redirect-uri",
                 redirect_uri,
             ])
+            .args(claims_in_id_token.then_some("--claims-in-id-token"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -109,12 +112,17 @@ async fn app_with_provider(kind: Db, issuer: &str, app_port: u16) -> TestApp {
     spawn_app_with(db, config).await
 }
 
-/// An app and the provider it signs in with.
+/// An app and the provider it signs in with (claims from its userinfo endpoint).
 async fn app_and_provider(kind: Db) -> (TestApp, Provider) {
+    app_and_provider_with(kind, false).await
+}
+
+async fn app_and_provider_with(kind: Db, claims_in_id_token: bool) -> (TestApp, Provider) {
     let app_port = free_port();
     let provider = Provider::start(
         free_port(),
         &format!("http://127.0.0.1:{app_port}/auth/oidc/callback"),
+        claims_in_id_token,
     )
     .await;
     let app = app_with_provider(kind, &provider.issuer, app_port).await;
@@ -302,8 +310,9 @@ each_backend! {
     a_verified_email_links_the_existing_account_and_an_unverified_one_is_refused => linking;
 }
 
+/// With the claims in the ID token; the other tests read them from the userinfo endpoint.
 async fn new_person(kind: Db) {
-    let (app, provider) = app_and_provider(kind).await;
+    let (app, provider) = app_and_provider_with(kind, true).await;
     let info = app.get("/auth/oidc").await;
     assert_eq!(info.status, 200, "{}", info.text);
     assert_eq!(
@@ -516,6 +525,7 @@ async fn a_provider_that_is_down_gets_503_and_sign_in_recovers_when_it_is_back()
     let provider = Provider::start(
         provider_port,
         &format!("http://127.0.0.1:{app_port}/auth/oidc/callback"),
+        false,
     )
     .await;
     assert_eq!(provider.issuer, issuer);

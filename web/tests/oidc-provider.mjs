@@ -9,6 +9,10 @@
 //
 // prints `ready http://127.0.0.1:4011` on stdout once it serves, and runs until SIGTERM. Tests
 // in Node can also `import { startProvider }` and run it in their own process.
+//
+// As OpenID Connect Core §5.4 has it (and oidc-provider by default), the email and profile claims
+// are served by the userinfo endpoint, not put in the ID token; `--claims-in-id-token` puts them
+// in the ID token as well, as many providers do.
 
 import { generateKeyPairSync } from "node:crypto";
 import { pathToFileURL } from "node:url";
@@ -34,7 +38,7 @@ export function claimsFor(login) {
  * Starts the provider on 127.0.0.1:`port` and resolves to { issuer, close() }.
  * `redirectUris` are the client's allowed redirect URIs (exact matches).
  */
-export async function startProvider({ port, clientId, clientSecret, redirectUris }) {
+export async function startProvider({ port, clientId, clientSecret, redirectUris, claimsInIdToken = false }) {
   const issuer = `http://127.0.0.1:${port}`;
   // A fresh signing key per run, so nothing depends on oidc-provider's development keys.
   const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
@@ -55,8 +59,7 @@ export async function startProvider({ port, clientId, clientSecret, redirectUris
       email: ["email", "email_verified"],
       profile: ["name", "given_name", "family_name"],
     },
-    // The ID token carries the claims itself (mealkitz reads no userinfo endpoint).
-    conformIdTokenClaims: false,
+    conformIdTokenClaims: !claimsInIdToken,
     pkce: { required: () => true },
     features: { devInteractions: { enabled: true } },
     async findAccount(_ctx, id) {
@@ -89,6 +92,7 @@ if (invokedDirectly) {
       "client-id": { type: "string", default: "mealkitz" },
       "client-secret": { type: "string" },
       "redirect-uri": { type: "string", multiple: true },
+      "claims-in-id-token": { type: "boolean", default: false },
     },
   });
   if (!values.port || !values["client-secret"] || !values["redirect-uri"]) {
@@ -100,6 +104,7 @@ if (invokedDirectly) {
     clientId: values["client-id"],
     clientSecret: values["client-secret"],
     redirectUris: values["redirect-uri"],
+    claimsInIdToken: values["claims-in-id-token"],
   });
   const stop = async () => { await running.close(); process.exit(0); };
   process.on("SIGTERM", stop);

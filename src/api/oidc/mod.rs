@@ -14,10 +14,10 @@ pub use provider::Oidc;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::core::{CoreAuthenticationFlow, CoreUserInfoClaims};
 use openidconnect::{
-    AuthorizationCode, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, RequestTokenError,
-    Scope, TokenResponse,
+    AuthorizationCode, CsrfToken, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RequestTokenError, Scope, TokenResponse, UserInfoError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -334,13 +334,45 @@ async fn finish(
         }
     };
     let subject = claims.subject().as_str();
-    let email = claims.email().map(|e| e.as_str().to_owned());
-    let email_verified = claims.email_verified() == Some(true);
-    let name = claims
+    let mut email = claims.email().map(|e| e.as_str().to_owned());
+    let mut email_verified = claims.email_verified() == Some(true);
+    let mut name = claims
         .name()
         .and_then(|n| n.get(None))
         .map(|n| n.as_str().to_owned())
         .or_else(|| claims.preferred_username().map(|u| u.as_str().to_owned()));
+    // Providers that follow OpenID Connect Core §5.4 strictly put the email and profile
+    // claims in the userinfo response, not in an ID token issued with an access token: ask it,
+    // for the same subject (the crate checks that `sub` matches).
+    if email.is_none()
+        && let Ok(request) = client.user_info(
+            tokens.access_token().clone(),
+            Some(claims.subject().clone()),
+        )
+    {
+        let info: CoreUserInfoClaims =
+            request
+                .request_async(&oidc.http)
+                .await
+                .map_err(|error| match error {
+                    UserInfoError::Request(cause) => {
+                        tracing::warn!(error = %error_chain(&cause), "the OpenID provider's userinfo endpoint cannot be reached");
+                        Failure::new(back, unavailable())
+                    }
+                    other => {
+                        tracing::warn!(error = %other, "the OpenID provider's userinfo answer is unusable");
+                        Failure::login_failed(back, "The provider's account details could not be read; start again.")
+                    }
+                })?;
+        email = info.email().map(|e| e.as_str().to_owned());
+        email_verified = info.email_verified() == Some(true);
+        name = name.or_else(|| {
+            info.name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.as_str().to_owned())
+                .or_else(|| info.preferred_username().map(|u| u.as_str().to_owned()))
+        });
+    }
     let user = account_for(
         state,
         oidc,
@@ -356,7 +388,7 @@ async fn finish(
     Ok((user, login.return_to))
 }
 
-/// What the ID token says about the person.
+/// What the ID token (or the userinfo endpoint) says about the person.
 struct Identity<'a> {
     subject: &'a str,
     email: Option<&'a str>,
