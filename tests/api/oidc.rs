@@ -228,18 +228,51 @@ impl Browser {
     }
 }
 
-/// `GET path` on the app without following redirects, as a browser (`Accept: text/html`) or not.
+/// `GET path` on the app without following redirects, as a script (`browser` false) or not.
 async fn get_raw(app: &TestApp, path_or_url: &str, browser: bool) -> Reply {
+    get_with(app, path_or_url, browser.then_some("")).await
+}
+
+/// `GET path` on the app as a browser (`Accept: text/html`) holding `cookies`.
+async fn get_in_browser(app: &TestApp, path_or_url: &str, cookies: &str) -> Reply {
+    get_with(app, path_or_url, Some(cookies)).await
+}
+
+async fn get_with(app: &TestApp, path_or_url: &str, browser_cookies: Option<&str>) -> Reply {
     let url = if path_or_url.starts_with("http") {
         path_or_url.to_owned()
     } else {
         app.url(path_or_url)
     };
     let mut request = no_redirects().get(url);
-    if browser {
+    if let Some(cookies) = browser_cookies {
         request = request.header(ACCEPT, "text/html,application/xhtml+xml");
+        if !cookies.is_empty() {
+            request = request.header(COOKIE, cookies);
+        }
     }
     Reply::read(request.send().await.unwrap()).await
+}
+
+/// The `name=value` of the cookie `/auth/oidc/login` ties the sign-in to the browser with.
+fn binding_cookie(start: &Reply) -> String {
+    let set = start.headers[SET_COOKIE].to_str().unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/auth/oidc"),
+        "{set}"
+    );
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// The `state` of the provider's authorization URL a login start redirects to.
+fn state_of(start: &Reply) -> String {
+    let authorize = reqwest::Url::parse(&location(start)).unwrap();
+    authorize
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned()
 }
 
 /// Asserts 400 `oidc_login_failed` whose message says `why`.
@@ -258,8 +291,13 @@ fn location(reply: &Reply) -> String {
     reply.headers[LOCATION].to_str().unwrap().to_owned()
 }
 
-/// Signs `login` in from `return_to`; answers the callback URL the provider sent back.
-async fn provider_callback(app: &TestApp, login: &str, return_to: &str) -> String {
+/// Signs `login` in from `return_to`; answers the callback URL the provider sent back, and the
+/// binding cookie a browser would hold.
+async fn provider_callback_and_cookie(
+    app: &TestApp,
+    login: &str,
+    return_to: &str,
+) -> (String, String) {
     let start = get_raw(
         app,
         &format!("/auth/oidc/login?return_to={return_to}"),
@@ -267,9 +305,15 @@ async fn provider_callback(app: &TestApp, login: &str, return_to: &str) -> Strin
     )
     .await;
     let authorize = location(&start);
-    Browser::new()
+    let callback = Browser::new()
         .sign_in(&authorize, login, &app.address)
-        .await
+        .await;
+    (callback, binding_cookie(&start))
+}
+
+/// [`provider_callback_and_cookie`] for a script: the callback URL alone.
+async fn provider_callback(app: &TestApp, login: &str, return_to: &str) -> String {
+    provider_callback_and_cookie(app, login, return_to).await.0
 }
 
 /// The token in `#token=…` of a redirect to `page`.
@@ -305,6 +349,7 @@ async fn not_configured(kind: Db) {
 // ---- The whole flow against the real provider ------------------------------------------
 
 each_backend! {
+    a_browser_finishes_only_the_sign_in_it_started => bound_to_the_browser;
     a_new_person_signs_in_as_a_customer_and_again_into_the_same_account => new_person;
     a_callback_state_works_once_and_a_replay_gets_400 => replayed_state;
     a_verified_email_links_the_existing_account_and_an_unverified_one_is_refused => linking;
@@ -340,8 +385,13 @@ async fn new_person(kind: Db) {
     let callback = Browser::new()
         .sign_in(authorize.as_str(), &login, &app.address)
         .await;
-    let back = get_raw(&app, &callback, true).await;
+    let back = get_in_browser(&app, &callback, &binding_cookie(&start)).await;
     let token = token_for(&back, "/order");
+    let cleared = back.headers[SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.contains("Max-Age=0"),
+        "the binding cookie is spent: {cleared}"
+    );
     let me = app.get_authed("/api/v1/me", &token).await;
     assert_eq!(me.status, 200, "{}", me.text);
     assert_eq!(me.body["email"], login.as_str());
@@ -359,10 +409,42 @@ async fn new_person(kind: Db) {
     provider.stop().await;
 }
 
+/// Login CSRF: an attacker signs in at the provider and sends the victim the link back; the
+/// victim's browser has no cookie for that sign-in, so it is refused and the victim is not
+/// signed into the attacker's account. The sign-in stays the attacker's to finish.
+async fn bound_to_the_browser(kind: Db) {
+    let (app, provider) = app_and_provider(kind).await;
+    let attacker = format!("attacker-{}@example.com", uuid::Uuid::new_v4().simple());
+    let (callback, cookie) = provider_callback_and_cookie(&app, &attacker, "/order").await;
+
+    // The victim's browser: no cookie, then the cookie of a sign-in of its own.
+    let no_cookie = get_in_browser(&app, &callback, "").await;
+    let back = location(&no_cookie);
+    assert!(
+        back.starts_with("/#oidc_error=oidc_login_failed&message="),
+        "{back}"
+    );
+    assert!(!back.contains("token="), "{back}");
+    let own = binding_cookie(&get_raw(&app, "/auth/oidc/login", false).await);
+    let other_cookie = get_in_browser(&app, &callback, &own).await;
+    assert!(
+        location(&other_cookie).contains("oidc_error="),
+        "{}",
+        other_cookie.text
+    );
+
+    // The browser that started it finishes it.
+    let finished = get_in_browser(&app, &callback, &cookie).await;
+    let token = token_for(&finished, "/order");
+    let me = app.get_authed("/api/v1/me", &token).await;
+    assert_eq!(me.body["email"], attacker.as_str());
+    provider.stop().await;
+}
+
 async fn replayed_state(kind: Db) {
     let (app, provider) = app_and_provider(kind).await;
     let login = format!("replay-{}@example.com", uuid::Uuid::new_v4().simple());
-    let callback = provider_callback(&app, &login, "/merchant").await;
+    let (callback, cookie) = provider_callback_and_cookie(&app, &login, "/merchant").await;
     let first = get_raw(&app, &callback, false).await;
     token_for(&first, "/merchant");
 
@@ -370,12 +452,13 @@ async fn replayed_state(kind: Db) {
     let replay = get_raw(&app, &callback, false).await;
     assert_login_failed(&replay, UNKNOWN_STATE);
     // A browser gets the message on the page instead.
-    let in_browser = get_raw(&app, &callback, true).await;
+    let in_browser = get_in_browser(&app, &callback, &cookie).await;
     let back = location(&in_browser);
     assert!(
         back.starts_with("/#oidc_error=oidc_login_failed&message="),
         "{back}"
     );
+    assert!(back.contains("used+already"), "{back}");
 
     // A state nobody issued, and none at all.
     let forged = get_raw(&app, "/auth/oidc/callback?code=x&state=forged", false).await;
@@ -385,13 +468,7 @@ async fn replayed_state(kind: Db) {
 
     // A real state with a code the provider never issued: refused, and the state is used up.
     let start = get_raw(&app, "/auth/oidc/login", false).await;
-    let authorize = reqwest::Url::parse(&location(&start)).unwrap();
-    let state = authorize
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = state_of(&start);
     let forged = format!("/auth/oidc/callback?code=not-a-code&state={state}");
     let refused = get_raw(&app, &forged, false).await;
     assert_login_failed(&refused, "refused the sign-in's code");
@@ -400,17 +477,11 @@ async fn replayed_state(kind: Db) {
 
     // The provider refusing (the person cancelled) comes back to the page with the reason.
     let start = get_raw(&app, "/auth/oidc/login?return_to=/driver", false).await;
-    let authorize = reqwest::Url::parse(&location(&start)).unwrap();
-    let state = authorize
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
-    let refused = get_raw(
+    let state = state_of(&start);
+    let refused = get_in_browser(
         &app,
         &format!("/auth/oidc/callback?error=access_denied&state={state}"),
-        true,
+        &binding_cookie(&start),
     )
     .await;
     let back = location(&refused);

@@ -25,7 +25,7 @@ use self::provider::{error_chain, unavailable};
 use super::AppState;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use crate::domain::{Email, Role};
-use crate::store::{NewUser, OidcLogin, StoreError, User};
+use crate::store::{NewUser, OIDC_LOGIN_TTL_SECS, OidcLogin, StoreError, User};
 
 /// Where the pages send people to sign in.
 pub const OIDC_LOGIN_PATH: &str = "/auth/oidc/login";
@@ -36,6 +36,12 @@ const RETURN_TO_MAX_BYTES: usize = 512;
 const NO_PASSWORD_HASH: &str = "!oidc-no-password";
 /// Longest error code from the provider repeated to the person (RFC 6749 codes are short).
 const PROVIDER_ERROR_MAX_CHARS: usize = 64;
+/// The cookie that ties a sign-in to the browser that started it (RFC 6749 §10.12): a browser
+/// coming back with a state it did not start is refused, so nobody can sign a victim into the
+/// attacker's account by sending them the attacker's callback link (login CSRF).
+const BINDING_COOKIE: &str = "mealkitz_oidc_state";
+/// Where the binding cookie is sent: the callback, nowhere else.
+const BINDING_COOKIE_PATH: &str = "/auth/oidc";
 
 /// Whether sign-in with a provider is on, and what the pages' "Sign in with …" button needs.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -160,10 +166,36 @@ pub async fn login(
             created_at: crate::store::now(),
         })
         .await?;
+    // The state is base64url: a valid cookie value as it is. Lax: sent on the provider's
+    // redirect back (a top-level GET), not on requests other sites' pages make.
+    let secure = if oidc.redirect_is_https() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let binding = format!(
+        "{BINDING_COOKIE}={}; Path={BINDING_COOKIE_PATH}; Max-Age={OIDC_LOGIN_TTL_SECS}; \
+         HttpOnly; SameSite=Lax{secure}",
+        csrf.secret()
+    );
     Ok(HttpResponse::Found()
         .insert_header((header::LOCATION, url.to_string()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::SET_COOKIE, binding))
         .finish())
+}
+
+/// Whether a browser's callback carries the binding cookie of `sent_state`.
+fn started_in_this_browser(req: &HttpRequest, sent_state: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| {
+            name == BINDING_COOKIE && bool::from(value.as_bytes().ct_eq(sent_state.as_bytes()))
+        })
 }
 
 /// A failed sign-in: where to send the person back to, and why.
@@ -207,18 +239,35 @@ pub async fn callback(
     query: web::Query<CallbackQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let oidc = configured(&state)?;
-    match finish(&state, oidc, &query).await {
+    let browser = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    // A browser must be the one that started the sign-in; other clients (scripts, tests) have
+    // no cookie jar to tie it to and cannot be tricked into following someone else's link.
+    let outcome = match query.state.as_deref() {
+        Some(sent) if browser && !started_in_this_browser(&req, sent) => {
+            Err(Failure::login_failed(
+                None,
+                "This sign-in was started in another browser or tab, or has expired; start again here.",
+            ))
+        }
+        _ => finish(&state, oidc, &query).await,
+    };
+    match outcome {
         Ok((user, return_to)) => {
             let issued = state.auth.tokens.issue(user.id, user.role)?;
             tracing::info!(user_id = %user.id, role = %user.role, "signed in with the OpenID provider");
-            Ok(back_to(&format!("{return_to}#token={}", issued.token)))
+            let mut response = back_to(&format!("{return_to}#token={}", issued.token));
+            // Spent: the state is gone from the store too.
+            let spent = format!("{BINDING_COOKIE}=; Path={BINDING_COOKIE_PATH}; Max-Age=0");
+            if let Ok(value) = header::HeaderValue::from_str(&spent) {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            Ok(response)
         }
         Err(Failure { return_to, error }) => {
-            let browser = req
-                .headers()
-                .get(header::ACCEPT)
-                .and_then(|accept| accept.to_str().ok())
-                .is_some_and(|accept| accept.contains("text/html"));
             if !browser {
                 return Err(error);
             }

@@ -74,6 +74,11 @@ impl Oidc {
         &self.config.name
     }
 
+    /// Whether people come back over https (the binding cookie is then `Secure`).
+    pub(super) fn redirect_is_https(&self) -> bool {
+        self.config.redirect_url.starts_with("https://")
+    }
+
     /// The issuer identities are recorded under.
     pub fn issuer(&self) -> &str {
         &self.config.issuer
