@@ -271,6 +271,10 @@ pub async fn callback(
             if !browser {
                 return Err(error);
             }
+            // Rendered as a redirect, not through the error table: log what it would have.
+            if error.code().status_u16() >= 500 {
+                tracing::warn!(code = %error.code(), "a sign-in failed on our side or the provider's");
+            }
             let fragment = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("oidc_error", error.code().as_str())
                 .append_pair("message", &error.body().error.message)
