@@ -589,8 +589,12 @@ async fn a_provider_that_is_down_gets_503_and_sign_in_recovers_when_it_is_back()
         "{:?}",
         down.headers
     );
-    // The button's information needs no provider.
+    // The button's information needs no provider; /ready reports it, still ready.
     assert_eq!(app.get("/auth/oidc").await.status, 200);
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    let check = ready.body["checks"]["oidc"].as_str().unwrap();
+    assert!(check.starts_with("degraded: "), "{check}");
 
     // The provider comes up: the next sign-in works without a restart.
     let provider = Provider::start(
@@ -602,6 +606,7 @@ async fn a_provider_that_is_down_gets_503_and_sign_in_recovers_when_it_is_back()
     assert_eq!(provider.issuer, issuer);
     let login = format!("late-{}@example.com", uuid::Uuid::new_v4().simple());
     let callback = provider_callback(&app, &login, "/").await;
+    assert_eq!(app.get("/ready").await.body["checks"]["oidc"], "ok");
 
     // It goes down between the sign-in page and the way back: the code cannot be exchanged.
     provider.stop().await;

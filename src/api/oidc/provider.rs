@@ -46,6 +46,8 @@ pub struct Oidc {
     /// The last discovery that succeeded. One discovery at a time: the lock is held across it,
     /// so a burst of sign-ins after a restart makes one request, not one each.
     discovered: tokio::sync::Mutex<Option<Discovered>>,
+    /// Why the last discovery failed, until one succeeds (for `/ready`).
+    last_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Oidc {
@@ -66,6 +68,7 @@ impl Oidc {
             redirect,
             http,
             discovered: tokio::sync::Mutex::new(None),
+            last_failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -96,13 +99,16 @@ impl Oidc {
             let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
                 .await
                 .map_err(|error| {
+                    let reason = error_chain(&error);
                     tracing::warn!(
                         issuer = %self.config.issuer,
-                        error = %error_chain(&error),
+                        error = %reason,
                         "the OpenID provider's discovery failed"
                     );
+                    self.set_last_failure(Some(reason));
                     unavailable()
                 })?;
+            self.set_last_failure(None);
             *discovered = Some(Discovered {
                 metadata,
                 fetched_at: Instant::now(),
@@ -120,6 +126,26 @@ impl Oidc {
             )),
         )
         .set_redirect_uri(self.redirect.clone()))
+    }
+
+    /// For `/ready`: `ok` once discovery succeeded, `degraded: …` after it failed, without
+    /// contacting the provider.
+    pub fn health(&self) -> String {
+        let failure = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match failure {
+            Some(reason) => {
+                format!("degraded: the provider cannot be reached ({reason}); password logins work")
+            }
+            None => "ok".to_owned(),
+        }
+    }
+
+    fn set_last_failure(&self, reason: Option<String>) {
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = reason;
     }
 
     /// Forgets the discovery document and keys, so the next sign-in fetches them again (an ID
