@@ -12,6 +12,7 @@ pub mod locate;
 pub mod maps;
 pub mod merchants;
 pub mod middleware;
+pub mod oidc;
 pub mod openapi;
 pub mod orders;
 pub mod pages;
@@ -68,6 +69,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/driver").route(web::get().to(pages::driver)))
     .service(resource("/pay/{token}").route(web::get().to(pages::pay)))
     .service(resource("/assets/{name}").route(web::get().to(pages::asset)))
+    .service(resource("/auth/oidc").route(web::get().to(oidc::info)))
+    .service(resource("/auth/oidc/login").route(web::get().to(oidc::login)))
+    .service(resource("/auth/oidc/callback").route(web::get().to(oidc::callback)))
     .service(
         resource("/webhooks/whatsapp")
             .route(web::get().to(whatsapp::verify))

@@ -20,6 +20,7 @@ mod maps_dispatch;
 mod merchants;
 mod notifications;
 mod notify_support;
+mod oidc;
 mod openapi;
 mod osrm_client;
 mod osrm_support;
