@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use actix_ws::{MessageStream, Session};
-use futures_util::future::LocalBoxFuture;
 use tokio::sync::watch;
 
+pub use super::socket::CredentialCheck;
 use super::socket::SocketCore;
 use crate::actors::{Engine, EngineError};
 use crate::config::GatewayConfig;
@@ -30,9 +30,6 @@ pub(super) fn next_resubscribe_ms(pause_ms: u64) -> u64 {
 pub(super) fn passing(error: &EngineError) -> bool {
     error.code().retry_after_secs().is_some()
 }
-
-/// Answers whether the credential a socket was opened with still works.
-pub type CredentialCheck = Box<dyn Fn() -> LocalBoxFuture<'static, bool>>;
 
 /// What every session is started with.
 pub struct SessionSetup {

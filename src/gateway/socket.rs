@@ -218,6 +218,9 @@ impl RateLimit {
 }
 
 /// The state every socket session carries.
+/// Answers whether the credential a socket was opened with still works.
+pub type CredentialCheck = Box<dyn Fn() -> futures_util::future::LocalBoxFuture<'static, bool>>;
+
 /// How often a socket opened with a revocable credential (an API key) asks whether it still
 /// works: a revoked key's sockets close within about this (plus the key cache's half second).
 const CREDENTIAL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -241,7 +244,7 @@ pub struct SocketCore {
     /// When the login token expires, unix seconds.
     token_expires_at: i64,
     /// Whether a revocable credential (an API key) still works.
-    still_valid: Option<std::rc::Rc<super::session::CredentialCheck>>,
+    still_valid: Option<std::rc::Rc<CredentialCheck>>,
     closing: bool,
 }
 
@@ -254,7 +257,7 @@ impl SocketCore {
         shutdown: watch::Receiver<bool>,
         config: Arc<GatewayConfig>,
         token_expires_at: i64,
-        still_valid: Option<super::session::CredentialCheck>,
+        still_valid: Option<CredentialCheck>,
     ) -> Self {
         SocketCore {
             kind,

@@ -542,6 +542,16 @@ async fn linking(kind: Db) {
     assert_login_failed(&get_raw(&app, &callback, false).await, "already exists");
     let session = app.login(&email, "correct horse battery").await;
     assert_eq!(session.body["user"]["id"], registered.body["id"]);
+
+    // An unverified address nobody has yet: no account is made with it (it would take the
+    // address from its owner), and the owner can still sign up with it.
+    let email = format!("unverified-{}@example.com", uuid::Uuid::new_v4().simple());
+    let callback = provider_callback(&app, &email, "/").await;
+    assert_login_failed(&get_raw(&app, &callback, false).await, "does not confirm");
+    let registered = app
+        .register(&email, "correct horse battery", "customer")
+        .await;
+    assert_eq!(registered.status, 201, "{}", registered.text);
     provider.stop().await;
 }
 

@@ -502,6 +502,17 @@ async fn account_for(
             // Another sign-in linked this identity first: take its account.
             continue;
         }
+        // A new account takes the address for good (sign-up with it is refused after): only an
+        // address the provider vouches for, so nobody reserves someone else's.
+        if !identity.email_verified {
+            return Err(
+                ApiError::new(ErrorCode::OidcLoginFailed).with_message(format!(
+                    "{} does not confirm that this email is yours; verify it there, or sign up \
+                     with a password.",
+                    oidc.name()
+                )),
+            );
+        }
         let name = identity
             .name
             .map(str::trim)
