@@ -146,16 +146,7 @@ impl Store {
         issuer: &str,
         subject: &str,
     ) -> Result<User, StoreError> {
-        let user = User {
-            id: UserId::new(),
-            email: new.email.as_str().to_owned(),
-            name: new.name,
-            role: new.role,
-            created_at: super::now(),
-            phone: None,
-            notify_whatsapp: false,
-            phone_verified: false,
-        };
+        let user = new.account();
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(

@@ -39,6 +39,23 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
+impl NewUser {
+    /// The account it makes: a new id, created now, no phone yet.
+    pub(super) fn account(&self) -> User {
+        User {
+            id: UserId::new(),
+            email: self.email.as_str().to_owned(),
+            name: self.name.clone(),
+            role: self.role,
+            // Stored at microsecond precision, like PostgreSQL, so what we return is what we read.
+            created_at: super::now(),
+            phone: None,
+            notify_whatsapp: false,
+            phone_verified: false,
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct UserRow {
     id: Uuid,
@@ -79,17 +96,7 @@ impl TryFrom<UserRow> for UserWithPassword {
 impl Store {
     /// Creates an account. A taken email is [`StoreError::Duplicate`].
     pub async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
-        let user = User {
-            id: UserId::new(),
-            email: new.email.as_str().to_owned(),
-            name: new.name,
-            role: new.role,
-            // Stored at microsecond precision, like PostgreSQL, so what we return is what we read.
-            created_at: super::now(),
-            phone: None,
-            notify_whatsapp: false,
-            phone_verified: false,
-        };
+        let user = new.account();
         on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO users (id, email, name, role, password_hash, created_at) \

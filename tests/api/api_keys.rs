@@ -20,6 +20,14 @@ async fn make_key(app: &TestApp, token: &str, body: Value) -> Value {
     made.body
 }
 
+/// Revokes the key `made` as `token` (asserting 204).
+async fn revoke(app: &TestApp, token: &str, made: &Value) {
+    let path = format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap());
+    app.request("DELETE", &path, Some(token), &[], None)
+        .await
+        .assert_status(204);
+}
+
 fn key_of(made: &Value) -> String {
     made["key"].as_str().unwrap().to_owned()
 }
@@ -202,16 +210,7 @@ async fn keys_are_audited_and_admin_keys_on_every_use(kind: Db) {
     app.get_authed("/api/v1/orders", &key)
         .await
         .assert_status(200);
-    let revoked = app
-        .request(
-            "DELETE",
-            &format!("/api/v1/api-keys/{key_id}"),
-            Some(&admin_token),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    revoke(&app, &admin_token, &made).await;
     app.get_authed("/api/v1/orders", &key)
         .await
         .assert_error(401, "invalid_token");
@@ -391,16 +390,7 @@ async fn a_revoked_key_is_refused_by_both_replicas_within_a_second() {
     assert_eq!(status_at(second.address.clone()).await, 200);
 
     let revoked_at = Instant::now();
-    let revoked = first
-        .request(
-            "DELETE",
-            &format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()),
-            Some(&shop.owner.token),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    revoke(&first, &shop.owner.token, &made).await;
     // The replica that revoked it refuses it at once.
     assert_eq!(status_at(first.address.clone()).await, 401);
     // The other within a second.
@@ -735,16 +725,7 @@ async fn a_socket_opened_with_a_key_closes_when_the_key_is_revoked() {
         .await
         .expect("the board opens");
     board.expect("board").await;
-    let revoked = app
-        .request(
-            "DELETE",
-            &format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap()),
-            Some(&shop.owner.token),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    revoke(&app, &shop.owner.token, &made).await;
     let (code, reason) = board
         .closed(Duration::from_secs(3))
         .await
