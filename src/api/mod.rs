@@ -10,6 +10,7 @@ pub mod locate;
 pub mod maps;
 pub mod merchants;
 pub mod middleware;
+pub mod oauth;
 pub mod openapi;
 pub mod orders;
 pub mod pages;
@@ -65,6 +66,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/driver").route(web::get().to(pages::driver)))
     .service(resource("/pay/{token}").route(web::get().to(pages::pay)))
     .service(resource("/assets/{name}").route(web::get().to(pages::asset)))
+    .service(resource("/oauth/token").route(web::post().to(oauth::token)))
+    .service(resource("/.well-known/jwks.json").route(web::get().to(oauth::jwks)))
+    .service(
+        resource("/.well-known/oauth-authorization-server").route(web::get().to(oauth::metadata)),
+    )
     .service(
         resource("/webhooks/whatsapp")
             .route(web::get().to(whatsapp::verify))
@@ -84,6 +90,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::patch().to(users::update_me)),
             )
             .service(resource("/me/merchants").route(web::get().to(merchants::mine)))
+            .service(
+                resource("/oauth-clients")
+                    .route(web::post().to(oauth::create_client))
+                    .route(web::get().to(oauth::list_clients)),
+            )
+            .service(
+                resource("/oauth-clients/{client_id}")
+                    .route(web::delete().to(oauth::revoke_client)),
+            )
+            .service(
+                resource("/signing-keys/rotate").route(web::post().to(oauth::rotate_signing_key)),
+            )
             .service(resource("/me/whatsapp-link").route(web::post().to(users::whatsapp_link)))
             .service(resource("/regions").route(web::get().to(merchants::regions)))
             .service(

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    checkout, error, health, maps, merchants, orders, pages, pay, payments, users, webhooks,
+    checkout, error, health, maps, merchants, oauth, orders, pages, pay, payments, users, webhooks,
     whatsapp,
 };
 use crate::domain;
@@ -33,6 +33,8 @@ use crate::domain;
         payments::webhook, payments::attention,
         whatsapp::verify, whatsapp::receive, pay::show, pay::pay,
         maps::geocode, maps::reverse, maps::streets, maps::info,
+        oauth::create_client, oauth::list_clients, oauth::revoke_client,
+        oauth::rotate_signing_key, oauth::token, oauth::jwks, oauth::metadata,
         openapi_json,
         pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::pay,
         pages::asset,
@@ -58,6 +60,9 @@ use crate::domain;
         maps::GeocodeResults, maps::Bounds, maps::MapInfo,
         crate::maps::Place, crate::maps::Streets, crate::maps::streets::Street,
         domain::OrderView, domain::OrderItem, domain::Position, domain::HistoryEntry,
+        oauth::CreateClientRequest, oauth::ClientView, oauth::CreatedClient, oauth::ClientList,
+        oauth::RotatedKey, oauth::TokenRequest, oauth::TokenResponse, oauth::OAuthErrorBody,
+        oauth::ServerMetadata, super::auth::signing::Jwks, super::auth::signing::Jwk,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -71,6 +76,7 @@ use crate::domain;
         (name = "maps", description = "Geocoding, streets and the map the pages draw (OpenStreetMap data, ODbL)"),
         (name = "websockets", description = "Handshakes of the real-time sockets"),
         (name = "pages", description = "The web pages and their assets"),
+        (name = "oauth", description = "OAuth2 client credentials for integrations: clients, the token endpoint (errors as RFC 6749 §5.2), the keys that verify tokens (JWKS), their rotation, the server's metadata (RFC 8414); see docs/integrations.md"),
     )
 )]
 pub struct ApiDoc;

@@ -19,6 +19,7 @@ mod maps_dispatch;
 mod merchants;
 mod notifications;
 mod notify_support;
+mod oauth;
 mod openapi;
 mod osrm_client;
 mod osrm_support;

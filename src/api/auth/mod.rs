@@ -157,11 +157,7 @@ pub async fn authenticate(
             .await;
     }
     if signing::is_integration_token(credential) {
-        return state
-            .auth
-            .signing
-            .authenticate(&state.store, credential)
-            .await;
+        return state.auth.signing.authenticate(state, credential).await;
     }
     Ok(AuthUser::from_session(
         state.auth.tokens.verify(credential)?,

@@ -1,34 +1,592 @@
-//! Integration access tokens: EdDSA-signed JWTs with a `kid`, the key set that signs and verifies
-//! them (from a file, or generated, kept in the store and rotated), and the public keys as a JWKS.
-//! (Issue 18, part 3: being built.)
+//! Integration access tokens: EdDSA-signed JWTs (RFC 9068 `at+jwt`) with a `kid`, the key set
+//! that signs and verifies them (from a PEM file, or generated, kept in the store and rotated),
+//! the public keys as a JWKS, and whether the client behind a token is still registered.
 
-use super::AuthUser;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{AuthUser, Grant, Via};
 use crate::api::error::{ApiError, ErrorCode};
+use crate::api::state::AppState;
 use crate::config::AuthConfig;
-use crate::store::{Store, StoreError};
+use crate::domain::{MerchantId, Role, Scopes, UserId};
+use crate::store::{NewAuditEntry, OauthClient, Store, StoreError, StoredSigningKey};
+
+/// The JOSE header `typ` of an access token (RFC 9068 §2.1); checked when verifying, so that
+/// no other JWT signed with these keys passes for one.
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// The one algorithm these keys sign and verify with.
+const ALG_NAME: &str = "EdDSA";
+/// Longest time between two reloads of the key set from the store: how late a replica learns
+/// of a key another replica made.
+const RELOAD_INTERVAL_MAX_SECS: u64 = 30;
+/// Shortest: reloads are one small query, but not a loop.
+const RELOAD_INTERVAL_MIN_SECS: u64 = 1;
+/// A token naming an unknown `kid` reloads the set at most this often, so a flood of forged
+/// kids cannot turn into a flood of queries.
+const UNKNOWN_KID_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a client's registered-or-revoked state is trusted before it is read again: a
+/// revocation reaches every replica's verification within it (the issue asks for a second).
+const CLIENT_STATE_TTL: Duration = Duration::from_millis(500);
+/// Client states cached before stale ones are swept out.
+const CLIENT_CACHE_SWEEP_AT: usize = 10_000;
 
 /// Whether `token` is an integration access token (a JWT whose header names EdDSA), rather
 /// than a login token.
 pub fn is_integration_token(token: &str) -> bool {
-    jsonwebtoken::decode_header(token)
-        .is_ok_and(|header| header.alg == jsonwebtoken::Algorithm::EdDSA)
+    jsonwebtoken::decode_header(token).is_ok_and(|header| header.alg == Algorithm::EdDSA)
 }
 
-/// The keys that sign and verify integration access tokens.
-pub struct SigningKeys {}
+/// The issuer of tokens and metadata: the public URL without a trailing slash.
+pub fn issuer_of(public_url: &str) -> String {
+    public_url.trim().trim_end_matches('/').to_owned()
+}
 
-impl SigningKeys {
-    pub fn new(_config: &AuthConfig) -> Self {
-        SigningKeys {}
+/// The audience of access tokens: this service's REST API.
+pub fn audience_of(issuer: &str) -> String {
+    format!("{issuer}/api/v1")
+}
+
+/// A public key as a JWK (RFC 8037 OKP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Jwk {
+    /// `OKP`.
+    pub kty: String,
+    /// `Ed25519`.
+    pub crv: String,
+    /// The public key, base64url.
+    pub x: String,
+    /// The RFC 7638 thumbprint of the key.
+    pub kid: String,
+    /// `EdDSA`.
+    pub alg: String,
+    /// `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+/// The keys that verify access tokens (`GET /.well-known/jwks.json`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// The claims of an access token (RFC 9068 §2.2, with `role` and `merchant_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The account the token acts for.
+    pub sub: UserId,
+    pub client_id: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<MerchantId>,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// A freshly issued access token.
+#[derive(Debug, Clone)]
+pub struct IssuedAccessToken {
+    pub token: String,
+    pub expires_in_secs: i64,
+    pub scope: String,
+}
+
+/// One key: signs (when it is the set's first) and verifies until `verify_until`.
+struct Key {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    jwk: Jwk,
+    created_at: DateTime<Utc>,
+    /// `None`: verifies for as long as it is in the set.
+    verify_until: Option<DateTime<Utc>>,
+}
+
+impl Key {
+    fn from_pkcs8_der(
+        der: &[u8],
+        created_at: DateTime<Utc>,
+        verify_until: Option<DateTime<Utc>>,
+    ) -> Result<Key, String> {
+        let signing = ed25519_dalek::SigningKey::from_pkcs8_der(der)
+            .map_err(|e| format!("not a PKCS#8 Ed25519 private key: {e}"))?;
+        let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+        let kid = thumbprint(&x);
+        Ok(Key {
+            encoding: EncodingKey::from_ed_der(der),
+            decoding: DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?,
+            jwk: Jwk {
+                kty: "OKP".to_owned(),
+                crv: "Ed25519".to_owned(),
+                x,
+                kid: kid.clone(),
+                alg: ALG_NAME.to_owned(),
+                use_: "sig".to_owned(),
+            },
+            kid,
+            created_at,
+            verify_until,
+        })
     }
 
-    /// Loads the key set (from the file, or the store, generating the first key).
-    pub async fn load(&self, _store: &Store) -> Result<(), StoreError> {
+    fn verifies_at(&self, now: DateTime<Utc>) -> bool {
+        self.verify_until.is_none_or(|until| until > now)
+    }
+}
+
+/// The RFC 7638 thumbprint of an Ed25519 public key: SHA-256 of the required members in
+/// lexicographic order, base64url.
+fn thumbprint(x: &str) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// A new random Ed25519 key, as the store keeps it.
+fn generate_key(now: DateTime<Utc>) -> Result<StoredSigningKey, StoreError> {
+    let mut seed = [0u8; ed25519_dalek::SECRET_KEY_LENGTH];
+    rand::rng().fill_bytes(&mut seed);
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let der = signing
+        .to_pkcs8_der()
+        .map_err(|e| StoreError::Corrupt(format!("encode a signing key: {e}")))?;
+    let key = Key::from_pkcs8_der(der.as_bytes(), now, None).map_err(StoreError::Corrupt)?;
+    Ok(StoredSigningKey {
+        kid: key.kid,
+        alg: ALG_NAME.to_owned(),
+        private_der: der.as_bytes().to_vec(),
+        public_jwk: serde_json::to_string(&key.jwk).unwrap_or_default(),
+        created_at: now,
+        retired_at: None,
+        verify_until: None,
+    })
+}
+
+/// The private keys of a PEM file (`-----BEGIN PRIVATE KEY-----` blocks, PKCS#8), in order.
+fn parse_pem_keys(text: &str) -> Result<Vec<Vec<u8>>, String> {
+    const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+    const END: &str = "-----END PRIVATE KEY-----";
+    let mut keys = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let body = &rest[start + BEGIN.len()..];
+        let end = body
+            .find(END)
+            .ok_or_else(|| format!("key {} has no {END} line", keys.len() + 1))?;
+        let base64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
+        let der = STANDARD
+            .decode(base64)
+            .map_err(|e| format!("key {} is not base64: {e}", keys.len() + 1))?;
+        keys.push(der);
+        rest = &body[end + END.len()..];
+    }
+    if keys.is_empty() {
+        return Err(format!("no {BEGIN} block"));
+    }
+    Ok(keys)
+}
+
+/// The keys in force: the first signs, every one verifies.
+struct KeySet {
+    keys: Vec<Arc<Key>>,
+    /// From the file: never rotated.
+    from_file: bool,
+}
+
+impl KeySet {
+    fn signer(&self) -> Option<&Arc<Key>> {
+        self.keys.first()
+    }
+}
+
+/// The keys that sign and verify integration access tokens, and the cached state of the
+/// clients whose tokens they verify.
+pub struct SigningKeys {
+    file: Option<std::path::PathBuf>,
+    ttl_secs: i64,
+    rotate_secs: i64,
+    set: RwLock<Option<Arc<KeySet>>>,
+    /// When an unknown `kid` last reloaded the set. An async lock, held across the reload on
+    /// purpose: requests that arrive meanwhile with the same new kid wait for its result
+    /// instead of each reloading.
+    unknown_kid_reload: tokio::sync::Mutex<Option<Instant>>,
+    /// client id → (read at, still registered).
+    clients: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+impl SigningKeys {
+    pub fn new(config: &AuthConfig) -> Self {
+        SigningKeys {
+            file: config.signing_keys_file.clone(),
+            ttl_secs: i64::try_from(config.access_token_ttl_secs).unwrap_or(i64::MAX),
+            rotate_secs: i64::try_from(config.signing_key_rotate_secs).unwrap_or(i64::MAX),
+            set: RwLock::new(None),
+            unknown_kid_reload: tokio::sync::Mutex::new(None),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How often replicas reload the key set: at least four times per token lifetime, so a
+    /// retired key's grace (see [`Self::retire_grace_secs`]) stays short when tokens are.
+    pub fn reload_interval(&self) -> Duration {
+        let quarter = u64::try_from(self.ttl_secs / 4).unwrap_or(0);
+        Duration::from_secs(quarter.clamp(RELOAD_INTERVAL_MIN_SECS, RELOAD_INTERVAL_MAX_SECS))
+    }
+
+    /// How long a retired key keeps verifying: a token's lifetime, plus one reload interval
+    /// because the other replicas sign with it until they next reload.
+    fn retire_grace_secs(&self) -> i64 {
+        let reload = i64::try_from(self.reload_interval().as_secs()).unwrap_or(0);
+        self.ttl_secs.saturating_add(reload)
+    }
+
+    /// The lifetime of an access token.
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl_secs
+    }
+
+    /// Reads `MEALKITZ_SIGNING_KEYS_FILE` when it is set: `Ok(false)` without one. A file that
+    /// cannot be read or holds no Ed25519 key is an error naming the setting (start-up fails).
+    pub fn load_file(&self) -> Result<bool, String> {
+        let Some(path) = &self.file else {
+            return Ok(false);
+        };
+        let keys = read_key_file(path)
+            .map_err(|e| format!("MEALKITZ_SIGNING_KEYS_FILE {}: {e}", path.display()))?;
+        self.install(KeySet {
+            keys,
+            from_file: true,
+        });
+        Ok(true)
+    }
+
+    fn install(&self, set: KeySet) {
+        *self.set.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(set));
+    }
+
+    fn current(&self) -> Option<Arc<KeySet>> {
+        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether keys are loaded (until then issuing and verifying answer 503).
+    pub fn is_ready(&self) -> bool {
+        self.current().is_some()
+    }
+
+    fn loaded(&self) -> Result<Arc<KeySet>, ApiError> {
+        self.current()
+            .ok_or_else(|| ApiError::new(ErrorCode::StoreUnavailable).retry_after(1))
+    }
+
+    /// Loads the key set from the store, generating the first key. When replicas raced and
+    /// more than one key may sign, all but the newest are retired, so every replica signs with
+    /// the same one. (With a key file: nothing to do.)
+    pub async fn load(&self, store: &Store) -> Result<(), StoreError> {
+        if self.file.is_some() {
+            return Ok(());
+        }
+        let mut rows = store.signing_keys().await?;
+        let now = crate::store::now();
+        if rows.iter().all(|k| k.retired_at.is_some()) {
+            store.add_first_signing_key(&generate_key(now)?).await?;
+            rows = store.signing_keys().await?;
+        }
+        let mut signing = rows.iter().filter(|k| k.retired_at.is_none());
+        if let (Some(newest), Some(_)) = (signing.next(), signing.next()) {
+            let until = now + chrono::Duration::seconds(self.retire_grace_secs());
+            store
+                .retire_signing_keys_except(&newest.kid, now, until)
+                .await?;
+            rows = store.signing_keys().await?;
+        }
+        // Newest first; the one that signs leads.
+        rows.sort_by_key(|k| k.retired_at.is_some());
+        let mut keys = Vec::new();
+        for row in rows {
+            if row.retired_at.is_some() && row.verify_until.is_none_or(|until| until <= now) {
+                continue;
+            }
+            match Key::from_pkcs8_der(&row.private_der, row.created_at, row.verify_until) {
+                Ok(key) => keys.push(Arc::new(key)),
+                Err(error) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "signing key {}: {error}",
+                        row.kid
+                    )));
+                }
+            }
+        }
+        self.install(KeySet {
+            keys,
+            from_file: false,
+        });
         Ok(())
     }
 
-    /// The caller an access token proves.
-    pub async fn authenticate(&self, _store: &Store, _token: &str) -> Result<AuthUser, ApiError> {
-        Err(ApiError::new(ErrorCode::InvalidToken))
+    /// The periodic work of every replica: reload the set, and rotate the signing key once it
+    /// is older than `signing_key_rotate_secs` (one replica wins; the audit log names it).
+    pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
+        self.load(store).await?;
+        let Some(set) = self.current() else {
+            return Ok(());
+        };
+        let due = set.signer().is_some_and(|key| {
+            !set.from_file
+                && (crate::store::now() - key.created_at).num_seconds() >= self.rotate_secs
+        });
+        if due && let Some(kid) = self.rotate(store).await? {
+            tracing::info!(kid = %kid, "signing key rotated (it reached its age)");
+            store
+                .audit(NewAuditEntry {
+                    actor: None,
+                    via: "system",
+                    action: "signing_key.rotated",
+                    target: Some(&kid),
+                    detail: serde_json::json!({ "reason": "age" }),
+                })
+                .await?;
+        }
+        Ok(())
     }
+
+    /// Whether the keys come from the file (they are not rotated then).
+    pub fn from_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Makes a new key the signing one; the one it replaces verifies until its last token has
+    /// expired. The new kid, or `None` when another replica rotated at the same moment (the
+    /// set is reloaded either way).
+    pub async fn rotate(&self, store: &Store) -> Result<Option<String>, StoreError> {
+        self.load(store).await?;
+        let Some(current) = self
+            .current()
+            .and_then(|set| set.signer().map(|k| k.kid.clone()))
+        else {
+            return Ok(None);
+        };
+        let now = crate::store::now();
+        let new = generate_key(now)?;
+        let until = now + chrono::Duration::seconds(self.retire_grace_secs());
+        let won = store.rotate_signing_key(&current, &new, until).await?;
+        self.load(store).await?;
+        Ok(won.then_some(new.kid))
+    }
+
+    /// The kid of the key that signs now.
+    pub fn signing_kid(&self) -> Option<String> {
+        self.current()
+            .and_then(|set| set.signer().map(|k| k.kid.clone()))
+    }
+
+    /// The public keys that verify now.
+    pub fn jwks(&self) -> Result<Jwks, ApiError> {
+        let set = self.loaded()?;
+        let now = Utc::now();
+        Ok(Jwks {
+            keys: set
+                .keys
+                .iter()
+                .filter(|k| k.verifies_at(now))
+                .map(|k| k.jwk.clone())
+                .collect(),
+        })
+    }
+
+    /// An access token for `client`, acting for its account (whose role is `role`), carrying
+    /// `scopes`.
+    pub fn issue(
+        &self,
+        issuer: &str,
+        client: &OauthClient,
+        role: Role,
+        scopes: Scopes,
+    ) -> Result<IssuedAccessToken, ApiError> {
+        let set = self.loaded()?;
+        let key = set
+            .signer()
+            .ok_or_else(|| ApiError::new(ErrorCode::StoreUnavailable).retry_after(1))?;
+        let now = Utc::now().timestamp();
+        let scope = scopes.to_space_separated();
+        let claims = AccessClaims {
+            iss: issuer.to_owned(),
+            aud: audience_of(issuer),
+            sub: client.user_id,
+            client_id: client.client_id.clone(),
+            scope: scope.clone(),
+            role,
+            merchant_id: client.merchant_id,
+            iat: now,
+            exp: now.saturating_add(self.ttl_secs),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        header.kid = Some(key.kid.clone());
+        let token =
+            jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(ApiError::internal)?;
+        Ok(IssuedAccessToken {
+            token,
+            expires_in_secs: self.ttl_secs,
+            scope,
+        })
+    }
+
+    /// The caller an access token proves: a valid signature by a key that verifies now, our
+    /// issuer and audience, not expired (no leeway), from a client still registered.
+    pub async fn authenticate(&self, state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+        let issuer = issuer_of(&state.notify.public_url);
+        let claims = self.verify(&state.store, &issuer, token).await?;
+        if !self
+            .client_registered(&state.store, &claims.client_id)
+            .await?
+        {
+            return Err(ApiError::new(ErrorCode::InvalidToken)
+                .with_message("The OAuth client of this token was revoked."));
+        }
+        let scopes = Scopes::parse_space_separated(&claims.scope)
+            .map_err(|_| ApiError::new(ErrorCode::InvalidToken))?;
+        Ok(AuthUser {
+            id: claims.sub,
+            role: claims.role,
+            expires_at: claims.exp,
+            grant: Grant {
+                via: Via::Client {
+                    client_id: claims.client_id,
+                },
+                scopes,
+                merchant: claims.merchant_id,
+            },
+        })
+    }
+
+    /// The claims of a token that verifies (signature, kid, typ, iss, aud, exp).
+    pub async fn verify(
+        &self,
+        store: &Store,
+        issuer: &str,
+        token: &str,
+    ) -> Result<AccessClaims, ApiError> {
+        let invalid = || ApiError::new(ErrorCode::InvalidToken);
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return Err(invalid());
+        }
+        let kid = header.kid.ok_or_else(invalid)?;
+        let key = match self.verifying_key(&kid)? {
+            Some(key) => key,
+            None => self
+                .reload_for_unknown_kid(store, &kid)
+                .await?
+                .ok_or_else(invalid)?,
+        };
+        // The allowlist is EdDSA alone, whatever the header says.
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 0;
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience_of(issuer)]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => ApiError::new(ErrorCode::TokenExpired),
+                _ => invalid(),
+            })
+    }
+
+    /// The key named `kid` if it verifies now; `None` if the set has no such key.
+    fn verifying_key(&self, kid: &str) -> Result<Option<Arc<Key>>, ApiError> {
+        let set = self.loaded()?;
+        let now = Utc::now();
+        Ok(set
+            .keys
+            .iter()
+            .find(|k| k.kid == kid && k.verifies_at(now))
+            .cloned())
+    }
+
+    /// A kid not in the set may be a key another replica just made: reload once (at most every
+    /// [`UNKNOWN_KID_RELOAD_MIN_INTERVAL`]) and look again.
+    async fn reload_for_unknown_kid(
+        &self,
+        store: &Store,
+        kid: &str,
+    ) -> Result<Option<Arc<Key>>, ApiError> {
+        if self.from_file() {
+            return Ok(None);
+        }
+        let mut last = self.unknown_kid_reload.lock().await;
+        if let Some(key) = self.verifying_key(kid)? {
+            return Ok(Some(key));
+        }
+        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_RELOAD_MIN_INTERVAL) {
+            return Ok(None);
+        }
+        *last = Some(Instant::now());
+        self.load(store).await?;
+        self.verifying_key(kid)
+    }
+
+    /// Whether `client_id` is registered and not revoked, read at most every
+    /// [`CLIENT_STATE_TTL`] per client.
+    async fn client_registered(&self, store: &Store, client_id: &str) -> Result<bool, ApiError> {
+        {
+            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((read_at, registered)) = clients.get(client_id)
+                && read_at.elapsed() < CLIENT_STATE_TTL
+            {
+                return Ok(*registered);
+            }
+        }
+        let registered = store
+            .oauth_client(client_id)
+            .await?
+            .is_some_and(|client| client.revoked_at.is_none());
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.len() >= CLIENT_CACHE_SWEEP_AT {
+            clients.retain(|_, (read_at, _)| read_at.elapsed() < CLIENT_STATE_TTL);
+        }
+        clients.insert(client_id.to_owned(), (Instant::now(), registered));
+        Ok(registered)
+    }
+
+    /// Forgets what this replica knows of `client_id` (it was just revoked here).
+    pub fn forget_client(&self, client_id: &str) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(client_id);
+    }
+}
+
+/// The keys of a PEM file, the first first.
+fn read_key_file(path: &Path) -> Result<Vec<Arc<Key>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let created_at = Utc::now();
+    parse_pem_keys(&text)?
+        .iter()
+        .enumerate()
+        .map(|(i, der)| {
+            Key::from_pkcs8_der(der, created_at, None)
+                .map(Arc::new)
+                .map_err(|e| format!("key {}: {e}", i + 1))
+        })
+        .collect()
 }
