@@ -66,7 +66,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/driver").route(web::get().to(pages::driver)))
     .service(resource("/pay/{token}").route(web::get().to(pages::pay)))
     .service(resource("/assets/{name}").route(web::get().to(pages::asset)))
-    .service(resource("/oauth/token").route(web::post().to(oauth::token)))
+    .service(resource("/oauth/token").route(web::post().to(oauth::token::token)))
     .service(resource("/.well-known/jwks.json").route(web::get().to(oauth::jwks)))
     .service(
         resource("/.well-known/oauth-authorization-server").route(web::get().to(oauth::metadata)),

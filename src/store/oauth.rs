@@ -275,6 +275,20 @@ impl Store {
         Ok(retired)
     }
 
+    /// Deletes retired keys that stopped verifying before `before`. Returns how many.
+    pub async fn purge_signing_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let purged = on_writer!(self, |pool| {
+            sqlx::query(
+                "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND verify_until < $1",
+            )
+            .bind(before)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(purged)
+    }
+
     /// Replaces the signing key `current` with `new` in one transaction: `current` is retired
     /// (verifying until `verify_until`) and `new` signs. `false`, with nothing written, when
     /// `current` no longer signs (another replica rotated it first).

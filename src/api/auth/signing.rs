@@ -40,6 +40,9 @@ const UNKNOWN_KID_RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a client's registered-or-revoked state is trusted before it is read again: a
 /// revocation reaches every replica's verification within it (the issue asks for a second).
 const CLIENT_STATE_TTL: Duration = Duration::from_millis(500);
+/// How long a key that no longer verifies stays in the store (for an operator looking into a
+/// token of yesterday) before it is deleted.
+const RETIRED_KEY_KEPT_SECS: i64 = 7 * 24 * 3_600;
 /// Client states cached before stale ones are swept out.
 const CLIENT_CACHE_SWEEP_AT: usize = 10_000;
 
@@ -344,6 +347,10 @@ impl SigningKeys {
     /// is older than `signing_key_rotate_secs` (one replica wins; the audit log names it).
     pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
         self.load(store).await?;
+        if self.file.is_none() {
+            let before = crate::store::now() - chrono::Duration::seconds(RETIRED_KEY_KEPT_SECS);
+            store.purge_signing_keys(before).await?;
+        }
         let Some(set) = self.current() else {
             return Ok(());
         };
@@ -589,4 +596,244 @@ fn read_key_file(path: &Path) -> Result<Vec<Arc<Key>>, String> {
                 .map_err(|e| format!("key {}: {e}", i + 1))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Scope;
+
+    const ISSUER: &str = "https://dispatch.example.test";
+
+    fn keys_with(seeds: &[u8]) -> SigningKeys {
+        // As if read from a file: such keys never reload from the store.
+        let keys = SigningKeys::new(&AuthConfig {
+            access_token_ttl_secs: 60,
+            signing_keys_file: Some("keys.pem".into()),
+            ..AuthConfig::default()
+        });
+        let now = Utc::now();
+        let set = seeds
+            .iter()
+            .map(|seed| {
+                let der = ed25519_dalek::SigningKey::from_bytes(&[*seed; 32])
+                    .to_pkcs8_der()
+                    .unwrap();
+                Arc::new(Key::from_pkcs8_der(der.as_bytes(), now, None).unwrap())
+            })
+            .collect();
+        keys.install(KeySet {
+            keys: set,
+            from_file: true,
+        });
+        keys
+    }
+
+    fn client() -> OauthClient {
+        OauthClient {
+            client_id: "mkc_unit".into(),
+            name: "Unit".into(),
+            secret_hash: String::new(),
+            scopes: [Scope::OrdersRead].into_iter().collect(),
+            user_id: UserId::new(),
+            merchant_id: Some(MerchantId::new()),
+            created_by: UserId::new(),
+            created_at: Utc::now(),
+            revoked_at: None,
+        }
+    }
+
+    /// A store never migrated: file keys do not reload from it.
+    fn store() -> (Store, std::path::PathBuf) {
+        crate::store::test_support::sqlite_store()
+    }
+
+    #[test]
+    fn the_kid_is_the_rfc_8037_thumbprint() {
+        // RFC 8037 appendix A.2 and A.3.
+        assert_eq!(
+            thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn pem_files_give_their_keys_in_order_and_refuse_garbage() {
+        let pem = |seed: u8| {
+            let der = ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+                .to_pkcs8_der()
+                .unwrap();
+            let body = STANDARD.encode(der.as_bytes());
+            format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n{}\n-----END PRIVATE KEY-----\n",
+                &body[..40],
+                &body[40..]
+            )
+        };
+        let ders = parse_pem_keys(&format!("comment\n{}{}", pem(1), pem(2))).unwrap();
+        assert_eq!(ders.len(), 2);
+        let first = Key::from_pkcs8_der(&ders[0], Utc::now(), None).unwrap();
+        assert_eq!(first.kid, keys_with(&[1]).signing_kid().unwrap());
+        assert!(parse_pem_keys("nothing here").is_err());
+        assert!(
+            parse_pem_keys("-----BEGIN PRIVATE KEY-----\n!!!\n-----END PRIVATE KEY-----").is_err()
+        );
+        assert!(Key::from_pkcs8_der(b"not der", Utc::now(), None).is_err());
+    }
+
+    #[actix_web::test]
+    async fn an_issued_token_verifies_with_its_claims_and_only_for_our_issuer() {
+        let (store, dir) = store();
+        let keys = keys_with(&[1, 2]);
+        let client = client();
+        let issued = keys
+            .issue(ISSUER, &client, Role::Merchant, client.scopes)
+            .unwrap();
+        assert_eq!(issued.expires_in_secs, 60);
+        let claims = keys.verify(&store, ISSUER, &issued.token).await.unwrap();
+        assert_eq!(claims.sub, client.user_id);
+        assert_eq!(claims.client_id, "mkc_unit");
+        assert_eq!(claims.scope, "orders:read");
+        assert_eq!(claims.role, Role::Merchant);
+        assert_eq!(claims.merchant_id, client.merchant_id);
+        assert_eq!(claims.aud, format!("{ISSUER}/api/v1"));
+        assert_eq!(claims.exp - claims.iat, 60);
+        let header = jsonwebtoken::decode_header(&issued.token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.kid, keys.signing_kid());
+        assert!(is_integration_token(&issued.token));
+
+        let elsewhere = keys
+            .verify(&store, "https://other.example", &issued.token)
+            .await;
+        assert_eq!(elsewhere.unwrap_err().code(), ErrorCode::InvalidToken);
+        // Keys that do not know its kid refuse it.
+        let other = keys_with(&[3]);
+        let unknown = other.verify(&store, ISSUER, &issued.token).await;
+        assert_eq!(unknown.unwrap_err().code(), ErrorCode::InvalidToken);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A token signed by `keys`' signer with `claims` and `header` as given.
+    fn forge(keys: &SigningKeys, header: Header, claims: &AccessClaims) -> String {
+        let set = keys.current().unwrap();
+        jsonwebtoken::encode(&header, claims, &set.signer().unwrap().encoding).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn expired_tokens_and_tokens_without_typ_or_kid_or_with_another_alg_are_refused() {
+        let (store, dir) = store();
+        let keys = keys_with(&[1]);
+        let now = Utc::now().timestamp();
+        let claims = AccessClaims {
+            iss: ISSUER.into(),
+            aud: audience_of(ISSUER),
+            sub: UserId::new(),
+            client_id: "mkc_unit".into(),
+            scope: "orders:read".into(),
+            role: Role::Customer,
+            merchant_id: None,
+            iat: now - 120,
+            exp: now - 1,
+            jti: "j".into(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYPE.into());
+        header.kid = keys.signing_kid();
+        let expired = keys
+            .verify(&store, ISSUER, &forge(&keys, header.clone(), &claims))
+            .await;
+        assert_eq!(expired.unwrap_err().code(), ErrorCode::TokenExpired);
+
+        let fresh = AccessClaims {
+            exp: now + 60,
+            ..claims.clone()
+        };
+        assert!(
+            keys.verify(&store, ISSUER, &forge(&keys, header.clone(), &fresh))
+                .await
+                .is_ok()
+        );
+        let mut untyped = header.clone();
+        untyped.typ = Some("JWT".into());
+        let mut no_kid = header.clone();
+        no_kid.kid = None;
+        for refused in [untyped, no_kid] {
+            let error = keys
+                .verify(&store, ISSUER, &forge(&keys, refused, &fresh))
+                .await;
+            assert_eq!(error.unwrap_err().code(), ErrorCode::InvalidToken);
+        }
+        // An HS256 token naming our kid (keyed with the public key, the classic confusion).
+        let mut hs = Header::new(Algorithm::HS256);
+        hs.typ = Some(ACCESS_TOKEN_TYPE.into());
+        hs.kid = keys.signing_kid();
+        let public = keys.jwks().unwrap().keys[0].x.clone();
+        let confused =
+            jsonwebtoken::encode(&hs, &fresh, &EncodingKey::from_secret(public.as_bytes()))
+                .unwrap();
+        let error = keys.verify(&store, ISSUER, &confused).await;
+        assert_eq!(error.unwrap_err().code(), ErrorCode::InvalidToken);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn nothing_is_issued_or_published_until_keys_are_loaded() {
+        let keys = SigningKeys::new(&AuthConfig::default());
+        assert!(!keys.is_ready());
+        let client = client();
+        let error = keys
+            .issue(ISSUER, &client, Role::Customer, client.scopes)
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::StoreUnavailable);
+        assert_eq!(keys.jwks().unwrap_err().code(), ErrorCode::StoreUnavailable);
+    }
+
+    #[test]
+    fn replicas_reload_at_least_four_times_per_token_lifetime_within_bounds() {
+        let interval = |ttl| {
+            SigningKeys::new(&AuthConfig {
+                access_token_ttl_secs: ttl,
+                ..AuthConfig::default()
+            })
+            .reload_interval()
+            .as_secs()
+        };
+        assert_eq!(interval(3_600), RELOAD_INTERVAL_MAX_SECS);
+        assert_eq!(interval(40), 10);
+        assert_eq!(interval(2), RELOAD_INTERVAL_MIN_SECS);
+    }
+
+    #[actix_web::test]
+    async fn the_store_keeps_one_signing_key_and_a_rotation_retires_the_old_one_for_its_grace() {
+        let (store, dir) = store();
+        store.migrate().await.unwrap();
+        let keys = SigningKeys::new(&AuthConfig {
+            access_token_ttl_secs: 60,
+            ..AuthConfig::default()
+        });
+        keys.load(&store).await.unwrap();
+        let first = keys.signing_kid().unwrap();
+        // A second replica loading finds the same key.
+        let replica = SigningKeys::new(&AuthConfig::default());
+        replica.load(&store).await.unwrap();
+        assert_eq!(replica.signing_kid(), Some(first.clone()));
+
+        let second = keys.rotate(&store).await.unwrap().unwrap();
+        assert_ne!(second, first);
+        assert_eq!(keys.signing_kid(), Some(second.clone()));
+        let published: Vec<String> = keys
+            .jwks()
+            .unwrap()
+            .keys
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
+        assert_eq!(published, vec![second.clone(), first.clone()]);
+        let rows = store.signing_keys().await.unwrap();
+        let old = rows.iter().find(|k| k.kid == first).unwrap();
+        let grace = (old.verify_until.unwrap() - old.retired_at.unwrap()).num_seconds();
+        assert_eq!(grace, 60 + 15, "a token lifetime and a reload interval");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
