@@ -522,7 +522,36 @@ async fn a_client_limited_to_a_merchant_acts_for_its_owner(kind: Db) {
     );
 }
 
+/// Replicas starting at once on an empty table may each add a first key; once each has
+/// loaded again they sign with the same one, and only that one may sign.
+async fn replicas_racing_at_first_start_end_up_with_one_signing_key(kind: Db) {
+    use mealkitz::api::auth::signing::SigningKeys;
+    let db = TestDb::create(kind).await;
+    let store = crate::helpers::migrated_store(&db).await;
+    let settings = mealkitz::config::AuthConfig::default();
+    let replicas: Vec<SigningKeys> = (0..4).map(|_| SigningKeys::new(&settings)).collect();
+    let loads = futures_util::future::join_all(replicas.iter().map(|r| r.load(&store))).await;
+    assert!(loads.iter().all(Result::is_ok), "{loads:?}");
+    for replica in &replicas {
+        replica.load(&store).await.unwrap();
+    }
+    let kids: Vec<Option<String>> = replicas.iter().map(SigningKeys::signing_kid).collect();
+    assert!(kids[0].is_some());
+    assert!(kids.iter().all(|kid| *kid == kids[0]), "{kids:?}");
+    let signing: Vec<String> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.retired_at.is_none())
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(signing, vec![kids[0].clone().unwrap()]);
+    store.close().await;
+}
+
 each_backend! {
+    racing_first_start => replicas_racing_at_first_start_end_up_with_one_signing_key;
     client_credentials_give_a_verifiable_token => client_credentials_give_a_token_that_verifies_against_the_published_jwks;
     scope_narrowing => the_scope_parameter_narrows_the_token_to_the_scopes_asked;
     section_5_2_errors => every_section_5_2_error_is_answered_as_the_rfc_says;

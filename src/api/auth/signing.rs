@@ -777,8 +777,8 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[test]
-    fn nothing_is_issued_or_published_until_keys_are_loaded() {
+    #[actix_web::test]
+    async fn nothing_is_issued_verified_or_published_until_keys_are_loaded() {
         let keys = SigningKeys::new(&AuthConfig::default());
         assert!(!keys.is_ready());
         let client = client();
@@ -787,6 +787,16 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.code(), ErrorCode::StoreUnavailable);
         assert_eq!(keys.jwks().unwrap_err().code(), ErrorCode::StoreUnavailable);
+        let (store, dir) = store();
+        let issued = keys_with(&[1])
+            .issue(ISSUER, &client, Role::Customer, client.scopes)
+            .unwrap();
+        let verified = keys
+            .verify(&store, ISSUER, &issued.token)
+            .await
+            .unwrap_err();
+        assert_eq!(verified.code(), ErrorCode::StoreUnavailable);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
