@@ -184,7 +184,11 @@ impl Application {
             settlement: order_closed,
             checkouts_in_flight: Default::default(),
             checkout: Arc::new(config.checkout.clone()),
-            limits: Arc::new(Limits::new(&config.checkout, bus.clone())),
+            limits: Arc::new(Limits::new(
+                &config.checkout,
+                config.auth.api_key_requests_per_minute,
+                bus.clone(),
+            )),
             maps,
             map_tiles_url: config.maps.map_tiles_url.clone(),
             notifier,

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::auth::AuthUser;
+use super::auth::{AuthUser, Scoped, need};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{is_json, parse_json};
 use super::merchants::service_point;
@@ -471,13 +471,13 @@ impl CheckoutAnswer {
     post, path = "/api/v1/orders", tag = "orders",
     request_body = CheckoutRequest,
     params(("Idempotency-Key" = String, Header, description = "A unique string per checkout (1 to 255 visible ASCII characters). The same key with the same body continues the same checkout: it never makes a second order or a second authorisation, and replays the final answer for 24 h.")),
-    security(("bearer" = [])),
+    security(("bearer" = ["orders:write"])),
     responses(
         (status = 201, description = "Placed; the payment is authorised", body = OrderView),
         (status = 400, description = "Malformed JSON, a missing or invalid Idempotency-Key", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 402, description = "payment_declined or insufficient_funds; no order was made", body = ErrorBody),
-        (status = 403, description = "Not a customer", body = ErrorBody),
+        (status = 403, description = "insufficient_scope; merchant_not_in_grant; forbidden: neither a customer nor the merchant's owner", body = ErrorBody),
         (status = 409, description = "request_in_progress (a live server is still running a request with this key: retry shortly with the same key) or merchant_closed", body = ErrorBody),
         (status = 410, description = "checkout_abandoned: the checkout was given up unfinished (after MEALKITZ_PAYMENT_ABANDON_AFTER_SECS) and its hold released", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
@@ -489,10 +489,12 @@ impl CheckoutAnswer {
 pub async fn checkout(
     req: HttpRequest,
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::OrdersWrite>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Customer])?;
+    // Customers order for themselves; a merchant (its POS, with a key) orders at its own
+    // kitchens only, checked once the body names the merchant.
+    caller.require(&[Role::Customer, Role::Merchant])?;
     state
         .limits
         .checkout_per_customer
@@ -519,6 +521,18 @@ pub async fn run(
 ) -> Result<CheckoutAnswer, ApiError> {
     let hash = request_hash(&parse_json(body)?);
     let request: CheckoutRequest = parse_json(body)?;
+    caller.require_merchant(request.merchant_id)?;
+    if caller.role == Role::Merchant {
+        let own = state
+            .store
+            .merchant(request.merchant_id)
+            .await?
+            .is_some_and(|m| m.owner_id == caller.id);
+        if !own {
+            return Err(ApiError::new(ErrorCode::Forbidden)
+                .with_message("A merchant places orders at its own kitchens only."));
+        }
+    }
     let Some(running) = state.checkouts_in_flight.enter(caller.id, key) else {
         return Err(ApiError::new(ErrorCode::RequestInProgress).retry_after(1));
     };

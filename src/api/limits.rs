@@ -140,11 +140,13 @@ pub struct Limits {
     pub whatsapp_per_phone: RateLimiter,
     pub oauth_failures_per_client: RateLimiter,
     pub oauth_failures_per_address: RateLimiter,
+    /// Requests per API key (`MEALKITZ_API_KEY_REQUESTS_PER_MINUTE`).
+    pub per_api_key: RateLimiter,
 }
 
 impl Limits {
-    /// The limits in `config`, counted in Redis when `bus` is set.
-    pub fn new(config: &CheckoutConfig, bus: Option<Arc<Bus>>) -> Self {
+    /// The limits in `config` and `api_key_per_minute`, counted in Redis when `bus` is set.
+    pub fn new(config: &CheckoutConfig, api_key_per_minute: u32, bus: Option<Arc<Bus>>) -> Self {
         Limits {
             login_per_email: RateLimiter::shared(
                 "login-email",
@@ -174,8 +176,9 @@ impl Limits {
             oauth_failures_per_address: RateLimiter::shared(
                 "oauth-failures-address",
                 OAUTH_FAILURES_PER_ADDRESS_PER_MINUTE,
-                bus,
+                bus.clone(),
             ),
+            per_api_key: RateLimiter::shared("api-key", api_key_per_minute, bus),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::auth::AuthUser;
+use super::auth::{Scoped, need};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::state::AppState;
 use crate::geo::LatLon;
@@ -101,7 +101,7 @@ fn point(name: &str, text: &str) -> Result<LatLon, ApiError> {
 /// Addresses, streets and places for typed text, best first.
 #[utoipa::path(
     get, path = "/api/v1/geocode", tag = "maps",
-    params(GeocodeParams), security(("bearer" = [])),
+    params(GeocodeParams), security(("bearer" = ["maps:read"])),
     responses(
         (status = 200, description = "At most `limit` answers, best first (none when nothing matches)", body = GeocodeResults),
         (status = 400, description = "A query parameter is repeated (invalid_query)", body = ErrorBody),
@@ -112,7 +112,7 @@ fn point(name: &str, text: &str) -> Result<LatLon, ApiError> {
 )]
 pub async fn geocode(
     state: web::Data<AppState>,
-    _caller: AuthUser,
+    _caller: Scoped<need::MapsRead>,
     params: web::Query<GeocodeParams>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
@@ -148,7 +148,7 @@ pub async fn geocode(
 /// The address nearest a point (within 100 m), else the nearest street or place.
 #[utoipa::path(
     get, path = "/api/v1/geocode/reverse", tag = "maps",
-    params(ReverseParams), security(("bearer" = [])),
+    params(ReverseParams), security(("bearer" = ["maps:read"])),
     responses(
         (status = 200, body = Place),
         (status = 400, description = "A query parameter is repeated (invalid_query)", body = ErrorBody),
@@ -159,7 +159,7 @@ pub async fn geocode(
 )]
 pub async fn reverse(
     state: web::Data<AppState>,
-    _caller: AuthUser,
+    _caller: Scoped<need::MapsRead>,
     params: web::Query<ReverseParams>,
 ) -> Result<HttpResponse, ApiError> {
     let lat = coordinate("lat", params.lat.as_deref())?;
@@ -205,7 +205,7 @@ fn bbox(text: Option<&str>) -> Result<(LatLon, LatLon), ApiError> {
 /// minor classes are left out first).
 #[utoipa::path(
     get, path = "/api/v1/map/streets", tag = "maps",
-    params(StreetsParams), security(("bearer" = [])),
+    params(StreetsParams), security(("bearer" = ["maps:read"])),
     responses(
         (status = 200, description = "Minor classes first, so that drawn in order the main roads lie on top", body = Streets),
         (status = 400, description = "A query parameter is repeated (invalid_query)", body = ErrorBody),
@@ -216,7 +216,7 @@ fn bbox(text: Option<&str>) -> Result<(LatLon, LatLon), ApiError> {
 )]
 pub async fn streets(
     state: web::Data<AppState>,
-    _caller: AuthUser,
+    _caller: Scoped<need::MapsRead>,
     params: web::Query<StreetsParams>,
 ) -> Result<HttpResponse, ApiError> {
     let (south_west, north_east) = bbox(params.bbox.as_deref())?;
@@ -226,10 +226,10 @@ pub async fn streets(
 
 /// What the pages need to draw a map: the providers, what the map covers, the tile URL.
 #[utoipa::path(
-    get, path = "/api/v1/map", tag = "maps", security(("bearer" = [])),
+    get, path = "/api/v1/map", tag = "maps", security(("bearer" = ["maps:read"])),
     responses((status = 200, body = MapInfo), (status = 401, body = ErrorBody))
 )]
-pub async fn info(state: web::Data<AppState>, _caller: AuthUser) -> HttpResponse {
+pub async fn info(state: web::Data<AppState>, _caller: Scoped<need::MapsRead>) -> HttpResponse {
     let maps = &state.maps;
     let routing = match maps.health() {
         Health::Ok => "ok".to_owned(),

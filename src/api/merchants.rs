@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::auth::AuthUser;
+use super::auth::{AuthUser, Scoped, need};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::ApiJson;
 use super::state::AppState;
@@ -175,6 +175,7 @@ async fn owned_merchant(
         .merchant(id)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound).with_message("No such merchant."))?;
+    caller.require_merchant(id)?;
     if merchant.owner_id != caller.id {
         return Err(ApiError::new(ErrorCode::Forbidden)
             .with_message("Only the merchant's owner may do this."));
@@ -186,7 +187,7 @@ async fn owned_merchant(
 #[utoipa::path(
     post, path = "/api/v1/merchants", tag = "merchants",
     request_body = CreateMerchantRequest,
-    security(("bearer" = [])),
+    security(("bearer" = ["merchants:write"])),
     responses(
         (status = 201, description = "Created, open for orders", body = MerchantView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not a merchant", body = ErrorBody),
@@ -197,10 +198,17 @@ async fn owned_merchant(
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    caller: AuthUser,
-    ApiJson(request): ApiJson<CreateMerchantRequest>,
+    caller: Scoped<need::MerchantsWrite>,
+    body: Result<ApiJson<CreateMerchantRequest>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read only once the credential and its scope passed.
+    let ApiJson(request) = body?;
     caller.require(&[Role::Merchant])?;
+    if caller.grant.merchant.is_some() {
+        return Err(ApiError::new(ErrorCode::MerchantNotInGrant).with_message(
+            "This key or token is limited to one merchant; it cannot create others.",
+        ));
+    }
     let name = text_field("name", &request.name, NAME_MAX_CHARS)?;
     let address = text_field("address", &request.address, ADDRESS_MAX_CHARS)?;
     let location = match request.location {
@@ -218,14 +226,21 @@ pub async fn create(
 
 /// The merchants the caller owns.
 #[utoipa::path(
-    get, path = "/api/v1/me/merchants", tag = "merchants", security(("bearer" = [])),
+    get, path = "/api/v1/me/merchants", tag = "merchants", security(("bearer" = ["profile:read"])),
     responses((status = 200, body = MyMerchants), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
-pub async fn mine(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
+pub async fn mine(
+    state: web::Data<AppState>,
+    caller: Scoped<need::ProfileRead>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Merchant])?;
     let merchants = state.store.merchants_of_owner(caller.id).await?;
     Ok(HttpResponse::Ok().json(MyMerchants {
-        merchants: merchants.into_iter().map(MerchantView::from).collect(),
+        merchants: merchants
+            .into_iter()
+            .filter(|m| caller.may_reach(m.id))
+            .map(MerchantView::from)
+            .collect(),
     }))
 }
 
@@ -273,35 +288,35 @@ async fn set_open(
 /// Opens the merchant for orders (owner only).
 #[utoipa::path(
     post, path = "/api/v1/merchants/{merchant_id}/open", tag = "merchants",
-    params(("merchant_id" = Uuid, Path)), security(("bearer" = [])),
+    params(("merchant_id" = Uuid, Path)), security(("bearer" = ["merchants:write"])),
     responses((status = 200, body = MerchantView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn open(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::MerchantsWrite>,
     path: web::Path<MerchantId>,
 ) -> Result<HttpResponse, ApiError> {
-    set_open(state, caller, path.into_inner(), true).await
+    set_open(state, caller.into_inner(), path.into_inner(), true).await
 }
 
 /// Closes the merchant: it takes no new orders (owner only).
 #[utoipa::path(
     post, path = "/api/v1/merchants/{merchant_id}/close", tag = "merchants",
-    params(("merchant_id" = Uuid, Path)), security(("bearer" = [])),
+    params(("merchant_id" = Uuid, Path)), security(("bearer" = ["merchants:write"])),
     responses((status = 200, body = MerchantView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn close(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::MerchantsWrite>,
     path: web::Path<MerchantId>,
 ) -> Result<HttpResponse, ApiError> {
-    set_open(state, caller, path.into_inner(), false).await
+    set_open(state, caller.into_inner(), path.into_inner(), false).await
 }
 
 /// Replaces the menu (owner only).
 #[utoipa::path(
     put, path = "/api/v1/merchants/{merchant_id}/menu", tag = "merchants",
-    params(("merchant_id" = Uuid, Path)), request_body = SetMenuRequest, security(("bearer" = [])),
+    params(("merchant_id" = Uuid, Path)), request_body = SetMenuRequest, security(("bearer" = ["menu:write"])),
     responses(
         (status = 200, description = "The new menu, with item ids", body = MenuView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -310,10 +325,12 @@ pub async fn close(
 )]
 pub async fn set_menu(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::MenuWrite>,
     path: web::Path<MerchantId>,
-    ApiJson(request): ApiJson<SetMenuRequest>,
+    body: Result<ApiJson<SetMenuRequest>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read only once the credential and its scope passed.
+    let ApiJson(request) = body?;
     let merchant = owned_merchant(&state, &caller, path.into_inner()).await?;
     if request.items.len() > MENU_MAX_ITEMS {
         return Err(ApiError::invalid_field(

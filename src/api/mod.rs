@@ -1,5 +1,7 @@
 //! The HTTP surface: routes, the state handlers share, extractors, auth and the error table.
 
+pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod checkout;
 pub mod error;
@@ -103,6 +105,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 resource("/signing-keys/rotate").route(web::post().to(oauth::rotate_signing_key)),
             )
             .service(resource("/me/whatsapp-link").route(web::post().to(users::whatsapp_link)))
+            .service(
+                resource("/api-keys")
+                    .route(web::post().to(api_keys::create))
+                    .route(web::get().to(api_keys::list)),
+            )
+            .service(resource("/api-keys/{key_id}").route(web::delete().to(api_keys::revoke)))
+            .service(resource("/audit").route(web::get().to(audit::list)))
             .service(resource("/regions").route(web::get().to(merchants::regions)))
             .service(
                 resource("/merchants")

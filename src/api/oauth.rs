@@ -11,8 +11,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::auth::AuthUser;
 use super::auth::signing::{Jwks, issuer_of};
+use super::auth::{AuthUser, Scoped, need};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::ApiJson;
 use super::state::AppState;
@@ -124,9 +124,10 @@ pub struct RotatedKey {
     pub kid: String,
 }
 
+/// Admins only: the `admin` scope is checked by [`Scoped`] before the body is read; the role
+/// here (a person's own session carries every scope).
 fn require_admin(caller: &AuthUser) -> Result<(), ApiError> {
-    caller.require(&[Role::Admin])?;
-    caller.require_scope(Scope::Admin)
+    caller.require(&[Role::Admin])
 }
 
 fn invalid_scope(message: impl std::fmt::Display) -> ApiError {
@@ -135,7 +136,7 @@ fn invalid_scope(message: impl std::fmt::Display) -> ApiError {
 
 /// Registers an OAuth client. The answer carries its secret, shown only here.
 #[utoipa::path(
-    post, path = "/api/v1/oauth-clients", tag = "oauth", request_body = CreateClientRequest,
+    post, path = "/api/v1/oauth-clients", tag = "integrations", request_body = CreateClientRequest,
     security(("bearer" = ["admin"])),
     responses(
         (status = 201, description = "Registered; keep the `client_secret`, it is not shown again", body = CreatedClient),
@@ -148,7 +149,7 @@ fn invalid_scope(message: impl std::fmt::Display) -> ApiError {
 )]
 pub async fn create_client(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::Admin>,
     ApiJson(request): ApiJson<CreateClientRequest>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
@@ -240,7 +241,7 @@ pub async fn create_client(
 
 /// Every OAuth client, without secrets.
 #[utoipa::path(
-    get, path = "/api/v1/oauth-clients", tag = "oauth", security(("bearer" = ["admin"])),
+    get, path = "/api/v1/oauth-clients", tag = "integrations", security(("bearer" = ["admin"])),
     responses(
         (status = 200, body = ClientList), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -248,7 +249,7 @@ pub async fn create_client(
 )]
 pub async fn list_clients(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::Admin>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let clients = state.store.oauth_clients().await?;
@@ -260,7 +261,7 @@ pub async fn list_clients(
 /// Revokes a client: token requests fail with `invalid_client`, and tokens already issued get
 /// 401 on every replica within a second.
 #[utoipa::path(
-    delete, path = "/api/v1/oauth-clients/{client_id}", tag = "oauth",
+    delete, path = "/api/v1/oauth-clients/{client_id}", tag = "integrations",
     params(("client_id" = String, Path)), security(("bearer" = ["admin"])),
     responses(
         (status = 204, description = "Revoked (revoking again changes nothing)"),
@@ -271,7 +272,7 @@ pub async fn list_clients(
 )]
 pub async fn revoke_client(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::Admin>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
@@ -302,7 +303,7 @@ pub async fn revoke_client(
 /// Makes a new key sign integration tokens; the previous one verifies until its last token
 /// has expired, then leaves the JWKS.
 #[utoipa::path(
-    post, path = "/api/v1/signing-keys/rotate", tag = "oauth", security(("bearer" = ["admin"])),
+    post, path = "/api/v1/signing-keys/rotate", tag = "integrations", security(("bearer" = ["admin"])),
     responses(
         (status = 201, description = "The key that signs from now on", body = RotatedKey),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -312,7 +313,7 @@ pub async fn revoke_client(
 )]
 pub async fn rotate_signing_key(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::Admin>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
     let signing = &state.auth.signing;
@@ -348,7 +349,7 @@ pub async fn rotate_signing_key(
 
 /// The public keys that verify integration access tokens (every key that still verifies).
 #[utoipa::path(
-    get, path = "/.well-known/jwks.json", tag = "oauth",
+    get, path = "/.well-known/jwks.json", tag = "integrations",
     responses((status = 200, body = Jwks), (status = 503, body = ErrorBody))
 )]
 pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -374,7 +375,7 @@ pub struct ServerMetadata {
 
 /// What this authorization server supports (RFC 8414).
 #[utoipa::path(
-    get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
+    get, path = "/.well-known/oauth-authorization-server", tag = "integrations",
     responses((status = 200, body = ServerMetadata))
 )]
 pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {

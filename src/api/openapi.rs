@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    checkout, error, health, maps, merchants, oauth, orders, pages, pay, payments, users, webhooks,
-    whatsapp,
+    api_keys, audit, checkout, error, health, maps, merchants, oauth, orders, pages, pay, payments,
+    users, webhooks, whatsapp,
 };
 use crate::domain;
 
@@ -33,6 +33,7 @@ use crate::domain;
         payments::webhook, payments::attention,
         whatsapp::verify, whatsapp::receive, pay::show, pay::pay,
         maps::geocode, maps::reverse, maps::streets, maps::info,
+        api_keys::create, api_keys::list, api_keys::revoke, audit::list,
         oauth::create_client, oauth::list_clients, oauth::revoke_client,
         oauth::rotate_signing_key, oauth::token::token, oauth::jwks, oauth::metadata,
         openapi_json,
@@ -60,6 +61,8 @@ use crate::domain;
         maps::GeocodeResults, maps::Bounds, maps::MapInfo,
         crate::maps::Place, crate::maps::Streets, crate::maps::streets::Street,
         domain::OrderView, domain::OrderItem, domain::Position, domain::HistoryEntry,
+        api_keys::CreateApiKeyRequest, api_keys::ApiKeyView, api_keys::CreatedApiKey,
+        api_keys::ApiKeyList, audit::AuditPage, crate::store::AuditEntry,
         oauth::CreateClientRequest, oauth::ClientView, oauth::CreatedClient, oauth::ClientList,
         oauth::RotatedKey, oauth::token::TokenRequest, oauth::token::TokenResponse,
         oauth::token::OAuthErrorBody,
@@ -76,8 +79,8 @@ use crate::domain;
         (name = "payments", description = "Gateway webhooks, and payments that need an operator"),
         (name = "maps", description = "Geocoding, streets and the map the pages draw (OpenStreetMap data, ODbL)"),
         (name = "websockets", description = "Handshakes of the real-time sockets"),
+        (name = "integrations", description = "API keys, the audit log, OAuth2 clients and signing keys; see docs/integrations.md"),
         (name = "pages", description = "The web pages and their assets"),
-        (name = "oauth", description = "OAuth2 client credentials for integrations: clients, the token endpoint (errors as RFC 6749 §5.2), the keys that verify tokens (JWKS), their rotation, the server's metadata (RFC 8414); see docs/integrations.md"),
     )
 )]
 pub struct ApiDoc;
@@ -92,7 +95,8 @@ impl Modify for BearerAuth {
                 SecurityScheme::Http(
                     HttpBuilder::new()
                         .scheme(HttpAuthScheme::Bearer)
-                        .bearer_format("JWT")
+                        .bearer_format("JWT or API key")
+                        .description(Some(scopes_description()))
                         .build(),
                 ),
             );
@@ -100,17 +104,84 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every operation that takes a bearer credential can also answer 401 (no valid credential),
+/// 403 (`insufficient_scope`: the credential lacks the scope the operation states) and 429 (an
+/// API key over its request limit); added here once rather than on every route.
+fn credential_answers(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, Response, ResponseBuilder};
+    let answer = |description: &str| -> RefOr<Response> {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content_ref(
+                    "application/json",
+                    utoipa::openapi::Ref::from_schema_name("ErrorBody"),
+                )
+                .build(),
+        )
+    };
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if operation.security.is_none() {
+                continue;
+            }
+            let responses = &mut operation.responses.responses;
+            responses
+                .entry("401".into())
+                .or_insert_with(|| answer("No valid credential"));
+            match responses.get_mut("403") {
+                Some(RefOr::T(forbidden)) => forbidden
+                    .description
+                    .push_str("; or insufficient_scope: the credential lacks the stated scope"),
+                Some(RefOr::Ref(_)) => {}
+                None => {
+                    responses.insert(
+                        "403".into(),
+                        answer("insufficient_scope: the credential lacks the stated scope"),
+                    );
+                }
+            }
+            responses
+                .entry("429".into())
+                .or_insert_with(|| answer("rate_limited: an API key over its request limit"));
+        }
+    }
+}
+
+/// The bearer scheme's description: the credentials it takes and every scope (the names each
+/// operation's security requirement lists).
+fn scopes_description() -> String {
+    let mut text = String::from(
+        "A person's login token (POST /api/v1/sessions: every scope their role can use), an API \
+         key (`mk_live_…`, `mk_test_…`) or an integration access token (POST /oauth/token), each \
+         limited to its scopes. An operation lists the scope it needs; without it: 403 \
+         `insufficient_scope`. Scopes:",
+    );
+    for scope in domain::Scope::ALL {
+        text.push_str(&format!("\n- `{}`: {}", scope.as_str(), scope.describe()));
+    }
+    text
+}
+
 /// The whole document served: the API's own routes merged with the parts other layers
 /// document (the gateway's handshakes), put together once at start-up.
 pub struct Document(pub utoipa::openapi::OpenApi);
 
 impl Document {
-    /// [`ApiDoc`] with `parts` merged in.
+    /// [`ApiDoc`] with `parts` merged in, and the answers every protected operation can give.
     pub fn with_parts(parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>) -> Document {
         let mut document = ApiDoc::openapi();
         for part in parts {
             document.merge(part);
         }
+        credential_answers(&mut document);
         Document(document)
     }
 }

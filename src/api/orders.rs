@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::auth::AuthUser;
+use super::auth::{AuthUser, Scoped, need};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{is_json, parse_json};
 use super::state::AppState;
@@ -85,6 +85,9 @@ async fn visible_order(
         Err(EngineError::OrderNotFound) => return Err(not_found()),
         Err(error) => return Err(error.into()),
     };
+    if !caller.may_reach(order.merchant_id) {
+        return Err(not_found());
+    }
     let visible = match caller.role {
         Role::Admin => true,
         Role::Customer => order.customer_id == caller.id,
@@ -101,12 +104,12 @@ async fn visible_order(
 /// One order.
 #[utoipa::path(
     get, path = "/api/v1/orders/{order_id}", tag = "orders",
-    params(("order_id" = Uuid, Path)), security(("bearer" = [])),
+    params(("order_id" = Uuid, Path)), security(("bearer" = ["orders:read"])),
     responses((status = 200, body = OrderView), (status = 401, body = ErrorBody), (status = 404, description = "No such order, or not yours", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn get(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::OrdersRead>,
     path: web::Path<OrderId>,
 ) -> Result<HttpResponse, ApiError> {
     let order = visible_order(&state, &caller, path.into_inner()).await?;
@@ -116,12 +119,12 @@ pub async fn get(
 /// The order's payment and its history.
 #[utoipa::path(
     get, path = "/api/v1/orders/{order_id}/payment", tag = "orders",
-    params(("order_id" = Uuid, Path)), security(("bearer" = [])),
+    params(("order_id" = Uuid, Path)), security(("bearer" = ["orders:read"])),
     responses((status = 200, body = PaymentView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn payment(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::OrdersRead>,
     path: web::Path<OrderId>,
 ) -> Result<HttpResponse, ApiError> {
     let order = visible_order(&state, &caller, path.into_inner()).await?;
@@ -155,12 +158,12 @@ pub async fn payment(
 /// order.
 #[utoipa::path(
     get, path = "/api/v1/orders/{order_id}/notifications", tag = "orders",
-    params(("order_id" = Uuid, Path)), security(("bearer" = [])),
+    params(("order_id" = Uuid, Path)), security(("bearer" = ["orders:read"])),
     responses((status = 200, body = NotificationList), (status = 401, body = ErrorBody), (status = 404, description = "No such order, or not yours", body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn notifications(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::OrdersRead>,
     path: web::Path<OrderId>,
 ) -> Result<HttpResponse, ApiError> {
     let order = visible_order(&state, &caller, path.into_inner()).await?;
@@ -172,12 +175,12 @@ pub async fn notifications(
 /// driver's, or every order for an admin.
 #[utoipa::path(
     get, path = "/api/v1/orders", tag = "orders",
-    params(PageQuery), security(("bearer" = [])),
+    params(PageQuery), security(("bearer" = ["orders:read"])),
     responses((status = 200, body = OrderPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
 pub async fn list(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::OrdersRead>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(PAGE_DEFAULT_LIMIT);
@@ -198,7 +201,10 @@ pub async fn list(
         Role::Merchant => OrderFilter::MerchantOwner(caller.id),
         Role::Admin => OrderFilter::All,
     };
-    let mut orders = state.store.orders_page(filter, cursor, limit + 1).await?;
+    let mut orders = state
+        .store
+        .orders_page(filter, caller.grant.merchant, cursor, limit + 1)
+        .await?;
     let next_cursor = if orders.len() as i64 > limit {
         orders.truncate(limit as usize);
         orders.last().map(|o| o.id.to_string())
@@ -215,7 +221,7 @@ pub async fn list(
 /// payment is then voided (or refunded).
 #[utoipa::path(
     post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders",
-    params(("order_id" = Uuid, Path)), request_body(content = Option<CancelRequest>), security(("bearer" = [])),
+    params(("order_id" = Uuid, Path)), request_body(content = Option<CancelRequest>), security(("bearer" = ["orders:write"])),
     responses(
         (status = 200, description = "Cancelled", body = OrderView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -229,7 +235,7 @@ pub async fn list(
 pub async fn cancel(
     req: HttpRequest,
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::OrdersWrite>,
     path: web::Path<OrderId>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {

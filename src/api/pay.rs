@@ -250,7 +250,7 @@ pub async fn pay(
         id: link.customer_id,
         role: Role::Customer,
         expires_at: link.expires_at.timestamp(),
-        grant: crate::api::auth::Grant::session(Role::Customer),
+        grant: crate::api::auth::Grant::session(),
     };
     let key = format!("whatsapp-pay:{}:{}", link.id, link.attempt);
     let basket = &link.basket;

@@ -4,6 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Scoped, need};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::parse_json;
 use super::state::AppState;
@@ -162,7 +163,7 @@ const ATTENTION_PAGE_MAX: i64 = 100;
 /// gateway refused it. They are still retried, at most every few minutes. Admins only.
 #[utoipa::path(
     get, path = "/api/v1/payments/attention", tag = "payments",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, body = AttentionPayments),
         (status = 401, body = ErrorBody),
@@ -172,7 +173,7 @@ const ATTENTION_PAGE_MAX: i64 = 100;
 )]
 pub async fn attention(
     state: web::Data<AppState>,
-    caller: super::auth::AuthUser,
+    caller: Scoped<need::Admin>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[crate::domain::Role::Admin])?;
     let payments = state

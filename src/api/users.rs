@@ -5,7 +5,8 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{AuthUser, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
+use super::auth::{PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
+use super::auth::{Scoped, need};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::ApiJson;
 use super::state::AppState;
@@ -247,10 +248,13 @@ pub async fn login(
 
 /// `GET /api/v1/me`: the caller's account.
 #[utoipa::path(
-    get, path = "/api/v1/me", tag = "users", security(("bearer" = [])),
+    get, path = "/api/v1/me", tag = "users", security(("bearer" = ["profile:read"])),
     responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
-pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> Result<HttpResponse, ApiError> {
+pub async fn me(
+    state: web::Data<AppState>,
+    caller: Scoped<need::ProfileRead>,
+) -> Result<HttpResponse, ApiError> {
     let user = state
         .store
         .user_by_id(caller.id)
@@ -276,7 +280,7 @@ pub struct WhatsAppLinkView {
 /// code the account: the number becomes the account's verified phone, and the chat orders for
 /// this account from then on.
 #[utoipa::path(
-    post, path = "/api/v1/me/whatsapp-link", tag = "whatsapp", security(("bearer" = [])),
+    post, path = "/api/v1/me/whatsapp-link", tag = "whatsapp", security(("bearer" = ["profile:write"])),
     responses(
         (status = 201, body = WhatsAppLinkView),
         (status = 401, body = ErrorBody),
@@ -287,7 +291,7 @@ pub struct WhatsAppLinkView {
 )]
 pub async fn whatsapp_link(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::ProfileWrite>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Customer])?;
     state
@@ -370,7 +374,7 @@ fn updated_contact(
 /// `PATCH /api/v1/me`: sets or removes the caller's phone number and WhatsApp consent.
 #[utoipa::path(
     patch, path = "/api/v1/me", tag = "users", request_body = UpdateMeRequest,
-    security(("bearer" = [])),
+    security(("bearer" = ["profile:write"])),
     responses(
         (status = 200, description = "The account as it is now", body = UserView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -381,9 +385,11 @@ fn updated_contact(
 )]
 pub async fn update_me(
     state: web::Data<AppState>,
-    caller: AuthUser,
-    ApiJson(request): ApiJson<UpdateMeRequest>,
+    caller: Scoped<need::ProfileWrite>,
+    body: Result<ApiJson<UpdateMeRequest>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read only once the credential and its scope passed.
+    let ApiJson(request) = body?;
     let current = state
         .store
         .user_by_id(caller.id)

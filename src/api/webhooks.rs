@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::auth::AuthUser;
+use super::auth::{AuthUser, Scoped, need};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::ApiJson;
 use super::state::AppState;
@@ -162,6 +162,7 @@ async fn managed_merchant(
     id: MerchantId,
 ) -> Result<Merchant, ApiError> {
     let merchant = state.store.merchant(id).await?.ok_or_else(no_merchant)?;
+    caller.require_merchant(id)?;
     if caller.role != Role::Admin && merchant.owner_id != caller.id {
         return Err(ApiError::new(ErrorCode::Forbidden)
             .with_message("Only the merchant's owner or an admin may manage its webhooks."));
@@ -221,7 +222,7 @@ fn parse_events(names: &[String]) -> Result<Vec<NotifyEvent>, ApiError> {
 /// only here (and on rotation).
 #[utoipa::path(
     post, path = "/api/v1/merchants/{merchant_id}/webhooks", tag = "webhooks",
-    params(("merchant_id" = Uuid, Path)), request_body = CreateWebhookRequest, security(("bearer" = [])),
+    params(("merchant_id" = Uuid, Path)), request_body = CreateWebhookRequest, security(("bearer" = ["webhooks:manage"])),
     responses(
         (status = 201, description = "Registered; keep the `secret`, it is not shown again", body = WebhookWithSecret),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -234,10 +235,12 @@ fn parse_events(names: &[String]) -> Result<Vec<NotifyEvent>, ApiError> {
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::WebhooksManage>,
     path: web::Path<MerchantId>,
-    ApiJson(request): ApiJson<CreateWebhookRequest>,
+    body: Result<ApiJson<CreateWebhookRequest>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read only once the credential and its scope passed.
+    let ApiJson(request) = body?;
     let merchant = managed_merchant(&state, &caller, path.into_inner()).await?;
     let url =
         check_webhook_url(&request.url, state.notify.webhook_allow_private).map_err(|refusal| {
@@ -277,7 +280,7 @@ pub async fn create(
 /// one's newest delivery.
 #[utoipa::path(
     get, path = "/api/v1/merchants/{merchant_id}/webhooks", tag = "webhooks",
-    params(("merchant_id" = Uuid, Path)), security(("bearer" = [])),
+    params(("merchant_id" = Uuid, Path)), security(("bearer" = ["webhooks:manage"])),
     responses(
         (status = 200, body = WebhookList), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -285,7 +288,7 @@ pub async fn create(
 )]
 pub async fn list(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::WebhooksManage>,
     path: web::Path<MerchantId>,
 ) -> Result<HttpResponse, ApiError> {
     let merchant = managed_merchant(&state, &caller, path.into_inner()).await?;
@@ -308,7 +311,7 @@ pub async fn list(
 /// Removes a webhook endpoint and its deliveries.
 #[utoipa::path(
     delete, path = "/api/v1/merchants/{merchant_id}/webhooks/{webhook_id}", tag = "webhooks",
-    params(("merchant_id" = Uuid, Path), ("webhook_id" = Uuid, Path)), security(("bearer" = [])),
+    params(("merchant_id" = Uuid, Path), ("webhook_id" = Uuid, Path)), security(("bearer" = ["webhooks:manage"])),
     responses(
         (status = 204, description = "Removed"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
@@ -318,7 +321,7 @@ pub async fn list(
 )]
 pub async fn delete(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::WebhooksManage>,
     path: web::Path<(MerchantId, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant_id, webhook_id) = path.into_inner();
@@ -335,7 +338,7 @@ pub async fn delete(
 /// `previous_secret_expires_at`, so the receiver can switch without losing a delivery.
 #[utoipa::path(
     post, path = "/api/v1/merchants/{merchant_id}/webhooks/{webhook_id}/rotate-secret", tag = "webhooks",
-    params(("merchant_id" = Uuid, Path), ("webhook_id" = Uuid, Path)), security(("bearer" = [])),
+    params(("merchant_id" = Uuid, Path), ("webhook_id" = Uuid, Path)), security(("bearer" = ["webhooks:manage"])),
     responses(
         (status = 200, description = "The endpoint with its new `secret`", body = WebhookWithSecret),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -344,7 +347,7 @@ pub async fn delete(
 )]
 pub async fn rotate_secret(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::WebhooksManage>,
     path: web::Path<(MerchantId, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant_id, webhook_id) = path.into_inner();
@@ -367,7 +370,7 @@ pub async fn rotate_secret(
 /// latency).
 #[utoipa::path(
     get, path = "/api/v1/merchants/{merchant_id}/webhooks/{webhook_id}/deliveries", tag = "webhooks",
-    params(("merchant_id" = Uuid, Path), ("webhook_id" = Uuid, Path), DeliveriesQuery), security(("bearer" = [])),
+    params(("merchant_id" = Uuid, Path), ("webhook_id" = Uuid, Path), DeliveriesQuery), security(("bearer" = ["webhooks:manage"])),
     responses(
         (status = 200, body = DeliveryList),
         (status = 400, description = "invalid_query: `limit` is not 1 to 200", body = ErrorBody),
@@ -377,7 +380,7 @@ pub async fn rotate_secret(
 )]
 pub async fn deliveries(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::WebhooksManage>,
     path: web::Path<(MerchantId, Uuid)>,
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -398,7 +401,7 @@ pub async fn deliveries(
 #[utoipa::path(
     post, path = "/api/v1/merchants/{merchant_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", tag = "webhooks",
     params(("merchant_id" = Uuid, Path), ("webhook_id" = Uuid, Path), ("delivery_id" = Uuid, Path)),
-    security(("bearer" = [])),
+    security(("bearer" = ["webhooks:manage"])),
     responses(
         (status = 202, description = "Due now; the notifier sends it on its next round", body = RetryAccepted),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -409,7 +412,7 @@ pub async fn deliveries(
 )]
 pub async fn retry(
     state: web::Data<AppState>,
-    caller: AuthUser,
+    caller: Scoped<need::WebhooksManage>,
     path: web::Path<(MerchantId, Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant_id, webhook_id, delivery_id) = path.into_inner();

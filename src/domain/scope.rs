@@ -33,7 +33,24 @@ macro_rules! scope_table {
                 match self { $(Scope::$variant => &[$(Role::$role),*]),* }
             }
         }
+
+        /// One type per scope, so that a handler states the scope it needs in its signature
+        /// (`caller: Scoped<need::OrdersWrite>`), checked before its body is read.
+        pub mod need {
+            $(
+                #[doc = $what]
+                pub struct $variant;
+                impl super::NeedsScope for $variant {
+                    const SCOPE: super::Scope = super::Scope::$variant;
+                }
+            )*
+        }
     };
+}
+
+/// A type standing for one scope (see [`need`]).
+pub trait NeedsScope {
+    const SCOPE: Scope;
 }
 
 //  variant          name                roles                                   what it allows

@@ -61,6 +61,9 @@ pub struct MerchantSession {
     core: SocketCore,
     engine: Engine,
     merchants: Vec<MerchantId>,
+    /// Whether the credential may act on orders (`orders:write`): without it the board is
+    /// read-only and every accept, reject or ready gets an `insufficient_scope` error frame.
+    may_act: bool,
     /// The open orders this socket has shown, by merchant: when a merchant's feed is taken up
     /// again (its actor restarted or its region moved to another replica), each is brought up
     /// to date, including those that closed in between.
@@ -68,12 +71,17 @@ pub struct MerchantSession {
 }
 
 impl MerchantSession {
-    pub fn start(setup: SessionSetup, merchants: Vec<MerchantId>) -> Addr<MerchantSession> {
+    pub fn start(
+        setup: SessionSetup,
+        merchants: Vec<MerchantId>,
+        may_act: bool,
+    ) -> Addr<MerchantSession> {
         let (core, engine) = setup.into_core("merchant");
         MerchantSession {
             core,
             engine,
             merchants,
+            may_act,
             shown_open: HashMap::new(),
         }
         .start()
@@ -199,6 +207,13 @@ impl MerchantSession {
         let Some(message) = receive::<MerchantIn>(&mut self.core, text) else {
             return;
         };
+        if !self.may_act {
+            self.core.error(
+                ErrorCode::InsufficientScope,
+                "This key or token lacks the scope `orders:write` that acting on orders needs.",
+            );
+            return;
+        }
         if let Some(problem) = message.problem() {
             self.core.error(ErrorCode::BadMessage, &problem);
             return;

@@ -7,12 +7,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::OpenApi;
 
+use super::session::CredentialCheck;
 use super::{DriverSession, MerchantSession, SessionSetup, TrackerSession};
-use crate::api::auth::{AuthUser, authenticate, bearer_token};
+use crate::api::auth::{AuthUser, Via, authenticate, bearer_token};
 use crate::api::error::{ApiError, ErrorBody, ErrorCode};
 use crate::api::{AppState, resource};
 use crate::config::GatewayConfig;
-use crate::domain::{MerchantId, OrderId, Role};
+use crate::domain::{MerchantId, OrderId, Role, Scope};
 
 /// Registers the three sockets' routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -88,10 +89,24 @@ fn check_origin(req: &HttpRequest, gateway: &GatewayConfig) -> Result<(), ApiErr
     }
 }
 
+/// For a socket opened with an API key: asks the key cache whether the key still works.
+fn credential_check(state: &web::Data<AppState>, caller: &AuthUser) -> Option<CredentialCheck> {
+    let Via::ApiKey { lookup, .. } = &caller.grant.via else {
+        return None;
+    };
+    let state = state.clone();
+    let lookup = lookup.clone();
+    Some(Box::new(move || {
+        let state = state.clone();
+        let lookup = lookup.clone();
+        Box::pin(async move { state.auth.keys.still_valid(&state.store, &lookup).await })
+    }))
+}
+
 fn upgrade(
     req: &HttpRequest,
     body: web::Payload,
-    state: &AppState,
+    state: &web::Data<AppState>,
     caller: &AuthUser,
 ) -> Result<(HttpResponse, SessionSetup), ApiError> {
     let (response, session, stream) = actix_ws::handle(req, body).map_err(|e| {
@@ -105,6 +120,7 @@ fn upgrade(
             engine: state.engine.clone(),
             config: state.gateway.clone(),
             token_expires_at: caller.expires_at,
+            still_valid: credential_check(state, caller),
             shutdown: state.sockets_shutdown.clone(),
         },
     ))
@@ -112,7 +128,7 @@ fn upgrade(
 
 /// `GET /ws/driver`: the driver app's WebSocket (messages: docs/protocol.md).
 #[utoipa::path(
-    get, path = "/ws/driver", tag = "websockets", security(("bearer" = [])),
+    get, path = "/ws/driver", tag = "websockets", security(("bearer" = ["drivers:write"])),
     params(("token" = Option<String>, Query, description = "The token, for browsers that cannot set Authorization")),
     responses(
         (status = 101, description = "Switching protocols: the socket is open"),
@@ -127,6 +143,7 @@ pub async fn driver(
 ) -> Result<HttpResponse, ApiError> {
     let query = query(&req)?;
     let caller = caller(&req, &state, &query).await?;
+    caller.require_scope(Scope::DriversWrite)?;
     check_origin(&req, &state.gateway)?;
     caller.require(&[Role::Driver])?;
     let (response, setup) = upgrade(&req, body, &state, &caller)?;
@@ -136,7 +153,7 @@ pub async fn driver(
 
 /// `GET /ws/merchant`: the live board of every merchant the caller owns, or of `?merchant_id=`.
 #[utoipa::path(
-    get, path = "/ws/merchant", tag = "websockets", security(("bearer" = [])),
+    get, path = "/ws/merchant", tag = "websockets", security(("bearer" = ["orders:read"])),
     params(
         ("token" = Option<String>, Query, description = "The token, for browsers"),
         ("merchant_id" = Option<String>, Query, description = "Only this merchant's board"),
@@ -154,9 +171,12 @@ pub async fn merchant(
 ) -> Result<HttpResponse, ApiError> {
     let query = query(&req)?;
     let caller = caller(&req, &state, &query).await?;
+    caller.require_scope(Scope::OrdersRead)?;
     check_origin(&req, &state.gateway)?;
     caller.require(&[Role::Merchant])?;
-    let owned = state.store.merchants_of_owner(caller.id).await?;
+    let mut owned = state.store.merchants_of_owner(caller.id).await?;
+    // A key limited to one merchant sees that board only.
+    owned.retain(|m| caller.may_reach(m.id));
     let merchants: Vec<MerchantId> = match &query.merchant_id {
         Some(raw) => {
             let wanted: MerchantId = raw
@@ -174,14 +194,15 @@ pub async fn merchant(
         return Err(ApiError::new(ErrorCode::NotFound).with_message("You own no merchant yet."));
     }
     let (response, setup) = upgrade(&req, body, &state, &caller)?;
-    MerchantSession::start(setup, merchants);
+    let may_act = caller.grant.scopes.contains(Scope::OrdersWrite);
+    MerchantSession::start(setup, merchants, may_act);
     Ok(response)
 }
 
 /// `GET /ws/orders/{order_id}`: tracking, for the order's customer, its merchant's owner, its
 /// driver, and admins. Anyone else gets 404, as if the order did not exist.
 #[utoipa::path(
-    get, path = "/ws/orders/{order_id}", tag = "websockets", security(("bearer" = [])),
+    get, path = "/ws/orders/{order_id}", tag = "websockets", security(("bearer" = ["orders:read"])),
     params(("order_id" = uuid::Uuid, Path), ("token" = Option<String>, Query, description = "The token, for browsers")),
     responses(
         (status = 101, description = "Switching protocols: the socket is open"),
@@ -197,6 +218,7 @@ pub async fn order(
 ) -> Result<HttpResponse, ApiError> {
     let query = query(&req)?;
     let caller = caller(&req, &state, &query).await?;
+    caller.require_scope(Scope::OrdersRead)?;
     check_origin(&req, &state.gateway)?;
     let order_id = path.into_inner();
     let not_found = || ApiError::new(ErrorCode::NotFound).with_message("No such order.");
@@ -205,16 +227,17 @@ pub async fn order(
         Err(crate::actors::EngineError::OrderNotFound) => return Err(not_found()),
         Err(error) => return Err(error.into()),
     };
-    let allowed = match caller.role {
-        Role::Admin => true,
-        Role::Customer => order.customer_id == caller.id,
-        Role::Driver => order.driver_id == Some(caller.id),
-        Role::Merchant => state
-            .store
-            .merchant(order.merchant_id)
-            .await?
-            .is_some_and(|merchant| merchant.owner_id == caller.id),
-    };
+    let allowed = caller.may_reach(order.merchant_id)
+        && match caller.role {
+            Role::Admin => true,
+            Role::Customer => order.customer_id == caller.id,
+            Role::Driver => order.driver_id == Some(caller.id),
+            Role::Merchant => state
+                .store
+                .merchant(order.merchant_id)
+                .await?
+                .is_some_and(|merchant| merchant.owner_id == caller.id),
+        };
     if !allowed {
         return Err(not_found());
     }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use actix_ws::{MessageStream, Session};
+use futures_util::future::LocalBoxFuture;
 use tokio::sync::watch;
 
 use super::socket::SocketCore;
@@ -30,6 +31,9 @@ pub(super) fn passing(error: &EngineError) -> bool {
     error.code().retry_after_secs().is_some()
 }
 
+/// Answers whether the credential a socket was opened with still works.
+pub type CredentialCheck = Box<dyn Fn() -> LocalBoxFuture<'static, bool>>;
+
 /// What every session is started with.
 pub struct SessionSetup {
     pub session: Session,
@@ -38,6 +42,9 @@ pub struct SessionSetup {
     pub config: Arc<GatewayConfig>,
     /// When the login token expires, unix seconds.
     pub token_expires_at: i64,
+    /// For a credential that can be revoked before it expires (an API key): asks whether it
+    /// still works; the socket asks every second and closes with 1008 `credential_revoked`.
+    pub still_valid: Option<CredentialCheck>,
     /// Turns true when the server shuts down: sessions close with 1001.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -53,6 +60,7 @@ impl SessionSetup {
             self.shutdown,
             self.config,
             self.token_expires_at,
+            self.still_valid,
         );
         (core, self.engine)
     }

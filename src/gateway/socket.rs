@@ -218,6 +218,13 @@ impl RateLimit {
 }
 
 /// The state every socket session carries.
+/// How often a socket opened with a revocable credential (an API key) asks whether it still
+/// works: a revoked key's sockets close within about this (plus the key cache's half second).
+const CREDENTIAL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// The expiry timer of a credential that never expires (an API key without `expires_at`) is
+/// set this far ahead instead: a year.
+const NEVER_EXPIRES_CAP_SECS: i64 = 366 * 24 * 3_600;
+
 pub struct SocketCore {
     /// `driver`, `merchant` or `tracker`, for metrics.
     kind: &'static str,
@@ -233,6 +240,8 @@ pub struct SocketCore {
     rate_notice_at: Option<Instant>,
     /// When the login token expires, unix seconds.
     token_expires_at: i64,
+    /// Whether a revocable credential (an API key) still works.
+    still_valid: Option<std::rc::Rc<super::session::CredentialCheck>>,
     closing: bool,
 }
 
@@ -245,6 +254,7 @@ impl SocketCore {
         shutdown: watch::Receiver<bool>,
         config: Arc<GatewayConfig>,
         token_expires_at: i64,
+        still_valid: Option<super::session::CredentialCheck>,
     ) -> Self {
         SocketCore {
             kind,
@@ -256,6 +266,7 @@ impl SocketCore {
             last_heard: Instant::now(),
             rate_notice_at: None,
             token_expires_at,
+            still_valid: still_valid.map(std::rc::Rc::new),
             closing: false,
         }
     }
@@ -363,11 +374,23 @@ pub trait Socket:
                 core.outbox.push(Frame::Ping);
             }
         });
-        let remaining_secs = core.token_expires_at - chrono::Utc::now().timestamp();
+        let remaining_secs = core
+            .token_expires_at
+            .saturating_sub(chrono::Utc::now().timestamp())
+            .min(NEVER_EXPIRES_CAP_SECS);
         let remaining = Duration::from_secs(u64::try_from(remaining_secs).unwrap_or(0));
         ctx.run_later(remaining, |act, ctx| {
             act.close(ctx, CloseCode::Policy, "token_expired");
         });
+        if let Some(check) = core.still_valid.clone() {
+            ctx.run_interval(CREDENTIAL_CHECK_INTERVAL, move |act, ctx| {
+                ctx.spawn(check().into_actor(act).map(|valid, act, ctx| {
+                    if !valid {
+                        act.close(ctx, CloseCode::Policy, "credential_revoked");
+                    }
+                }));
+            });
+        }
     }
 
     /// Sends a close frame and stops shortly after (at once if the client answers).

@@ -9,6 +9,7 @@
 //! must), [`Store::migrate_until_ready`] keeps trying, and until it succeeds every operation
 //! fails fast with [`StoreError::Unavailable`].
 
+mod api_keys;
 mod audit;
 mod contacts;
 mod conversations;
@@ -42,6 +43,7 @@ use sqlx::sqlite::{
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
+pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use contacts::CustomerContact;
 pub use conversations::{

@@ -416,10 +416,12 @@ impl Store {
     }
 
     /// A page of orders, newest first: those with ids below `before` (the cursor), at most
-    /// `limit`. Each is rebuilt from its journal.
+    /// `limit`, of `merchant` only when given (a credential limited to one merchant). Each is
+    /// rebuilt from its journal.
     pub async fn orders_page(
         &self,
         filter: OrderFilter,
+        merchant: Option<MerchantId>,
         before: Option<OrderId>,
         limit: i64,
     ) -> Result<Vec<Order>, StoreError> {
@@ -443,6 +445,11 @@ impl Store {
                 OrderFilter::All => {
                     query.push("WHERE 1 = 1");
                 }
+            }
+            if let Some(merchant) = merchant {
+                query
+                    .push(" AND o.merchant_id = ")
+                    .push_bind(merchant.as_uuid());
             }
             query
                 .push(" AND o.id < ")

@@ -295,7 +295,9 @@ async fn checkout_refuses_bad_requests_before_touching_money() {
     checkout(&app, &customer.token, &long_key, &good)
         .await
         .assert_error(400, "invalid_idempotency_key");
-    checkout(&app, &shop.owner.token, &new_key(), &good)
+    // Drivers do not order; a merchant orders at its own kitchens only (tests/api/api_keys.rs).
+    let driver = app.signed_up("driver").await;
+    checkout(&app, &driver.token, &new_key(), &good)
         .await
         .assert_error(403, "forbidden");
 

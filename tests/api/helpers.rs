@@ -298,6 +298,12 @@ impl Reply {
         self.body["error"]["code"].as_str().unwrap_or("<none>")
     }
 
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+    }
+
     /// Asserts the standard error shape with `status` and `code`.
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str) {

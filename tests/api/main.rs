@@ -4,6 +4,7 @@
 mod helpers;
 
 mod addresses;
+mod api_keys;
 mod architecture;
 mod binary;
 mod chaos;

@@ -1,77 +1,29 @@
 //! Authentication: the [`AuthUser`] extractor that every protected route takes, and the bearer
 //! credential it reads — a person's login token (HS256), an API key (`mk_live_…`), or an
 //! integration access token (EdDSA, from OAuth2 client credentials). Each proves a user and a
-//! [`Grant`]: the scopes it carries and the merchant it is limited to. Password hashing and login
+//! [`Grant`] (`caller.rs`): the scopes it carries and the merchant it is limited to. Password hashing and login
 //! tokens are in `credentials.rs`, API keys in `keys.rs`, integration tokens in `signing.rs`.
 
+mod caller;
 mod credentials;
 pub mod keys;
 pub mod signing;
+
+use std::marker::PhantomData;
+use std::ops::Deref;
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
 
+pub use self::caller::{AuthUser, Grant, Via};
 pub use self::credentials::{
     Auth, Claims, IssuedToken, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS, Passwords, Tokens,
 };
 use super::error::{ApiError, ErrorCode};
 use super::state::AppState;
-use crate::domain::{MerchantId, Role, Scope, Scopes, UserId};
-
-/// How the caller proved who they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Via {
-    /// A person's own login token: every scope their role can use.
-    Session,
-    /// An API key (its id; `test` for `mk_test_` keys).
-    ApiKey { id: uuid::Uuid, test: bool },
-    /// An access token of an OAuth2 client.
-    Client { client_id: String },
-}
-
-impl Via {
-    /// A short label for logs and the audit log (`session`, `api_key:<id>`, `client:<id>`).
-    pub fn label(&self) -> String {
-        match self {
-            Via::Session => "session".to_owned(),
-            Via::ApiKey { id, .. } => format!("api_key:{id}"),
-            Via::Client { client_id } => format!("client:{client_id}"),
-        }
-    }
-}
-
-/// What the credential allows, beyond the role of the user it acts for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub via: Via,
-    pub scopes: Scopes,
-    /// Only this merchant's resources, when set.
-    pub merchant: Option<MerchantId>,
-}
-
-impl Grant {
-    /// A person's own session: every scope the role can use, no merchant limit.
-    pub fn session(role: Role) -> Grant {
-        Grant {
-            via: Via::Session,
-            scopes: Scopes::for_role(role),
-            merchant: None,
-        }
-    }
-}
-
-/// The caller, proven by a valid bearer credential. Taking this as a handler argument makes the
-/// route require authentication.
-#[derive(Debug, Clone)]
-pub struct AuthUser {
-    pub id: UserId,
-    pub role: Role,
-    /// When the credential stops being valid, unix seconds (`i64::MAX` for a key that never
-    /// expires).
-    pub expires_at: i64,
-    pub grant: Grant,
-}
+use crate::domain::scope::NeedsScope;
+pub use crate::domain::scope::need;
 
 impl AuthUser {
     /// A person signed in with a login token.
@@ -80,46 +32,8 @@ impl AuthUser {
             id: claims.sub,
             role: claims.role,
             expires_at: claims.exp,
-            grant: Grant::session(claims.role),
+            grant: Grant::session(),
         }
-    }
-
-    /// Refuses the request unless the caller has one of `roles`.
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ApiError::new(ErrorCode::Forbidden))
-        }
-    }
-
-    /// Refuses the request (403 `insufficient_scope`) unless the credential carries `scope`.
-    /// Every protected route and socket message calls it with the scope it states.
-    pub fn require_scope(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.grant.scopes.contains(scope) {
-            Ok(())
-        } else {
-            Err(ApiError::insufficient_scope(scope))
-        }
-    }
-
-    /// Whether the credential may touch `merchant`'s resources (it is not limited to another).
-    pub fn may_reach(&self, merchant: MerchantId) -> bool {
-        self.grant.merchant.is_none_or(|only| only == merchant)
-    }
-
-    /// Refuses (403 `merchant_not_in_grant`) a credential limited to another merchant.
-    pub fn require_merchant(&self, merchant: MerchantId) -> Result<(), ApiError> {
-        if self.may_reach(merchant) {
-            Ok(())
-        } else {
-            Err(ApiError::new(ErrorCode::MerchantNotInGrant))
-        }
-    }
-
-    /// Whether this is a person's own session (not a key or an integration's token).
-    pub fn is_session(&self) -> bool {
-        self.grant.via == Via::Session
     }
 }
 
@@ -149,19 +63,42 @@ pub async fn authenticate(
     method: &str,
     path: &str,
 ) -> Result<AuthUser, ApiError> {
-    if keys::looks_like_key(credential) {
-        return state
+    let (kind, proven) = if keys::looks_like_key(credential) {
+        let proven = state
             .auth
             .keys
-            .authenticate(state, credential, method, path)
+            .authenticate(
+                &state.store,
+                &state.limits.per_api_key,
+                credential,
+                method,
+                path,
+            )
             .await;
-    }
-    if signing::is_integration_token(credential) {
-        return state.auth.signing.authenticate(state, credential).await;
-    }
-    Ok(AuthUser::from_session(
-        state.auth.tokens.verify(credential)?,
-    ))
+        ("api_key", proven)
+    } else if signing::is_integration_token(credential) {
+        let issuer = signing::issuer_of(&state.notify.public_url);
+        let proven = state
+            .auth
+            .signing
+            .authenticate(&state.store, &issuer, credential)
+            .await;
+        ("access_token", proven)
+    } else {
+        let proven = state
+            .auth
+            .tokens
+            .verify(credential)
+            .map(AuthUser::from_session);
+        ("session", proven)
+    };
+    let outcome = match &proven {
+        Ok(_) => "ok",
+        Err(error) => error.code().as_str(),
+    };
+    metrics::counter!("auth_requests_total", "credential" => kind, "outcome" => outcome)
+        .increment(1);
+    proven
 }
 
 impl FromRequest for AuthUser {
@@ -177,6 +114,45 @@ impl FromRequest for AuthUser {
             let state = state
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not registered")))?;
             authenticate(&state, &credential?, &method, &path).await
+        })
+    }
+}
+
+/// The caller, proven by a valid bearer credential that carries the scope `S` (else 403
+/// `insufficient_scope`). A handler states the scope it needs by taking
+/// `caller: Scoped<need::OrdersWrite>`; the check runs before the request body is read.
+pub struct Scoped<S: NeedsScope> {
+    caller: AuthUser,
+    scope: PhantomData<S>,
+}
+
+impl<S: NeedsScope> Scoped<S> {
+    pub fn into_inner(self) -> AuthUser {
+        self.caller
+    }
+}
+
+impl<S: NeedsScope> Deref for Scoped<S> {
+    type Target = AuthUser;
+
+    fn deref(&self) -> &AuthUser {
+        &self.caller
+    }
+}
+
+impl<S: NeedsScope + 'static> FromRequest for Scoped<S> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = AuthUser::from_request(req, payload);
+        Box::pin(async move {
+            let caller = caller.await?;
+            caller.require_scope(S::SCOPE)?;
+            Ok(Scoped {
+                caller,
+                scope: PhantomData,
+            })
         })
     }
 }

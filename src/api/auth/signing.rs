@@ -17,9 +17,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{AuthUser, Grant, Via};
+use super::caller::{AuthUser, Grant, Via};
 use crate::api::error::{ApiError, ErrorCode};
-use crate::api::state::AppState;
 use crate::config::AuthConfig;
 use crate::domain::{MerchantId, Role, Scopes, UserId};
 use crate::store::{NewAuditEntry, OauthClient, Store, StoreError, StoredSigningKey};
@@ -458,13 +457,14 @@ impl SigningKeys {
 
     /// The caller an access token proves: a valid signature by a key that verifies now, our
     /// issuer and audience, not expired (no leeway), from a client still registered.
-    pub async fn authenticate(&self, state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
-        let issuer = issuer_of(&state.notify.public_url);
-        let claims = self.verify(&state.store, &issuer, token).await?;
-        if !self
-            .client_registered(&state.store, &claims.client_id)
-            .await?
-        {
+    pub async fn authenticate(
+        &self,
+        store: &Store,
+        issuer: &str,
+        token: &str,
+    ) -> Result<AuthUser, ApiError> {
+        let claims = self.verify(store, issuer, token).await?;
+        if !self.client_registered(store, &claims.client_id).await? {
             return Err(ApiError::new(ErrorCode::InvalidToken)
                 .with_message("The OAuth client of this token was revoked."));
         }

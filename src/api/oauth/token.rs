@@ -165,7 +165,7 @@ impl From<crate::store::StoreError> for OAuthError {
 
 /// Issues an access token by the client credentials grant (RFC 6749 §4.4).
 #[utoipa::path(
-    post, path = "/oauth/token", tag = "oauth",
+    post, path = "/oauth/token", tag = "integrations",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded",
         description = "Authenticate with HTTP Basic (client_id:client_secret, each form-urlencoded) or with the form fields client_id and client_secret, not both."),
     responses(
