@@ -1008,3 +1008,45 @@ async fn a_token_without_the_scope_a_route_needs_gets_403_insufficient_scope() {
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
 }
+
+#[actix_web::test]
+async fn a_token_signed_by_a_key_we_never_published_gets_401_invalid_token() {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let app = app_with(Db::Sqlite, |_| {}).await;
+    let admin = admin(&app).await;
+    let client = register_client(
+        &app,
+        &admin,
+        json!({"name": "P", "scopes": ["profile:read"]}),
+    )
+    .await;
+    let genuine = token_for(&app.address, &client, None).await;
+    let genuine = genuine["access_token"].as_str().unwrap();
+    let (kid, claims) = verify_with_jwks(&app.address, genuine).await;
+    // The same claims, signed by a stranger's key: under our kid, and under a kid of its own
+    // (which makes the replica reload its keys once, then refuse).
+    let der = ed25519_dalek::SigningKey::from_bytes(&[42; 32])
+        .to_pkcs8_der()
+        .unwrap();
+    let stranger = jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes());
+    let now = chrono::Utc::now().timestamp();
+    let body = json!({
+        "iss": claims.custom.iss, "aud": claims.custom.aud, "sub": claims.custom.sub,
+        "client_id": claims.custom.client_id, "scope": claims.custom.scope,
+        "role": claims.custom.role, "iat": now, "exp": now + 60, "jti": "forged",
+    });
+    for forged_kid in [
+        kid.as_str(),
+        "a-kid-nobody-published",
+        "another-unknown-kid",
+    ] {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(forged_kid.into());
+        let forged = jsonwebtoken::encode(&header, &body, &stranger).unwrap();
+        app.get_authed("/api/v1/me", &forged)
+            .await
+            .assert_error(401, "invalid_token");
+    }
+    assert_eq!(app.get_authed("/api/v1/me", genuine).await.status, 200);
+}
