@@ -150,9 +150,11 @@ fn invalid_scope(message: impl std::fmt::Display) -> ApiError {
 pub async fn create_client(
     state: web::Data<AppState>,
     caller: Scoped<need::Admin>,
-    ApiJson(request): ApiJson<CreateClientRequest>,
+    body: Result<ApiJson<CreateClientRequest>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&caller)?;
+    // The body is read only once the credential, its scope and the role passed.
+    let ApiJson(request) = body?;
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > CLIENT_NAME_MAX_CHARS {
         return Err(ApiError::invalid_field(
