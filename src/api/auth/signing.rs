@@ -379,8 +379,12 @@ impl SigningKeys {
 
     /// Makes a new key the signing one; the one it replaces verifies until its last token has
     /// expired. The new kid, or `None` when another replica rotated at the same moment (the
-    /// set is reloaded either way).
+    /// set is reloaded either way) or the keys come from the file.
     pub async fn rotate(&self, store: &Store) -> Result<Option<String>, StoreError> {
+        if self.from_file() {
+            // The file decides; nothing is written to the store.
+            return Ok(None);
+        }
         self.load(store).await?;
         let Some(current) = self
             .current()
