@@ -63,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
     .service(resource("/").route(web::get().to(pages::index)))
     .service(resource("/merchant").route(web::get().to(pages::merchant)))
+    .service(resource("/keys").route(web::get().to(pages::keys)))
     .service(resource("/order").route(web::get().to(pages::order)))
     .service(resource("/track/{order_id}").route(web::get().to(pages::track)))
     .service(resource("/driver").route(web::get().to(pages::driver)))

@@ -37,7 +37,7 @@ use crate::domain;
         oauth::create_client, oauth::list_clients, oauth::revoke_client,
         oauth::rotate_signing_key, oauth::token::token, oauth::jwks, oauth::metadata,
         openapi_json,
-        pages::index, pages::merchant, pages::order, pages::track, pages::driver, pages::pay,
+        pages::index, pages::merchant, pages::keys, pages::order, pages::track, pages::driver, pages::pay,
         pages::asset,
     ),
     components(schemas(

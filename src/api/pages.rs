@@ -40,6 +40,7 @@ assets! {
     "track.html" => "text/html; charset=utf-8",
     "driver.html" => "text/html; charset=utf-8",
     "pay.html" => "text/html; charset=utf-8",
+    "keys.html" => "text/html; charset=utf-8",
     "app.css" => "text/css; charset=utf-8",
     "common.js" => "text/javascript; charset=utf-8",
     "map.js" => "text/javascript; charset=utf-8",
@@ -48,6 +49,7 @@ assets! {
     "track.js" => "text/javascript; charset=utf-8",
     "driver.js" => "text/javascript; charset=utf-8",
     "pay.js" => "text/javascript; charset=utf-8",
+    "keys.js" => "text/javascript; charset=utf-8",
     "icon.svg" => "image/svg+xml",
 }
 
@@ -72,6 +74,12 @@ fn serve(state: &AppState, name: &str) -> Result<HttpResponse, ApiError> {
 #[utoipa::path(get, path = "/", tag = "pages", responses((status = 200, description = "HTML page", content_type = "text/html")))]
 pub async fn index(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     serve(&state, "index.html")
+}
+
+/// `GET /keys`: a merchant's API keys (make, list, revoke).
+#[utoipa::path(get, path = "/keys", tag = "pages", responses((status = 200, description = "HTML page", content_type = "text/html")))]
+pub async fn keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    serve(&state, "keys.html")
 }
 
 /// `GET /merchant`: the live order board.

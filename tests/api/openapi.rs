@@ -228,6 +228,7 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("GET", "/api/v1/audit"),
         ("GET", "/"),
         ("GET", "/merchant"),
+        ("GET", "/keys"),
         ("GET", "/order"),
         ("GET", "/track/{order_id}"),
         ("GET", "/driver"),

@@ -8,6 +8,7 @@ async fn every_page_is_served_with_a_strict_content_security_policy() {
     for path in [
         "/",
         "/merchant",
+        "/keys",
         "/order",
         "/driver",
         &format!("/track/{}", uuid::Uuid::now_v7()),
