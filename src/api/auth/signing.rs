@@ -42,6 +42,8 @@ const CLIENT_STATE_TTL: Duration = Duration::from_millis(500);
 /// How long a key that no longer verifies stays in the store (for an operator looking into a
 /// token of yesterday) before it is deleted.
 const RETIRED_KEY_KEPT_SECS: i64 = 7 * 24 * 3_600;
+/// `exp` and `iat` are whole seconds.
+const EXP_GRANULARITY_SECS: i64 = 1;
 /// Client states cached before stale ones are swept out.
 const CLIENT_CACHE_SWEEP_AT: usize = 10_000;
 
@@ -253,10 +255,14 @@ impl SigningKeys {
     }
 
     /// How long a retired key keeps verifying: a token's lifetime, plus one reload interval
-    /// because the other replicas sign with it until they next reload.
+    /// because the other replicas sign with it until they next reload, plus a second because
+    /// `exp` is in whole seconds and a token is still valid during its `exp` second. So a
+    /// token it signed is always refused as expired, not as unknown.
     fn retire_grace_secs(&self) -> i64 {
         let reload = i64::try_from(self.reload_interval().as_secs()).unwrap_or(0);
-        self.ttl_secs.saturating_add(reload)
+        self.ttl_secs
+            .saturating_add(reload)
+            .saturating_add(EXP_GRANULARITY_SECS)
     }
 
     /// The lifetime of an access token.
@@ -847,7 +853,11 @@ mod tests {
         let rows = store.signing_keys().await.unwrap();
         let old = rows.iter().find(|k| k.kid == first).unwrap();
         let grace = (old.verify_until.unwrap() - old.retired_at.unwrap()).num_seconds();
-        assert_eq!(grace, 60 + 15, "a token lifetime and a reload interval");
+        assert_eq!(
+            grace,
+            60 + 15 + 1,
+            "a token lifetime, a reload interval, a second"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
