@@ -1050,3 +1050,62 @@ async fn a_token_signed_by_a_key_we_never_published_gets_401_invalid_token() {
     }
     assert_eq!(app.get_authed("/api/v1/me", genuine).await.status, 200);
 }
+
+#[actix_web::test]
+async fn until_the_signing_keys_are_loaded_tokens_are_neither_issued_nor_verified_but_503() {
+    // A database nobody answers at: the keys can never be loaded.
+    let port = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = crate::helpers::config_for(mealkitz::config::DatabaseUrl::Postgres(
+        mealkitz::config::Secret::new(format!("postgres://postgres@127.0.0.1:{port}/nothing")),
+    ));
+    config.notify.public_url = PUBLIC_URL.to_owned();
+    let app = crate::helpers::start_without_db(config).await;
+
+    let jwks = Reply::read(
+        reqwest::get(format!("{}/.well-known/jwks.json", app.address))
+            .await
+            .unwrap(),
+    )
+    .await;
+    jwks.assert_error(503, "store_unavailable");
+    let token = token_request(
+        &app.address,
+        Some(("mkc_0123456789abcdef0123", "mkcs_secret")),
+        FORM,
+        "grant_type=client_credentials",
+        &[],
+    )
+    .await;
+    assert_oauth_error("keys not loaded", &token, 503, "store_unavailable");
+    assert!(header(&token, "retry-after").is_some());
+    // A token shaped like ours cannot be checked yet either.
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let der = ed25519_dalek::SigningKey::from_bytes(&[5; 32])
+        .to_pkcs8_der()
+        .unwrap();
+    let mut header_ = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header_.typ = Some("at+jwt".into());
+    header_.kid = Some("k".into());
+    let shaped = jsonwebtoken::encode(
+        &header_,
+        &json!({"sub": "x", "exp": chrono::Utc::now().timestamp() + 60}),
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .unwrap();
+    let me = Reply::read(
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/me", app.address))
+            .bearer_auth(shaped)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    me.assert_error(503, "store_unavailable");
+    app.handle.stop(false).await;
+}
