@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README, CI): make sure PostgreSQL and Redis answer on loopback, installing
 # and starting them on a fresh Debian machine, install OSRM and prepare its Helsinki graph
-# (scripts/osrm.sh), then validate the Kubernetes manifests, check
-# formatting and lints and run every test. Exits non-zero on the first failure.
+# (scripts/osrm.sh), install Chromium, Node.js and the browser tests' npm packages (among them
+# oidc-provider, the OpenID provider sign-in is tested against), then validate the Kubernetes
+# manifests, check formatting and lints and run every test. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -108,6 +109,11 @@ cargo fmt --all --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
+# The browser tests' packages, and oidc-provider (a real OpenID provider the Rust tests of
+# sign-in start too: tests/api/oidc.rs), before any test runs.
+say "npm ci (web/tests: playwright-core, oidc-provider)"
+(cd web/tests && npm ci --no-audit --no-fund --loglevel=error)
+
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
@@ -118,7 +124,6 @@ else
 fi
 say "browser tests (Chromium + playwright-core)"
 cargo build --locked
-(cd web/tests && npm ci --no-audit --no-fund --loglevel=error)
 MEALKITZ_BIN="$CARGO_TARGET_DIR/debug/mealkitz" SCREENSHOT_DIR="$PWD/target/screenshots" \
   node --test --test-concurrency=1 web/tests/
 say "screenshots in target/screenshots/"

@@ -194,6 +194,13 @@ impl Application {
             notifier,
             chat,
             notify: Arc::new(config.notify.clone()),
+            oidc: config
+                .oidc
+                .as_ref()
+                .map(api::oidc::Oidc::new)
+                .transpose()
+                .context("cannot set up sign-in with the OpenID provider")?
+                .map(Arc::new),
         });
 
         let listener = TcpListener::bind(config.http.bind)

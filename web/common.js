@@ -51,6 +51,70 @@ export function clearSession(role) {
   sessionStorage.removeItem(SESSION_PREFIX + role);
 }
 
+/** Why the last sign-in through a link or a provider failed, shown by the next log-in form. */
+let signInProblem = null;
+
+/**
+ * A sign-in token in the address's fragment — a tracking link from the WhatsApp bot, or the way
+ * back from the OpenID provider (#token=…) — becomes a session; a failed provider sign-in comes
+ * back as #oidc_error=…&message=… instead. Either way the fragment leaves the address bar (it is
+ * never sent to a server, so never in a log). Resolves to the session ({ token, expires_at,
+ * user }), or null.
+ */
+export async function sessionFromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("token");
+  const failed = params.get("oidc_error");
+  if (!token && !failed) return null;
+  history.replaceState(null, "", location.pathname + location.search);
+  if (!token) {
+    signInProblem = params.get("message") || "The sign-in failed; try again.";
+    return null;
+  }
+  try {
+    const payload = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    const user = await api("/api/v1/me", { token });
+    return { token, expires_at: new Date(payload.exp * 1000).toISOString(), user };
+  } catch {
+    signInProblem = "That sign-in link has expired or is not valid; log in again.";
+    return null;
+  }
+}
+
+/**
+ * The session of a page for `role`: one just handed over in the fragment (kept for the tab),
+ * else the tab's own. An account of another role that comes back is not used, and the log-in
+ * form says why.
+ */
+export async function pageSession(role) {
+  const handed = await sessionFromFragment();
+  if (handed) {
+    if (handed.user.role === role || handed.user.role === "admin") {
+      setSession(role, handed);
+      return handed;
+    }
+    signInProblem = `You signed in as ${handed.user.email}, which is a ${handed.user.role} account, not a ${role} account.`;
+  }
+  return getSession(role);
+}
+
+/** The OpenID provider sign-in, when configured: { name, login_url }, else null. */
+let providerInfo;
+export function signInProvider() {
+  providerInfo ??= api("/auth/oidc").then((info) => (info && info.enabled ? info : null)).catch(() => null);
+  return providerInfo;
+}
+
+/** A "Sign in with …" button that comes back to this page, or null without a provider. */
+export async function providerButton() {
+  const provider = await signInProvider();
+  if (!provider) return null;
+  const back = location.pathname + location.search;
+  const url = `${provider.login_url}?return_to=${encodeURIComponent(back)}`;
+  return el("button", { type: "button", class: "secondary", onclick: () => location.assign(url) },
+    `Sign in with ${provider.name}`);
+}
+
 /** Builds an element: el("button", { class: "x", onclick: f }, "text", child). */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -140,7 +204,46 @@ export function mountAuth(root, role, onSession, { allowSignup = true } = {}) {
   if (signup) signup.addEventListener("click", () => enter(true));
   root.replaceChildren(form);
   email.input.focus();
+  if (signInProblem) {
+    showError(error, new Error(signInProblem));
+    signInProblem = null;
+  }
+  providerButton().then((button) => {
+    if (button) form.append(el("p", { class: "muted" }, "Or, with an account you already have:"), button);
+  });
 }
+
+/**
+ * The landing page (/) has no script of its own: when it has an [data-account] box, it shows
+ * there who is signed in in this tab, or the provider's "Sign in with …" button.
+ */
+async function mountAccountBox(box) {
+  const handed = await sessionFromFragment();
+  if (handed) setSession(handed.user.role, handed);
+  const session = handed || ["customer", "merchant", "driver", "admin"].map(getSession).find(Boolean);
+  const problem = signInProblem ? el("div", { class: "alert error", role: "alert" }, signInProblem) : null;
+  signInProblem = null;
+  if (session) {
+    const { user } = session;
+    const logout = el("button", { type: "button", class: "secondary" }, "Log out");
+    logout.addEventListener("click", () => {
+      for (const role of ["customer", "merchant", "driver", "admin"]) clearSession(role);
+      location.reload();
+    });
+    box.replaceChildren(problem ?? "",
+      el("p", { "data-testid": "signed-in" }, "Signed in as ", el("strong", {}, user.name), ` (${user.email}), a ${user.role}.`),
+      el("div", { class: "row" }, logout));
+    box.hidden = false;
+    return;
+  }
+  const button = await providerButton();
+  if (!button && !problem) return;
+  box.replaceChildren(problem ?? "", button ?? "");
+  box.hidden = false;
+}
+
+const accountBox = typeof document !== "undefined" && document.querySelector("[data-account]");
+if (accountBox) mountAccountBox(accountBox);
 
 /**
  * A WebSocket that reconnects with backoff (0.5 s doubling to 10 s, with jitter) until stopped.

@@ -2,7 +2,7 @@
 // notice of webhooks that fail or were disabled, and a map of the kitchen, the streets around it
 // and where its open orders go.
 
-import { api, clearSession, clock, el, field, getSession, liveSocket, money, mountAuth, shortId, showError, statusBadge } from "/assets/common.js";
+import { api, clearSession, clock, el, field, liveSocket, money, mountAuth, pageSession, shortId, showError, statusBadge } from "/assets/common.js";
 import { MapView, addressPicker, mapInfo } from "/assets/map.js";
 
 const ROLE = "merchant";
@@ -269,6 +269,7 @@ function board(session, merchants, info, regions) {
   }
 }
 
-const session = getSession(ROLE);
+// A session handed back by the OpenID provider (#token=…) counts as this tab's own.
+const session = await pageSession(ROLE);
 if (session) start(session);
 else mountAuth(root, ROLE, start);

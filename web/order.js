@@ -1,7 +1,7 @@
 // The customer's checkout: where to deliver (an address with suggestions, or a point picked on
 // the map), a kitchen nearby, its menu, a test card, order updates on WhatsApp if wanted, pay.
 
-import { api, clearSession, el, getSession, money, mountAuth, showError } from "/assets/common.js";
+import { api, clearSession, el, money, mountAuth, pageSession, showError } from "/assets/common.js";
 import { MapView, addressPicker, mapInfo } from "/assets/map.js";
 
 const ROLE = "customer";
@@ -194,6 +194,7 @@ async function showMenu(session, merchant, picker, map, error, results) {
   });
 }
 
-const session = getSession(ROLE);
+// A session handed back by the OpenID provider (#token=…) counts as this tab's own.
+const session = await pageSession(ROLE);
 if (session) start(session);
 else mountAuth(root, ROLE, start);

@@ -1,7 +1,7 @@
 // Tracking one order: its status timeline, what we told the customer on WhatsApp, a live map
 // (regions and streets, pickup, dropoff, the driver and the route it drives), and the ETA.
 
-import { ApiError, api, clock, el, getSession, liveSocket, money, mountAuth, setSession, shortId, statusBadge } from "/assets/common.js";
+import { ApiError, api, clock, el, getSession, liveSocket, money, mountAuth, sessionFromFragment, setSession, shortId, statusBadge } from "/assets/common.js";
 import { MapView, mapInfo } from "/assets/map.js";
 
 const root = document.getElementById("app");
@@ -170,22 +170,13 @@ async function start(session) {
 }
 
 /**
- * The tracking link the WhatsApp bot sends carries a sign-in token in its fragment (never sent to
- * a server, so never in a log): it becomes this tab's customer session, and leaves the address bar.
+ * The tracking link the WhatsApp bot sends carries a sign-in token in its fragment: it becomes
+ * this tab's customer session (common.js reads it and clears the address bar).
  */
 async function sessionFromLink() {
-  const token = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (!token) return null;
-  history.replaceState(null, "", location.pathname + location.search);
-  try {
-    const payload = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
-    const user = await api("/api/v1/me", { token });
-    const session = { token, expires_at: new Date(payload.exp * 1000).toISOString(), user };
-    setSession("customer", session);
-    return session;
-  } catch {
-    return null; // expired or not ours: sign in as usual
-  }
+  const session = await sessionFromFragment();
+  if (session) setSession("customer", session);
+  return session;
 }
 
 const session = (await sessionFromLink()) || anySession();

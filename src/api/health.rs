@@ -92,6 +92,11 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     // is paused.
     checks.insert("notifications".to_owned(), state.notifier.health());
     checks.insert("whatsapp_ordering".to_owned(), state.chat.health());
+    // Sign-in with a provider is reported, never failing (password logins go on), from the
+    // last time a sign-in contacted it: /ready does not call the provider.
+    if let Some(oidc) = &state.oidc {
+        checks.insert("oidc".to_owned(), oidc.health());
+    }
     checks.insert(
         "maps".to_owned(),
         match maps {

@@ -13,6 +13,7 @@ pub mod maps;
 pub mod merchants;
 pub mod middleware;
 pub mod oauth;
+pub mod oidc;
 pub mod openapi;
 pub mod orders;
 pub mod pages;
@@ -74,6 +75,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         resource("/.well-known/oauth-authorization-server").route(web::get().to(oauth::metadata)),
     )
+    .service(resource("/auth/oidc").route(web::get().to(oidc::info)))
+    .service(resource("/auth/oidc/login").route(web::get().to(oidc::login)))
+    .service(resource("/auth/oidc/callback").route(web::get().to(oidc::callback)))
     .service(
         resource("/webhooks/whatsapp")
             .route(web::get().to(whatsapp::verify))

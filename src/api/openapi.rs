@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, checkout, error, health, maps, merchants, oauth, orders, pages, pay, payments,
-    users, webhooks, whatsapp,
+    api_keys, audit, checkout, error, health, maps, merchants, oauth, oidc, orders, pages, pay,
+    payments, users, webhooks, whatsapp,
 };
 use crate::domain;
 
@@ -39,6 +39,7 @@ use crate::domain;
         openapi_json,
         pages::index, pages::merchant, pages::keys, pages::order, pages::track, pages::driver, pages::pay,
         pages::asset,
+        oidc::info, oidc::login, oidc::callback,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -60,6 +61,7 @@ use crate::domain;
         payments::AttentionPayment, payments::AttentionPayments,
         maps::GeocodeResults, maps::Bounds, maps::MapInfo,
         crate::maps::Place, crate::maps::Streets, crate::maps::streets::Street,
+        oidc::OidcInfo,
         domain::OrderView, domain::OrderItem, domain::Position, domain::HistoryEntry,
         api_keys::CreateApiKeyRequest, api_keys::ApiKeyView, api_keys::CreatedApiKey,
         api_keys::ApiKeyList, audit::AuditPage, crate::store::AuditEntry,

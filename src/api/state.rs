@@ -47,6 +47,8 @@ pub struct AppState {
     pub chat: Arc<crate::chat::Chat>,
     /// Notification settings: which webhook URLs merchants may register.
     pub notify: Arc<NotifyConfig>,
+    /// Sign-in with an OpenID provider, when one is configured.
+    pub oidc: Option<Arc<super::oidc::Oidc>>,
 }
 
 /// The checkouts running in this process, by (customer, Idempotency-Key): a second request with

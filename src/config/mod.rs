@@ -12,6 +12,7 @@
 //!   replica's [`lease`];
 //! - [`gateway`]: WebSockets; [`checkout`]: payments and abuse limits; [`maps`]: OSRM, the map
 //!   extract and tiles; [`notify`]: WhatsApp, merchants' webhooks and the public address;
+//!   [`oidc`]: sign-in with an OpenID provider;
 //! - [`values`]: the value parsers they share; [`secret`] and [`error`]: the types they share.
 
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod log;
 pub mod maps;
 pub mod matching;
 pub mod notify;
+pub mod oidc;
 pub mod redis;
 pub mod secret;
 pub mod values;
@@ -46,6 +48,7 @@ pub use log::{LogArgs, LogConfig, LogFormat};
 pub use maps::{MapsArgs, MapsConfig};
 pub use matching::Matching;
 pub use notify::{NotifyArgs, NotifyConfig};
+pub use oidc::{OidcArgs, OidcConfig};
 pub use redis::{RedisArgs, RedisConfig};
 pub use secret::Secret;
 
@@ -73,6 +76,8 @@ pub struct Settings {
     pub maps: MapsArgs,
     #[command(flatten)]
     pub notify: NotifyArgs,
+    #[command(flatten)]
+    pub oidc: OidcArgs,
 }
 
 /// The validated configuration of one process.
@@ -88,6 +93,8 @@ pub struct Config {
     pub checkout: CheckoutConfig,
     pub maps: MapsConfig,
     pub notify: NotifyConfig,
+    /// Sign-in with an OpenID provider, when configured.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Settings {
@@ -123,6 +130,7 @@ impl Settings {
             checkout: self.checkout.to_config(),
             maps: self.maps.to_config(),
             notify: self.notify.to_config(),
+            oidc: self.oidc.to_config(&self.notify.public_url)?,
         })
     }
 }

@@ -16,6 +16,7 @@ mod conversations;
 mod eta;
 mod fence;
 mod idempotency;
+mod identities;
 mod inbox;
 mod leases;
 mod menus;
@@ -51,6 +52,7 @@ pub use conversations::{
     ReplyOutcome,
 };
 pub use idempotency::{AbandonedKey, IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim};
+pub use identities::{OIDC_LOGIN_TTL_SECS, OidcLogin};
 pub use inbox::InboundMessage;
 pub use leases::{Claim, Lease, unix_ms};
 pub use menus::MenuItem;

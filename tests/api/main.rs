@@ -21,6 +21,7 @@ mod merchants;
 mod notifications;
 mod notify_support;
 mod oauth;
+mod oidc;
 mod openapi;
 mod osrm_client;
 mod osrm_support;

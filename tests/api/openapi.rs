@@ -234,6 +234,9 @@ async fn every_registered_route_is_documented_and_every_documented_route_is_serv
         ("GET", "/driver"),
         ("GET", "/pay/{token}"),
         ("GET", "/assets/{name}"),
+        ("GET", "/auth/oidc"),
+        ("GET", "/auth/oidc/login"),
+        ("GET", "/auth/oidc/callback"),
     ];
     for (method, path) in registered {
         assert!(
