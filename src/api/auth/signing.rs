@@ -231,6 +231,8 @@ pub struct SigningKeys {
     /// purpose: requests that arrive meanwhile with the same new kid wait for its result
     /// instead of each reloading.
     unknown_kid_reload: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while a load reads the store and installs what it read.
+    loading: tokio::sync::Mutex<()>,
     /// client id → (read at, still registered).
     clients: Mutex<HashMap<String, (Instant, bool)>>,
 }
@@ -243,6 +245,7 @@ impl SigningKeys {
             rotate_secs: i64::try_from(config.signing_key_rotate_secs).unwrap_or(i64::MAX),
             set: RwLock::new(None),
             unknown_kid_reload: tokio::sync::Mutex::new(None),
+            loading: tokio::sync::Mutex::new(()),
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -310,6 +313,9 @@ impl SigningKeys {
         if self.file.is_some() {
             return Ok(());
         }
+        // One load at a time, so a load that read the store earlier never installs its older
+        // set over a later one's.
+        let _loading = self.loading.lock().await;
         let mut rows = store.signing_keys().await?;
         let now = crate::store::now();
         if rows.iter().all(|k| k.retired_at.is_some()) {
