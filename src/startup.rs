@@ -77,6 +77,8 @@ impl Application {
         let auth: Arc<Auth> = web::block(move || Auth::new(&auth_config))
             .await
             .context("cannot set up password hashing")?;
+        // A key file that cannot be used is a wrong setting: start-up fails naming it.
+        auth.signing.load_file().map_err(anyhow::Error::msg)?;
         let bus = config
             .redis
             .as_ref()
@@ -295,6 +297,10 @@ async fn initialise(
         tracing::warn!(error = %error, "cannot load the token-signing secret yet");
         tokio::time::sleep(INIT_RETRY).await;
     }
+    while let Err(error) = auth.signing.load(&store).await {
+        tracing::warn!(error = %error, "cannot load the integration signing keys yet");
+        tokio::time::sleep(INIT_RETRY).await;
+    }
     // Region ownership runs in this task, so that a stop (which cancels it and waits) cannot
     // claim or take on a region after the engine has shut down.
     let ownership = async {
@@ -315,5 +321,15 @@ async fn initialise(
             tokio::time::sleep(IDEMPOTENCY_PURGE_INTERVAL).await;
         }
     };
-    tokio::join!(ownership, purge);
+    // Every replica reloads the signing keys (learning of keys others made) and rotates the
+    // signing one when it is due.
+    let signing_keys = async {
+        loop {
+            tokio::time::sleep(auth.signing.reload_interval()).await;
+            if let Err(error) = auth.signing.refresh(&store).await {
+                tracing::warn!(error = %error, "cannot refresh the integration signing keys");
+            }
+        }
+    };
+    tokio::join!(ownership, purge, signing_keys);
 }

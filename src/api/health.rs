@@ -66,10 +66,12 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     };
     let (database, redis, maps) = futures_util::join!(database, redis, state.maps.probe());
     let database = database.and_then(|()| {
-        if state.auth.tokens.is_ready() {
-            Ok(())
-        } else {
+        if !state.auth.tokens.is_ready() {
             Err("token-signing secret not loaded yet".to_owned())
+        } else if !state.auth.signing.is_ready() {
+            Err("integration signing keys not loaded yet".to_owned())
+        } else {
+            Ok(())
         }
     });
     record(&mut checks, &mut failing, "database", database);

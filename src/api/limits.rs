@@ -125,12 +125,21 @@ impl RateLimiter {
 /// (a person types far fewer; a script or a loop does not get the bot's attention).
 pub const WHATSAPP_MESSAGES_PER_PHONE_PER_MINUTE: u32 = 20;
 
+/// Failed OAuth client authentications (`POST /oauth/token`) per client id and minute: a
+/// client that mistyped its secret retries a few times, a guesser is stopped.
+pub const OAUTH_FAILURES_PER_CLIENT_PER_MINUTE: u32 = 10;
+/// Failed OAuth client authentications per address and minute (several clients may share one
+/// egress address, so more than per client).
+pub const OAUTH_FAILURES_PER_ADDRESS_PER_MINUTE: u32 = 60;
+
 /// Every limit the API applies.
 pub struct Limits {
     pub login_per_email: RateLimiter,
     pub login_failures_per_address: RateLimiter,
     pub checkout_per_customer: RateLimiter,
     pub whatsapp_per_phone: RateLimiter,
+    pub oauth_failures_per_client: RateLimiter,
+    pub oauth_failures_per_address: RateLimiter,
     /// Requests per API key (`MEALKITZ_API_KEY_REQUESTS_PER_MINUTE`).
     pub per_api_key: RateLimiter,
 }
@@ -157,6 +166,16 @@ impl Limits {
             whatsapp_per_phone: RateLimiter::shared(
                 "whatsapp-phone",
                 WHATSAPP_MESSAGES_PER_PHONE_PER_MINUTE,
+                bus.clone(),
+            ),
+            oauth_failures_per_client: RateLimiter::shared(
+                "oauth-failures-client",
+                OAUTH_FAILURES_PER_CLIENT_PER_MINUTE,
+                bus.clone(),
+            ),
+            oauth_failures_per_address: RateLimiter::shared(
+                "oauth-failures-address",
+                OAUTH_FAILURES_PER_ADDRESS_PER_MINUTE,
                 bus.clone(),
             ),
             per_api_key: RateLimiter::shared("api-key", api_key_per_minute, bus),

@@ -12,6 +12,7 @@ pub mod locate;
 pub mod maps;
 pub mod merchants;
 pub mod middleware;
+pub mod oauth;
 pub mod oidc;
 pub mod openapi;
 pub mod orders;
@@ -69,6 +70,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/driver").route(web::get().to(pages::driver)))
     .service(resource("/pay/{token}").route(web::get().to(pages::pay)))
     .service(resource("/assets/{name}").route(web::get().to(pages::asset)))
+    .service(resource("/oauth/token").route(web::post().to(oauth::token::token)))
+    .service(resource("/.well-known/jwks.json").route(web::get().to(oauth::jwks)))
+    .service(
+        resource("/.well-known/oauth-authorization-server").route(web::get().to(oauth::metadata)),
+    )
     .service(resource("/auth/oidc").route(web::get().to(oidc::info)))
     .service(resource("/auth/oidc/login").route(web::get().to(oidc::login)))
     .service(resource("/auth/oidc/callback").route(web::get().to(oidc::callback)))
@@ -91,6 +97,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::patch().to(users::update_me)),
             )
             .service(resource("/me/merchants").route(web::get().to(merchants::mine)))
+            .service(
+                resource("/oauth-clients")
+                    .route(web::post().to(oauth::create_client))
+                    .route(web::get().to(oauth::list_clients)),
+            )
+            .service(
+                resource("/oauth-clients/{client_id}")
+                    .route(web::delete().to(oauth::revoke_client)),
+            )
+            .service(
+                resource("/signing-keys/rotate").route(web::post().to(oauth::rotate_signing_key)),
+            )
             .service(resource("/me/whatsapp-link").route(web::post().to(users::whatsapp_link)))
             .service(
                 resource("/api-keys")

@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, checkout, error, health, maps, merchants, oidc, orders, pages, pay, payments,
-    users, webhooks, whatsapp,
+    api_keys, audit, checkout, error, health, maps, merchants, oauth, oidc, orders, pages, pay,
+    payments, users, webhooks, whatsapp,
 };
 use crate::domain;
 
@@ -34,6 +34,8 @@ use crate::domain;
         whatsapp::verify, whatsapp::receive, pay::show, pay::pay,
         maps::geocode, maps::reverse, maps::streets, maps::info,
         api_keys::create, api_keys::list, api_keys::revoke, audit::list,
+        oauth::create_client, oauth::list_clients, oauth::revoke_client,
+        oauth::rotate_signing_key, oauth::token::token, oauth::jwks, oauth::metadata,
         openapi_json,
         pages::index, pages::merchant, pages::keys, pages::order, pages::track, pages::driver, pages::pay,
         pages::asset,
@@ -63,6 +65,10 @@ use crate::domain;
         domain::OrderView, domain::OrderItem, domain::Position, domain::HistoryEntry,
         api_keys::CreateApiKeyRequest, api_keys::ApiKeyView, api_keys::CreatedApiKey,
         api_keys::ApiKeyList, audit::AuditPage, crate::store::AuditEntry,
+        oauth::CreateClientRequest, oauth::ClientView, oauth::CreatedClient, oauth::ClientList,
+        oauth::RotatedKey, oauth::token::TokenRequest, oauth::token::TokenResponse,
+        oauth::token::OAuthErrorBody,
+        oauth::ServerMetadata, super::auth::signing::Jwks, super::auth::signing::Jwk,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -21,6 +21,7 @@ mod inbox;
 mod leases;
 mod menus;
 mod merchants;
+mod oauth;
 mod orders;
 mod outbox;
 mod paylinks;
@@ -56,6 +57,7 @@ pub use inbox::InboundMessage;
 pub use leases::{Claim, Lease, unix_ms};
 pub use menus::MenuItem;
 pub use merchants::Merchant;
+pub use oauth::{ClientAccount, NewOauthClient, OauthClient, StoredSigningKey};
 pub use orders::OrderFilter;
 pub use outbox::{
     AttemptRecord, Channel, NewNotification, NextStep, Notification, NotificationSummary,

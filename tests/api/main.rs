@@ -20,6 +20,7 @@ mod maps_dispatch;
 mod merchants;
 mod notifications;
 mod notify_support;
+mod oauth;
 mod oidc;
 mod openapi;
 mod osrm_client;

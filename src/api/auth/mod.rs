@@ -77,10 +77,11 @@ pub async fn authenticate(
             .await;
         ("api_key", proven)
     } else if signing::is_integration_token(credential) {
+        let issuer = signing::issuer_of(&state.notify.public_url);
         let proven = state
             .auth
             .signing
-            .authenticate(&state.store, credential)
+            .authenticate(&state.store, &issuer, credential)
             .await;
         ("access_token", proven)
     } else {
