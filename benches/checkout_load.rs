@@ -66,6 +66,7 @@ async fn run(clients: usize, seconds: usize) {
     let store = Store::open(&DatabaseConfig {
         url: DatabaseUrl::Postgres(Secret::new(url.clone())),
         max_connections: 4,
+        ..DatabaseConfig::default()
     })
     .unwrap();
     store.migrate().await.unwrap();

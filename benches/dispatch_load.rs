@@ -845,6 +845,7 @@ async fn run(knobs: Knobs) {
     let store = Store::open(&DatabaseConfig {
         url: bench_store.database_url(),
         max_connections: 4,
+        ..DatabaseConfig::default()
     })
     .unwrap();
     store.migrate().await.unwrap();
@@ -984,6 +985,7 @@ async fn run(knobs: Knobs) {
         let store = Store::open(&DatabaseConfig {
             url: bench_store.database_url(),
             max_connections: 2,
+            ..DatabaseConfig::default()
         })
         .unwrap();
         store.migrate().await.unwrap();

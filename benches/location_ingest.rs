@@ -342,6 +342,7 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
     let store = Store::open(&DatabaseConfig {
         url: DatabaseUrl::Sqlite(url.clone()),
         max_connections: 4,
+        ..DatabaseConfig::default()
     })
     .unwrap();
     store.migrate().await.unwrap();

@@ -90,6 +90,7 @@ async fn run(count: usize, backend: String) {
     let store = Store::open(&DatabaseConfig {
         url,
         max_connections: 8,
+        ..DatabaseConfig::default()
     })
     .unwrap();
     store.migrate().await.unwrap();

@@ -73,6 +73,7 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
     let store = Store::open(&DatabaseConfig {
         url: bench_store.database_url(),
         max_connections: 4,
+        ..DatabaseConfig::default()
     })
     .unwrap();
     store.migrate().await.unwrap();

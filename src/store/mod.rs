@@ -18,6 +18,7 @@ mod fence;
 mod idempotency;
 mod identities;
 mod inbox;
+mod journal;
 mod leases;
 mod menus;
 mod merchants;
@@ -173,6 +174,8 @@ struct Inner {
     /// connection, they run back to back instead.
     writer: Pool,
     migrated: AtomicBool,
+    /// Order journal writes waiting for the next group commit.
+    journal: journal::JournalQueue,
     /// Set once this process holds region leases: every journal write is checked against it.
     fence: std::sync::RwLock<Option<Arc<fence::Fence>>>,
     /// Woken after a journal write that put work in the outbox, so the notifier sends at once.
@@ -262,6 +265,7 @@ impl Store {
                 pool,
                 writer,
                 migrated: AtomicBool::new(false),
+                journal: journal::JournalQueue::new(config.journal_batch_max),
                 fence: std::sync::RwLock::new(None),
                 outbox_signal: Arc::new(tokio::sync::Notify::new()),
                 inbox_signal: Arc::new(tokio::sync::Notify::new()),
@@ -390,6 +394,7 @@ pub(crate) mod test_support {
         let store = Store::open(&DatabaseConfig {
             url: DatabaseUrl::Sqlite(url),
             max_connections: 4,
+            ..DatabaseConfig::default()
         })
         .unwrap();
         (store, dir)

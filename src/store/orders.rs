@@ -1,18 +1,16 @@
-//! Orders and the write-ahead journal: create an order with its first entry, append entries in
-//! one transaction with the status projection and the outbox rows they raise, read an order back, and load every open order of
-//! a region for recovery (snapshot plus the journal after it, in three bulk queries).
+//! Orders and the write-ahead journal as read back: one order rebuilt from its snapshot and
+//! journal, pages of orders, every open order of a region for recovery (snapshot plus the
+//! journal after it, in three bulk queries), and bulk imports. Writing the journal is
+//! [`super::journal`]'s.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::leases::check_fence;
-use super::outbox::{OutboxRow, insert_outbox, outbox_rows};
 use super::snapshots::SnapshotKind;
-use super::{Pool, Store, StoreError, on_pool, on_writer};
+use super::{Store, StoreError, on_pool, on_writer};
 use crate::domain::{
     Cents, Change, HistoryEntry, JournalEntry, MerchantId, Order, OrderId, OrderItem, OrderState,
     OrderStatus, Position, UserId,
@@ -128,7 +126,7 @@ fn fold(orders: &mut HashMap<Uuid, Order>, events: Vec<EventRow>) -> Result<(), 
 }
 
 /// The head of an `orders` insert; [`push_order_row!`] binds one row's values in this order.
-const INSERT_ORDERS: &str = "INSERT INTO orders (id, region_id, merchant_id, customer_id, items, \
+pub(super) const INSERT_ORDERS: &str = "INSERT INTO orders (id, region_id, merchant_id, customer_id, items, \
      total_cents, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, dropoff_address, status, \
      dispatch_status, driver_id, version, created_at, updated_at, delivery_fee_cents, pickup_address) ";
 
@@ -158,109 +156,9 @@ macro_rules! push_order_row {
             .push_bind(&order.pickup_address);
     }};
 }
+pub(super) use push_order_row;
 
 impl Store {
-    /// Journals a new order: its row and its first entry, in one transaction.
-    pub async fn create_order(
-        &self,
-        order: &Order,
-        entry: &JournalEntry,
-    ) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let fence = self.fence_check(&order.region_id)?;
-        let outbox = outbox_rows(std::slice::from_ref(entry));
-        on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            check_fence!(fence, tx);
-            let mut insert = sqlx::QueryBuilder::new(INSERT_ORDERS);
-            insert.push_values([order], |mut row, order| push_order_row!(row, order));
-            insert.build().execute(&mut *tx).await?;
-            sqlx::query(
-                "INSERT INTO order_events (order_id, seq, event, detail, at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(order.id.as_uuid())
-            .bind(entry.seq)
-            .bind(entry.change.name())
-            .bind(Json(&entry.change))
-            .bind(entry.at)
-            .execute(&mut *tx)
-            .await?;
-            insert_outbox!(tx, order.id.as_uuid(), &outbox);
-            tx.commit().await?;
-        });
-        record_journal_write(started);
-        self.outbox_written(!outbox.is_empty());
-        Ok(())
-    }
-
-    /// Appends `entries` to the order's journal and moves its status row to `after` (the order
-    /// with the entries applied), in one transaction. Refused with [`StoreError::Conflict`] when
-    /// the journal has moved on since (another writer), so an entry is never written twice.
-    pub async fn append(&self, after: &Order, entries: &[JournalEntry]) -> Result<(), StoreError> {
-        let Some(first) = entries.first() else {
-            return Ok(());
-        };
-        let expected_version = first.seq - 1;
-        let started = Instant::now();
-        let fence = self.fence_check(&after.region_id)?;
-        let outbox = outbox_rows(entries);
-        if let Pool::Postgres(pool) = self.writer()? {
-            append_in_one_statement(
-                pool,
-                after,
-                expected_version,
-                entries,
-                &outbox,
-                fence.as_ref(),
-            )
-            .await?;
-            record_journal_write(started);
-            self.outbox_written(!outbox.is_empty());
-            return Ok(());
-        }
-        on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            check_fence!(fence, tx);
-            let moved = sqlx::query(
-                "UPDATE orders SET status = $1, dispatch_status = $2, driver_id = $3, version = $4, \
-                 updated_at = $5 WHERE id = $6 AND version = $7",
-            )
-            .bind(after.state.status.as_str())
-            .bind(after.state.dispatch.as_str())
-            .bind(after.driver_id.map(|d| d.as_uuid()))
-            .bind(after.version)
-            .bind(after.updated_at)
-            .bind(after.id.as_uuid())
-            .bind(expected_version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if moved != 1 {
-                return Err(StoreError::Conflict(format!(
-                    "order {} is no longer at version {expected_version}",
-                    after.id
-                )));
-            }
-            for entry in entries {
-                sqlx::query(
-                    "INSERT INTO order_events (order_id, seq, event, detail, at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(after.id.as_uuid())
-                .bind(entry.seq)
-                .bind(entry.change.name())
-                .bind(Json(&entry.change))
-                .bind(entry.at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            insert_outbox!(tx, after.id.as_uuid(), &outbox);
-            tx.commit().await?;
-        });
-        record_journal_write(started);
-        self.outbox_written(!outbox.is_empty());
-        Ok(())
-    }
-
     /// An order's row as placed, if it exists.
     async fn order_row(&self, id: OrderId) -> Result<Option<OrderRow>, StoreError> {
         Ok(on_pool!(self, |pool| {
@@ -554,113 +452,4 @@ impl Store {
             })
             .collect())
     }
-}
-
-/// The order's row moved and its journal entries inserted by one statement, which PostgreSQL runs
-/// as one transaction: one round trip instead of six or more (BEGIN, lease check, UPDATE, an
-/// INSERT per entry, COMMIT). Each round trip is a wake-up of a database backend and of an
-/// engine thread; on a busy machine each waits for a core, and with seven of them a journal
-/// write took ~100 ms at 10,000 connected drivers where one takes a few.
-///
-/// Fenced, the lease row is share-locked in the same statement: a takeover (which updates the
-/// row) waits for this write to commit, and a write that meets a takeover re-reads the row and
-/// finds the new epoch. Refused with [`StoreError::LeaseLost`] or [`StoreError::Conflict`].
-async fn append_in_one_statement(
-    pool: &sqlx::PgPool,
-    after: &Order,
-    expected_version: i64,
-    entries: &[JournalEntry],
-    outbox: &[OutboxRow],
-    fence: Option<&super::leases::FenceCheck>,
-) -> Result<(), StoreError> {
-    /// The statement after its `fence` CTE: the row moved if the fence holds, the entries
-    /// inserted if the row moved, and the three counts.
-    macro_rules! move_and_journal {
-        () => {
-            "moved AS ( \
-                UPDATE orders SET status = $1, dispatch_status = $2, driver_id = $3, \
-                version = $4, updated_at = $5 \
-                WHERE id = $6 AND version = $7 AND EXISTS (SELECT 1 FROM fence) \
-                RETURNING id), \
-            journaled AS ( \
-                INSERT INTO order_events (order_id, seq, event, detail, at) \
-                SELECT moved.id, e.seq, e.event, e.detail, e.at FROM moved, \
-                UNNEST($8::bigint[], $9::text[], $10::jsonb[], $11::timestamptz[]) \
-                    AS e(seq, event, detail, at) \
-                RETURNING 1), \
-            outboxed AS ( \
-                INSERT INTO outbox (id, order_id, seq, event, at, created_at) \
-                SELECT x.id, moved.id, x.seq, x.event, x.at, x.at FROM moved, \
-                UNNEST($12::uuid[], $13::bigint[], $14::text[], $15::timestamptz[]) \
-                    AS x(id, seq, event, at) \
-                RETURNING 1) \
-            SELECT (SELECT COUNT(*) FROM fence), (SELECT COUNT(*) FROM moved), \
-                (SELECT COUNT(*) FROM journaled), (SELECT COUNT(*) FROM outboxed)"
-        };
-    }
-    const FENCED: &str = concat!(
-        "WITH fence AS (SELECT 1 FROM region_leases \
-         WHERE region_id = $16 AND owner = $17 AND epoch = $18 FOR SHARE), ",
-        move_and_journal!()
-    );
-    const UNFENCED: &str = concat!("WITH fence AS (SELECT 1), ", move_and_journal!());
-    let sql = if fence.is_some() { FENCED } else { UNFENCED };
-    let mut query = sqlx::query_as::<_, (i64, i64, i64, i64)>(sql)
-        .bind(after.state.status.as_str())
-        .bind(after.state.dispatch.as_str())
-        .bind(after.driver_id.map(|d| d.as_uuid()))
-        .bind(after.version)
-        .bind(after.updated_at)
-        .bind(after.id.as_uuid())
-        .bind(expected_version)
-        .bind(entries.iter().map(|e| e.seq).collect::<Vec<i64>>())
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.change.name())
-                .collect::<Vec<&str>>(),
-        )
-        .bind(entries.iter().map(|e| Json(&e.change)).collect::<Vec<_>>())
-        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
-        .bind(outbox.iter().map(|row| row.0).collect::<Vec<Uuid>>())
-        .bind(outbox.iter().map(|row| row.1).collect::<Vec<i64>>())
-        .bind(outbox.iter().map(|row| row.2).collect::<Vec<&str>>())
-        .bind(
-            outbox
-                .iter()
-                .map(|row| row.3)
-                .collect::<Vec<DateTime<Utc>>>(),
-        );
-    if let Some(fence) = fence {
-        query = query
-            .bind(fence.region.as_str())
-            .bind(fence.node.as_str())
-            .bind(fence.epoch());
-    }
-    let (fenced, moved, journaled, outboxed) = query.fetch_one(pool).await?;
-    if fenced != 1 {
-        return Err(fence.map_or_else(
-            || StoreError::Conflict("lease check failed".to_owned()),
-            |fence| fence.refusal(),
-        ));
-    }
-    if moved != 1 {
-        return Err(StoreError::Conflict(format!(
-            "order {} is no longer at version {expected_version}",
-            after.id
-        )));
-    }
-    if journaled != entries.len() as i64 || outboxed != outbox.len() as i64 {
-        return Err(StoreError::Corrupt(format!(
-            "order {}: {journaled} of {} journal entries and {outboxed} of {} outbox rows written",
-            after.id,
-            entries.len(),
-            outbox.len()
-        )));
-    }
-    Ok(())
-}
-
-fn record_journal_write(started: Instant) {
-    metrics::histogram!("journal_write_seconds").record(started.elapsed().as_secs_f64());
 }

@@ -89,6 +89,7 @@ impl TestDb {
         DatabaseConfig {
             url: self.database_url(),
             max_connections: 5,
+            ..DatabaseConfig::default()
         }
     }
 }

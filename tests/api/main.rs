@@ -15,6 +15,7 @@ mod db_outage;
 mod dispatch;
 mod errors;
 mod health;
+mod journal;
 mod maps_api;
 mod maps_dispatch;
 mod merchants;

@@ -1,0 +1,828 @@
+//! Writing the order journal, with group commit: an order's new row or its next transitions are
+//! handed in, and whatever was handed in while the previous commit was in flight goes in the
+//! next one — on PostgreSQL one statement for many orders, on SQLite one transaction with a
+//! savepoint per order. Each writer is answered only once *its* batch has committed, with the
+//! answer it would have had alone: a transition refused by its region's lease fence, or by the
+//! journal having moved on, does not sink the others.
+//!
+//! There is no writer task: the first caller that finds no commit in flight leads — it commits
+//! batches until its own write is answered, then hands the lead to the oldest caller still
+//! waiting. So the first transition never waits for a timer, batches grow only with load, and
+//! nothing depends on which runtime created the store.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::leases::{FenceCheck, check_fence};
+use super::orders::{INSERT_ORDERS, push_order_row};
+use super::outbox::{OutboxRow, insert_outbox, outbox_rows};
+use super::{Pool, Store, StoreError};
+use crate::domain::{JournalEntry, Order, OrderId};
+
+/// One write to the journal: a new order with its first entry, or an order's next entries
+/// with the order as they leave it.
+pub(super) enum Write {
+    Create {
+        order: Order,
+        entry: JournalEntry,
+    },
+    Append {
+        after: Order,
+        entries: Vec<JournalEntry>,
+    },
+}
+
+impl Write {
+    fn order(&self) -> &Order {
+        match self {
+            Write::Create { order, .. } => order,
+            Write::Append { after, .. } => after,
+        }
+    }
+
+    fn entries(&self) -> &[JournalEntry] {
+        match self {
+            Write::Create { entry, .. } => std::slice::from_ref(entry),
+            Write::Append { entries, .. } => entries,
+        }
+    }
+
+    /// The version the order's row must still be at (appends).
+    fn expected_version(&self) -> Option<i64> {
+        match self {
+            Write::Create { .. } => None,
+            Write::Append { entries, .. } => entries.first().map(|first| first.seq - 1),
+        }
+    }
+
+    fn order_id(&self) -> OrderId {
+        self.order().id
+    }
+}
+
+/// A write waiting for a commit.
+struct Pending {
+    write: Write,
+    /// Its answer.
+    done: oneshot::Sender<Result<(), StoreError>>,
+    /// Told when it is its caller's turn to lead; dropped once the write is in a batch.
+    lead: Option<oneshot::Sender<()>>,
+}
+
+/// The writes waiting, and whether a caller is leading (committing them).
+pub(super) struct JournalQueue {
+    /// Most writes in one commit; 1 means no grouping (a transaction per write).
+    batch_max: usize,
+    state: Mutex<QueueState>,
+    /// Journal transactions run so far (a batch retried write by write counts once per try).
+    commits: AtomicU64,
+}
+
+#[derive(Default)]
+struct QueueState {
+    waiting: VecDeque<Pending>,
+    leading: bool,
+}
+
+impl JournalQueue {
+    pub(super) fn new(batch_max: usize) -> Self {
+        JournalQueue {
+            batch_max: batch_max.max(1),
+            state: Mutex::new(QueueState::default()),
+            commits: AtomicU64::new(0),
+        }
+    }
+
+    fn grouped(&self) -> bool {
+        self.batch_max > 1
+    }
+
+    fn state(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `pending`; true when its caller is to lead (no commit was in flight).
+    fn enqueue(&self, pending: Pending) -> bool {
+        let mut state = self.state();
+        state.waiting.push_back(pending);
+        if state.leading {
+            false
+        } else {
+            state.leading = true;
+            true
+        }
+    }
+
+    /// The oldest waiting writes, at most `batch_max`, one per order: a second write of an order
+    /// already in the batch waits for the next one (with every later write of that order), so
+    /// an order's writes commit in the order they came.
+    fn take_batch(&self) -> Vec<Pending> {
+        let mut state = self.state();
+        let mut batch = Vec::with_capacity(state.waiting.len().min(self.batch_max));
+        let mut orders = HashSet::with_capacity(batch.capacity());
+        let mut later = VecDeque::new();
+        while let Some(mut pending) = state.waiting.pop_front() {
+            if batch.len() == self.batch_max {
+                later.push_back(pending);
+                later.extend(state.waiting.drain(..));
+                break;
+            }
+            if orders.insert(pending.write.order_id()) {
+                pending.lead = None;
+                batch.push(pending);
+            } else {
+                later.push_back(pending);
+            }
+        }
+        state.waiting = later;
+        batch
+    }
+
+    /// The leader is done: the oldest caller still waiting leads next, or nobody if none is.
+    fn hand_off(&self) {
+        let mut state = self.state();
+        loop {
+            let Some(lead) = state.waiting.iter_mut().find_map(|p| p.lead.take()) else {
+                state.leading = false;
+                return;
+            };
+            if lead.send(()).is_ok() {
+                return;
+            }
+            // That caller is gone (its future dropped); its write is still committed by
+            // whoever leads, so try the next.
+        }
+    }
+}
+
+/// Hands the lead on however the leader's future ends (answered, or dropped half-way).
+struct Leading<'a>(&'a JournalQueue);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.hand_off();
+    }
+}
+
+/// A write ready to go into a statement: its lease check and the outbox rows its entries raise.
+struct Prepared<'a> {
+    write: &'a Write,
+    fence: Result<Option<FenceCheck>, StoreError>,
+    outbox: Vec<OutboxRow>,
+}
+
+/// The same failure, for another writer of the batch it failed.
+fn copy_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+        StoreError::Duplicate(why) => StoreError::Duplicate(why.clone()),
+        StoreError::Conflict(why) => StoreError::Conflict(why.clone()),
+        StoreError::LeaseLost(why) => StoreError::LeaseLost(why.clone()),
+        StoreError::Corrupt(why) => StoreError::Corrupt(why.clone()),
+        // Not reached: a batch that fails so is retried write by write (see `commit`).
+        StoreError::Database(error) => StoreError::Unavailable(error.to_string()),
+    }
+}
+
+/// A write whose batch's leader went away before answering: it may or may not have committed.
+fn outcome_unknown() -> StoreError {
+    StoreError::Unavailable("the journal commit carrying this write was abandoned".to_owned())
+}
+
+impl Store {
+    /// Journal transactions this store has run: with group commit, fewer than the writes
+    /// (for tests and the load tool).
+    pub fn journal_commits(&self) -> u64 {
+        self.inner.journal.commits.load(Ordering::Relaxed)
+    }
+
+    /// Journals a new order: its row and its first entry, atomically.
+    pub async fn create_order(
+        &self,
+        order: &Order,
+        entry: &JournalEntry,
+    ) -> Result<(), StoreError> {
+        self.journal_write(Write::Create {
+            order: order.clone(),
+            entry: entry.clone(),
+        })
+        .await
+    }
+
+    /// Appends `entries` to the order's journal and moves its status row to `after` (the order
+    /// with the entries applied), atomically. Refused with [`StoreError::Conflict`] when the
+    /// journal has moved on since (another writer), so an entry is never written twice, and
+    /// with [`StoreError::LeaseLost`] when this replica no longer holds the order's region.
+    pub async fn append(&self, after: &Order, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.journal_write(Write::Append {
+            after: after.clone(),
+            entries: entries.to_vec(),
+        })
+        .await
+    }
+
+    async fn journal_write(&self, write: Write) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let queue = &self.inner.journal;
+        let result = if queue.grouped() {
+            self.grouped_write(write).await
+        } else {
+            let notifies = write_raises_outbox(&write);
+            let result = self.commit(vec![self.prepare(&write)]).await.remove(0);
+            self.outbox_written(notifies && result.is_ok());
+            metrics::histogram!("journal_batch_transitions").record(1.0);
+            result
+        };
+        metrics::histogram!("journal_write_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Queues `write`, leads if no commit is in flight, and waits for its batch's answer.
+    async fn grouped_write(&self, write: Write) -> Result<(), StoreError> {
+        let queue = &self.inner.journal;
+        let (done, mut answer) = oneshot::channel();
+        let (lead, turn) = oneshot::channel();
+        let leads_now = queue.enqueue(Pending {
+            write,
+            done,
+            lead: Some(lead),
+        });
+        if !leads_now {
+            let mut turn = Some(turn);
+            loop {
+                tokio::select! {
+                    biased;
+                    answered = &mut answer => return answered.unwrap_or_else(|_| Err(outcome_unknown())),
+                    told = async { turn.as_mut().expect("polled only while waiting").await },
+                        if turn.is_some() =>
+                    {
+                        match told {
+                            Ok(()) => break,
+                            // Taken into a batch: only the answer is left to wait for.
+                            Err(_) => turn = None,
+                        }
+                    }
+                }
+            }
+        }
+        let _leading = Leading(queue);
+        loop {
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Closed) => return Err(outcome_unknown()),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch = queue.take_batch();
+            if batch.is_empty() {
+                // Our write is neither answered nor waiting: it cannot be found any more.
+                return Err(outcome_unknown());
+            }
+            self.commit_batch(batch).await;
+        }
+    }
+
+    /// Commits one batch and answers each of its writers.
+    async fn commit_batch(&self, batch: Vec<Pending>) {
+        let started = Instant::now();
+        metrics::histogram!("journal_batch_transitions").record(batch.len() as f64);
+        let results = self
+            .commit(batch.iter().map(|p| self.prepare(&p.write)).collect())
+            .await;
+        metrics::histogram!("journal_commit_seconds").record(started.elapsed().as_secs_f64());
+        let mut notifies = false;
+        for (pending, result) in batch.into_iter().zip(results) {
+            notifies |= result.is_ok() && write_raises_outbox(&pending.write);
+            // A writer that stopped waiting is not told; its write stands.
+            let _ = pending.done.send(result);
+        }
+        self.outbox_written(notifies);
+    }
+
+    fn prepare<'a>(&self, write: &'a Write) -> Prepared<'a> {
+        Prepared {
+            write,
+            fence: self.fence_check(&write.order().region_id),
+            outbox: outbox_rows(write.entries()),
+        }
+    }
+
+    /// Writes `items` in one transaction and gives each its answer. When the transaction as a
+    /// whole fails for a reason that is not the database being away, nothing was written and
+    /// each write is tried alone, so each gets the answer it would have had by itself.
+    async fn commit(&self, items: Vec<Prepared<'_>>) -> Vec<Result<(), StoreError>> {
+        self.inner.journal.commits.fetch_add(1, Ordering::Relaxed);
+        let together = match self.writer() {
+            Err(error) => Err(error),
+            Ok(Pool::Postgres(pool)) => pg_write(pool, &items).await,
+            Ok(Pool::Sqlite(pool)) => sqlite_write(pool, &items).await,
+        };
+        match together {
+            Ok(results) => results,
+            // Away, or (never seen) committed but not as counted: the same for every write.
+            Err(error)
+                if items.len() == 1
+                    || matches!(error, StoreError::Unavailable(_) | StoreError::Corrupt(_)) =>
+            {
+                let mut results = Vec::with_capacity(items.len());
+                results.extend((1..items.len()).map(|_| Err(copy_error(&error))));
+                results.push(Err(error));
+                results
+            }
+            Err(error) => {
+                tracing::debug!(error = %error, writes = items.len(), "journal batch failed; writing its writes one by one");
+                let mut results = Vec::with_capacity(items.len());
+                for item in items {
+                    self.inner.journal.commits.fetch_add(1, Ordering::Relaxed);
+                    let alone = vec![item];
+                    let result = match self.writer() {
+                        Err(error) => Err(error),
+                        Ok(Pool::Postgres(pool)) => pg_write(pool, &alone).await,
+                        Ok(Pool::Sqlite(pool)) => sqlite_write(pool, &alone).await,
+                    };
+                    results.push(result.and_then(|mut one| one.remove(0)));
+                }
+                results
+            }
+        }
+    }
+}
+
+fn write_raises_outbox(write: &Write) -> bool {
+    !outbox_rows(write.entries()).is_empty()
+}
+
+/// The lease held for `fence`, as the batch statement reports the lease rows it locked.
+fn fence_held(fence: &FenceCheck, held: &[(String, String, i64)]) -> bool {
+    held.iter().any(|(region, owner, epoch)| {
+        *region == fence.region && *owner == fence.node && *epoch == fence.epoch()
+    })
+}
+
+/// PostgreSQL: every write of the batch in one statement (one round trip, one transaction).
+/// The lease rows of the fenced regions are share-locked first — a takeover (which updates its
+/// row) waits for this commit, and a write meeting a takeover re-reads the row and finds the new
+/// epoch — then the new orders are inserted and the moved ones updated where their fence holds
+/// and (for moves) their version is still the expected one; only orders so written get their
+/// journal entries and outbox rows. The answer names what was written, so each write learns
+/// its own fate.
+async fn pg_write(
+    pool: &sqlx::PgPool,
+    items: &[Prepared<'_>],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    const SQL: &str = "WITH fence AS ( \
+            SELECT region_id, owner, epoch FROM region_leases \
+            WHERE region_id = ANY($1::text[]) FOR SHARE), \
+        created AS ( \
+            INSERT INTO orders (id, region_id, merchant_id, customer_id, items, total_cents, \
+                pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, dropoff_address, status, \
+                dispatch_status, driver_id, version, created_at, updated_at, delivery_fee_cents, \
+                pickup_address) \
+            SELECT c.id, c.region_id, c.merchant_id, c.customer_id, c.items, c.total_cents, \
+                c.pickup_lat, c.pickup_lon, c.dropoff_lat, c.dropoff_lon, c.dropoff_address, \
+                c.status, c.dispatch_status, c.driver_id, c.version, c.created_at, c.updated_at, \
+                c.delivery_fee_cents, c.pickup_address \
+            FROM UNNEST($2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::jsonb[], $7::bigint[], \
+                $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::text[], $13::text[], \
+                $14::text[], $15::uuid[], $16::bigint[], $17::timestamptz[], $18::timestamptz[], \
+                $19::bigint[], $20::text[], $21::text[], $22::bigint[]) \
+                AS c(id, region_id, merchant_id, customer_id, items, total_cents, pickup_lat, \
+                    pickup_lon, dropoff_lat, dropoff_lon, dropoff_address, status, dispatch_status, \
+                    driver_id, version, created_at, updated_at, delivery_fee_cents, pickup_address, \
+                    fence_owner, fence_epoch) \
+            WHERE c.fence_owner IS NULL OR EXISTS (SELECT 1 FROM fence f \
+                WHERE f.region_id = c.region_id AND f.owner = c.fence_owner \
+                AND f.epoch = c.fence_epoch) \
+            ON CONFLICT (id) DO NOTHING \
+            RETURNING id), \
+        moved AS ( \
+            UPDATE orders o SET status = u.status, dispatch_status = u.dispatch_status, \
+                driver_id = u.driver_id, version = u.version, updated_at = u.updated_at \
+            FROM UNNEST($23::uuid[], $24::text[], $25::text[], $26::uuid[], $27::bigint[], \
+                $28::timestamptz[], $29::bigint[], $30::text[], $31::text[], $32::bigint[]) \
+                AS u(id, status, dispatch_status, driver_id, version, updated_at, expected, \
+                    region_id, fence_owner, fence_epoch) \
+            WHERE o.id = u.id AND o.version = u.expected AND (u.fence_owner IS NULL OR EXISTS ( \
+                SELECT 1 FROM fence f WHERE f.region_id = u.region_id \
+                AND f.owner = u.fence_owner AND f.epoch = u.fence_epoch)) \
+            RETURNING o.id), \
+        written AS (SELECT id FROM created UNION ALL SELECT id FROM moved), \
+        journaled AS ( \
+            INSERT INTO order_events (order_id, seq, event, detail, at) \
+            SELECT e.order_id, e.seq, e.event, e.detail, e.at \
+            FROM UNNEST($33::uuid[], $34::bigint[], $35::text[], $36::jsonb[], \
+                $37::timestamptz[]) AS e(order_id, seq, event, detail, at) \
+            WHERE e.order_id IN (SELECT id FROM written) \
+            RETURNING 1), \
+        outboxed AS ( \
+            INSERT INTO outbox (id, order_id, seq, event, at, created_at) \
+            SELECT x.id, x.order_id, x.seq, x.event, x.at, x.at \
+            FROM UNNEST($38::uuid[], $39::uuid[], $40::bigint[], $41::text[], \
+                $42::timestamptz[]) AS x(id, order_id, seq, event, at) \
+            WHERE x.order_id IN (SELECT id FROM written) \
+            RETURNING 1) \
+        SELECT \
+            ARRAY(SELECT region_id FROM fence), ARRAY(SELECT owner FROM fence), \
+            ARRAY(SELECT epoch FROM fence), ARRAY(SELECT id FROM created), \
+            ARRAY(SELECT id FROM moved), (SELECT COUNT(*) FROM journaled), \
+            (SELECT COUNT(*) FROM outboxed)";
+
+    let mut results: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(items.len());
+    let mut regions: Vec<&str> = Vec::new();
+    let mut creates: Vec<(&Order, Option<&FenceCheck>)> = Vec::new();
+    let mut moves: Vec<(&Order, i64, Option<&FenceCheck>)> = Vec::new();
+    let mut events: Vec<(OrderId, &JournalEntry)> = Vec::new();
+    let mut outbox: Vec<(OrderId, &OutboxRow)> = Vec::new();
+    for item in items {
+        let fence = match &item.fence {
+            Err(error) => {
+                results.push(Some(Err(copy_error(error))));
+                continue;
+            }
+            Ok(fence) => fence.as_ref(),
+        };
+        results.push(None);
+        if let Some(fence) = fence
+            && !regions.contains(&fence.region.as_str())
+        {
+            regions.push(&fence.region);
+        }
+        let order = item.write.order();
+        match item.write.expected_version() {
+            None => creates.push((order, fence)),
+            Some(expected) => moves.push((order, expected, fence)),
+        }
+        events.extend(item.write.entries().iter().map(|e| (order.id, e)));
+        outbox.extend(item.outbox.iter().map(|row| (order.id, row)));
+    }
+    if creates.is_empty() && moves.is_empty() {
+        return Ok(results.into_iter().flatten().collect());
+    }
+
+    let (held_regions, held_owners, held_epochs, created, moved, journaled, outboxed): (
+        Vec<String>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<Uuid>,
+        Vec<Uuid>,
+        i64,
+        i64,
+    ) = sqlx::query_as(SQL)
+        .bind(&regions)
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.region_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.merchant_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.customer_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| Json(&o.items))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.total_cents.0)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.pickup.lat)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.pickup.lon)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.dropoff.lat)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.dropoff.lon)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.dropoff_address.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.state.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.state.dispatch.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.driver_id.map(|d| d.as_uuid()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(creates.iter().map(|(o, _)| o.version).collect::<Vec<_>>())
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.created_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.updated_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.delivery_fee_cents.0)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(o, _)| o.pickup_address.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(_, f)| f.map(|f| f.node.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            creates
+                .iter()
+                .map(|(_, f)| f.map(FenceCheck::epoch))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            moves
+                .iter()
+                .map(|(o, ..)| o.id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            moves
+                .iter()
+                .map(|(o, ..)| o.state.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            moves
+                .iter()
+                .map(|(o, ..)| o.state.dispatch.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            moves
+                .iter()
+                .map(|(o, ..)| o.driver_id.map(|d| d.as_uuid()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(moves.iter().map(|(o, ..)| o.version).collect::<Vec<_>>())
+        .bind(moves.iter().map(|(o, ..)| o.updated_at).collect::<Vec<_>>())
+        .bind(
+            moves
+                .iter()
+                .map(|(_, expected, _)| *expected)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            moves
+                .iter()
+                .map(|(o, ..)| o.region_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            moves
+                .iter()
+                .map(|(.., f)| f.map(|f| f.node.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            moves
+                .iter()
+                .map(|(.., f)| f.map(FenceCheck::epoch))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|(id, _)| id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|(_, e)| e.seq).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|(_, e)| e.change.name())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|(_, e)| Json(&e.change))
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|(_, e)| e.at).collect::<Vec<_>>())
+        .bind(outbox.iter().map(|(_, row)| row.0).collect::<Vec<_>>())
+        .bind(
+            outbox
+                .iter()
+                .map(|(id, _)| id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(outbox.iter().map(|(_, row)| row.1).collect::<Vec<_>>())
+        .bind(outbox.iter().map(|(_, row)| row.2).collect::<Vec<_>>())
+        .bind(
+            outbox
+                .iter()
+                .map(|(_, row)| row.3)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .fetch_one(pool)
+        .await?;
+
+    let held: Vec<(String, String, i64)> = held_regions
+        .into_iter()
+        .zip(held_owners)
+        .zip(held_epochs)
+        .map(|((region, owner), epoch)| (region, owner, epoch))
+        .collect();
+    let created: HashSet<Uuid> = created.into_iter().collect();
+    let moved: HashSet<Uuid> = moved.into_iter().collect();
+    let (mut entries_due, mut outbox_due) = (0_i64, 0_i64);
+    for (item, result) in items.iter().zip(results.iter_mut()) {
+        if result.is_some() {
+            continue;
+        }
+        let fence = item.fence.as_ref().ok().and_then(Option::as_ref);
+        let order = item.write.order();
+        let id = order.id.as_uuid();
+        *result = Some(if fence.is_some_and(|fence| !fence_held(fence, &held)) {
+            Err(fence.map_or_else(
+                || StoreError::Conflict("lease check failed".to_owned()),
+                FenceCheck::refusal,
+            ))
+        } else {
+            match item.write.expected_version() {
+                None if created.contains(&id) => Ok(()),
+                None => Err(StoreError::Duplicate("orders_pkey".to_owned())),
+                Some(_) if moved.contains(&id) => Ok(()),
+                Some(expected) => Err(StoreError::Conflict(format!(
+                    "order {} is no longer at version {expected}",
+                    order.id
+                ))),
+            }
+        });
+        if matches!(result, Some(Ok(()))) {
+            entries_due += item.write.entries().len() as i64;
+            outbox_due += item.outbox.len() as i64;
+        }
+    }
+    if journaled != entries_due || outboxed != outbox_due {
+        return Err(StoreError::Corrupt(format!(
+            "a journal batch wrote {journaled} of {entries_due} entries and {outboxed} of \
+             {outbox_due} outbox rows"
+        )));
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// SQLite: the writes in one transaction (one fsync), each inside a savepoint so that a write
+/// refused (fence, version, a uniqueness rule) is undone alone.
+async fn sqlite_write(
+    pool: &sqlx::SqlitePool,
+    items: &[Prepared<'_>],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(items.len());
+    let savepoints = items.len() > 1;
+    for item in items {
+        let fence = match &item.fence {
+            Err(error) => {
+                results.push(Err(copy_error(error)));
+                continue;
+            }
+            Ok(fence) => fence.as_ref(),
+        };
+        if savepoints {
+            sqlx::query("SAVEPOINT journal_write")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let result = sqlite_write_one(&mut tx, item, fence).await;
+        if savepoints {
+            if result.is_err() {
+                sqlx::query("ROLLBACK TO SAVEPOINT journal_write")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("RELEASE SAVEPOINT journal_write")
+                .execute(&mut *tx)
+                .await?;
+        } else if let Err(error) = result {
+            // Alone: nothing else to keep; the transaction is rolled back on drop.
+            return Err(error);
+        }
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn sqlite_write_one(
+    tx: &mut sqlx::SqliteConnection,
+    item: &Prepared<'_>,
+    fence: Option<&FenceCheck>,
+) -> Result<(), StoreError> {
+    check_fence!(fence, tx);
+    let order = item.write.order();
+    match item.write.expected_version() {
+        None => {
+            let mut insert = sqlx::QueryBuilder::new(INSERT_ORDERS);
+            insert.push_values([order], |mut row, order| push_order_row!(row, order));
+            insert.build().execute(&mut *tx).await?;
+        }
+        Some(expected) => {
+            let moved = sqlx::query(
+                "UPDATE orders SET status = $1, dispatch_status = $2, driver_id = $3, version = $4, \
+                 updated_at = $5 WHERE id = $6 AND version = $7",
+            )
+            .bind(order.state.status.as_str())
+            .bind(order.state.dispatch.as_str())
+            .bind(order.driver_id.map(|d| d.as_uuid()))
+            .bind(order.version)
+            .bind(order.updated_at)
+            .bind(order.id.as_uuid())
+            .bind(expected)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "order {} is no longer at version {expected}",
+                    order.id
+                )));
+            }
+        }
+    }
+    for entry in item.write.entries() {
+        sqlx::query(
+            "INSERT INTO order_events (order_id, seq, event, detail, at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(order.id.as_uuid())
+        .bind(entry.seq)
+        .bind(entry.change.name())
+        .bind(Json(&entry.change))
+        .bind(entry.at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    insert_outbox!(tx, order.id.as_uuid(), &item.outbox);
+    Ok(())
+}
