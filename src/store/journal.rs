@@ -368,6 +368,18 @@ fn fence_held(fence: &FenceCheck, held: &[(String, String, i64)]) -> bool {
     })
 }
 
+/// What the batch statement reports: the lease rows it locked (regions, owners, epochs), the
+/// orders it created and moved, and how many journal entries and outbox rows it wrote.
+type BatchAnswer = (
+    Vec<String>,
+    Vec<String>,
+    Vec<i64>,
+    Vec<Uuid>,
+    Vec<Uuid>,
+    i64,
+    i64,
+);
+
 /// PostgreSQL: every write of the batch in one statement (one round trip, one transaction).
 /// The lease rows of the fenced regions are share-locked first — a takeover (which updates its
 /// row) waits for this commit, and a write meeting a takeover re-reads the row and finds the new
@@ -468,224 +480,217 @@ async fn pg_write(
         return Ok(results.into_iter().flatten().collect());
     }
 
-    let (held_regions, held_owners, held_epochs, created, moved, journaled, outboxed): (
-        Vec<String>,
-        Vec<String>,
-        Vec<i64>,
-        Vec<Uuid>,
-        Vec<Uuid>,
-        i64,
-        i64,
-    ) = sqlx::query_as(SQL)
-        .bind(&regions)
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.region_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.merchant_id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.customer_id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| Json(&o.items))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.total_cents.0)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.pickup.lat)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.pickup.lon)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.dropoff.lat)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.dropoff.lon)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.dropoff_address.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.state.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.state.dispatch.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.driver_id.map(|d| d.as_uuid()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(creates.iter().map(|(o, _)| o.version).collect::<Vec<_>>())
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.created_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.updated_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.delivery_fee_cents.0)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(o, _)| o.pickup_address.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(_, f)| f.map(|f| f.node.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            creates
-                .iter()
-                .map(|(_, f)| f.map(FenceCheck::epoch))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            moves
-                .iter()
-                .map(|(o, ..)| o.id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            moves
-                .iter()
-                .map(|(o, ..)| o.state.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            moves
-                .iter()
-                .map(|(o, ..)| o.state.dispatch.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            moves
-                .iter()
-                .map(|(o, ..)| o.driver_id.map(|d| d.as_uuid()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(moves.iter().map(|(o, ..)| o.version).collect::<Vec<_>>())
-        .bind(moves.iter().map(|(o, ..)| o.updated_at).collect::<Vec<_>>())
-        .bind(
-            moves
-                .iter()
-                .map(|(_, expected, _)| *expected)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            moves
-                .iter()
-                .map(|(o, ..)| o.region_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            moves
-                .iter()
-                .map(|(.., f)| f.map(|f| f.node.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            moves
-                .iter()
-                .map(|(.., f)| f.map(FenceCheck::epoch))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|(id, _)| id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(events.iter().map(|(_, e)| e.seq).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|(_, e)| e.change.name())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|(_, e)| Json(&e.change))
-                .collect::<Vec<_>>(),
-        )
-        .bind(events.iter().map(|(_, e)| e.at).collect::<Vec<_>>())
-        .bind(outbox.iter().map(|(_, row)| row.0).collect::<Vec<_>>())
-        .bind(
-            outbox
-                .iter()
-                .map(|(id, _)| id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(outbox.iter().map(|(_, row)| row.1).collect::<Vec<_>>())
-        .bind(outbox.iter().map(|(_, row)| row.2).collect::<Vec<_>>())
-        .bind(
-            outbox
-                .iter()
-                .map(|(_, row)| row.3)
-                .collect::<Vec<DateTime<Utc>>>(),
-        )
-        .fetch_one(pool)
-        .await?;
+    let (held_regions, held_owners, held_epochs, created, moved, journaled, outboxed): BatchAnswer =
+        sqlx::query_as(SQL)
+            .bind(&regions)
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.region_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.merchant_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.customer_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| Json(&o.items))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.total_cents.0)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.pickup.lat)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.pickup.lon)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.dropoff.lat)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.dropoff.lon)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.dropoff_address.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.state.status.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.state.dispatch.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.driver_id.map(|d| d.as_uuid()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(creates.iter().map(|(o, _)| o.version).collect::<Vec<_>>())
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.created_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.updated_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.delivery_fee_cents.0)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(o, _)| o.pickup_address.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(_, f)| f.map(|f| f.node.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                creates
+                    .iter()
+                    .map(|(_, f)| f.map(FenceCheck::epoch))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                moves
+                    .iter()
+                    .map(|(o, ..)| o.id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                moves
+                    .iter()
+                    .map(|(o, ..)| o.state.status.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                moves
+                    .iter()
+                    .map(|(o, ..)| o.state.dispatch.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                moves
+                    .iter()
+                    .map(|(o, ..)| o.driver_id.map(|d| d.as_uuid()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(moves.iter().map(|(o, ..)| o.version).collect::<Vec<_>>())
+            .bind(moves.iter().map(|(o, ..)| o.updated_at).collect::<Vec<_>>())
+            .bind(
+                moves
+                    .iter()
+                    .map(|(_, expected, _)| *expected)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                moves
+                    .iter()
+                    .map(|(o, ..)| o.region_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                moves
+                    .iter()
+                    .map(|(.., f)| f.map(|f| f.node.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                moves
+                    .iter()
+                    .map(|(.., f)| f.map(FenceCheck::epoch))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|(id, _)| id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|(_, e)| e.seq).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|(_, e)| e.change.name())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|(_, e)| Json(&e.change))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|(_, e)| e.at).collect::<Vec<_>>())
+            .bind(outbox.iter().map(|(_, row)| row.0).collect::<Vec<_>>())
+            .bind(
+                outbox
+                    .iter()
+                    .map(|(id, _)| id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(outbox.iter().map(|(_, row)| row.1).collect::<Vec<_>>())
+            .bind(outbox.iter().map(|(_, row)| row.2).collect::<Vec<_>>())
+            .bind(
+                outbox
+                    .iter()
+                    .map(|(_, row)| row.3)
+                    .collect::<Vec<DateTime<Utc>>>(),
+            )
+            .fetch_one(pool)
+            .await?;
 
     let held: Vec<(String, String, i64)> = held_regions
         .into_iter()
