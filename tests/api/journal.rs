@@ -195,7 +195,10 @@ async fn one_by_one(kind: Db) {
     assert!(created.iter().all(Result::is_ok), "{created:?}");
     assert_eq!(store.journal_commits() - before, 10);
     let (after, entry) = accept(&orders[0].0);
-    store.append(&after, &[entry.clone()]).await.unwrap();
+    store
+        .append(&after, std::slice::from_ref(&entry))
+        .await
+        .unwrap();
     let again = store.append(&after, &[entry]).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 }
