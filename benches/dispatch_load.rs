@@ -198,7 +198,7 @@ fn total(page: &str, name: &str) -> f64 {
 struct Histogram {
     buckets: Vec<(f64, f64)>,
     count: f64,
-    sum_secs: f64,
+    sum: f64,
 }
 
 impl Histogram {
@@ -233,8 +233,34 @@ impl Histogram {
         Histogram {
             buckets,
             count: total(after, &format!("{name}_count")) - total(before, &format!("{name}_count")),
-            sum_secs: total(after, &format!("{name}_sum")) - total(before, &format!("{name}_sum")),
+            sum: total(after, &format!("{name}_sum")) - total(before, &format!("{name}_sum")),
         }
+    }
+
+    /// For a histogram of counts (not seconds): samples, mean, and the bucket bounds holding
+    /// the median, p90 and p99.
+    fn describe_counts(&self) -> String {
+        if self.count < 1.0 {
+            return "no samples".to_owned();
+        }
+        let bound = |q: f64| {
+            let wanted = q * self.count;
+            self.buckets
+                .iter()
+                .find(|(_, count)| *count >= wanted)
+                .map_or_else(
+                    || "> largest bucket".to_owned(),
+                    |(le, _)| format!("≤ {le}"),
+                )
+        };
+        format!(
+            "{:.0} commits, mean {:.1}, p50 {}, p90 {}, p99 {}",
+            self.count,
+            self.sum / self.count,
+            bound(0.5),
+            bound(0.9),
+            bound(0.99)
+        )
     }
 
     /// The upper bound of the bucket holding quantile `q`, in ms.
@@ -271,7 +297,7 @@ impl Histogram {
         format!(
             "{:.0} samples, mean {:.2} ms, p50 {}, p90 {}, p99 {}; {:.1} % ≤ 10 ms",
             self.count,
-            self.sum_secs / self.count * 1e3,
+            self.sum / self.count * 1e3,
             bound(0.5),
             bound(0.9),
             bound(0.99),
@@ -1328,8 +1354,17 @@ async fn run(knobs: Knobs) {
         Histogram::between(&page0, &page1, "dispatch_latency_seconds").describe()
     );
     println!(
-        "  server's journal_write_seconds (one order transition's transaction, pool wait included): {}",
+        "  server's journal_write_seconds (one order transition handed in → its commit answered): {}",
         Histogram::between(&page0, &page1, "journal_write_seconds").describe()
+    );
+    println!(
+        "  server's journal_commit_seconds (one journal transaction): {}",
+        Histogram::between(&page0, &page1, "journal_commit_seconds").describe()
+    );
+    println!(
+        "  server's journal_batch_transitions (writes per journal transaction; MEALKITZ_JOURNAL_GROUP_COMMIT={}): {}",
+        std::env::var("MEALKITZ_JOURNAL_GROUP_COMMIT").unwrap_or_else(|_| "true".to_owned()),
+        Histogram::between(&page0, &page1, "journal_batch_transitions").describe_counts()
     );
     println!(
         "  server CPU {server_cpu:.0} % of one core, client (this tool) CPU {client_cpu:.0} % of one core, over the {window_secs:.1} s after warm-up"

@@ -44,6 +44,12 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
+/// Buckets of `journal_batch_transitions`: writes per journal commit, powers of two up to the
+/// largest batch allowed.
+const JOURNAL_BATCH_BUCKETS_TRANSITIONS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 10_000.0,
+];
+
 /// The process-wide Prometheus recorder, installed on first use. One per process because the
 /// `metrics` facade has one global recorder; every application in the process shares it.
 pub fn metrics_handle() -> &'static PrometheusHandle {
@@ -58,6 +64,11 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
             .set_buckets_for_metric(
                 Matcher::Full("eta_abs_error_seconds".to_owned()),
                 ETA_ERROR_BUCKETS_SECONDS,
+            )
+            .expect("bucket list is non-empty")
+            .set_buckets_for_metric(
+                Matcher::Full("journal_batch_transitions".to_owned()),
+                JOURNAL_BATCH_BUCKETS_TRANSITIONS,
             )
             .expect("bucket list is non-empty")
             .build_recorder();

@@ -1,175 +1,23 @@
 //! Writing the order journal, with group commit: an order's new row or its next transitions are
 //! handed in, and whatever was handed in while the previous commit was in flight goes in the
-//! next one — on PostgreSQL one statement for many orders, on SQLite one transaction with a
-//! savepoint per order. Each writer is answered only once *its* batch has committed, with the
-//! answer it would have had alone: a transition refused by its region's lease fence, or by the
-//! journal having moved on, does not sink the others.
-//!
-//! There is no writer task: the first caller that finds no commit in flight leads — it commits
-//! batches until its own write is answered, then hands the lead to the oldest caller still
-//! waiting. So the first transition never waits for a timer, batches grow only with load, and
-//! nothing depends on which runtime created the store.
+//! next one ([`super::group_commit`] queues them) — on PostgreSQL one statement for many orders,
+//! on SQLite one transaction with a savepoint per order. Each writer is answered only once *its*
+//! batch has committed, with the answer it would have had alone: a transition refused by its
+//! region's lease fence, or by the journal having moved on, does not sink the others.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::group_commit::{Leading, Pending, Waited, Write};
 use super::leases::{FenceCheck, check_fence};
 use super::orders::{INSERT_ORDERS, push_order_row};
 use super::outbox::{OutboxRow, insert_outbox, outbox_rows};
 use super::{Pool, Store, StoreError};
 use crate::domain::{JournalEntry, Order, OrderId};
-
-/// One write to the journal: a new order with its first entry, or an order's next entries
-/// with the order as they leave it.
-pub(super) enum Write {
-    Create {
-        order: Order,
-        entry: JournalEntry,
-    },
-    Append {
-        after: Order,
-        entries: Vec<JournalEntry>,
-    },
-}
-
-impl Write {
-    fn order(&self) -> &Order {
-        match self {
-            Write::Create { order, .. } => order,
-            Write::Append { after, .. } => after,
-        }
-    }
-
-    fn entries(&self) -> &[JournalEntry] {
-        match self {
-            Write::Create { entry, .. } => std::slice::from_ref(entry),
-            Write::Append { entries, .. } => entries,
-        }
-    }
-
-    /// The version the order's row must still be at (appends).
-    fn expected_version(&self) -> Option<i64> {
-        match self {
-            Write::Create { .. } => None,
-            Write::Append { entries, .. } => entries.first().map(|first| first.seq - 1),
-        }
-    }
-
-    fn order_id(&self) -> OrderId {
-        self.order().id
-    }
-}
-
-/// A write waiting for a commit.
-struct Pending {
-    write: Write,
-    /// Its answer.
-    done: oneshot::Sender<Result<(), StoreError>>,
-    /// Told when it is its caller's turn to lead; dropped once the write is in a batch.
-    lead: Option<oneshot::Sender<()>>,
-}
-
-/// The writes waiting, and whether a caller is leading (committing them).
-pub(super) struct JournalQueue {
-    /// Most writes in one commit; 1 means no grouping (a transaction per write).
-    batch_max: usize,
-    state: Mutex<QueueState>,
-    /// Journal transactions run so far (a batch retried write by write counts once per try).
-    commits: AtomicU64,
-}
-
-#[derive(Default)]
-struct QueueState {
-    waiting: VecDeque<Pending>,
-    leading: bool,
-}
-
-impl JournalQueue {
-    pub(super) fn new(batch_max: usize) -> Self {
-        JournalQueue {
-            batch_max: batch_max.max(1),
-            state: Mutex::new(QueueState::default()),
-            commits: AtomicU64::new(0),
-        }
-    }
-
-    fn grouped(&self) -> bool {
-        self.batch_max > 1
-    }
-
-    fn state(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues `pending`; true when its caller is to lead (no commit was in flight).
-    fn enqueue(&self, pending: Pending) -> bool {
-        let mut state = self.state();
-        state.waiting.push_back(pending);
-        if state.leading {
-            false
-        } else {
-            state.leading = true;
-            true
-        }
-    }
-
-    /// The oldest waiting writes, at most `batch_max`, one per order: a second write of an order
-    /// already in the batch waits for the next one (with every later write of that order), so
-    /// an order's writes commit in the order they came.
-    fn take_batch(&self) -> Vec<Pending> {
-        let mut state = self.state();
-        let mut batch = Vec::with_capacity(state.waiting.len().min(self.batch_max));
-        let mut orders = HashSet::with_capacity(batch.capacity());
-        let mut later = VecDeque::new();
-        while let Some(mut pending) = state.waiting.pop_front() {
-            if batch.len() == self.batch_max {
-                later.push_back(pending);
-                later.extend(state.waiting.drain(..));
-                break;
-            }
-            if orders.insert(pending.write.order_id()) {
-                pending.lead = None;
-                batch.push(pending);
-            } else {
-                later.push_back(pending);
-            }
-        }
-        state.waiting = later;
-        batch
-    }
-
-    /// The leader is done: the oldest caller still waiting leads next, or nobody if none is.
-    fn hand_off(&self) {
-        let mut state = self.state();
-        loop {
-            let Some(lead) = state.waiting.iter_mut().find_map(|p| p.lead.take()) else {
-                state.leading = false;
-                return;
-            };
-            if lead.send(()).is_ok() {
-                return;
-            }
-            // That caller is gone (its future dropped); its write is still committed by
-            // whoever leads, so try the next.
-        }
-    }
-}
-
-/// Hands the lead on however the leader's future ends (answered, or dropped half-way).
-struct Leading<'a>(&'a JournalQueue);
-
-impl Drop for Leading<'_> {
-    fn drop(&mut self) {
-        self.0.hand_off();
-    }
-}
 
 /// A write ready to go into a statement: its lease check and the outbox rows its entries raise.
 struct Prepared<'a> {
@@ -200,7 +48,7 @@ impl Store {
     /// Journal transactions this store has run: with group commit, fewer than the writes
     /// (for tests and the load tool).
     pub fn journal_commits(&self) -> u64 {
-        self.inner.journal.commits.load(Ordering::Relaxed)
+        self.inner.journal.commits()
     }
 
     /// Journals a new order: its row and its first entry, atomically.
@@ -247,44 +95,28 @@ impl Store {
         result
     }
 
-    /// Queues `write`, leads if no commit is in flight, and waits for its batch's answer.
+    /// Queues `write`, leads if no commit is in flight (or once handed the lead), and returns
+    /// its batch's answer.
     async fn grouped_write(&self, write: Write) -> Result<(), StoreError> {
         let queue = &self.inner.journal;
-        let (done, mut answer) = oneshot::channel();
-        let (lead, turn) = oneshot::channel();
-        let leads_now = queue.enqueue(Pending {
-            write,
-            done,
-            lead: Some(lead),
-        });
-        if !leads_now {
-            let mut turn = Some(turn);
-            loop {
-                tokio::select! {
-                    biased;
-                    answered = &mut answer => return answered.unwrap_or_else(|_| Err(outcome_unknown())),
-                    told = async { turn.as_mut().expect("polled only while waiting").await },
-                        if turn.is_some() =>
-                    {
-                        match told {
-                            Ok(()) => break,
-                            // Taken into a batch: only the answer is left to wait for.
-                            Err(_) => turn = None,
-                        }
-                    }
-                }
+        let (mut ticket, leads) = queue.enqueue(write);
+        if !leads {
+            match ticket.wait().await {
+                Waited::Answered(answer) => return answer,
+                Waited::Abandoned => return Err(outcome_unknown()),
+                Waited::Lead => {}
             }
         }
         let _leading = Leading(queue);
         loop {
-            match answer.try_recv() {
-                Ok(result) => return result,
-                Err(oneshot::error::TryRecvError::Closed) => return Err(outcome_unknown()),
-                Err(oneshot::error::TryRecvError::Empty) => {}
+            match ticket.answered() {
+                Some(Waited::Answered(answer)) => return answer,
+                Some(_) => return Err(outcome_unknown()),
+                None => {}
             }
             let batch = queue.take_batch();
             if batch.is_empty() {
-                // Our write is neither answered nor waiting: it cannot be found any more.
+                // Neither answered nor waiting: the write cannot be found any more.
                 return Err(outcome_unknown());
             }
             self.commit_batch(batch).await;
@@ -292,7 +124,7 @@ impl Store {
     }
 
     /// Commits one batch and answers each of its writers.
-    async fn commit_batch(&self, batch: Vec<Pending>) {
+    async fn commit_batch(&self, batch: Vec<Pending<Result<(), StoreError>>>) {
         let started = Instant::now();
         metrics::histogram!("journal_batch_transitions").record(batch.len() as f64);
         let results = self
@@ -320,7 +152,7 @@ impl Store {
     /// whole fails for a reason that is not the database being away, nothing was written and
     /// each write is tried alone, so each gets the answer it would have had by itself.
     async fn commit(&self, items: Vec<Prepared<'_>>) -> Vec<Result<(), StoreError>> {
-        self.inner.journal.commits.fetch_add(1, Ordering::Relaxed);
+        self.inner.journal.count_commit();
         let together = match self.writer() {
             Err(error) => Err(error),
             Ok(Pool::Postgres(pool)) => pg_write(pool, &items).await,
@@ -342,7 +174,7 @@ impl Store {
                 tracing::debug!(error = %error, writes = items.len(), "journal batch failed; writing its writes one by one");
                 let mut results = Vec::with_capacity(items.len());
                 for item in items {
-                    self.inner.journal.commits.fetch_add(1, Ordering::Relaxed);
+                    self.inner.journal.count_commit();
                     let alone = vec![item];
                     let result = match self.writer() {
                         Err(error) => Err(error),
@@ -355,6 +187,11 @@ impl Store {
             }
         }
     }
+}
+
+/// One column of a batch, for binding as an array.
+fn col<T, U>(rows: &[T], value: impl Fn(&T) -> U) -> Vec<U> {
+    rows.iter().map(value).collect()
 }
 
 fn write_raises_outbox(write: &Write) -> bool {
@@ -483,206 +320,46 @@ async fn pg_write(
     let (held_regions, held_owners, held_epochs, created, moved, journaled, outboxed): BatchAnswer =
         sqlx::query_as(SQL)
             .bind(&regions)
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.region_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.merchant_id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.customer_id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| Json(&o.items))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.total_cents.0)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.pickup.lat)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.pickup.lon)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.dropoff.lat)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.dropoff.lon)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.dropoff_address.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.state.status.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.state.dispatch.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.driver_id.map(|d| d.as_uuid()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(creates.iter().map(|(o, _)| o.version).collect::<Vec<_>>())
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.created_at)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.updated_at)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.delivery_fee_cents.0)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(o, _)| o.pickup_address.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(_, f)| f.map(|f| f.node.as_str()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                creates
-                    .iter()
-                    .map(|(_, f)| f.map(FenceCheck::epoch))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                moves
-                    .iter()
-                    .map(|(o, ..)| o.id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                moves
-                    .iter()
-                    .map(|(o, ..)| o.state.status.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                moves
-                    .iter()
-                    .map(|(o, ..)| o.state.dispatch.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                moves
-                    .iter()
-                    .map(|(o, ..)| o.driver_id.map(|d| d.as_uuid()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(moves.iter().map(|(o, ..)| o.version).collect::<Vec<_>>())
-            .bind(moves.iter().map(|(o, ..)| o.updated_at).collect::<Vec<_>>())
-            .bind(
-                moves
-                    .iter()
-                    .map(|(_, expected, _)| *expected)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                moves
-                    .iter()
-                    .map(|(o, ..)| o.region_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                moves
-                    .iter()
-                    .map(|(.., f)| f.map(|f| f.node.as_str()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                moves
-                    .iter()
-                    .map(|(.., f)| f.map(FenceCheck::epoch))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|(id, _)| id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|(_, e)| e.seq).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|(_, e)| e.change.name())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|(_, e)| Json(&e.change))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|(_, e)| e.at).collect::<Vec<_>>())
-            .bind(outbox.iter().map(|(_, row)| row.0).collect::<Vec<_>>())
-            .bind(
-                outbox
-                    .iter()
-                    .map(|(id, _)| id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(outbox.iter().map(|(_, row)| row.1).collect::<Vec<_>>())
-            .bind(outbox.iter().map(|(_, row)| row.2).collect::<Vec<_>>())
+            .bind(col(&creates, |(o, _)| o.id.as_uuid()))
+            .bind(col(&creates, |(o, _)| o.region_id.as_str()))
+            .bind(col(&creates, |(o, _)| o.merchant_id.as_uuid()))
+            .bind(col(&creates, |(o, _)| o.customer_id.as_uuid()))
+            .bind(col(&creates, |(o, _)| Json(&o.items)))
+            .bind(col(&creates, |(o, _)| o.total_cents.0))
+            .bind(col(&creates, |(o, _)| o.pickup.lat))
+            .bind(col(&creates, |(o, _)| o.pickup.lon))
+            .bind(col(&creates, |(o, _)| o.dropoff.lat))
+            .bind(col(&creates, |(o, _)| o.dropoff.lon))
+            .bind(col(&creates, |(o, _)| o.dropoff_address.as_str()))
+            .bind(col(&creates, |(o, _)| o.state.status.as_str()))
+            .bind(col(&creates, |(o, _)| o.state.dispatch.as_str()))
+            .bind(col(&creates, |(o, _)| o.driver_id.map(|d| d.as_uuid())))
+            .bind(col(&creates, |(o, _)| o.version))
+            .bind(col(&creates, |(o, _)| o.created_at))
+            .bind(col(&creates, |(o, _)| o.updated_at))
+            .bind(col(&creates, |(o, _)| o.delivery_fee_cents.0))
+            .bind(col(&creates, |(o, _)| o.pickup_address.as_str()))
+            .bind(col(&creates, |(_, f)| f.map(|f| f.node.as_str())))
+            .bind(col(&creates, |(_, f)| f.map(FenceCheck::epoch)))
+            .bind(col(&moves, |(o, ..)| o.id.as_uuid()))
+            .bind(col(&moves, |(o, ..)| o.state.status.as_str()))
+            .bind(col(&moves, |(o, ..)| o.state.dispatch.as_str()))
+            .bind(col(&moves, |(o, ..)| o.driver_id.map(|d| d.as_uuid())))
+            .bind(col(&moves, |(o, ..)| o.version))
+            .bind(col(&moves, |(o, ..)| o.updated_at))
+            .bind(col(&moves, |(_, expected, _)| *expected))
+            .bind(col(&moves, |(o, ..)| o.region_id.as_str()))
+            .bind(col(&moves, |(.., f)| f.map(|f| f.node.as_str())))
+            .bind(col(&moves, |(.., f)| f.map(FenceCheck::epoch)))
+            .bind(col(&events, |(id, _)| id.as_uuid()))
+            .bind(col(&events, |(_, e)| e.seq))
+            .bind(col(&events, |(_, e)| e.change.name()))
+            .bind(col(&events, |(_, e)| Json(&e.change)))
+            .bind(col(&events, |(_, e)| e.at))
+            .bind(col(&outbox, |(_, row)| row.0))
+            .bind(col(&outbox, |(id, _)| id.as_uuid()))
+            .bind(col(&outbox, |(_, row)| row.1))
+            .bind(col(&outbox, |(_, row)| row.2))
             .bind(
                 outbox
                     .iter()

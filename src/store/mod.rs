@@ -15,6 +15,7 @@ mod contacts;
 mod conversations;
 mod eta;
 mod fence;
+mod group_commit;
 mod idempotency;
 mod identities;
 mod inbox;
@@ -175,7 +176,7 @@ struct Inner {
     writer: Pool,
     migrated: AtomicBool,
     /// Order journal writes waiting for the next group commit.
-    journal: journal::JournalQueue,
+    journal: group_commit::GroupQueue<Result<(), StoreError>>,
     /// Set once this process holds region leases: every journal write is checked against it.
     fence: std::sync::RwLock<Option<Arc<fence::Fence>>>,
     /// Woken after a journal write that put work in the outbox, so the notifier sends at once.
@@ -265,7 +266,7 @@ impl Store {
                 pool,
                 writer,
                 migrated: AtomicBool::new(false),
-                journal: journal::JournalQueue::new(config.journal_batch_max),
+                journal: group_commit::GroupQueue::new(config.journal_batch_max),
                 fence: std::sync::RwLock::new(None),
                 outbox_signal: Arc::new(tokio::sync::Notify::new()),
                 inbox_signal: Arc::new(tokio::sync::Notify::new()),
