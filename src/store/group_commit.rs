@@ -3,14 +3,16 @@
 //! database; [`super::journal`] commits what it hands out. Apart from the store so that the
 //! store can hold it without the two importing each other.
 //!
-//! There is no writer task: the first caller that finds no commit in flight leads — it commits
-//! batches until its own write is answered, then hands the lead to the oldest caller still
-//! waiting. So the first write never waits for a timer, batches grow only with load, and
-//! nothing depends on which runtime created the store.
+//! There is no writer task: a caller that finds fewer commits in flight than allowed leads — it
+//! commits batches until its own write is answered, then hands the lead to the oldest caller
+//! still waiting. So the first write never waits for a timer, batches grow only with load, and
+//! nothing depends on which runtime created the store. An order is in at most one batch in
+//! flight: its next write waits until the one before is answered.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -116,6 +118,8 @@ impl<A> Ticket<A> {
 pub(super) struct GroupQueue<A> {
     /// Most writes in one commit; 1 means no grouping (a transaction per write).
     batch_max: usize,
+    /// Most commits in flight at once (callers leading).
+    leaders_max: usize,
     state: Mutex<QueueState<A>>,
     /// Journal transactions run so far.
     commits: AtomicU64,
@@ -123,16 +127,20 @@ pub(super) struct GroupQueue<A> {
 
 struct QueueState<A> {
     waiting: VecDeque<Pending<A>>,
-    leading: bool,
+    leaders: usize,
+    /// Orders with a write in a batch being committed.
+    in_flight: HashSet<OrderId>,
 }
 
 impl<A> GroupQueue<A> {
-    pub(super) fn new(batch_max: usize) -> Self {
+    pub(super) fn new(batch_max: usize, leaders_max: usize) -> Self {
         GroupQueue {
             batch_max: batch_max.max(1),
+            leaders_max: leaders_max.max(1),
             state: Mutex::new(QueueState {
                 waiting: VecDeque::new(),
-                leading: false,
+                leaders: 0,
+                in_flight: HashSet::new(),
             }),
             commits: AtomicU64::new(0),
         }
@@ -160,8 +168,10 @@ impl<A> GroupQueue<A> {
         let (done, answer) = oneshot::channel();
         let (lead, turn) = oneshot::channel();
         let mut state = self.state();
-        let leads = !state.leading;
-        state.leading = true;
+        let leads = state.leaders < self.leaders_max;
+        if leads {
+            state.leaders += 1;
+        }
         state.waiting.push_back(Pending {
             write,
             done,
@@ -174,13 +184,13 @@ impl<A> GroupQueue<A> {
         (ticket, leads)
     }
 
-    /// The oldest waiting writes, at most `batch_max`, one per order: a second write of an order
-    /// already in the batch waits for the next one (with every later write of that order), so
-    /// an order's writes commit in the order they came.
-    pub(super) fn take_batch(&self) -> Vec<Pending<A>> {
+    /// The oldest waiting writes, at most `batch_max`, one per order and none of an order with
+    /// a write in flight: a later write of such an order waits for a later batch (with every
+    /// write of that order after it), so an order's writes commit in the order they came.
+    fn take_batch(&self) -> Vec<Pending<A>> {
         let mut state = self.state();
         let mut batch = Vec::with_capacity(state.waiting.len().min(self.batch_max));
-        let mut orders = HashSet::with_capacity(batch.capacity());
+        let mut blocked = HashSet::new();
         let mut later = VecDeque::new();
         while let Some(mut pending) = state.waiting.pop_front() {
             if batch.len() == self.batch_max {
@@ -188,10 +198,12 @@ impl<A> GroupQueue<A> {
                 later.extend(state.waiting.drain(..));
                 break;
             }
-            if orders.insert(pending.write.order_id()) {
+            let order = pending.write.order_id();
+            if !blocked.contains(&order) && state.in_flight.insert(order) {
                 pending.lead = None;
                 batch.push(pending);
             } else {
+                blocked.insert(order);
                 later.push_back(pending);
             }
         }
@@ -199,12 +211,19 @@ impl<A> GroupQueue<A> {
         batch
     }
 
+    fn landed(&self, orders: &[OrderId]) {
+        let mut state = self.state();
+        for order in orders {
+            state.in_flight.remove(order);
+        }
+    }
+
     /// The leader is done: the oldest caller still waiting leads next, or nobody if none is.
     fn hand_off(&self) {
         let mut state = self.state();
         loop {
             let Some(lead) = state.waiting.iter_mut().find_map(|p| p.lead.take()) else {
-                state.leading = false;
+                state.leaders -= 1;
                 return;
             };
             if lead.send(()).is_ok() {
@@ -216,12 +235,50 @@ impl<A> GroupQueue<A> {
     }
 }
 
-/// Held by the leader: hands the lead on however its future ends (answered, or dropped).
-pub(super) struct Leading<'a, A>(pub &'a GroupQueue<A>);
+/// Held by a leader: takes batches, and however its future ends (answered, or dropped half-way)
+/// releases the orders of its batch and hands the lead on.
+pub(super) struct Leading<'a, A> {
+    queue: &'a GroupQueue<A>,
+    /// The orders of the batch being committed.
+    batch: Vec<OrderId>,
+}
+
+/// How long a leader whose next writes are all of orders in another batch waits before looking
+/// again (an order's writes only meet so after its actor was restarted mid-write).
+const BLOCKED_RETRY: Duration = Duration::from_millis(1);
+
+impl<'a, A> Leading<'a, A> {
+    pub(super) fn new(queue: &'a GroupQueue<A>) -> Self {
+        Leading {
+            queue,
+            batch: Vec::new(),
+        }
+    }
+
+    /// The next batch; empty (after a short wait) when every waiting write is blocked.
+    pub(super) async fn take_batch(&mut self) -> Vec<Pending<A>> {
+        self.landed();
+        let batch = self.queue.take_batch();
+        if batch.is_empty() {
+            tokio::time::sleep(BLOCKED_RETRY).await;
+        }
+        self.batch = batch.iter().map(|p| p.write.order_id()).collect();
+        batch
+    }
+
+    /// The batch taken last has been answered.
+    pub(super) fn landed(&mut self) {
+        if !self.batch.is_empty() {
+            self.queue.landed(&self.batch);
+            self.batch.clear();
+        }
+    }
+}
 
 impl<A> Drop for Leading<'_, A> {
     fn drop(&mut self) {
-        self.0.hand_off();
+        self.landed();
+        self.queue.hand_off();
     }
 }
 
@@ -262,17 +319,17 @@ mod tests {
     }
 
     #[test]
-    fn the_first_caller_leads_and_the_others_wait() {
-        let queue = GroupQueue::<u8>::new(8);
-        let (_first, leads) = queue.enqueue(write());
-        assert!(leads);
-        let (_second, leads) = queue.enqueue(write());
-        assert!(!leads, "a commit is in flight");
+    fn callers_lead_up_to_the_commits_allowed_in_flight_and_the_others_wait() {
+        let queue = GroupQueue::<u8>::new(8, 2);
+        assert!(queue.enqueue(write()).1);
+        assert!(queue.enqueue(write()).1);
+        let (_third, leads) = queue.enqueue(write());
+        assert!(!leads, "two commits are in flight");
     }
 
     #[test]
     fn a_batch_is_bounded_and_takes_an_orders_writes_one_at_a_time_in_order() {
-        let queue = GroupQueue::<u8>::new(3);
+        let queue = GroupQueue::<u8>::new(3, 1);
         let a = write();
         let a_again = again(&a);
         let a_id = a.order_id();
@@ -293,27 +350,39 @@ mod tests {
             .iter()
             .map(|p| p.write.order_id())
             .collect();
-        assert_eq!(second, [a_id, ids[2]], "a's second write, after its first");
+        assert_eq!(
+            second,
+            [ids[2]],
+            "a's second write waits while its first is in flight"
+        );
+        queue.landed(&first);
+        let third: Vec<OrderId> = queue
+            .take_batch()
+            .iter()
+            .map(|p| p.write.order_id())
+            .collect();
+        assert_eq!(third, [a_id], "then it goes");
         assert!(queue.take_batch().is_empty());
     }
 
     #[tokio::test]
     async fn the_lead_passes_to_the_oldest_caller_still_waiting_or_to_nobody() {
-        let queue = GroupQueue::<u8>::new(8);
+        let queue = GroupQueue::<u8>::new(8, 1);
         let (_leader, _) = queue.enqueue(write());
         let (gone, _) = queue.enqueue(write());
         let (mut next, _) = queue.enqueue(write());
         drop(gone);
-        drop(Leading(&queue));
+        drop(Leading::new(&queue));
         assert!(
             matches!(next.wait().await, Waited::Lead),
             "the caller gone is skipped"
         );
         // Everything answered: nobody leads, so the next caller does.
-        for pending in queue.take_batch() {
+        let mut leading = Leading::new(&queue);
+        for pending in leading.take_batch().await {
             let _ = pending.done.send(1);
         }
-        drop(Leading(&queue));
+        drop(leading);
         assert!(queue.enqueue(write()).1);
     }
 }

@@ -107,19 +107,18 @@ impl Store {
                 Waited::Lead => {}
             }
         }
-        let _leading = Leading(queue);
+        let mut leading = Leading::new(queue);
         loop {
             match ticket.answered() {
                 Some(Waited::Answered(answer)) => return answer,
                 Some(_) => return Err(outcome_unknown()),
                 None => {}
             }
-            let batch = queue.take_batch();
-            if batch.is_empty() {
-                // Neither answered nor waiting: the write cannot be found any more.
-                return Err(outcome_unknown());
+            let batch = leading.take_batch().await;
+            if !batch.is_empty() {
+                self.commit_batch(batch).await;
+                leading.landed();
             }
-            self.commit_batch(batch).await;
         }
     }
 

@@ -261,12 +261,21 @@ impl Store {
                 (Pool::Sqlite(readers), Pool::Sqlite(writer))
             }
         };
+        let journal = group_commit::GroupQueue::new(
+            config.journal_batch_max,
+            // SQLite has one writer connection: a second commit in flight would only
+            // queue for it, holding writes that could have joined the next batch.
+            match &writer {
+                Pool::Postgres(_) => config.journal_commits_in_flight,
+                Pool::Sqlite(_) => 1,
+            },
+        );
         Ok(Store {
             inner: Arc::new(Inner {
                 pool,
                 writer,
                 migrated: AtomicBool::new(false),
-                journal: group_commit::GroupQueue::new(config.journal_batch_max),
+                journal,
                 fence: std::sync::RwLock::new(None),
                 outbox_signal: Arc::new(tokio::sync::Notify::new()),
                 inbox_signal: Arc::new(tokio::sync::Notify::new()),
