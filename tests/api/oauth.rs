@@ -53,6 +53,14 @@ async fn register_client(app: &TestApp, admin: &str, body: Value) -> Client {
 }
 
 /// `POST /oauth/token` with a raw form body, optional Basic credentials and extra headers.
+/// Revokes the client `client_id` as `admin` (asserting 204).
+async fn revoke_client(app: &TestApp, admin: &str, client_id: &str) {
+    let path = format!("/api/v1/oauth-clients/{client_id}");
+    app.request("DELETE", &path, Some(admin), &[], None)
+        .await
+        .assert_status(204);
+}
+
 async fn token_request(
     address: &str,
     basic: Option<(&str, &str)>,
@@ -305,16 +313,7 @@ async fn every_section_5_2_error_is_answered_as_the_rfc_says(kind: Db) {
         json!({"name": "R", "scopes": ["orders:read"]}),
     )
     .await;
-    let deleted = app
-        .request(
-            "DELETE",
-            &format!("/api/v1/oauth-clients/{}", revoked.id),
-            Some(&admin),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    revoke_client(&app, &admin, &revoked.id).await;
 
     let good = Some((client.id.as_str(), client.secret.as_str()));
     let grant = "grant_type=client_credentials";
@@ -818,16 +817,7 @@ async fn two_replicas_agree_on_the_keys_and_a_revoked_clients_token_fails_on_bot
         assert_eq!(me(second.clone(), token.clone()).await.status, 200);
     }
 
-    let revoked = app
-        .request(
-            "DELETE",
-            &format!("/api/v1/oauth-clients/{}", client.id),
-            Some(&admin),
-            &[],
-            None,
-        )
-        .await;
-    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    revoke_client(&app, &admin, &client.id).await;
     let revoked_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert!(revoked_at.elapsed() < Duration::from_millis(1_500));
