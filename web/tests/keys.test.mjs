@@ -25,6 +25,8 @@ test("a merchant makes a POS key on the keys page, it orders for that kitchen, a
   const { owner, merchant, menu } = await server.kitchen(40.7484, -73.9857);
   const page = await openPage(browser, `${server.base}/merchant`);
   await logIn(page, owner);
+  // Signed in (the session is stored) before leaving the board: the link is there from the start.
+  await page.locator("#logout").waitFor({ state: "visible" });
   await page.getByRole("link", { name: "API keys" }).click();
   await page.waitForURL(/\/keys$/);
   await page.getByLabel("Name").fill("Front desk POS");
