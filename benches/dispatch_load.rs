@@ -51,7 +51,8 @@
 mod common;
 
 use common::{
-    BenchStore, MachineTicks, cpu_ticks, env_f64_or, env_or, machine_ticks, thread_ticks, token,
+    BenchStore, MachineTicks, command_ticks, cpu_ticks, env_f64_or, env_or, machine_ticks,
+    thread_ticks, token,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -133,6 +134,8 @@ struct CpuSample {
     at: Instant,
     server: u64,
     client: u64,
+    /// Every `postgres` process on the machine (the store's server, when it runs here).
+    postgres: u64,
     threads: HashMap<String, (String, u64)>,
     machine: MachineTicks,
 }
@@ -143,6 +146,7 @@ impl CpuSample {
             at: Instant::now(),
             server: cpu_ticks(server_pid),
             client: cpu_ticks(std::process::id()),
+            postgres: command_ticks("postgres"),
             threads: thread_ticks(server_pid),
             machine: machine_ticks(),
         }
@@ -1371,7 +1375,11 @@ async fn run(knobs: Knobs) {
     );
     let (m0, m1) = (cpu0.machine, cpu1.machine);
     let share = |ticks: u64| ticks as f64 / (m1.total - m0.total).max(1) as f64 * 100.0;
-    let cpu_secs = |a: u64, b: u64| (b - a) as f64 / CLOCK_TICKS_PER_SEC;
+    let cpu_secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / CLOCK_TICKS_PER_SEC;
+    println!(
+        "  PostgreSQL CPU (every postgres process on this machine) {:.0} % of one core",
+        cpu_secs(cpu0.postgres, cpu1.postgres) / window_secs * 100.0
+    );
     let others = (cpu_secs(m0.busy, m1.busy)
         - cpu_secs(cpu0.server, cpu1.server)
         - cpu_secs(cpu0.client, cpu1.client))

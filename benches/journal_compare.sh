@@ -26,7 +26,7 @@ for store in $STORES; do
       echo "== $store, $rate orders/s, MEALKITZ_JOURNAL_GROUP_COMMIT=$group"
       DISPATCH_STORE="$store" DISPATCH_ORDERS_PER_SEC="$rate" MEALKITZ_JOURNAL_GROUP_COMMIT="$group" \
         cargo bench --bench dispatch_load >"$OUT/$name.log" 2>&1 || echo "   (the run failed: $OUT/$name.log)"
-      grep -E "checkouts: |DISPATCH LATENCY|journal_write_seconds|journal_commit_seconds|journal_batch_transitions|server CPU|machine \(" \
+      grep -E "checkouts: |DISPATCH LATENCY|journal_write_seconds|journal_commit_seconds|journal_batch_transitions|server CPU|PostgreSQL CPU|machine \(" \
         "$OUT/$name.log" | sed 's/^ */   /' || true
     done
   done

@@ -56,6 +56,28 @@ pub fn stat_ticks(path: &str) -> Option<(String, u64)> {
     ))
 }
 
+/// CPU ticks used by every process whose command name is `name` (e.g. `postgres`: the server and
+/// each backend), in clock ticks. A process that exits between two readings takes its ticks with
+/// it, so a difference undercounts by what such processes used.
+pub fn command_ticks(name: &str) -> u64 {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    processes
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|entry| stat_ticks(&entry.path().to_string_lossy()))
+        .filter(|(comm, _)| comm == name)
+        .map(|(_, ticks)| ticks)
+        .sum()
+}
+
 /// CPU ticks a process has used, 0 if unreadable.
 pub fn cpu_ticks(pid: u32) -> u64 {
     stat_ticks(&format!("/proc/{pid}")).map_or(0, |(_, ticks)| ticks)
