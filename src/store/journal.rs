@@ -85,8 +85,9 @@ impl Store {
         let result = if queue.grouped() {
             self.grouped_write(write).await
         } else {
-            let notifies = write_raises_outbox(&write);
-            let result = self.commit(vec![self.prepare(&write)]).await.remove(0);
+            let prepared = self.prepare(&write);
+            let notifies = !prepared.outbox.is_empty();
+            let result = self.commit(vec![prepared]).await.remove(0);
             self.outbox_written(notifies && result.is_ok());
             metrics::histogram!("journal_batch_transitions").record(1.0);
             result
@@ -126,13 +127,13 @@ impl Store {
     async fn commit_batch(&self, batch: Vec<Pending<Result<(), StoreError>>>) {
         let started = Instant::now();
         metrics::histogram!("journal_batch_transitions").record(batch.len() as f64);
-        let results = self
-            .commit(batch.iter().map(|p| self.prepare(&p.write)).collect())
-            .await;
+        let prepared: Vec<Prepared<'_>> = batch.iter().map(|p| self.prepare(&p.write)).collect();
+        let raises: Vec<bool> = prepared.iter().map(|p| !p.outbox.is_empty()).collect();
+        let results = self.commit(prepared).await;
         metrics::histogram!("journal_commit_seconds").record(started.elapsed().as_secs_f64());
         let mut notifies = false;
-        for (pending, result) in batch.into_iter().zip(results) {
-            notifies |= result.is_ok() && write_raises_outbox(&pending.write);
+        for ((pending, result), raises) in batch.into_iter().zip(results).zip(raises) {
+            notifies |= result.is_ok() && raises;
             // A writer that stopped waiting is not told; its write stands.
             let _ = pending.done.send(result);
         }
@@ -191,10 +192,6 @@ impl Store {
 /// One column of a batch, for binding as an array.
 fn col<T, U>(rows: &[T], value: impl Fn(&T) -> U) -> Vec<U> {
     rows.iter().map(value).collect()
-}
-
-fn write_raises_outbox(write: &Write) -> bool {
-    !outbox_rows(write.entries()).is_empty()
 }
 
 /// The lease held for `fence`, as the batch statement reports the lease rows it locked.

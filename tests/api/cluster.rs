@@ -29,27 +29,11 @@ async fn placed_order(store: &Store) -> (Order, JournalEntry) {
         ))
         .await
         .unwrap();
-    let pickup = at(5_000.0, 5_000.0);
-    let new = NewOrder {
-        id: OrderId::new(),
-        merchant_id: MerchantId::new(),
-        customer_id: customer.id,
-        items: vec![],
-        delivery_fee_cents: Cents(0),
-        total_cents: Cents(1000),
-        pickup,
-        dropoff: Position {
-            lat: pickup.lat + 0.01,
-            lon: pickup.lon,
-        },
-        dropoff_address: "1 Lease Lane".into(),
-        pickup_address: "1 Kitchen Street".into(),
-    };
-    Order::place(new, "ne".into(), mealkitz::store::now())
+    crate::journal::placed(customer.id, "ne")
 }
 
 /// `order` with `change` applied as its next journal entry.
-fn next(order: &Order, change: Change) -> (Order, JournalEntry) {
+pub(crate) fn next(order: &Order, change: Change) -> (Order, JournalEntry) {
     let mut after = order.clone();
     let entry = after.decide(change, mealkitz::store::now()).unwrap();
     after.apply(&entry).unwrap();

@@ -12,6 +12,7 @@ use mealkitz::domain::{
 };
 use mealkitz::store::{Claim, Store, StoreError};
 
+use crate::cluster::next;
 use crate::helpers::{Db, TestDb, at, new_user};
 
 async fn store_with(db: &TestDb, journal_batch_max: usize) -> Store {
@@ -36,7 +37,7 @@ async fn user(store: &Store, role: Role) -> UserId {
 }
 
 /// An order of `customer` placed in `region` (not yet stored).
-fn placed(customer: UserId, region: &str) -> (Order, JournalEntry) {
+pub(crate) fn placed(customer: UserId, region: &str) -> (Order, JournalEntry) {
     let pickup = at(5_000.0, 5_000.0);
     Order::place(
         NewOrder {
@@ -57,14 +58,6 @@ fn placed(customer: UserId, region: &str) -> (Order, JournalEntry) {
         region.into(),
         mealkitz::store::now(),
     )
-}
-
-/// `order` with `change` applied as its next journal entry.
-fn next(order: &Order, change: Change) -> (Order, JournalEntry) {
-    let mut after = order.clone();
-    let entry = after.decide(change, mealkitz::store::now()).unwrap();
-    after.apply(&entry).unwrap();
-    (after, entry)
 }
 
 fn accept(order: &Order) -> (Order, JournalEntry) {
