@@ -276,7 +276,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records how sending a reply went.
+    /// Records how sending a reply went, unless the reply is no longer pending: a sender whose
+    /// claim lapsed mid-send must not turn another replica's `sent` back into a retry.
     pub async fn record_reply(
         &self,
         id: &str,
@@ -295,7 +296,7 @@ impl Store {
                 "UPDATE whatsapp_outbound SET state = $2, attempts = attempts + 1, \
                    provider_id = COALESCE($3, provider_id), next_attempt_at = $4, error = $5, \
                    sent_at = CASE WHEN $2 = 'sent' THEN $6 ELSE sent_at END \
-                 WHERE id = $1",
+                 WHERE id = $1 AND state = 'pending'",
             )
             .bind(id)
             .bind(state)
