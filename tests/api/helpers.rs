@@ -646,7 +646,7 @@ pub async fn next_offer(driver: &mut Driver, within: Duration) -> Option<OfferVi
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, driver.feed.recv()).await {
-            Ok(Some(DriverFeed::Offer(offer))) => return Some(offer),
+            Ok(Some(DriverFeed::Offer(offer))) => return Some(*offer),
             Ok(Some(_)) => continue,
             Ok(None) | Err(_) => return None,
         }

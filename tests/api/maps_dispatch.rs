@@ -190,7 +190,7 @@ async fn the_tracking_eta_is_osrms_route_duration_and_the_route_is_shown() {
     // The first fix of a leg routes it: the route frame follows.
     let route = loop {
         match tokio::time::timeout(PROMPTLY, tracker.recv()).await {
-            Ok(Some(OrderFeed::Route(route))) => break route,
+            Ok(Some(OrderFeed::Route(route))) => break *route,
             Ok(Some(_)) => continue,
             other => panic!("no route frame: {other:?}"),
         }

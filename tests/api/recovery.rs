@@ -445,7 +445,7 @@ fn killed_with_orders_in_every_state_then_recovered(kind: Db) {
         let reissued = match status.offer {
             Some(offer) => offer,
             None => match tokio::time::timeout(Duration::from_secs(5), feed.recv()).await {
-                Ok(Some(DriverFeed::Offer(offer))) => offer,
+                Ok(Some(DriverFeed::Offer(offer))) => *offer,
                 other => panic!("no re-issued offer: {other:?}"),
             },
         };

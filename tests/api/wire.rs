@@ -604,7 +604,7 @@ fn remote_error_final() -> RemoteError {
 
 fn feed_order_update() -> FeedItem {
     FeedItem::Order {
-        item: OrderFeed::Update(assigned_view()),
+        item: OrderFeed::Update(Box::new(assigned_view())),
     }
 }
 
@@ -626,7 +626,7 @@ fn feed_board() -> FeedItem {
 
 fn feed_driver_offer() -> FeedItem {
     FeedItem::Driver {
-        item: DriverFeed::Offer(offer()),
+        item: DriverFeed::Offer(Box::new(offer())),
     }
 }
 
@@ -640,13 +640,13 @@ fn feed_driver_offer_expired() -> FeedItem {
 
 fn feed_driver_assigned() -> FeedItem {
     FeedItem::Driver {
-        item: DriverFeed::Assigned(assigned_view()),
+        item: DriverFeed::Assigned(Box::new(assigned_view())),
     }
 }
 
 fn feed_driver_order_update() -> FeedItem {
     FeedItem::Driver {
-        item: DriverFeed::OrderUpdate(ready_view()),
+        item: DriverFeed::OrderUpdate(Box::new(ready_view())),
     }
 }
 
@@ -667,16 +667,16 @@ fn route() -> RouteView {
 
 fn feed_order_route() -> FeedItem {
     FeedItem::Order {
-        item: OrderFeed::Route(route()),
+        item: OrderFeed::Route(Box::new(route())),
     }
 }
 
 fn feed_driver_route() -> FeedItem {
     FeedItem::Driver {
-        item: DriverFeed::Route(RouteView {
+        item: DriverFeed::Route(Box::new(RouteView {
             leg: LegKind::ToDropoff,
             ..route()
-        }),
+        })),
     }
 }
 

@@ -215,7 +215,8 @@ impl Handler<AnswerOffer> for DriverActor {
                     act.clear_offer(ctx, msg.offer_id, false);
                     act.active_order = Some(view.id);
                     act.reindex();
-                    act.feed.publish(&DriverFeed::Assigned(view.clone()));
+                    act.feed
+                        .publish(&DriverFeed::Assigned(Box::new(view.clone())));
                     Ok(Some(view))
                 }
                 Ok(Err(error)) => {
@@ -326,7 +327,7 @@ impl Handler<OrderChanged> for DriverActor {
             return;
         }
         let finished = view.status.is_final();
-        self.feed.publish(&DriverFeed::OrderUpdate(view));
+        self.feed.publish(&DriverFeed::OrderUpdate(Box::new(view)));
         if finished {
             self.active_order = None;
             self.reindex();
@@ -339,7 +340,7 @@ impl Handler<RouteChanged> for DriverActor {
 
     fn handle(&mut self, msg: RouteChanged, _: &mut Self::Context) {
         if self.active_order == Some(msg.route.order_id) {
-            self.feed.publish(&DriverFeed::Route(msg.route));
+            self.feed.publish(&DriverFeed::Route(Box::new(msg.route)));
         }
     }
 }

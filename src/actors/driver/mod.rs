@@ -271,7 +271,7 @@ impl DriverActor {
             },
             remaining,
         ));
-        self.feed.publish(&DriverFeed::Offer(view));
+        self.feed.publish(&DriverFeed::Offer(Box::new(view)));
     }
 
     fn order_addr(&self, order_id: &OrderId) -> Result<OrderAddr, EngineError> {

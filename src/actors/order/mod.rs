@@ -206,7 +206,8 @@ impl OrderActor {
         }
         self.legs_after_change();
         let view = self.order.view();
-        self.feed.publish(&OrderFeed::Update(view.clone()));
+        self.feed
+            .publish(&OrderFeed::Update(Box::new(view.clone())));
         let merchant_id = self.order.merchant_id;
         self.registry
             .merchants

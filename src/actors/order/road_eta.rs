@@ -211,7 +211,7 @@ impl Handler<LegRouted> for OrderActor {
             factor: self.services.eta.factor(&self.order.region_id),
             learned: false,
         });
-        let frame = OrderFeed::Route(view.clone());
+        let frame = OrderFeed::Route(Box::new(view.clone()));
         self.feed.publish(&frame);
         self.legs.last_frame = Some(frame);
         if let Some(driver_id) = self.order.driver_id

@@ -8,11 +8,14 @@ use uuid::Uuid;
 
 use crate::domain::{OrderId, OrderView, Position, UserId};
 
-/// What an order's subscribers receive.
+/// What an order's subscribers receive. Large payloads are boxed: a subscription is a channel
+/// whose first block holds 32 items inline whatever its use, so an item's size is paid 32 times
+/// per subscriber (with `OrderView` inline, 8 KiB per connected driver; boxed, under 1 KiB).
+/// Boxing does not change the JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum OrderFeed {
     /// The order changed (journaled first).
-    Update(OrderView),
+    Update(Box<OrderView>),
     /// The assigned driver moved; not journaled.
     DriverLocation {
         lat: f64,
@@ -21,7 +24,7 @@ pub enum OrderFeed {
         eta_seconds: f64,
     },
     /// The leg the driver is on was routed (or re-routed): the line to draw.
-    Route(RouteView),
+    Route(Box<RouteView>),
 }
 
 /// Which leg of a delivery a route is for.
@@ -67,19 +70,19 @@ pub struct OfferView {
     pub pickup_eta_seconds: Option<f64>,
 }
 
-/// What a driver's feed carries.
+/// What a driver's feed carries; boxed for the reason [`OrderFeed`] gives.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum DriverFeed {
     /// A new offer to answer before `expires_at`.
-    Offer(OfferView),
+    Offer(Box<OfferView>),
     /// The offer lapsed (timeout, or the order went away).
     OfferExpired { offer_id: Uuid },
     /// The driver accepted and the order is theirs.
-    Assigned(OrderView),
+    Assigned(Box<OrderView>),
     /// The active order changed.
-    OrderUpdate(OrderView),
+    OrderUpdate(Box<OrderView>),
     /// The active order's current leg was routed.
-    Route(RouteView),
+    Route(Box<RouteView>),
 }
 
 /// A driver's state as the engine reports it.
@@ -91,4 +94,18 @@ pub struct DriverStatus {
     pub location: Option<Position>,
     pub offer: Option<OfferView>,
     pub active_order_id: Option<OrderId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subscription's channel allocates 32 items inline up front: every connected driver and
+    /// every tracking page pays 32 times an item's size.
+    #[test]
+    fn feed_items_stay_small_because_every_subscription_holds_32_inline() {
+        const FEED_ITEM_MAX_BYTES: usize = 32;
+        assert!(std::mem::size_of::<DriverFeed>() <= FEED_ITEM_MAX_BYTES);
+        assert!(std::mem::size_of::<OrderFeed>() <= FEED_ITEM_MAX_BYTES);
+    }
 }
