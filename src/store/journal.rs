@@ -214,8 +214,8 @@ type BatchAnswer = (
 );
 
 /// PostgreSQL: every write of the batch in one statement (one round trip, one transaction).
-/// The lease rows of the fenced regions are share-locked first — a takeover (which updates its
-/// row) waits for this commit, and a write meeting a takeover re-reads the row and finds the new
+/// The lease rows of the fenced regions are key-share-locked first — a takeover (which locks its
+/// row for update) waits for this commit, a renewal (expiry only) does not, and a write meeting a takeover re-reads the row and finds the new
 /// epoch — then the new orders are inserted and the moved ones updated where their fence holds
 /// and (for moves) their version is still the expected one; only orders so written get their
 /// journal entries and outbox rows. The answer names what was written, so each write learns
@@ -226,7 +226,7 @@ async fn pg_write(
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     const SQL: &str = "WITH fence AS ( \
             SELECT region_id, owner, epoch FROM region_leases \
-            WHERE region_id = ANY($1::text[]) FOR SHARE), \
+            WHERE region_id = ANY($1::text[]) FOR KEY SHARE), \
         created AS ( \
             INSERT INTO orders (id, region_id, merchant_id, customer_id, items, total_cents, \
                 pickup_lat, pickup_lon, dropoff_lat, dropoff_lon, dropoff_address, status, \

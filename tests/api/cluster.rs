@@ -108,6 +108,72 @@ async fn claim_and_fence(kind: Db) {
     assert!(matches!(refused, StoreError::LeaseLost(_)), "{refused:?}");
 }
 
+/// A journal write in flight holds its region's lease row against a takeover but not against a
+/// renewal: the renewal (expiry only) goes through at once, the takeover waits until the write
+/// committed, and the write, first, lands. The write is held mid-statement by a lock on its
+/// order's row, taken after the lease rows (PostgreSQL; SQLite has one writer at a time).
+#[actix_web::test]
+async fn a_journal_write_in_flight_holds_off_a_takeover_but_not_a_renewal() {
+    const PROMPTLY: Duration = Duration::from_secs(2);
+    const WAITING: Duration = Duration::from_millis(300);
+    let db = TestDb::create(Db::Postgres).await;
+    let first = migrated_store(&db).await;
+    let second = migrated_store(&db).await;
+    let regions = vec!["ne".to_owned()];
+    let ttl = Duration::from_secs(60);
+    let Claim::Granted(leases) = first.claim_regions("a", &regions, ttl).await.unwrap() else {
+        panic!("a free region is granted");
+    };
+    first.fence("a", &leases);
+    let (order, placed) = placed_order(&first).await;
+    first.create_order(&order, &placed).await.unwrap();
+
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE")
+        .bind(order.id.0)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let (accepted, entry) = next(&order, Change::MerchantAccepted { prep_minutes: 5 });
+    let writer = first.clone();
+    let write = tokio::spawn(async move { writer.append(&accepted, &[entry]).await });
+    tokio::time::sleep(WAITING).await;
+    assert!(!write.is_finished(), "the write waits for its order's row");
+
+    let renewed = tokio::time::timeout(PROMPTLY, first.renew_regions("a", ttl)).await;
+    assert!(
+        matches!(&renewed, Ok(Ok(held)) if held.len() == 1),
+        "a renewal does not wait for a journal write: {renewed:?}"
+    );
+    first.release_regions("a").await.unwrap();
+    let claimer = second.clone();
+    let regions_again = regions.clone();
+    let takeover =
+        tokio::spawn(async move { claimer.claim_regions("b", &regions_again, ttl).await });
+    tokio::time::sleep(WAITING).await;
+    assert!(
+        !takeover.is_finished(),
+        "a takeover waits for the journal write in flight"
+    );
+
+    held.commit().await.unwrap();
+    write.await.unwrap().expect("the write was first: it lands");
+    let taken = tokio::time::timeout(PROMPTLY, takeover)
+        .await
+        .expect("the takeover goes on once the write committed")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&taken, Claim::Granted(leases) if leases[0].epoch == 2),
+        "{taken:?}"
+    );
+    assert_eq!(
+        first.load_order(order.id).await.unwrap().unwrap().version,
+        2
+    );
+}
+
 async fn ready_body(client: &reqwest::Client, address: &str) -> (u16, Value) {
     let reply = client.get(format!("{address}/ready")).send().await.unwrap();
     let status = reply.status().as_u16();
