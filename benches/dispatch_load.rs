@@ -57,7 +57,7 @@ use common::{
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -928,7 +928,7 @@ async fn run(knobs: Knobs) {
     );
 
     // The server, as operators run it, with the limits that would cap the load out of the way.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mealkitz"))
+    let mut child = common::server_command()
         .args(["serve", "--bind", "127.0.0.1:0"])
         .env("DATABASE_URL", &url)
         .env("MEALKITZ_JWT_SECRET", SECRET)

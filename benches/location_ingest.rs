@@ -14,7 +14,9 @@
 //! - `INGEST_SECS` (30): the measured window;
 //! - `INGEST_WARMUP_SECS` (3): load offered before the window opens, so it opens on a steady
 //!   state rather than on the first second's connection effects;
-//! - `INGEST_SENDERS` (4): client tasks that write, each to its share of the sockets.
+//! - `INGEST_SENDERS` (4): client tasks that write, each to its share of the sockets;
+//! - `BENCH_SERVER_WRAPPER`: runs the server under a profiler, e.g. `heaptrack -o /tmp/ingest`
+//!   (docs/performance.md, "Memory per online driver").
 //!
 //! The tool creates the drivers in a fresh SQLite store, starts the release binary on it as a
 //! separate process (with the per-socket rate limit raised so that it does not cap the
@@ -36,7 +38,7 @@ use common::{MachineTicks, cpu_ticks, env_f64_or, env_or, machine_ticks, thread_
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -373,7 +375,7 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
     );
 
     // The server, as operators run it, with the per-socket limit (20/s) out of the way.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mealkitz"))
+    let mut child = common::server_command()
         .args(["serve", "--bind", "127.0.0.1:0"])
         .env("DATABASE_URL", &url)
         .env("MEALKITZ_JWT_SECRET", SECRET)

@@ -214,11 +214,29 @@ impl BenchStore {
     }
 }
 
+/// The release binary as a command, run under `BENCH_SERVER_WRAPPER` when that is set — a
+/// profiler's command line such as `heaptrack -o /tmp/mealkitz` (split on whitespace). The
+/// pid the tools print is then the wrapper's, and the server's own CPU and memory figures
+/// describe the wrapper too: read them from the profiler instead.
+pub fn server_command() -> Command {
+    let binary = env!("CARGO_BIN_EXE_mealkitz");
+    let wrapper = std::env::var("BENCH_SERVER_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        None => Command::new(binary),
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(binary);
+            command
+        }
+    }
+}
+
 /// Starts `mealkitz serve` (the release binary) on a free loopback port with JSON logs and
 /// `env` (which overrides these defaults); returns it and its port, read from its log
 /// (`BENCH_SERVER_LOG=1` shows the log).
 pub fn start_server(env: &[(&str, String)]) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mealkitz"))
+    let mut child = server_command()
         .args(["serve", "--bind", "127.0.0.1:0"])
         .env("MEALKITZ_LOG_FORMAT", "json")
         .env("RUST_LOG", "info,mealkitz::api::middleware=warn")
