@@ -153,7 +153,7 @@ impl Store {
     /// each write is tried alone, so each gets the answer it would have had by itself.
     async fn commit(&self, items: Vec<Prepared<'_>>) -> Vec<Result<(), StoreError>> {
         self.inner.journal.count_commit();
-        let together = match self.writer() {
+        let together = match self.journal_pool() {
             Err(error) => Err(error),
             Ok(Pool::Postgres(pool)) => pg_write(pool, &items).await,
             Ok(Pool::Sqlite(pool)) => sqlite_write(pool, &items).await,
@@ -176,7 +176,7 @@ impl Store {
                 for item in items {
                     self.inner.journal.count_commit();
                     let alone = vec![item];
-                    let result = match self.writer() {
+                    let result = match self.journal_pool() {
                         Err(error) => Err(error),
                         Ok(Pool::Postgres(pool)) => pg_write(pool, &alone).await,
                         Ok(Pool::Sqlite(pool)) => sqlite_write(pool, &alone).await,
@@ -313,6 +313,8 @@ async fn pg_write(
         return Ok(results.into_iter().flatten().collect());
     }
 
+    // On the journal's own connections, whose planner settings keep the cached plan's moves
+    // lookups by id however the table grows (see `JOURNAL_PLANNER_OPTIONS`).
     let (held_regions, held_owners, held_epochs, created, moved, journaled, outboxed): BatchAnswer =
         sqlx::query_as(SQL)
             .bind(&regions)
