@@ -21,6 +21,9 @@ use crate::domain::{MerchantId, OrderId, OrderView};
 pub const PREP_MINUTES_MAX: u32 = 240;
 /// Longest rejection reason, in characters.
 pub const REASON_MAX_CHARS: usize = 500;
+/// Commands one board may have in flight or waiting behind another for the same order; one
+/// more gets a `rate_limited` error frame instead of growing memory.
+const COMMANDS_PENDING_MAX: usize = 256;
 
 impl MerchantIn {
     fn order_id(&self) -> OrderId {
@@ -68,6 +71,13 @@ pub struct MerchantSession {
     /// again (its actor restarted or its region moved to another replica), each is brought up
     /// to date, including those that closed in between.
     shown_open: HashMap<OrderId, MerchantId>,
+    /// Commands run concurrently across orders and one at a time per order, in the order they
+    /// came: the orders with a command in flight, each with the commands waiting behind it.
+    /// (One at a time per socket made a busy kitchen's accepts queue behind each other's journal
+    /// writes, and held its board updates meanwhile.)
+    in_flight: HashMap<OrderId, std::collections::VecDeque<MerchantIn>>,
+    /// Commands in flight or waiting, across orders.
+    pending: usize,
 }
 
 impl MerchantSession {
@@ -83,6 +93,8 @@ impl MerchantSession {
             merchants,
             may_act,
             shown_open: HashMap::new(),
+            in_flight: HashMap::new(),
+            pending: 0,
         }
         .start()
     }
@@ -218,6 +230,27 @@ impl MerchantSession {
             self.core.error(ErrorCode::BadMessage, &problem);
             return;
         }
+        if self.pending >= COMMANDS_PENDING_MAX {
+            self.core.error(
+                ErrorCode::RateLimited,
+                "Too many commands waiting on this socket; this one was dropped.",
+            );
+            return;
+        }
+        self.pending += 1;
+        match self.in_flight.get_mut(&message.order_id()) {
+            Some(waiting) => waiting.push_back(message),
+            None => {
+                self.in_flight
+                    .insert(message.order_id(), std::collections::VecDeque::new());
+                self.run(message, ctx);
+            }
+        }
+    }
+
+    /// Runs one command; when it is answered, the next one waiting for the same order.
+    fn run(&mut self, message: MerchantIn, ctx: &mut Context<Self>) {
+        let order_id = message.order_id();
         let engine = self.engine.clone();
         let mine: HashSet<MerchantId> = self.merchants.iter().copied().collect();
         let work = async move {
@@ -259,9 +292,20 @@ impl MerchantSession {
                 }
             }
         };
-        ctx.wait(work.into_actor(self).map(|outcome, act, _| {
+        ctx.spawn(work.into_actor(self).map(move |outcome, act, ctx| {
             if let Err(error) = outcome {
                 act.core.error(error.code(), &error.to_string());
+            }
+            act.pending -= 1;
+            let next = act
+                .in_flight
+                .get_mut(&order_id)
+                .and_then(|waiting| waiting.pop_front());
+            match next {
+                Some(message) => act.run(message, ctx),
+                None => {
+                    act.in_flight.remove(&order_id);
+                }
             }
         }));
     }

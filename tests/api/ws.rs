@@ -383,6 +383,46 @@ async fn resume_after_reconnect(kind: Db) {
     assert_eq!(now["order"]["driver_id"], json!(cast.driver.id));
 }
 
+/// A kitchen's command for one order does not wait for another order's: with the first order's
+/// row locked in the database (its acceptance cannot be journaled yet), the second order's
+/// acceptance goes through and shows on the board; the first follows once the lock is gone.
+#[actix_web::test]
+async fn a_board_command_held_up_for_one_order_does_not_hold_up_another() {
+    use sqlx::Connection;
+    let app = dispatch_app(Db::Postgres, |_| {}).await;
+    let cast = cast(&app, at(-5_000.0, -5_000.0)).await;
+    let mut board = ws_connect(&app, "/ws/merchant", Some(&cast.merchant_owner.token), None)
+        .await
+        .unwrap();
+    board.expect("board").await;
+    let first = cast.place(&app).await;
+    let second = cast.place(&app).await;
+
+    let mut holder = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE")
+        .bind(first.0)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    for order_id in [first, second] {
+        board
+            .send(json!({"type": "accept_order", "order_id": order_id, "prep_minutes": 10}))
+            .await;
+    }
+    board
+        .expect_order("the second order accepted", |o| {
+            o["id"] == json!(second) && o["status"] == "accepted"
+        })
+        .await;
+    held.commit().await.unwrap();
+    board
+        .expect_order("the first order accepted", |o| {
+            o["id"] == json!(first) && o["status"] == "accepted"
+        })
+        .await;
+}
+
 async fn sqlite_app() -> TestApp {
     dispatch_app(Db::Sqlite, |_| {}).await
 }
