@@ -61,7 +61,7 @@ impl Reply {
 #[serde(tag = "feed", rename_all = "snake_case")]
 pub enum FeedItem {
     Order { item: OrderFeed },
-    Board { order: OrderView },
+    Board { order: Box<OrderView> },
     Driver { item: DriverFeed },
 }
 
@@ -194,11 +194,13 @@ impl Item for OrderFeed {
 /// A board's update: the order as it is now.
 impl Item for OrderView {
     fn into_item(self) -> FeedItem {
-        FeedItem::Board { order: self }
+        FeedItem::Board {
+            order: Box::new(self),
+        }
     }
     fn from_item(item: FeedItem) -> Option<Self> {
         match item {
-            FeedItem::Board { order } => Some(order),
+            FeedItem::Board { order } => Some(*order),
             _ => None,
         }
     }

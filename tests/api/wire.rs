@@ -620,7 +620,7 @@ fn feed_order_driver_location() -> FeedItem {
 
 fn feed_board() -> FeedItem {
     FeedItem::Board {
-        order: ready_view(),
+        order: Box::new(ready_view()),
     }
 }
 
