@@ -75,6 +75,8 @@ pub use webhooks::{Delivery, DeliveryAttempt, NewWebhookEndpoint, WebhookEndpoin
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 /// Short, so a dead database turns into a quick 503 rather than a pile of hung requests.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A journal connection idle this long is pinged before its next batch (a dead one is replaced).
+const JOURNAL_IDLE_TEST_AFTER: Duration = Duration::from_secs(1);
 /// Planner settings of the journal's PostgreSQL connections. The journal statement is prepared
 /// once per connection, and after five executions PostgreSQL may keep a generic plan for good;
 /// one chosen while `orders` was small hash-joined a sequential scan of the whole table into
@@ -264,6 +266,18 @@ impl Store {
                 let journal = PgPoolOptions::new()
                     .max_connections(journal_connections)
                     .test_before_acquire(false)
+                    // Busy, they are never tested; one idle for a while is, first: after an
+                    // outage it may be dead, and a journal write on it would fail (only the
+                    // main pool's connections are worn out by the readiness probe's pings).
+                    .before_acquire(|connection, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= JOURNAL_IDLE_TEST_AFTER {
+                                use sqlx::Connection;
+                                return Ok(connection.ping().await.is_ok());
+                            }
+                            Ok(true)
+                        })
+                    })
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_lazy_with(options.clone().options(JOURNAL_PLANNER_OPTIONS));
                 let pool = PgPoolOptions::new()
