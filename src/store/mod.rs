@@ -75,8 +75,8 @@ pub use webhooks::{Delivery, DeliveryAttempt, NewWebhookEndpoint, WebhookEndpoin
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 /// Short, so a dead database turns into a quick 503 rather than a pile of hung requests.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-/// A journal connection idle this long is pinged before its next batch (a dead one is replaced).
-const JOURNAL_IDLE_TEST_AFTER: Duration = Duration::from_secs(1);
+/// A pooled PostgreSQL connection idle this long is pinged before its next use (see [`pg_pool`]).
+const IDLE_TEST_AFTER: Duration = Duration::from_secs(1);
 /// Planner settings of the journal's PostgreSQL connections. The journal statement is prepared
 /// once per connection, and after five executions PostgreSQL may keep a generic plan for good;
 /// one chosen while `orders` was small hash-joined a sequential scan of the whole table into
@@ -235,6 +235,27 @@ macro_rules! on_writer {
 }
 pub(crate) use on_writer;
 
+/// A PostgreSQL pool of at most `max` connections. A connection in use is handed out untested (a
+/// test query cost a round trip on every operation, and a broken connection fails the operation
+/// anyway: callers see `store_unavailable` and retry); one idle for [`IDLE_TEST_AFTER`] or more
+/// is pinged first and replaced if dead, so that after an outage the first operations do not
+/// meet the connections the outage killed.
+fn pg_pool(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_TEST_AFTER {
+                    use sqlx::Connection;
+                    return Ok(connection.ping().await.is_ok());
+                }
+                Ok(true)
+            })
+        })
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
 impl Store {
     /// Sets up the pool without connecting: the first query, or [`Store::migrate`], connects.
     pub fn open(config: &DatabaseConfig) -> Result<Store, StoreError> {
@@ -250,9 +271,6 @@ impl Store {
         let (pool, writer, journal_pool) = match &config.url {
             DatabaseUrl::Postgres(url) => {
                 let options = PgConnectOptions::from_str(url.expose())?.application_name(name);
-                // No test query before handing out a pooled connection: it cost a round trip on
-                // every operation, and a broken connection fails the operation anyway (callers
-                // see `store_unavailable` and retry).
                 // Grouped, two connections per commit in flight: sqlx hands a used connection
                 // back to its pool from a task spawned on the thread that used it, so one may
                 // be late back while that thread is busy, and the next commit must not wait
@@ -263,28 +281,9 @@ impl Store {
                 } else {
                     config.max_connections
                 };
-                let journal = PgPoolOptions::new()
-                    .max_connections(journal_connections)
-                    .test_before_acquire(false)
-                    // Busy, they are never tested; one idle for a while is, first: after an
-                    // outage it may be dead, and a journal write on it would fail (only the
-                    // main pool's connections are worn out by the readiness probe's pings).
-                    .before_acquire(|connection, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for >= JOURNAL_IDLE_TEST_AFTER {
-                                use sqlx::Connection;
-                                return Ok(connection.ping().await.is_ok());
-                            }
-                            Ok(true)
-                        })
-                    })
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                let journal = pg_pool(journal_connections)
                     .connect_lazy_with(options.clone().options(JOURNAL_PLANNER_OPTIONS));
-                let pool = PgPoolOptions::new()
-                    .max_connections(config.max_connections)
-                    .test_before_acquire(false)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_lazy_with(options);
+                let pool = pg_pool(config.max_connections).connect_lazy_with(options);
                 (
                     Pool::Postgres(pool.clone()),
                     Pool::Postgres(pool),
