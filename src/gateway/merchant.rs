@@ -4,7 +4,7 @@
 use crate::actors::commands::merchants::{MerchantAccept, MerchantReady, MerchantReject};
 use crate::actors::commands::subscriptions::SubscribeBoard;
 use crate::error::ErrorCode;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -75,9 +75,7 @@ pub struct MerchantSession {
     /// came: the orders with a command in flight, each with the commands waiting behind it.
     /// (One at a time per socket made a busy kitchen's accepts queue behind each other's journal
     /// writes, and held its board updates meanwhile.)
-    in_flight: HashMap<OrderId, std::collections::VecDeque<MerchantIn>>,
-    /// Commands in flight or waiting, across orders.
-    pending: usize,
+    in_flight: HashMap<OrderId, VecDeque<MerchantIn>>,
 }
 
 impl MerchantSession {
@@ -94,7 +92,6 @@ impl MerchantSession {
             may_act,
             shown_open: HashMap::new(),
             in_flight: HashMap::new(),
-            pending: 0,
         }
         .start()
     }
@@ -230,19 +227,20 @@ impl MerchantSession {
             self.core.error(ErrorCode::BadMessage, &problem);
             return;
         }
-        if self.pending >= COMMANDS_PENDING_MAX {
+        // In flight (one per order) and waiting behind them; at most COMMANDS_PENDING_MAX.
+        let pending =
+            self.in_flight.len() + self.in_flight.values().map(VecDeque::len).sum::<usize>();
+        if pending >= COMMANDS_PENDING_MAX {
             self.core.error(
                 ErrorCode::RateLimited,
                 "Too many commands waiting on this socket; this one was dropped.",
             );
             return;
         }
-        self.pending += 1;
         match self.in_flight.get_mut(&message.order_id()) {
             Some(waiting) => waiting.push_back(message),
             None => {
-                self.in_flight
-                    .insert(message.order_id(), std::collections::VecDeque::new());
+                self.in_flight.insert(message.order_id(), VecDeque::new());
                 self.run(message, ctx);
             }
         }
@@ -296,7 +294,6 @@ impl MerchantSession {
             if let Err(error) = outcome {
                 act.core.error(error.code(), &error.to_string());
             }
-            act.pending -= 1;
             let next = act
                 .in_flight
                 .get_mut(&order_id)

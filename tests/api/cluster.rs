@@ -6,9 +6,7 @@
 use mealkitz::actors::commands::*;
 use std::time::{Duration, Instant};
 
-use mealkitz::domain::{
-    Cents, Change, JournalEntry, MerchantId, NewOrder, Order, OrderId, Position, Role,
-};
+use mealkitz::domain::{Change, JournalEntry, MerchantId, Order, Position, Role};
 use mealkitz::store::{Claim, Store, StoreError};
 use serde_json::Value;
 use sqlx::Connection;
@@ -408,18 +406,8 @@ async fn a_replica_that_loses_redis_keeps_its_own_regions_and_refuses_others_wit
     let (first, second, others, own) =
         two_replicas(&format!("redis://127.0.0.1:{}", relay.port), |_| {}).await;
     let customer = first.user_id("customer").await;
-    let order = |region: &str| NewOrder {
-        id: OrderId::new(),
-        merchant_id: MerchantId::new(),
-        customer_id: customer,
-        items: vec![],
-        delivery_fee_cents: Cents(0),
-        total_cents: Cents(1000),
-        pickup: centre_of(region),
-        dropoff: centre_of(region),
-        dropoff_address: "1 Test Street".into(),
-        pickup_address: "1 Kitchen Street".into(),
-    };
+    let order =
+        |region: &str| crate::journal::new_order(customer, centre_of(region), centre_of(region));
 
     // With Redis, the second replica places orders in its own region and in the first's.
     let routed = second

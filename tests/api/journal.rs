@@ -36,25 +36,31 @@ async fn user(store: &Store, role: Role) -> UserId {
         .id
 }
 
+/// A new order of `customer` (a fresh merchant id, no items, 10.00) from `pickup` to `dropoff`.
+pub(crate) fn new_order(customer: UserId, pickup: Position, dropoff: Position) -> NewOrder {
+    NewOrder {
+        id: OrderId::new(),
+        merchant_id: MerchantId::new(),
+        customer_id: customer,
+        items: vec![],
+        delivery_fee_cents: Cents(0),
+        total_cents: Cents(1000),
+        pickup,
+        dropoff,
+        dropoff_address: "1 Batch Street".into(),
+        pickup_address: "1 Kitchen Street".into(),
+    }
+}
+
 /// An order of `customer` placed in `region` (not yet stored).
 pub(crate) fn placed(customer: UserId, region: &str) -> (Order, JournalEntry) {
     let pickup = at(5_000.0, 5_000.0);
+    let dropoff = Position {
+        lat: pickup.lat + 0.01,
+        lon: pickup.lon,
+    };
     Order::place(
-        NewOrder {
-            id: OrderId::new(),
-            merchant_id: MerchantId::new(),
-            customer_id: customer,
-            items: vec![],
-            delivery_fee_cents: Cents(0),
-            total_cents: Cents(1000),
-            pickup,
-            dropoff: Position {
-                lat: pickup.lat + 0.01,
-                lon: pickup.lon,
-            },
-            dropoff_address: "1 Batch Street".into(),
-            pickup_address: "1 Kitchen Street".into(),
-        },
+        new_order(customer, pickup, dropoff),
         region.into(),
         mealkitz::store::now(),
     )
