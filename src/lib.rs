@@ -25,8 +25,10 @@
 //!   feeds and casts between replicas; it serves the engine's `Routing` trait and calls back
 //!   through its own `Executor` trait.
 //! - [`api`]: REST routes, auth and extractors, rendering the error table.
-//! - [`gateway`]: the WebSockets — their HTTP upgrade, one session actor per socket, and the
-//!   socket core the sessions share; it reaches dispatch through [`actors::Engine`] only.
+//! - [`gateway`]: the WebSockets — their HTTP upgrade (the HTTP server is built there, so that an
+//!   upgraded connection leaves the HTTP dispatcher), frames on the bare stream, one session
+//!   actor per socket, and the socket core the sessions share; it reaches dispatch through
+//!   [`actors::Engine`] only.
 //! - [`notify`]: the notification service — the outbox fanned out into WhatsApp messages to
 //!   customers and signed webhooks to merchants, sent at least once by one replica at a time.
 //! - [`chat`]: ordering over WhatsApp — a worker per replica moving each phone's conversation

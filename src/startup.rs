@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{ErrorHandlers, from_fn};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
+use tokio_util::task::TaskTracker;
 
 use crate::actors::{Engine, EngineHooks};
 use crate::api::auth::Auth;
@@ -30,6 +31,9 @@ use crate::telemetry;
 /// How long a graceful stop waits for requests in flight. Kubernetes kills a pod 30 s after
 /// SIGTERM by default; the issue asks for an exit within 10 s, so stay well under both.
 pub const SHUTDOWN_GRACE_SECS: u64 = 8;
+/// How long a graceful stop waits for every socket's close frame to be written (a client that
+/// does not read is not waited for longer).
+const SOCKETS_CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How often expired idempotency keys are deleted.
 const IDEMPOTENCY_PURGE_INTERVAL: Duration = Duration::from_secs(3_600);
 /// How long a stop waits for the background tasks to finish their step in hand.
@@ -55,6 +59,7 @@ pub struct Application {
 pub struct StopHandle {
     server: ServerHandle,
     sockets_shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    socket_writers: TaskTracker,
 }
 
 impl StopHandle {
@@ -62,6 +67,18 @@ impl StopHandle {
     /// requests in flight finish (up to [`SHUTDOWN_GRACE_SECS`]), otherwise they are dropped.
     pub async fn stop(&self, graceful: bool) {
         let _ = self.sockets_shutdown.send(true);
+        if graceful {
+            // Sockets are not the HTTP server's once upgraded: their close frames are written
+            // before the server's workers, which run them, stop.
+            self.socket_writers.close();
+            let closed = tokio::time::timeout(SOCKETS_CLOSE_GRACE, self.socket_writers.wait());
+            if closed.await.is_err() {
+                tracing::warn!(
+                    sockets = self.socket_writers.len(),
+                    "sockets still closing after the stop's grace"
+                );
+            }
+        }
         self.server.stop(graceful).await;
     }
 }
@@ -180,6 +197,7 @@ impl Application {
             router: router.clone(),
             gateway: Arc::new(config.gateway.clone()),
             sockets_shutdown,
+            socket_writers: TaskTracker::new(),
             payments,
             settlement: order_closed,
             checkouts_in_flight: Default::default(),
@@ -210,21 +228,23 @@ impl Application {
         let openapi = web::Data::new(api::openapi::Document::with_parts([
             <gateway::routes::GatewayDoc as utoipa::OpenApi>::openapi(),
         ]));
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .app_data(openapi.clone())
-                .wrap(ErrorHandlers::new().default_handler(json_error_fallback))
-                .wrap(from_fn(observe))
-                .configure(api::configure)
-                .configure(gateway::routes::configure)
-                .default_service(web::to(api::not_found))
-        })
-        .workers(config.http.workers)
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-        .listen(listener)?
-        .run();
+        let server = gateway::handover::serve(
+            listener,
+            &gateway::handover::ServerSettings {
+                workers: config.http.workers,
+                shutdown_grace_secs: SHUTDOWN_GRACE_SECS,
+            },
+            move || {
+                App::new()
+                    .app_data(app_state.clone())
+                    .app_data(openapi.clone())
+                    .wrap(ErrorHandlers::new().default_handler(json_error_fallback))
+                    .wrap(from_fn(observe))
+                    .configure(api::configure)
+                    .configure(gateway::routes::configure)
+                    .default_service(web::to(api::not_found))
+            },
+        )?;
 
         let member = cluster.clone();
         tasks.spawn(async move { member.heartbeat().await });
@@ -253,6 +273,7 @@ impl Application {
         StopHandle {
             server: self.server.handle(),
             sockets_shutdown: self.sockets_shutdown.clone(),
+            socket_writers: self.state.socket_writers.clone(),
         }
     }
 

@@ -29,6 +29,8 @@ pub struct AppState {
     pub gateway: Arc<GatewayConfig>,
     /// Turns true when the server shuts down, so every socket closes with 1001.
     pub sockets_shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Every socket's writer: a stop waits for them to write their close frames.
+    pub socket_writers: tokio_util::task::TaskTracker,
     /// The payment gateway (the sandbox unless another is configured).
     pub payments: Arc<dyn PaymentGateway>,
     /// The checkouts running in this process, by key.

@@ -9,7 +9,7 @@ use crate::actors::wire::DriverSnapshot;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_ws::{CloseCode, Message, ProtocolError};
+use actix_http::ws::{CloseCode, Message, ProtocolError};
 use chrono::Utc;
 
 use super::inbound::{Availability, DriverIn, Location, OfferAnswer, OrderStep, receive};

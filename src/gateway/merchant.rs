@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_ws::{CloseCode, Message, ProtocolError};
+use actix_http::ws::{CloseCode, Message, ProtocolError};
 use futures_util::StreamExt;
 
 use super::inbound::{Accept, MerchantIn, Ready, Reject, receive};

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use utoipa::OpenApi;
 
+use super::handover::Handover;
 use super::session::CredentialCheck;
 use super::{DriverSession, MerchantSession, SessionSetup, TrackerSession};
 use crate::api::auth::{AuthUser, Via, authenticate, bearer_token};
@@ -103,27 +104,40 @@ fn credential_check(state: &web::Data<AppState>, caller: &AuthUser) -> Option<Cr
     }))
 }
 
+/// Accepts the handshake: a 101 carrying what starts the session once the server has written
+/// it and handed the connection over ([`super::handover`]).
 fn upgrade(
     req: &HttpRequest,
-    body: web::Payload,
     state: &web::Data<AppState>,
     caller: &AuthUser,
-) -> Result<(HttpResponse, SessionSetup), ApiError> {
-    let (response, session, stream) = actix_ws::handle(req, body).map_err(|e| {
+    start: impl FnOnce(SessionSetup) + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let mut accepted = actix_http::ws::handshake(req.head()).map_err(|e| {
         ApiError::new(ErrorCode::BadRequest).with_message(format!("Not a WebSocket handshake: {e}"))
     })?;
-    Ok((
-        response,
-        SessionSetup {
-            session,
-            stream,
-            engine: state.engine.clone(),
-            config: state.gateway.clone(),
-            token_expires_at: caller.expires_at,
-            still_valid: credential_check(state, caller),
-            shutdown: state.sockets_shutdown.clone(),
-        },
-    ))
+    let engine = state.engine.clone();
+    let config = state.gateway.clone();
+    let token_expires_at = caller.expires_at;
+    let still_valid = credential_check(state, caller);
+    let shutdown = state.sockets_shutdown.clone();
+    let writers = state.socket_writers.clone();
+    let mut response = HttpResponse::from(accepted.finish().map_into_boxed_body());
+    response
+        .extensions_mut()
+        .insert(Handover::new(move |connection| {
+            let (reader, writer) = connection.split();
+            start(SessionSetup {
+                reader,
+                writer,
+                engine,
+                config,
+                token_expires_at,
+                still_valid,
+                shutdown,
+                writers,
+            });
+        }));
+    Ok(response)
 }
 
 /// `GET /ws/driver`: the driver app's WebSocket (messages: docs/protocol.md).
@@ -138,7 +152,6 @@ fn upgrade(
 )]
 pub async fn driver(
     req: HttpRequest,
-    body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query(&req)?;
@@ -146,9 +159,10 @@ pub async fn driver(
     caller.require_scope(Scope::DriversWrite)?;
     check_origin(&req, &state.gateway)?;
     caller.require(&[Role::Driver])?;
-    let (response, setup) = upgrade(&req, body, &state, &caller)?;
-    DriverSession::start(setup, caller.id);
-    Ok(response)
+    let driver_id = caller.id;
+    upgrade(&req, &state, &caller, move |setup| {
+        DriverSession::start(setup, driver_id);
+    })
 }
 
 /// `GET /ws/merchant`: the live board of every merchant the caller owns, or of `?merchant_id=`.
@@ -166,7 +180,6 @@ pub async fn driver(
 )]
 pub async fn merchant(
     req: HttpRequest,
-    body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query(&req)?;
@@ -193,10 +206,10 @@ pub async fn merchant(
     if merchants.is_empty() {
         return Err(ApiError::new(ErrorCode::NotFound).with_message("You own no merchant yet."));
     }
-    let (response, setup) = upgrade(&req, body, &state, &caller)?;
     let may_act = caller.grant.scopes.contains(Scope::OrdersWrite);
-    MerchantSession::start(setup, merchants, may_act);
-    Ok(response)
+    upgrade(&req, &state, &caller, move |setup| {
+        MerchantSession::start(setup, merchants, may_act);
+    })
 }
 
 /// `GET /ws/orders/{order_id}`: tracking, for the order's customer, its merchant's owner, its
@@ -212,7 +225,6 @@ pub async fn merchant(
 )]
 pub async fn order(
     req: HttpRequest,
-    body: web::Payload,
     path: web::Path<OrderId>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -241,7 +253,7 @@ pub async fn order(
     if !allowed {
         return Err(not_found());
     }
-    let (response, setup) = upgrade(&req, body, &state, &caller)?;
-    TrackerSession::start(setup, order_id);
-    Ok(response)
+    upgrade(&req, &state, &caller, move |setup| {
+        TrackerSession::start(setup, order_id);
+    })
 }

@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use actix_ws::{MessageStream, Session};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 pub use super::socket::CredentialCheck;
 use super::socket::SocketCore;
+use super::wire::{FrameReader, FrameWriter};
 use crate::actors::{Engine, EngineError};
 use crate::config::GatewayConfig;
 
@@ -33,8 +34,8 @@ pub(super) fn passing(error: &EngineError) -> bool {
 
 /// What every session is started with.
 pub struct SessionSetup {
-    pub session: Session,
-    pub stream: MessageStream,
+    pub reader: FrameReader,
+    pub writer: FrameWriter,
     pub engine: Engine,
     pub config: Arc<GatewayConfig>,
     /// When the login token expires, unix seconds.
@@ -44,6 +45,8 @@ pub struct SessionSetup {
     pub still_valid: Option<CredentialCheck>,
     /// Turns true when the server shuts down: sessions close with 1001.
     pub shutdown: watch::Receiver<bool>,
+    /// Where the socket's writer is tracked, so that a stop can wait for its close frame.
+    pub writers: TaskTracker,
 }
 
 impl SessionSetup {
@@ -52,9 +55,9 @@ impl SessionSetup {
     pub(super) fn into_core(self, kind: &'static str) -> (SocketCore, Engine) {
         let core = SocketCore::new(
             kind,
-            self.session,
-            self.stream,
+            (self.reader, self.writer),
             self.shutdown,
+            self.writers,
             self.config,
             self.token_expires_at,
             self.still_valid,

@@ -9,16 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_ws::{CloseCode, CloseReason, Message, MessageStream, ProtocolError, Session};
+use actix_http::ws::{CloseCode, CloseReason, Message, ProtocolError};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
+use tokio_util::task::TaskTracker;
 
+use super::wire::{FrameReader, FrameWriter};
 use crate::actors::{OfferView, RouteView};
 use crate::config::GatewayConfig;
 use crate::domain::OrderView;
 
-/// Largest text frame a client may send.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024;
 /// Frames one socket may have waiting to be written. A client that lets this many pile up
 /// cannot keep up and is closed with 1013 rather than allowed to grow memory.
 pub const OUTBOX_CAPACITY: usize = 256;
@@ -76,7 +76,7 @@ impl Outbound<'_> {
 enum Frame {
     Text(String),
     Ping,
-    Pong(Vec<u8>),
+    Pong(bytes::Bytes),
     Close(CloseReason),
 }
 
@@ -153,35 +153,56 @@ impl Outbox {
     }
 }
 
-/// Drains the outbox into the socket until it closes.
-async fn write(outbox: Arc<Outbox>, mut session: Session) {
+/// Frames written in one go at most: what is queued beyond waits for the next write.
+const WRITE_BATCH_MAX_FRAMES: usize = 32;
+
+/// Drains the outbox into the socket until it closes; frames queued together are written
+/// together.
+async fn write(outbox: Arc<Outbox>, mut socket: FrameWriter) {
     loop {
-        let Some(frame) = outbox.next() else {
+        let Some(first) = outbox.next() else {
             outbox.wake.notified().await;
             continue;
         };
-        let sent = match frame {
-            Frame::Close(reason) => {
-                let _ =
-                    tokio::time::timeout(CLOSE_WRITE_TIMEOUT, session.close(Some(reason))).await;
+        let mut close = None;
+        let mut queued = 0;
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            let message = match frame {
+                Frame::Close(reason) => {
+                    close = Some(reason);
+                    break;
+                }
+                Frame::Text(text) => Message::Text(text.into()),
+                Frame::Ping => Message::Ping(bytes::Bytes::new()),
+                Frame::Pong(payload) => Message::Pong(payload),
+            };
+            if socket.queue(message).is_err() {
                 return;
             }
-            Frame::Text(text) => {
-                tokio::select! {
-                    sent = session.text(text) => sent,
-                    () = outbox.abort.notified() => Err(actix_ws::Closed),
-                }
+            queued += 1;
+            if queued < WRITE_BATCH_MAX_FRAMES {
+                next = outbox.next();
             }
-            Frame::Ping => session.ping(b"").await,
-            Frame::Pong(payload) => session.pong(&payload).await,
+        }
+        let written = tokio::select! {
+            written = socket.flush() => written.is_ok(),
+            () = outbox.abort.notified() => false,
         };
-        if sent.is_err() {
-            // The client is gone, or too slow: close (best effort) and drop the connection.
-            let reason = outbox.with(|s| s.close.clone());
-            if let Some(reason) = reason {
-                let _ =
-                    tokio::time::timeout(CLOSE_WRITE_TIMEOUT, session.close(Some(reason))).await;
+        // A client gone or too slow is closed (best effort: after the rest of the frame on its
+        // way, which the writer never cuts) and its connection dropped.
+        let close = close.or_else(|| {
+            if written {
+                None
+            } else {
+                outbox.with(|s| s.close.clone())
             }
+        });
+        if let Some(reason) = close {
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, socket.close(Some(reason))).await;
+            return;
+        }
+        if !written {
             return;
         }
     }
@@ -232,9 +253,11 @@ pub struct SocketCore {
     /// `driver`, `merchant` or `tracker`, for metrics.
     kind: &'static str,
     outbox: Arc<Outbox>,
-    session: Option<Session>,
+    /// The socket's writing half, until the actor starts its writer, and where the writer is
+    /// tracked.
+    writer: Option<(FrameWriter, TaskTracker)>,
     /// The client's frames and the server's shutdown signal, until the actor starts.
-    incoming: Option<(MessageStream, watch::Receiver<bool>)>,
+    incoming: Option<(FrameReader, watch::Receiver<bool>)>,
     config: Arc<GatewayConfig>,
     last_heard: Instant,
     limit: RateLimit,
@@ -252,9 +275,9 @@ impl SocketCore {
     /// `shutdown` turns true when the server shuts down: the socket then closes with 1001.
     pub fn new(
         kind: &'static str,
-        session: Session,
-        stream: MessageStream,
+        (reader, writer): (FrameReader, FrameWriter),
         shutdown: watch::Receiver<bool>,
+        writers: TaskTracker,
         config: Arc<GatewayConfig>,
         token_expires_at: i64,
         still_valid: Option<CredentialCheck>,
@@ -262,8 +285,8 @@ impl SocketCore {
         SocketCore {
             kind,
             outbox: Arc::default(),
-            session: Some(session),
-            incoming: Some((stream, shutdown)),
+            writer: Some((writer, writers)),
+            incoming: Some((reader, shutdown)),
             limit: RateLimit::new(config.rate_per_sec),
             config,
             last_heard: Instant::now(),
@@ -354,7 +377,7 @@ pub trait Socket:
     /// watch for server shutdown.
     fn start_socket(&mut self, ctx: &mut Context<Self>) {
         if let Some((stream, shutdown)) = self.core().incoming.take() {
-            ctx.add_stream(stream.max_frame_size(MAX_FRAME_BYTES));
+            ctx.add_stream(stream);
             ctx.spawn(
                 shutting_down(shutdown)
                     .into_actor(self)
@@ -364,8 +387,8 @@ pub trait Socket:
         let core = self.core();
         let kind = core.kind;
         metrics::gauge!("ws_connections", "kind" => kind).increment(1.0);
-        if let Some(session) = core.session.take() {
-            actix::spawn(write(core.outbox.clone(), session));
+        if let Some((writer, writers)) = core.writer.take() {
+            actix::spawn(writers.track_future(write(core.outbox.clone(), writer)));
         }
         let heartbeat = core.config.heartbeat_interval;
         ctx.run_interval(heartbeat, |act, ctx| {
@@ -442,7 +465,7 @@ pub trait Socket:
                 Inbound::Handled
             }
             Ok(Message::Ping(payload)) => {
-                core.outbox.push(Frame::Pong(payload.to_vec()));
+                core.outbox.push(Frame::Pong(payload));
                 Inbound::Handled
             }
             Ok(Message::Pong(_)) | Ok(Message::Nop) => Inbound::Handled,

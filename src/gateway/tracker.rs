@@ -6,7 +6,7 @@ use crate::error::ErrorCode;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_ws::{CloseCode, Message, ProtocolError};
+use actix_http::ws::{CloseCode, Message, ProtocolError};
 
 use super::inbound::{TrackerIn, parse_message};
 use super::session::{RESUBSCRIBE_RETRY_MIN_MS, SessionSetup, next_resubscribe_ms, passing};

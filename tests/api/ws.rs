@@ -918,6 +918,47 @@ async fn place_fat_order(app: &TestApp, customer: UserId, merchant: MerchantId, 
         .unwrap();
 }
 
+/// A client that sends its first frame in the same write as its handshake: the server has
+/// read the frame with the request, and must hand it to the socket with the connection.
+#[actix_web::test]
+async fn a_frame_sent_with_the_handshake_is_read_after_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = sqlite_app().await;
+    let driver = app.signed_up("driver").await;
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let mut bytes = format!(
+        "GET /ws/driver HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        driver.token
+    )
+    .into_bytes();
+    // A masked text frame that is not JSON: the driver socket answers it with an error frame.
+    let payload = b"not json";
+    let mask = [7u8, 1, 9, 3];
+    bytes.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    stream.write_all(&bytes).await.unwrap();
+    // The 101's head, read a byte at a time so that no frame is taken with it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let inner = WebSocketStream::from_raw_socket(
+        MaybeTlsStream::Plain(stream),
+        tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    let mut ws = Ws { inner };
+    let error = ws.expect("error").await;
+    assert_eq!(error["code"], "bad_message", "{error}");
+}
+
 #[actix_web::test]
 async fn sockets_close_with_1001_when_the_server_shuts_down() {
     let app = sqlite_app().await;
