@@ -9,17 +9,17 @@ use std::task::{Context, Poll, ready};
 
 use actix_codec::{Decoder, Encoder};
 use actix_http::ws::{CloseReason, Codec, Frame, Message, ProtocolError};
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use bytestring::ByteString;
 use futures_util::Stream;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Largest frame a client may send; a longer one is refused (1009) before it is buffered.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024;
-/// Bytes asked of the kernel per read while a frame is incomplete. A driver's location frame
-/// is ~120 bytes; a larger frame takes more reads, never a larger idle buffer.
+/// Bytes asked of the kernel per read. A driver's location frame is ~120 bytes; a larger frame
+/// takes more reads, never a larger idle buffer.
 const READ_CHUNK_BYTES: usize = 1_024;
 /// The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
 const FRAME_HEADER_MAX_BYTES: usize = 14;
@@ -105,21 +105,21 @@ impl Stream for FrameReader {
                     return Poll::Ready(Some(Err(error)));
                 }
             }
-            this.buf.reserve(READ_CHUNK_BYTES);
-            // At most a chunk per read, so that the buffer never holds much more than the
-            // largest frame allowed.
-            let mut chunk = (&mut this.buf).limit(READ_CHUNK_BYTES);
-            let read = tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut chunk);
-            if read.is_pending() && this.buf.is_empty() {
-                // Nothing is waiting: give the buffer back rather than keep it while idle.
+            if this.buf.is_empty() {
+                // Nothing is waiting: hold no buffer while idle.
                 this.buf = BytesMut::new();
             }
+            // Read onto the stack and keep only what arrived: a poll that finds nothing (the
+            // actor polls its streams whenever it wakes) allocates nothing.
+            let mut chunk = [0u8; READ_CHUNK_BYTES];
+            let mut filled = ReadBuf::new(&mut chunk);
+            let read = Pin::new(&mut this.io).poll_read(cx, &mut filled);
             match ready!(read) {
-                Ok(0) => {
+                Ok(()) if filled.filled().is_empty() => {
                     this.done = true;
                     return Poll::Ready(None);
                 }
-                Ok(_) => {}
+                Ok(()) => this.buf.extend_from_slice(filled.filled()),
                 Err(error) => {
                     this.done = true;
                     return Poll::Ready(Some(Err(ProtocolError::Io(error))));
