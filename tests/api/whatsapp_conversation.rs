@@ -644,18 +644,30 @@ async fn an_idle_conversation_is_reset_with_a_note() {
     scene.greeted(&mut pia, "hi").await;
     // Thirty-one minutes pass: the conversation's last message is moved back.
     let phone = pia.phone();
-    let now = chrono::Utc::now();
-    let record = scene
-        .store
-        .claim_conversation(
-            phone.as_str(),
-            "test",
-            now,
-            now + chrono::Duration::seconds(30),
-        )
-        .await
-        .unwrap()
-        .expect("claimed between the worker's rounds");
+    // The chat worker may hold the conversation at this instant (it claims it for each round):
+    // the test takes it between two rounds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (now, record) = loop {
+        let now = chrono::Utc::now();
+        let claimed = scene
+            .store
+            .claim_conversation(
+                phone.as_str(),
+                "test",
+                now,
+                now + chrono::Duration::seconds(30),
+            )
+            .await
+            .unwrap();
+        if let Some(record) = claimed {
+            break (now, record);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never claimed between the worker's rounds"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let mut state = record.state.expect("a state");
     let long_ago = now - chrono::Duration::minutes(31);
     state["last_active_at"] = json!(long_ago);
