@@ -69,7 +69,11 @@ where
     B: MessageBody + 'static,
 {
     let addr = listener.local_addr()?;
-    Server::build()
+    let builder = Server::build();
+    // Idle keep-alive connections end as soon as a graceful stop starts, as actix-web's own
+    // server arranges (the hook is the one it uses, hidden from actix-http's documentation).
+    let stopping = builder.graceful_shutdown_signal();
+    builder
         .workers(settings.workers)
         .disable_signals()
         .shutdown_timeout(settings.shutdown_grace_secs)
@@ -86,7 +90,12 @@ where
                     }))
                 }
             });
+            let stopping = stopping.clone();
             HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
                 .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
                 .h1_allow_half_closed(true)

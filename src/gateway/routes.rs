@@ -120,7 +120,9 @@ fn upgrade(
     let token_expires_at = caller.expires_at;
     let still_valid = credential_check(state, caller);
     let shutdown = state.sockets_shutdown.clone();
-    let writers = state.socket_writers.clone();
+    // Counted from the handshake on, so that a stop that starts before the session does still
+    // waits for its close frame.
+    let counted = state.socket_writers.token();
     let mut response = HttpResponse::from(accepted.finish().map_into_boxed_body());
     response
         .extensions_mut()
@@ -134,7 +136,7 @@ fn upgrade(
                 token_expires_at,
                 still_valid,
                 shutdown,
-                writers,
+                counted,
             });
         }));
     Ok(response)

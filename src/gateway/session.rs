@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 pub use super::socket::CredentialCheck;
 use super::socket::SocketCore;
@@ -45,8 +45,8 @@ pub struct SessionSetup {
     pub still_valid: Option<CredentialCheck>,
     /// Turns true when the server shuts down: sessions close with 1001.
     pub shutdown: watch::Receiver<bool>,
-    /// Where the socket's writer is tracked, so that a stop can wait for its close frame.
-    pub writers: TaskTracker,
+    /// Counts the socket among those a stop waits for (until its close frame is written).
+    pub counted: TaskTrackerToken,
 }
 
 impl SessionSetup {
@@ -57,7 +57,7 @@ impl SessionSetup {
             kind,
             (self.reader, self.writer),
             self.shutdown,
-            self.writers,
+            self.counted,
             self.config,
             self.token_expires_at,
             self.still_valid,

@@ -12,7 +12,7 @@ use actix::prelude::*;
 use actix_http::ws::{CloseCode, CloseReason, Message, ProtocolError};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
-use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::wire::{FrameReader, FrameWriter};
 use crate::actors::{OfferView, RouteView};
@@ -253,9 +253,9 @@ pub struct SocketCore {
     /// `driver`, `merchant` or `tracker`, for metrics.
     kind: &'static str,
     outbox: Arc<Outbox>,
-    /// The socket's writing half, until the actor starts its writer, and where the writer is
-    /// tracked.
-    writer: Option<(FrameWriter, TaskTracker)>,
+    /// The socket's writing half, until the actor starts its writer, and the token that counts
+    /// the socket among those a stop waits for.
+    writer: Option<(FrameWriter, TaskTrackerToken)>,
     /// The client's frames and the server's shutdown signal, until the actor starts.
     incoming: Option<(FrameReader, watch::Receiver<bool>)>,
     config: Arc<GatewayConfig>,
@@ -277,7 +277,7 @@ impl SocketCore {
         kind: &'static str,
         (reader, writer): (FrameReader, FrameWriter),
         shutdown: watch::Receiver<bool>,
-        writers: TaskTracker,
+        tracked: TaskTrackerToken,
         config: Arc<GatewayConfig>,
         token_expires_at: i64,
         still_valid: Option<CredentialCheck>,
@@ -285,7 +285,7 @@ impl SocketCore {
         SocketCore {
             kind,
             outbox: Arc::default(),
-            writer: Some((writer, writers)),
+            writer: Some((writer, tracked)),
             incoming: Some((reader, shutdown)),
             limit: RateLimit::new(config.rate_per_sec),
             config,
@@ -387,8 +387,12 @@ pub trait Socket:
         let core = self.core();
         let kind = core.kind;
         metrics::gauge!("ws_connections", "kind" => kind).increment(1.0);
-        if let Some((writer, writers)) = core.writer.take() {
-            actix::spawn(writers.track_future(write(core.outbox.clone(), writer)));
+        if let Some((writer, tracked)) = core.writer.take() {
+            let outbox = core.outbox.clone();
+            actix::spawn(async move {
+                write(outbox, writer).await;
+                drop(tracked);
+            });
         }
         let heartbeat = core.config.heartbeat_interval;
         ctx.run_interval(heartbeat, |act, ctx| {

@@ -959,6 +959,51 @@ async fn a_frame_sent_with_the_handshake_is_read_after_it() {
     assert_eq!(error["code"], "bad_message", "{error}");
 }
 
+/// The server is assembled by hand (src/gateway/handover.rs), so it must still do what
+/// actix-web's does on a graceful stop: end idle keep-alive connections at once instead of
+/// waiting out their keep-alive (5 s).
+#[actix_web::test]
+async fn an_idle_keep_alive_connection_ends_as_soon_as_a_graceful_stop_starts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = sqlite_app().await;
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(format!("GET /health HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The whole response (head, then as many bytes as its content-length says).
+    let mut response = Vec::new();
+    loop {
+        let mut chunk = [0u8; 1024];
+        let read = stream.read(&mut chunk).await.unwrap();
+        assert!(read > 0, "closed before the response was read");
+        response.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .and_then(|value| value.trim().parse().ok())
+                .expect("a content-length");
+            if body.len() >= length {
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                break;
+            }
+        }
+    }
+    let stopping = app.stop_gracefully();
+    let ended = async {
+        let mut rest = [0u8; 64];
+        tokio::time::timeout(Duration::from_secs(2), stream.read(&mut rest)).await
+    };
+    let (ended, ()) = tokio::join!(ended, stopping);
+    assert!(
+        matches!(ended, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection was not ended within 2 s of the stop: {ended:?}"
+    );
+}
+
 #[actix_web::test]
 async fn sockets_close_with_1001_when_the_server_shuts_down() {
     let app = sqlite_app().await;
