@@ -232,7 +232,9 @@ impl Application {
             listener,
             &gateway::handover::ServerSettings {
                 workers: config.http.workers,
-                shutdown_grace_secs: SHUTDOWN_GRACE_SECS,
+                // Requests in flight also run while the sockets close: together they stay
+                // within the grace.
+                shutdown_grace_secs: SHUTDOWN_GRACE_SECS - SOCKETS_CLOSE_GRACE.as_secs(),
             },
             move || {
                 App::new()
