@@ -31,6 +31,18 @@ const HOLDER_ALIVE_POSTGRES: &str = "SELECT 1 FROM cluster_members m WHERE m.nod
 const HOLDER_ALIVE_SQLITE: &str =
     "SELECT 1 FROM cluster_members m WHERE m.node = $1 AND m.expires_at_ms > $2";
 
+/// Takes a key nobody holds: inserts it, or replaces it when it expired (an expired key is free
+/// again, with a new order id: its checkout ended a day ago). Touches no live key: one that
+/// exists and has not expired affects no row, and the caller decides in a transaction.
+const CLAIM_NEW_KEY: &str = "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, \
+    state, locked_at, created_at, expires_at, holder) \
+    VALUES ($1, $2, $3, $4, 'in_progress', $5, $5, $6, $7) \
+    ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
+    order_id = excluded.order_id, state = excluded.state, response_status = NULL, \
+    response_body = NULL, locked_at = excluded.locked_at, created_at = excluded.created_at, \
+    expires_at = excluded.expires_at, holder = excluded.holder \
+    WHERE idempotency_keys.expires_at < excluded.locked_at";
+
 /// What a request may do with its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyClaim {
@@ -78,53 +90,46 @@ impl Store {
         let proposed = OrderId::new();
         let backend = self.backend();
         on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            // An expired key is free again.
-            sqlx::query(
-                "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND expires_at < $3",
-            )
-            .bind(user.as_uuid())
-            .bind(key)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, state, \
-                 locked_at, created_at, expires_at, holder) \
-                 VALUES ($1, $2, $3, $4, 'in_progress', $5, $5, $6, $7) \
-                 ON CONFLICT (user_id, key) DO NOTHING",
-            )
-            .bind(user.as_uuid())
-            .bind(key)
-            .bind(request_hash)
-            .bind(proposed.as_uuid())
-            .bind(now)
-            .bind(now + chrono::Duration::hours(IDEMPOTENCY_KEY_TTL_HOURS))
-            .bind(holder)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                tx.commit().await?;
+            // The common case in one statement, outside a transaction: a key never seen (or
+            // expired, which is as good as never seen) is taken. Only a key that exists needs
+            // the decision below.
+            let taken = sqlx::query(CLAIM_NEW_KEY)
+                .bind(user.as_uuid())
+                .bind(key)
+                .bind(request_hash)
+                .bind(proposed.as_uuid())
+                .bind(now)
+                .bind(now + chrono::Duration::hours(IDEMPOTENCY_KEY_TTL_HOURS))
+                .bind(holder)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if taken == 1 {
                 return Ok(KeyClaim::Proceed {
                     order_id: proposed,
                     resumed: false,
                 });
             }
+            let mut tx = pool.begin().await?;
             // FOR UPDATE: a racing claim or the reconciler waits for this decision.
             let lock = if backend == super::Backend::Postgres {
                 " FOR UPDATE"
             } else {
                 ""
             };
-            let row: KeyRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT request_hash, order_id, state, response_status, response_body, locked_at, \
                  holder FROM idempotency_keys WHERE user_id = $1 AND key = $2{lock}"
             )))
             .bind(user.as_uuid())
             .bind(key)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            // Gone since the insert found it: a racing request with this key released it just
+            // now. That request was running: this one is told so, and its retry takes the key.
+            let Some(row) = row else {
+                return Ok(KeyClaim::InProgress);
+            };
             let claim = if row.request_hash != request_hash {
                 KeyClaim::Mismatch
             } else if row.state == "completed" {

@@ -285,7 +285,18 @@ impl Store {
         notifications: &[NewNotification],
     ) -> Result<(), StoreError> {
         let now = super::now();
+        const MARK_FANNED_OUT: &str = "UPDATE outbox SET fanned_out_at = $2, claimed_by = NULL, \
+            claimed_until = NULL WHERE id = $1 AND fanned_out_at IS NULL";
         on_writer!(self, |pool| {
+            // Nothing to make (the usual case): one statement, no transaction needed.
+            if notifications.is_empty() {
+                sqlx::query(MARK_FANNED_OUT)
+                    .bind(entry.id)
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+                return Ok(());
+            }
             let mut tx = pool.begin().await?;
             for new in notifications {
                 sqlx::query(
@@ -308,14 +319,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query(
-                "UPDATE outbox SET fanned_out_at = $2, claimed_by = NULL, claimed_until = NULL \
-                 WHERE id = $1 AND fanned_out_at IS NULL",
-            )
-            .bind(entry.id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(MARK_FANNED_OUT)
+                .bind(entry.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         });
         Ok(())

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_pool, on_writer};
+use super::{Pool, Store, StoreError, on_pool, on_writer};
 use crate::domain::{Cents, OrderId, OrderStatus, UserId};
 
 /// Where a payment is.
@@ -205,31 +205,33 @@ impl Store {
         idempotency_key: &str,
         source: &str,
     ) -> Result<(), StoreError> {
+        const INSERT_PAYMENT: &str = "INSERT INTO payments (id, order_id, customer_id, \
+            amount_cents, payment_method, status, gateway_ref, decline_code, created_at, updated_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        macro_rules! insert_payment {
+            () => {
+                sqlx::query(INSERT_PAYMENT)
+                    .bind(payment.id)
+                    .bind(payment.order_id.as_uuid())
+                    .bind(payment.customer_id.as_uuid())
+                    .bind(payment.amount_cents.0)
+                    .bind(&payment.payment_method)
+                    .bind(payment.status.as_str())
+                    .bind(&payment.gateway_ref)
+                    .bind(&payment.decline_code)
+                    .bind(payment.created_at)
+                    .bind(payment.updated_at)
+            };
+        }
         on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO payments (id, order_id, customer_id, amount_cents, payment_method, status, \
-                 gateway_ref, decline_code, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(payment.id)
-            .bind(payment.order_id.as_uuid())
-            .bind(payment.customer_id.as_uuid())
-            .bind(payment.amount_cents.0)
-            .bind(&payment.payment_method)
-            .bind(payment.status.as_str())
-            .bind(&payment.gateway_ref)
-            .bind(&payment.decline_code)
-            .bind(payment.created_at)
-            .bind(payment.updated_at)
-            .execute(&mut *tx)
-            .await?;
             // A pending payment is bookkeeping, not a change the customer sees: its history
-            // starts with the gateway's answer.
+            // starts with the gateway's answer, so it is one row, written on its own.
             if payment.status == PaymentStatus::Pending {
-                tx.commit().await?;
+                insert_payment!().execute(pool).await?;
                 return Ok(());
             }
+            let mut tx = pool.begin().await?;
+            insert_payment!().execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO payment_events (payment_id, seq, status, idempotency_key, source, at) \
                  VALUES ($1, 1, $2, $3, $4, $5)",
@@ -272,32 +274,70 @@ impl Store {
         source: &str,
     ) -> Result<bool, StoreError> {
         let now = super::now();
+        // The UPDATE that moves the payment (`WHERE` its id and one of `from`), onto a builder.
+        macro_rules! push_update {
+            ($update:ident) => {{
+                $update.push("UPDATE payments SET status = ");
+                $update.push_bind(to.as_str());
+                if let Some((gateway_ref, decline_code)) = answer {
+                    $update
+                        .push(", gateway_ref = COALESCE(")
+                        .push_bind(gateway_ref)
+                        .push(", gateway_ref), decline_code = ")
+                        .push_bind(decline_code);
+                }
+                // A move ends the settlement of the old status: its retries and alarm go with it.
+                $update
+                    .push(", settle_attempts = 0, next_settle_at = NULL, last_settle_error = NULL")
+                    .push(", needs_attention = ")
+                    .push_bind(false)
+                    .push(", updated_at = ")
+                    .push_bind(now)
+                    .push(" WHERE id = ")
+                    .push_bind(id)
+                    .push(" AND status IN (");
+                let mut statuses = $update.separated(", ");
+                for status in from {
+                    statuses.push_bind(status.as_str());
+                }
+                $update.push(")");
+            }};
+        }
+        if let Pool::Postgres(pool) = self.writer()? {
+            // One statement, so no transaction: the move and its event commit together. The
+            // event's number is read from the statement's snapshot; a racing move of the same
+            // payment that committed after it (only possible when `from` takes in the other
+            // move's status) makes the insert collide, the whole statement fails, and the
+            // transaction below does it again with a fresh look.
+            let mut statement = sqlx::QueryBuilder::new("WITH moved AS (");
+            push_update!(statement);
+            statement
+                .push(" RETURNING id) INSERT INTO payment_events (payment_id, seq, status, idempotency_key, source, at) SELECT id, COALESCE((SELECT MAX(seq) FROM payment_events WHERE payment_id = ")
+                .push_bind(id)
+                .push("), 0) + 1, ")
+                .push_bind(to.as_str())
+                .push(", ")
+                .push_bind(idempotency_key)
+                .push(", ")
+                .push_bind(source)
+                .push(", ")
+                .push_bind(now)
+                .push(" FROM moved");
+            match statement
+                .build()
+                .execute(pool)
+                .await
+                .map_err(StoreError::from)
+            {
+                Ok(done) => return Ok(done.rows_affected() == 1),
+                Err(StoreError::Duplicate(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let mut update = sqlx::QueryBuilder::new("UPDATE payments SET status = ");
-            update.push_bind(to.as_str());
-            if let Some((gateway_ref, decline_code)) = answer {
-                update
-                    .push(", gateway_ref = COALESCE(")
-                    .push_bind(gateway_ref)
-                    .push(", gateway_ref), decline_code = ")
-                    .push_bind(decline_code);
-            }
-            // A move ends the settlement of the old status: its retries and alarm go with it.
-            update
-                .push(", settle_attempts = 0, next_settle_at = NULL, last_settle_error = NULL")
-                .push(", needs_attention = ")
-                .push_bind(false)
-                .push(", updated_at = ")
-                .push_bind(now)
-                .push(" WHERE id = ")
-                .push_bind(id)
-                .push(" AND status IN (");
-            let mut statuses = update.separated(", ");
-            for status in from {
-                statuses.push_bind(status.as_str());
-            }
-            update.push(")");
+            let mut update = sqlx::QueryBuilder::new("");
+            push_update!(update);
             let moved = update.build().execute(&mut *tx).await?.rows_affected();
             if moved != 1 {
                 return Ok(false);

@@ -2,8 +2,30 @@
 //! idempotency key. They live in the store so that capture, void and refund work after a restart
 //! and on every replica, as they would at a real provider.
 
-use super::{Store, StoreError, on_writer};
+use super::{Pool, Store, StoreError, on_writer};
 use crate::domain::Cents;
+
+/// PostgreSQL: records the answer to an authorisation (`$1` key, `$2` outcome, `$3` reference,
+/// `$4` now) unless the key was answered already, and the hold of `$5` cents when there is a
+/// reference, in one statement; yields how many answers it recorded (0: the key's first stands).
+const AUTHORISE_POSTGRES: &str = "WITH call AS ( \
+    INSERT INTO sandbox_calls (idempotency_key, operation, outcome, reference, created_at) \
+    VALUES ($1, 'authorise', $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING \
+    RETURNING reference), \
+    hold AS (INSERT INTO sandbox_holds (reference, amount_cents, status, created_at, updated_at) \
+    SELECT reference, $5, 'authorised', $4, $4 FROM call WHERE reference IS NOT NULL RETURNING 1) \
+    SELECT COUNT(*) FROM call";
+
+/// PostgreSQL: moves hold `$3` from `$6` to `$5` and records `ok` for key `$1` (operation `$2`,
+/// at `$4`) in one statement, only when the key was never used and the hold is in `$6`; yields
+/// the holds moved (0: nothing written). A racing first use of the key makes the record's insert
+/// fail, and with it the move: the statement is all or nothing.
+const TRANSITION_POSTGRES: &str = "WITH moved AS ( \
+    UPDATE sandbox_holds SET status = $5, updated_at = $4 WHERE reference = $3 AND status = $6 \
+    AND NOT EXISTS (SELECT 1 FROM sandbox_calls WHERE idempotency_key = $1) RETURNING reference), \
+    call AS (INSERT INTO sandbox_calls (idempotency_key, operation, outcome, reference, created_at) \
+    SELECT $1, $2, 'ok', reference, $4 FROM moved RETURNING 1) \
+    SELECT COUNT(*) FROM call";
 
 /// What the sandbox answered (or answers again) for one idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +95,21 @@ impl Store {
                 ));
             }
         };
+        if let Pool::Postgres(pool) = self.writer()? {
+            // One statement: the answer and its hold commit together, or neither.
+            let (inserted,): (i64,) = sqlx::query_as(AUTHORISE_POSTGRES)
+                .bind(key)
+                .bind(outcome)
+                .bind(&reference)
+                .bind(now)
+                .bind(amount.0)
+                .fetch_one(pool)
+                .await?;
+            if inserted == 0 {
+                return self.answer_given(key).await;
+            }
+            return Ok(answer);
+        }
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             // A concurrent call with the same key waits here for the first to commit.
@@ -119,6 +156,26 @@ impl Store {
         to: &str,
     ) -> Result<SandboxAnswer, StoreError> {
         let now = super::now();
+        if let Pool::Postgres(pool) = self.writer()? {
+            // The common case in one statement: a first call that finds the hold where it
+            // expects it moves it and records `ok`, together. Anything else (a repeated key, a
+            // hold elsewhere) changes nothing here and is decided below.
+            let moved = sqlx::query_as::<_, (i64,)>(TRANSITION_POSTGRES)
+                .bind(key)
+                .bind(operation)
+                .bind(reference)
+                .bind(now)
+                .bind(to)
+                .bind(from)
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::from);
+            match moved {
+                Ok((1,)) => return Ok(SandboxAnswer::Done),
+                Ok(_) | Err(StoreError::Duplicate(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(

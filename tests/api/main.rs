@@ -37,6 +37,7 @@ mod replicas;
 mod router;
 mod simulator;
 mod store_contract;
+mod store_money;
 mod supervision;
 mod users;
 mod webhooks_api;

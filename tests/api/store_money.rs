@@ -1,0 +1,316 @@
+//! The storage contract for money: checkout keys, payment moves and the sandbox gateway's books,
+//! run against PostgreSQL and SQLite directly on [`Store`]. PostgreSQL takes one-statement paths
+//! for the common case of each (no transaction round trips); these cases hold both paths, and
+//! the fallbacks behind them, to the same answers.
+
+use chrono::{DateTime, Utc};
+use mealkitz::domain::{Cents, OrderId, Role};
+use mealkitz::store::{KeyClaim, Payment, PaymentStatus, SandboxAnswer};
+use sqlx::{AssertSqlSafe, Connection};
+
+use crate::helpers::{Db, TestDb, migrated_store, new_user};
+
+crate::helpers::each_backend! {
+    a_checkout_key_is_taken_once_replayed_when_done_and_free_again_once_expired => key_lifecycle;
+    a_payment_moves_only_from_the_statuses_named_and_numbers_its_history_without_gaps => payment_moves;
+    the_sandbox_answers_a_repeated_key_as_first_and_refuses_moves_from_the_wrong_state => sandbox_books;
+}
+
+/// Runs `sql` on the test database itself (for what no store operation does: ageing a key).
+async fn execute(db: &TestDb, sql: &str, at: DateTime<Utc>) {
+    match db.kind {
+        Db::Postgres => {
+            let mut connection = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(AssertSqlSafe(sql.to_owned()))
+                .bind(at)
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+        Db::Sqlite => {
+            let mut connection = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(AssertSqlSafe(sql.to_owned()))
+                .bind(at)
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn key_lifecycle(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let user = store
+        .create_user(new_user("keys@example.com", Role::Customer))
+        .await
+        .unwrap()
+        .id;
+    let KeyClaim::Proceed { order_id, resumed } = store
+        .claim_idempotency_key(user, "k", "hash-1", "node-a")
+        .await
+        .unwrap()
+    else {
+        panic!("a new key is taken")
+    };
+    assert!(!resumed);
+    // Same process again (its request ended without recording how): it continues the same order.
+    assert_eq!(
+        store
+            .claim_idempotency_key(user, "k", "hash-1", "node-a")
+            .await
+            .unwrap(),
+        KeyClaim::Proceed {
+            order_id,
+            resumed: true
+        }
+    );
+    assert_eq!(
+        store
+            .claim_idempotency_key(user, "k", "hash-2", "node-a")
+            .await
+            .unwrap(),
+        KeyClaim::Mismatch
+    );
+    assert!(
+        store
+            .complete_idempotency_key(user, "k", 201, "{\"placed\":true}")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .claim_idempotency_key(user, "k", "hash-1", "node-b")
+            .await
+            .unwrap(),
+        KeyClaim::Replay {
+            status: 201,
+            body: "{\"placed\":true}".into()
+        }
+    );
+    // A day later the key is free again: a new request with it is a new checkout.
+    execute(
+        &db,
+        "UPDATE idempotency_keys SET expires_at = $1",
+        Utc::now() - chrono::Duration::minutes(1),
+    )
+    .await;
+    let KeyClaim::Proceed {
+        order_id: again,
+        resumed,
+    } = store
+        .claim_idempotency_key(user, "k", "hash-2", "node-b")
+        .await
+        .unwrap()
+    else {
+        panic!("an expired key is taken again")
+    };
+    assert!(!resumed);
+    assert_ne!(again, order_id, "a new checkout gets a new order id");
+    // Taken afresh: in progress for its new holder, the old answer gone.
+    assert_eq!(
+        store
+            .claim_idempotency_key(user, "k", "hash-2", "node-b")
+            .await
+            .unwrap(),
+        KeyClaim::Proceed {
+            order_id: again,
+            resumed: true
+        }
+    );
+}
+
+async fn payment_moves(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let customer = store
+        .create_user(new_user("payer@example.com", Role::Customer))
+        .await
+        .unwrap()
+        .id;
+    let payment = Payment::pending(
+        OrderId::new(),
+        customer,
+        Cents(1_250),
+        "pm_card_visa".into(),
+    );
+    store
+        .create_payment(&payment, "authorise-key", "checkout")
+        .await
+        .unwrap();
+    let stored = store.payment_for_order(payment.order_id).await.unwrap();
+    assert_eq!(stored.map(|p| p.status), Some(PaymentStatus::Pending));
+    assert!(store.payment_events(payment.id).await.unwrap().is_empty());
+
+    assert!(
+        store
+            .record_authorisation(
+                payment.id,
+                PaymentStatus::Authorised,
+                Some("ref-1"),
+                None,
+                "authorise-key",
+                "checkout"
+            )
+            .await
+            .unwrap()
+    );
+    // Recorded once: a second answer finds it no longer pending and writes nothing.
+    assert!(
+        !store
+            .record_authorisation(
+                payment.id,
+                PaymentStatus::Declined,
+                None,
+                Some("card_declined"),
+                "authorise-key",
+                "checkout"
+            )
+            .await
+            .unwrap()
+    );
+    // Two settlements race from the authorised payment: one captures, the other may void
+    // only while it is authorised, or refund once it is captured. Whichever order they run
+    // in, the history has one entry per move, numbered without gaps.
+    let (captured, undone) = futures_util::join!(
+        store.set_payment_status(
+            payment.id,
+            &[PaymentStatus::Authorised],
+            PaymentStatus::Captured,
+            Some("capture-key"),
+            "settlement",
+        ),
+        store.set_payment_status(
+            payment.id,
+            &[PaymentStatus::Authorised, PaymentStatus::Captured],
+            PaymentStatus::Refunded,
+            Some("refund-key"),
+            "settlement",
+        ),
+    );
+    let (captured, undone) = (captured.unwrap(), undone.unwrap());
+    assert!(undone, "the refund moves from either status");
+    let events = store.payment_events(payment.id).await.unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(seqs, expected, "{events:?}");
+    let statuses: Vec<PaymentStatus> = events.iter().map(|e| e.status).collect();
+    if captured {
+        assert_eq!(
+            statuses,
+            [
+                PaymentStatus::Authorised,
+                PaymentStatus::Captured,
+                PaymentStatus::Refunded
+            ]
+        );
+    } else {
+        assert_eq!(
+            statuses,
+            [PaymentStatus::Authorised, PaymentStatus::Refunded]
+        );
+    }
+    let last = store
+        .payment_for_order(payment.order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.status, PaymentStatus::Refunded);
+    assert_eq!(last.gateway_ref.as_deref(), Some("ref-1"));
+    // From a status it is not in: nothing moves, nothing is recorded.
+    assert!(
+        !store
+            .set_payment_status(
+                payment.id,
+                &[PaymentStatus::Authorised],
+                PaymentStatus::Voided,
+                Some("void-key"),
+                "settlement"
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.payment_events(payment.id).await.unwrap().len(),
+        events.len()
+    );
+}
+
+async fn sandbox_books(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let first = store
+        .sandbox_authorise(
+            "auth-1",
+            Cents(900),
+            SandboxAnswer::Authorised {
+                reference: "ref-a".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        SandboxAnswer::Authorised {
+            reference: "ref-a".into()
+        }
+    );
+    // The same key again: the first answer stands, no second hold.
+    let again = store
+        .sandbox_authorise(
+            "auth-1",
+            Cents(900),
+            SandboxAnswer::Authorised {
+                reference: "ref-b".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    let declined = store
+        .sandbox_authorise(
+            "auth-2",
+            Cents(900),
+            SandboxAnswer::Declined {
+                code: "card_declined".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        declined,
+        SandboxAnswer::Declined {
+            code: "card_declined".into()
+        }
+    );
+    assert_eq!(
+        store.sandbox_hold_counts().await.unwrap(),
+        [("authorised".to_owned(), 1)]
+    );
+
+    let capture = |key: &'static str| {
+        store.sandbox_transition("capture", key, "ref-a", "authorised", "captured")
+    };
+    assert_eq!(capture("cap-1").await.unwrap(), SandboxAnswer::Done);
+    assert_eq!(capture("cap-1").await.unwrap(), SandboxAnswer::Done);
+    // A new key finds it captured already.
+    let refused = SandboxAnswer::Refused {
+        reason: "cannot capture a payment that is captured".into(),
+    };
+    assert_eq!(capture("cap-2").await.unwrap(), refused);
+    assert_eq!(capture("cap-2").await.unwrap(), refused, "kept as given");
+    assert_eq!(
+        store
+            .sandbox_transition("void", "void-1", "ref-zz", "authorised", "voided")
+            .await
+            .unwrap(),
+        SandboxAnswer::Refused {
+            reason: "no payment ref-zz".into()
+        }
+    );
+    assert_eq!(
+        store.sandbox_hold_counts().await.unwrap(),
+        [("captured".to_owned(), 1)]
+    );
+    assert_eq!(store.sandbox_answer("cap-2").await.unwrap(), Some(refused));
+}
