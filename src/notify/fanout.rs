@@ -11,6 +11,12 @@ use crate::geo::LatLon;
 use crate::maps::Maps;
 use crate::store::{Channel, NewNotification, OutboxEntry, Store, StoreError};
 
+/// Whether `entry` may make a WhatsApp message to the customer (an event they are told of,
+/// with the channel set up): if not, and its merchant has no enabled endpoint, it makes nothing.
+pub fn may_tell_customer(config: &NotifyConfig, entry: &OutboxEntry) -> bool {
+    entry.event.tells_customer() && config.whatsapp.is_some()
+}
+
 /// The notifications `entry` makes (none when its order is gone).
 pub async fn notifications_for(
     store: &Store,
@@ -25,7 +31,7 @@ pub async fn notifications_for(
         .iter()
         .filter(|e| e.disabled_at.is_none() && e.events.contains(&entry.event))
         .collect();
-    let may_tell_customer = entry.event.tells_customer() && config.whatsapp.is_some();
+    let may_tell_customer = may_tell_customer(config, entry);
     if subscribed.is_empty() && !may_tell_customer {
         return Ok(Vec::new());
     }

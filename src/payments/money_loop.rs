@@ -17,6 +17,10 @@ use crate::tasks::Tasks;
 /// How often settlement and the reconciler run even when nothing woke them. Each payment's own
 /// back-off decides whether it is tried in a round.
 const SETTLEMENT_INTERVAL: Duration = Duration::from_secs(5);
+/// Rounds start at least this far apart however often orders close: a round settles up to a
+/// batch of payments with three queries whatever their number, so at 100 closes a second one
+/// round per close cost PostgreSQL a fifth of a core, and money moves a quarter second later.
+const ROUND_MIN_GAP: Duration = Duration::from_millis(250);
 
 /// Starts the money loop — settlement and the reconciler — and returns the handle that wakes it
 /// (an order closed; a checkout ended with a hold no order will use).
@@ -30,12 +34,19 @@ pub fn spawn(
     let notify = Arc::new(Notify::new());
     let wake = notify.clone();
     tasks.spawn_watching(|stop| async move {
+        let mut last_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = wake.notified() => {}
                 () = tokio::time::sleep(SETTLEMENT_INTERVAL) => {}
             }
+            // Closes that come meanwhile are settled by this round (a wake is kept, not lost).
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(last_round + ROUND_MIN_GAP) => {}
+            }
+            last_round = tokio::time::Instant::now();
             if !store.is_migrated() {
                 continue;
             }

@@ -329,6 +329,28 @@ impl Store {
         Ok(())
     }
 
+    /// Marks outbox entries that make no notification fanned out, all in one statement
+    /// (entries another notifier finished meanwhile are left as they are).
+    pub async fn mark_fanned_out(&self, entries: &[Uuid]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = super::now();
+        on_writer!(self, |pool| {
+            let mut update = sqlx::QueryBuilder::new("UPDATE outbox SET fanned_out_at = ");
+            update.push_bind(now).push(
+                ", claimed_by = NULL, claimed_until = NULL WHERE fanned_out_at IS NULL AND id IN (",
+            );
+            let mut ids = update.separated(", ");
+            for id in entries {
+                ids.push_bind(*id);
+            }
+            update.push(")");
+            update.build().execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// Claims up to `limit` due notifications on `channels` for `hold`: for each order and
     /// destination only the earliest unsent one, and none while an earlier entry of its order
     /// waits in the outbox — so a destination gets an order's messages in order.

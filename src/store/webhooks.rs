@@ -2,6 +2,8 @@
 //! period, disabled (gone, or failing for days) and their failing streak tracked; and each
 //! endpoint's deliveries with their attempts, replayable one by one.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -215,6 +217,30 @@ impl Store {
             .await?
         });
         Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
+    }
+
+    /// Which of `orders` are from a merchant with an enabled endpoint: the only ones whose
+    /// outbox entries can make a webhook (one query for a whole round of the notifier).
+    pub async fn orders_with_webhook_endpoints(
+        &self,
+        orders: &[OrderId],
+    ) -> Result<HashSet<OrderId>, StoreError> {
+        if orders.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<(Uuid,)> = on_pool!(self, |pool| {
+            let mut query = sqlx::QueryBuilder::new(
+                "SELECT o.id FROM orders o WHERE EXISTS (SELECT 1 FROM webhook_endpoints e \
+                 WHERE e.merchant_id = o.merchant_id AND e.disabled_at IS NULL) AND o.id IN (",
+            );
+            let mut ids = query.separated(", ");
+            for order in orders {
+                ids.push_bind(order.as_uuid());
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(|(id,)| OrderId(id)).collect())
     }
 
     /// One endpoint, if it exists.
