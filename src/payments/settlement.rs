@@ -129,10 +129,14 @@ async fn settle_one(
         _ => gateway.refund(&key, reference, payment.amount_cents).await,
     };
     moved.map_err(|error| (operation, anyhow::Error::from(error)))?;
-    store
-        .set_payment_status(payment.id, &[from], to, Some(&key), "settlement")
-        .await
-        .map_err(|error| (operation, anyhow::Error::from(error)))?;
+    let recorded = if operation == "capture" {
+        store.capture_delivered(payment.id, &key).await
+    } else {
+        store
+            .set_payment_status(payment.id, &[from], to, Some(&key), "settlement")
+            .await
+    };
+    recorded.map_err(|error| (operation, anyhow::Error::from(error)))?;
     tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, status = %to, "payment settled");
     Ok(())
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Backend, Store, StoreError, on_pool, on_writer};
+use super::{Backend, Pool, Store, StoreError, on_pool, on_writer};
 use crate::domain::{JournalEntry, NotifyEvent, OrderId};
 
 /// A journal entry that notifies, waiting to be fanned out.
@@ -336,6 +336,18 @@ impl Store {
             return Ok(());
         }
         let now = super::now();
+        // PostgreSQL takes the ids as one array: one prepared statement whatever their number.
+        if let Pool::Postgres(pool) = self.writer()? {
+            sqlx::query(
+                "UPDATE outbox SET fanned_out_at = $1, claimed_by = NULL, claimed_until = NULL \
+                 WHERE fanned_out_at IS NULL AND id = ANY($2)",
+            )
+            .bind(now)
+            .bind(entries)
+            .execute(pool)
+            .await?;
+            return Ok(());
+        }
         on_writer!(self, |pool| {
             let mut update = sqlx::QueryBuilder::new("UPDATE outbox SET fanned_out_at = ");
             update.push_bind(now).push(

@@ -258,12 +258,34 @@ impl Store {
         idempotency_key: Option<&str>,
         source: &str,
     ) -> Result<bool, StoreError> {
-        self.move_payment(id, from, to, None, idempotency_key, source)
+        self.move_payment(id, from, to, None, idempotency_key, source, false)
             .await
     }
 
+    /// Records the capture of an authorised payment whose order was delivered, under gateway
+    /// key `idempotency_key`: the end of that payment's way, so settlement never reads it again.
+    /// False when it was no longer authorised.
+    pub async fn capture_delivered(
+        &self,
+        id: Uuid,
+        idempotency_key: &str,
+    ) -> Result<bool, StoreError> {
+        self.move_payment(
+            id,
+            &[PaymentStatus::Authorised],
+            PaymentStatus::Captured,
+            None,
+            Some(idempotency_key),
+            "settlement",
+            true,
+        )
+        .await
+    }
+
     /// [`Store::set_payment_status`], also writing what the gateway answered an authorisation
-    /// (its reference, kept if `None`, and the decline code) when `answer` is given.
+    /// (its reference, kept if `None`, and the decline code) when `answer` is given, and marking
+    /// the payment settled for good when `settled`.
+    #[allow(clippy::too_many_arguments)]
     async fn move_payment(
         &self,
         id: Uuid,
@@ -272,6 +294,7 @@ impl Store {
         answer: Option<(Option<&str>, Option<&str>)>,
         idempotency_key: Option<&str>,
         source: &str,
+        settled: bool,
     ) -> Result<bool, StoreError> {
         let now = super::now();
         // The UPDATE that moves the payment (`WHERE` its id and one of `from`), onto a builder.
@@ -291,6 +314,8 @@ impl Store {
                     .push(", settle_attempts = 0, next_settle_at = NULL, last_settle_error = NULL")
                     .push(", needs_attention = ")
                     .push_bind(false)
+                    .push(", settled = ")
+                    .push_bind(settled)
                     .push(", updated_at = ")
                     .push_bind(now)
                     .push(" WHERE id = ")
@@ -422,7 +447,8 @@ impl Store {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {PAYMENT_COLUMNS}, o.status AS order_status FROM payments p \
                  JOIN orders o ON o.id = p.order_id \
-                 WHERE ((p.status = 'authorised' AND o.status IN ('delivered', 'cancelled', 'rejected')) \
+                 WHERE p.status IN ('authorised', 'captured') AND NOT p.settled \
+                 AND ((p.status = 'authorised' AND o.status IN ('delivered', 'cancelled', 'rejected')) \
                  OR (p.status = 'captured' AND o.status IN ('cancelled', 'rejected'))) \
                  AND (p.next_settle_at IS NULL OR p.next_settle_at <= $2) \
                  ORDER BY p.updated_at LIMIT $1"
@@ -512,6 +538,7 @@ impl Store {
             Some((gateway_ref, decline_code)),
             Some(idempotency_key),
             source,
+            false,
         )
         .await
     }

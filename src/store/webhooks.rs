@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_pool, on_writer};
+use super::{Pool, Store, StoreError, on_pool, on_writer};
 use crate::domain::{MerchantId, NotifyEvent, OrderId};
 
 /// A merchant's webhook endpoint. The secrets are here because the notifier signs with them;
@@ -228,14 +228,25 @@ impl Store {
         if orders.is_empty() {
             return Ok(HashSet::new());
         }
+        let ids: Vec<Uuid> = orders.iter().map(|order| order.as_uuid()).collect();
+        const WITH_ENDPOINTS: &str = "SELECT o.id FROM orders o WHERE EXISTS (SELECT 1 \
+            FROM webhook_endpoints e WHERE e.merchant_id = o.merchant_id AND e.disabled_at IS NULL)";
+        // PostgreSQL takes the ids as one array: one prepared statement whatever their number.
+        if let Pool::Postgres(pool) = self.pool()? {
+            let rows: Vec<(Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{WITH_ENDPOINTS} AND o.id = ANY($1)"
+            )))
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?;
+            return Ok(rows.into_iter().map(|(id,)| OrderId(id)).collect());
+        }
         let rows: Vec<(Uuid,)> = on_pool!(self, |pool| {
-            let mut query = sqlx::QueryBuilder::new(
-                "SELECT o.id FROM orders o WHERE EXISTS (SELECT 1 FROM webhook_endpoints e \
-                 WHERE e.merchant_id = o.merchant_id AND e.disabled_at IS NULL) AND o.id IN (",
-            );
-            let mut ids = query.separated(", ");
-            for order in orders {
-                ids.push_bind(order.as_uuid());
+            let mut query = sqlx::QueryBuilder::new(WITH_ENDPOINTS);
+            query.push(" AND o.id IN (");
+            let mut binds = query.separated(", ");
+            for id in &ids {
+                binds.push_bind(*id);
             }
             query.push(")");
             query.build_query_as().fetch_all(pool).await?

@@ -217,6 +217,41 @@ async fn payment_moves(kind: Db) {
         .unwrap();
     assert_eq!(last.status, PaymentStatus::Refunded);
     assert_eq!(last.gateway_ref.as_deref(), Some("ref-1"));
+    // Settlement's capture of a delivered order's payment: once, then never again.
+    let delivered = Payment::pending(OrderId::new(), customer, Cents(800), "pm_card_visa".into());
+    store
+        .create_payment(&delivered, "k2", "checkout")
+        .await
+        .unwrap();
+    let authorised = store
+        .record_authorisation(
+            delivered.id,
+            PaymentStatus::Authorised,
+            Some("ref-2"),
+            None,
+            "k2",
+            "checkout",
+        )
+        .await
+        .unwrap();
+    assert!(authorised);
+    assert!(
+        store
+            .capture_delivered(delivered.id, "capture:2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .capture_delivered(delivered.id, "capture:2")
+            .await
+            .unwrap()
+    );
+    let captured_events = store.payment_events(delivered.id).await.unwrap();
+    assert_eq!(
+        captured_events.iter().map(|e| e.status).collect::<Vec<_>>(),
+        [PaymentStatus::Authorised, PaymentStatus::Captured]
+    );
     // From a status it is not in: nothing moves, nothing is recorded.
     assert!(
         !store

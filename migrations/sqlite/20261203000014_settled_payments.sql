@@ -1,0 +1,9 @@
+-- Settlement's scan kept to payments with money still to move (issue 19). A payment captured
+-- for a delivered order is done for good: it is marked settled, and the partial index that
+-- settlement reads leaves it out, so a round costs what is open, not every order ever paid.
+ALTER TABLE payments ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
+UPDATE payments SET settled = 1
+    WHERE status = 'captured' AND order_id IN (SELECT id FROM orders WHERE status = 'delivered');
+DROP INDEX payments_to_settle;
+CREATE INDEX payments_to_settle ON payments (updated_at)
+    WHERE status IN ('authorised', 'captured') AND NOT settled;
