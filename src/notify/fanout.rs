@@ -24,21 +24,15 @@ pub async fn notifications_for(
     config: &NotifyConfig,
     entry: &OutboxEntry,
 ) -> Result<Vec<NewNotification>, StoreError> {
-    // The endpoints first: most entries notify nobody (no endpoint subscribed, the customer
-    // not told of this event), and then the order need not be rebuilt from its journal.
-    let endpoints = store.webhook_endpoints_of_order(entry.order_id).await?;
-    let subscribed: Vec<_> = endpoints
-        .iter()
-        .filter(|e| e.disabled_at.is_none() && e.events.contains(&entry.event))
-        .collect();
-    let may_tell_customer = may_tell_customer(config, entry);
-    if subscribed.is_empty() && !may_tell_customer {
-        return Ok(Vec::new());
-    }
     let Some((order, change)) = store.order_at(entry.order_id, entry.seq).await? else {
         tracing::warn!(order_id = %entry.order_id, seq = entry.seq, "outbox entry of an unknown order");
         return Ok(Vec::new());
     };
+    let endpoints = store.webhook_endpoints(order.merchant_id).await?;
+    let subscribed: Vec<_> = endpoints
+        .iter()
+        .filter(|e| e.disabled_at.is_none() && e.events.contains(&entry.event))
+        .collect();
     let mut out = Vec::new();
     if !subscribed.is_empty() {
         let body = webhook_body(entry.event, entry.at, &order.view());
@@ -49,7 +43,7 @@ pub async fn notifications_for(
             payload: body.clone(),
         }));
     }
-    if may_tell_customer {
+    if may_tell_customer(config, entry) {
         let contact = store.customer_contact(order.id, order.customer_id).await?;
         if let (true, Some(phone)) = (contact.consent, contact.phone) {
             let message = customer_message(store, maps, config, entry, &order, change).await?;

@@ -200,25 +200,6 @@ impl Store {
         Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
     }
 
-    /// The endpoints of the merchant that order `order` is from (none when there is no such
-    /// order): one query where the order and then its merchant's endpoints would be two.
-    pub async fn webhook_endpoints_of_order(
-        &self,
-        order: OrderId,
-    ) -> Result<Vec<WebhookEndpoint>, StoreError> {
-        let rows: Vec<EndpointRow> = on_pool!(self, |pool| {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
-                 WHERE merchant_id = (SELECT merchant_id FROM orders WHERE id = $1) \
-                 ORDER BY created_at, id"
-            )))
-            .bind(order.as_uuid())
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
-    }
-
     /// Which of `orders` are from a merchant with an enabled endpoint: the only ones whose
     /// outbox entries can make a webhook (one query for a whole round of the notifier).
     pub async fn orders_with_webhook_endpoints(
