@@ -210,8 +210,12 @@ impl Store {
             return Ok(HashSet::new());
         }
         let ids: Vec<Uuid> = orders.iter().map(|order| order.as_uuid()).collect();
-        const WITH_ENDPOINTS: &str = "SELECT o.id FROM orders o WHERE EXISTS (SELECT 1 \
-            FROM webhook_endpoints e WHERE e.merchant_id = o.merchant_id AND e.disabled_at IS NULL)";
+        // The orders are looked up by id and each one's merchant's endpoints by merchant: a
+        // scalar subquery, because an `EXISTS` is planned as a join that PostgreSQL may drive
+        // from the endpoints — reading every order ever placed at each merchant that has one.
+        const WITH_ENDPOINTS: &str = "SELECT o.id FROM orders o WHERE (SELECT COUNT(*) \
+            FROM webhook_endpoints e WHERE e.merchant_id = o.merchant_id \
+            AND e.disabled_at IS NULL) > 0";
         // PostgreSQL takes the ids as one array: one prepared statement whatever their number.
         if let Pool::Postgres(pool) = self.pool()? {
             let rows: Vec<(Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
