@@ -287,16 +287,11 @@ impl Store {
         let now = super::now();
         const MARK_FANNED_OUT: &str = "UPDATE outbox SET fanned_out_at = $2, claimed_by = NULL, \
             claimed_until = NULL WHERE id = $1 AND fanned_out_at IS NULL";
+        // Nothing to make (the usual case): one statement, no transaction needed.
+        if notifications.is_empty() {
+            return self.mark_fanned_out(&[entry.id]).await;
+        }
         on_writer!(self, |pool| {
-            // Nothing to make (the usual case): one statement, no transaction needed.
-            if notifications.is_empty() {
-                sqlx::query(MARK_FANNED_OUT)
-                    .bind(entry.id)
-                    .bind(now)
-                    .execute(pool)
-                    .await?;
-                return Ok(());
-            }
             let mut tx = pool.begin().await?;
             for new in notifications {
                 sqlx::query(
