@@ -8,14 +8,13 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::group_commit::{Leading, Pending, Waited, Write};
 use super::leases::{FenceCheck, check_fence};
 use super::orders::{INSERT_ORDERS, push_order_row};
-use super::outbox::{OutboxRow, insert_outbox, outbox_rows};
+use super::outbox::{OutboxRow, may_make_a_message, outbox_rows, sqlite_insert_outbox};
 use super::{Pool, Store, StoreError};
 use crate::domain::{JournalEntry, Order, OrderId};
 
@@ -85,10 +84,9 @@ impl Store {
         let result = if queue.grouped() {
             self.grouped_write(write).await
         } else {
-            let prepared = self.prepare(&write);
-            let notifies = !prepared.outbox.is_empty();
-            let result = self.commit(vec![prepared]).await.remove(0);
-            self.outbox_written(notifies && result.is_ok());
+            let (mut results, outboxed) = self.commit(vec![self.prepare(&write)]).await;
+            self.outbox_written(outboxed);
+            let result = results.remove(0);
             metrics::histogram!("journal_batch_transitions").record(1.0);
             result
         };
@@ -128,16 +126,13 @@ impl Store {
         let started = Instant::now();
         metrics::histogram!("journal_batch_transitions").record(batch.len() as f64);
         let prepared: Vec<Prepared<'_>> = batch.iter().map(|p| self.prepare(&p.write)).collect();
-        let raises: Vec<bool> = prepared.iter().map(|p| !p.outbox.is_empty()).collect();
-        let results = self.commit(prepared).await;
+        let (results, outboxed) = self.commit(prepared).await;
         metrics::histogram!("journal_commit_seconds").record(started.elapsed().as_secs_f64());
-        let mut notifies = false;
-        for ((pending, result), raises) in batch.into_iter().zip(results).zip(raises) {
-            notifies |= result.is_ok() && raises;
+        for (pending, result) in batch.into_iter().zip(results) {
             // A writer that stopped waiting is not told; its write stands.
             let _ = pending.done.send(result);
         }
-        self.outbox_written(notifies);
+        self.outbox_written(outboxed);
     }
 
     fn prepare<'a>(&self, write: &'a Write) -> Prepared<'a> {
@@ -148,10 +143,11 @@ impl Store {
         }
     }
 
-    /// Writes `items` in one transaction and gives each its answer. When the transaction as a
-    /// whole fails for a reason that is not the database being away, nothing was written and
-    /// each write is tried alone, so each gets the answer it would have had by itself.
-    async fn commit(&self, items: Vec<Prepared<'_>>) -> Vec<Result<(), StoreError>> {
+    /// Writes `items` in one transaction and gives each its answer, and whether any outbox row
+    /// was written. When the transaction as a whole fails for a reason that is not the database
+    /// being away, nothing was written and each write is tried alone, so each gets the answer it
+    /// would have had by itself.
+    async fn commit(&self, items: Vec<Prepared<'_>>) -> (Vec<Result<(), StoreError>>, bool) {
         self.inner.journal.count_commit();
         let together = match self.journal_pool() {
             Err(error) => Err(error),
@@ -159,7 +155,7 @@ impl Store {
             Ok(Pool::Sqlite(pool)) => sqlite_write(pool, &items).await,
         };
         match together {
-            Ok(results) => results,
+            Ok(answer) => answer,
             // Away, or (never seen) committed but not as counted: the same for every write.
             Err(error)
                 if items.len() == 1
@@ -168,11 +164,11 @@ impl Store {
                 let mut results = Vec::with_capacity(items.len());
                 results.extend((1..items.len()).map(|_| Err(copy_error(&error))));
                 results.push(Err(error));
-                results
+                (results, false)
             }
             Err(error) => {
                 tracing::debug!(error = %error, writes = items.len(), "journal batch failed; writing its writes one by one");
-                let mut results = Vec::with_capacity(items.len());
+                let (mut results, mut outboxed) = (Vec::with_capacity(items.len()), false);
                 for item in items {
                     self.inner.journal.count_commit();
                     let alone = vec![item];
@@ -181,9 +177,12 @@ impl Store {
                         Ok(Pool::Postgres(pool)) => pg_write(pool, &alone).await,
                         Ok(Pool::Sqlite(pool)) => sqlite_write(pool, &alone).await,
                     };
-                    results.push(result.and_then(|mut one| one.remove(0)));
+                    results.push(result.and_then(|(mut one, wrote)| {
+                        outboxed |= wrote;
+                        one.remove(0)
+                    }));
                 }
-                results
+                (results, outboxed)
             }
         }
     }
@@ -218,13 +217,14 @@ type BatchAnswer = (
 /// row for update) waits for this commit, a renewal (expiry only) does not, and a write meeting a takeover re-reads the row and finds the new
 /// epoch — then the new orders are inserted and the moved ones updated where their fence holds
 /// and (for moves) their version is still the expected one; only orders so written get their
-/// journal entries and outbox rows. The answer names what was written, so each write learns
-/// its own fate.
+/// journal entries and the outbox rows that may become a message. The answer names what was
+/// written, so each write learns its own fate.
 async fn pg_write(
     pool: &sqlx::PgPool,
     items: &[Prepared<'_>],
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    const SQL: &str = "WITH fence AS ( \
+) -> Result<(Vec<Result<(), StoreError>>, bool), StoreError> {
+    const SQL: &str = concat!(
+        "WITH fence AS ( \
             SELECT region_id, owner, epoch FROM region_leases \
             WHERE region_id = ANY($1::text[]) FOR KEY SHARE), \
         created AS ( \
@@ -272,21 +272,25 @@ async fn pg_write(
             INSERT INTO outbox (id, order_id, seq, event, at, created_at) \
             SELECT x.id, x.order_id, x.seq, x.event, x.at, x.at \
             FROM UNNEST($38::uuid[], $39::uuid[], $40::bigint[], $41::text[], \
-                $42::timestamptz[]) AS x(id, order_id, seq, event, at) \
-            WHERE x.order_id IN (SELECT id FROM written) \
+                $42::timestamptz[], $43::uuid[], $44::uuid[], $45::bool[]) \
+                AS x(id, order_id, seq, event, at, merchant_id, customer_id, tells_customer) \
+            WHERE x.order_id IN (SELECT id FROM written) AND ",
+        may_make_a_message!(),
+        " \
             RETURNING 1) \
         SELECT \
             ARRAY(SELECT region_id FROM fence), ARRAY(SELECT owner FROM fence), \
             ARRAY(SELECT epoch FROM fence), ARRAY(SELECT id FROM created), \
             ARRAY(SELECT id FROM moved), (SELECT COUNT(*) FROM journaled), \
-            (SELECT COUNT(*) FROM outboxed)";
+            (SELECT COUNT(*) FROM outboxed)"
+    );
 
     let mut results: Vec<Option<Result<(), StoreError>>> = Vec::with_capacity(items.len());
     let mut regions: Vec<&str> = Vec::new();
     let mut creates: Vec<(&Order, Option<&FenceCheck>)> = Vec::new();
     let mut moves: Vec<(&Order, i64, Option<&FenceCheck>)> = Vec::new();
     let mut events: Vec<(OrderId, &JournalEntry)> = Vec::new();
-    let mut outbox: Vec<(OrderId, &OutboxRow)> = Vec::new();
+    let mut outbox: Vec<(&Order, &OutboxRow)> = Vec::new();
     for item in items {
         let fence = match &item.fence {
             Err(error) => {
@@ -307,10 +311,10 @@ async fn pg_write(
             Some(expected) => moves.push((order, expected, fence)),
         }
         events.extend(item.write.entries().iter().map(|e| (order.id, e)));
-        outbox.extend(item.outbox.iter().map(|row| (order.id, row)));
+        outbox.extend(item.outbox.iter().map(|row| (order, row)));
     }
     if creates.is_empty() && moves.is_empty() {
-        return Ok(results.into_iter().flatten().collect());
+        return Ok((results.into_iter().flatten().collect(), false));
     }
 
     // On the journal's own connections, whose planner settings keep the cached plan's moves
@@ -354,16 +358,14 @@ async fn pg_write(
             .bind(col(&events, |(_, e)| e.change.name()))
             .bind(col(&events, |(_, e)| Json(&e.change)))
             .bind(col(&events, |(_, e)| e.at))
-            .bind(col(&outbox, |(_, row)| row.0))
-            .bind(col(&outbox, |(id, _)| id.as_uuid()))
-            .bind(col(&outbox, |(_, row)| row.1))
-            .bind(col(&outbox, |(_, row)| row.2))
-            .bind(
-                outbox
-                    .iter()
-                    .map(|(_, row)| row.3)
-                    .collect::<Vec<DateTime<Utc>>>(),
-            )
+            .bind(col(&outbox, |(_, row)| row.id))
+            .bind(col(&outbox, |(o, _)| o.id.as_uuid()))
+            .bind(col(&outbox, |(_, row)| row.seq))
+            .bind(col(&outbox, |(_, row)| row.event))
+            .bind(col(&outbox, |(_, row)| row.at))
+            .bind(col(&outbox, |(o, _)| o.merchant_id.as_uuid()))
+            .bind(col(&outbox, |(o, _)| o.customer_id.as_uuid()))
+            .bind(col(&outbox, |(_, row)| row.tells_customer))
             .fetch_one(pool)
             .await?;
 
@@ -404,13 +406,14 @@ async fn pg_write(
             outbox_due += item.outbox.len() as i64;
         }
     }
-    if journaled != entries_due || outboxed != outbox_due {
+    // Outbox rows that can make no message are left out (`may_make_a_message`): fewer is right.
+    if journaled != entries_due || outboxed > outbox_due {
         return Err(StoreError::Corrupt(format!(
-            "a journal batch wrote {journaled} of {entries_due} entries and {outboxed} of \
-             {outbox_due} outbox rows"
+            "a journal batch wrote {journaled} of {entries_due} entries and {outboxed} of at \
+             most {outbox_due} outbox rows"
         )));
     }
-    Ok(results.into_iter().flatten().collect())
+    Ok((results.into_iter().flatten().collect(), outboxed > 0))
 }
 
 /// SQLite: the writes in one transaction (one fsync), each inside a savepoint so that a write
@@ -418,9 +421,9 @@ async fn pg_write(
 async fn sqlite_write(
     pool: &sqlx::SqlitePool,
     items: &[Prepared<'_>],
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+) -> Result<(Vec<Result<(), StoreError>>, bool), StoreError> {
     let mut tx = pool.begin().await?;
-    let mut results = Vec::with_capacity(items.len());
+    let (mut results, mut outboxed) = (Vec::with_capacity(items.len()), false);
     let savepoints = items.len() > 1;
     for item in items {
         let fence = match &item.fence {
@@ -449,17 +452,18 @@ async fn sqlite_write(
             // Alone: nothing else to keep; the transaction is rolled back on drop.
             return Err(error);
         }
-        results.push(result);
+        outboxed |= result.as_ref().is_ok_and(|written| *written > 0);
+        results.push(result.map(|_| ()));
     }
     tx.commit().await?;
-    Ok(results)
+    Ok((results, outboxed))
 }
 
 async fn sqlite_write_one(
     tx: &mut sqlx::SqliteConnection,
     item: &Prepared<'_>,
     fence: Option<&FenceCheck>,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     check_fence!(fence, tx);
     let order = item.write.order();
     match item.write.expected_version() {
@@ -503,6 +507,5 @@ async fn sqlite_write_one(
         .execute(&mut *tx)
         .await?;
     }
-    insert_outbox!(tx, order.id.as_uuid(), &item.outbox);
-    Ok(())
+    sqlite_insert_outbox(tx, order, &item.outbox).await
 }

@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Backend, Pool, Store, StoreError, on_pool, on_writer};
-use crate::domain::{JournalEntry, NotifyEvent, OrderId};
+use crate::domain::{JournalEntry, NotifyEvent, Order, OrderId};
 
 /// A journal entry that notifies, waiting to be fanned out.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,40 +188,85 @@ impl TryFrom<NotificationRow> for Notification {
 const NOTIFICATION_COLUMNS: &str = "id, outbox_id, order_id, seq, event, channel, destination, \
     endpoint_id, payload, attempts, created_at";
 
-/// An outbox row to write with a journal entry: its id, the entry's seq, the event and when.
-pub(crate) type OutboxRow = (Uuid, i64, &'static str, DateTime<Utc>);
+/// An outbox row to write with a journal entry.
+pub(crate) struct OutboxRow {
+    pub id: Uuid,
+    /// The entry's seq.
+    pub seq: i64,
+    pub event: &'static str,
+    /// When the entry was journaled.
+    pub at: DateTime<Utc>,
+    /// Whether the customer gets a message for the event.
+    pub tells_customer: bool,
+}
 
 /// The outbox rows `entries` of an order make: one per entry that raises an event.
 pub(crate) fn outbox_rows(entries: &[JournalEntry]) -> Vec<OutboxRow> {
     entries
         .iter()
         .filter_map(|entry| {
-            NotifyEvent::of_change(&entry.change)
-                .map(|event| (Uuid::now_v7(), entry.seq, event.as_str(), entry.at))
+            NotifyEvent::of_change(&entry.change).map(|event| OutboxRow {
+                id: Uuid::now_v7(),
+                seq: entry.seq,
+                event: event.as_str(),
+                at: entry.at,
+                tells_customer: event.tells_customer(),
+            })
         })
         .collect()
 }
 
-/// Inserts an order's outbox rows in the journal's transaction `$tx`; a macro because the
-/// transaction's type differs per backend.
-macro_rules! insert_outbox {
-    ($tx:ident, $order_id:expr, $rows:expr) => {
-        for (id, seq, event, at) in $rows {
-            sqlx::query(
-                "INSERT INTO outbox (id, order_id, seq, event, at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5)",
-            )
-            .bind(id)
-            .bind($order_id)
-            .bind(*seq)
-            .bind(*event)
-            .bind(*at)
-            .execute(&mut *$tx)
-            .await?;
-        }
+/// The condition under which the journal writes an outbox row `x` (columns `order_id`,
+/// `merchant_id`, `customer_id`, `tells_customer`): it may become a message — the order's
+/// merchant has an enabled webhook endpoint, or the customer is told of the event and gave a
+/// phone and consent (at checkout for this order, else on the account). Checked in the journal's
+/// own transaction, so an endpoint or a consent counts from the first transition written after
+/// it; the notifier decides the rest when it fans the row out (the endpoint's events, WhatsApp
+/// set up, the phone valid). Rows that cannot make anything — most, for a marketplace whose
+/// merchants use the board and whose customers use the tracking page — are never written,
+/// claimed or marked. A macro so that both backends' statements can `concat!` it.
+macro_rules! may_make_a_message {
+    () => {
+        "(EXISTS (SELECT 1 FROM webhook_endpoints w \
+            WHERE w.merchant_id = x.merchant_id AND w.disabled_at IS NULL) \
+         OR (x.tells_customer AND EXISTS (SELECT 1 FROM users u \
+            LEFT JOIN order_contacts c ON c.order_id = x.order_id \
+            WHERE u.id = x.customer_id AND COALESCE(c.notify_whatsapp, u.notify_whatsapp) \
+            AND COALESCE(c.phone, u.phone) IS NOT NULL)))"
     };
 }
-pub(crate) use insert_outbox;
+pub(crate) use may_make_a_message;
+
+/// SQLite: writes those of `order`'s outbox rows that may become a message (see
+/// [`may_make_a_message`]) in the journal's transaction; how many it wrote.
+pub(crate) async fn sqlite_insert_outbox(
+    tx: &mut sqlx::SqliteConnection,
+    order: &Order,
+    rows: &[OutboxRow],
+) -> Result<u64, StoreError> {
+    let mut written = 0;
+    for row in rows {
+        written += sqlx::query(concat!(
+            "INSERT INTO outbox (id, order_id, seq, event, at, created_at) \
+             SELECT x.id, x.order_id, x.seq, x.event, x.at, x.at FROM (SELECT $1 AS id, \
+                $2 AS order_id, $3 AS seq, $4 AS event, $5 AS at, $6 AS merchant_id, \
+                $7 AS customer_id, $8 AS tells_customer) AS x WHERE ",
+            may_make_a_message!()
+        ))
+        .bind(row.id)
+        .bind(order.id.as_uuid())
+        .bind(row.seq)
+        .bind(row.event)
+        .bind(row.at)
+        .bind(order.merchant_id.as_uuid())
+        .bind(order.customer_id.as_uuid())
+        .bind(row.tells_customer)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    Ok(written)
+}
 
 /// Now, and when a claim made now for `hold` lapses.
 fn claim_window(hold: std::time::Duration) -> (DateTime<Utc>, DateTime<Utc>) {
@@ -604,17 +649,24 @@ impl Store {
 mod tests {
     use super::super::test_support::sqlite_store;
     use super::*;
-    use crate::domain::{Cents, Change, MerchantId, NewOrder, Order, Phone, Position, Role};
+    use crate::domain::{Cents, Change, NewOrder, Order, Phone, Position, Role};
     use crate::store::NewUser;
 
+    /// An order placed at a merchant with a webhook endpoint for every event, so that each of
+    /// its entries that raises an event gets an outbox row.
     async fn placed_order(store: &Store) -> (Order, JournalEntry) {
+        let user = |email: &str, role| NewUser {
+            email: crate::domain::Email::parse(email).unwrap(),
+            name: "Cee".into(),
+            role,
+            password_hash: "x".into(),
+        };
         let customer = store
-            .create_user(NewUser {
-                email: crate::domain::Email::parse("c@example.com").unwrap(),
-                name: "Cee".into(),
-                role: Role::Customer,
-                password_hash: "x".into(),
-            })
+            .create_user(user("c@example.com", Role::Customer))
+            .await
+            .unwrap();
+        let owner = store
+            .create_user(user("m@example.com", Role::Merchant))
             .await
             .unwrap();
         let at = crate::store::now();
@@ -622,10 +674,23 @@ mod tests {
             lat: 60.17,
             lon: 24.94,
         };
+        let merchant = store
+            .create_merchant(owner.id, "Kallio Kitchen", "Fleminginkatu 1", here)
+            .await
+            .unwrap();
+        store
+            .create_webhook_endpoint(crate::store::NewWebhookEndpoint {
+                merchant_id: merchant.id,
+                url: "https://pos.example.com/hook".into(),
+                events: crate::domain::NotifyEvent::ALL.to_vec(),
+                secret: "whsec_test".into(),
+            })
+            .await
+            .unwrap();
         Order::place(
             NewOrder {
                 id: OrderId::new(),
-                merchant_id: MerchantId::new(),
+                merchant_id: merchant.id,
                 customer_id: customer.id,
                 items: vec![],
                 delivery_fee_cents: Cents(0),

@@ -1,7 +1,7 @@
 //! The storage contract: the same cases run against PostgreSQL and SQLite, directly on
 //! [`Store`], so both backends are held to one behaviour.
 
-use mealkitz::domain::{Email, Role, UserId};
+use mealkitz::domain::{Email, OrderId, Role, UserId};
 use mealkitz::store::{Store, StoreError};
 
 use crate::helpers::{Db, TestDb, migrated_store, new_user};
@@ -15,6 +15,7 @@ crate::helpers::each_backend! {
     the_first_stored_setting_wins => first_setting_wins;
     eta_corrections_are_saved_over_and_read_back => eta_corrections_round_trip;
     the_outbox_commits_with_the_journal_and_one_notifier_holds_each_message => outbox_and_claims;
+    the_journal_writes_outbox_rows_only_for_entries_that_may_become_a_message => outbox_only_what_may_become_a_message;
     webhook_endpoints_rotate_disable_and_list_their_deliveries => webhook_endpoints;
 }
 
@@ -162,7 +163,13 @@ async fn eta_corrections_round_trip(kind: Db) {
 
 /// A merchant, and an order of one of its customers journaled through accepted and searching.
 async fn journaled_order(store: &Store) -> (mealkitz::store::Merchant, mealkitz::domain::Order) {
-    use mealkitz::domain::{Cents, Change, NewOrder, Order, OrderId, Position};
+    let (merchant, customer) = shop(store).await;
+    let order = journal_order(store, &merchant, customer, OrderId::new()).await;
+    (merchant, order)
+}
+
+/// A merchant (with its owner) and a customer.
+async fn shop(store: &Store) -> (mealkitz::store::Merchant, UserId) {
     let owner = store
         .create_user(new_user("owner@example.com", Role::Merchant))
         .await
@@ -171,24 +178,36 @@ async fn journaled_order(store: &Store) -> (mealkitz::store::Merchant, mealkitz:
         .create_user(new_user("eater@example.com", Role::Customer))
         .await
         .unwrap();
-    let here = Position {
-        lat: 60.17,
-        lon: 24.94,
-    };
     let merchant = store
-        .create_merchant(owner.id, "Kallio Kitchen", "Fleminginkatu 1", here)
+        .create_merchant(owner.id, "Kallio Kitchen", "Fleminginkatu 1", HERE)
         .await
         .unwrap();
+    (merchant, customer.id)
+}
+
+const HERE: mealkitz::domain::Position = mealkitz::domain::Position {
+    lat: 60.17,
+    lon: 24.94,
+};
+
+/// Journals order `id` of `customer` at `merchant` through placed, accepted and searching.
+async fn journal_order(
+    store: &Store,
+    merchant: &mealkitz::store::Merchant,
+    customer: UserId,
+    id: OrderId,
+) -> mealkitz::domain::Order {
+    use mealkitz::domain::{Cents, Change, NewOrder, Order};
     let (order, first) = Order::place(
         NewOrder {
-            id: OrderId::new(),
+            id,
             merchant_id: merchant.id,
-            customer_id: customer.id,
+            customer_id: customer,
             items: vec![],
             delivery_fee_cents: Cents(390),
             total_cents: Cents(2_450),
-            pickup: here,
-            dropoff: here,
+            pickup: HERE,
+            dropoff: HERE,
             dropoff_address: "Mannerheimintie 1".into(),
             pickup_address: "Fleminginkatu 1".into(),
         },
@@ -209,14 +228,105 @@ async fn journaled_order(store: &Store) -> (mealkitz::store::Merchant, mealkitz:
         .unwrap();
     after.apply(&searching).unwrap();
     store.append(&after, &[accepted, searching]).await.unwrap();
-    (merchant, after)
+    after
+}
+
+/// A webhook endpoint of `merchant` for every event.
+async fn endpoint_for_everything(
+    store: &Store,
+    merchant: &mealkitz::store::Merchant,
+) -> mealkitz::store::WebhookEndpoint {
+    use mealkitz::domain::NotifyEvent;
+    store
+        .create_webhook_endpoint(mealkitz::store::NewWebhookEndpoint {
+            merchant_id: merchant.id,
+            url: "https://pos.example.com/hook".into(),
+            events: NotifyEvent::ALL.to_vec(),
+            secret: "whsec_contract".into(),
+        })
+        .await
+        .unwrap()
+}
+
+/// The events of the outbox rows waiting for `order`, in journal order.
+async fn outbox_events(store: &Store, order: OrderId) -> Vec<&'static str> {
+    let hold = std::time::Duration::from_secs(60);
+    let mut entries: Vec<_> = store
+        .claim_outbox("contract", 100, hold)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.order_id == order)
+        .collect();
+    entries.sort_by_key(|e| e.seq);
+    entries.iter().map(|e| e.event.as_str()).collect()
+}
+
+async fn outbox_only_what_may_become_a_message(kind: Db) {
+    use mealkitz::domain::Phone;
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let (merchant, customer) = shop(&store).await;
+
+    let quiet = journal_order(&store, &merchant, customer, OrderId::new()).await;
+    assert_eq!(
+        outbox_events(&store, quiet.id).await,
+        Vec::<&str>::new(),
+        "no endpoint, no phone: nothing to fan out"
+    );
+
+    let told = OrderId::new();
+    let phone = Phone::parse("+358401234567").unwrap();
+    store
+        .set_order_contact(told, Some(&phone), Some(true))
+        .await
+        .unwrap();
+    journal_order(&store, &merchant, customer, told).await;
+    assert_eq!(
+        outbox_events(&store, told).await,
+        ["order.accepted"],
+        "the customer agreed to WhatsApp updates: what they are told of (not `placed`)"
+    );
+
+    let refused = OrderId::new();
+    store
+        .set_order_contact(refused, Some(&phone), Some(false))
+        .await
+        .unwrap();
+    journal_order(&store, &merchant, customer, refused).await;
+    assert_eq!(
+        outbox_events(&store, refused).await,
+        Vec::<&str>::new(),
+        "a phone without consent"
+    );
+
+    let endpoint = endpoint_for_everything(&store, &merchant).await;
+    let hooked = journal_order(&store, &merchant, customer, OrderId::new()).await;
+    assert_eq!(
+        outbox_events(&store, hooked.id).await,
+        ["order.placed", "order.accepted"],
+        "an enabled endpoint at the merchant: every event"
+    );
+
+    store
+        .disable_webhook_endpoint(endpoint.id, "gone")
+        .await
+        .unwrap();
+    let after_disabled = journal_order(&store, &merchant, customer, OrderId::new()).await;
+    assert_eq!(
+        outbox_events(&store, after_disabled.id).await,
+        Vec::<&str>::new(),
+        "a disabled endpoint counts for nothing"
+    );
 }
 
 async fn outbox_and_claims(kind: Db) {
     use mealkitz::store::{Channel, NewNotification, NextStep};
     let db = TestDb::create(kind).await;
     let store = migrated_store(&db).await;
-    let (_, order) = journaled_order(&store).await;
+    let (merchant, customer) = shop(&store).await;
+    endpoint_for_everything(&store, &merchant).await;
+    let order = journal_order(&store, &merchant, customer, OrderId::new()).await;
     let hold = std::time::Duration::from_secs(60);
     let (mine, theirs) = futures_util::join!(
         store.claim_outbox("a", 10, hold),
