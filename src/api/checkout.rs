@@ -134,9 +134,9 @@ async fn validate(state: &AppState, request: CheckoutRequest) -> Result<Plan, Ap
     if method.is_empty() || method.len() > IDEMPOTENCY_KEY_MAX_LEN {
         return Err(ApiError::invalid_field("payment_method", "is required"));
     }
-    let merchant = state
+    let (merchant, menu) = state
         .store
-        .merchant(request.merchant_id)
+        .merchant_with_menu(request.merchant_id)
         .await?
         .ok_or_else(|| ApiError::invalid_field("merchant_id", "no such merchant"))?;
     let pickup_point = crate::geo::LatLon::new(merchant.location.lat, merchant.location.lon)
@@ -165,7 +165,6 @@ async fn validate(state: &AppState, request: CheckoutRequest) -> Result<Plan, Ap
             )),
         );
     }
-    let menu = state.store.menu(merchant.id).await?;
     let mut items = Vec::with_capacity(request.items.len());
     for (i, line) in request.items.iter().enumerate() {
         if line.quantity == 0 || line.quantity > LINE_MAX_QUANTITY {

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, StoreError, on_pool, on_writer};
-use crate::domain::{Cents, MerchantId};
+use super::{Merchant, Store, StoreError, on_pool, on_writer};
+use crate::domain::{Cents, MerchantId, Position, UserId};
 
 /// One item on a menu.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,5 +97,68 @@ impl Store {
             .await?
         });
         Ok(rows.into_iter().map(MenuItem::from).collect())
+    }
+
+    /// A merchant and its active menu in one query (a checkout reads both for every order).
+    pub async fn merchant_with_menu(
+        &self,
+        id: MerchantId,
+    ) -> Result<Option<(Merchant, Vec<MenuItem>)>, StoreError> {
+        /// The merchant's columns, then one item's (none when the menu is empty).
+        type Row = (
+            Uuid,
+            Uuid,
+            String,
+            String,
+            f64,
+            f64,
+            bool,
+            DateTime<Utc>,
+            Option<Uuid>,
+            Option<String>,
+            Option<i64>,
+            Option<DateTime<Utc>>,
+        );
+        let rows: Vec<Row> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT m.id, m.owner_id, m.name, m.address, m.lat, m.lon, m.is_open, \
+                 m.created_at, i.id, i.name, i.price_cents, i.created_at FROM merchants m \
+                 LEFT JOIN menu_items i ON i.merchant_id = m.id AND i.active = $2 \
+                 WHERE m.id = $1 ORDER BY i.position",
+            )
+            .bind(id.as_uuid())
+            .bind(true)
+            .fetch_all(pool)
+            .await?
+        });
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let merchant = Merchant {
+            id: MerchantId(first.0),
+            owner_id: UserId(first.1),
+            name: first.2.clone(),
+            address: first.3.clone(),
+            location: Position {
+                lat: first.4,
+                lon: first.5,
+            },
+            is_open: first.6,
+            created_at: first.7,
+        };
+        let menu = rows
+            .into_iter()
+            .filter_map(|row| match (row.8, row.9, row.10, row.11) {
+                (Some(id), Some(name), Some(price), Some(created_at)) => Some(MenuItem {
+                    id,
+                    merchant_id: merchant.id,
+                    name,
+                    price_cents: Cents(price),
+                    created_at,
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(Some((merchant, menu)))
     }
 }

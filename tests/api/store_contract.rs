@@ -16,6 +16,7 @@ crate::helpers::each_backend! {
     eta_corrections_are_saved_over_and_read_back => eta_corrections_round_trip;
     the_outbox_commits_with_the_journal_and_one_notifier_holds_each_message => outbox_and_claims;
     the_journal_writes_outbox_rows_only_for_entries_that_may_become_a_message => outbox_only_what_may_become_a_message;
+    a_merchant_reads_with_its_active_menu_in_order => merchant_with_menu;
     webhook_endpoints_rotate_disable_and_list_their_deliveries => webhook_endpoints;
 }
 
@@ -317,6 +318,52 @@ async fn outbox_only_what_may_become_a_message(kind: Db) {
         outbox_events(&store, after_disabled.id).await,
         Vec::<&str>::new(),
         "a disabled endpoint counts for nothing"
+    );
+}
+
+async fn merchant_with_menu(kind: Db) {
+    use mealkitz::domain::{Cents, MerchantId};
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let (merchant, _) = shop(&store).await;
+    let (read, menu) = store
+        .merchant_with_menu(merchant.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, merchant);
+    assert!(menu.is_empty(), "no menu yet: {menu:?}");
+    let old = [("Soup".to_owned(), Cents(900))];
+    store.replace_menu(merchant.id, &old).await.unwrap();
+    let new = [
+        ("Salmon bowl".to_owned(), Cents(1_450)),
+        ("Rye bread".to_owned(), Cents(300)),
+    ];
+    store.replace_menu(merchant.id, &new).await.unwrap();
+    let (_, menu) = store
+        .merchant_with_menu(merchant.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let listed: Vec<_> = menu
+        .iter()
+        .map(|item| (item.name.as_str(), item.price_cents, item.merchant_id))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("Salmon bowl", Cents(1_450), merchant.id),
+            ("Rye bread", Cents(300), merchant.id)
+        ],
+        "the active items in menu order; the retired soup is left out"
+    );
+    assert_eq!(menu, store.menu(merchant.id).await.unwrap());
+    assert!(
+        store
+            .merchant_with_menu(MerchantId::new())
+            .await
+            .unwrap()
+            .is_none()
     );
 }
 
