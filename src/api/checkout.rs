@@ -22,7 +22,7 @@ use crate::domain::{
 };
 use crate::geo::haversine_m;
 use crate::payments::{Authorisation, AuthoriseRequest, DeclineCode, GatewayError, authorise_key};
-use crate::store::{KeyClaim, Payment, PaymentStatus, StoreError};
+use crate::store::{KeyClaim, KeyHold, Payment, PaymentStatus, StoreError};
 
 /// Most lines in one order.
 pub const ORDER_MAX_LINES: usize = 50;
@@ -286,13 +286,19 @@ async fn payment_of(
 }
 
 /// Authorises a pending payment (again, with the same gateway key: a gateway that saw it
-/// answers as before and holds nothing twice) and records the answer.
-async fn authorise(state: &AppState, payment: &Payment) -> Result<(), Outcome> {
-    let key = authorise_key(payment.order_id);
+/// answers as before and holds nothing twice), records the answer and renews this request's
+/// claim on `key` (see [`still_ours`]) in the same write.
+async fn authorise(
+    state: &AppState,
+    caller: &AuthUser,
+    key: &str,
+    payment: &Payment,
+) -> Result<(), Outcome> {
+    let gateway_key = authorise_key(payment.order_id);
     let answer = state
         .payments
         .authorise(AuthoriseRequest {
-            idempotency_key: &key,
+            idempotency_key: &gateway_key,
             amount: payment.amount_cents,
             payment_method: &payment.payment_method,
         })
@@ -313,13 +319,21 @@ async fn authorise(state: &AppState, payment: &Payment) -> Result<(), Outcome> {
             ));
         }
     };
-    state
+    let hold = KeyHold {
+        user: caller.id,
+        key,
+        holder: state.cluster.node(),
+    };
+    let still_held = state
         .store
-        .record_authorisation(payment.id, status, reference, decline, &key, "checkout")
+        .record_checkout_authorisation(payment.id, status, reference, decline, &gateway_key, hold)
         .await
         .map_err(transient)?;
     match answer {
-        Ok(Authorisation::Authorised { .. }) => Ok(()),
+        Ok(Authorisation::Authorised { .. }) if still_held => Ok(()),
+        Ok(Authorisation::Authorised { .. }) => {
+            Err(Outcome::Final(ErrorCode::RequestInProgress.into()))
+        }
         Ok(Authorisation::Declined(code)) => Err(Outcome::Final(declined(Some(code.as_str())))),
         Err(_) => Err(Outcome::Final(unknown_method(&payment.payment_method))),
     }
@@ -362,11 +376,17 @@ async fn process(
             "the prices changed since the first attempt with this Idempotency-Key; check out again with a new key",
         ));
     }
+    // The last fence before the order is placed: once the reconciler gave this key up, no order
+    // may be placed for it. The claim was renewed when it was taken; renewing it again as the
+    // authorisation is recorded (or now, for a payment authorised before) keeps it ours.
     match payment.status {
-        PaymentStatus::Authorised => {}
+        PaymentStatus::Authorised => {
+            if let Err(outcome) = still_ours(state, caller, key).await {
+                return outcome;
+            }
+        }
         PaymentStatus::Pending => {
-            // The claim just renewed the key: no reconciler gives it up before this runs.
-            if let Err(outcome) = authorise(state, &payment).await {
+            if let Err(outcome) = authorise(state, caller, key, &payment).await {
                 return outcome;
             }
         }
@@ -378,10 +398,6 @@ async fn process(
         | PaymentStatus::Voided
         | PaymentStatus::Refunded
         | PaymentStatus::Abandoned => return Outcome::Final(ErrorCode::CheckoutAbandoned.into()),
-    }
-    // The last fence: once the reconciler gave this key up, no order may be placed for it.
-    if let Err(outcome) = still_ours(state, caller, key).await {
-        return outcome;
     }
     // Kept before the order exists, so that its first notification already finds it.
     if let Some(contact) = &plan.contact

@@ -75,6 +75,15 @@ pub struct AbandonedKey {
     pub order_id: OrderId,
 }
 
+/// A checkout's claim on its Idempotency-Key: whose key it is, the key, and the replica
+/// running the checkout.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHold<'a> {
+    pub user: UserId,
+    pub key: &'a str,
+    pub holder: &'a str,
+}
+
 impl Store {
     /// Claims `key` for `user`'s request with `request_hash`, on behalf of process `holder`,
     /// which must run no other request with this key (it is taken over if the store says

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use mealkitz::domain::{Cents, OrderId, Role};
-use mealkitz::store::{KeyClaim, Payment, PaymentStatus, SandboxAnswer};
+use mealkitz::store::{KeyClaim, KeyHold, Payment, PaymentStatus, SandboxAnswer};
 use sqlx::{AssertSqlSafe, Connection};
 
 use crate::helpers::{Db, TestDb, migrated_store, new_user};
@@ -14,6 +14,7 @@ crate::helpers::each_backend! {
     a_checkout_key_is_taken_once_replayed_when_done_and_free_again_once_expired => key_lifecycle;
     a_payment_moves_only_from_the_statuses_named_and_numbers_its_history_without_gaps => payment_moves;
     the_sandbox_answers_a_repeated_key_as_first_and_refuses_moves_from_the_wrong_state => sandbox_books;
+    a_checkouts_authorisation_is_recorded_with_its_key_renewed_and_moves_even_when_the_key_is_lost => checkout_authorisation;
 }
 
 /// Runs `sql` on the test database itself (for what no store operation does: ageing a key).
@@ -118,6 +119,110 @@ async fn key_lifecycle(kind: Db) {
             resumed: true
         }
     );
+}
+
+async fn checkout_authorisation(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let user = store
+        .create_user(new_user("holder@example.com", Role::Customer))
+        .await
+        .unwrap()
+        .id;
+    let an_hour_ago = mealkitz::store::now() - chrono::Duration::hours(1);
+    let half_an_hour_ago = mealkitz::store::now() - chrono::Duration::minutes(30);
+    // A key claimed by node-a an hour ago, and its checkout's pending payment.
+    let pending = |key: &'static str| {
+        let store = store.clone();
+        async move {
+            let KeyClaim::Proceed { order_id, .. } = store
+                .claim_idempotency_key(user, key, "hash", "node-a")
+                .await
+                .unwrap()
+            else {
+                panic!("a new key is taken")
+            };
+            let payment = Payment::pending(order_id, user, Cents(990), "pm_card_visa".into());
+            store
+                .create_payment(&payment, &format!("authorise-{key}"), "checkout")
+                .await
+                .unwrap();
+            payment
+        }
+    };
+    let record = |payment: &Payment, key: &'static str, holder: &'static str| {
+        let (store, id) = (store.clone(), payment.id);
+        async move {
+            store
+                .record_checkout_authorisation(
+                    id,
+                    PaymentStatus::Authorised,
+                    Some("ref"),
+                    None,
+                    &format!("authorise-{key}"),
+                    KeyHold { user, key, holder },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let authorised = |payment: &Payment| {
+        let (store, order) = (store.clone(), payment.order_id);
+        async move {
+            let payment = store.payment_for_order(order).await.unwrap().unwrap();
+            (
+                payment.status,
+                store.payment_events(payment.id).await.unwrap().len(),
+            )
+        }
+    };
+
+    let held = pending("held").await;
+    execute(
+        &db,
+        "UPDATE idempotency_keys SET locked_at = $1",
+        an_hour_ago,
+    )
+    .await;
+    assert!(record(&held, "held", "node-a").await, "node-a holds it");
+    assert_eq!(authorised(&held).await, (PaymentStatus::Authorised, 1));
+    let given_up = store
+        .abandon_idempotency_keys(half_an_hour_ago, 409, "{}", 10)
+        .await
+        .unwrap();
+    assert!(
+        given_up.is_empty(),
+        "renewed as the authorisation was recorded, so not given up: {given_up:?}"
+    );
+
+    let taken_over = pending("taken-over").await;
+    assert!(
+        !record(&taken_over, "taken-over", "node-b").await,
+        "node-b does not hold it"
+    );
+    assert_eq!(
+        authorised(&taken_over).await,
+        (PaymentStatus::Authorised, 1),
+        "the hold is recorded all the same, for the reconciler to void"
+    );
+
+    let lost = pending("lost").await;
+    execute(
+        &db,
+        "UPDATE idempotency_keys SET locked_at = $1 WHERE key = 'lost'",
+        an_hour_ago,
+    )
+    .await;
+    let given_up = store
+        .abandon_idempotency_keys(half_an_hour_ago, 409, "{}", 10)
+        .await
+        .unwrap();
+    assert_eq!(given_up.len(), 1);
+    assert!(
+        !record(&lost, "lost", "node-a").await,
+        "given up by the reconciler: no longer anyone's"
+    );
+    assert_eq!(authorised(&lost).await, (PaymentStatus::Authorised, 1));
 }
 
 async fn payment_moves(kind: Db) {
