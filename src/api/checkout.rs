@@ -285,9 +285,8 @@ async fn payment_of(
     }
 }
 
-/// Authorises a pending payment (again, with the same gateway key: a gateway that saw it
-/// answers as before and holds nothing twice), records the answer and renews this request's
-/// claim on `key` (see [`still_ours`]) in the same write.
+/// Authorises a pending payment (again, with the same gateway key: a gateway that saw it answers
+/// as before), records the answer and renews this request's claim on `key` in the same write.
 async fn authorise(
     state: &AppState,
     caller: &AuthUser,
@@ -376,9 +375,8 @@ async fn process(
             "the prices changed since the first attempt with this Idempotency-Key; check out again with a new key",
         ));
     }
-    // The last fence before the order is placed: once the reconciler gave this key up, no order
-    // may be placed for it. The claim was renewed when it was taken; renewing it again as the
-    // authorisation is recorded (or now, for a payment authorised before) keeps it ours.
+    // The last fence: the key is renewed (as the authorisation is recorded, or now for a payment
+    // authorised before), so no order is placed once the reconciler gave the key up.
     match payment.status {
         PaymentStatus::Authorised => {
             if let Err(outcome) = still_ours(state, caller, key).await {

@@ -197,6 +197,36 @@ const PAYMENT_COLUMNS: &str = "p.id, p.order_id, p.customer_id, p.amount_cents, 
     p.status, p.gateway_ref, p.decline_code, p.created_at, p.updated_at, p.settle_attempts, \
     p.last_settle_error, p.needs_attention";
 
+/// A move of a payment from one of `from` to `to`, and what is written with it.
+struct Move<'a> {
+    from: &'a [PaymentStatus],
+    to: PaymentStatus,
+    /// What the gateway answered an authorisation: its reference (kept if `None`) and the
+    /// decline code.
+    answer: Option<(Option<&'a str>, Option<&'a str>)>,
+    idempotency_key: Option<&'a str>,
+    source: &'a str,
+    /// The payment is settled for good (settlement never reads it again).
+    settled: bool,
+    /// On PostgreSQL, a checkout's key claim renewed in the same statement.
+    renew: Option<KeyHold<'a>>,
+}
+
+impl<'a> Move<'a> {
+    /// From one of `from` to `to`, recorded as done by `source`; nothing else written.
+    fn new(from: &'a [PaymentStatus], to: PaymentStatus, source: &'a str) -> Self {
+        Move {
+            from,
+            to,
+            answer: None,
+            idempotency_key: None,
+            source,
+            settled: false,
+            renew: None,
+        }
+    }
+}
+
 impl Store {
     /// Records a new payment and its first event (none for a pending one).
     pub async fn create_payment(
@@ -258,8 +288,15 @@ impl Store {
         idempotency_key: Option<&str>,
         source: &str,
     ) -> Result<bool, StoreError> {
-        self.move_payment(id, from, to, None, idempotency_key, source, false)
-            .await
+        self.move_payment(
+            id,
+            Move {
+                idempotency_key,
+                ..Move::new(from, to, source)
+            },
+        )
+        .await
+        .map(|(moved, _)| moved)
     }
 
     /// Records the capture of an authorised payment whose order was delivered, under gateway
@@ -272,52 +309,38 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.move_payment(
             id,
-            &[PaymentStatus::Authorised],
-            PaymentStatus::Captured,
-            None,
-            Some(idempotency_key),
-            "settlement",
-            true,
+            Move {
+                idempotency_key: Some(idempotency_key),
+                settled: true,
+                ..Move::new(
+                    &[PaymentStatus::Authorised],
+                    PaymentStatus::Captured,
+                    "settlement",
+                )
+            },
         )
         .await
+        .map(|(moved, _)| moved)
     }
 
-    /// [`Store::set_payment_status`], also writing what the gateway answered an authorisation
-    /// (its reference, kept if `None`, and the decline code) when `answer` is given, and marking
-    /// the payment settled for good when `settled`.
-    #[allow(clippy::too_many_arguments)]
+    /// Moves payment `id` as `change` says and records the move as its next event: whether it
+    /// moved, and whether `change.renew`'s key is still held (`None` when the claim was not
+    /// renewed here — no `renew`, or the move took the transaction path — so that the caller
+    /// renews it on its own).
     async fn move_payment(
         &self,
         id: Uuid,
-        from: &[PaymentStatus],
-        to: PaymentStatus,
-        answer: Option<(Option<&str>, Option<&str>)>,
-        idempotency_key: Option<&str>,
-        source: &str,
-        settled: bool,
-    ) -> Result<bool, StoreError> {
-        let (moved, _) = self
-            .move_payment_renewing(id, from, to, answer, idempotency_key, source, settled, None)
-            .await?;
-        Ok(moved)
-    }
-
-    /// [`Store::move_payment`], on PostgreSQL also renewing `renew`'s key claim in the same
-    /// statement: whether the payment moved, and whether the key is still held (`None` when
-    /// the claim was not renewed here — no `renew`, or the move took the transaction path —
-    /// so that the caller renews it on its own).
-    #[allow(clippy::too_many_arguments)]
-    async fn move_payment_renewing(
-        &self,
-        id: Uuid,
-        from: &[PaymentStatus],
-        to: PaymentStatus,
-        answer: Option<(Option<&str>, Option<&str>)>,
-        idempotency_key: Option<&str>,
-        source: &str,
-        settled: bool,
-        renew: Option<KeyHold<'_>>,
+        change: Move<'_>,
     ) -> Result<(bool, Option<bool>), StoreError> {
+        let Move {
+            from,
+            to,
+            answer,
+            idempotency_key,
+            source,
+            settled,
+            renew,
+        } = change;
         let now = super::now();
         // The UPDATE that moves the payment (`WHERE` its id and one of `from`), onto a builder.
         macro_rules! push_update {
@@ -572,14 +595,14 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.move_payment(
             id,
-            &[PaymentStatus::Pending],
-            to,
-            Some((gateway_ref, decline_code)),
-            Some(idempotency_key),
-            source,
-            false,
+            Move {
+                answer: Some((gateway_ref, decline_code)),
+                idempotency_key: Some(idempotency_key),
+                ..Move::new(&[PaymentStatus::Pending], to, source)
+            },
         )
         .await
+        .map(|(moved, _)| moved)
     }
 
     /// [`Store::record_authorisation`] for a checkout, which then renews its claim on its
@@ -596,15 +619,14 @@ impl Store {
         hold: KeyHold<'_>,
     ) -> Result<bool, StoreError> {
         let (_, renewed) = self
-            .move_payment_renewing(
+            .move_payment(
                 id,
-                &[PaymentStatus::Pending],
-                to,
-                Some((gateway_ref, decline_code)),
-                Some(gateway_key),
-                "checkout",
-                false,
-                Some(hold),
+                Move {
+                    answer: Some((gateway_ref, decline_code)),
+                    idempotency_key: Some(gateway_key),
+                    renew: Some(hold),
+                    ..Move::new(&[PaymentStatus::Pending], to, "checkout")
+                },
             )
             .await?;
         match renewed {
