@@ -86,7 +86,7 @@ const IDLE_TEST_AFTER: Duration = Duration::from_secs(1);
 /// compares the generic plan's cost with the running average of the custom plans' — which
 /// follows the batch sizes, whose arrays a custom plan can see — and went on planning the
 /// statement afresh for 58 % of the batches (`pg_stat_statements.track_planning` during
-/// `dispatch_load`: 0.85 ms of planning each, on the commit's path, 10 % of a core), flipping
+/// `dispatch_load`: 0.85 ms of planning each, on the commit's path, ~7 % of a core), flipping
 /// between the two as the load moved. Nothing else runs on these connections.
 const JOURNAL_PLANNER_OPTIONS: [(&str, &str); 4] = [
     ("enable_seqscan", "off"),
