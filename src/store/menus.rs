@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::merchants::MerchantRow;
 use super::{Merchant, Store, StoreError, on_pool, on_writer};
-use crate::domain::{Cents, MerchantId, Position, UserId};
+use crate::domain::{Cents, MerchantId};
 
 /// One item on a menu.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,17 @@ struct MenuItemRow {
     name: String,
     price_cents: i64,
     created_at: DateTime<Utc>,
+}
+
+/// A merchant's row and one of its active items (none when its menu is empty).
+#[derive(sqlx::FromRow)]
+struct MerchantMenuRow {
+    #[sqlx(flatten)]
+    merchant: MerchantRow,
+    item_id: Option<Uuid>,
+    item_name: Option<String>,
+    item_price_cents: Option<i64>,
+    item_created_at: Option<DateTime<Utc>>,
 }
 
 impl From<MenuItemRow> for MenuItem {
@@ -106,58 +118,32 @@ impl Store {
         &self,
         id: MerchantId,
     ) -> Result<Option<(Merchant, Vec<MenuItem>)>, StoreError> {
-        /// The merchant's columns, then one item's (none when the menu is empty).
-        type Row = (
-            Uuid,
-            Uuid,
-            String,
-            String,
-            f64,
-            f64,
-            bool,
-            DateTime<Utc>,
-            Option<Uuid>,
-            Option<String>,
-            Option<i64>,
-            Option<DateTime<Utc>>,
-        );
-        let rows: Vec<Row> = on_pool!(self, |pool| {
+        let rows: Vec<MerchantMenuRow> = on_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT m.id, m.owner_id, m.name, m.address, m.lat, m.lon, m.is_open, \
-                 m.created_at, i.id, i.name, i.price_cents, i.created_at FROM merchants m \
-                 LEFT JOIN menu_items i ON i.merchant_id = m.id AND i.active \
+                 m.created_at, i.id AS item_id, i.name AS item_name, \
+                 i.price_cents AS item_price_cents, i.created_at AS item_created_at \
+                 FROM merchants m LEFT JOIN menu_items i ON i.merchant_id = m.id AND i.active \
                  WHERE m.id = $1 ORDER BY i.position",
             )
             .bind(id.as_uuid())
             .fetch_all(pool)
             .await?
         });
-        let Some(first) = rows.first() else {
+        let mut rows = rows.into_iter().peekable();
+        let Some(first) = rows.peek() else {
             return Ok(None);
         };
-        let merchant = Merchant {
-            id: MerchantId(first.0),
-            owner_id: UserId(first.1),
-            name: first.2.clone(),
-            address: first.3.clone(),
-            location: Position {
-                lat: first.4,
-                lon: first.5,
-            },
-            is_open: first.6,
-            created_at: first.7,
-        };
+        let merchant = Merchant::from(first.merchant.clone());
         let menu = rows
-            .into_iter()
-            .filter_map(|row| match (row.8, row.9, row.10, row.11) {
-                (Some(id), Some(name), Some(price), Some(created_at)) => Some(MenuItem {
-                    id,
-                    merchant_id: merchant.id,
-                    name,
-                    price_cents: Cents(price),
-                    created_at,
-                }),
-                _ => None,
+            .filter_map(|row| {
+                Some(MenuItem::from(MenuItemRow {
+                    id: row.item_id?,
+                    merchant_id: merchant.id.0,
+                    name: row.item_name?,
+                    price_cents: row.item_price_cents?,
+                    created_at: row.item_created_at?,
+                }))
             })
             .collect();
         Ok(Some((merchant, menu)))

@@ -19,8 +19,8 @@ pub struct Merchant {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
-struct MerchantRow {
+#[derive(sqlx::FromRow, Clone)]
+pub(super) struct MerchantRow {
     id: Uuid,
     owner_id: Uuid,
     name: String,
