@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo bench --bench recovery                         # 100k orders on PostgreSQL
 //! RECOVERY_ORDERS=20000 RECOVERY_BACKEND=sqlite cargo bench --bench recovery
+//! MEALKITZ_ENGINE_THREADS=4 cargo bench --bench recovery  # event loops, as the server's setting
 //! ```
 //! PostgreSQL is reached at `BENCH_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/postgres);
 //! a fresh database is created and dropped.
@@ -221,6 +222,13 @@ async fn run(count: usize, backend: String) {
     let config = DispatchConfig {
         offer_timeout: Duration::from_secs(3600),
         search_retry: Duration::from_secs(3600),
+        engine_threads: std::env::var("MEALKITZ_ENGINE_THREADS")
+            .ok()
+            .map(|threads| {
+                threads
+                    .parse()
+                    .expect("MEALKITZ_ENGINE_THREADS is a number")
+            }),
         ..DispatchConfig::default()
     };
     let engine = Engine::start(

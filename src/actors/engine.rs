@@ -25,7 +25,7 @@ use super::routes::{Routes, recall};
 use super::services::{EngineHooks, Services};
 use super::snapshot_writer;
 use super::supervision::{Entity, FailedActor};
-use crate::config::DispatchConfig;
+use crate::config::{DispatchConfig, cpu_cores};
 use crate::domain::{OrderId, OrderView, UserId};
 use crate::geo::{RegionId, RegionMap};
 use crate::store::{Store, StoreError};
@@ -73,8 +73,16 @@ pub struct Engine {
     tasks: Tasks,
 }
 
+/// How many event loops run `regions` regions on a machine of `cores` cores: `threads` if set,
+/// else half the cores (the HTTP workers, as many as the cores, take the other half of the
+/// work); at least one, at most one per region.
+fn event_loops(threads: Option<usize>, regions: usize, cores: usize) -> usize {
+    threads.unwrap_or(cores / 2).clamp(1, regions.max(1))
+}
+
 impl Engine {
-    /// Starts one event loop and one region supervisor per region, and the snapshot writer.
+    /// Starts the event loops (see [`event_loops`]; regions share them round-robin), one region
+    /// supervisor per region, and the snapshot writer.
     /// Must run inside an actix system. Commands wait for [`Engine::recover`].
     pub fn start(
         config: DispatchConfig,
@@ -82,11 +90,15 @@ impl Engine {
         hooks: EngineHooks,
         maps: Arc<crate::maps::Maps>,
     ) -> Engine {
-        let arbiters = config
-            .regions
-            .regions()
+        let regions = config.regions.regions();
+        let loops: Vec<ArbiterHandle> =
+            (0..event_loops(config.engine_threads, regions.len(), cpu_cores()))
+                .map(|_| Arbiter::new().handle())
+                .collect();
+        let arbiters = regions
             .iter()
-            .map(|region| (region.id().clone(), Arbiter::new().handle()))
+            .zip(loops.iter().cycle())
+            .map(|(region, handle)| (region.id().clone(), handle.clone()))
             .collect();
         let tasks = Tasks::new();
         let snapshots = snapshot_writer::spawn(
@@ -427,5 +439,25 @@ impl Engine {
         if !self.tasks.stop(SNAPSHOT_WRITER_STOP_GRACE).await {
             tracing::warn!("the snapshot writer did not finish within its grace");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_loops;
+
+    #[test]
+    fn regions_share_half_the_cores_unless_the_setting_says_otherwise() {
+        // Unset: half the cores, at least one, at most one per region.
+        assert_eq!(event_loops(None, 4, 2), 1);
+        assert_eq!(event_loops(None, 4, 1), 1);
+        assert_eq!(event_loops(None, 4, 6), 3);
+        assert_eq!(event_loops(None, 4, 64), 4);
+        assert_eq!(event_loops(None, 2, 8), 2);
+        // Set: as set, within the same bounds.
+        assert_eq!(event_loops(Some(2), 4, 2), 2);
+        assert_eq!(event_loops(Some(4), 4, 2), 4);
+        assert_eq!(event_loops(Some(8), 4, 2), 4);
+        assert_eq!(event_loops(Some(0), 4, 2), 1);
     }
 }

@@ -1,4 +1,4 @@
-//! The region supervisor: one per region, on its own event loop. It keeps the R-tree of the
+//! The region supervisor: one per region, on its event loop. It keeps the R-tree of the
 //! drivers available in its polygon plus the border band, answers "k nearest within r" for the
 //! orders picked up in the region, and restarts the order, driver and merchant actors it owns
 //! when they crash.

@@ -140,7 +140,7 @@ pub struct Registry {
     /// Whether regions are shared with other replicas (then an idle driver whose fixes leave
     /// this replica's regions is handed to their owner).
     pub sharing: AtomicBool,
-    /// One event loop (thread) per region; a region's actors run on its arbiter.
+    /// Each region's event loop (thread; regions may share one); a region's actors run on it.
     arbiters: Vec<(RegionId, ArbiterHandle)>,
     /// The supervisor of the region supervisors (see [`RootSupervisor`]): every child's guard
     /// reports here.
@@ -148,7 +148,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// An empty registry over one event loop per region. Must run inside an actix system.
+    /// An empty registry over the regions' event loops (one per region, or shared). Must run
+    /// inside an actix system.
     pub fn new(
         services: Arc<Services>,
         arbiters: Vec<(RegionId, ArbiterHandle)>,

@@ -59,6 +59,8 @@ pub const MAX_CANDIDATES: usize = 1_000;
 pub const MAX_SNAPSHOT_BATCH: usize = 100_000;
 /// Largest restart limit.
 pub const MAX_RESTART_LIMIT: u32 = 1_000_000;
+/// More engine threads than this is a typo, not a machine.
+pub const MAX_ENGINE_THREADS: usize = 1_024;
 const HOUR: Duration = Duration::from_secs(3_600);
 const DAY: Duration = Duration::from_secs(86_400);
 const WEEK: Duration = Duration::from_secs(7 * 86_400);
@@ -207,6 +209,15 @@ pub struct DispatchArgs {
         default_value = secs_text(DEFAULT_DRIVER_GRACE)
     )]
     pub driver_grace: Duration,
+    /// Event loops (threads) the regions' actors run on; unset: half the CPU cores (at least one,
+    /// at most one per region).
+    #[arg(
+        long,
+        global = true,
+        env = "MEALKITZ_ENGINE_THREADS",
+        value_parser = whole(MAX_ENGINE_THREADS)
+    )]
+    pub engine_threads: Option<usize>,
     #[command(flatten)]
     pub matching: MatchingArgs,
     #[command(flatten)]
@@ -242,6 +253,9 @@ pub struct DispatchConfig {
     pub restart_window: Duration,
     /// A driver whose socket dropped stays matchable this long, waiting for it to come back.
     pub driver_grace: Duration,
+    /// Event loops (threads) the regions' actors run on; `None`: half the CPU cores. Regions
+    /// share them round-robin when there are fewer than regions.
+    pub engine_threads: Option<usize>,
     /// How orders are matched to drivers.
     pub matching: Matching,
     /// This replica's name in region leases; unique per process start.
@@ -283,6 +297,7 @@ impl Default for DispatchConfig {
             restart_limit: DEFAULT_RESTART_LIMIT,
             restart_window: DEFAULT_RESTART_WINDOW,
             driver_grace: DEFAULT_DRIVER_GRACE,
+            engine_threads: None,
             matching: Matching::default(),
             node_id: generated_node_id(),
             lease_ttl: DEFAULT_LEASE_TTL,
@@ -316,6 +331,7 @@ impl DispatchArgs {
             restart_limit: self.restart_limit,
             restart_window: self.restart_window,
             driver_grace: self.driver_grace,
+            engine_threads: self.engine_threads,
             matching: self.matching.to_config(),
             node_id: self.lease.node_id(),
             lease_ttl: self.lease.lease_ttl,
@@ -397,6 +413,22 @@ mod tests {
             )
         );
         assert_eq!(parsed.matching, default.matching);
+        assert_eq!(parsed.engine_threads, default.engine_threads);
+    }
+
+    #[test]
+    fn engine_threads_are_a_whole_number_of_at_least_one() {
+        let config = Config::from_args(["--engine-threads", "2"])
+            .unwrap()
+            .dispatch;
+        assert_eq!(config.engine_threads, Some(2));
+        for bad in ["0", "two", "1.5", "100000"] {
+            let err = Config::from_args(["--engine-threads", bad]).unwrap_err();
+            assert_eq!(
+                err.setting, "--engine-threads / MEALKITZ_ENGINE_THREADS",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

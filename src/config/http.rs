@@ -58,7 +58,8 @@ impl HttpArgs {
     }
 }
 
-fn cpu_cores() -> usize {
+/// The cores this process may run on (2 when that cannot be read).
+pub fn cpu_cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 

@@ -42,7 +42,7 @@ pub use database::{DEFAULT_SQLITE_URL, DatabaseArgs, DatabaseConfig, DatabaseUrl
 pub use dispatch::{DispatchArgs, DispatchConfig};
 pub use error::ConfigError;
 pub use gateway::{GatewayArgs, GatewayConfig};
-pub use http::{HttpArgs, HttpConfig};
+pub use http::{HttpArgs, HttpConfig, cpu_cores};
 pub use lease::generated_node_id;
 pub use log::{LogArgs, LogConfig, LogFormat};
 pub use maps::{MapsArgs, MapsConfig};

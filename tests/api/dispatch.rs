@@ -38,6 +38,7 @@ crate::helpers::each_backend! {
     an_expired_offer_passes_to_the_next_nearest_and_a_late_accept_is_refused => expiry_passes_to_next;
     a_driver_in_the_border_band_serves_the_neighbouring_region => border_driver_serves_neighbour;
     simultaneous_orders_never_get_the_same_driver => simultaneous_orders_distinct_drivers;
+    simultaneous_orders_never_get_the_same_driver_with_regions_sharing_one_event_loop => simultaneous_orders_on_one_event_loop;
     a_widened_radius_finds_a_far_driver => widened_radius_finds_far_driver;
     a_delivery_runs_to_the_end_and_frees_the_driver => full_delivery;
     bad_commands_get_typed_errors => bad_commands;
@@ -319,7 +320,21 @@ async fn border_driver_serves_neighbour(kind: Db) {
 }
 
 async fn simultaneous_orders_distinct_drivers(kind: Db) {
-    let app = dispatch_app(kind, |d| d.search_retry = Duration::from_millis(100)).await;
+    simultaneous_orders_on(kind, 4).await;
+}
+
+async fn simultaneous_orders_on_one_event_loop(kind: Db) {
+    simultaneous_orders_on(kind, 1).await;
+}
+
+/// Orders racing for the same drivers from two regions, whose actors run on `event_loops`
+/// threads (the demo city's four regions each on its own with 4, all on one with 1).
+async fn simultaneous_orders_on(kind: Db, event_loops: usize) {
+    let app = dispatch_app(kind, |d| {
+        d.search_retry = Duration::from_millis(100);
+        d.engine_threads = Some(event_loops);
+    })
+    .await;
     let customer = app.user_id("customer").await;
     // Orders on both sides of the sw/se border, all accepted at once; drivers straddle it, so
     // both regions see every driver and their orders race for the same nearest ones.
