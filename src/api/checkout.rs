@@ -5,12 +5,15 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::auth::{AuthUser, Scoped, need};
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{is_json, parse_json};
+use super::idempotent::idempotency_key;
+pub use super::idempotent::{
+    CheckoutAnswer, IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX_LEN, REPLAYED_HEADER, request_hash,
+};
 use super::merchants::service_point;
 use super::orders::TEXT_MAX_CHARS;
 use super::state::AppState;
@@ -22,17 +25,12 @@ use crate::domain::{
 };
 use crate::geo::haversine_m;
 use crate::payments::{Authorisation, AuthoriseRequest, DeclineCode, GatewayError, authorise_key};
-use crate::store::{KeyClaim, KeyHold, Payment, PaymentStatus, StoreError};
+use crate::store::{KeyClaim, KeyHold, Payment, PaymentStatus, PendingCharge, StoreError};
 
 /// Most lines in one order.
 pub const ORDER_MAX_LINES: usize = 50;
 /// Most of one item in one order.
 pub const LINE_MAX_QUANTITY: u32 = 99;
-/// Longest Idempotency-Key.
-pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 255;
-pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
-/// Set on a response replayed for a repeated Idempotency-Key.
-pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CheckoutLine {
@@ -86,23 +84,6 @@ struct Plan {
     payment_method: String,
     /// Kept for the order when the checkout gave a phone or a consent.
     contact: Option<OrderContact>,
-}
-
-fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
-    let value = req
-        .headers()
-        .get(IDEMPOTENCY_KEY_HEADER)
-        .ok_or(ErrorCode::IdempotencyKeyRequired)?;
-    let key = value
-        .to_str()
-        .map_err(|_| ErrorCode::InvalidIdempotencyKey)?;
-    if key.is_empty()
-        || key.len() > IDEMPOTENCY_KEY_MAX_LEN
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(ErrorCode::InvalidIdempotencyKey.into());
-    }
-    Ok(key.to_owned())
 }
 
 /// Checks everything that needs no money: the merchant, the items, the dropoff, the price.
@@ -251,7 +232,12 @@ async fn payment_of(
     order_id: OrderId,
     plan: &Plan,
     resumed: bool,
+    claimed: Option<Payment>,
 ) -> Result<Payment, Outcome> {
+    // Recorded with the key's first claim.
+    if let Some(payment) = claimed {
+        return Ok(payment);
+    }
     // A key claimed for the first time has a fresh order id: nothing to look up.
     if resumed
         && let Some(payment) = state
@@ -362,8 +348,9 @@ async fn process(
     order_id: OrderId,
     resumed: bool,
     plan: Plan,
+    claimed: Option<Payment>,
 ) -> Outcome {
-    let payment = match payment_of(state, caller, order_id, &plan, resumed).await {
+    let payment = match payment_of(state, caller, order_id, &plan, resumed, claimed).await {
         Ok(payment) => payment,
         Err(outcome) => return outcome,
     };
@@ -429,50 +416,6 @@ async fn process(
             Outcome::Final(error.into())
         }
         Err(error) => transient(error),
-    }
-}
-
-/// What a repeated Idempotency-Key is compared by: SHA-256 of the body's JSON with its keys in
-/// order, so that the same request in another key order or spacing is the same request.
-pub fn request_hash(body: &serde_json::Value) -> String {
-    Sha256::digest(body.to_string().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A checkout's answer that is not a fresh error: the placed order (201), or the answer kept
-/// for a repeated Idempotency-Key, replayed as first given.
-#[derive(Debug)]
-pub struct CheckoutAnswer {
-    pub status: StatusCode,
-    /// The JSON body: an [`OrderView`] for 201, else an [`ErrorBody`].
-    pub body: String,
-    /// Answered from the key's record (sent with `Idempotent-Replayed: true`).
-    pub replayed: bool,
-}
-
-impl CheckoutAnswer {
-    fn replayed(status: u16, body: String) -> CheckoutAnswer {
-        CheckoutAnswer {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body,
-            replayed: true,
-        }
-    }
-
-    /// The HTTP response REST checkout sends for it.
-    pub fn into_response(self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status)
-            .content_type("application/json")
-            .body(self.body);
-        if self.replayed {
-            response.headers_mut().insert(
-                actix_web::http::header::HeaderName::from_static("idempotent-replayed"),
-                actix_web::http::header::HeaderValue::from_static("true"),
-            );
-        }
-        response
     }
 }
 
@@ -549,12 +492,20 @@ pub async fn run(
     let Some(running) = state.checkouts_in_flight.enter(caller.id, key) else {
         return Err(ApiError::new(ErrorCode::RequestInProgress).retry_after(1));
     };
+    // Validated before the key is claimed, so that a key seen for the first time is claimed
+    // with its pending payment in one write. What a repeated key answers is decided below, as
+    // for any request.
+    let plan = validate(state, request).await;
+    let charge = plan.as_ref().ok().map(|plan| PendingCharge {
+        amount_cents: plan.total_cents,
+        payment_method: plan.payment_method.clone(),
+    });
     let node = state.cluster.node().to_owned();
-    let (order_id, resumed) = match state
+    let (claim, claimed) = state
         .store
-        .claim_idempotency_key(caller.id, key, &hash, &node)
-        .await?
-    {
+        .claim_idempotency_key_paying(caller.id, key, &hash, &node, charge)
+        .await?;
+    let (order_id, resumed) = match claim {
         KeyClaim::Proceed { order_id, resumed } => (order_id, resumed),
         KeyClaim::Replay { status, body } => return Ok(CheckoutAnswer::replayed(status, body)),
         KeyClaim::InProgress => {
@@ -571,15 +522,13 @@ pub async fn run(
     let task_caller = caller.clone();
     let task_key = key.to_owned();
     let saga = actix_web::rt::spawn(async move {
-        let answer = run_checkout(
-            &task_state,
-            &task_caller,
-            &task_key,
+        let attempt = Attempt {
             order_id,
             resumed,
-            request,
-        )
-        .await;
+            plan,
+            claimed,
+        };
+        let answer = run_checkout(&task_state, &task_caller, &task_key, attempt).await;
         drop(running);
         answer
     })
@@ -598,16 +547,30 @@ pub async fn run(
     }
 }
 
+/// One attempt of a checkout, as its key's claim left it: the order id the key is bound to,
+/// whether an earlier attempt ran, the request validated, and the pending payment recorded with
+/// the claim (a key taken fresh from a valid request).
+struct Attempt {
+    order_id: OrderId,
+    resumed: bool,
+    plan: Result<Plan, ApiError>,
+    claimed: Option<Payment>,
+}
+
 /// Runs one attempt of a checkout bound to `order_id` and settles its key: completed with a
 /// final answer, unlocked after a passing failure, released when nothing was done.
 async fn run_checkout(
     state: &AppState,
     caller: &AuthUser,
     key: &str,
-    order_id: OrderId,
-    resumed: bool,
-    request: CheckoutRequest,
+    attempt: Attempt,
 ) -> Result<CheckoutAnswer, ApiError> {
+    let Attempt {
+        order_id,
+        resumed,
+        plan,
+        claimed,
+    } = attempt;
     // An earlier attempt may have placed the order and died before answering: answer with it.
     // Its write may have committed with nobody told (the database went away at the commit), so
     // an open order is handed to dispatch again: placing an id that exists adopts it there.
@@ -630,7 +593,7 @@ async fn run_checkout(
             return finish(state, caller, key, outcome).await;
         }
     }
-    let plan = match validate(state, request).await {
+    let plan = match plan {
         Ok(plan) => plan,
         Err(error) if error.status_code() == StatusCode::SERVICE_UNAVAILABLE => {
             return finish(state, caller, key, Outcome::Transient(error)).await;
@@ -645,7 +608,7 @@ async fn run_checkout(
             return finish(state, caller, key, Outcome::Final(error)).await;
         }
     };
-    let outcome = process(state, caller, key, order_id, resumed, plan).await;
+    let outcome = process(state, caller, key, order_id, resumed, plan, claimed).await;
     finish(state, caller, key, outcome).await
 }
 

@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idempotent;
 pub mod limits;
 pub mod locate;
 pub mod maps;

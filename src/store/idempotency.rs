@@ -31,17 +31,26 @@ const HOLDER_ALIVE_POSTGRES: &str = "SELECT 1 FROM cluster_members m WHERE m.nod
 const HOLDER_ALIVE_SQLITE: &str =
     "SELECT 1 FROM cluster_members m WHERE m.node = $1 AND m.expires_at_ms > $2";
 
-/// Takes a key nobody holds: inserts it, or replaces it when it expired (an expired key is free
+/// The text of [`CLAIM_NEW_KEY`], for statements built around it. Takes a key nobody holds: inserts it, or replaces it when it expired (an expired key is free
 /// again, with a new order id: its checkout ended a day ago). Touches no live key: one that
 /// exists and has not expired affects no row, and the caller decides in a transaction.
-const CLAIM_NEW_KEY: &str = "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, \
-    state, locked_at, created_at, expires_at, holder) \
-    VALUES ($1, $2, $3, $4, 'in_progress', $5, $5, $6, $7) \
-    ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
-    order_id = excluded.order_id, state = excluded.state, response_status = NULL, \
-    response_body = NULL, locked_at = excluded.locked_at, created_at = excluded.created_at, \
-    expires_at = excluded.expires_at, holder = excluded.holder \
-    WHERE idempotency_keys.expires_at < excluded.locked_at";
+macro_rules! claim_new_key_sql {
+    () => {
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, \
+        state, locked_at, created_at, expires_at, holder) \
+        VALUES ($1, $2, $3, $4, 'in_progress', $5, $5, $6, $7) \
+        ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
+        order_id = excluded.order_id, state = excluded.state, response_status = NULL, \
+        response_body = NULL, locked_at = excluded.locked_at, created_at = excluded.created_at, \
+        expires_at = excluded.expires_at, holder = excluded.holder \
+        WHERE idempotency_keys.expires_at < excluded.locked_at"
+    };
+}
+pub(super) use claim_new_key_sql;
+
+/// Takes a key nobody holds ($1 user, $2 key, $3 request hash, $4 proposed order id, $5 now,
+/// $6 expiry, $7 holder): one row affected when taken, none when the key exists.
+pub(super) const CLAIM_NEW_KEY: &str = claim_new_key_sql!();
 
 /// What a request may do with its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,12 +106,11 @@ impl Store {
     ) -> Result<KeyClaim, StoreError> {
         let now = super::now();
         let proposed = OrderId::new();
-        let backend = self.backend();
-        on_writer!(self, |pool| {
-            // The common case in one statement, outside a transaction: a key never seen (or
-            // expired, which is as good as never seen) is taken. Only a key that exists needs
-            // the decision below.
-            let taken = sqlx::query(CLAIM_NEW_KEY)
+        // The common case in one statement, outside a transaction: a key never seen (or
+        // expired, which is as good as never seen) is taken. Only a key that exists needs the
+        // decision after.
+        let taken = on_writer!(self, |pool| {
+            sqlx::query(CLAIM_NEW_KEY)
                 .bind(user.as_uuid())
                 .bind(key)
                 .bind(request_hash)
@@ -112,13 +120,30 @@ impl Store {
                 .bind(holder)
                 .execute(pool)
                 .await?
-                .rows_affected();
-            if taken == 1 {
-                return Ok(KeyClaim::Proceed {
-                    order_id: proposed,
-                    resumed: false,
-                });
-            }
+                .rows_affected()
+        });
+        if taken == 1 {
+            return Ok(KeyClaim::Proceed {
+                order_id: proposed,
+                resumed: false,
+            });
+        }
+        self.decide_existing_key(user, key, request_hash, holder, now)
+            .await
+    }
+
+    /// What a request may do with a key that exists (it was not taken fresh at `now`): in a
+    /// transaction that locks the key's row.
+    pub(super) async fn decide_existing_key(
+        &self,
+        user: UserId,
+        key: &str,
+        request_hash: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+    ) -> Result<KeyClaim, StoreError> {
+        let backend = self.backend();
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             // FOR UPDATE: a racing claim or the reconciler waits for this decision.
             let lock = if backend == super::Backend::Postgres {

@@ -11,6 +11,7 @@
 
 mod api_keys;
 mod audit;
+mod checkout_claim;
 mod contacts;
 mod conversations;
 mod eta;
@@ -48,6 +49,7 @@ use crate::config::{DatabaseConfig, DatabaseUrl};
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, NewAuditEntry};
+pub use checkout_claim::PendingCharge;
 pub use contacts::CustomerContact;
 pub use conversations::{
     ConversationRecord, ConversationSave, INBOUND_MAX_ATTEMPTS, PendingInbound, PendingReply,

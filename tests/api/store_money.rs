@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use mealkitz::domain::{Cents, OrderId, Role};
-use mealkitz::store::{KeyClaim, KeyHold, Payment, PaymentStatus, SandboxAnswer};
+use mealkitz::store::{KeyClaim, KeyHold, Payment, PaymentStatus, PendingCharge, SandboxAnswer};
 use sqlx::{AssertSqlSafe, Connection};
 
 use crate::helpers::{Db, TestDb, migrated_store, new_user};
@@ -15,6 +15,7 @@ crate::helpers::each_backend! {
     a_payment_moves_only_from_the_statuses_named_and_numbers_its_history_without_gaps => payment_moves;
     the_sandbox_answers_a_repeated_key_as_first_and_refuses_moves_from_the_wrong_state => sandbox_books;
     a_checkouts_authorisation_is_recorded_with_its_key_renewed_and_moves_even_when_the_key_is_lost => checkout_authorisation;
+    a_key_taken_fresh_is_recorded_with_its_pending_payment_and_a_key_that_exists_with_none => key_with_payment;
 }
 
 /// Runs `sql` on the test database itself (for what no store operation does: ageing a key).
@@ -35,6 +36,27 @@ async fn execute(db: &TestDb, sql: &str, at: DateTime<Utc>) {
                 .execute(&mut connection)
                 .await
                 .unwrap();
+        }
+    }
+}
+
+/// How many payments the test database holds.
+async fn payments_held(db: &TestDb) -> i64 {
+    const COUNT: &str = "SELECT COUNT(*) FROM payments";
+    match db.kind {
+        Db::Postgres => {
+            let mut connection = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(COUNT)
+                .fetch_one(&mut connection)
+                .await
+                .unwrap()
+        }
+        Db::Sqlite => {
+            let mut connection = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(COUNT)
+                .fetch_one(&mut connection)
+                .await
+                .unwrap()
         }
     }
 }
@@ -119,6 +141,116 @@ async fn key_lifecycle(kind: Db) {
             resumed: true
         }
     );
+}
+
+async fn key_with_payment(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let user = store
+        .create_user(new_user("paying@example.com", Role::Customer))
+        .await
+        .unwrap()
+        .id;
+    let charge = || {
+        Some(PendingCharge {
+            amount_cents: Cents(2_350),
+            payment_method: "card_visa".into(),
+        })
+    };
+    let (claim, payment) = store
+        .claim_idempotency_key_paying(user, "k", "hash-1", "node-a", charge())
+        .await
+        .unwrap();
+    let KeyClaim::Proceed {
+        order_id,
+        resumed: false,
+    } = claim
+    else {
+        panic!("a new key is taken: {claim:?}")
+    };
+    let payment = payment.expect("the pending payment comes back with a fresh key");
+    assert_eq!(
+        (payment.order_id, payment.customer_id, payment.amount_cents),
+        (order_id, user, Cents(2_350))
+    );
+    // Recorded as returned: pending, for the key's order, and nothing else for it.
+    let stored = store.payment_for_order(order_id).await.unwrap().unwrap();
+    assert_eq!(stored.id, payment.id);
+    assert_eq!(stored.status, PaymentStatus::Pending);
+    assert_eq!(
+        (stored.amount_cents, stored.payment_method.as_str()),
+        (Cents(2_350), "card_visa")
+    );
+    assert_eq!(stored.gateway_ref, None);
+    // The key exists now: resumed, mismatched or replayed as by a plain claim, and never a
+    // second payment.
+    let (again, none) = store
+        .claim_idempotency_key_paying(user, "k", "hash-1", "node-a", charge())
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        KeyClaim::Proceed {
+            order_id,
+            resumed: true
+        }
+    );
+    assert!(none.is_none());
+    let (mismatch, none) = store
+        .claim_idempotency_key_paying(user, "k", "hash-2", "node-a", charge())
+        .await
+        .unwrap();
+    assert_eq!((mismatch, none), (KeyClaim::Mismatch, None));
+    assert_eq!(
+        store.payment_for_order(order_id).await.unwrap().unwrap().id,
+        payment.id
+    );
+    // Without a charge (a request that did not validate) a fresh key is taken with no payment.
+    let (bare, none) = store
+        .claim_idempotency_key_paying(user, "other", "hash-3", "node-a", None)
+        .await
+        .unwrap();
+    let KeyClaim::Proceed {
+        order_id: bare_order,
+        resumed: false,
+    } = bare
+    else {
+        panic!("a new key is taken: {bare:?}")
+    };
+    assert!(none.is_none());
+    assert!(store.payment_for_order(bare_order).await.unwrap().is_none());
+    assert_eq!(payments_held(&db).await, 1, "one payment for one new key");
+    // An expired key is taken again, with a new order and a new pending payment for it.
+    execute(
+        &db,
+        "UPDATE idempotency_keys SET expires_at = $1",
+        Utc::now() - chrono::Duration::minutes(1),
+    )
+    .await;
+    let (renewed, fresh) = store
+        .claim_idempotency_key_paying(user, "k", "hash-2", "node-b", charge())
+        .await
+        .unwrap();
+    let KeyClaim::Proceed {
+        order_id: new_order,
+        resumed: false,
+    } = renewed
+    else {
+        panic!("an expired key is taken again: {renewed:?}")
+    };
+    assert_ne!(new_order, order_id);
+    let fresh = fresh.expect("a payment for the new checkout");
+    assert_ne!(fresh.id, payment.id);
+    assert_eq!(
+        store
+            .payment_for_order(new_order)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        fresh.id
+    );
+    assert_eq!(payments_held(&db).await, 2);
 }
 
 async fn checkout_authorisation(kind: Db) {
