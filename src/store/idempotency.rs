@@ -31,9 +31,10 @@ const HOLDER_ALIVE_POSTGRES: &str = "SELECT 1 FROM cluster_members m WHERE m.nod
 const HOLDER_ALIVE_SQLITE: &str =
     "SELECT 1 FROM cluster_members m WHERE m.node = $1 AND m.expires_at_ms > $2";
 
-/// The text of [`CLAIM_NEW_KEY`], for statements built around it. Takes a key nobody holds: inserts it, or replaces it when it expired (an expired key is free
-/// again, with a new order id: its checkout ended a day ago). Touches no live key: one that
-/// exists and has not expired affects no row, and the caller decides in a transaction.
+/// The text of [`CLAIM_NEW_KEY`], for statements built around it: takes a key nobody holds,
+/// inserting it, or replacing it when it expired (an expired key is free again, with a new
+/// order id: its checkout ended a day ago). Touches no live key: one that exists and has not
+/// expired affects no row, and the caller decides in a transaction.
 macro_rules! claim_new_key_sql {
     () => {
         "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, \
