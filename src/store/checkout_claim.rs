@@ -3,6 +3,7 @@
 //! one commit fewer an order than claim, then payment).
 
 use super::idempotency::{CLAIM_NEW_KEY, IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim, claim_new_key_sql};
+use super::payments::insert_payment;
 use super::{Payment, Store, StoreError};
 use crate::domain::{Cents, OrderId, UserId};
 
@@ -76,19 +77,7 @@ impl Store {
                     .await?
                     .rows_affected();
                 if taken == 1 {
-                    sqlx::query(
-                        "INSERT INTO payments (id, order_id, customer_id, amount_cents, \
-                         payment_method, status, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
-                    )
-                    .bind(payment.id)
-                    .bind(proposed.as_uuid())
-                    .bind(user.as_uuid())
-                    .bind(payment.amount_cents.0)
-                    .bind(&payment.payment_method)
-                    .bind(payment.created_at)
-                    .execute(&mut *tx)
-                    .await?;
+                    insert_payment!(payment).execute(&mut *tx).await?;
                     tx.commit().await?;
                 }
                 taken

@@ -227,6 +227,28 @@ impl<'a> Move<'a> {
     }
 }
 
+/// The insert of one payment's row, bound for either backend (executed by the caller).
+macro_rules! insert_payment {
+    ($payment:expr) => {
+        sqlx::query(
+            "INSERT INTO payments (id, order_id, customer_id, amount_cents, payment_method, \
+             status, gateway_ref, decline_code, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind($payment.id)
+        .bind($payment.order_id.as_uuid())
+        .bind($payment.customer_id.as_uuid())
+        .bind($payment.amount_cents.0)
+        .bind(&$payment.payment_method)
+        .bind($payment.status.as_str())
+        .bind(&$payment.gateway_ref)
+        .bind(&$payment.decline_code)
+        .bind($payment.created_at)
+        .bind($payment.updated_at)
+    };
+}
+pub(super) use insert_payment;
+
 impl Store {
     /// Records a new payment and its first event (none for a pending one).
     pub async fn create_payment(
@@ -235,33 +257,15 @@ impl Store {
         idempotency_key: &str,
         source: &str,
     ) -> Result<(), StoreError> {
-        const INSERT_PAYMENT: &str = "INSERT INTO payments (id, order_id, customer_id, \
-            amount_cents, payment_method, status, gateway_ref, decline_code, created_at, updated_at) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        macro_rules! insert_payment {
-            () => {
-                sqlx::query(INSERT_PAYMENT)
-                    .bind(payment.id)
-                    .bind(payment.order_id.as_uuid())
-                    .bind(payment.customer_id.as_uuid())
-                    .bind(payment.amount_cents.0)
-                    .bind(&payment.payment_method)
-                    .bind(payment.status.as_str())
-                    .bind(&payment.gateway_ref)
-                    .bind(&payment.decline_code)
-                    .bind(payment.created_at)
-                    .bind(payment.updated_at)
-            };
-        }
         on_writer!(self, |pool| {
             // A pending payment is bookkeeping, not a change the customer sees: its history
             // starts with the gateway's answer, so it is one row, written on its own.
             if payment.status == PaymentStatus::Pending {
-                insert_payment!().execute(pool).await?;
+                insert_payment!(payment).execute(pool).await?;
                 return Ok(());
             }
             let mut tx = pool.begin().await?;
-            insert_payment!().execute(&mut *tx).await?;
+            insert_payment!(payment).execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO payment_events (payment_id, seq, status, idempotency_key, source, at) \
                  VALUES ($1, 1, $2, $3, $4, $5)",
