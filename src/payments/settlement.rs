@@ -77,17 +77,47 @@ pub async fn record_failure(
 }
 
 /// One round: every payment whose order has closed, and whose back-off has passed, is
-/// captured, voided or refunded.
+/// captured, voided or refunded. Captures are recorded together once the gateway has taken them
+/// all (one write a round); a crash in between only repeats them at the gateway under the same
+/// keys, which answers as before.
 pub async fn settle(store: &Store, gateway: &dyn PaymentGateway) -> Result<usize, StoreError> {
     let pending = store.payments_to_settle(SETTLEMENT_BATCH).await?;
     let mut settled = 0;
+    let mut captured = Vec::new();
     for (payment, order_status) in pending {
         match settle_one(store, gateway, &payment, order_status).await {
-            Ok(()) => settled += 1,
+            Ok(Settled::Recorded) => settled += 1,
+            Ok(Settled::Captured(key)) => captured.push((payment, key)),
             Err((operation, error)) => record_failure(store, &payment, operation, &error).await?,
         }
     }
+    let batch: Vec<_> = captured
+        .iter()
+        .map(|(payment, key)| (payment.id, key.clone()))
+        .collect();
+    match store.capture_delivered_all(&batch).await {
+        Ok(moved) => {
+            for (payment, _) in captured.iter().filter(|(p, _)| moved.contains(&p.id)) {
+                tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, status = %PaymentStatus::Captured, "payment settled");
+            }
+            settled += moved.len();
+        }
+        Err(error) => {
+            let error = anyhow::Error::from(error);
+            for (payment, _) in &captured {
+                record_failure(store, payment, "capture", &error).await?;
+            }
+        }
+    }
     Ok(settled)
+}
+
+/// How one payment's settlement went.
+enum Settled {
+    /// Moved and recorded (or nothing to do).
+    Recorded,
+    /// Captured at the gateway under this key; to be recorded with the round's others.
+    Captured(String),
 }
 
 async fn settle_one(
@@ -95,7 +125,7 @@ async fn settle_one(
     gateway: &dyn PaymentGateway,
     payment: &Payment,
     order_status: OrderStatus,
-) -> Result<(), (&'static str, anyhow::Error)> {
+) -> Result<Settled, (&'static str, anyhow::Error)> {
     let Some(reference) = payment.gateway_ref.as_deref() else {
         return Err((
             "settle",
@@ -103,12 +133,13 @@ async fn settle_one(
         ));
     };
     let (operation, from, to, key) = match (payment.status, order_status) {
-        (PaymentStatus::Authorised, OrderStatus::Delivered) => (
-            "capture",
-            PaymentStatus::Authorised,
-            PaymentStatus::Captured,
-            format!("capture:{}", payment.id),
-        ),
+        (PaymentStatus::Authorised, OrderStatus::Delivered) => {
+            let key = format!("capture:{}", payment.id);
+            return match gateway.capture(&key, reference, payment.amount_cents).await {
+                Ok(()) => Ok(Settled::Captured(key)),
+                Err(error) => Err(("capture", error.into())),
+            };
+        }
         (PaymentStatus::Authorised, _) => (
             "void",
             PaymentStatus::Authorised,
@@ -121,24 +152,19 @@ async fn settle_one(
             PaymentStatus::Refunded,
             format!("refund:{}", payment.id),
         ),
-        _ => return Ok(()),
+        _ => return Ok(Settled::Recorded),
     };
     let moved = match operation {
-        "capture" => gateway.capture(&key, reference, payment.amount_cents).await,
         "void" => gateway.void(&key, reference).await,
         _ => gateway.refund(&key, reference, payment.amount_cents).await,
     };
     moved.map_err(|error| (operation, anyhow::Error::from(error)))?;
-    let recorded = if operation == "capture" {
-        store.capture_delivered(payment.id, &key).await
-    } else {
-        store
-            .set_payment_status(payment.id, &[from], to, Some(&key), "settlement")
-            .await
-    };
-    recorded.map_err(|error| (operation, anyhow::Error::from(error)))?;
+    store
+        .set_payment_status(payment.id, &[from], to, Some(&key), "settlement")
+        .await
+        .map_err(|error| (operation, anyhow::Error::from(error)))?;
     tracing::info!(payment_id = %payment.id, order_id = %payment.order_id, status = %to, "payment settled");
-    Ok(())
+    Ok(Settled::Recorded)
 }
 
 #[cfg(test)]

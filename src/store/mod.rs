@@ -11,6 +11,7 @@
 
 mod api_keys;
 mod audit;
+mod captures;
 mod checkout_claim;
 mod contacts;
 mod conversations;

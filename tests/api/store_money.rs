@@ -16,6 +16,7 @@ crate::helpers::each_backend! {
     the_sandbox_answers_a_repeated_key_as_first_and_refuses_moves_from_the_wrong_state => sandbox_books;
     a_checkouts_authorisation_is_recorded_with_its_key_renewed_and_moves_even_when_the_key_is_lost => checkout_authorisation;
     a_key_taken_fresh_is_recorded_with_its_pending_payment_and_a_key_that_exists_with_none => key_with_payment;
+    a_rounds_captures_are_recorded_together_and_only_for_payments_still_authorised => captures_together;
 }
 
 /// Runs `sql` on the test database itself (for what no store operation does: ageing a key).
@@ -585,4 +586,105 @@ async fn sandbox_books(kind: Db) {
         [("captured".to_owned(), 1)]
     );
     assert_eq!(store.sandbox_answer("cap-2").await.unwrap(), Some(refused));
+}
+
+async fn captures_together(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let customer = store
+        .create_user(new_user("eater@example.com", Role::Customer))
+        .await
+        .unwrap()
+        .id;
+    let mut payments = Vec::new();
+    for n in 0..3 {
+        let payment = Payment::pending(
+            OrderId::new(),
+            customer,
+            Cents(900 + n),
+            "pm_card_visa".into(),
+        );
+        let key = format!("authorise:{n}");
+        store
+            .create_payment(&payment, &key, "checkout")
+            .await
+            .unwrap();
+        assert!(
+            store
+                .record_authorisation(
+                    payment.id,
+                    PaymentStatus::Authorised,
+                    Some(&format!("ref-{n}")),
+                    None,
+                    &key,
+                    "checkout"
+                )
+                .await
+                .unwrap()
+        );
+        payments.push(payment);
+    }
+    // The first failed a round before: its retries and alarm end with the capture.
+    store
+        .record_settlement_failure(payments[0].id, "gateway unavailable", Utc::now(), true)
+        .await
+        .unwrap();
+    // The third was captured already (by a round that died before answering, say).
+    assert!(
+        store
+            .capture_delivered(payments[2].id, "capture:earlier")
+            .await
+            .unwrap()
+    );
+    let batch: Vec<_> = payments
+        .iter()
+        .map(|p| (p.id, format!("capture:{}", p.id)))
+        .collect();
+    let mut moved = store.capture_delivered_all(&batch).await.unwrap();
+    moved.sort();
+    let mut expected = vec![payments[0].id, payments[1].id];
+    expected.sort();
+    assert_eq!(moved, expected, "only the two still authorised move");
+    for payment in &payments[..2] {
+        let stored = store
+            .payment_for_order(payment.order_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.status, PaymentStatus::Captured);
+        assert_eq!(
+            (
+                stored.settle_attempts,
+                stored.needs_attention,
+                stored.last_settle_error
+            ),
+            (0, false, None)
+        );
+        let events = store.payment_events(payment.id).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| (e.seq, e.status)).collect::<Vec<_>>(),
+            [(1, PaymentStatus::Authorised), (2, PaymentStatus::Captured)]
+        );
+        let expected_key = format!("capture:{}", payment.id);
+        assert_eq!(
+            events[1].idempotency_key.as_deref(),
+            Some(expected_key.as_str())
+        );
+    }
+    // The one captured before keeps its single capture.
+    let earlier = store.payment_events(payments[2].id).await.unwrap();
+    assert_eq!(earlier.len(), 2);
+    assert_eq!(
+        earlier[1].idempotency_key.as_deref(),
+        Some("capture:earlier")
+    );
+    // Recording the batch again moves nothing.
+    assert!(
+        store
+            .capture_delivered_all(&batch)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.capture_delivered_all(&[]).await.unwrap().is_empty());
 }
