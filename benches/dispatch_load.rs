@@ -113,6 +113,8 @@ const INDEX_POLL_MS: u64 = 250;
 /// A progress line this often while customers check out; the report splits the latency
 /// by the same slices, to show whether it drifts.
 const PROGRESS_SECS: u64 = 5;
+/// Seconds listed in the report's line of slow dispatch seconds at most.
+const SLOW_SECONDS_SHOWN: usize = 12;
 /// Server threads listed with their CPU.
 const TOP_THREADS: usize = 8;
 /// Above this much background load (% of all cores) before the run, the tool warns.
@@ -1173,8 +1175,12 @@ async fn run(knobs: Knobs) {
     let begin = tokio::time::Instant::now() + Duration::from_millis(CHECKOUT_TICK_MS);
     let begin_std = begin.into_std();
     println!(
-        "checking out {} orders/s for {} s ({} s warm-up), at most {} in flight",
-        knobs.orders_per_sec, knobs.secs, knobs.warmup_secs, knobs.in_flight
+        "checking out {} orders/s for {} s ({} s warm-up), at most {} in flight, from {} (second 0 below)",
+        knobs.orders_per_sec,
+        knobs.secs,
+        knobs.warmup_secs,
+        knobs.in_flight,
+        chrono::Utc::now().format("%H:%M:%S%.3f UTC")
     );
     let placing = tokio::spawn(customers(
         checkout.clone(),
@@ -1250,6 +1256,9 @@ async fn run(knobs: Knobs) {
     // Per progress slice of accept instants: the latencies in it, to show drift.
     let slices = knobs.secs.div_ceil(PROGRESS_SECS) as usize;
     let mut sliced: Vec<Vec<f64>> = vec![Vec::new(); slices];
+    // Per whole second of accept instants: how many dispatches missed the goal, and the worst,
+    // so that slow moments can be matched with what else happened then (checkpoints, say).
+    let mut slow_by_second: std::collections::BTreeMap<u64, (usize, f64)> = Default::default();
     for trace in shared.traces.lock().unwrap().values() {
         placed += usize::from(trace.placed);
         match (trace.accept_sent, trace.offered) {
@@ -1260,6 +1269,12 @@ async fn run(knobs: Knobs) {
                 let slice = accept.saturating_duration_since(begin_std).as_secs() / PROGRESS_SECS;
                 if let Some(slice) = sliced.get_mut(slice as usize) {
                     slice.push(ms);
+                }
+                if ms > GOAL_P99_MS {
+                    let second = accept.saturating_duration_since(begin_std).as_secs();
+                    let slow = slow_by_second.entry(second).or_insert((0, 0.0));
+                    slow.0 += 1;
+                    slow.1 = slow.1.max(ms);
                 }
                 if accept >= measured_from {
                     latencies.push(ms);
@@ -1350,6 +1365,16 @@ async fn run(knobs: Knobs) {
             summary_ms(slice)
         );
     }
+    let mut slow: Vec<_> = slow_by_second.into_iter().collect();
+    slow.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
+    println!(
+        "    seconds with the most dispatches over {GOAL_P99_MS} ms (second: count, worst): {}",
+        slow.iter()
+            .take(SLOW_SECONDS_SHOWN)
+            .map(|(second, (count, worst))| format!("{second}: {count}, {worst:.0} ms"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     println!(
         "  orders without an offer {drain_secs:.1} s after the last checkout: {never_offered} accepted, {never_accepted} never accepted"
     );
