@@ -86,6 +86,14 @@ ensure_browser() {
   fi
 }
 
+# A C compiler and make, for the crates that build C: SQLite's amalgamation and jemalloc.
+ensure_build_tools() {
+  if command -v cc >/dev/null && command -v make >/dev/null; then return; fi
+  say "installing gcc and make with apt-get (the C parts of SQLite and jemalloc)"
+  apt_install gcc make libc6-dev
+}
+
+ensure_build_tools
 ensure_postgres
 ensure_redis
 ensure_browser
