@@ -16,7 +16,7 @@ pub use super::idempotent::{
 };
 use super::merchants::service_point;
 use super::orders::TEXT_MAX_CHARS;
-use super::state::AppState;
+use super::state::{Answered, AppState, Entered, InFlightGuard};
 use crate::actors::EngineError;
 use crate::actors::commands::orders::PlaceOrder;
 use crate::domain::pricing::quote;
@@ -25,7 +25,9 @@ use crate::domain::{
 };
 use crate::geo::haversine_m;
 use crate::payments::{Authorisation, AuthoriseRequest, DeclineCode, GatewayError, authorise_key};
-use crate::store::{KeyClaim, KeyHold, Payment, PaymentStatus, PendingCharge, StoreError};
+use crate::store::{
+    KeyAnswer, KeyClaim, KeyHold, Payment, PaymentStatus, PendingCharge, StoreError,
+};
 
 /// Most lines in one order.
 pub const ORDER_MAX_LINES: usize = 50;
@@ -489,8 +491,16 @@ pub async fn run(
                 .with_message("A merchant places orders at its own kitchens only."));
         }
     }
-    let Some(running) = state.checkouts_in_flight.enter(caller.id, key) else {
-        return Err(ApiError::new(ErrorCode::RequestInProgress).retry_after(1));
+    let place = match state.checkouts_in_flight.enter(caller.id, key) {
+        Entered::Fresh(place) => place,
+        Entered::Running => {
+            return Err(ApiError::new(ErrorCode::RequestInProgress).retry_after(1));
+        }
+        // Answered here a moment ago; the store has not got the answer yet.
+        Entered::Answered(answered) if answered.hash == hash => {
+            return Ok(CheckoutAnswer::replayed(answered.status, answered.body));
+        }
+        Entered::Answered(_) => return Err(ErrorCode::IdempotencyKeyReused.into()),
     };
     // Validated before the key is claimed, so that a key seen for the first time is claimed
     // with its pending payment in one write. What a repeated key answers is decided below, as
@@ -528,9 +538,8 @@ pub async fn run(
             plan,
             claimed,
         };
-        let answer = run_checkout(&task_state, &task_caller, &task_key, attempt).await;
-        drop(running);
-        answer
+        let answering = Answering { hash, place };
+        run_checkout(&task_state, &task_caller, &task_key, attempt, answering).await
     })
     .await;
     match saga {
@@ -557,6 +566,13 @@ struct Attempt {
     claimed: Option<Payment>,
 }
 
+/// The key's place in this process while its checkout runs, and the request's hash: what a
+/// placed checkout's answer is held with until the store keeps it.
+struct Answering {
+    hash: String,
+    place: InFlightGuard,
+}
+
 /// Runs one attempt of a checkout bound to `order_id` and settles its key: completed with a
 /// final answer, unlocked after a passing failure, released when nothing was done.
 async fn run_checkout(
@@ -564,6 +580,7 @@ async fn run_checkout(
     caller: &AuthUser,
     key: &str,
     attempt: Attempt,
+    answering: Answering,
 ) -> Result<CheckoutAnswer, ApiError> {
     let Attempt {
         order_id,
@@ -590,13 +607,13 @@ async fn run_checkout(
             Err(error) => Some(transient(error)),
         };
         if let Some(outcome) = outcome {
-            return finish(state, caller, key, outcome).await;
+            return finish(state, caller, key, outcome, answering).await;
         }
     }
     let plan = match plan {
         Ok(plan) => plan,
         Err(error) if error.status_code() == StatusCode::SERVICE_UNAVAILABLE => {
-            return finish(state, caller, key, Outcome::Transient(error)).await;
+            return finish(state, caller, key, Outcome::Transient(error), answering).await;
         }
         Err(error) => {
             // Invalid parameters: nothing was done, nothing is kept — unless an earlier
@@ -605,30 +622,38 @@ async fn run_checkout(
             if state.store.release_idempotency_key(caller.id, key).await? {
                 return Err(error);
             }
-            return finish(state, caller, key, Outcome::Final(error)).await;
+            return finish(state, caller, key, Outcome::Final(error), answering).await;
         }
     };
     let outcome = process(state, caller, key, order_id, resumed, plan, claimed).await;
-    finish(state, caller, key, outcome).await
+    finish(state, caller, key, outcome, answering).await
 }
 
-/// Keeps the answer for the key (or unlocks it) and answers the client.
+/// Keeps the answer for the key (or unlocks it) and answers the client. A placed order's
+/// answer is kept off the answer's path, with others ([`super::key_answers`]).
 async fn finish(
     state: &AppState,
     caller: &AuthUser,
     key: &str,
     outcome: Outcome,
+    answering: Answering,
 ) -> Result<CheckoutAnswer, ApiError> {
     match outcome {
         Outcome::Placed(view) => {
             let body = serde_json::to_string(&view).map_err(ApiError::internal)?;
-            if !state
-                .store
-                .complete_idempotency_key(caller.id, key, 201, &body)
-                .await?
-            {
-                tracing::warn!(order_id = %view.id, "checkout placed its order after its key was completed elsewhere");
-            }
+            let Answering { hash, place } = answering;
+            place.answered(Answered {
+                hash,
+                status: StatusCode::CREATED.as_u16(),
+                body: body.clone(),
+            });
+            let answer = KeyAnswer {
+                user: caller.id,
+                key: key.to_owned(),
+                status: StatusCode::CREATED.as_u16(),
+                body: body.clone(),
+            };
+            state.key_answers.keep(answer, view.id, place).await;
             metrics::counter!("checkouts_total", "outcome" => "placed").increment(1);
             tracing::info!(order_id = %view.id, customer_id = %caller.id, total_cents = view.total_cents.0, "order checked out");
             Ok(CheckoutAnswer {

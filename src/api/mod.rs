@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod idempotent;
+pub mod key_answers;
 pub mod limits;
 pub mod locate;
 pub mod maps;

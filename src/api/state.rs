@@ -2,7 +2,7 @@
 //! running in this process that it holds. Kept apart from `mod.rs` and the handlers, and
 //! importing none of them, so that handlers depend on it without any import cycle.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::auth::Auth;
@@ -35,6 +35,8 @@ pub struct AppState {
     pub payments: Arc<dyn PaymentGateway>,
     /// The checkouts running in this process, by key.
     pub checkouts_in_flight: CheckoutsInFlight,
+    /// Keeps placed checkouts' answers for their keys, in groups, off the answer's path.
+    pub key_answers: super::key_answers::KeyAnswers,
     /// Wakes settlement and the reconciler (a checkout ended with money held for no order).
     pub settlement: Arc<tokio::sync::Notify>,
     pub checkout: Arc<CheckoutConfig>,
@@ -54,29 +56,76 @@ pub struct AppState {
 }
 
 /// The checkouts running in this process, by (customer, Idempotency-Key): a second request with
-/// a key already running here is refused at once, and a key the store says this process holds
-/// but that no request here runs (its request failed to record how it ended) is taken over.
+/// a key already running here is refused at once, one whose answer is given but not yet kept
+/// in the store (see [`super::key_answers`]) gets that answer, and a key the store says this
+/// process holds but that no request here runs (its request failed to record how it ended) is
+/// taken over.
 #[derive(Default)]
 pub struct CheckoutsInFlight {
-    running: Arc<Mutex<HashSet<(UserId, String)>>>,
+    running: Arc<Mutex<HashMap<(UserId, String), Place>>>,
+}
+
+/// What this process knows of a key it runs.
+#[derive(Clone)]
+enum Place {
+    Running,
+    /// Answered; the answer is on its way to the store.
+    Answered(Answered),
+}
+
+/// A checkout's final answer held in memory until the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Answered {
+    /// The hash of the request it answered (a retry with another body is refused).
+    pub hash: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// Where a request with a key stands in [`CheckoutsInFlight`].
+pub(super) enum Entered {
+    /// This request runs the key.
+    Fresh(InFlightGuard),
+    /// A request with the key runs here already.
+    Running,
+    /// The key was answered here and its answer is not in the store yet: this is it.
+    Answered(Answered),
 }
 
 /// A checkout's place in [`CheckoutsInFlight`], given back when its saga ends (not when the
-/// client goes away: the saga runs on).
+/// client goes away: the saga runs on), or, for an answer kept later, once the store has it.
 pub(super) struct InFlightGuard {
-    running: Arc<Mutex<HashSet<(UserId, String)>>>,
+    running: Arc<Mutex<HashMap<(UserId, String), Place>>>,
     entry: (UserId, String),
 }
 
 impl CheckoutsInFlight {
-    /// This checkout's place, or none when a request with the same key runs here already.
-    pub(super) fn enter(&self, user: UserId, key: &str) -> Option<InFlightGuard> {
+    /// This checkout's place, unless a request with the same key runs here already or was
+    /// answered here.
+    pub(super) fn enter(&self, user: UserId, key: &str) -> Entered {
         let entry = (user, key.to_owned());
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.insert(entry.clone()).then(|| InFlightGuard {
-            running: self.running.clone(),
-            entry,
-        })
+        match running.get(&entry) {
+            Some(Place::Running) => Entered::Running,
+            Some(Place::Answered(answered)) => Entered::Answered(answered.clone()),
+            None => {
+                running.insert(entry.clone(), Place::Running);
+                Entered::Fresh(InFlightGuard {
+                    running: self.running.clone(),
+                    entry,
+                })
+            }
+        }
+    }
+}
+
+impl InFlightGuard {
+    /// Holds the checkout's final answer until this place is given back.
+    pub(super) fn answered(&self, answered: Answered) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.entry.clone(), Place::Answered(answered));
     }
 }
 
@@ -86,5 +135,33 @@ impl Drop for InFlightGuard {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer() -> Answered {
+        Answered {
+            hash: "h".into(),
+            status: 201,
+            body: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn a_key_runs_once_here_its_answer_is_held_until_given_back_then_it_is_free() {
+        let checkouts = CheckoutsInFlight::default();
+        let user = UserId::new();
+        let Entered::Fresh(place) = checkouts.enter(user, "k") else {
+            panic!("a new key is fresh");
+        };
+        assert!(matches!(checkouts.enter(user, "k"), Entered::Running));
+        assert!(matches!(checkouts.enter(user, "other"), Entered::Fresh(_)));
+        place.answered(answer());
+        assert!(matches!(checkouts.enter(user, "k"), Entered::Answered(a) if a == answer()));
+        drop(place);
+        assert!(matches!(checkouts.enter(user, "k"), Entered::Fresh(_)));
     }
 }

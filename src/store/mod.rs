@@ -22,6 +22,7 @@ mod idempotency;
 mod identities;
 mod inbox;
 mod journal;
+mod key_answers;
 mod leases;
 mod menus;
 mod merchants;
@@ -59,6 +60,7 @@ pub use conversations::{
 pub use idempotency::{AbandonedKey, IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim, KeyHold};
 pub use identities::{OIDC_LOGIN_TTL_SECS, OidcLogin};
 pub use inbox::InboundMessage;
+pub use key_answers::KeyAnswer;
 pub use leases::{Claim, Lease, unix_ms};
 pub use menus::MenuItem;
 pub use merchants::Merchant;

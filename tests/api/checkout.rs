@@ -109,6 +109,39 @@ on_both_backends! {
         assert_eq!(stored.body["status"], "delivered");
     }
 
+    async fn a_retry_right_after_a_201_gets_that_answer_another_body_is_refused_and_the_store_keeps_it(app) {
+        let shop = open_shop(&app, 5_000.0, 5_000.0).await;
+        let customer = app.signed_up("customer").await;
+        let body = order_body(&shop, at(5_500.0, 5_000.0), "pm_card_visa");
+        let key = new_key();
+        let first = checkout(&app, &customer.token, &key, &body).await;
+        assert_eq!(first.status, 201, "{}", first.text);
+        // At once, when the answer may still be on its way to the store: the same answer.
+        let again = checkout(&app, &customer.token, &key, &body).await;
+        assert_eq!(again.status, 201, "{}", again.text);
+        assert_eq!(again.headers.get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+        assert_eq!(again.body, first.body);
+        let other = order_body(&shop, at(5_600.0, 5_000.0), "pm_card_visa");
+        checkout(&app, &customer.token, &key, &other).await.assert_error(422, "idempotency_key_reused");
+        // The store keeps the answer: another replica (a second store handle here) replays it.
+        let store = crate::helpers::migrated_store(&app.db).await;
+        let customer_id = mealkitz::domain::UserId(first.body["customer_id"].as_str().unwrap().parse().unwrap());
+        let hash = mealkitz::api::idempotent::request_hash(&body);
+        let mut kept = None;
+        for _ in 0..100 {
+            match store.claim_idempotency_key(customer_id, &key, &hash, "elsewhere").await.unwrap() {
+                mealkitz::store::KeyClaim::InProgress => tokio::time::sleep(Duration::from_millis(20)).await,
+                claim => {
+                    kept = Some(claim);
+                    break;
+                }
+            }
+        }
+        assert_eq!(kept, Some(mealkitz::store::KeyClaim::Replay { status: 201, body: first.text.clone() }));
+        let mine = app.get_authed("/api/v1/orders", &customer.token).await;
+        assert_eq!(mine.body["orders"].as_array().unwrap().len(), 1, "{}", mine.text);
+    }
+
     async fn a_double_submit_with_one_key_makes_one_order_and_one_authorisation(app) {
         let shop = open_shop(&app, 5_000.0, 5_000.0).await;
         let customer = app.signed_up("customer").await;

@@ -5,7 +5,9 @@
 
 use chrono::{DateTime, Utc};
 use mealkitz::domain::{Cents, OrderId, Role};
-use mealkitz::store::{KeyClaim, KeyHold, Payment, PaymentStatus, PendingCharge, SandboxAnswer};
+use mealkitz::store::{
+    KeyAnswer, KeyClaim, KeyHold, Payment, PaymentStatus, PendingCharge, SandboxAnswer,
+};
 use sqlx::{AssertSqlSafe, Connection};
 
 use crate::helpers::{Db, TestDb, migrated_store, new_user};
@@ -17,6 +19,7 @@ crate::helpers::each_backend! {
     a_checkouts_authorisation_is_recorded_with_its_key_renewed_and_moves_even_when_the_key_is_lost => checkout_authorisation;
     a_key_taken_fresh_is_recorded_with_its_pending_payment_and_a_key_that_exists_with_none => key_with_payment;
     a_rounds_captures_are_recorded_together_and_only_for_payments_still_authorised => captures_together;
+    answers_kept_together_complete_only_the_keys_still_in_progress => answers_together;
 }
 
 /// Runs `sql` on the test database itself (for what no store operation does: ageing a key).
@@ -687,4 +690,78 @@ async fn captures_together(kind: Db) {
             .is_empty()
     );
     assert!(store.capture_delivered_all(&[]).await.unwrap().is_empty());
+}
+
+async fn answers_together(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let user = store
+        .create_user(new_user("answers@example.com", Role::Customer))
+        .await
+        .unwrap()
+        .id;
+    for key in ["a", "b", "done"] {
+        assert!(matches!(
+            store
+                .claim_idempotency_key(user, key, "hash", "node-a")
+                .await
+                .unwrap(),
+            KeyClaim::Proceed { .. }
+        ));
+    }
+    // Completed elsewhere first: the batch leaves its answer alone.
+    assert!(
+        store
+            .complete_idempotency_key(user, "done", 409, "{\"first\":true}")
+            .await
+            .unwrap()
+    );
+    let answer = |key: &str, body: &str| KeyAnswer {
+        user,
+        key: key.into(),
+        status: 201,
+        body: body.into(),
+    };
+    let batch = [
+        answer("a", "{\"order\":\"a\"}"),
+        answer("done", "{\"order\":\"late\"}"),
+        answer("b", "{\"order\":\"b\"}"),
+        answer("never-claimed", "{}"),
+    ];
+    assert_eq!(
+        store.complete_idempotency_keys(&batch).await.unwrap(),
+        vec![true, false, true, false]
+    );
+    for (key, status, body) in [
+        ("a", 201, "{\"order\":\"a\"}"),
+        ("b", 201, "{\"order\":\"b\"}"),
+        ("done", 409, "{\"first\":true}"),
+    ] {
+        assert_eq!(
+            store
+                .claim_idempotency_key(user, key, "hash", "node-b")
+                .await
+                .unwrap(),
+            KeyClaim::Replay {
+                status,
+                body: body.into()
+            },
+            "key {key}"
+        );
+    }
+    // Nothing was made for the key no checkout claimed, and an empty batch writes nothing.
+    assert!(matches!(
+        store
+            .claim_idempotency_key(user, "never-claimed", "hash", "node-b")
+            .await
+            .unwrap(),
+        KeyClaim::Proceed { resumed: false, .. }
+    ));
+    assert!(
+        store
+            .complete_idempotency_keys(&[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
