@@ -15,7 +15,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::state::InFlightGuard;
 use crate::domain::OrderId;
 use crate::store::{KeyAnswer, Store};
 use crate::tasks::Tasks;
@@ -28,11 +27,12 @@ const KEY_ANSWERS_BATCH_MAX: usize = 256;
 const KEY_ANSWERS_RETRY_FIRST_MS: u64 = 100;
 const KEY_ANSWERS_RETRY_MAX_MS: u64 = 5_000;
 
-/// One answer on its way, with the key's place in this process (given back once it is kept).
+/// One answer on its way, with the key's place in this process (given back, by dropping it,
+/// once the answer is kept).
 struct Pending {
     answer: KeyAnswer,
     order_id: OrderId,
-    _place: InFlightGuard,
+    _place: Box<dyn Send>,
 }
 
 /// Hands answers to the writer.
@@ -51,13 +51,19 @@ impl KeyAnswers {
         KeyAnswers { store, tx }
     }
 
-    /// Keeps `answer` for its key; `place` (holding the answer in memory) is given back once the
-    /// store has it. Once the writer has stopped (the server is stopping), writes it here.
-    pub(super) async fn keep(&self, answer: KeyAnswer, order_id: OrderId, place: InFlightGuard) {
+    /// Keeps `answer` for its key; `place` (the key's place in `CheckoutsInFlight`, holding the
+    /// answer in memory) is dropped once the store has it. Once the writer has stopped (the
+    /// server is stopping), writes it here.
+    pub(super) async fn keep(
+        &self,
+        answer: KeyAnswer,
+        order_id: OrderId,
+        place: impl Send + 'static,
+    ) {
         let pending = Pending {
             answer,
             order_id,
-            _place: place,
+            _place: Box::new(place),
         };
         if let Err(mpsc::error::SendError(pending)) = self.tx.send(pending).await
             && let Err(error) = write(&self.store, std::slice::from_ref(&pending)).await
