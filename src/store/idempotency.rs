@@ -94,6 +94,12 @@ pub struct KeyHold<'a> {
     pub holder: &'a str,
 }
 
+/// Completes a key still in progress with its answer ($1 status, $2 body, $3 user, $4 key).
+/// Shared with the answers kept together (`key_answers.rs`).
+pub(super) const COMPLETE_KEY: &str = "UPDATE idempotency_keys SET state = 'completed', \
+    response_status = $1, response_body = $2, holder = NULL \
+    WHERE user_id = $3 AND key = $4 AND state = 'in_progress'";
+
 impl Store {
     /// Claims `key` for `user`'s request with `request_hash`, on behalf of process `holder`,
     /// which must run no other request with this key (it is taken over if the store says
@@ -311,18 +317,14 @@ impl Store {
         body: &str,
     ) -> Result<bool, StoreError> {
         let completed = on_writer!(self, |pool| {
-            sqlx::query(
-                "UPDATE idempotency_keys SET state = 'completed', response_status = $1, \
-                 response_body = $2, holder = NULL \
-                 WHERE user_id = $3 AND key = $4 AND state = 'in_progress'",
-            )
-            .bind(i32::from(status))
-            .bind(body)
-            .bind(user.as_uuid())
-            .bind(key)
-            .execute(pool)
-            .await?
-            .rows_affected()
+            sqlx::query(COMPLETE_KEY)
+                .bind(i32::from(status))
+                .bind(body)
+                .bind(user.as_uuid())
+                .bind(key)
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         Ok(completed == 1)
     }

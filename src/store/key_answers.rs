@@ -2,6 +2,8 @@
 //! previous write was in flight are recorded for their Idempotency-Keys in one PostgreSQL
 //! statement (one SQLite transaction), instead of one write a checkout.
 
+use std::collections::HashSet;
+
 use super::{Pool, Store, StoreError, on_writer};
 use crate::domain::UserId;
 
@@ -22,10 +24,6 @@ const COMPLETE_ALL_POSTGRES: &str = "UPDATE idempotency_keys k SET state = 'comp
     FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::text[]) AS a(user_id, key, status, body) \
     WHERE k.user_id = a.user_id AND k.key = a.key AND k.state = 'in_progress' \
     RETURNING k.user_id, k.key";
-
-const COMPLETE_ONE_SQLITE: &str = "UPDATE idempotency_keys SET state = 'completed', \
-    response_status = $1, response_body = $2, holder = NULL \
-    WHERE user_id = $3 AND key = $4 AND state = 'in_progress'";
 
 impl Store {
     /// [`Store::complete_idempotency_key`] for every answer of `answers` at once: all recorded
@@ -62,20 +60,17 @@ impl Store {
                 .persistent(false)
                 .fetch_all(pool)
                 .await?;
+            let completed: HashSet<(uuid::Uuid, String)> = completed.into_iter().collect();
             return Ok(answers
                 .iter()
-                .map(|a| {
-                    completed
-                        .iter()
-                        .any(|(user, key)| *user == a.user.as_uuid() && *key == a.key)
-                })
+                .map(|a| completed.contains(&(a.user.as_uuid(), a.key.clone())))
                 .collect());
         }
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let mut completed = Vec::with_capacity(answers.len());
             for answer in answers {
-                let rows = sqlx::query(COMPLETE_ONE_SQLITE)
+                let rows = sqlx::query(super::idempotency::COMPLETE_KEY)
                     .bind(i32::from(answer.status))
                     .bind(&answer.body)
                     .bind(answer.user.as_uuid())
