@@ -6,14 +6,14 @@
 use mealkitz::actors::commands::*;
 use std::time::{Duration, Instant};
 
-use mealkitz::actors::{Canceller, Entity};
+use mealkitz::actors::{Canceller, DriverFeed, Entity};
 use mealkitz::config::{Config, DatabaseUrl, Secret};
 use mealkitz::domain::{Change, MerchantId, OrderId, OrderStatus, UserId};
 use mealkitz::store::Claim;
 use serde_json::{Value, json};
 
-use crate::helpers::at;
 use crate::helpers::{Db, TestApp, TestDb, config_for, migrated_store, spawn_app_with};
+use crate::helpers::{at, next_offer};
 use crate::relay::Relay;
 use crate::ws::{Ws, cast, driver_online, ws_connect};
 
@@ -463,6 +463,107 @@ async fn an_order_whose_journal_moved_on_behind_its_actor_is_reloaded_not_stuck(
             "cancelled_by_admin"
         ]
     );
+}
+
+#[actix_web::test]
+async fn an_order_rebuilt_behind_its_journal_tells_its_driver_and_board_what_they_missed() {
+    let (app, _relay) = engine_behind_relay(|_| {}).await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let pickup = at(5_000.0, 5_000.0);
+    let mut driver = app.driver_at(pickup).await;
+    let order = app.place_at(customer, merchant, pickup).await;
+    app.engine
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
+        .await
+        .unwrap();
+    let offer = next_offer(&mut driver, Duration::from_secs(BACK_WITHIN_SECS))
+        .await
+        .expect("the driver beside the shop is offered the order");
+    app.engine
+        .execute(AnswerOffer {
+            driver: driver.id,
+            offer_id: offer.offer_id,
+            accept: true,
+        })
+        .await
+        .unwrap();
+    let (_, mut board) = app
+        .engine
+        .subscribe(SubscribeBoard::new(merchant))
+        .await
+        .unwrap();
+
+    // The merchant's "ready" committed, but its answer was lost with the link: the journal is
+    // one transition ahead of the actor, and nobody was told.
+    let store = migrated_store(&app.db).await;
+    let mut ahead = store.load_order(order.id).await.unwrap().unwrap();
+    let entry = ahead
+        .decide(Change::MarkedReady, mealkitz::store::now())
+        .unwrap();
+    ahead.apply(&entry).unwrap();
+    store.append(&ahead, &[entry]).await.unwrap();
+
+    // The merchant presses again: the actor meets the journal and is rebuilt; the retry is
+    // told the order is ready already.
+    let deadline = Instant::now() + Duration::from_secs(BACK_WITHIN_SECS);
+    loop {
+        let pressed = app
+            .engine
+            .execute(MerchantReady {
+                merchant_id: merchant,
+                order_id: order.id,
+            })
+            .await;
+        match pressed {
+            Err(error) if error.code() == "invalid_transition" => break,
+            Err(error) if error.code() == "dispatch_unavailable" => {
+                assert!(Instant::now() < deadline, "still restarting: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("a second \"ready\" of a ready order: {other:?}"),
+        }
+    }
+
+    // The driver's app learns the order is ready (so the driver picks it up), and the board
+    // shows it — without either reconnecting.
+    let within = Duration::from_secs(5);
+    let told_driver = tokio::time::timeout(within, async {
+        loop {
+            match driver.feed.recv().await {
+                Some(DriverFeed::OrderUpdate(view)) if view.status == OrderStatus::Ready => {
+                    break view;
+                }
+                Some(_) => continue,
+                None => panic!("the driver's feed ended"),
+            }
+        }
+    })
+    .await
+    .expect("the driver is told the order is ready");
+    assert_eq!(told_driver.id, order.id);
+    let shown = tokio::time::timeout(within, async {
+        loop {
+            match board.recv().await {
+                Some(view) if view.id == order.id && view.status == OrderStatus::Ready => break,
+                Some(_) => continue,
+                None => panic!("the board's feed ended"),
+            }
+        }
+    })
+    .await;
+    assert!(shown.is_ok(), "the board shows the order ready");
+    app.engine
+        .execute(PickedUp {
+            driver: driver.id,
+            order_id: order.id,
+        })
+        .await
+        .expect("the driver picks the ready order up");
 }
 
 #[actix_web::test]

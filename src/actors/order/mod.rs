@@ -208,19 +208,7 @@ impl OrderActor {
         let view = self.order.view();
         self.feed
             .publish(&OrderFeed::Update(Box::new(view.clone())));
-        let merchant_id = self.order.merchant_id;
-        self.registry
-            .merchants
-            .get_or_start(merchant_id, || self.registry.start_merchant(merchant_id))
-            .do_send(BoardUpdate {
-                version: self.order.version,
-                view: view.clone(),
-            });
-        if let Some(driver_id) = self.order.driver_id
-            && let Some(driver) = self.registry.drivers.get(&driver_id)
-        {
-            driver.do_send(OrderChanged { view: view.clone() });
-        }
+        self.announce(&view);
         if let Some(offer) = previous_offer
             && self.order.offer.is_none()
             && !self.order.state.status.is_dispatchable()
@@ -245,6 +233,24 @@ impl OrderActor {
                 closed.notify_one();
             }
             ctx.stop();
+        }
+    }
+
+    /// Tells the merchant's board (which keeps the newest version it saw) and the assigned
+    /// driver the order as it is now.
+    fn announce(&self, view: &OrderView) {
+        let merchant_id = self.order.merchant_id;
+        self.registry
+            .merchants
+            .get_or_start(merchant_id, || self.registry.start_merchant(merchant_id))
+            .do_send(BoardUpdate {
+                version: self.order.version,
+                view: view.clone(),
+            });
+        if let Some(driver_id) = self.order.driver_id
+            && let Some(driver) = self.registry.drivers.get(&driver_id)
+        {
+            driver.do_send(OrderChanged { view: view.clone() });
         }
     }
 

@@ -240,6 +240,9 @@ impl OrderActor {
                 .get_or_start(driver_id, || self.registry.start_driver(driver_id))
                 .do_send(RestoreWork::Assigned(self.order.id));
         }
+        // Rebuilt from the journal, it may be ahead of what the board and the driver were told
+        // (a write whose answer was lost committed after all): they hear it now.
+        self.announce(&self.order.view());
         if self.searching() {
             ctx.enqueue(SearchTick);
         }
