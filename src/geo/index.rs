@@ -133,7 +133,7 @@ pub struct DriverIndex<K: Copy + Eq + Hash> {
     tree: RTree<TreeEntry<K>, IndexParams>,
     /// Each key's tree entry (projected point and exact location), so a move or removal can
     /// find the old entry through its envelope in O(log n) instead of scanning the tree.
-    positions: HashMap<K, ([f64; 2], LatLon)>,
+    positions: HashMap<K, ([f64; 2], LatLon), foldhash::fast::RandomState>,
     projection: LocalProjection,
 }
 
@@ -310,7 +310,8 @@ impl<K: Copy + Eq + Hash> DriverIndex<K> {
         entries: impl IntoIterator<Item = (K, LatLon)>,
     ) -> Self {
         let entries = entries.into_iter();
-        let mut positions = HashMap::with_capacity(entries.size_hint().0);
+        let mut positions =
+            HashMap::with_capacity_and_hasher(entries.size_hint().0, Default::default());
         for (key, p) in entries {
             if p.is_valid() {
                 positions.insert(key, (projection.to_xy(p), p));
