@@ -208,7 +208,7 @@ impl OrderActor {
         let view = self.order.view();
         self.feed
             .publish(&OrderFeed::Update(Box::new(view.clone())));
-        self.announce(&view);
+        self.announce(&view, true);
         if let Some(offer) = previous_offer
             && self.order.offer.is_none()
             && !self.order.state.status.is_dispatchable()
@@ -237,16 +237,24 @@ impl OrderActor {
     }
 
     /// Tells the merchant's board (which keeps the newest version it saw) and the assigned
-    /// driver the order as it is now.
-    fn announce(&self, view: &OrderView) {
+    /// driver the order as it is now. With `start_board` false a board that is not running is
+    /// left alone: one started later reads its orders from the store.
+    fn announce(&self, view: &OrderView, start_board: bool) {
         let merchant_id = self.order.merchant_id;
-        self.registry
-            .merchants
-            .get_or_start(merchant_id, || self.registry.start_merchant(merchant_id))
-            .do_send(BoardUpdate {
+        let board = match start_board {
+            true => Some(
+                self.registry
+                    .merchants
+                    .get_or_start(merchant_id, || self.registry.start_merchant(merchant_id)),
+            ),
+            false => self.registry.merchants.get(&merchant_id),
+        };
+        if let Some(board) = board {
+            board.do_send(BoardUpdate {
                 version: self.order.version,
                 view: view.clone(),
             });
+        }
         if let Some(driver_id) = self.order.driver_id
             && let Some(driver) = self.registry.drivers.get(&driver_id)
         {

@@ -240,9 +240,10 @@ impl OrderActor {
                 .get_or_start(driver_id, || self.registry.start_driver(driver_id))
                 .do_send(RestoreWork::Assigned(self.order.id));
         }
-        // Rebuilt from the journal, it may be ahead of what the board and the driver were told
-        // (a write whose answer was lost committed after all): they hear it now.
-        self.announce(&self.order.view());
+        // Rebuilt from the journal, it may be ahead of what a running board and the driver were
+        // told (a write whose answer was lost committed after all): they hear it now. At a
+        // replica's start no board runs yet, and none is started for this.
+        self.announce(&self.order.view(), false);
         if self.searching() {
             ctx.enqueue(SearchTick);
         }
