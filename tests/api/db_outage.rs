@@ -403,6 +403,16 @@ async fn an_engine_whose_region_was_claimed_during_the_cut_steps_down_and_stays_
     drop(relay);
 }
 
+/// Journals `change` of an order straight to the store, past its actor: what a write whose
+/// answer was lost with the link, but which committed, leaves behind.
+async fn journal_behind_the_actor(app: &TestApp, order_id: OrderId, change: Change) {
+    let store = migrated_store(&app.db).await;
+    let mut ahead = store.load_order(order_id).await.unwrap().unwrap();
+    let entry = ahead.decide(change, mealkitz::store::now()).unwrap();
+    ahead.apply(&entry).unwrap();
+    store.append(&ahead, &[entry]).await.unwrap();
+}
+
 #[actix_web::test]
 async fn an_order_whose_journal_moved_on_behind_its_actor_is_reloaded_not_stuck() {
     let (app, _relay) = engine_behind_relay(|_| {}).await;
@@ -420,13 +430,7 @@ async fn an_order_whose_journal_moved_on_behind_its_actor_is_reloaded_not_stuck(
 
     // A write whose answer was lost when the link dropped, but which committed: the journal is
     // one transition ahead of the order's actor.
-    let store = migrated_store(&app.db).await;
-    let mut ahead = store.load_order(order.id).await.unwrap().unwrap();
-    let entry = ahead
-        .decide(Change::MarkedReady, mealkitz::store::now())
-        .unwrap();
-    ahead.apply(&entry).unwrap();
-    store.append(&ahead, &[entry]).await.unwrap();
+    journal_behind_the_actor(&app, order.id, Change::MarkedReady).await;
 
     // The next command meets the journal, not a wall: the actor is rebuilt from the journal
     // and a retry goes through.
@@ -500,13 +504,7 @@ async fn an_order_rebuilt_behind_its_journal_tells_its_driver_and_board_what_the
 
     // The merchant's "ready" committed, but its answer was lost with the link: the journal is
     // one transition ahead of the actor, and nobody was told.
-    let store = migrated_store(&app.db).await;
-    let mut ahead = store.load_order(order.id).await.unwrap().unwrap();
-    let entry = ahead
-        .decide(Change::MarkedReady, mealkitz::store::now())
-        .unwrap();
-    ahead.apply(&entry).unwrap();
-    store.append(&ahead, &[entry]).await.unwrap();
+    journal_behind_the_actor(&app, order.id, Change::MarkedReady).await;
 
     // The merchant presses again: the actor meets the journal and is rebuilt; the retry is
     // told the order is ready already.
