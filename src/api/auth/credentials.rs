@@ -14,6 +14,7 @@ use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, decode, encode}
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use uuid::Uuid;
 
 use crate::api::error::{ApiError, ErrorCode};
 use crate::config::{AuthConfig, Secret};
@@ -103,6 +104,10 @@ pub struct Claims {
     pub exp: i64,
     /// Issued at, unix seconds.
     pub iat: i64,
+    /// This token's own id (random), so that two sign-ins within one second get two tokens.
+    /// Absent from tokens issued before it existed.
+    #[serde(default)]
+    pub jti: Uuid,
 }
 
 /// A freshly issued token.
@@ -200,6 +205,7 @@ impl Tokens {
             role,
             exp,
             iat: now,
+            jti: Uuid::new_v4(),
         };
         let token = encode(
             &Header::new(jsonwebtoken::Algorithm::HS256),
@@ -268,6 +274,48 @@ mod tests {
         assert_eq!(claims.sub, user);
         assert_eq!(claims.role, Role::Driver);
         assert_eq!(claims.exp, issued.expires_at.timestamp());
+    }
+
+    #[test]
+    fn two_tokens_for_one_user_within_a_second_differ() {
+        let tokens = tokens(SECRET);
+        let user = UserId::new();
+        let first = tokens.issue(user, Role::Customer).unwrap();
+        let second = tokens.issue(user, Role::Customer).unwrap();
+        assert_ne!(first.token, second.token);
+        let (a, b) = (
+            tokens.verify(&first.token).unwrap(),
+            tokens.verify(&second.token).unwrap(),
+        );
+        assert_eq!((a.sub, a.iat), (b.sub, b.iat));
+        assert_ne!(a.jti, b.jti);
+    }
+
+    #[test]
+    fn a_token_issued_before_tokens_had_an_id_still_verifies() {
+        #[derive(Serialize)]
+        struct Before {
+            sub: UserId,
+            role: Role,
+            exp: i64,
+            iat: i64,
+        }
+        let user = UserId::new();
+        let now = Utc::now().timestamp();
+        let token = encode(
+            &Header::new(jsonwebtoken::Algorithm::HS256),
+            &Before {
+                sub: user,
+                role: Role::Merchant,
+                exp: now + 60,
+                iat: now,
+            },
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        let claims = tokens(SECRET).verify(&token).unwrap();
+        assert_eq!((claims.sub, claims.role), (user, Role::Merchant));
+        assert!(claims.jti.is_nil());
     }
 
     #[test]
