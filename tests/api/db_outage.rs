@@ -13,7 +13,7 @@ use mealkitz::store::Claim;
 use serde_json::{Value, json};
 
 use crate::helpers::{Db, TestApp, TestDb, config_for, migrated_store, spawn_app_with};
-use crate::helpers::{at, next_offer};
+use crate::helpers::{at, offered};
 use crate::relay::Relay;
 use crate::ws::{Ws, cast, driver_online, ws_connect};
 
@@ -472,22 +472,7 @@ async fn an_order_whose_journal_moved_on_behind_its_actor_is_reloaded_not_stuck(
 #[actix_web::test]
 async fn an_order_rebuilt_behind_its_journal_tells_its_driver_and_board_what_they_missed() {
     let (app, _relay) = engine_behind_relay(|_| {}).await;
-    let customer = app.user_id("customer").await;
-    let merchant = MerchantId::new();
-    let pickup = at(5_000.0, 5_000.0);
-    let mut driver = app.driver_at(pickup).await;
-    let order = app.place_at(customer, merchant, pickup).await;
-    app.engine
-        .execute(MerchantAccept {
-            merchant_id: merchant,
-            order_id: order.id,
-            prep_minutes: 10,
-        })
-        .await
-        .unwrap();
-    let offer = next_offer(&mut driver, Duration::from_secs(BACK_WITHIN_SECS))
-        .await
-        .expect("the driver beside the shop is offered the order");
+    let (mut driver, merchant, order, offer) = offered(&app, at(5_000.0, 5_000.0)).await;
     app.engine
         .execute(AnswerOffer {
             driver: driver.id,

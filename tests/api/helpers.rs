@@ -641,6 +641,34 @@ impl TestApp {
     }
 }
 
+/// An order placed at `pickup`, accepted by its merchant, and the offer its nearby driver got.
+pub async fn offered(
+    app: &TestApp,
+    pickup: Position,
+) -> (Driver, MerchantId, OrderView, OfferView) {
+    let mut driver = app
+        .driver_at(Position {
+            lat: pickup.lat + 0.002,
+            lon: pickup.lon,
+        })
+        .await;
+    let customer = app.user_id("customer").await;
+    let merchant = MerchantId::new();
+    let order = app.place_at(customer, merchant, pickup).await;
+    app.engine
+        .execute(MerchantAccept {
+            merchant_id: merchant,
+            order_id: order.id,
+            prep_minutes: 10,
+        })
+        .await
+        .unwrap();
+    let offer = next_offer(&mut driver, Duration::from_secs(PROMPTLY_SECS))
+        .await
+        .expect("an offer");
+    (driver, merchant, order, offer)
+}
+
 /// The next offer on a driver's feed, skipping other messages.
 pub async fn next_offer(driver: &mut Driver, within: Duration) -> Option<OfferView> {
     let deadline = tokio::time::Instant::now() + within;

@@ -4,14 +4,13 @@
 use mealkitz::actors::commands::*;
 use std::time::{Duration, Instant};
 
-use mealkitz::actors::OfferView;
-use mealkitz::domain::{MerchantId, OrderId, OrderView, Position};
+use mealkitz::domain::OrderId;
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::{
     Db, TestApp, TestDb, redis_url, spawn_app_with, start, test_config, with_redis,
 };
-use crate::helpers::{Driver, PROMPTLY_SECS, at, next_offer};
+use crate::helpers::{PROMPTLY_SECS, at, offered};
 
 /// `(seq, event)` of every stream entry for `order`, in stream order.
 async fn streamed_events(stream: &str, order: OrderId) -> Vec<(i64, String)> {
@@ -49,31 +48,6 @@ async fn journaled_events(app: &TestApp, order: OrderId) -> Vec<(i64, String)> {
         .fetch_all(&mut connection)
         .await
         .unwrap()
-}
-
-/// An order placed at `pickup`, accepted by its merchant, and the offer its nearby driver got.
-async fn offered(app: &TestApp, pickup: Position) -> (Driver, MerchantId, OrderView, OfferView) {
-    let mut driver = app
-        .driver_at(Position {
-            lat: pickup.lat + 0.002,
-            lon: pickup.lon,
-        })
-        .await;
-    let customer = app.user_id("customer").await;
-    let merchant = MerchantId::new();
-    let order = app.place_at(customer, merchant, pickup).await;
-    app.engine
-        .execute(MerchantAccept {
-            merchant_id: merchant,
-            order_id: order.id,
-            prep_minutes: 10,
-        })
-        .await
-        .unwrap();
-    let offer = next_offer(&mut driver, Duration::from_secs(PROMPTLY_SECS))
-        .await
-        .expect("an offer");
-    (driver, merchant, order, offer)
 }
 
 fn prefix_of(config: &mealkitz::config::Config) -> String {
