@@ -42,14 +42,20 @@ pub struct TestDb {
     pub url: String,
     name: String,
     dir: Option<PathBuf>,
+    /// The PostgreSQL server's admin URL, where the database is dropped.
+    admin: String,
 }
 
 impl TestDb {
     pub async fn create(kind: Db) -> TestDb {
+        Self::create_on(kind, postgres_admin_url()).await
+    }
+
+    /// A fresh database on the PostgreSQL server at `admin` (a server of the test's own).
+    pub async fn create_on(kind: Db, admin: String) -> TestDb {
         let name = format!("mealkitz_test_{}", uuid::Uuid::new_v4().simple());
         match kind {
             Db::Postgres => {
-                let admin = postgres_admin_url();
                 let mut connection = PgConnection::connect(&admin)
                     .await
                     .expect("PostgreSQL must be reachable at TEST_DATABASE_URL");
@@ -63,6 +69,7 @@ impl TestDb {
                     url: format!("{base}/{name}"),
                     name,
                     dir: None,
+                    admin,
                 }
             }
             Db::Sqlite => {
@@ -73,6 +80,7 @@ impl TestDb {
                     url: format!("sqlite://{}", dir.join("mealkitz.db").display()),
                     name,
                     dir: Some(dir),
+                    admin,
                 }
             }
         }
@@ -101,6 +109,7 @@ impl Drop for TestDb {
             return;
         }
         let name = self.name.clone();
+        let admin = self.admin.clone();
         // Drop runs outside any async context we could block on; use a private runtime.
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -108,7 +117,7 @@ impl Drop for TestDb {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let mut connection = PgConnection::connect(&postgres_admin_url()).await?;
+                let mut connection = PgConnection::connect(&admin).await?;
                 sqlx::query(AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
                 )))

@@ -11,6 +11,7 @@ mod chaos;
 mod checkout;
 mod checkout_saga;
 mod cluster;
+mod db_crash;
 mod db_outage;
 mod dispatch;
 mod errors;
