@@ -245,24 +245,6 @@ macro_rules! on_writer {
 }
 pub(crate) use on_writer;
 
-/// PostgreSQL: the first common table expression of a statement whose commit need not wait for
-/// its WAL to reach the disk — `synchronous_commit` off for that statement's own transaction
-/// (`set_config` with `is_local`; the session's setting is untouched). The statement must read
-/// `relaxed_commit` in its outer `FROM` (it is one row), or PostgreSQL never evaluates it.
-///
-/// Only for a write whose every consequence beyond the database waits for a later synchronous
-/// commit of ours: the WAL is one sequence, so flushing that commit flushes this one too, and a
-/// database crash before it loses both — as if the process had died just before this write,
-/// which each caller already survives. The write is visible to other sessions at once, like any
-/// commit, and a crash of the process loses nothing (the server has it). Each such commit is one
-/// WAL flush fewer on the database's core (docs/architecture.md, "Durability").
-macro_rules! relaxed_commit {
-    () => {
-        "relaxed_commit AS (SELECT set_config('synchronous_commit', 'off', true))"
-    };
-}
-pub(crate) use relaxed_commit;
-
 /// A PostgreSQL pool of at most `max` connections. A connection in use is handed out untested (a
 /// test query cost a round trip on every operation, and a broken connection fails the operation
 /// anyway: callers see `store_unavailable` and retry); one idle for [`IDLE_TEST_AFTER`] or more

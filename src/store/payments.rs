@@ -7,7 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{KeyHold, Pool, Store, StoreError, on_pool, on_writer, relaxed_commit};
+use super::{KeyHold, Pool, Store, StoreError, on_pool, on_writer};
 use crate::domain::{Cents, OrderId, OrderStatus, UserId};
 
 /// Where a payment is.
@@ -210,9 +210,6 @@ struct Move<'a> {
     settled: bool,
     /// On PostgreSQL, a checkout's key claim renewed in the same statement.
     renew: Option<KeyHold<'a>>,
-    /// On PostgreSQL, committed without waiting for the disk ([`super::relaxed_commit!`]): for
-    /// a move whose every consequence waits for a later synchronous commit of ours.
-    relaxed: bool,
 }
 
 impl<'a> Move<'a> {
@@ -226,7 +223,6 @@ impl<'a> Move<'a> {
             source,
             settled: false,
             renew: None,
-            relaxed: false,
         }
     }
 }
@@ -348,7 +344,6 @@ impl Store {
             source,
             settled,
             renew,
-            relaxed,
         } = change;
         let now = super::now();
         // The UPDATE that moves the payment (`WHERE` its id and one of `from`), onto a builder.
@@ -388,11 +383,7 @@ impl Store {
             // payment that committed after it (only possible when `from` takes in the other
             // move's status) makes the insert collide, the whole statement fails, and the
             // transaction below does it again with a fresh look.
-            let mut statement = sqlx::QueryBuilder::new("WITH ");
-            if relaxed {
-                statement.push(concat!(relaxed_commit!(), ", "));
-            }
-            statement.push("moved AS (");
+            let mut statement = sqlx::QueryBuilder::new("WITH moved AS (");
             push_update!(statement);
             statement
                 .push(" RETURNING id), event AS (INSERT INTO payment_events (payment_id, seq, status, idempotency_key, source, at) SELECT id, COALESCE((SELECT MAX(seq) FROM payment_events WHERE payment_id = ")
@@ -420,9 +411,6 @@ impl Store {
                     .push(" SELECT (SELECT COUNT(*) FROM event), (SELECT COUNT(*) FROM renewed)");
             } else {
                 statement.push(" SELECT (SELECT COUNT(*) FROM event), 0::bigint");
-            }
-            if relaxed {
-                statement.push(" FROM relaxed_commit");
             }
             match statement
                 .build_query_as::<(i64, i64)>()
@@ -641,9 +629,6 @@ impl Store {
                     answer: Some((gateway_ref, decline_code)),
                     idempotency_key: Some(gateway_key),
                     renew: Some(hold),
-                    // What it records is acted on only after a synchronous commit: the order's
-                    // placement in the journal, or the key's final answer (a decline).
-                    relaxed: true,
                     ..Move::new(&[PaymentStatus::Pending], to, "checkout")
                 },
             )

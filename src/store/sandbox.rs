@@ -1,47 +1,31 @@
 //! The sandbox payment gateway's books: the holds it made and the answer it gave to every
 //! idempotency key. They live in the store so that capture, void and refund work after a restart
 //! and on every replica, as they would at a real provider.
-//!
-//! On PostgreSQL its writes commit without waiting for the disk ([`super::relaxed_commit!`]):
-//! the sandbox stands in for a provider whose books are not in our database, and we act on an
-//! answer of it only after recording that answer ourselves, in a write that is synchronous or
-//! is followed by one (the checkout's authorisation, then the order's placement or the key's
-//! final answer; settlement's captures, voids and refunds). That commit flushes the sandbox's
-//! write before it, so a database crash can lose a sandbox call only together with everything
-//! we did with it.
 
-use super::{Pool, Store, StoreError, on_writer, relaxed_commit};
+use super::{Pool, Store, StoreError, on_writer};
 use crate::domain::Cents;
 
 /// PostgreSQL: records the answer to an authorisation (`$1` key, `$2` outcome, `$3` reference,
 /// `$4` now) unless the key was answered already, and the hold of `$5` cents when there is a
 /// reference, in one statement; yields how many answers it recorded (0: the key's first stands).
-const AUTHORISE_POSTGRES: &str = concat!(
-    "WITH ",
-    relaxed_commit!(),
-    ", call AS ( \
+const AUTHORISE_POSTGRES: &str = "WITH call AS ( \
     INSERT INTO sandbox_calls (idempotency_key, operation, outcome, reference, created_at) \
     VALUES ($1, 'authorise', $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING \
     RETURNING reference), \
     hold AS (INSERT INTO sandbox_holds (reference, amount_cents, status, created_at, updated_at) \
     SELECT reference, $5, 'authorised', $4, $4 FROM call WHERE reference IS NOT NULL RETURNING 1) \
-    SELECT (SELECT COUNT(*) FROM call) FROM relaxed_commit"
-);
+    SELECT COUNT(*) FROM call";
 
 /// PostgreSQL: moves hold `$3` from `$6` to `$5` and records `ok` for key `$1` (operation `$2`,
 /// at `$4`) in one statement, only when the key was never used and the hold is in `$6`; yields
 /// the holds moved (0: nothing written). A racing first use of the key makes the record's insert
 /// fail, and with it the move: the statement is all or nothing.
-const TRANSITION_POSTGRES: &str = concat!(
-    "WITH ",
-    relaxed_commit!(),
-    ", moved AS ( \
+const TRANSITION_POSTGRES: &str = "WITH moved AS ( \
     UPDATE sandbox_holds SET status = $5, updated_at = $4 WHERE reference = $3 AND status = $6 \
     AND NOT EXISTS (SELECT 1 FROM sandbox_calls WHERE idempotency_key = $1) RETURNING reference), \
     call AS (INSERT INTO sandbox_calls (idempotency_key, operation, outcome, reference, created_at) \
     SELECT $1, $2, 'ok', reference, $4 FROM moved RETURNING 1) \
-    SELECT (SELECT COUNT(*) FROM call) FROM relaxed_commit"
-);
+    SELECT COUNT(*) FROM call";
 
 /// What the sandbox answered (or answers again) for one idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
