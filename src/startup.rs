@@ -201,6 +201,7 @@ impl Application {
             payments,
             settlement: order_closed,
             checkouts_in_flight: Default::default(),
+            menu_cache: Default::default(),
             key_answers: crate::api::key_answers::KeyAnswers::spawn(&tasks, store.clone()),
             checkout: Arc::new(config.checkout.clone()),
             limits: Arc::new(Limits::new(

@@ -118,8 +118,8 @@ async fn validate(state: &AppState, request: CheckoutRequest) -> Result<Plan, Ap
         return Err(ApiError::invalid_field("payment_method", "is required"));
     }
     let (merchant, menu) = state
-        .store
-        .merchant_with_menu(request.merchant_id)
+        .menu_cache
+        .merchant_with_menu(&state.store, request.merchant_id)
         .await?
         .ok_or_else(|| ApiError::invalid_field("merchant_id", "no such merchant"))?;
     let pickup_point = crate::geo::LatLon::new(merchant.location.lat, merchant.location.lon)

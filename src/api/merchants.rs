@@ -281,6 +281,7 @@ async fn set_open(
 ) -> Result<HttpResponse, ApiError> {
     let mut merchant = owned_merchant(&state, &caller, id).await?;
     state.store.set_merchant_open(id, open).await?;
+    state.menu_cache.forget(id);
     merchant.is_open = open;
     Ok(HttpResponse::Ok().json(MerchantView::from(merchant)))
 }
@@ -350,6 +351,7 @@ pub async fn set_menu(
         items.push((name, Cents(item.price_cents)));
     }
     let menu = state.store.replace_menu(merchant.id, &items).await?;
+    state.menu_cache.forget(merchant.id);
     Ok(HttpResponse::Ok().json(MenuView {
         merchant_id: merchant.id,
         items: menu.into_iter().map(MenuItemView::from).collect(),

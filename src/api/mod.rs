@@ -12,6 +12,7 @@ pub mod key_answers;
 pub mod limits;
 pub mod locate;
 pub mod maps;
+pub mod menu_cache;
 pub mod merchants;
 pub mod middleware;
 pub mod oauth;

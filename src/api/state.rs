@@ -35,6 +35,8 @@ pub struct AppState {
     pub payments: Arc<dyn PaymentGateway>,
     /// The checkouts running in this process, by key.
     pub checkouts_in_flight: CheckoutsInFlight,
+    /// Merchants and menus as checkout reads them, kept for a moment.
+    pub menu_cache: super::menu_cache::MenuCache,
     /// Keeps placed checkouts' answers for their keys, in groups, off the answer's path.
     pub key_answers: super::key_answers::KeyAnswers,
     /// Wakes settlement and the reconciler (a checkout ended with money held for no order).
