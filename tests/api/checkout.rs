@@ -49,13 +49,21 @@ async fn key_state(db: &crate::helpers::TestDb, key: &str) -> String {
     let (state,): (String,) = match db.kind {
         crate::helpers::Db::Postgres => {
             let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            let row = sqlx::query_as(sql).bind(key).fetch_one(&pool).await.unwrap();
+            let row = sqlx::query_as(sql)
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
             pool.close().await;
             row
         }
         crate::helpers::Db::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-            let row = sqlx::query_as(sql).bind(key).fetch_one(&pool).await.unwrap();
+            let row = sqlx::query_as(sql)
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
             pool.close().await;
             row
         }
