@@ -2,8 +2,9 @@
 //! server of their own (initdb into a temporary directory), stop it in `immediate` mode — no
 //! shutdown checkpoint, and the WAL still in its buffers is lost, as in a crash of the server —
 //! and read the orders, the payments and the sandbox gateway's books after its recovery. The
-//! server's WAL writer sleeps 10 s, so a commit that did not wait for its own flush would
-//! likely still be in the buffers when the server is killed.
+//! server's WAL writer sleeps 10 s, so a commit that did not wait for its own flush may still be
+//! in the buffers when the server is killed (with the whole test server committing
+//! asynchronously, this test failed one run in three: docs/performance.md, "Machine L").
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +19,8 @@ use crate::helpers::{Db, TestDb, at, migrated_store, spawn_app_with, test_config
 use crate::merchants::open_shop;
 
 /// How long the test server's WAL writer sleeps between rounds (its maximum): longer than any
-/// test here, so only a synchronous commit puts a write on the disk.
+/// test here, so the WAL of a commit that did not wait for its flush reaches the disk only when
+/// a later commit flushes it or a filled page wakes the writer.
 const WAL_WRITER_DELAY_MS: u64 = 10_000;
 
 /// A PostgreSQL server of the test's own, on a free loopback port, that the test can crash.
