@@ -416,17 +416,7 @@ async fn journal_behind_the_actor(app: &TestApp, order_id: OrderId, change: Chan
 #[actix_web::test]
 async fn an_order_whose_journal_moved_on_behind_its_actor_is_reloaded_not_stuck() {
     let (app, _relay) = engine_behind_relay(|_| {}).await;
-    let customer = app.user_id("customer").await;
-    let merchant = MerchantId::new();
-    let order = app.place_at(customer, merchant, at(5_000.0, 5_000.0)).await;
-    app.engine
-        .execute(MerchantAccept {
-            merchant_id: merchant,
-            order_id: order.id,
-            prep_minutes: 10,
-        })
-        .await
-        .unwrap();
+    let (_, order) = app.accepted_at(at(5_000.0, 5_000.0), 10).await;
 
     // A write whose answer was lost when the link dropped, but which committed: the journal is
     // one transition ahead of the order's actor.
@@ -619,18 +609,8 @@ async fn a_sharing_replica_whose_region_was_claimed_during_the_cut_keeps_the_res
 #[actix_web::test]
 async fn a_driver_actor_restarted_during_the_cut_gets_its_order_back_when_the_database_returns() {
     let (app, relay) = engine_behind_relay(|_| {}).await;
-    let customer = app.user_id("customer").await;
-    let merchant = MerchantId::new();
     let mut driver = app.driver_at(at(5_300.0, 5_000.0)).await;
-    let order = app.place_at(customer, merchant, at(5_000.0, 5_000.0)).await;
-    app.engine
-        .execute(MerchantAccept {
-            merchant_id: merchant,
-            order_id: order.id,
-            prep_minutes: 10,
-        })
-        .await
-        .unwrap();
+    let (merchant, order) = app.accepted_at(at(5_000.0, 5_000.0), 10).await;
     let offer = crate::helpers::next_offer(&mut driver, Duration::from_secs(5))
         .await
         .expect("the driver gets the offer");

@@ -134,18 +134,7 @@ async fn decline_passes_to_next(kind: Db) {
     let mut first = app.driver_at(at(-5_300.0, -5_000.0)).await;
     let mut second = app.driver_at(at(-5_000.0, -5_800.0)).await;
     let mut third = app.driver_at(at(-5_000.0, -7_000.0)).await;
-    let merchant = MerchantId::new();
-    let order = app
-        .place_at(app.user_id("customer").await, merchant, pickup)
-        .await;
-    app.engine
-        .execute(MerchantAccept {
-            merchant_id: merchant,
-            order_id: order.id,
-            prep_minutes: 10,
-        })
-        .await
-        .unwrap();
+    let (_, order) = app.accepted_at(pickup, 10).await;
 
     let offer = next_offer(&mut first, PROMPTLY)
         .await
@@ -195,18 +184,7 @@ async fn expiry_passes_to_next(kind: Db) {
     let pickup = at(-5_000.0, -5_000.0);
     let mut first = app.driver_at(at(-5_200.0, -5_000.0)).await;
     let mut second = app.driver_at(at(-5_000.0, -6_000.0)).await;
-    let merchant = MerchantId::new();
-    let order = app
-        .place_at(app.user_id("customer").await, merchant, pickup)
-        .await;
-    app.engine
-        .execute(MerchantAccept {
-            merchant_id: merchant,
-            order_id: order.id,
-            prep_minutes: 10,
-        })
-        .await
-        .unwrap();
+    let (_, order) = app.accepted_at(pickup, 10).await;
 
     let offer = next_offer(&mut first, PROMPTLY)
         .await
@@ -276,18 +254,7 @@ async fn border_driver_serves_neighbour(kind: Db) {
         1,
         "home region se"
     );
-    let merchant = MerchantId::new();
-    let order = app
-        .place_at(app.user_id("customer").await, merchant, pickup)
-        .await;
-    app.engine
-        .execute(MerchantAccept {
-            merchant_id: merchant,
-            order_id: order.id,
-            prep_minutes: 5,
-        })
-        .await
-        .unwrap();
+    app.accepted_at(pickup, 5).await;
     let offer = next_offer(&mut driver, PROMPTLY)
         .await
         .expect("border driver offered");
@@ -410,18 +377,7 @@ async fn widened_radius_finds_far_driver(kind: Db) {
     let pickup = at(-8_000.0, -8_000.0);
     // 7 km away: outside the first radius, inside the third.
     let mut far = app.driver_at(at(-8_000.0, -1_000.0)).await;
-    let merchant = MerchantId::new();
-    let order = app
-        .place_at(app.user_id("customer").await, merchant, pickup)
-        .await;
-    app.engine
-        .execute(MerchantAccept {
-            merchant_id: merchant,
-            order_id: order.id,
-            prep_minutes: 5,
-        })
-        .await
-        .unwrap();
+    let (_, order) = app.accepted_at(pickup, 5).await;
     let offer = next_offer(&mut far, PROMPTLY)
         .await
         .expect("found after widening");

@@ -617,6 +617,27 @@ impl TestApp {
         Driver { id, feed }
     }
 
+    /// Places an order of a new customer at a new merchant, picked up at `pickup`, and has the
+    /// merchant accept it with `prep_minutes`: an order dispatch now offers to drivers.
+    pub async fn accepted_at(
+        &self,
+        pickup: Position,
+        prep_minutes: u32,
+    ) -> (MerchantId, OrderView) {
+        let customer = self.user_id("customer").await;
+        let merchant = MerchantId::new();
+        let order = self.place_at(customer, merchant, pickup).await;
+        self.engine
+            .execute(MerchantAccept {
+                merchant_id: merchant,
+                order_id: order.id,
+                prep_minutes,
+            })
+            .await
+            .expect("the merchant accepts");
+        (merchant, order)
+    }
+
     /// Places an order picked up at `pickup` and delivered 1 km north of it.
     pub async fn place_at(
         &self,
@@ -661,17 +682,7 @@ pub async fn offered(
             lon: pickup.lon,
         })
         .await;
-    let customer = app.user_id("customer").await;
-    let merchant = MerchantId::new();
-    let order = app.place_at(customer, merchant, pickup).await;
-    app.engine
-        .execute(MerchantAccept {
-            merchant_id: merchant,
-            order_id: order.id,
-            prep_minutes: 10,
-        })
-        .await
-        .unwrap();
+    let (merchant, order) = app.accepted_at(pickup, 10).await;
     let offer = next_offer(&mut driver, Duration::from_secs(PROMPTLY_SECS))
         .await
         .expect("an offer");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mealkitz::actors::commands::*;
 use mealkitz::actors::{LegKind, OrderFeed};
 use mealkitz::config::Config;
-use mealkitz::domain::{MerchantId, OrderStatus, Position};
+use mealkitz::domain::{OrderStatus, Position};
 use serde_json::Value;
 
 use crate::helpers::{
@@ -78,18 +78,7 @@ async fn osrm_route_secs(osrm: &OsrmServer, from: Position, to: Position) -> f64
 
 /// Places an order at [`PICKUP`] and has its merchant accept it.
 async fn accepted_order(app: &TestApp) -> mealkitz::domain::OrderView {
-    let customer = app.user_id("customer").await;
-    let merchant = MerchantId::new();
-    let order = app.place_at(customer, merchant, PICKUP).await;
-    app.engine
-        .execute(MerchantAccept {
-            merchant_id: merchant,
-            order_id: order.id,
-            prep_minutes: 10,
-        })
-        .await
-        .expect("merchant accepts");
-    order
+    app.accepted_at(PICKUP, 10).await.1
 }
 
 async fn assert_no_offer(driver: &mut Driver) {
