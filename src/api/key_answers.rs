@@ -1,18 +1,21 @@
 //! The writer of checkout answers: a placed checkout is answered as soon as its order is placed,
 //! and hands its answer here, to be kept for its Idempotency-Key together with the answers of
-//! the other checkouts that ended meanwhile — one write for all of them
-//! ([`Store::complete_idempotency_keys`]) instead of one on every checkout's answer path.
+//! the other checkouts that end within a short gathering window after it, or while the previous
+//! write is in flight — one write for all of them ([`Store::complete_idempotency_keys`])
+//! instead of one on every checkout's answer path.
 //!
 //! Until its write lands, the key's place in [`CheckoutsInFlight`](super::state::CheckoutsInFlight)
 //! holds the answer, so a retry to this replica gets it from memory; a retry to another replica
 //! meets the key in progress (409 `request_in_progress`, retry shortly). A write that fails is
 //! retried with backoff, the answers held, until it lands or the server stops. A crash before
 //! it lands leaves the key in progress with its order placed: the next attempt with the key
-//! answers with that order, and the reconciler never gives up a key whose order exists.
+//! answers with that order, the reconciler never gives up a key whose order exists, and once
+//! that order has closed the reconciler keeps it as the answer (`payments::reconcile`).
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::OrderId;
@@ -23,6 +26,12 @@ use crate::tasks::Tasks;
 const KEY_ANSWERS_QUEUE_CAPACITY: usize = 4_096;
 /// Answers written in one statement at most.
 const KEY_ANSWERS_BATCH_MAX: usize = 256;
+/// How long the writer gathers answers after the first one before it writes them. No client
+/// waits for this write (each has its answer), so gathering costs only a retry at another
+/// replica meeting the key in progress that much longer; without it, at 200 checkouts/s the
+/// writer found one answer waiting nearly every time (5,528 single writes against 217 batches
+/// in a run, docs/performance.md, "Machine L"): one statement an order.
+const KEY_ANSWERS_GATHER_MS: u64 = 25;
 /// The first wait after a failed write, doubled after each further failure up to the most.
 const KEY_ANSWERS_RETRY_FIRST_MS: u64 = 100;
 const KEY_ANSWERS_RETRY_MAX_MS: u64 = 5_000;
@@ -84,6 +93,17 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Pending>, stop: CancellationTo
                     None => return,
                 },
                 () = stop.cancelled() => return last_write(&store, batch, rx).await,
+            }
+            let gathered_by = Instant::now() + Duration::from_millis(KEY_ANSWERS_GATHER_MS);
+            while batch.len() < KEY_ANSWERS_BATCH_MAX {
+                tokio::select! {
+                    received = rx.recv() => match received {
+                        Some(pending) => batch.push(pending),
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(gathered_by) => break,
+                    () = stop.cancelled() => return last_write(&store, batch, rx).await,
+                }
             }
         }
         while batch.len() < KEY_ANSWERS_BATCH_MAX {

@@ -30,6 +30,9 @@ use crate::store::{Claim, Lease, Store, StoreError, unix_ms};
 /// How often a standby looks whether the regions came free (a graceful stop releases them at
 /// once), unless the TTL is shorter still.
 const STANDBY_POLL: Duration = Duration::from_millis(500);
+/// How soon a membership heartbeat that failed is tried again (the regular beat is a third of
+/// the lease TTL).
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(500);
 
 /// Where this replica stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,14 +450,20 @@ impl Cluster {
             }
             let beat = self.store.heartbeat_member(&self.node, self.ttl).await;
             drop(released);
-            match beat {
-                Ok(()) => metrics::gauge!("store_available").set(1.0),
+            let next = match beat {
+                Ok(()) => {
+                    metrics::gauge!("store_available").set(1.0);
+                    self.beat()
+                }
                 Err(error) => {
                     metrics::gauge!("store_available").set(0.0);
                     tracing::debug!(error = %error, "cannot mark this replica alive");
+                    // Soon again: until a beat lands (at start, before the store is migrated)
+                    // other replicas take this one for dead and its checkouts' keys for free.
+                    self.beat().min(HEARTBEAT_RETRY)
                 }
-            }
-            tokio::time::sleep(self.beat()).await;
+            };
+            tokio::time::sleep(next).await;
         }
     }
 

@@ -4,7 +4,8 @@
 //! retried into an order, its hold is left alone. Every payment whose order was never placed
 //! and whose key can no longer make one (given up, completed with an error, or expired) is then
 //! voided at the gateway, once (the void carries its own idempotency key), with a metric and a
-//! log line for each.
+//! log line for each. A placed checkout whose server died before keeping its answer has its key
+//! completed with its order once the order has closed, as a retry would have been answered.
 
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ const RECONCILE_BATCH: i64 = 200;
 /// Never give a key up sooner than this, whatever is configured: a request that holds it may
 /// be placing its order, which can wait out a region's failover (lease TTL plus recovery).
 pub const ABANDON_AFTER_MIN: Duration = Duration::from_secs(20);
+/// The status a placed checkout is answered with.
+const PLACED_STATUS: u16 = 201;
 /// The answer a retry of a given-up checkout gets.
 pub const ABANDONED_STATUS: u16 = 410;
 pub const ABANDONED_BODY: &str = r#"{"error":{"code":"checkout_abandoned","message":"This checkout was not finished in time and was given up; any hold on the card was released. Check out again with a new Idempotency-Key."}}"#;
@@ -29,6 +32,8 @@ pub struct Reconciled {
     pub voided: usize,
     /// Pending payments the gateway held nothing for (or had declined).
     pub closed_without_hold: usize,
+    /// Placed checkouts' keys completed with their order for a server that died first.
+    pub answers_kept: usize,
 }
 
 /// One round: gives up checkouts untouched for `abandon_after`, then releases every orphan
@@ -49,6 +54,7 @@ pub async fn reconcile(
         tracing::info!(order_id = %key.order_id, customer_id = %key.user_id, "unfinished checkout given up");
         done.abandoned_keys += 1;
     }
+    done.answers_kept = keep_orphaned_answers(store).await?;
     for payment in store.orphan_payments(RECONCILE_BATCH).await? {
         match release(store, gateway, &payment).await {
             Ok(Released::Voided) => done.voided += 1,
@@ -57,6 +63,29 @@ pub async fn reconcile(
         }
     }
     Ok(done)
+}
+
+/// Completes the keys of placed checkouts whose server died before keeping the answer (its
+/// answers are kept off the answer's path, `api::key_answers`), once their order closed: with
+/// `201` and the order, as a retry would have been answered. Returns how many.
+async fn keep_orphaned_answers(store: &Store) -> Result<usize, StoreError> {
+    let mut kept = 0;
+    for orphaned in store.orphaned_answers(RECONCILE_BATCH).await? {
+        let Some(order) = store.load_order(orphaned.order_id).await? else {
+            continue;
+        };
+        let body = serde_json::to_string(&order.view())
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        if store
+            .complete_orphaned_answer(&orphaned, PLACED_STATUS, &body)
+            .await?
+        {
+            metrics::counter!("checkout_answers_kept_by_reconciler_total").increment(1);
+            tracing::info!(order_id = %orphaned.order_id, customer_id = %orphaned.user_id, "a placed checkout's answer kept for a server that died");
+            kept += 1;
+        }
+    }
+    Ok(kept)
 }
 
 enum Released {

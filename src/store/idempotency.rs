@@ -78,6 +78,41 @@ struct KeyRow {
     holder: Option<String>,
 }
 
+/// The key of a placed checkout whose server died before keeping its answer: left in progress,
+/// its order closed since (delivered, cancelled or rejected). The reconciler completes it with
+/// the order, as a retry would have been answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanedAnswer {
+    pub user_id: UserId,
+    pub key: String,
+    pub order_id: OrderId,
+    /// The dead server that held it: the key is completed only while it still holds it.
+    pub holder: String,
+}
+
+/// Keys left in progress by a holder that is not alive (see [`HOLDER_ALIVE_POSTGRES`]) whose
+/// order exists and is closed ($1 now in ms, $2 the most to list). An open order's key is left
+/// to its retry, which hands the order to dispatch again (its placement may have committed
+/// with nobody told).
+macro_rules! orphaned_answers_sql {
+    ($alive_extra:literal) => {
+        concat!(
+            "SELECT k.user_id, k.key, k.order_id, k.holder FROM idempotency_keys k \
+             WHERE k.state = 'in_progress' AND k.holder IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM orders o WHERE o.id = k.order_id \
+                 AND o.status IN ('delivered', 'cancelled', 'rejected')) \
+             AND NOT EXISTS (SELECT 1 FROM cluster_members m WHERE m.node = k.holder \
+                 AND m.expires_at_ms > $1",
+            $alive_extra,
+            ") ORDER BY k.locked_at LIMIT $2"
+        )
+    };
+}
+const ORPHANED_ANSWERS_POSTGRES: &str = orphaned_answers_sql!(
+    " AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = left(k.holder, 63))"
+);
+const ORPHANED_ANSWERS_SQLITE: &str = orphaned_answers_sql!("");
+
 /// A checkout key given up by the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbandonedKey {
@@ -305,6 +340,57 @@ impl Store {
                 order_id: OrderId(order),
             })
             .collect())
+    }
+
+    /// Placed checkouts' keys whose server died before keeping the answer, their orders closed
+    /// since ([`OrphanedAnswer`]), oldest first, at most `limit`.
+    pub async fn orphaned_answers(&self, limit: i64) -> Result<Vec<OrphanedAnswer>, StoreError> {
+        let sql = match self.backend() {
+            super::Backend::Postgres => ORPHANED_ANSWERS_POSTGRES,
+            super::Backend::Sqlite => ORPHANED_ANSWERS_SQLITE,
+        };
+        let rows: Vec<(Uuid, String, Uuid, String)> = on_writer!(self, |pool| {
+            sqlx::query_as(sql)
+                .bind(super::unix_ms())
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(user, key, order, holder)| OrphanedAnswer {
+                user_id: UserId(user),
+                key,
+                order_id: OrderId(order),
+                holder,
+            })
+            .collect())
+    }
+
+    /// Completes `orphaned`'s key with `status`/`body` while its dead holder still holds it;
+    /// false when it no longer does (a retry took it over, or it was completed).
+    pub async fn complete_orphaned_answer(
+        &self,
+        orphaned: &OrphanedAnswer,
+        status: u16,
+        body: &str,
+    ) -> Result<bool, StoreError> {
+        let completed = on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE idempotency_keys SET state = 'completed', response_status = $1, \
+                 response_body = $2, holder = NULL \
+                 WHERE user_id = $3 AND key = $4 AND holder = $5 AND state = 'in_progress'",
+            )
+            .bind(i32::from(status))
+            .bind(body)
+            .bind(orphaned.user_id.as_uuid())
+            .bind(&orphaned.key)
+            .bind(&orphaned.holder)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(completed == 1)
     }
 
     /// Records the response to replay for `key`. False when the key was completed already

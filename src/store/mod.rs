@@ -57,7 +57,7 @@ pub use conversations::{
     ConversationRecord, ConversationSave, INBOUND_MAX_ATTEMPTS, PendingInbound, PendingReply,
     ReplyOutcome,
 };
-pub use idempotency::{AbandonedKey, IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim, KeyHold};
+pub use idempotency::{AbandonedKey, IDEMPOTENCY_KEY_TTL_HOURS, KeyClaim, KeyHold, OrphanedAnswer};
 pub use identities::{OIDC_LOGIN_TTL_SECS, OidcLogin};
 pub use inbox::InboundMessage;
 pub use key_answers::KeyAnswer;

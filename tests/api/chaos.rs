@@ -1230,9 +1230,18 @@ async fn finish(
         }
     }
 
-    // The money follows: delivered orders captured, holds without an order voided.
+    // The money follows: delivered orders captured, holds without an order voided; and the
+    // answer of a placed checkout whose server was killed before keeping it is kept by the
+    // reconciler once its order closed.
     let deadline = Instant::now() + SETTLE_WITHIN;
     loop {
+        let (answers_waiting,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM idempotency_keys k JOIN orders o ON o.id = k.order_id \
+             WHERE k.state = 'in_progress'",
+        )
+        .fetch_one(&deployment.pool)
+        .await
+        .unwrap();
         let (waiting,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM payments p LEFT JOIN orders o ON o.id = p.order_id \
              WHERE (p.status IN ('authorised', 'pending') AND o.id IS NULL) \
@@ -1242,7 +1251,7 @@ async fn finish(
         .fetch_one(&deployment.pool)
         .await
         .unwrap();
-        if waiting == 0 || Instant::now() >= deadline {
+        if waiting + answers_waiting == 0 || Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(POLL).await;

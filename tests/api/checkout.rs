@@ -44,7 +44,7 @@ pub fn new_key() -> String {
 }
 
 /// The state of Idempotency-Key `key` in `db` (`in_progress`, `completed`), read directly.
-async fn key_state(db: &crate::helpers::TestDb, key: &str) -> String {
+pub(crate) async fn key_state(db: &crate::helpers::TestDb, key: &str) -> String {
     let sql = "SELECT state FROM idempotency_keys WHERE key = $1";
     let (state,): (String,) = match db.kind {
         crate::helpers::Db::Postgres => {

@@ -13,7 +13,7 @@ use mealkitz::payments::{Authorisation, AuthoriseRequest, PaymentGateway, author
 use mealkitz::store::{KeyClaim, Payment, PaymentStatus, Store};
 use serde_json::Value;
 
-use crate::checkout::{admin, checkout, new_key, order_body};
+use crate::checkout::{admin, checkout, key_state, new_key, order_body};
 use crate::helpers::at;
 use crate::helpers::{Db, Session, TestApp, TestDb, each_backend, on_both_backends, spawn_app};
 use crate::merchants::{Shop, open_shop};
@@ -107,6 +107,59 @@ on_both_backends! {
         let again = checkout(&app, &customer.token, &key, &body).await;
         assert_eq!(again.body["id"], order_id.to_string());
         assert_eq!(again.headers.get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+        store.close().await;
+    }
+
+    async fn a_placed_checkouts_answer_lost_with_its_server_is_kept_by_the_reconciler_once_its_order_closes(app) {
+        let (_shop, customer, body, _total, store) = setup(&app, 5_000.0).await;
+        let gateway = SandboxGateway::new(store.clone());
+        // This server counts as alive once its first heartbeat after migrating has landed.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let this_server = loop {
+            let members = store.live_members().await.unwrap();
+            if let Some(member) = members.into_iter().next() {
+                break member;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the server never joined the cluster");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // Two placed checkouts whose answers did not reach the store: one held by a server
+        // that died, one by this live one (its answer still on its way).
+        let mut placed = Vec::new();
+        for (address, holder) in [("1 Lost Answer Road", DEAD_NODE), ("2 Slow Answer Road", this_server.as_str())] {
+            let mut order = body.clone();
+            order["dropoff"]["address"] = address.into();
+            let key = new_key();
+            let reply = checkout(&app, &customer.token, &key, &order).await;
+            assert_eq!(reply.status, 201, "{}", reply.text);
+            // Its answer is kept off the answer's path: once kept, it is lost again here.
+            while key_state(&app.db, &key).await != "completed" {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            reopen_key(&app.db, &key, holder).await;
+            placed.push((key, order, reply.body["id"].as_str().unwrap().to_owned()));
+        }
+        // While its order is open, the key is left to its retry (which hands the order to
+        // dispatch again).
+        let open = reconcile(&store, &gateway, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(open.answers_kept, 0);
+        assert_eq!(key_state(&app.db, &placed[0].0).await, "in_progress");
+        for (_, _, order_id) in &placed {
+            let cancelled = app.post_authed(&format!("/api/v1/orders/{order_id}/cancel"), &customer.token, &serde_json::json!({})).await;
+            assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+        }
+        // This round (or the server's own money loop, woken by the cancels) keeps the dead
+        // server's answer; the live server's key is its own to complete.
+        reconcile(&store, &gateway, Duration::from_secs(1)).await.unwrap();
+        let (dead_key, dead_body, dead_order) = &placed[0];
+        assert_eq!(key_state(&app.db, dead_key).await, "completed");
+        assert_eq!(key_state(&app.db, &placed[1].0).await, "in_progress");
+        let again = checkout(&app, &customer.token, dead_key, dead_body).await;
+        assert_eq!(again.status, 201, "{}", again.text);
+        assert_eq!(again.body["id"], dead_order.as_str(), "the order placed, not another");
+        assert_eq!(again.body["status"], "cancelled", "as the order stood when kept");
+        assert_eq!(again.headers.get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+        assert_eq!(reconcile(&store, &gateway, Duration::from_secs(1)).await.unwrap().answers_kept, 0, "kept once");
         store.close().await;
     }
 
@@ -212,7 +265,8 @@ async fn unfinished_checkouts_are_given_up_after_the_abandon_time_and_their_hold
         Reconciled {
             abandoned_keys: 1,
             voided: 1,
-            closed_without_hold: 0
+            closed_without_hold: 0,
+            answers_kept: 0,
         }
     );
     let stale = store.payment_for_order(stale_order).await.unwrap().unwrap();
@@ -278,7 +332,8 @@ async fn unfinished_checkouts_are_given_up_after_the_abandon_time_and_their_hold
         Reconciled {
             abandoned_keys: 1,
             voided: 0,
-            closed_without_hold: 1
+            closed_without_hold: 1,
+            answers_kept: 0,
         }
     );
     let silent = store
