@@ -31,6 +31,11 @@
 //! "sent" is counted here. After the window the tool waits for the server to catch up, then
 //! checks that every driver is in the driver index of each region covering its last location
 //! (`dispatch_available_drivers`) and that no socket was closed on it.
+//!
+//! Memory per online driver is the server's resident set over the idle one, divided by the
+//! drivers: weighed 1 s after they connected, and again after the streaming with them still
+//! online — the steadier figure, as the first counts memory freed from the connection phase that
+//! the allocator still holds.
 
 mod common;
 
@@ -586,6 +591,10 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
     // The last locations reach the regions by one more hop (driver → region actor).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, page) = scrape(&http, &base, &problems).await;
+    // Weighed again with the drivers still online after streaming: what a driver costs once
+    // the connection phase's transient buffers are long reused or returned (the figure 1 s
+    // after connecting counts memory the allocator has freed but still holds).
+    let rss_streamed_kib = rss_kib(server_pid);
 
     let window_secs = t1.duration_since(t0).as_secs_f64();
     let cpu_secs = |a: u64, b: u64| (b - a) as f64 / CLOCK_TICKS_PER_SEC;
@@ -633,6 +642,12 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
         "  client CPU {:.0} % of one core ({client_cpu:.1} s) = {:.1} µs per sent update",
         client_cpu / cpu_window * 100.0,
         client_cpu * 1e6 / (sent_rate * window_secs).max(1.0)
+    );
+    println!(
+        "  server resident memory after streaming, drivers still online: {:.0} MiB: {:.1} KiB per online driver (1 s after connecting: {:.1} KiB)",
+        rss_streamed_kib as f64 / 1024.0,
+        rss_streamed_kib.saturating_sub(rss_idle_kib) as f64 / connected_count.max(1) as f64,
+        rss_online_kib.saturating_sub(rss_idle_kib) as f64 / connected_count.max(1) as f64
     );
     let (m0, m1) = (cpu0.machine, cpu1.machine);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
