@@ -1,7 +1,7 @@
 //! Writing the order journal, with group commit: an order's new row or its next transitions are
 //! handed in, and whatever was handed in while the previous commit was in flight goes in the
 //! next one ([`super::group_commit`] queues them) — on PostgreSQL one statement for many orders,
-//! on SQLite one transaction with a savepoint per order. Each writer is answered only once *its*
+//! on SQLite one transaction. Each writer is answered only once *its*
 //! batch has committed, with the answer it would have had alone: a transition refused by its
 //! region's lease fence, or by the journal having moved on, does not sink the others.
 
@@ -416,15 +416,17 @@ async fn pg_write(
     Ok((results.into_iter().flatten().collect(), outboxed > 0))
 }
 
-/// SQLite: the writes in one transaction (one fsync), each inside a savepoint so that a write
-/// refused (fence, version, a uniqueness rule) is undone alone.
+/// SQLite: the writes in one transaction (one fsync). A write refused at its order row (lease
+/// fence, version, an order that exists) has written nothing — SQLite undoes a failed statement
+/// alone and the transaction goes on — so the others stand without a savepoint each (two
+/// statements a write fewer). A write that fails after its order row was written fails the
+/// batch: nothing of it commits, and [`Store::commit`] writes each alone.
 async fn sqlite_write(
     pool: &sqlx::SqlitePool,
     items: &[Prepared<'_>],
 ) -> Result<(Vec<Result<(), StoreError>>, bool), StoreError> {
     let mut tx = pool.begin().await?;
     let (mut results, mut outboxed) = (Vec::with_capacity(items.len()), false);
-    let savepoints = items.len() > 1;
     for item in items {
         let fence = match &item.fence {
             Err(error) => {
@@ -433,37 +435,58 @@ async fn sqlite_write(
             }
             Ok(fence) => fence.as_ref(),
         };
-        if savepoints {
-            sqlx::query("SAVEPOINT journal_write")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let result = sqlite_write_one(&mut tx, item, fence).await;
-        if savepoints {
-            if result.is_err() {
-                sqlx::query("ROLLBACK TO SAVEPOINT journal_write")
-                    .execute(&mut *tx)
-                    .await?;
+        match sqlite_write_one(&mut tx, item, fence).await {
+            Ok(written) => {
+                outboxed |= written > 0;
+                results.push(Ok(()));
             }
-            sqlx::query("RELEASE SAVEPOINT journal_write")
-                .execute(&mut *tx)
-                .await?;
-        } else if let Err(error) = result {
-            // Alone: nothing else to keep; the transaction is rolled back on drop.
-            return Err(error);
+            Err(SqliteFailure::Refused(error)) if items.len() > 1 => results.push(Err(error)),
+            // Alone, or part-way: rolled back on drop.
+            Err(SqliteFailure::Refused(error) | SqliteFailure::PartWay(error)) => {
+                return Err(error);
+            }
         }
-        outboxed |= result.as_ref().is_ok_and(|written| *written > 0);
-        results.push(result.map(|_| ()));
     }
     tx.commit().await?;
     Ok((results, outboxed))
 }
 
+/// How one write of a SQLite batch failed.
+enum SqliteFailure {
+    /// Refused at its order row, before anything of it was written.
+    Refused(StoreError),
+    /// Failed with part of it written, or in a way that may have ended the transaction.
+    PartWay(StoreError),
+}
+
+/// Writes one write's order row, then its entries and outbox rows; returns the outbox rows
+/// written.
 async fn sqlite_write_one(
     tx: &mut sqlx::SqliteConnection,
     item: &Prepared<'_>,
     fence: Option<&FenceCheck>,
-) -> Result<u64, StoreError> {
+) -> Result<u64, SqliteFailure> {
+    sqlite_write_order(tx, item, fence)
+        .await
+        .map_err(|error| match error {
+            // Refusals of ours, or a constraint that undid its statement alone.
+            StoreError::Conflict(_) | StoreError::Duplicate(_) | StoreError::LeaseLost(_) => {
+                SqliteFailure::Refused(error)
+            }
+            other => SqliteFailure::PartWay(other),
+        })?;
+    sqlite_write_entries(tx, item)
+        .await
+        .map_err(SqliteFailure::PartWay)
+}
+
+/// The lease fence, then the order's row: inserted (a new order) or moved where it is still at
+/// the version the write expects.
+async fn sqlite_write_order(
+    tx: &mut sqlx::SqliteConnection,
+    item: &Prepared<'_>,
+    fence: Option<&FenceCheck>,
+) -> Result<(), StoreError> {
     check_fence!(fence, tx);
     let order = item.write.order();
     match item.write.expected_version() {
@@ -495,6 +518,15 @@ async fn sqlite_write_one(
             }
         }
     }
+    Ok(())
+}
+
+/// The write's journal entries and the outbox rows they raise; returns the outbox rows written.
+async fn sqlite_write_entries(
+    tx: &mut sqlx::SqliteConnection,
+    item: &Prepared<'_>,
+) -> Result<u64, StoreError> {
+    let order = item.write.order();
     for entry in item.write.entries() {
         sqlx::query(
             "INSERT INTO order_events (order_id, seq, event, detail, at) VALUES ($1, $2, $3, $4, $5)",
