@@ -711,6 +711,9 @@ fn dropoff(pickup: [f64; 2], rng: &mut StdRng) -> [f64; 2] {
     }
 }
 
+/// The first checkout that got no HTTP answer at all, as the client saw it.
+static FIRST_NETWORK_ERROR: OnceLock<String> = OnceLock::new();
+
 /// Places order `n`: customer and merchant round-robin.
 async fn check_out(
     checkout: &Checkout,
@@ -736,7 +739,11 @@ async fn check_out(
         .json(&body)
         .send()
         .await
-        .map_err(|_| "network".to_owned())?;
+        .map_err(|error| {
+            // What the first one was, for the report (a request that never got an answer).
+            let _ = FIRST_NETWORK_ERROR.set(format!("{error:?}"));
+            "network".to_owned()
+        })?;
     let status = response.status().as_u16();
     let answer: Value = response.json().await.unwrap_or(Value::Null);
     if status != 201 {
@@ -1321,6 +1328,9 @@ async fn run(knobs: Knobs) {
         placed as f64 / knobs.secs as f64,
         results.failures
     );
+    if let Some(error) = FIRST_NETWORK_ERROR.get() {
+        println!("  the first checkout without an answer: {error}");
+    }
     println!(
         "  checkout latency after warm-up ({} orders): {}",
         checkout_ms.len(),
