@@ -1,7 +1,8 @@
 //! Group commit of the order journal, on both backends: writes handed in together commit in
 //! fewer transactions than there are writes, and each gets the answer it would have had alone —
 //! a stale version, a region whose lease was taken over, a duplicate order or a driver already
-//! busy refuse only their own write; an order's writes commit in the order they came.
+//! busy refuse only their own write; a write that fails half-way leaves none of itself; an
+//! order's writes commit in the order they came.
 
 use futures_util::future::join_all;
 use std::time::Duration;
@@ -73,6 +74,53 @@ fn accept(order: &Order) -> (Order, JournalEntry) {
 crate::helpers::each_backend! {
     writes_handed_in_together_commit_together_and_each_gets_its_own_answer => grouped_answers;
     without_group_commit_every_write_is_its_own_transaction => one_by_one;
+    a_write_that_fails_after_its_order_row_leaves_nothing_and_the_others_of_its_batch_stand => failed_part_way;
+}
+
+/// A write whose order row moves but whose entries cannot be written (two with one `seq`)
+/// fails half-way through: none of it may stay, and the writes batched with it still commit.
+async fn failed_part_way(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = store_with(&db, 256).await;
+    let customer = user(&store, Role::Customer).await;
+    let orders: Vec<(Order, JournalEntry)> = (0..12).map(|_| placed(customer, "ne")).collect();
+    let created = join_all(orders.iter().map(|(o, e)| store.create_order(o, e))).await;
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let (broken, entry) = accept(&orders[0].0);
+    let broken_entries = vec![entry.clone(), entry];
+    let good: Vec<(Order, JournalEntry)> = orders[1..].iter().map(|(o, _)| accept(o)).collect();
+    // Handed in behind others: the first two writes lead, and the broken one waits with the
+    // rest for a batch of several.
+    let mut answers = join_all(
+        good.iter()
+            .map(|(after, e)| (after, std::slice::from_ref(e)))
+            .take(5)
+            .chain([(&broken, broken_entries.as_slice())])
+            .chain(
+                good.iter()
+                    .skip(5)
+                    .map(|(after, e)| (after, std::slice::from_ref(e))),
+            )
+            .map(|(after, entries)| store.append(after, entries)),
+    )
+    .await;
+    let broken_answer = answers.remove(5);
+    let good_answers = answers;
+    assert!(
+        matches!(broken_answer, Err(StoreError::Duplicate(_))),
+        "{broken_answer:?}"
+    );
+    assert!(good_answers.iter().all(Result::is_ok), "{good_answers:?}");
+
+    let stored = store.load_order(broken.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 1, "the failed write's order row was undone");
+    assert_eq!(store.journal(broken.id).await.unwrap().len(), 1);
+    for (after, _) in &good {
+        let stored = store.load_order(after.id).await.unwrap().unwrap();
+        assert_eq!(stored.version, after.version);
+        assert_eq!(store.journal(after.id).await.unwrap().len(), 2);
+    }
 }
 
 async fn grouped_answers(kind: Db) {
