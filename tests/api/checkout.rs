@@ -43,31 +43,28 @@ pub fn new_key() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Waits until the answer to a checkout with `key` is kept for the key (it is written off the
+/// answer's path, shortly after the answer).
+pub(crate) async fn answer_kept(db: &crate::helpers::TestDb, key: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while key_state(db, key).await != "completed" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the answer is never kept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The state of Idempotency-Key `key` in `db` (`in_progress`, `completed`), read directly.
 pub(crate) async fn key_state(db: &crate::helpers::TestDb, key: &str) -> String {
-    let sql = "SELECT state FROM idempotency_keys WHERE key = $1";
-    let (state,): (String,) = match db.kind {
-        crate::helpers::Db::Postgres => {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            let row = sqlx::query_as(sql)
-                .bind(key)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            row
-        }
-        crate::helpers::Db::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-            let row = sqlx::query_as(sql)
-                .bind(key)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-            row
-        }
-    };
+    let (state,): (String,) = crate::helpers::with_db_pool!(db, |pool| {
+        sqlx::query_as("SELECT state FROM idempotency_keys WHERE key = $1")
+            .bind(key)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    });
     state
 }
 
@@ -153,11 +150,7 @@ on_both_backends! {
         checkout(&app, &customer.token, &key, &other).await.assert_error(422, "idempotency_key_reused");
         // The store keeps the answer (a moment after the 201, with others'): another replica (a
         // second store handle here) replays it.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while key_state(&app.db, &key).await != "completed" {
-            assert!(tokio::time::Instant::now() < deadline, "the answer is never kept");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        answer_kept(&app.db, &key).await;
         let store = crate::helpers::migrated_store(&app.db).await;
         let customer_id = mealkitz::domain::UserId(first.body["customer_id"].as_str().unwrap().parse().unwrap());
         let hash = mealkitz::api::idempotent::request_hash(&body);

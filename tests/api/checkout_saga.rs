@@ -13,7 +13,7 @@ use mealkitz::payments::{Authorisation, AuthoriseRequest, PaymentGateway, author
 use mealkitz::store::{KeyClaim, Payment, PaymentStatus, Store};
 use serde_json::Value;
 
-use crate::checkout::{admin, checkout, key_state, new_key, order_body};
+use crate::checkout::{admin, answer_kept, checkout, key_state, new_key, order_body};
 use crate::helpers::at;
 use crate::helpers::{Db, Session, TestApp, TestDb, each_backend, on_both_backends, spawn_app};
 use crate::merchants::{Shop, open_shop};
@@ -133,9 +133,7 @@ on_both_backends! {
             let reply = checkout(&app, &customer.token, &key, &order).await;
             assert_eq!(reply.status, 201, "{}", reply.text);
             // Its answer is kept off the answer's path: once kept, it is lost again here.
-            while key_state(&app.db, &key).await != "completed" {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            answer_kept(&app.db, &key).await;
             reopen_key(&app.db, &key, holder).await;
             placed.push((key, order, reply.body["id"].as_str().unwrap().to_owned()));
         }
@@ -216,28 +214,14 @@ on_both_backends! {
 async fn reopen_key(db: &TestDb, key: &str, holder: &str) {
     let sql = "UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL, \
                response_body = NULL, holder = $1 WHERE key = $2";
-    match db.kind {
-        Db::Postgres => {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            sqlx::query(sql)
-                .bind(holder)
-                .bind(key)
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
-        Db::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-            sqlx::query(sql)
-                .bind(holder)
-                .bind(key)
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
-    }
+    crate::helpers::with_db_pool!(db, |pool| {
+        sqlx::query(sql)
+            .bind(holder)
+            .bind(key)
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
 }
 
 async fn unfinished_checkouts_are_given_up_after_the_abandon_time_and_their_holds_released_once(

@@ -478,6 +478,28 @@ impl TestApp {
     }
 }
 
+/// Runs `$body` with `$pool` a fresh pool on test database `$db` (PostgreSQL or SQLite, the
+/// same statement text for both), closed afterwards; yields what `$body` gives.
+macro_rules! with_db_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db.kind {
+            $crate::helpers::Db::Postgres => {
+                let $pool = sqlx::PgPool::connect(&$db.url).await.unwrap();
+                let out = $body;
+                $pool.close().await;
+                out
+            }
+            $crate::helpers::Db::Sqlite => {
+                let $pool = sqlx::SqlitePool::connect(&$db.url).await.unwrap();
+                let out = $body;
+                $pool.close().await;
+                out
+            }
+        }
+    };
+}
+pub(crate) use with_db_pool;
+
 /// Declares one test per backend: `mod name { postgres(); sqlite(); }`, each with a fresh
 /// application bound to `$app`.
 macro_rules! on_both_backends {
