@@ -4,6 +4,7 @@
 //! the fallbacks behind them, to the same answers.
 
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use mealkitz::domain::{Cents, OrderId, Role};
 use mealkitz::store::{
     KeyAnswer, KeyClaim, KeyHold, Payment, PaymentStatus, PendingCharge, SandboxAnswer,
@@ -20,6 +21,9 @@ crate::helpers::each_backend! {
     a_key_taken_fresh_is_recorded_with_its_pending_payment_and_a_key_that_exists_with_none => key_with_payment;
     a_rounds_captures_are_recorded_together_and_only_for_payments_still_authorised => captures_together;
     answers_kept_together_complete_only_the_keys_still_in_progress => answers_together;
+    concurrent_claims_each_get_the_answer_they_would_have_alone_and_one_key_claimed_twice_is_paid_once => claims_together;
+    a_claim_whose_payment_cannot_be_written_leaves_its_key_free_and_the_concurrent_claims_stand => claim_failing;
+    concurrent_authorisations_each_move_their_own_payment_and_renew_only_their_own_key => authorisations_together;
 }
 
 /// Runs `sql` on the test database itself (for what no store operation does: ageing a key).
@@ -763,5 +767,327 @@ async fn answers_together(kind: Db) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A charge of `cents` with the sandbox's good card.
+fn charge_of(cents: i64) -> Option<PendingCharge> {
+    Some(PendingCharge {
+        amount_cents: Cents(cents),
+        payment_method: "pm_card_visa".into(),
+    })
+}
+
+/// Claims every `(key, charge)` of `claims` for `user` at once, as concurrent checkouts of
+/// node-a do (request hash `hash`).
+async fn claim_burst(
+    store: &mealkitz::store::Store,
+    user: mealkitz::domain::UserId,
+    claims: &[(String, Option<PendingCharge>)],
+) -> Vec<Result<(KeyClaim, Option<Payment>), mealkitz::store::StoreError>> {
+    join_all(claims.iter().map(|(key, charge)| {
+        store.claim_idempotency_key_paying(user, key, "hash", "node-a", charge.clone())
+    }))
+    .await
+}
+
+async fn claims_together(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let user = store
+        .create_user(new_user("burst@example.com", Role::Customer))
+        .await
+        .unwrap()
+        .id;
+    // Keys that exist before the burst: one answered, one of another request, one expired.
+    for (key, hash) in [("done", "hash"), ("other", "hash-x"), ("expired", "hash")] {
+        store
+            .claim_idempotency_key(user, key, hash, "node-a")
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .complete_idempotency_key(user, "done", 201, r#"{"kept":true}"#)
+            .await
+            .unwrap()
+    );
+    execute(
+        &db,
+        "UPDATE idempotency_keys SET expires_at = $1 WHERE key = 'expired'",
+        Utc::now() - chrono::Duration::minutes(1),
+    )
+    .await;
+
+    let mut claims: Vec<(String, Option<PendingCharge>)> = (0..30)
+        .map(|i| (format!("k{i}"), charge_of(1_000 + i)))
+        .collect();
+    for (key, cents) in [
+        ("done", 5),
+        ("other", 5),
+        ("expired", 777),
+        ("twice", 888),
+        ("twice", 888),
+    ] {
+        claims.push((key.to_owned(), charge_of(cents)));
+    }
+    let answers = claim_burst(&store, user, &claims).await;
+
+    // Each fresh key is taken with its own payment, as stored.
+    for ((key, charge), answer) in claims.iter().zip(&answers).take(30) {
+        let Ok((
+            KeyClaim::Proceed {
+                order_id,
+                resumed: false,
+            },
+            Some(payment),
+        )) = answer
+        else {
+            panic!("{key} is free: {answer:?}")
+        };
+        let charge = charge.as_ref().unwrap();
+        assert_eq!(
+            (payment.order_id, payment.amount_cents),
+            (*order_id, charge.amount_cents),
+            "{key}"
+        );
+        let stored = store.payment_for_order(*order_id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.id, stored.status, stored.amount_cents),
+            (payment.id, PaymentStatus::Pending, charge.amount_cents),
+            "{key}"
+        );
+    }
+    // The keys that exist are decided as alone, with no payment; the expired one is free.
+    let decided: Vec<_> = answers[30..32]
+        .iter()
+        .map(|a| a.as_ref().unwrap())
+        .collect();
+    assert_eq!(
+        decided[0],
+        &(
+            KeyClaim::Replay {
+                status: 201,
+                body: r#"{"kept":true}"#.to_owned()
+            },
+            None
+        )
+    );
+    assert_eq!(decided[1], &(KeyClaim::Mismatch, None));
+    let expired = answers[32].as_ref().unwrap();
+    assert!(
+        matches!(
+            expired,
+            (KeyClaim::Proceed { resumed: false, .. }, Some(p)) if p.amount_cents == Cents(777)
+        ),
+        "an expired key is taken again with its payment: {expired:?}"
+    );
+    // One key twice in the burst: one claim takes it with a payment, the other finds it taken
+    // (by this node: resumed) and records none.
+    let mut twice: Vec<_> = answers[33..].iter().map(|a| a.as_ref().unwrap()).collect();
+    twice.sort_by_key(|(_, payment)| payment.is_none());
+    let (
+        KeyClaim::Proceed {
+            order_id,
+            resumed: false,
+        },
+        Some(payment),
+    ) = twice[0]
+    else {
+        panic!("one claim of a key twice in a burst takes it: {twice:?}")
+    };
+    assert_eq!(
+        twice[1],
+        &(
+            KeyClaim::Proceed {
+                order_id: *order_id,
+                resumed: true
+            },
+            None
+        )
+    );
+    assert_eq!(
+        store
+            .payment_for_order(*order_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        payment.id
+    );
+    assert_eq!(
+        payments_held(&db).await,
+        32,
+        "a payment for each key taken, no other"
+    );
+}
+
+async fn claim_failing(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let user = store
+        .create_user(new_user("failing@example.com", Role::Customer))
+        .await
+        .unwrap()
+        .id;
+    // A charge the payments table refuses (amounts are never negative) among good ones.
+    let mut claims: Vec<(String, Option<PendingCharge>)> = (0..12)
+        .map(|i| (format!("good{i}"), charge_of(500 + i)))
+        .collect();
+    claims.insert(6, ("refused".to_owned(), charge_of(-1)));
+    let answers = claim_burst(&store, user, &claims).await;
+    for ((key, _), answer) in claims.iter().zip(&answers) {
+        if key == "refused" {
+            assert!(
+                answer.is_err(),
+                "a payment that cannot be written: {answer:?}"
+            );
+        } else {
+            assert!(
+                matches!(
+                    answer,
+                    Ok((KeyClaim::Proceed { resumed: false, .. }, Some(_)))
+                ),
+                "{key} is taken beside it: {answer:?}"
+            );
+        }
+    }
+    assert_eq!(payments_held(&db).await, 12);
+    // Nothing of the refused claim was written: its key is free, for a good charge.
+    let (claim, payment) = store
+        .claim_idempotency_key_paying(user, "refused", "hash", "node-a", charge_of(1))
+        .await
+        .unwrap();
+    assert!(
+        matches!(claim, KeyClaim::Proceed { resumed: false, .. }) && payment.is_some(),
+        "{claim:?}"
+    );
+}
+
+async fn authorisations_together(kind: Db) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let user = store
+        .create_user(new_user("records@example.com", Role::Customer))
+        .await
+        .unwrap()
+        .id;
+    let claims: Vec<(String, Option<PendingCharge>)> = (0..24)
+        .map(|i| (format!("k{i}"), charge_of(700 + i)))
+        .collect();
+    let payments: Vec<Payment> = claim_burst(&store, user, &claims)
+        .await
+        .into_iter()
+        .map(|answer| answer.unwrap().1.unwrap())
+        .collect();
+    // k1 was taken over by node-b; k2's payment was authorised (and its key renewed) already.
+    execute(
+        &db,
+        "UPDATE idempotency_keys SET holder = 'node-b' WHERE key = 'k1'",
+        Utc::now(),
+    )
+    .await;
+    let hold = |i: usize| KeyHold {
+        user,
+        key: claims[i].0.as_str(),
+        holder: "node-a",
+    };
+    assert!(
+        store
+            .record_checkout_authorisation(
+                payments[2].id,
+                PaymentStatus::Authorised,
+                Some("first"),
+                None,
+                "authorise-k2",
+                hold(2),
+            )
+            .await
+            .unwrap()
+    );
+    let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+    execute(
+        &db,
+        "UPDATE idempotency_keys SET locked_at = $1",
+        an_hour_ago,
+    )
+    .await;
+
+    // Every third declined, the rest authorised with a reference of their own.
+    let answer = |i: usize| -> (PaymentStatus, Option<String>, Option<&'static str>) {
+        if i.is_multiple_of(3) {
+            (PaymentStatus::Declined, None, Some("card_declined"))
+        } else {
+            (PaymentStatus::Authorised, Some(format!("ref-{i}")), None)
+        }
+    };
+    let renewed = join_all(payments.iter().enumerate().map(|(i, payment)| {
+        let (to, reference, decline) = answer(i);
+        let store = store.clone();
+        let gateway_key = format!("authorise-k{i}");
+        let (id, key) = (payment.id, claims[i].0.clone());
+        async move {
+            store
+                .record_checkout_authorisation(
+                    id,
+                    to,
+                    reference.as_deref(),
+                    decline,
+                    &gateway_key,
+                    KeyHold {
+                        user,
+                        key: &key,
+                        holder: "node-a",
+                    },
+                )
+                .await
+        }
+    }))
+    .await;
+    for (i, (payment, renewed)) in payments.iter().zip(&renewed).enumerate() {
+        assert_eq!(
+            *renewed.as_ref().unwrap(),
+            i != 1,
+            "k{i}: only the key taken over is not held"
+        );
+        let stored = store
+            .payment_for_order(payment.order_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let events = store.payment_events(payment.id).await.unwrap();
+        if i == 2 {
+            // Authorised before: not moved again, its first answer and event kept.
+            assert_eq!(
+                (stored.status, stored.gateway_ref.as_deref(), events.len()),
+                (PaymentStatus::Authorised, Some("first"), 1)
+            );
+            continue;
+        }
+        let (to, reference, decline) = answer(i);
+        assert_eq!(
+            (
+                stored.status,
+                stored.gateway_ref,
+                stored.decline_code.as_deref()
+            ),
+            (to, reference, decline),
+            "k{i}: its own answer, whatever became of its key"
+        );
+        assert_eq!(events.len(), 1, "k{i}");
+        assert_eq!(
+            events[0].idempotency_key.as_deref(),
+            Some(format!("authorise-k{i}").as_str())
+        );
+    }
+    // The keys held were renewed (so the reconciler leaves them); the one taken over was not.
+    let given_up = store
+        .abandon_idempotency_keys(Utc::now() - chrono::Duration::minutes(30), 409, "{}", 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        given_up.len(),
+        1,
+        "only k1 is still an hour old: {given_up:?}"
     );
 }
