@@ -121,28 +121,49 @@ mod tests {
     use crate::store::NewUser;
     use crate::store::test_support::sqlite_store;
 
-    async fn shop(store: &Store) -> MerchantId {
-        store.migrate().await.unwrap();
-        let owner = store
-            .create_user(NewUser {
-                email: Email::parse("owner@example.com").unwrap(),
-                name: "Owner".into(),
-                role: Role::Merchant,
-                password_hash: "x".into(),
-            })
-            .await
-            .unwrap();
-        let at = Position {
-            lat: 40.75,
-            lon: -73.98,
-        };
-        let merchant = store
-            .create_merchant(owner.id, "Noodles", "1 Street", at)
-            .await
-            .unwrap();
-        let menu = [("Ramen".to_owned(), Cents(1_200))];
-        store.replace_menu(merchant.id, &menu).await.unwrap();
-        merchant.id
+    /// A migrated SQLite store holding one merchant with a one-item menu, and an empty cache.
+    struct Shop {
+        store: Store,
+        dir: std::path::PathBuf,
+        id: MerchantId,
+        cache: MenuCache,
+    }
+
+    impl Shop {
+        async fn open() -> Shop {
+            let (store, dir) = sqlite_store();
+            store.migrate().await.unwrap();
+            let owner = store
+                .create_user(NewUser {
+                    email: Email::parse("owner@example.com").unwrap(),
+                    name: "Owner".into(),
+                    role: Role::Merchant,
+                    password_hash: "x".into(),
+                })
+                .await
+                .unwrap();
+            let at = Position {
+                lat: 40.75,
+                lon: -73.98,
+            };
+            let merchant = store
+                .create_merchant(owner.id, "Noodles", "1 Street", at)
+                .await
+                .unwrap();
+            let menu = [("Ramen".to_owned(), Cents(1_200))];
+            store.replace_menu(merchant.id, &menu).await.unwrap();
+            Shop {
+                store,
+                dir,
+                id: merchant.id,
+                cache: MenuCache::default(),
+            }
+        }
+
+        async fn close(self) {
+            self.store.close().await;
+            let _ = std::fs::remove_dir_all(self.dir);
+        }
     }
 
     fn prices(read: &Option<(Merchant, Vec<MenuItem>)>) -> Vec<i64> {
@@ -152,11 +173,10 @@ mod tests {
 
     #[actix_web::test]
     async fn a_read_serves_until_its_merchant_is_forgotten_and_a_change_is_then_seen() {
-        let (store, dir) = sqlite_store();
-        let id = shop(&store).await;
-        let cache = MenuCache::default();
+        let shop = Shop::open().await;
+        let (store, id, cache) = (&shop.store, shop.id, &shop.cache);
         assert_eq!(
-            prices(&cache.merchant_with_menu(&store, id).await.unwrap()),
+            prices(&cache.merchant_with_menu(store, id).await.unwrap()),
             [1_200]
         );
 
@@ -166,42 +186,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            prices(&cache.merchant_with_menu(&store, id).await.unwrap()),
+            prices(&cache.merchant_with_menu(store, id).await.unwrap()),
             [1_200]
         );
 
         // Changed through this replica, which forgets it: the next read sees the change.
         cache.forget(id);
         assert_eq!(
-            prices(&cache.merchant_with_menu(&store, id).await.unwrap()),
+            prices(&cache.merchant_with_menu(store, id).await.unwrap()),
             [1_500]
         );
-        store.close().await;
-        let _ = std::fs::remove_dir_all(dir);
+        shop.close().await;
     }
 
     #[actix_web::test]
     async fn a_kept_read_expires_after_the_ttl() {
-        let (store, dir) = sqlite_store();
-        let id = shop(&store).await;
-        let cache = MenuCache::default();
-        cache.merchant_with_menu(&store, id).await.unwrap();
+        let shop = Shop::open().await;
+        let (store, id, cache) = (&shop.store, shop.id, &shop.cache);
+        cache.merchant_with_menu(store, id).await.unwrap();
         store.set_merchant_open(id, false).await.unwrap();
-        let kept = cache.merchant_with_menu(&store, id).await.unwrap().unwrap();
+        let kept = cache.merchant_with_menu(store, id).await.unwrap().unwrap();
         assert!(kept.0.is_open, "within the TTL the read is kept");
 
         tokio::time::sleep(Duration::from_millis(MENU_CACHE_TTL_MS + 50)).await;
-        let read = cache.merchant_with_menu(&store, id).await.unwrap().unwrap();
+        let read = cache.merchant_with_menu(store, id).await.unwrap().unwrap();
         assert!(!read.0.is_open, "after the TTL the store is read again");
-        store.close().await;
-        let _ = std::fs::remove_dir_all(dir);
+        shop.close().await;
     }
 
     #[actix_web::test]
     async fn a_read_that_began_before_a_change_was_forgotten_is_not_kept() {
-        let (store, dir) = sqlite_store();
-        let id = shop(&store).await;
-        let cache = MenuCache::default();
+        let shop = Shop::open().await;
+        let (store, id, cache) = (&shop.store, shop.id, &shop.cache);
         // A read begins, the merchant changes through this replica meanwhile, the read ends.
         let Err(changes) = cache.lookup(id) else {
             panic!("nothing kept yet")
@@ -225,13 +241,12 @@ mod tests {
         let unknown = MerchantId::new();
         assert!(
             cache
-                .merchant_with_menu(&store, unknown)
+                .merchant_with_menu(store, unknown)
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(cache.lookup(unknown).is_err());
-        store.close().await;
-        let _ = std::fs::remove_dir_all(dir);
+        shop.close().await;
     }
 }
