@@ -770,6 +770,21 @@ async fn answers_together(kind: Db) {
     );
 }
 
+/// A new test database of `kind`, its store, and a customer with `email`.
+async fn with_customer(
+    kind: Db,
+    email: &str,
+) -> (TestDb, mealkitz::store::Store, mealkitz::domain::UserId) {
+    let db = TestDb::create(kind).await;
+    let store = migrated_store(&db).await;
+    let user = store
+        .create_user(new_user(email, Role::Customer))
+        .await
+        .unwrap()
+        .id;
+    (db, store, user)
+}
+
 /// A charge of `cents` with the sandbox's good card.
 fn charge_of(cents: i64) -> Option<PendingCharge> {
     Some(PendingCharge {
@@ -792,13 +807,7 @@ async fn claim_burst(
 }
 
 async fn claims_together(kind: Db) {
-    let db = TestDb::create(kind).await;
-    let store = migrated_store(&db).await;
-    let user = store
-        .create_user(new_user("burst@example.com", Role::Customer))
-        .await
-        .unwrap()
-        .id;
+    let (db, store, user) = with_customer(kind, "burst@example.com").await;
     // Keys that exist before the burst: one answered, one of another request, one expired.
     for (key, hash) in [("done", "hash"), ("other", "hash-x"), ("expired", "hash")] {
         store
@@ -923,13 +932,7 @@ async fn claims_together(kind: Db) {
 }
 
 async fn claim_failing(kind: Db) {
-    let db = TestDb::create(kind).await;
-    let store = migrated_store(&db).await;
-    let user = store
-        .create_user(new_user("failing@example.com", Role::Customer))
-        .await
-        .unwrap()
-        .id;
+    let (db, store, user) = with_customer(kind, "failing@example.com").await;
     // A charge the payments table refuses (amounts are never negative) among good ones.
     let mut claims: Vec<(String, Option<PendingCharge>)> = (0..12)
         .map(|i| (format!("good{i}"), charge_of(500 + i)))
@@ -965,13 +968,7 @@ async fn claim_failing(kind: Db) {
 }
 
 async fn authorisations_together(kind: Db) {
-    let db = TestDb::create(kind).await;
-    let store = migrated_store(&db).await;
-    let user = store
-        .create_user(new_user("records@example.com", Role::Customer))
-        .await
-        .unwrap()
-        .id;
+    let (db, store, user) = with_customer(kind, "records@example.com").await;
     let claims: Vec<(String, Option<PendingCharge>)> = (0..24)
         .map(|i| (format!("k{i}"), charge_of(700 + i)))
         .collect();
