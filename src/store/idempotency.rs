@@ -25,11 +25,35 @@ pub const IDEMPOTENCY_LOCK_TIMEOUT_SECS: i64 = 60;
 /// PostgreSQL, it still has a connection open (each process names its connections with its node
 /// id, [`Store::open_as`]; a killed process's connections close with it, at once, where its
 /// membership row would take a lease TTL to expire).
-const HOLDER_ALIVE_POSTGRES: &str = "SELECT 1 FROM cluster_members m WHERE m.node = $1 \
-    AND m.expires_at_ms > $2 AND EXISTS (SELECT 1 FROM pg_stat_activity a \
-    WHERE a.application_name = left($1, 63))";
-const HOLDER_ALIVE_SQLITE: &str =
-    "SELECT 1 FROM cluster_members m WHERE m.node = $1 AND m.expires_at_ms > $2";
+const HOLDER_ALIVE_POSTGRES: &str =
+    concat!(member_fresh_sql!("$1", "$2"), member_connected_sql!("$1"));
+const HOLDER_ALIVE_SQLITE: &str = member_fresh_sql!("$1", "$2");
+
+/// The first half of the holder-alive test, for statements built around it: `$holder`'s
+/// membership row is fresh at `$now_ms`.
+macro_rules! member_fresh_sql {
+    ($holder:literal, $now_ms:literal) => {
+        concat!(
+            "SELECT 1 FROM cluster_members m WHERE m.node = ",
+            $holder,
+            " AND m.expires_at_ms > ",
+            $now_ms
+        )
+    };
+}
+use member_fresh_sql;
+
+/// The second half, on PostgreSQL: `$holder` still has a connection open.
+macro_rules! member_connected_sql {
+    ($holder:literal) => {
+        concat!(
+            " AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = left(",
+            $holder,
+            ", 63))"
+        )
+    };
+}
+use member_connected_sql;
 
 /// The text of [`CLAIM_NEW_KEY`], for statements built around it: takes a key nobody holds,
 /// inserting it, or replacing it when it expired (an expired key is free again, with a new
@@ -95,23 +119,21 @@ pub struct OrphanedAnswer {
 /// to its retry, which hands the order to dispatch again (its placement may have committed
 /// with nobody told).
 macro_rules! orphaned_answers_sql {
-    ($alive_extra:literal) => {
+    ($($connected:expr)?) => {
         concat!(
             "SELECT k.user_id, k.key, k.order_id, k.holder FROM idempotency_keys k \
              WHERE k.state = 'in_progress' AND k.holder IS NOT NULL \
              AND EXISTS (SELECT 1 FROM orders o WHERE o.id = k.order_id \
                  AND o.status IN ('delivered', 'cancelled', 'rejected')) \
-             AND NOT EXISTS (SELECT 1 FROM cluster_members m WHERE m.node = k.holder \
-                 AND m.expires_at_ms > $1",
-            $alive_extra,
+             AND NOT EXISTS (",
+            member_fresh_sql!("k.holder", "$1"),
+            $($connected,)?
             ") ORDER BY k.locked_at LIMIT $2"
         )
     };
 }
-const ORPHANED_ANSWERS_POSTGRES: &str = orphaned_answers_sql!(
-    " AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = left(k.holder, 63))"
-);
-const ORPHANED_ANSWERS_SQLITE: &str = orphaned_answers_sql!("");
+const ORPHANED_ANSWERS_POSTGRES: &str = orphaned_answers_sql!(member_connected_sql!("k.holder"));
+const ORPHANED_ANSWERS_SQLITE: &str = orphaned_answers_sql!();
 
 /// A checkout key given up by the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]

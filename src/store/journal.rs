@@ -1,9 +1,9 @@
 //! Writing the order journal, with group commit: an order's new row or its next transitions are
 //! handed in, and whatever was handed in while the previous commit was in flight goes in the
 //! next one ([`super::group_commit`] queues them) — on PostgreSQL one statement for many orders,
-//! on SQLite one transaction. Each writer is answered only once *its*
-//! batch has committed, with the answer it would have had alone: a transition refused by its
-//! region's lease fence, or by the journal having moved on, does not sink the others.
+//! on SQLite one transaction. Each writer is answered only once *its* batch has committed, with
+//! the answer it would have had alone: a transition refused by its region's lease fence, or by
+//! the journal having moved on, does not sink the others.
 
 use std::collections::HashSet;
 use std::time::Instant;
