@@ -46,7 +46,8 @@
 //! at once (prep 10 min) and mark it ready as soon as they see it accepted; drivers accept
 //! every offer at once, pick up when the order is ready and deliver at once, so they are back
 //! in the driver index within milliseconds. Client and server share the machine's cores: the
-//! tool reports both processes' CPU so that the figures can be read with that in mind.
+//! tool reports both processes' CPU so that the figures can be read with that in mind, and opens
+//! its sockets as apps do ([`mealkitz::sim::connect_client`]: a small read buffer, Nagle off).
 
 mod common;
 
@@ -67,15 +68,14 @@ use mealkitz::config::DatabaseConfig;
 use mealkitz::domain::{Email, Role, UserId};
 use mealkitz::geo::region::{DEMO_CITY_CENTRE_LAT_DEG, DEMO_CITY_CENTRE_LON_DEG, DEMO_CITY_SIDE_M};
 use mealkitz::geo::{LatLon, LocalProjection};
+use mealkitz::sim::ClientSocket as Socket;
 use mealkitz::store::{NewUser, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 const SECRET: &str = "dispatch-load-secret-0123456789abcdef!!";
@@ -137,8 +137,6 @@ fn goal_p99_ms(orders_per_sec: f64) -> f64 {
 }
 /// Warnings and errors the server logged, first lines kept for the report.
 const PROBLEM_LINES_KEPT: usize = 20;
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 // ---------------------------------------------------------------------------------------------
 // CPU accounting (from /proc; the counters are in benches/common).
@@ -669,7 +667,7 @@ async fn connect(url: &str, bearer: &str) -> Result<Socket, tokio_tungstenite::t
             .parse()
             .expect("a token is a valid header"),
     );
-    Ok(tokio_tungstenite::connect_async(request).await?.0)
+    Ok(mealkitz::sim::connect_client(request).await?.0)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -54,13 +54,12 @@ use mealkitz::config::{DatabaseConfig, DatabaseUrl};
 use mealkitz::domain::{Email, Role, UserId};
 use mealkitz::geo::region::{DEMO_CITY_CENTRE_LAT_DEG, DEMO_CITY_CENTRE_LON_DEG, DEMO_CITY_SIDE_M};
 use mealkitz::geo::{DEFAULT_BORDER_BAND_M, LatLon, LocalProjection, RegionMap};
+use mealkitz::sim::ClientSocket as Socket;
 use mealkitz::store::{NewUser, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const SECRET: &str = "location-ingest-secret-0123456789abcdef";
 const SEED: u64 = 0x1A6E57;
@@ -93,8 +92,6 @@ const LOCATION_SERIES: (&str, &[(&str, &str)]) = (
     "ws_messages_in_total",
     &[("kind", "driver"), ("type", "location")],
 );
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Resident memory of `pid` in KiB (`VmRSS`), 0 if unreadable.
 fn rss_kib(pid: u32) -> u64 {
@@ -456,7 +453,7 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
                     .headers_mut()
                     .insert("authorization", bearer.parse().unwrap());
                 let connected = async {
-                    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+                    let (mut socket, _) = mealkitz::sim::connect_client(request).await?;
                     socket
                         .send(Message::text(r#"{"type":"availability","available":true}"#))
                         .await?;

@@ -203,7 +203,7 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
                 request
                     .headers_mut()
                     .insert("authorization", format!("Bearer {token}").parse().unwrap());
-                let (socket, _) = tokio_tungstenite::connect_async(request)
+                let (socket, _) = mealkitz::sim::connect_client(request)
                     .await
                     .expect("tracker connects");
                 (order_index, socket)
@@ -249,7 +249,7 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
         request
             .headers_mut()
             .insert("authorization", bearer.parse().unwrap());
-        let (socket, _) = tokio_tungstenite::connect_async(request)
+        let (socket, _) = mealkitz::sim::connect_client(request)
             .await
             .expect("driver connects");
         driver_sockets.push((i, socket));

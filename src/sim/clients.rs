@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::city::{AREA_MARGIN_M, Area, MENU, PlannedOrder};
 use super::report::Stats;
+use super::socket::{ClientSocket, connect_client};
 use super::walk::{Walk, point, step};
 use crate::domain::Position;
 use crate::geo::haversine_m;
@@ -56,20 +57,12 @@ pub fn addressed(maps: &Maps, area: &Area, p: Position) -> Option<Place> {
     area.contains_within(at, AREA_MARGIN_M).then_some(place)
 }
 
-async fn connect(
-    url: &str,
-    token: &str,
-) -> Option<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-> {
+async fn connect(url: &str, token: &str) -> Option<ClientSocket> {
     let mut request = url.into_client_request().ok()?;
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().ok()?);
-    tokio_tungstenite::connect_async(request)
-        .await
-        .ok()
-        .map(|(socket, _)| socket)
+    connect_client(request).await.ok().map(|(socket, _)| socket)
 }
 
 struct Delivery {
