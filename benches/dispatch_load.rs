@@ -68,14 +68,13 @@ use mealkitz::config::DatabaseConfig;
 use mealkitz::domain::{Email, Role, UserId};
 use mealkitz::geo::region::{DEMO_CITY_CENTRE_LAT_DEG, DEMO_CITY_CENTRE_LON_DEG, DEMO_CITY_SIDE_M};
 use mealkitz::geo::{LatLon, LocalProjection};
-use mealkitz::sim::ClientSocket as Socket;
+use mealkitz::sim::{ClientSocket as Socket, connect_client};
 use mealkitz::store::{NewUser, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
 const SECRET: &str = "dispatch-load-secret-0123456789abcdef!!";
@@ -658,18 +657,6 @@ async fn board(mut socket: Socket, shared: Arc<Shared>) {
     shared.ended("merchant", ended);
 }
 
-/// Opens a WebSocket with a bearer token.
-async fn connect(url: &str, bearer: &str) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
-    let mut request = url.into_client_request()?;
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {bearer}")
-            .parse()
-            .expect("a token is a valid header"),
-    );
-    Ok(mealkitz::sim::connect_client(request).await?.0)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Customers.
 
@@ -1111,7 +1098,8 @@ async fn run(knobs: Knobs) {
             let (url, shared, connect_failures) = (&driver_url, &shared, &connect_failures);
             async move {
                 let online = async {
-                    let mut socket = connect(url, &token(SECRET, driver_id, Role::Driver)).await?;
+                    let mut socket =
+                        connect_client(url, &token(SECRET, driver_id, Role::Driver)).await?;
                     socket
                         .send(Message::text(r#"{"type":"availability","available":true}"#))
                         .await?;
@@ -1168,7 +1156,7 @@ async fn run(knobs: Knobs) {
 
     let merchant_url = format!("ws://127.0.0.1:{port}/ws/merchant");
     for owner_token in &owner_tokens {
-        let socket = connect(&merchant_url, owner_token)
+        let socket = connect_client(&merchant_url, owner_token)
             .await
             .expect("connect a board");
         tokio::spawn(board(socket, shared.clone()));

@@ -59,7 +59,6 @@ use mealkitz::store::{NewUser, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SECRET: &str = "location-ingest-secret-0123456789abcdef";
 const SEED: u64 = 0x1A6E57;
@@ -447,13 +446,9 @@ async fn run(driver_count: usize, rate_hz: f64, seconds: usize, warmup: usize, s
             let url = format!("ws://127.0.0.1:{port}/ws/driver");
             let connect_failures = &connect_failures;
             async move {
-                let mut request = url.into_client_request().unwrap();
-                let bearer = format!("Bearer {}", token(SECRET, driver_id, Role::Driver));
-                request
-                    .headers_mut()
-                    .insert("authorization", bearer.parse().unwrap());
+                let token = token(SECRET, driver_id, Role::Driver);
                 let connected = async {
-                    let (mut socket, _) = mealkitz::sim::connect_client(request).await?;
+                    let mut socket = mealkitz::sim::connect_client(&url, &token).await?;
                     socket
                         .send(Message::text(r#"{"type":"availability","available":true}"#))
                         .await?;

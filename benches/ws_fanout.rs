@@ -34,7 +34,6 @@ use mealkitz::domain::{
 use mealkitz::store::{NewUser, Store};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SECRET: &str = "fan-out-benchmark-secret-0123456789abcdef";
 const BASE_LAT: f64 = 40.70;
@@ -199,11 +198,7 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
             );
             let token = customer_token.clone();
             async move {
-                let mut request = url.into_client_request().unwrap();
-                request
-                    .headers_mut()
-                    .insert("authorization", format!("Bearer {token}").parse().unwrap());
-                let (socket, _) = mealkitz::sim::connect_client(request)
+                let socket = mealkitz::sim::connect_client(&url, &token)
                     .await
                     .expect("tracker connects");
                 (order_index, socket)
@@ -242,14 +237,8 @@ async fn run(tracker_count: usize, driver_count: usize, seconds: usize) {
 
     let mut driver_sockets = Vec::new();
     for (i, driver_id) in driver_ids.iter().enumerate() {
-        let mut request = format!("ws://127.0.0.1:{driver_port}/ws/driver")
-            .into_client_request()
-            .unwrap();
-        let bearer = format!("Bearer {}", token(SECRET, *driver_id, Role::Driver));
-        request
-            .headers_mut()
-            .insert("authorization", bearer.parse().unwrap());
-        let (socket, _) = mealkitz::sim::connect_client(request)
+        let url = format!("ws://127.0.0.1:{driver_port}/ws/driver");
+        let socket = mealkitz::sim::connect_client(&url, &token(SECRET, *driver_id, Role::Driver))
             .await
             .expect("driver connects");
         driver_sockets.push((i, socket));

@@ -11,11 +11,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::city::{AREA_MARGIN_M, Area, MENU, PlannedOrder};
 use super::report::Stats;
-use super::socket::{ClientSocket, connect_client};
+use super::socket::connect_client;
 use super::walk::{Walk, point, step};
 use crate::domain::Position;
 use crate::geo::haversine_m;
@@ -55,14 +54,6 @@ pub fn addressed(maps: &Maps, area: &Area, p: Position) -> Option<Place> {
         lon: place.lon,
     };
     area.contains_within(at, AREA_MARGIN_M).then_some(place)
-}
-
-async fn connect(url: &str, token: &str) -> Option<ClientSocket> {
-    let mut request = url.into_client_request().ok()?;
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().ok()?);
-    connect_client(request).await.ok().map(|(socket, _)| socket)
 }
 
 struct Delivery {
@@ -132,7 +123,7 @@ pub async fn driver(plan: DriverPlan, stats: Shared, mut stop: watch::Receiver<b
     let mut moving_since = Instant::now();
     let metres_per_sec = (speed_kmh / 3.6 * time_scale).max(f64::MIN_POSITIVE);
     while !*stop.borrow() {
-        let Some(socket) = connect(&url, &token).await else {
+        let Ok(socket) = connect_client(&url, &token).await else {
             tokio::time::sleep(RECONNECT).await;
             continue;
         };
@@ -377,7 +368,7 @@ pub async fn merchant(
     // (due, message) to send.
     let mut pending: Vec<(Instant, Value)> = Vec::new();
     while !*stop.borrow() {
-        let Some(socket) = connect(&url, &token).await else {
+        let Ok(socket) = connect_client(&url, &token).await else {
             tokio::time::sleep(RECONNECT).await;
             continue;
         };

@@ -2,8 +2,9 @@
 //! kitchen screen shares — the fleet simulator's and the load tools' (`benches/`).
 
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Error;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::client::Response;
+use tokio_tungstenite::tungstenite::http::{self, HeaderValue, header::AUTHORIZATION};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -17,17 +18,17 @@ pub type ClientSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// fifth of the tool's CPU in `memset`, on the cores the engine under test shares.
 pub const CLIENT_READ_BUFFER_BYTES: usize = 4 * 1024;
 
-/// Opens a client WebSocket as apps and browsers do: small read buffer, Nagle's algorithm off
-/// (browsers set `TCP_NODELAY` on their sockets; with it on, a small frame that follows an
-/// unacknowledged one waits for the peer's delayed ACK).
-pub async fn connect_client<R>(
-    request: R,
-) -> Result<(ClientSocket, Response), tokio_tungstenite::tungstenite::Error>
-where
-    R: IntoClientRequest + Unpin,
-{
+/// Opens a client WebSocket to `url` signed in with bearer `token`, as apps and browsers do:
+/// small read buffer, Nagle's algorithm off (browsers set `TCP_NODELAY` on their sockets; with
+/// it on, a small frame that follows an unacknowledged one waits for the peer's delayed ACK).
+pub async fn connect_client(url: &str, token: &str) -> Result<ClientSocket, Error> {
+    let mut request = url.into_client_request()?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(http::Error::from)?;
+    request.headers_mut().insert(AUTHORIZATION, bearer);
     let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER_BYTES);
-    tokio_tungstenite::connect_async_with_config(request, Some(config), true).await
+    let (socket, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+    Ok(socket)
 }
 
 #[cfg(test)]
@@ -66,7 +67,7 @@ mod tests {
             }
         });
 
-        let (mut socket, _) = connect_client(format!("ws://127.0.0.1:{port}/"))
+        let mut socket = connect_client(&format!("ws://127.0.0.1:{port}/"), "a-token")
             .await
             .unwrap();
         match socket.get_ref() {
