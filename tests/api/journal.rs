@@ -190,6 +190,10 @@ async fn grouped_answers(kind: Db) {
     let (second, second_entry) = next(&first, Change::SearchStarted);
     writes.push(("ok", first, vec![first_entry]));
     writes.push(("ok", second.clone(), vec![second_entry]));
+    // An order that was never created: refused, and none of its entries written — the journal
+    // has no foreign key to refuse them (PostgreSQL), so the batch must not write them.
+    let (ghost, ghost_entry) = accept(&placed(customer, "ne").0);
+    writes.push(("ghost", ghost, vec![ghost_entry]));
 
     let duplicate = store.create_order(&orders[0].0, &orders[0].1);
     let before = store.journal_commits();
@@ -206,6 +210,7 @@ async fn grouped_answers(kind: Db) {
             ("ok", Ok(())) => {}
             ("stale", Err(StoreError::Conflict(_))) => {}
             ("fenced", Err(StoreError::LeaseLost(_))) => {}
+            ("ghost", Err(StoreError::Conflict(_))) => {}
             ("driver_busy", Err(StoreError::Duplicate(_))) => {}
             _ => panic!("{expect} write of order {} answered {answer:?}", after.id),
         }
@@ -218,8 +223,16 @@ async fn grouped_answers(kind: Db) {
 
     // What was answered Ok is in the journal, and nothing else.
     for (expect, after, entries) in &writes {
-        let stored = store.load_order(after.id).await.unwrap().unwrap();
         let journal = store.journal(after.id).await.unwrap();
+        if *expect == "ghost" {
+            assert!(store.load_order(after.id).await.unwrap().is_none());
+            assert!(
+                journal.is_empty(),
+                "a never-created order was journaled: {journal:?}"
+            );
+            continue;
+        }
+        let stored = store.load_order(after.id).await.unwrap().unwrap();
         if *expect == "ok" {
             assert!(stored.version >= after.version, "{} lost a write", after.id);
             assert!(journal.iter().any(|e| e.seq == entries[0].seq));
