@@ -20,19 +20,32 @@ const SNAPSHOT_QUEUE_CAPACITY: usize = 65_536;
 /// Snapshots the writer keeps after failed writes at most, for the same reason.
 const SNAPSHOT_PENDING_MAX: usize = 200_000;
 
+/// What actors hand the writer: a snapshot to keep, or an actor whose snapshot is no longer
+/// worth writing (a closed order: recovery never reads it).
+enum Handed {
+    Keep(Snapshot),
+    Forget(SnapshotKind, Uuid),
+}
+
 /// Hands snapshots to the writer.
 #[derive(Clone)]
 pub struct SnapshotSender {
-    tx: mpsc::Sender<Snapshot>,
+    tx: mpsc::Sender<Handed>,
     flush_tx: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 impl SnapshotSender {
     /// Queues a snapshot; never waits.
     pub fn send(&self, snapshot: Snapshot) {
-        if self.tx.try_send(snapshot).is_err() {
+        if self.tx.try_send(Handed::Keep(snapshot)).is_err() {
             metrics::counter!("snapshot_dropped_total").increment(1);
         }
+    }
+
+    /// Drops the snapshot of `id` the writer holds and has not written yet, if any; never
+    /// waits. One already written stays: with the journal after it, it still rebuilds the actor.
+    pub fn forget(&self, kind: SnapshotKind, id: Uuid) {
+        let _ = self.tx.try_send(Handed::Forget(kind, id));
     }
 
     /// Writes everything queued so far; returns once it is in the store (or the write failed).
@@ -58,6 +71,15 @@ struct Pending {
 }
 
 impl Pending {
+    fn take(&mut self, handed: Handed) {
+        match handed {
+            Handed::Keep(snapshot) => self.insert(snapshot),
+            Handed::Forget(kind, id) => {
+                self.snapshots.remove(&(kind, id));
+            }
+        }
+    }
+
     fn insert(&mut self, snapshot: Snapshot) {
         let key = (snapshot.kind, snapshot.id);
         let newer = self
@@ -79,7 +101,7 @@ async fn run(
     store: Store,
     batch: usize,
     interval: Duration,
-    mut rx: mpsc::Receiver<Snapshot>,
+    mut rx: mpsc::Receiver<Handed>,
     mut flush_rx: mpsc::Receiver<oneshot::Sender<()>>,
     stop: CancellationToken,
 ) {
@@ -92,8 +114,8 @@ async fn run(
     loop {
         tokio::select! {
             received = rx.recv() => match received {
-                Some(snapshot) => {
-                    pending.insert(snapshot);
+                Some(handed) => {
+                    pending.take(handed);
                     if pending.snapshots.len() >= batch {
                         write(&store, &mut pending).await;
                     }
@@ -109,15 +131,15 @@ async fn run(
                 }
             }
             () = stop.cancelled() => {
-                while let Ok(snapshot) = rx.try_recv() {
-                    pending.insert(snapshot);
+                while let Ok(handed) = rx.try_recv() {
+                    pending.take(handed);
                 }
                 write(&store, &mut pending).await;
                 return;
             }
             Some(done) = flush_rx.recv() => {
-                while let Ok(snapshot) = rx.try_recv() {
-                    pending.insert(snapshot);
+                while let Ok(handed) = rx.try_recv() {
+                    pending.take(handed);
                 }
                 write(&store, &mut pending).await;
                 let _ = done.send(());

@@ -170,7 +170,8 @@ pub struct DispatchArgs {
         default_value_t = DEFAULT_SNAPSHOT_BATCH
     )]
     pub snapshot_batch: usize,
-    /// Longest a snapshot waits before its batch is written, in milliseconds.
+    /// Longest a snapshot waits before its batch is written, and the most often an open order
+    /// is snapshotted, in milliseconds.
     #[arg(
         long = "snapshot-interval-ms",
         value_name = "MS",
@@ -246,7 +247,8 @@ pub struct DispatchConfig {
     pub stale_search: Duration,
     /// Snapshots per batch write at most.
     pub snapshot_batch: usize,
-    /// Longest a snapshot waits before it is written.
+    /// Longest a snapshot waits before it is written; an open order is snapshotted once this
+    /// long after its first change not yet in a snapshot.
     pub snapshot_interval: Duration,
     /// More restarts than this within `restart_window` mark an actor failed instead of looping.
     pub restart_limit: u32,

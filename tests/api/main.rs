@@ -37,6 +37,7 @@ mod relay;
 mod replicas;
 mod router;
 mod simulator;
+mod snapshots;
 mod store_contract;
 mod store_money;
 mod supervision;

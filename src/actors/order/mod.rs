@@ -65,6 +65,9 @@ pub struct OrderActor {
     reload_on_stop: bool,
     /// The routed leg its driver is on, for road ETAs.
     legs: legs::Legs,
+    /// A snapshot of the order as it will be then, taken one snapshot interval after the first
+    /// change not yet in one (see [`OrderActor::snapshot_later`]).
+    snapshot_timer: Option<SpawnHandle>,
 }
 
 type Reply = Result<OrderView, EngineError>;
@@ -104,6 +107,7 @@ impl OrderActor {
             second_round: false,
             reload_on_stop: false,
             legs: Default::default(),
+            snapshot_timer: None,
         })
         .into()
     }
@@ -219,14 +223,7 @@ impl OrderActor {
                 notify: true,
             });
         }
-        if let Ok(snapshot) = Snapshot::of(
-            SnapshotKind::Order,
-            self.order.id.as_uuid(),
-            self.order.version,
-            &self.order,
-        ) {
-            self.services.snapshots.send(snapshot);
-        }
+        self.snapshot_later(ctx);
         self.sync_gauges(false);
         if !self.order.is_open() {
             if let Some(closed) = &self.services.hooks.order_closed {
@@ -234,6 +231,41 @@ impl OrderActor {
             }
             ctx.stop();
         }
+    }
+
+    /// Snapshots only speed up recovery, which rebuilds open orders (the journal holds every
+    /// fact), so an open order is snapshotted once a snapshot interval at most: the interval
+    /// after its first change not yet in a snapshot, as it is then — not once a transition (an
+    /// order makes eight or more, most within a minute). A closed order is never rebuilt: its
+    /// pending snapshot is dropped, unwritten if the writer still holds it.
+    fn snapshot_later(&mut self, ctx: &mut Context<Self>) {
+        if !self.order.is_open() {
+            if let Some(timer) = self.snapshot_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.services
+                .snapshots
+                .forget(SnapshotKind::Order, self.order.id.as_uuid());
+            return;
+        }
+        if self.snapshot_timer.is_some() {
+            return;
+        }
+        let interval = self.services.config.snapshot_interval;
+        self.snapshot_timer = Some(ctx.run_later(interval, |act, _| {
+            act.snapshot_timer = None;
+            if !act.order.is_open() {
+                return;
+            }
+            if let Ok(snapshot) = Snapshot::of(
+                SnapshotKind::Order,
+                act.order.id.as_uuid(),
+                act.order.version,
+                &act.order,
+            ) {
+                act.services.snapshots.send(snapshot);
+            }
+        }));
     }
 
     /// Tells the merchant's board (which keeps the newest version it saw) and the assigned
