@@ -240,9 +240,7 @@ impl OrderActor {
     /// pending snapshot is dropped, unwritten if the writer still holds it.
     fn snapshot_later(&mut self, ctx: &mut Context<Self>) {
         if !self.order.is_open() {
-            if let Some(timer) = self.snapshot_timer.take() {
-                ctx.cancel_future(timer);
-            }
+            // The actor stops now; a timer still due finds the order closed and does nothing.
             self.services
                 .snapshots
                 .forget(SnapshotKind::Order, self.order.id.as_uuid());
